@@ -1,0 +1,617 @@
+//! The ledger's vocabulary: accounts, journal entries, postings, write requests and the
+//! stable result codes of a rejected request.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::money::{Amount, Currency};
+
+/// Default maximum balance of a card wallet: Rp 2,000,000.00, the limit for unregistered
+/// e-money in Indonesia.
+pub const WALLET_BALANCE_MAX_DEFAULT_MINOR: i64 = 200_000_000;
+/// Longest idempotency key accepted.
+pub const IDEMPOTENCY_KEY_MAX: usize = 128;
+/// Longest free-text reference (terminal id, merchant reference, memo).
+pub const REFERENCE_TEXT_MAX: usize = 200;
+/// Most postings in one entry.
+pub const POSTINGS_PER_ENTRY_MAX: usize = 16;
+
+/// The identity of an account. Assigned by the database; never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct AccountId(pub i64);
+
+impl fmt::Display for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// What an account is for. The kind decides the account's flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountKind {
+    /// A card holder's e-money: never negative, capped at a maximum balance.
+    CardWallet,
+    /// A merchant's takings, settled to the merchant's bank.
+    Merchant,
+    /// A top-up agent's prefunded float: never negative.
+    AgentFloat,
+    /// The city's bank (settlement): money enters and leaves the system here.
+    CityBank,
+    /// The city's fee revenue (merchant discount).
+    FeeRevenue,
+    /// Suspense: amounts waiting to be resolved.
+    Suspense,
+    /// Funds reserved by holds (pre-authorisations): one system account per currency.
+    Holds,
+    /// Shortfalls of offline taps that a wallet could not cover.
+    OfflineRisk,
+}
+
+impl AccountKind {
+    /// Every kind, in a fixed order.
+    pub const ALL: [AccountKind; 8] = [
+        AccountKind::CardWallet,
+        AccountKind::Merchant,
+        AccountKind::AgentFloat,
+        AccountKind::CityBank,
+        AccountKind::FeeRevenue,
+        AccountKind::Suspense,
+        AccountKind::Holds,
+        AccountKind::OfflineRisk,
+    ];
+
+    /// The name stored in the database and shown in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountKind::CardWallet => "card_wallet",
+            AccountKind::Merchant => "merchant",
+            AccountKind::AgentFloat => "agent_float",
+            AccountKind::CityBank => "city_bank",
+            AccountKind::FeeRevenue => "fee_revenue",
+            AccountKind::Suspense => "suspense",
+            AccountKind::Holds => "holds",
+            AccountKind::OfflineRisk => "offline_risk",
+        }
+    }
+
+    /// Parses [`AccountKind::as_str`].
+    pub fn parse(s: &str) -> Option<AccountKind> {
+        AccountKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Whether the balance of such an account may never go below zero.
+    pub fn never_negative(self) -> bool {
+        matches!(self, AccountKind::CardWallet | AccountKind::AgentFloat | AccountKind::Holds)
+    }
+
+    /// System accounts exist once per currency and are created on demand.
+    pub fn is_system(self) -> bool {
+        matches!(
+            self,
+            AccountKind::CityBank
+                | AccountKind::FeeRevenue
+                | AccountKind::Suspense
+                | AccountKind::Holds
+                | AccountKind::OfflineRisk
+        )
+    }
+}
+
+/// An account. Accounts are never changed after creation; their balance is the balance
+/// after of their latest posting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Account {
+    /// Identity.
+    pub id: AccountId,
+    /// Kind, which decides the flags.
+    pub kind: AccountKind,
+    /// Every posting on the account is in this currency.
+    pub currency: Currency,
+    /// Display name.
+    pub name: String,
+    /// The balance may not go below zero.
+    pub never_negative: bool,
+    /// The balance may not exceed this (card wallets).
+    pub balance_max_minor: Option<i64>,
+    /// Creation time, microseconds since the Unix epoch.
+    pub created_at_us: i64,
+}
+
+/// What to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAccount {
+    /// Kind.
+    pub kind: AccountKind,
+    /// Currency.
+    pub currency: Currency,
+    /// Display name.
+    pub name: String,
+    /// Maximum balance; card wallets get [`WALLET_BALANCE_MAX_DEFAULT_MINOR`] (or the
+    /// ledger's configured default) when this is `None`.
+    pub balance_max_minor: Option<i64>,
+}
+
+/// The kind of a journal entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    /// Money loaded onto a card wallet (from an agent float or the city bank).
+    Topup,
+    /// A card payment to a merchant, possibly with a fee leg.
+    Payment,
+    /// Money back from a merchant to the card of an earlier payment.
+    Refund,
+    /// Funds reserved from a wallet.
+    Hold,
+    /// A hold taken by the merchant (the rest released).
+    Capture,
+    /// A hold released in full (by the merchant, or at expiry).
+    Void,
+    /// A plain transfer between accounts.
+    Transfer,
+    /// A correction approved by two operators.
+    Adjustment,
+    /// Merchant takings paid out to the bank.
+    Settlement,
+    /// A balance moved from a replaced card to its successor.
+    CardReplacement,
+}
+
+impl EntryKind {
+    /// Every kind, in a fixed order.
+    pub const ALL: [EntryKind; 10] = [
+        EntryKind::Topup,
+        EntryKind::Payment,
+        EntryKind::Refund,
+        EntryKind::Hold,
+        EntryKind::Capture,
+        EntryKind::Void,
+        EntryKind::Transfer,
+        EntryKind::Adjustment,
+        EntryKind::Settlement,
+        EntryKind::CardReplacement,
+    ];
+
+    /// The name stored in the database and shown in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::Topup => "topup",
+            EntryKind::Payment => "payment",
+            EntryKind::Refund => "refund",
+            EntryKind::Hold => "hold",
+            EntryKind::Capture => "capture",
+            EntryKind::Void => "void",
+            EntryKind::Transfer => "transfer",
+            EntryKind::Adjustment => "adjustment",
+            EntryKind::Settlement => "settlement",
+            EntryKind::CardReplacement => "card_replacement",
+        }
+    }
+
+    /// Parses [`EntryKind::as_str`].
+    pub fn parse(s: &str) -> Option<EntryKind> {
+        EntryKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// A client-chosen key that makes a write safe to retry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    /// 1 to [`IDEMPOTENCY_KEY_MAX`] printable ASCII characters without spaces.
+    pub fn parse(s: &str) -> Result<IdempotencyKey, Rejection> {
+        let ok = !s.is_empty() && s.len() <= IDEMPOTENCY_KEY_MAX && s.bytes().all(|b| b.is_ascii_graphic());
+        if ok {
+            Ok(IdempotencyKey(s.to_owned()))
+        } else {
+            Err(Rejection::InvalidReference)
+        }
+    }
+
+    /// The key text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// References carried by an entry, for tracing it back to the terminal, card and tap.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct References {
+    /// The terminal (or credential) that asked.
+    pub terminal_id: Option<String>,
+    /// The card that was tapped.
+    pub card_id: Option<i64>,
+    /// The card's SDM read counter of the tap; used at most once per card.
+    pub card_read_counter: Option<i64>,
+    /// The merchant's own reference (order number, ticket).
+    pub merchant_reference: Option<String>,
+    /// Free text: a reason, a note.
+    pub memo: Option<String>,
+}
+
+impl References {
+    fn check(&self) -> Result<(), Rejection> {
+        let texts = [&self.terminal_id, &self.merchant_reference, &self.memo];
+        let too_long = texts.iter().any(|t| t.as_ref().is_some_and(|t| t.len() > REFERENCE_TEXT_MAX));
+        let bad_counter = self.card_read_counter.is_some_and(|c| !(0..=0xFF_FFFF).contains(&c));
+        let counter_without_card = self.card_read_counter.is_some() && self.card_id.is_none();
+        if too_long || bad_counter || counter_without_card {
+            Err(Rejection::InvalidReference)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// One leg of a [`Command::Transfer`]: a signed amount on an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leg {
+    /// The account.
+    pub account: AccountId,
+    /// Positive raises the account's balance, negative lowers it; never zero.
+    pub amount_minor: i64,
+}
+
+/// What a write asks the ledger to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Any balanced multi-leg movement: top-ups, adjustments, settlements, card
+    /// replacements, transfers. `kind` must be one of those.
+    Transfer {
+        /// The entry kind to record.
+        kind: EntryKind,
+        /// Two or more legs summing to zero per currency.
+        legs: Vec<Leg>,
+    },
+    /// A card payment: wallet -amount, merchant +(amount - fee), fee account +fee.
+    Payment {
+        /// The paying card's wallet.
+        wallet: AccountId,
+        /// The merchant.
+        merchant: AccountId,
+        /// Where the fee goes.
+        fee_account: AccountId,
+        /// The price.
+        amount: Amount,
+        /// The merchant discount, `0 ..= amount`.
+        fee_minor: i64,
+    },
+    /// Money back for an earlier payment; all refunds of a payment together never exceed it.
+    /// The fee comes back in proportion.
+    Refund {
+        /// The payment's entry sequence number.
+        payment_seq: i64,
+        /// How much.
+        amount: Amount,
+    },
+    /// Reserve funds of a wallet for a merchant until `expires_at_us`.
+    Hold {
+        /// The card's wallet.
+        wallet: AccountId,
+        /// The merchant that may capture.
+        merchant: AccountId,
+        /// How much to reserve.
+        amount: Amount,
+        /// After this time the hold can no longer be captured and is voided.
+        expires_at_us: i64,
+    },
+    /// Take at most the held amount; the rest goes back to the wallet.
+    Capture {
+        /// The hold's entry sequence number.
+        hold_seq: i64,
+        /// How much to take.
+        amount: Amount,
+        /// Merchant discount on the captured amount.
+        fee_minor: i64,
+        /// Where the fee goes.
+        fee_account: AccountId,
+    },
+    /// Release a hold in full.
+    Void {
+        /// The hold's entry sequence number.
+        hold_seq: i64,
+    },
+}
+
+/// A write request: a command, its references and an optional idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The same key with the same request returns the first result; with another, a conflict.
+    pub idempotency_key: Option<IdempotencyKey>,
+    /// References recorded with the entry.
+    pub references: References,
+    /// What to do.
+    pub command: Command,
+}
+
+impl Request {
+    /// A request without key or references.
+    pub fn new(command: Command) -> Request {
+        Request { idempotency_key: None, references: References::default(), command }
+    }
+
+    /// Sets the idempotency key.
+    pub fn with_key(mut self, key: IdempotencyKey) -> Request {
+        self.idempotency_key = Some(key);
+        self
+    }
+
+    /// Sets the references.
+    pub fn with_references(mut self, references: References) -> Request {
+        self.references = references;
+        self
+    }
+
+    /// Checks what can be checked without the ledger's state.
+    pub(crate) fn check_shape(&self) -> Result<(), Rejection> {
+        self.references.check()?;
+        match &self.command {
+            Command::Transfer { kind, legs } => {
+                let allowed = matches!(
+                    kind,
+                    EntryKind::Topup
+                        | EntryKind::Transfer
+                        | EntryKind::Adjustment
+                        | EntryKind::Settlement
+                        | EntryKind::CardReplacement
+                );
+                if !allowed {
+                    return Err(Rejection::InvalidKind);
+                }
+                if legs.len() < 2 || legs.len() > POSTINGS_PER_ENTRY_MAX {
+                    return Err(Rejection::InvalidLegs);
+                }
+                if legs.iter().any(|l| {
+                    l.amount_minor == 0 || l.amount_minor.unsigned_abs() > crate::money::AMOUNT_MAX_MINOR as u64
+                }) {
+                    return Err(Rejection::InvalidLegs);
+                }
+                Ok(())
+            }
+            Command::Payment { amount, fee_minor, .. } | Command::Capture { amount, fee_minor, .. } => {
+                if *fee_minor < 0 || *fee_minor > amount.minor() {
+                    Err(Rejection::InvalidFee)
+                } else {
+                    Ok(())
+                }
+            }
+            Command::Refund { .. } | Command::Hold { .. } | Command::Void { .. } => Ok(()),
+        }
+    }
+
+    /// SHA-256 of a canonical encoding of everything but the key: two requests with the
+    /// same key are "the same request" exactly when these agree. The encoding is
+    /// length-prefixed fields in a fixed order, so it is stable across versions.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        let mut e = Encoder(Vec::with_capacity(128));
+        let r = &self.references;
+        e.opt_text(&r.terminal_id);
+        e.opt_int(r.card_id);
+        e.opt_int(r.card_read_counter);
+        e.opt_text(&r.merchant_reference);
+        e.opt_text(&r.memo);
+        match &self.command {
+            Command::Transfer { kind, legs } => {
+                e.text("transfer");
+                e.text(kind.as_str());
+                for l in legs {
+                    e.int(l.account.0);
+                    e.int(l.amount_minor);
+                }
+            }
+            Command::Payment { wallet, merchant, fee_account, amount, fee_minor } => {
+                e.text("payment");
+                e.ints(&[wallet.0, merchant.0, fee_account.0, amount.minor(), *fee_minor]);
+                e.text(amount.currency().code());
+            }
+            Command::Refund { payment_seq, amount } => {
+                e.text("refund");
+                e.ints(&[*payment_seq, amount.minor()]);
+                e.text(amount.currency().code());
+            }
+            Command::Hold { wallet, merchant, amount, expires_at_us } => {
+                e.text("hold");
+                e.ints(&[wallet.0, merchant.0, amount.minor(), *expires_at_us]);
+                e.text(amount.currency().code());
+            }
+            Command::Capture { hold_seq, amount, fee_minor, fee_account } => {
+                e.text("capture");
+                e.ints(&[*hold_seq, amount.minor(), *fee_minor, fee_account.0]);
+                e.text(amount.currency().code());
+            }
+            Command::Void { hold_seq } => {
+                e.text("void");
+                e.int(*hold_seq);
+            }
+        }
+        let digest = ring::digest::digest(&ring::digest::SHA256, &e.0);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(digest.as_ref());
+        out
+    }
+}
+
+struct Encoder(Vec<u8>);
+
+impl Encoder {
+    fn text(&mut self, s: &str) {
+        self.0.extend_from_slice(&(s.len() as u32).to_be_bytes());
+        self.0.extend_from_slice(s.as_bytes());
+    }
+    fn opt_text(&mut self, s: &Option<String>) {
+        match s {
+            Some(s) => {
+                self.0.push(1);
+                self.text(s);
+            }
+            None => self.0.push(0),
+        }
+    }
+    fn int(&mut self, v: i64) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn ints(&mut self, vs: &[i64]) {
+        vs.iter().for_each(|v| self.int(*v));
+    }
+    fn opt_int(&mut self, v: Option<i64>) {
+        match v {
+            Some(v) => {
+                self.0.push(1);
+                self.int(v);
+            }
+            None => self.0.push(0),
+        }
+    }
+}
+
+/// One posting: a signed amount on an account, with the account's balance after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Posting {
+    /// The account.
+    pub account_id: AccountId,
+    /// Signed amount in the account's currency minor units.
+    pub amount_minor: i64,
+    /// The account's balance right after this posting.
+    pub balance_after_minor: i64,
+}
+
+/// A journal entry as recorded. Never changed after it is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Gapless sequence number, from 1.
+    pub seq: i64,
+    /// Kind.
+    pub kind: EntryKind,
+    /// Time of recording, microseconds since the Unix epoch; never decreases with `seq`.
+    pub time_us: i64,
+    /// The principal currency.
+    pub currency: Currency,
+    /// The principal amount (price, top-up, held amount...), positive.
+    pub amount_minor: i64,
+    /// The fee part of the amount, if any.
+    pub fee_minor: i64,
+    /// The principal account (the card wallet for card operations).
+    pub account_id: Option<AccountId>,
+    /// The other side (the merchant, the agent float).
+    pub counterparty_id: Option<AccountId>,
+    /// The entry this one refers to (the payment of a refund, the hold of a capture).
+    pub related_seq: Option<i64>,
+    /// For holds: when the hold expires.
+    pub expires_at_us: Option<i64>,
+    /// References.
+    pub references: References,
+    /// The idempotency key it was written with.
+    pub idempotency_key: Option<IdempotencyKey>,
+    /// [`Request::fingerprint`] of the request that wrote it.
+    pub request_hash: Option<[u8; 32]>,
+    /// Two or more postings summing to zero per currency.
+    pub postings: Vec<Posting>,
+}
+
+/// A successful write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Posted {
+    /// The entry (the earlier one, for a replayed idempotent request).
+    pub entry: Entry,
+    /// True when this is the stored result of an earlier request with the same key.
+    pub replayed: bool,
+}
+
+/// Why a request was refused. The numbers and codes are stable: clients may rely on them
+/// forever. When several apply, the lowest number is reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[repr(u16)]
+pub enum Rejection {
+    /// A key, reference or counter is malformed or too long.
+    #[error("a reference or idempotency key is malformed")]
+    InvalidReference = 1,
+    /// The entry kind does not fit the command.
+    #[error("entry kind not allowed for this command")]
+    InvalidKind = 2,
+    /// A transfer needs 2 to 16 non-zero legs.
+    #[error("a transfer needs 2 to 16 non-zero legs")]
+    InvalidLegs = 3,
+    /// A fee must be between zero and the amount.
+    #[error("the fee must be between zero and the amount")]
+    InvalidFee = 4,
+    /// The same idempotency key was used for a different request.
+    #[error("idempotency key already used for a different request")]
+    IdempotencyConflict = 10,
+    /// The card read counter was already used for an entry.
+    #[error("this card read counter was already used")]
+    CardCounterReused = 11,
+    /// An account does not exist.
+    #[error("account not found")]
+    AccountNotFound = 20,
+    /// An account has the wrong kind for this command.
+    #[error("account has the wrong kind for this operation")]
+    AccountKindMismatch = 21,
+    /// The amount's currency differs from an account's.
+    #[error("currency does not match the account")]
+    CurrencyMismatch = 22,
+    /// Legs do not sum to zero per currency.
+    #[error("legs do not sum to zero per currency")]
+    Unbalanced = 23,
+    /// The payment to refund does not exist.
+    #[error("payment not found")]
+    PaymentNotFound = 30,
+    /// Refunds would exceed the payment.
+    #[error("refunds would exceed the payment amount")]
+    RefundExceedsPayment = 31,
+    /// The hold does not exist.
+    #[error("hold not found")]
+    HoldNotFound = 40,
+    /// The hold was already captured or voided.
+    #[error("hold already captured or voided")]
+    HoldClosed = 41,
+    /// The hold expired.
+    #[error("hold expired")]
+    HoldExpired = 42,
+    /// Capture above the held amount.
+    #[error("capture exceeds the held amount")]
+    CaptureExceedsHold = 43,
+    /// An account that may not go negative would.
+    #[error("insufficient funds")]
+    InsufficientFunds = 50,
+    /// A wallet would exceed its maximum balance.
+    #[error("the wallet's maximum balance would be exceeded")]
+    ExceedsMaxBalance = 51,
+    /// A balance would overflow.
+    #[error("a balance would overflow")]
+    Overflow = 52,
+}
+
+impl Rejection {
+    /// The stable snake_case code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Rejection::InvalidReference => "invalid_reference",
+            Rejection::InvalidKind => "invalid_kind",
+            Rejection::InvalidLegs => "invalid_legs",
+            Rejection::InvalidFee => "invalid_fee",
+            Rejection::IdempotencyConflict => "idempotency_conflict",
+            Rejection::CardCounterReused => "card_counter_reused",
+            Rejection::AccountNotFound => "account_not_found",
+            Rejection::AccountKindMismatch => "account_kind_mismatch",
+            Rejection::CurrencyMismatch => "currency_mismatch",
+            Rejection::Unbalanced => "unbalanced",
+            Rejection::PaymentNotFound => "payment_not_found",
+            Rejection::RefundExceedsPayment => "refund_exceeds_payment",
+            Rejection::HoldNotFound => "hold_not_found",
+            Rejection::HoldClosed => "hold_closed",
+            Rejection::HoldExpired => "hold_expired",
+            Rejection::CaptureExceedsHold => "capture_exceeds_hold",
+            Rejection::InsufficientFunds => "insufficient_funds",
+            Rejection::ExceedsMaxBalance => "exceeds_max_balance",
+            Rejection::Overflow => "overflow",
+        }
+    }
+
+    /// The stable number.
+    pub fn number(self) -> u16 {
+        self as u16
+    }
+}

@@ -1,0 +1,509 @@
+//! The ledger service: one writer thread that group-commits batches of requests, and a
+//! small pool of read connections.
+//!
+//! Group commit, the way TigerBeetle batches: callers put requests on a bounded queue; the
+//! writer takes everything waiting (up to [`BATCH_REQUESTS_MAX`]), applies the batch to the
+//! state machine and writes it in ONE database transaction, then answers every caller.
+//! While one batch commits, the next one gathers, so throughput grows with concurrency
+//! instead of collapsing to one fsync per payment.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use tokio::sync::oneshot;
+
+use crate::domain::{
+    Account, AccountId, AccountKind, Command, Entry, EntryKind, NewAccount, Posted, Request,
+    WALLET_BALANCE_MAX_DEFAULT_MINOR,
+};
+use crate::machine::{AccountState, Machine, Needs, State};
+use crate::money::Currency;
+use crate::store::{Backend, Db, Head};
+use crate::LedgerError;
+
+/// Most requests applied in one database transaction.
+pub const BATCH_REQUESTS_MAX: usize = 8_192;
+/// Most jobs waiting for the writer; beyond this, callers get [`LedgerError::Busy`] at once.
+pub const QUEUE_JOBS_MAX: usize = 65_536;
+/// Most idle read connections kept open.
+pub const READ_CONNECTIONS_MAX: usize = 16;
+/// Most cached accounts in the writer before the cache is dropped and refilled.
+pub const ACCOUNT_CACHE_MAX: usize = 4_000_000;
+/// Most lines in one statement page and entries in one page.
+pub const PAGE_MAX: i64 = 1_000;
+
+/// Time source in microseconds since the Unix epoch. Tests use a settable clock.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// The wall clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        i64::try_from(now.as_micros()).unwrap_or(i64::MAX)
+    })
+}
+
+/// Settings of a ledger.
+#[derive(Clone)]
+pub struct LedgerConfig {
+    /// Maximum balance given to new card wallets.
+    pub wallet_balance_max_minor: i64,
+    /// Time source.
+    pub clock: Clock,
+}
+
+impl std::fmt::Debug for LedgerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LedgerConfig").field("wallet_balance_max_minor", &self.wallet_balance_max_minor).finish()
+    }
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig { wallet_balance_max_minor: WALLET_BALANCE_MAX_DEFAULT_MINOR, clock: system_clock() }
+    }
+}
+
+type Reply = oneshot::Sender<Vec<Result<Posted, LedgerError>>>;
+
+struct Job {
+    requests: Vec<Request>,
+    reply: Reply,
+}
+
+/// A handle on the ledger; cheap to clone, shared by every request handler.
+#[derive(Clone, Debug)]
+pub struct Ledger {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    jobs: Mutex<Option<Sender<Job>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    url: String,
+    backend: Backend,
+    reads: Mutex<Vec<Db>>,
+    config: LedgerConfig,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger").field("backend", &self.backend).finish()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Inner {
+    fn stop(&self) {
+        // Closing the queue lets the writer finish what is queued, then exit.
+        drop(self.jobs.lock().map(|mut j| j.take()));
+        if let Some(handle) = self.writer.lock().ok().and_then(|mut w| w.take()) {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Applies pending migrations to the database at `url`; returns how many ran.
+pub fn migrate(url: &str) -> Result<usize, LedgerError> {
+    Db::open(url)?.migrate()
+}
+
+impl Ledger {
+    /// Opens the ledger at `url` (`sqlite://path` or `postgres://…`). The database must be
+    /// migrated ([`migrate`]).
+    pub fn open(url: &str, config: LedgerConfig) -> Result<Ledger, LedgerError> {
+        let mut db = Db::open(url)?;
+        if !db.is_migrated()? {
+            return Err(LedgerError::Migration("the database is not migrated: run `kartu migrate`".into()));
+        }
+        let backend = db.backend();
+        let (tx, rx) = crossbeam_channel::bounded(QUEUE_JOBS_MAX);
+        let writer =
+            Writer { db, clock: config.clock.clone(), cache: HashMap::new(), cache_seq: None, holds: HashMap::new() };
+        let handle = std::thread::Builder::new()
+            .name("ledger-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| LedgerError::Storage(format!("cannot start the writer: {e}")))?;
+        Ok(Ledger {
+            inner: Arc::new(Inner {
+                jobs: Mutex::new(Some(tx)),
+                writer: Mutex::new(Some(handle)),
+                url: url.to_owned(),
+                backend,
+                reads: Mutex::new(Vec::new()),
+                config,
+            }),
+        })
+    }
+
+    /// Which database this ledger runs on.
+    pub fn backend(&self) -> Backend {
+        self.inner.backend
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &LedgerConfig {
+        &self.inner.config
+    }
+
+    /// Finishes the queued requests and stops the writer; later writes get
+    /// [`LedgerError::Unavailable`].
+    pub fn shutdown(&self) {
+        self.inner.stop();
+    }
+
+    fn enqueue(
+        &self,
+        requests: Vec<Request>,
+    ) -> Result<oneshot::Receiver<Vec<Result<Posted, LedgerError>>>, LedgerError> {
+        let (reply, rx) = oneshot::channel();
+        let guard = self.inner.jobs.lock().map_err(|_| LedgerError::Unavailable)?;
+        let sender = guard.as_ref().ok_or(LedgerError::Unavailable)?;
+        match sender.try_send(Job { requests, reply }) {
+            Ok(()) => Ok(rx),
+            Err(TrySendError::Full(_)) => Err(LedgerError::Busy),
+            Err(TrySendError::Disconnected(_)) => Err(LedgerError::Unavailable),
+        }
+    }
+
+    /// Writes one request and waits for its result (blocking; use [`Ledger::submit`] from
+    /// async code).
+    pub fn submit_blocking(&self, request: Request) -> Result<Posted, LedgerError> {
+        let rx = self.enqueue(vec![request])?;
+        first(rx.blocking_recv().map_err(|_| LedgerError::Unavailable)?)
+    }
+
+    /// Writes one request and waits for its result.
+    pub async fn submit(&self, request: Request) -> Result<Posted, LedgerError> {
+        let rx = self.enqueue(vec![request])?;
+        first(rx.await.map_err(|_| LedgerError::Unavailable)?)
+    }
+
+    /// Writes many requests in order (bulk import, settlement runs); each gets its own result,
+    /// and a rejected one does not stop the others.
+    pub fn submit_many_blocking(
+        &self,
+        requests: Vec<Request>,
+    ) -> Result<Vec<Result<Posted, LedgerError>>, LedgerError> {
+        if requests.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rx = self.enqueue(requests)?;
+        rx.blocking_recv().map_err(|_| LedgerError::Unavailable)
+    }
+
+    /// Creates an account. Card wallets get the configured maximum balance unless one is given.
+    pub fn create_account(&self, mut new: NewAccount) -> Result<Account, LedgerError> {
+        if new.kind.is_system() {
+            return Err(LedgerError::Rejected(crate::domain::Rejection::InvalidKind));
+        }
+        if new.kind == AccountKind::CardWallet && new.balance_max_minor.is_none() {
+            new.balance_max_minor = Some(self.inner.config.wallet_balance_max_minor);
+        }
+        let now = (self.inner.config.clock)();
+        self.read(|db| db.create_account(&new, now))
+    }
+
+    /// The system account of `kind` (city bank, fee revenue, suspense, holds, offline risk)
+    /// in `currency`, created on first use.
+    pub fn system_account(&self, kind: AccountKind, currency: Currency) -> Result<Account, LedgerError> {
+        if !kind.is_system() {
+            return Err(LedgerError::Rejected(crate::domain::Rejection::InvalidKind));
+        }
+        let now = (self.inner.config.clock)();
+        self.read(|db| db.system_account(kind, currency, now))
+    }
+
+    /// Runs `f` on a pooled connection.
+    fn read<T>(&self, f: impl FnOnce(&mut Db) -> Result<T, LedgerError>) -> Result<T, LedgerError> {
+        let pooled = self.inner.reads.lock().map_err(|_| LedgerError::Unavailable)?.pop();
+        let mut db = match pooled {
+            Some(db) => db,
+            None => Db::open(&self.inner.url)?,
+        };
+        let result = f(&mut db);
+        // A connection that failed may be broken: only healthy ones go back.
+        if result.is_ok() {
+            if let Ok(mut pool) = self.inner.reads.lock() {
+                if pool.len() < READ_CONNECTIONS_MAX {
+                    pool.push(db);
+                }
+            }
+        }
+        result
+    }
+
+    /// An account, if it exists.
+    pub fn account(&self, id: AccountId) -> Result<Option<Account>, LedgerError> {
+        self.read(|db| Ok(db.accounts(&[id])?.pop()))
+    }
+
+    /// The balance now (as of the last committed entry).
+    pub fn balance(&self, id: AccountId) -> Result<i64, LedgerError> {
+        self.read(|db| Ok(db.balances(&[id])?.get(&id).copied().unwrap_or(0)))
+    }
+
+    /// The balance as it was at `time_us` (after every entry recorded at or before it).
+    pub fn balance_at(&self, id: AccountId, time_us: i64) -> Result<i64, LedgerError> {
+        self.read(|db| db.balance_at(id, time_us))
+    }
+
+    /// Postings of an account recorded in `[from_us, to_us)`, with the balances before and
+    /// after the period. Pages of at most `limit` (≤ [`PAGE_MAX`]) lines, continuing after
+    /// `after_seq`.
+    pub fn statement(
+        &self,
+        id: AccountId,
+        from_us: i64,
+        to_us: i64,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Statement, LedgerError> {
+        let limit = limit.clamp(1, PAGE_MAX);
+        self.read(|db| {
+            let opening_minor = db.balance_at(id, from_us.saturating_sub(1))?;
+            let closing_minor = db.balance_at(id, to_us.saturating_sub(1))?;
+            let lines = db.statement_lines(id, from_us, to_us, after_seq, limit)?;
+            Ok(Statement { account_id: id, from_us, to_us, opening_minor, closing_minor, lines })
+        })
+    }
+
+    /// Per currency: the sum of every account's balance (zero when the books balance), and
+    /// the totals of all debits and credits ever posted.
+    pub fn trial_balance(&self) -> Result<Vec<TrialBalanceLine>, LedgerError> {
+        self.read(|db| db.trial_balance())
+    }
+
+    /// One entry with its postings.
+    pub fn entry(&self, seq: i64) -> Result<Option<Entry>, LedgerError> {
+        self.read(|db| Ok(db.entries_by_seq(&[seq])?.pop()))
+    }
+
+    /// Entries from `from_seq` on, at most `limit` (≤ [`PAGE_MAX`]).
+    pub fn entries(&self, from_seq: i64, limit: i64) -> Result<Vec<Entry>, LedgerError> {
+        self.read(|db| db.entries_from(from_seq, limit.clamp(1, PAGE_MAX)))
+    }
+
+    /// The number of entries written (= the last sequence number).
+    pub fn last_seq(&self) -> Result<i64, LedgerError> {
+        self.read(|db| db.last_seq())
+    }
+
+    /// The entry written with this idempotency key, if any.
+    pub fn entry_by_key(&self, key: &str) -> Result<Option<Entry>, LedgerError> {
+        self.read(|db| Ok(db.entries_by_key(&[key])?.pop()))
+    }
+
+    /// Voids every open hold that expired at or before now; returns the voids written.
+    pub fn expire_holds(&self) -> Result<Vec<Posted>, LedgerError> {
+        let now = (self.inner.config.clock)();
+        let expired = self.read(|db| db.expired_open_holds(now, PAGE_MAX))?;
+        let requests = expired
+            .into_iter()
+            .map(|hold_seq| {
+                Request::new(Command::Void { hold_seq })
+                    .with_references(crate::domain::References { memo: Some("expired".into()), ..Default::default() })
+            })
+            .collect();
+        // A hold captured or voided meanwhile is refused as closed: that is fine.
+        Ok(self.submit_many_blocking(requests)?.into_iter().filter_map(Result::ok).collect())
+    }
+}
+
+fn first(mut results: Vec<Result<Posted, LedgerError>>) -> Result<Posted, LedgerError> {
+    results.pop().unwrap_or(Err(LedgerError::Unavailable))
+}
+
+/// A statement of one account for a period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statement {
+    /// The account.
+    pub account_id: AccountId,
+    /// Start of the period (inclusive), µs.
+    pub from_us: i64,
+    /// End of the period (exclusive), µs.
+    pub to_us: i64,
+    /// Balance before the period.
+    pub opening_minor: i64,
+    /// Balance at the end of the period.
+    pub closing_minor: i64,
+    /// The postings in the period (one page).
+    pub lines: Vec<StatementLine>,
+}
+
+/// One posting on a statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatementLine {
+    /// The entry.
+    pub entry_seq: i64,
+    /// When.
+    pub time_us: i64,
+    /// What kind of entry.
+    pub kind: EntryKind,
+    /// Signed amount on this account.
+    pub amount_minor: i64,
+    /// Balance after.
+    pub balance_after_minor: i64,
+}
+
+/// One currency of the trial balance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrialBalanceLine {
+    /// The currency.
+    pub currency: Currency,
+    /// Sum of the balances of every account: zero when the books balance.
+    pub balances_sum_minor: i64,
+    /// Total of all negative postings (as a positive number).
+    pub debits_minor: i64,
+    /// Total of all positive postings.
+    pub credits_minor: i64,
+}
+
+/// The writer thread's state.
+struct Writer {
+    db: Db,
+    clock: Clock,
+    /// Accounts and balances as of `cache_seq`; valid only while nobody else writes.
+    cache: HashMap<AccountId, AccountState>,
+    cache_seq: Option<i64>,
+    /// Holds accounts by currency (system accounts never change).
+    holds: HashMap<Currency, AccountId>,
+}
+
+impl Writer {
+    fn run(mut self, rx: Receiver<Job>) {
+        while let Ok(first) = rx.recv() {
+            let mut count = first.requests.len();
+            let mut jobs = vec![first];
+            while count < BATCH_REQUESTS_MAX {
+                match rx.try_recv() {
+                    Ok(job) => {
+                        count += job.requests.len();
+                        jobs.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.process(jobs);
+        }
+    }
+
+    fn process(&mut self, jobs: Vec<Job>) {
+        let mut requests = Vec::with_capacity(jobs.iter().map(|j| j.requests.len()).sum());
+        let mut replies = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            replies.push((job.reply, job.requests.len()));
+            requests.extend(job.requests);
+        }
+        let mut results = match self.apply(&requests) {
+            Ok(results) => results.into_iter().map(|r| r.map_err(LedgerError::Rejected)).collect::<Vec<_>>(),
+            Err(e) => {
+                tracing::error!(error = %e, requests = requests.len(), "ledger batch failed; nothing of it was written");
+                self.cache.clear();
+                self.cache_seq = None;
+                vec![Err(e); requests.len()]
+            }
+        };
+        // Hand each caller its slice of the results, in order.
+        let mut rest = results.drain(..);
+        for (reply, n) in replies {
+            let mine: Vec<_> = rest.by_ref().take(n).collect();
+            let _ = reply.send(mine);
+        }
+    }
+
+    fn apply(&mut self, requests: &[Request]) -> Result<Vec<Result<Posted, crate::domain::Rejection>>, LedgerError> {
+        let now = (self.clock)();
+        let Writer { db, cache, cache_seq, holds, .. } = self;
+        let (results, state, new_seq) = db.write_transaction(|db, head| {
+            if *cache_seq != Some(head.last_seq) {
+                // Another process wrote since our last batch: our balances may be stale.
+                cache.clear();
+            }
+            let mut state = load(db, cache, holds, requests, now)?;
+            let time_us = now.max(head.last_time_us);
+            let mut machine = Machine::new(&mut state, head.last_seq + 1, time_us);
+            let results: Vec<_> = requests.iter().map(|r| machine.apply(r)).collect();
+            let written = std::mem::take(&mut machine.written);
+            let new_seq = head.last_seq + written.len() as i64;
+            if !written.is_empty() {
+                db.insert_entries(&written)?;
+                db.advance_head(head, Head { last_seq: new_seq, last_time_us: time_us })?;
+            }
+            Ok((results, state, new_seq))
+        })?;
+        if cache.len() > ACCOUNT_CACHE_MAX {
+            cache.clear();
+        }
+        cache.extend(state.accounts);
+        *cache_seq = Some(new_seq);
+        Ok(results)
+    }
+}
+
+/// Loads what a batch touches: holds, payments, accounts (from the cache when valid),
+/// idempotency keys and card counters already used.
+fn load(
+    db: &mut Db,
+    cache: &mut HashMap<AccountId, AccountState>,
+    holds_accounts: &mut HashMap<Currency, AccountId>,
+    requests: &[Request],
+    now_us: i64,
+) -> Result<State, LedgerError> {
+    let needs = Needs::of(requests);
+    let mut state = State::default();
+    let hold_seqs: Vec<i64> = needs.holds.iter().copied().collect();
+    state.holds = db.holds(&hold_seqs)?;
+    let payment_seqs: Vec<i64> = needs.payments.iter().copied().collect();
+    state.payments = db.payments(&payment_seqs)?;
+
+    let mut ids = needs.accounts;
+    ids.extend(state.holds.values().flat_map(|h| [h.wallet, h.merchant, h.holds_account]));
+    ids.extend(state.payments.values().flat_map(|p| [p.wallet, p.merchant, p.fee_account]));
+    for r in requests {
+        if let Command::Hold { amount, .. } = &r.command {
+            let currency = amount.currency();
+            let id = match holds_accounts.get(&currency) {
+                Some(id) => *id,
+                None => {
+                    let id = db.system_account(AccountKind::Holds, currency, now_us)?.id;
+                    holds_accounts.insert(currency, id);
+                    id
+                }
+            };
+            ids.insert(id);
+        }
+    }
+    state.holds_accounts = holds_accounts.clone();
+
+    let mut missing = Vec::new();
+    for id in ids {
+        match cache.remove(&id) {
+            Some(a) => {
+                state.accounts.insert(id, a);
+            }
+            None => missing.push(id),
+        }
+    }
+    for a in db.account_states(&missing)? {
+        state.accounts.insert(a.account.id, a);
+    }
+
+    if !needs.keys.is_empty() {
+        let keys: Vec<&str> = needs.keys.iter().map(|k| k.as_str()).collect();
+        for e in db.entries_by_key(&keys)? {
+            if let Some(k) = e.idempotency_key.clone() {
+                state.keyed.insert(k, e);
+            }
+        }
+    }
+    state.used_counters = db.used_counters(&needs.counters)?;
+    Ok(state)
+}

@@ -1,0 +1,40 @@
+//! Kartu's ledger: where the city's public money lives.
+//!
+//! - [`money`]: currencies and amounts (integer minor units, parsed at the boundary);
+//! - [`domain`]: accounts, journal entries, postings, requests and rejection codes;
+//! - `machine`: the rules, a pure state machine applied to a batch of requests;
+//! - `store`: the only module that knows SQL (SQLite and PostgreSQL through diesel);
+//! - [`Ledger`]: the group-committing writer and the reads.
+
+pub mod domain;
+mod ledger;
+mod machine;
+pub mod money;
+mod store;
+
+pub use ledger::{migrate, system_clock, Clock, Ledger, LedgerConfig, Statement, StatementLine, TrialBalanceLine};
+pub use ledger::{BATCH_REQUESTS_MAX, PAGE_MAX, QUEUE_JOBS_MAX};
+pub use store::Backend;
+
+/// Errors of the ledger as a service: a rejection of the request, or trouble underneath.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LedgerError {
+    /// The request was refused; nothing was written.
+    #[error("rejected: {0}")]
+    Rejected(#[from] domain::Rejection),
+    /// The database URL is not one we can use.
+    #[error("bad database URL: {0}")]
+    BadUrl(String),
+    /// Migrations failed or are pending.
+    #[error("migration: {0}")]
+    Migration(String),
+    /// The database failed; nothing of the batch the request was in was written.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// The writer's queue is full; try again shortly.
+    #[error("the ledger is busy; retry")]
+    Busy,
+    /// The ledger's writer has stopped.
+    #[error("the ledger is shutting down or has stopped")]
+    Unavailable,
+}

@@ -1,0 +1,56 @@
+//! Diesel table definitions, the same on both backends (see `migrations/`).
+
+diesel::table! {
+    accounts (id) {
+        id -> BigInt,
+        kind -> Text,
+        currency -> Text,
+        name -> Text,
+        never_negative -> Bool,
+        balance_max_minor -> Nullable<BigInt>,
+        created_at_us -> BigInt,
+    }
+}
+
+diesel::table! {
+    ledger_head (id) {
+        id -> Integer,
+        last_seq -> BigInt,
+        last_time_us -> BigInt,
+    }
+}
+
+diesel::table! {
+    journal_entries (seq) {
+        seq -> BigInt,
+        kind -> Text,
+        time_us -> BigInt,
+        currency -> Text,
+        amount_minor -> BigInt,
+        fee_minor -> BigInt,
+        account_id -> Nullable<BigInt>,
+        counterparty_id -> Nullable<BigInt>,
+        related_seq -> Nullable<BigInt>,
+        expires_at_us -> Nullable<BigInt>,
+        terminal_id -> Nullable<Text>,
+        card_id -> Nullable<BigInt>,
+        card_read_counter -> Nullable<BigInt>,
+        merchant_reference -> Nullable<Text>,
+        memo -> Nullable<Text>,
+        idempotency_key -> Nullable<Text>,
+        request_hash -> Nullable<Binary>,
+    }
+}
+
+diesel::table! {
+    postings (entry_seq, leg) {
+        entry_seq -> BigInt,
+        leg -> Integer,
+        account_id -> BigInt,
+        amount_minor -> BigInt,
+        balance_after_minor -> BigInt,
+    }
+}
+
+diesel::joinable!(postings -> journal_entries (entry_seq));
+diesel::allow_tables_to_appear_in_same_query!(accounts, ledger_head, journal_entries, postings);

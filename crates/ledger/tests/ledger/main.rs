@@ -1,0 +1,60 @@
+//! The ledger's test suite: every test runs on SQLite and on PostgreSQL, each with a fresh
+//! database. A custom harness (libtest-mimic) makes one trial per backend and lets the
+//! binary double as the child process of the two-process test.
+//!
+//! PostgreSQL is required, not optional: set `KARTU_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`); if it cannot be reached the postgres
+//! trials fail.
+
+mod cases;
+mod model;
+mod support;
+
+use ledger::Backend;
+use libtest_mimic::{Arguments, Failed, Trial};
+
+/// Set in the environment of a child process started by a test.
+pub const CHILD_ENV: &str = "KARTU_TEST_CHILD";
+
+type Case = fn(Backend) -> Result<(), String>;
+
+const CASES: &[(&str, Case)] = &[
+    ("payment_with_fee", cases::payment_with_fee),
+    ("limits_are_enforced", cases::limits_are_enforced),
+    ("bad_input_writes_nothing", cases::bad_input_writes_nothing),
+    ("holds_capture_void_expiry", cases::holds_capture_void_expiry),
+    ("refunds", cases::refunds),
+    ("idempotency", cases::idempotency),
+    ("card_counter_once", cases::card_counter_once),
+    ("reads", cases::reads),
+    ("append_only", cases::append_only),
+    ("concurrent_debits", cases::concurrent_debits),
+    ("two_processes", cases::two_processes),
+    ("bulk_batch", cases::bulk_batch),
+    ("urls_and_migrations", cases::urls_and_migrations),
+    ("currencies", cases::currencies),
+    ("agrees_with_model", model::agrees_with_model),
+];
+
+fn main() {
+    if let Ok(role) = std::env::var(CHILD_ENV) {
+        let result = match role.as_str() {
+            "debit-race" => cases::debit_race_child(),
+            other => Err(format!("unknown child role {other}")),
+        };
+        if let Err(e) = result {
+            eprintln!("child failed: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    let args = Arguments::from_args();
+    let mut trials = Vec::new();
+    for (name, case) in CASES {
+        for (prefix, backend) in [("sqlite", Backend::Sqlite), ("postgres", Backend::Postgres)] {
+            let case = *case;
+            trials.push(Trial::test(format!("{prefix}::{name}"), move || case(backend).map_err(Failed::from)));
+        }
+    }
+    libtest_mimic::run(&args, trials).exit();
+}

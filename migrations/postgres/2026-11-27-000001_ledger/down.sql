@@ -1,0 +1,5 @@
+DROP TABLE postings;
+DROP TABLE journal_entries;
+DROP TABLE ledger_head;
+DROP TABLE accounts;
+DROP FUNCTION kartu_append_only();

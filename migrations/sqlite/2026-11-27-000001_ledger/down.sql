@@ -1,0 +1,4 @@
+DROP TABLE postings;
+DROP TABLE journal_entries;
+DROP TABLE ledger_head;
+DROP TABLE accounts;
