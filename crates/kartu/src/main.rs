@@ -1,1 +1,134 @@
-fn main() {}
+//! `kartu`: a thin command line over the library crates. It parses arguments, calls the
+//! libraries and prints; no business rule lives here.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use ledger::domain::AccountId;
+use ledger::{Ledger, LedgerConfig};
+
+#[derive(Parser, Debug)]
+#[command(name = "kartu", version, about = "Kartu: the city smart card backend")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Create or upgrade the database schema (sqlite://PATH or postgres://...).
+    Migrate {
+        #[arg(long, env = "KARTU_DATABASE_URL")]
+        database_url: String,
+    },
+    /// Read the ledger.
+    Ledger {
+        #[arg(long, env = "KARTU_DATABASE_URL", global = true)]
+        database_url: Option<String>,
+        #[command(subcommand)]
+        read: LedgerCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum LedgerCmd {
+    /// Per currency: the sum of all balances (zero when the books balance), debits and credits.
+    TrialBalance,
+    /// An account's balance now, or at a past time (microseconds since the Unix epoch).
+    Balance {
+        account: i64,
+        #[arg(long)]
+        at_us: Option<i64>,
+    },
+    /// Journal entries with their postings, as JSON lines.
+    Entries {
+        #[arg(long, default_value_t = 1)]
+        from: i64,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("KARTU_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("kartu: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Cmd::Migrate { database_url } => {
+            let ran = ledger::migrate(&database_url).context("migrating the database")?;
+            println!("migrated: {ran} migration(s) applied");
+            Ok(())
+        }
+        Cmd::Ledger { database_url, read } => {
+            let url = database_url.context("--database-url or KARTU_DATABASE_URL is required")?;
+            let ledger = Ledger::open(&url, LedgerConfig::default()).context("opening the ledger")?;
+            ledger_read(&ledger, read)
+        }
+    }
+}
+
+fn ledger_read(ledger: &Ledger, read: LedgerCmd) -> Result<()> {
+    match read {
+        LedgerCmd::TrialBalance => {
+            let lines = ledger.trial_balance()?;
+            if lines.is_empty() {
+                println!("no postings yet: the books are empty and balance");
+            }
+            for l in &lines {
+                let c = l.currency;
+                let state = if l.balances_sum_minor == 0 { "balanced" } else { "NOT BALANCED" };
+                println!(
+                    "{c}  balances sum {}  debits {}  credits {}  {state}",
+                    c.format_minor(l.balances_sum_minor),
+                    c.format_minor(l.debits_minor),
+                    c.format_minor(l.credits_minor)
+                );
+            }
+            anyhow::ensure!(lines.iter().all(|l| l.balances_sum_minor == 0), "the trial balance is not zero");
+            Ok(())
+        }
+        LedgerCmd::Balance { account, at_us } => {
+            let id = AccountId(account);
+            let a = ledger.account(id)?.with_context(|| format!("account {account} does not exist"))?;
+            let minor = match at_us {
+                Some(t) => ledger.balance_at(id, t)?,
+                None => ledger.balance(id)?,
+            };
+            println!("{} {}", a.currency.format_minor(minor), a.currency);
+            Ok(())
+        }
+        LedgerCmd::Entries { from, limit } => {
+            for e in ledger.entries(from, limit)? {
+                let postings: Vec<_> = e
+                    .postings
+                    .iter()
+                    .map(|p| {
+                        serde_json::json!({
+                            "account_id": p.account_id.0.to_string(),
+                            "amount_minor": p.amount_minor,
+                            "balance_after_minor": p.balance_after_minor,
+                        })
+                    })
+                    .collect();
+                let line = serde_json::json!({
+                    "seq": e.seq,
+                    "kind": e.kind.as_str(),
+                    "time_us": e.time_us,
+                    "currency": e.currency.code(),
+                    "amount": e.currency.format_minor(e.amount_minor),
+                    "related_seq": e.related_seq,
+                    "postings": postings,
+                });
+                println!("{line}");
+            }
+            Ok(())
+        }
+    }
+}

@@ -200,15 +200,27 @@ impl Ledger {
     }
 
     /// Creates an account. Card wallets get the configured maximum balance unless one is given.
-    pub fn create_account(&self, mut new: NewAccount) -> Result<Account, LedgerError> {
+    pub fn create_account(&self, new: NewAccount) -> Result<Account, LedgerError> {
+        let new = self.account_defaults(new)?;
+        let now = (self.inner.config.clock)();
+        self.read(|db| db.create_account(&new, now))
+    }
+
+    /// Creates many accounts in one transaction: all or none (bulk card issuance).
+    pub fn create_accounts(&self, new: Vec<NewAccount>) -> Result<Vec<Account>, LedgerError> {
+        let new = new.into_iter().map(|n| self.account_defaults(n)).collect::<Result<Vec<_>, _>>()?;
+        let now = (self.inner.config.clock)();
+        self.read(|db| db.create_accounts(&new, now))
+    }
+
+    fn account_defaults(&self, mut new: NewAccount) -> Result<NewAccount, LedgerError> {
         if new.kind.is_system() {
             return Err(LedgerError::Rejected(crate::domain::Rejection::InvalidKind));
         }
         if new.kind == AccountKind::CardWallet && new.balance_max_minor.is_none() {
             new.balance_max_minor = Some(self.inner.config.wallet_balance_max_minor);
         }
-        let now = (self.inner.config.clock)();
-        self.read(|db| db.create_account(&new, now))
+        Ok(new)
     }
 
     /// The system account of `kind` (city bank, fee revenue, suspense, holds, offline risk)

@@ -37,9 +37,11 @@ CREATE TABLE journal_entries (
     card_read_counter BIGINT,
     merchant_reference TEXT,
     memo TEXT,
-    idempotency_key TEXT UNIQUE,
+    idempotency_key TEXT,
     request_hash BYTEA
 );
+CREATE UNIQUE INDEX journal_entries_idempotency_key ON journal_entries (idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
 CREATE UNIQUE INDEX journal_entries_card_counter ON journal_entries (card_id, card_read_counter)
     WHERE card_read_counter IS NOT NULL;
 CREATE UNIQUE INDEX journal_entries_hold_closed ON journal_entries (related_seq)

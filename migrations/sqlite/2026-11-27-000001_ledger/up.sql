@@ -23,7 +23,7 @@ CREATE TABLE ledger_head (
 INSERT INTO ledger_head (id, last_seq, last_time_us) VALUES (1, 0, 0);
 
 CREATE TABLE journal_entries (
-    seq BIGINT PRIMARY KEY CHECK (seq > 0),
+    seq INTEGER PRIMARY KEY CHECK (seq > 0),
     kind TEXT NOT NULL CHECK (kind IN ('topup', 'payment', 'refund', 'hold', 'capture', 'void',
                                        'transfer', 'adjustment', 'settlement', 'card_replacement')),
     time_us BIGINT NOT NULL,
@@ -39,9 +39,11 @@ CREATE TABLE journal_entries (
     card_read_counter BIGINT,
     merchant_reference TEXT,
     memo TEXT,
-    idempotency_key TEXT UNIQUE,
+    idempotency_key TEXT,
     request_hash BLOB
 );
+CREATE UNIQUE INDEX journal_entries_idempotency_key ON journal_entries (idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
 CREATE UNIQUE INDEX journal_entries_card_counter ON journal_entries (card_id, card_read_counter)
     WHERE card_read_counter IS NOT NULL;
 -- A hold is captured or voided at most once.

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the system packages Kartu's build and tests need, when they are missing.
+# Safe to run again; does nothing when everything is there. Needs root (or sudo) only
+# when something must be installed.
+set -euo pipefail
+
+packages=(libpq-dev pkg-config postgresql-common postgresql)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}" >&2
+  if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+command -v cargo >/dev/null || { echo "setup: cargo is not installed (https://rustup.rs)" >&2; exit 1; }
