@@ -74,6 +74,13 @@ fn main() -> Result<()> {
                 goal: Some(single_goal),
             });
         }
+        let tasks = async_payments(&ledger, &city, args.callers, Duration::from_secs(args.seconds))?;
+        rows.push(Row {
+            name: format!("ledger.{backend}.single_payments_per_s.{}_async_tasks", args.callers),
+            value: tasks,
+            unit: "payments/s",
+            goal: Some(single_goal),
+        });
         let bulk = bulk_payments(&ledger, &city, Duration::from_secs(args.seconds))?;
         rows.push(Row {
             name: format!("ledger.{backend}.bulk_payments_per_s.batch_{BULK_BATCH}"),
@@ -197,6 +204,41 @@ fn single_payments(ledger: &Ledger, city: &City, callers: usize, duration: Durat
         h.join().map_err(|_| anyhow::anyhow!("caller panicked"))??;
     }
     Ok(n as f64 / elapsed.as_secs_f64())
+}
+
+/// The same as [`single_payments`] with async tasks on a 2-thread runtime, the way the
+/// HTTP server's handlers call the ledger.
+fn async_payments(ledger: &Ledger, city: &City, callers: usize, duration: Duration) -> Result<f64> {
+    let city = Arc::new(City { wallets: city.wallets.clone(), merchants: city.merchants.clone(), fees: city.fees });
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let elapsed = runtime.block_on(async {
+        let tasks: Vec<_> = (0..callers)
+            .map(|c| {
+                let (ledger, city, done, stop) = (ledger.clone(), city.clone(), done.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let mut i = c as u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        ledger.submit(city.payment(i)).await?;
+                        done.fetch_add(1, Ordering::Relaxed);
+                        i += callers as u64;
+                    }
+                    Ok::<(), anyhow::Error>(())
+                })
+            })
+            .collect();
+        let start = Instant::now();
+        tokio::time::sleep(duration).await;
+        stop.store(true, Ordering::Relaxed);
+        let n = done.load(Ordering::Relaxed);
+        let elapsed = start.elapsed();
+        for t in tasks {
+            t.await??;
+        }
+        Ok::<_, anyhow::Error>((n, elapsed))
+    })?;
+    Ok(elapsed.0 as f64 / elapsed.1.as_secs_f64())
 }
 
 fn bulk_payments(ledger: &Ledger, city: &City, duration: Duration) -> Result<f64> {

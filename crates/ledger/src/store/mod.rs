@@ -28,8 +28,6 @@ const SQLITE_BUSY_TIMEOUT_MS: u32 = 10_000;
 /// SQLite page cache per connection: the postings index is written in account order, so
 /// a cache that holds the hot index pages avoids reading them back from the file.
 const SQLITE_CACHE_KIB: u32 = 128 * 1024;
-/// Rows per INSERT statement (PostgreSQL allows 65,535 parameters; 17 columns each).
-const INSERT_ROWS_MAX: usize = 1_000;
 
 /// Which database a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +95,7 @@ impl Db {
                      PRAGMA journal_mode = WAL;
                      PRAGMA synchronous = FULL;
                      PRAGMA cache_size = -{SQLITE_CACHE_KIB};
+                     PRAGMA temp_store = MEMORY;
                      PRAGMA foreign_keys = ON;"
                 ))
                 .map_err(storage)?;
@@ -239,7 +238,7 @@ struct NewAccountRow<'a> {
 }
 
 #[derive(Queryable, Selectable, Insertable)]
-#[diesel(table_name = journal_entries)]
+#[diesel(table_name = journal_entries, treat_none_as_default_value = false)]
 struct EntryRow {
     seq: i64,
     kind: String,
@@ -261,7 +260,7 @@ struct EntryRow {
 }
 
 #[derive(Queryable, Selectable, Insertable)]
-#[diesel(table_name = postings)]
+#[diesel(table_name = postings, treat_none_as_default_value = false)]
 struct PostingRow {
     entry_seq: i64,
     leg: i32,
@@ -602,14 +601,10 @@ impl Db {
                     diesel::insert_into(postings::table).values(row).execute(c).map_err(storage)?;
                 }
             }
-            // PostgreSQL is a round trip away: multi-row statements.
+            // PostgreSQL is a round trip away: binary COPY, one per table and batch.
             Db::Pg(c) => {
-                for chunk in entry_rows.chunks(INSERT_ROWS_MAX) {
-                    diesel::insert_into(journal_entries::table).values(chunk).execute(c).map_err(storage)?;
-                }
-                for chunk in posting_rows.chunks(INSERT_ROWS_MAX) {
-                    diesel::insert_into(postings::table).values(chunk).execute(c).map_err(storage)?;
-                }
+                diesel::copy_from(journal_entries::table).from_insertable(&entry_rows).execute(c).map_err(storage)?;
+                diesel::copy_from(postings::table).from_insertable(&posting_rows).execute(c).map_err(storage)?;
             }
         }
         Ok(())
