@@ -20,12 +20,37 @@ enum Cmd {
         #[arg(long, env = "KARTU_DATABASE_URL")]
         database_url: String,
     },
+    /// Check the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCmd,
+    },
     /// Read the ledger.
     Ledger {
         #[arg(long, env = "KARTU_DATABASE_URL", global = true)]
         database_url: Option<String>,
         #[command(subcommand)]
         read: LedgerCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCmd {
+    /// Recompute every leaf hash, the root at every signed checkpoint, every signature,
+    /// every balance chain, zero sums and the gapless sequence; name the first entry that
+    /// fails.
+    Verify {
+        #[arg(long, env = "KARTU_DATABASE_URL")]
+        database_url: String,
+        /// File holding the checkpoint verifier key line (`<name>+<key id>+<base64 key>`).
+        #[arg(long)]
+        public_key: std::path::PathBuf,
+        /// Accept leaves newer than the last signed checkpoint (a live log's last second).
+        #[arg(long)]
+        allow_unsigned_tail: bool,
+        /// Require checkpoints to carry this origin line.
+        #[arg(long)]
+        origin: Option<String>,
     },
 }
 
@@ -66,12 +91,54 @@ fn run(cli: Cli) -> Result<()> {
             println!("migrated: {ran} migration(s) applied");
             Ok(())
         }
+        Cmd::Audit { command: AuditCmd::Verify { database_url, public_key, allow_unsigned_tail, origin } } => {
+            audit_verify(&database_url, &public_key, allow_unsigned_tail, origin)
+        }
         Cmd::Ledger { database_url, read } => {
             let url = database_url.context("--database-url or KARTU_DATABASE_URL is required")?;
             let ledger = Ledger::open(&url, LedgerConfig::default()).context("opening the ledger")?;
             ledger_read(&ledger, read)
         }
     }
+}
+
+fn audit_verify(
+    url: &str,
+    key_file: &std::path::Path,
+    allow_unsigned_tail: bool,
+    origin: Option<String>,
+) -> Result<()> {
+    let text = std::fs::read_to_string(key_file).with_context(|| format!("reading {}", key_file.display()))?;
+    let verifier = merkle::Verifier::parse(text.trim()).context("the public key file does not hold a verifier key")?;
+    let options = ledger::verify::VerifyOptions { allow_unsigned_tail, origin };
+    let mut last_report = std::time::Instant::now();
+    let progress = |done: i64, total: i64| {
+        if last_report.elapsed() >= std::time::Duration::from_secs(1) {
+            eprintln!("verified {done} of {total} leaves");
+            last_report = std::time::Instant::now();
+        }
+    };
+    match ledger::verify::verify(url, &verifier, &options, progress) {
+        Ok(r) => {
+            let rate = r.leaves as f64 / r.elapsed.as_secs_f64().max(1e-9);
+            println!(
+                "OK: {} entries, {} leaves, {} signed checkpoints, {} accounts; root {}; {:.2} s ({rate:.0} leaves/s){}",
+                r.entries,
+                r.leaves,
+                r.checkpoints,
+                r.accounts,
+                hex_lower(&r.root),
+                r.elapsed.as_secs_f64(),
+                if r.unsigned_tail > 0 { format!("; {} leaves not yet signed", r.unsigned_tail) } else { String::new() }
+            );
+            Ok(())
+        }
+        Err(e) => anyhow::bail!("audit verification FAILED: {e}"),
+    }
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn ledger_read(ledger: &Ledger, read: LedgerCmd) -> Result<()> {

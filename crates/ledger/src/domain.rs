@@ -472,6 +472,8 @@ impl Encoder {
 pub struct Posting {
     /// The account.
     pub account_id: AccountId,
+    /// The account's currency.
+    pub currency: Currency,
     /// Signed amount in the account's currency minor units.
     pub amount_minor: i64,
     /// The account's balance right after this posting.
@@ -509,6 +511,17 @@ pub struct Entry {
     pub request_hash: Option<[u8; 32]>,
     /// Two or more postings summing to zero per currency.
     pub postings: Vec<Posting>,
+    /// Where the entry stands in the audit log (none when the log is switched off).
+    pub audit: Option<AuditRef>,
+}
+
+/// An entry's place in the audit log: its leaf index and leaf hash (the receipt).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditRef {
+    /// 0-based index of the leaf in the Merkle log.
+    pub leaf_index: i64,
+    /// SHA-256(0x00 || leaf bytes).
+    pub leaf_hash: [u8; 32],
 }
 
 /// A successful write.

@@ -15,7 +15,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use tokio::sync::oneshot;
 
 use crate::domain::{
-    Account, AccountId, AccountKind, Command, Entry, EntryKind, NewAccount, Posted, Request,
+    Account, AccountId, AccountKind, AuditRef, Command, Entry, EntryKind, NewAccount, Posted, Request,
     WALLET_BALANCE_MAX_DEFAULT_MINOR,
 };
 use crate::machine::{AccountState, Machine, Needs, State};
@@ -52,17 +52,49 @@ pub struct LedgerConfig {
     pub wallet_balance_max_minor: i64,
     /// Time source.
     pub clock: Clock,
+    /// Write every entry as a leaf of the Merkle audit log. Always on in service; off only
+    /// to measure what the log costs (`make bench`).
+    pub audit_log: bool,
+    /// Sign checkpoints of the audit log with this key (none: this process does not sign;
+    /// another may).
+    pub checkpoints: Option<CheckpointSettings>,
+}
+
+/// How this process signs checkpoints.
+#[derive(Clone)]
+pub struct CheckpointSettings {
+    /// The Ed25519 signer (the key comes from the key file, never the database).
+    pub signer: Arc<merkle::Signer>,
+    /// The log's origin line, e.g. `makassar.example/kartu`.
+    pub origin: String,
+    /// How often to check for new leaves.
+    pub interval: std::time::Duration,
+}
+
+impl std::fmt::Debug for CheckpointSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckpointSettings").field("origin", &self.origin).field("interval", &self.interval).finish()
+    }
 }
 
 impl std::fmt::Debug for LedgerConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LedgerConfig").field("wallet_balance_max_minor", &self.wallet_balance_max_minor).finish()
+        f.debug_struct("LedgerConfig")
+            .field("wallet_balance_max_minor", &self.wallet_balance_max_minor)
+            .field("audit_log", &self.audit_log)
+            .field("checkpoints", &self.checkpoints)
+            .finish()
     }
 }
 
 impl Default for LedgerConfig {
     fn default() -> Self {
-        LedgerConfig { wallet_balance_max_minor: WALLET_BALANCE_MAX_DEFAULT_MINOR, clock: system_clock() }
+        LedgerConfig {
+            wallet_balance_max_minor: WALLET_BALANCE_MAX_DEFAULT_MINOR,
+            clock: system_clock(),
+            audit_log: true,
+            checkpoints: None,
+        }
     }
 }
 
@@ -82,6 +114,8 @@ pub struct Ledger {
 struct Inner {
     jobs: Mutex<Option<Sender<Job>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// Dropping the sender stops the checkpointer.
+    checkpointer: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
     url: String,
     backend: Backend,
     reads: Mutex<Vec<Db>>,
@@ -102,6 +136,10 @@ impl Drop for Inner {
 
 impl Inner {
     fn stop(&self) {
+        if let Some((stop, handle)) = self.checkpointer.lock().ok().and_then(|mut c| c.take()) {
+            drop(stop);
+            let _ = handle.join();
+        }
         // Closing the queue lets the writer finish what is queued, then exit.
         drop(self.jobs.lock().map(|mut j| j.take()));
         if let Some(handle) = self.writer.lock().ok().and_then(|mut w| w.take()) {
@@ -125,22 +163,57 @@ impl Ledger {
         }
         let backend = db.backend();
         let (tx, rx) = crossbeam_channel::bounded(QUEUE_JOBS_MAX);
-        let writer =
-            Writer { db, clock: config.clock.clone(), cache: HashMap::new(), cache_seq: None, holds: HashMap::new() };
+        let writer = Writer {
+            db,
+            clock: config.clock.clone(),
+            audit_log: config.audit_log,
+            cache: HashMap::new(),
+            cache_seq: None,
+            holds: HashMap::new(),
+            edge: HashMap::new(),
+        };
         let handle = std::thread::Builder::new()
             .name("ledger-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| LedgerError::Storage(format!("cannot start the writer: {e}")))?;
-        Ok(Ledger {
+        let ledger = Ledger {
             inner: Arc::new(Inner {
                 jobs: Mutex::new(Some(tx)),
                 writer: Mutex::new(Some(handle)),
+                checkpointer: Mutex::new(None),
                 url: url.to_owned(),
                 backend,
                 reads: Mutex::new(Vec::new()),
                 config,
             }),
-        })
+        };
+        if let Some(settings) = ledger.inner.config.checkpoints.clone() {
+            ledger.start_checkpointer(settings)?;
+        }
+        Ok(ledger)
+    }
+
+    /// Every `interval`, signs a checkpoint when the log has grown. The thread holds a weak
+    /// reference, so dropping the last `Ledger` handle still stops everything.
+    fn start_checkpointer(&self, settings: CheckpointSettings) -> Result<(), LedgerError> {
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        let weak = Arc::downgrade(&self.inner);
+        let handle = std::thread::Builder::new()
+            .name("ledger-checkpointer".into())
+            .spawn(move || {
+                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stop_rx.recv_timeout(settings.interval) {
+                    let Some(inner) = weak.upgrade() else { break };
+                    let ledger = Ledger { inner };
+                    if let Err(e) = ledger.checkpoint_now() {
+                        tracing::warn!(error = %e, "checkpoint failed; trying again");
+                    }
+                }
+            })
+            .map_err(|e| LedgerError::Storage(format!("cannot start the checkpointer: {e}")))?;
+        if let Ok(mut c) = self.inner.checkpointer.lock() {
+            *c = Some((stop_tx, handle));
+        }
+        Ok(())
     }
 
     /// Which database this ledger runs on.
@@ -313,6 +386,92 @@ impl Ledger {
         self.read(|db| Ok(db.entries_by_key(&[key])?.pop()))
     }
 
+    /// Leaves in the audit log (committed).
+    pub fn tree_size(&self) -> Result<i64, LedgerError> {
+        self.read(|db| db.tree_size())
+    }
+
+    /// Leaves from `from` on, at most `limit` (≤ [`PAGE_MAX`]).
+    pub fn leaves(&self, from: i64, limit: i64) -> Result<Vec<crate::store::LeafRow>, LedgerError> {
+        self.read(|db| db.leaves(from.max(0), limit.clamp(1, PAGE_MAX)))
+    }
+
+    fn check_size(db: &mut Db, size: i64) -> Result<(), LedgerError> {
+        let current = db.tree_size()?;
+        if size < 0 || size > current {
+            return Err(LedgerError::OutOfRange(format!("tree size {size} is not in 0..={current}")));
+        }
+        Ok(())
+    }
+
+    /// The Merkle root of the first `size` leaves.
+    pub fn root(&self, size: i64) -> Result<merkle::Hash, LedgerError> {
+        self.read(|db| {
+            Self::check_size(db, size)?;
+            let nodes = db.nodes(&merkle::nodes_needed_for_root(size as u64))?;
+            merkle::root(size as u64, |c| nodes.get(&c).copied()).map_err(tree_error)
+        })
+    }
+
+    /// RFC 9162 inclusion proof of leaf `leaf_index` in the tree of `tree_size` leaves.
+    pub fn inclusion_proof(&self, leaf_index: i64, tree_size: i64) -> Result<Vec<merkle::Hash>, LedgerError> {
+        self.read(|db| {
+            Self::check_size(db, tree_size)?;
+            if leaf_index < 0 || leaf_index >= tree_size {
+                return Err(LedgerError::OutOfRange(format!("leaf {leaf_index} is not in a tree of {tree_size}")));
+            }
+            let (i, n) = (leaf_index as u64, tree_size as u64);
+            let nodes = db.nodes(&merkle::nodes_needed_for_inclusion(i, n).map_err(tree_error)?)?;
+            merkle::inclusion_proof(i, n, |c| nodes.get(&c).copied()).map_err(tree_error)
+        })
+    }
+
+    /// RFC 9162 consistency proof between the trees of `first` and `second` leaves.
+    pub fn consistency_proof(&self, first: i64, second: i64) -> Result<Vec<merkle::Hash>, LedgerError> {
+        self.read(|db| {
+            Self::check_size(db, second)?;
+            if first < 0 || first > second {
+                return Err(LedgerError::OutOfRange(format!("first {first} must be in 0..={second}")));
+            }
+            let (m, n) = (first as u64, second as u64);
+            let nodes = db.nodes(&merkle::nodes_needed_for_consistency(m, n).map_err(tree_error)?)?;
+            merkle::consistency_proof(m, n, |c| nodes.get(&c).copied()).map_err(tree_error)
+        })
+    }
+
+    /// The newest signed checkpoint.
+    pub fn latest_checkpoint(&self) -> Result<Option<crate::store::CheckpointRow>, LedgerError> {
+        self.read(|db| db.latest_checkpoint())
+    }
+
+    /// Signs and stores a checkpoint of the current tree if it grew since the last one.
+    /// Returns the new checkpoint, or `None` when there was nothing new (or no signer).
+    pub fn checkpoint_now(&self) -> Result<Option<crate::store::CheckpointRow>, LedgerError> {
+        let Some(settings) = self.inner.config.checkpoints.clone() else { return Ok(None) };
+        let now_us = (self.inner.config.clock)();
+        self.read(|db| {
+            let size = db.tree_size()?;
+            let last = db.latest_checkpoint()?.map_or(0, |c| c.tree_size);
+            if size == 0 || size <= last {
+                return Ok(None);
+            }
+            let nodes = db.nodes(&merkle::nodes_needed_for_root(size as u64))?;
+            let root = merkle::root(size as u64, |c| nodes.get(&c).copied()).map_err(tree_error)?;
+            let time = std::time::UNIX_EPOCH + std::time::Duration::from_micros(now_us.max(0) as u64);
+            let extension = format!("time {}", humantime::format_rfc3339_seconds(time));
+            let checkpoint = merkle::Checkpoint::new(&settings.origin, size as u64, root, vec![extension])
+                .map_err(|e| LedgerError::Storage(format!("checkpoint: {e}")))?;
+            let row = crate::store::CheckpointRow {
+                tree_size: size,
+                root: root.to_vec(),
+                time_us: now_us,
+                note: checkpoint.sign(&settings.signer),
+            };
+            db.insert_checkpoint(&row)?;
+            Ok(Some(row))
+        })
+    }
+
     /// Voids every open hold that expired at or before now; returns the voids written.
     pub fn expire_holds(&self) -> Result<Vec<Posted>, LedgerError> {
         let now = (self.inner.config.clock)();
@@ -327,6 +486,10 @@ impl Ledger {
         // A hold captured or voided meanwhile is refused as closed: that is fine.
         Ok(self.submit_many_blocking(requests)?.into_iter().filter_map(Result::ok).collect())
     }
+}
+
+fn tree_error(e: merkle::TreeError) -> LedgerError {
+    LedgerError::Storage(format!("audit log: {e}"))
 }
 
 fn first(mut results: Vec<Result<Posted, LedgerError>>) -> Result<Posted, LedgerError> {
@@ -382,6 +545,10 @@ pub struct TrialBalanceLine {
 struct Writer {
     db: Db,
     clock: Clock,
+    audit_log: bool,
+    /// The Merkle tree's right edge (the perfect subtrees of the current size), valid with
+    /// the account cache.
+    edge: HashMap<merkle::NodeCoord, merkle::Hash>,
     /// Accounts and balances as of `cache_seq`; valid only while nobody else writes.
     cache: HashMap<AccountId, AccountState>,
     cache_seq: Option<i64>,
@@ -433,31 +600,84 @@ impl Writer {
 
     fn apply(&mut self, requests: &[Request]) -> Result<Vec<Result<Posted, crate::domain::Rejection>>, LedgerError> {
         let now = (self.clock)();
-        let Writer { db, cache, cache_seq, holds, .. } = self;
-        let (results, state, new_seq) = db.write_transaction(|db, head| {
+        let audit_log = self.audit_log;
+        let Writer { db, cache, cache_seq, holds, edge, .. } = self;
+        let (mut results, state, new_seq, receipts) = db.write_transaction(|db, head| {
             if *cache_seq != Some(head.last_seq) {
                 // Another process wrote since our last batch: our balances may be stale.
                 cache.clear();
+                edge.clear();
             }
             let mut state = load(db, cache, holds, requests, now)?;
             let time_us = now.max(head.last_time_us);
             let mut machine = Machine::new(&mut state, head.last_seq + 1, time_us);
             let results: Vec<_> = requests.iter().map(|r| machine.apply(r)).collect();
-            let written = std::mem::take(&mut machine.written);
+            let mut written = std::mem::take(&mut machine.written);
             let new_seq = head.last_seq + written.len() as i64;
+            let mut tree_size = head.tree_size;
+            let mut receipts = HashMap::new();
             if !written.is_empty() {
+                if audit_log {
+                    tree_size = append_leaves(db, edge, head.tree_size, &mut written)?;
+                    receipts = written.iter().filter_map(|e| e.audit.map(|a| (e.seq, a))).collect();
+                }
                 db.insert_entries(&written)?;
-                db.advance_head(head, Head { last_seq: new_seq, last_time_us: time_us })?;
+                db.advance_head(head, Head { last_seq: new_seq, last_time_us: time_us, tree_size })?;
             }
-            Ok((results, state, new_seq))
+            Ok((results, state, new_seq, receipts))
         })?;
         if cache.len() > ACCOUNT_CACHE_MAX {
             cache.clear();
         }
         cache.extend(state.accounts);
         *cache_seq = Some(new_seq);
+        // Receipts: every entry made by this batch (also in-batch replays) gets its leaf.
+        for posted in results.iter_mut().flatten() {
+            if let Some(a) = receipts.get(&posted.entry.seq) {
+                posted.entry.audit = Some(*a);
+            }
+        }
         Ok(results)
     }
+}
+
+/// Makes the leaves of `entries`, appends them to the Merkle tree and stores leaves and
+/// nodes; sets each entry's [`AuditRef`]. Returns the new tree size.
+fn append_leaves(
+    db: &mut Db,
+    edge: &mut HashMap<merkle::NodeCoord, merkle::Hash>,
+    size: i64,
+    entries: &mut [Entry],
+) -> Result<i64, LedgerError> {
+    let mut rows = Vec::with_capacity(entries.len());
+    let mut hashes = Vec::with_capacity(entries.len());
+    for (i, e) in entries.iter_mut().enumerate() {
+        let leaf = crate::audit::entry_leaf(e);
+        let leaf_hash = merkle::leaf_hash(&leaf);
+        let leaf_index = size + i as i64;
+        e.audit = Some(AuditRef { leaf_index, leaf_hash });
+        hashes.push(leaf_hash);
+        rows.push(crate::store::LeafRow { leaf_index, kind: "entry".into(), leaf, leaf_hash: leaf_hash.to_vec() });
+    }
+    let tree = |e: merkle::TreeError| LedgerError::Storage(format!("audit log: {e}"));
+    let needed = merkle::nodes_needed_for_append(size as u64, hashes.len() as u64).map_err(tree)?;
+    let missing: Vec<_> = needed.iter().filter(|c| !edge.contains_key(c)).copied().collect();
+    if !missing.is_empty() {
+        edge.extend(db.nodes(&missing)?);
+    }
+    let nodes = merkle::append_batch_nodes(size as u64, &hashes, |c| edge.get(&c).copied()).map_err(tree)?;
+    let new_size = size + hashes.len() as i64;
+    // Keep only the new right edge.
+    let mut next_edge = HashMap::new();
+    for c in merkle::nodes_needed_for_root(new_size as u64) {
+        if let Some(h) = nodes.iter().find(|n| n.coord == c).map(|n| n.hash).or_else(|| edge.get(&c).copied()) {
+            next_edge.insert(c, h);
+        }
+    }
+    *edge = next_edge;
+    db.insert_leaves(&rows)?;
+    db.insert_nodes(&nodes)?;
+    Ok(new_size)
 }
 
 /// Loads what a batch touches: holds, payments, accounts (from the cache when valid),

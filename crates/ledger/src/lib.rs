@@ -4,17 +4,23 @@
 //! - [`domain`]: accounts, journal entries, postings, requests and rejection codes;
 //! - `machine`: the rules, a pure state machine applied to a batch of requests;
 //! - `store`: the only module that knows SQL (SQLite and PostgreSQL through diesel);
-//! - [`Ledger`]: the group-committing writer and the reads.
+//! - [`audit`]: the canonical leaf bytes of the Merkle audit log (docs/AUDIT.md);
+//! - [`verify`]: the auditor's check of a whole database;
+//! - [`Ledger`]: the group-committing writer, the reads, proofs and signed checkpoints.
 
+pub mod audit;
 pub mod domain;
 mod ledger;
 mod machine;
 pub mod money;
 mod store;
+pub mod verify;
 
-pub use ledger::{migrate, system_clock, Clock, Ledger, LedgerConfig, Statement, StatementLine, TrialBalanceLine};
+pub use ledger::{
+    migrate, system_clock, CheckpointSettings, Clock, Ledger, LedgerConfig, Statement, StatementLine, TrialBalanceLine,
+};
 pub use ledger::{BATCH_REQUESTS_MAX, PAGE_MAX, QUEUE_JOBS_MAX};
-pub use store::Backend;
+pub use store::{Backend, CheckpointRow, LeafRow};
 
 /// Errors of the ledger as a service: a rejection of the request, or trouble underneath.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,6 +37,9 @@ pub enum LedgerError {
     /// The database failed; nothing of the batch the request was in was written.
     #[error("storage: {0}")]
     Storage(String),
+    /// A proof or read asked for something outside the log.
+    #[error("out of range: {0}")]
+    OutOfRange(String),
     /// The writer's queue is full; try again shortly.
     #[error("the ledger is busy; retry")]
     Busy,

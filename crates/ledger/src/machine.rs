@@ -148,6 +148,7 @@ impl<'s> Machine<'s> {
             idempotency_key: request.idempotency_key.clone(),
             request_hash: Some(fingerprint),
             postings,
+            audit: None,
         };
         self.next_seq += 1;
         self.remember(&entry, &request.command);
@@ -321,9 +322,10 @@ impl<'s> Machine<'s> {
                 return Err(Rejection::ExceedsMaxBalance);
             }
             after.push((id, balance));
-            postings.push(Posting { account_id: id, amount_minor: amount, balance_after_minor: balance });
+            let currency = state.account.currency;
+            postings.push(Posting { account_id: id, currency, amount_minor: amount, balance_after_minor: balance });
         }
-        assert_balanced(&postings, &self.state.accounts);
+        assert_balanced(&postings);
         for (id, balance) in after {
             if let Some(a) = self.state.accounts.get_mut(&id) {
                 a.balance_minor = balance;
@@ -393,11 +395,10 @@ fn fee_share(fee: i64, part: i64, whole: i64) -> i64 {
 }
 
 /// A programmer error, not an operating one: every entry we make sums to zero per currency.
-fn assert_balanced(postings: &[Posting], accounts: &HashMap<AccountId, AccountState>) {
+fn assert_balanced(postings: &[Posting]) {
     let mut sums: HashMap<Currency, i128> = HashMap::new();
     for p in postings {
-        let currency = accounts[&p.account_id].account.currency;
-        *sums.entry(currency).or_default() += i128::from(p.amount_minor);
+        *sums.entry(p.currency).or_default() += i128::from(p.amount_minor);
     }
     assert!(sums.values().all(|s| *s == 0), "entry does not sum to zero: {postings:?}");
 }

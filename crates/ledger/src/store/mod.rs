@@ -13,12 +13,12 @@ use diesel::sqlite::SqliteConnection;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 use crate::domain::{
-    Account, AccountId, AccountKind, Entry, EntryKind, IdempotencyKey, NewAccount, Posting, References,
+    Account, AccountId, AccountKind, AuditRef, Entry, EntryKind, IdempotencyKey, NewAccount, Posting, References,
 };
 use crate::machine::{AccountState, HoldState, PaymentState};
 use crate::money::Currency;
 use crate::LedgerError;
-use schema::{accounts, journal_entries, ledger_head, postings};
+use schema::{accounts, audit_leaves, checkpoints, journal_entries, ledger_head, merkle_nodes, postings};
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
@@ -169,12 +169,13 @@ impl Db {
 
     fn locked_head(&mut self) -> Result<Head, LedgerError> {
         use ledger_head::dsl as h;
-        let row: (i64, i64) = match self {
-            Db::Sqlite(c) => h::ledger_head.find(1).select((h::last_seq, h::last_time_us)).first(c),
-            Db::Pg(c) => h::ledger_head.find(1).select((h::last_seq, h::last_time_us)).for_update().first(c),
+        let cols = (h::last_seq, h::last_time_us, h::tree_size);
+        let row: (i64, i64, i64) = match self {
+            Db::Sqlite(c) => h::ledger_head.find(1).select(cols).first(c),
+            Db::Pg(c) => h::ledger_head.find(1).select(cols).for_update().first(c),
         }
         .map_err(storage)?;
-        Ok(Head { last_seq: row.0, last_time_us: row.1 })
+        Ok(Head { last_seq: row.0, last_time_us: row.1, tree_size: row.2 })
     }
 
     /// Moves the head from `old` to `new`; exactly one row must change.
@@ -182,7 +183,11 @@ impl Db {
         use ledger_head::dsl as h;
         let changed =
             on_db!(self, |c| diesel::update(h::ledger_head.filter(h::id.eq(1).and(h::last_seq.eq(old.last_seq))))
-                .set((h::last_seq.eq(new.last_seq), h::last_time_us.eq(new.last_time_us)))
+                .set((
+                    h::last_seq.eq(new.last_seq),
+                    h::last_time_us.eq(new.last_time_us),
+                    h::tree_size.eq(new.tree_size)
+                ))
                 .execute(c))
             .map_err(storage)?;
         if changed == 1 {
@@ -198,6 +203,8 @@ impl Db {
 pub(crate) struct Head {
     pub last_seq: i64,
     pub last_time_us: i64,
+    /// Leaves in the audit log.
+    pub tree_size: i64,
 }
 
 #[derive(Queryable, Selectable)]
@@ -257,6 +264,7 @@ struct EntryRow {
     memo: Option<String>,
     idempotency_key: Option<String>,
     request_hash: Option<Vec<u8>>,
+    leaf_index: Option<i64>,
 }
 
 #[derive(Queryable, Selectable, Insertable)]
@@ -294,10 +302,11 @@ impl EntryRow {
             memo: r.memo.clone(),
             idempotency_key: e.idempotency_key.as_ref().map(|k| k.as_str().to_owned()),
             request_hash: e.request_hash.map(|h| h.to_vec()),
+            leaf_index: e.audit.map(|a| a.leaf_index),
         }
     }
 
-    fn into_entry(self, postings: Vec<Posting>) -> Result<Entry, LedgerError> {
+    fn into_entry(self, postings: Vec<Posting>, leaf_hash: Option<[u8; 32]>) -> Result<Entry, LedgerError> {
         let request_hash = match self.request_hash {
             Some(h) => Some(<[u8; 32]>::try_from(h.as_slice()).map_err(|_| corrupt("request hash", "?"))?),
             None => None,
@@ -327,6 +336,7 @@ impl EntryRow {
             idempotency_key,
             request_hash,
             postings,
+            audit: self.leaf_index.zip(leaf_hash).map(|(leaf_index, leaf_hash)| AuditRef { leaf_index, leaf_hash }),
         })
     }
 }
@@ -465,26 +475,43 @@ impl Db {
             return Ok(Vec::new());
         }
         let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
-        let posting_rows: Vec<PostingRow> = on_db!(self, |c| postings::table
+        let posting_rows: Vec<(PostingRow, String)> = on_db!(self, |c| postings::table
+            .inner_join(accounts::table)
             .filter(postings::entry_seq.eq_any(&seqs))
             .order((postings::entry_seq, postings::leg))
-            .select(PostingRow::as_select())
+            .select((PostingRow::as_select(), accounts::currency))
             .load(c))
         .map_err(storage)?;
         let mut by_seq: HashMap<i64, Vec<Posting>> = HashMap::new();
-        for p in posting_rows {
+        for (p, currency) in posting_rows {
             by_seq.entry(p.entry_seq).or_default().push(Posting {
                 account_id: AccountId(p.account_id),
+                currency: Currency::parse(&currency).map_err(|_| corrupt("currency", &currency))?,
                 amount_minor: p.amount_minor,
                 balance_after_minor: p.balance_after_minor,
             });
         }
+        let leaf_indexes: Vec<i64> = rows.iter().filter_map(|r| r.leaf_index).collect();
+        let hashes = self.leaf_hashes(&leaf_indexes)?;
         rows.into_iter()
             .map(|r| {
                 let postings = by_seq.remove(&r.seq).unwrap_or_default();
-                r.into_entry(postings)
+                let hash = r.leaf_index.and_then(|i| hashes.get(&i).copied());
+                r.into_entry(postings, hash)
             })
             .collect()
+    }
+
+    fn leaf_hashes(&mut self, indexes: &[i64]) -> Result<HashMap<i64, [u8; 32]>, LedgerError> {
+        if indexes.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows: Vec<(i64, Vec<u8>)> = on_db!(self, |c| audit_leaves::table
+            .filter(audit_leaves::leaf_index.eq_any(indexes))
+            .select((audit_leaves::leaf_index, audit_leaves::leaf_hash))
+            .load(c))
+        .map_err(storage)?;
+        rows.into_iter().map(|(i, h)| Ok((i, hash32(&h)?))).collect()
     }
 
     /// Which of these `(card, counter)` pairs were already used.
@@ -725,5 +752,165 @@ impl Db {
         let closed: HashSet<i64> =
             self.related(&candidates, &["capture", "void"])?.into_iter().map(|(s, _)| s).collect();
         Ok(candidates.into_iter().filter(|s| !closed.contains(s)).take(limit as usize).collect())
+    }
+}
+
+fn hash32(bytes: &[u8]) -> Result<[u8; 32], LedgerError> {
+    <[u8; 32]>::try_from(bytes).map_err(|_| corrupt("hash", &hex::encode(bytes)))
+}
+
+/// A leaf of the audit log as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = audit_leaves, treat_none_as_default_value = false)]
+pub struct LeafRow {
+    /// 0-based position in the log.
+    pub leaf_index: i64,
+    /// What the leaf records (`entry`, later `access`, `operator`).
+    pub kind: String,
+    /// The canonical bytes.
+    pub leaf: Vec<u8>,
+    /// SHA-256(0x00 || leaf).
+    pub leaf_hash: Vec<u8>,
+}
+
+/// A signed checkpoint as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = checkpoints)]
+pub struct CheckpointRow {
+    /// The tree size it commits to.
+    pub tree_size: i64,
+    /// The root hash at that size.
+    pub root: Vec<u8>,
+    /// When it was made, µs.
+    pub time_us: i64,
+    /// The whole signed note.
+    pub note: String,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = merkle_nodes, treat_none_as_default_value = false)]
+struct NodeRow {
+    level: i32,
+    idx: i64,
+    hash: Vec<u8>,
+}
+
+#[derive(QueryableByName)]
+struct NodeHashRow {
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    level: i32,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    idx: i64,
+    #[diesel(sql_type = diesel::sql_types::Binary)]
+    hash: Vec<u8>,
+}
+
+/// The audit log's storage.
+impl Db {
+    pub fn insert_leaves(&mut self, leaves: &[LeafRow]) -> Result<(), LedgerError> {
+        match self {
+            Db::Sqlite(c) => {
+                for row in leaves {
+                    diesel::insert_into(audit_leaves::table).values(row).execute(c).map_err(storage)?;
+                }
+            }
+            Db::Pg(c) => {
+                diesel::copy_from(audit_leaves::table).from_insertable(leaves).execute(c).map_err(storage)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores perfect-subtree hashes; level 0 (the leaf hashes) lives in `audit_leaves`.
+    pub fn insert_nodes(&mut self, nodes: &[merkle::Node]) -> Result<(), LedgerError> {
+        let rows: Vec<NodeRow> = nodes
+            .iter()
+            .filter(|n| n.coord.level > 0)
+            .map(|n| NodeRow { level: i32::from(n.coord.level), idx: n.coord.index as i64, hash: n.hash.to_vec() })
+            .collect();
+        match self {
+            Db::Sqlite(c) => {
+                for row in &rows {
+                    diesel::insert_into(merkle_nodes::table).values(row).execute(c).map_err(storage)?;
+                }
+            }
+            Db::Pg(c) => {
+                diesel::copy_from(merkle_nodes::table).from_insertable(&rows).execute(c).map_err(storage)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The hashes of these perfect subtrees, in one query per table.
+    pub fn nodes(&mut self, coords: &[merkle::NodeCoord]) -> Result<HashMap<merkle::NodeCoord, [u8; 32]>, LedgerError> {
+        let mut out = HashMap::with_capacity(coords.len());
+        let leaves: Vec<i64> = coords.iter().filter(|c| c.level == 0).map(|c| c.index as i64).collect();
+        for (i, h) in self.leaf_hashes(&leaves)? {
+            out.insert(merkle::NodeCoord::new(0, i as u64), h);
+        }
+        let upper: Vec<String> = coords
+            .iter()
+            .filter(|c| c.level > 0)
+            .map(|c| format!("(level = {} AND idx = {})", c.level, c.index))
+            .collect();
+        if !upper.is_empty() {
+            // Integers only, so formatting them into the statement is safe.
+            let sql = format!("SELECT level, idx, hash FROM merkle_nodes WHERE {}", upper.join(" OR "));
+            let rows: Vec<NodeHashRow> = on_db!(self, |c| diesel::sql_query(&sql).load(c)).map_err(storage)?;
+            for r in rows {
+                let level = u8::try_from(r.level).map_err(|_| corrupt("node level", &r.level.to_string()))?;
+                out.insert(merkle::NodeCoord::new(level, r.idx as u64), hash32(&r.hash)?);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn tree_size(&mut self) -> Result<i64, LedgerError> {
+        on_db!(self, |c| ledger_head::table.find(1).select(ledger_head::tree_size).first(c)).map_err(storage)
+    }
+
+    pub fn leaves(&mut self, from: i64, limit: i64) -> Result<Vec<LeafRow>, LedgerError> {
+        on_db!(self, |c| audit_leaves::table
+            .filter(audit_leaves::leaf_index.ge(from))
+            .order(audit_leaves::leaf_index)
+            .limit(limit)
+            .select(LeafRow::as_select())
+            .load(c))
+        .map_err(storage)
+    }
+
+    pub fn latest_checkpoint(&mut self) -> Result<Option<CheckpointRow>, LedgerError> {
+        on_db!(self, |c| checkpoints::table
+            .order(checkpoints::tree_size.desc())
+            .select(CheckpointRow::as_select())
+            .first(c)
+            .optional())
+        .map_err(storage)
+    }
+
+    /// Checkpoints with `tree_size > after`, in size order, at most `limit`.
+    pub fn checkpoints(&mut self, after: i64, limit: i64) -> Result<Vec<CheckpointRow>, LedgerError> {
+        on_db!(self, |c| checkpoints::table
+            .filter(checkpoints::tree_size.gt(after))
+            .order(checkpoints::tree_size)
+            .limit(limit)
+            .select(CheckpointRow::as_select())
+            .load(c))
+        .map_err(storage)
+    }
+
+    /// Stores a checkpoint unless one of that size exists (several processes may race).
+    pub fn insert_checkpoint(&mut self, row: &CheckpointRow) -> Result<(), LedgerError> {
+        on_db!(self, |c| diesel::insert_into(checkpoints::table).values(row).on_conflict_do_nothing().execute(c))
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    /// Every account (for the auditor: kinds and currencies).
+    pub fn all_accounts(&mut self) -> Result<Vec<Account>, LedgerError> {
+        let rows: Vec<AccountRow> =
+            on_db!(self, |c| accounts::table.order(accounts::id).select(AccountRow::as_select()).load(c))
+                .map_err(storage)?;
+        rows.into_iter().map(AccountRow::into_account).collect()
     }
 }

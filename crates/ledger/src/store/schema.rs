@@ -17,6 +17,7 @@ diesel::table! {
         id -> Integer,
         last_seq -> BigInt,
         last_time_us -> BigInt,
+        tree_size -> BigInt,
     }
 }
 
@@ -39,6 +40,7 @@ diesel::table! {
         memo -> Nullable<Text>,
         idempotency_key -> Nullable<Text>,
         request_hash -> Nullable<Binary>,
+        leaf_index -> Nullable<BigInt>,
     }
 }
 
@@ -52,5 +54,40 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    audit_leaves (leaf_index) {
+        leaf_index -> BigInt,
+        kind -> Text,
+        leaf -> Binary,
+        leaf_hash -> Binary,
+    }
+}
+
+diesel::table! {
+    merkle_nodes (level, idx) {
+        level -> Integer,
+        idx -> BigInt,
+        hash -> Binary,
+    }
+}
+
+diesel::table! {
+    checkpoints (tree_size) {
+        tree_size -> BigInt,
+        root -> Binary,
+        time_us -> BigInt,
+        note -> Text,
+    }
+}
+
 diesel::joinable!(postings -> journal_entries (entry_seq));
-diesel::allow_tables_to_appear_in_same_query!(accounts, ledger_head, journal_entries, postings);
+diesel::joinable!(postings -> accounts (account_id));
+diesel::allow_tables_to_appear_in_same_query!(
+    accounts,
+    ledger_head,
+    journal_entries,
+    postings,
+    audit_leaves,
+    merkle_nodes,
+    checkpoints
+);

@@ -6,6 +6,7 @@
 //! `postgres://postgres@127.0.0.1:5432/postgres`); if it cannot be reached the postgres
 //! trials fail.
 
+mod audit;
 mod cases;
 mod model;
 mod support;
@@ -34,6 +35,9 @@ const CASES: &[(&str, Case)] = &[
     ("urls_and_migrations", cases::urls_and_migrations),
     ("currencies", cases::currencies),
     ("agrees_with_model", model::agrees_with_model),
+    ("audit_proofs", audit::proofs),
+    ("audit_checkpoints_every_interval", audit::checkpoints_every_interval),
+    ("audit_tampering_is_detected", audit::tampering_is_detected),
 ];
 
 fn main() {
@@ -56,5 +60,8 @@ fn main() {
             trials.push(Trial::test(format!("{prefix}::{name}"), move || case(backend).map_err(Failed::from)));
         }
     }
+    trials.push(Trial::test("audit_independent_verifier_vectors", || {
+        audit::independent_verifier_vectors().map_err(Failed::from)
+    }));
     libtest_mimic::run(&args, trials).exit();
 }

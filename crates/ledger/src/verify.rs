@@ -1,0 +1,383 @@
+//! `kartu audit verify`: recompute everything from the database and report the first thing
+//! that does not match — a leaf hash, a root at a signed checkpoint, a signature, a balance
+//! chain, a zero sum, the gapless sequence, or a journal row that differs from its leaf.
+//!
+//! The checks read the stored leaves and rebuild the Merkle tree in memory from them
+//! (nothing stored about the tree is trusted), and compare the journal tables with the
+//! leaves, so an attacker with write access to the database must also forge a signature.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::audit::{decode_entry_leaf, entry_leaf};
+use crate::domain::{Account, AccountId, Entry};
+use crate::money::Currency;
+use crate::store::{CheckpointRow, Db};
+use crate::LedgerError;
+
+/// Leaves and entries read per query.
+const VERIFY_PAGE: i64 = 5_000;
+
+/// What to allow.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// Accept leaves written after the newest signed checkpoint (a live log's last second).
+    /// Without it, every leaf must be covered by a checkpoint.
+    pub allow_unsigned_tail: bool,
+    /// The origin line checkpoints must carry, if given.
+    pub origin: Option<String>,
+}
+
+/// What was checked, when everything holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Journal entries checked.
+    pub entries: i64,
+    /// Leaves in the log.
+    pub leaves: i64,
+    /// Signed checkpoints verified.
+    pub checkpoints: i64,
+    /// Accounts with postings.
+    pub accounts: usize,
+    /// Root of the whole log.
+    pub root: [u8; 32],
+    /// Leaves after the newest checkpoint (only with `allow_unsigned_tail`).
+    pub unsigned_tail: i64,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// Why verification failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    /// The log or the journal does not hold; names where.
+    #[error("{}", describe(.entry_seq, .leaf_index, .reason))]
+    Failed {
+        /// The first entry that fails, when one can be named.
+        entry_seq: Option<i64>,
+        /// Its leaf.
+        leaf_index: Option<i64>,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The database could not be read.
+    #[error("cannot read the database: {0}")]
+    Storage(#[from] LedgerError),
+}
+
+fn describe(entry: &Option<i64>, leaf: &Option<i64>, reason: &str) -> String {
+    match (entry, leaf) {
+        (Some(e), Some(l)) => format!("entry {e} (leaf {l}): {reason}"),
+        (Some(e), None) => format!("entry {e}: {reason}"),
+        (None, Some(l)) => format!("leaf {l}: {reason}"),
+        (None, None) => reason.to_owned(),
+    }
+}
+
+fn fail<T>(entry_seq: Option<i64>, leaf_index: Option<i64>, reason: impl Into<String>) -> Result<T, VerifyError> {
+    Err(VerifyError::Failed { entry_seq, leaf_index, reason: reason.into() })
+}
+
+/// Verifies the log and journal at `url` against the checkpoint key `verifier`.
+/// `progress(done, total)` is called after each page of leaves.
+pub fn verify(
+    url: &str,
+    verifier: &merkle::Verifier,
+    options: &VerifyOptions,
+    mut progress: impl FnMut(i64, i64),
+) -> Result<VerifyReport, VerifyError> {
+    let started = Instant::now();
+    let mut db = Db::open(url)?;
+    let mut reads = Db::open(url)?;
+    let accounts: HashMap<AccountId, Account> = db.all_accounts()?.into_iter().map(|a| (a.id, a)).collect();
+    let head_seq = db.last_seq()?;
+    let head_size = db.tree_size()?;
+    let mut audit = Auditor {
+        verifier,
+        options,
+        accounts: &accounts,
+        tree: merkle::MemoryTree::new(),
+        balances: HashMap::new(),
+        next_seq: 1,
+        last_time_us: i64::MIN,
+        checkpoints: VecDeque::new(),
+        checkpoints_after: 0,
+        checkpoints_done: 0,
+        last_checked_size: 0,
+        journal: VecDeque::new(),
+    };
+    loop {
+        let page = db.leaves(audit.tree.size() as i64, VERIFY_PAGE)?;
+        if page.is_empty() {
+            break;
+        }
+        for leaf in &page {
+            audit.leaf(&mut reads, leaf)?;
+        }
+        progress(audit.tree.size() as i64, head_size);
+    }
+    audit.finish(&mut reads, head_seq, head_size, started)
+}
+
+struct Auditor<'a> {
+    verifier: &'a merkle::Verifier,
+    options: &'a VerifyOptions,
+    accounts: &'a HashMap<AccountId, Account>,
+    tree: merkle::MemoryTree,
+    balances: HashMap<AccountId, i64>,
+    next_seq: i64,
+    last_time_us: i64,
+    /// Checkpoints not yet reached, in size order (paged in).
+    checkpoints: VecDeque<CheckpointRow>,
+    checkpoints_after: i64,
+    checkpoints_done: i64,
+    last_checked_size: i64,
+    /// Journal entries read ahead, in sequence order.
+    journal: VecDeque<Entry>,
+}
+
+impl Auditor<'_> {
+    fn leaf(&mut self, db: &mut Db, row: &crate::store::LeafRow) -> Result<(), VerifyError> {
+        let index = self.tree.size() as i64;
+        let at = Some(index);
+        if row.leaf_index != index {
+            return fail(
+                Some(self.next_seq),
+                at,
+                format!("leaf {index} is missing (the next stored leaf is {})", row.leaf_index),
+            );
+        }
+        let hash = merkle::leaf_hash(&row.leaf);
+        if row.leaf_hash != hash {
+            return fail(None, at, "the stored leaf hash is not SHA-256(0x00 || leaf)");
+        }
+        match row.kind.as_str() {
+            "entry" => self.entry(db, row, hash)?,
+            other => return fail(None, at, format!("unknown leaf kind {other:?}")),
+        }
+        self.tree.append(hash).map_err(|e| VerifyError::Failed {
+            entry_seq: None,
+            leaf_index: at,
+            reason: e.to_string(),
+        })?;
+        self.checkpoints_at(db)
+    }
+
+    fn entry(&mut self, db: &mut Db, row: &crate::store::LeafRow, hash: [u8; 32]) -> Result<(), VerifyError> {
+        let at = Some(row.leaf_index);
+        let leaf = match decode_entry_leaf(&row.leaf) {
+            Ok(e) => e,
+            Err(e) => return fail(Some(self.next_seq), at, format!("leaf does not decode: {e}")),
+        };
+        let seq = Some(leaf.seq);
+        if leaf.seq != self.next_seq {
+            return fail(
+                Some(self.next_seq),
+                at,
+                format!("expected entry {} here, the leaf holds entry {}", self.next_seq, leaf.seq),
+            );
+        }
+        // The journal tables must say exactly what the leaf says.
+        if self.journal.is_empty() {
+            self.journal.extend(db.entries_from(self.next_seq, VERIFY_PAGE)?);
+        }
+        let Some(stored) = self.journal.pop_front() else {
+            return fail(seq, at, "the journal has no such entry");
+        };
+        if stored.seq != leaf.seq {
+            return fail(seq, at, format!("the journal has no such entry (its next entry is {})", stored.seq));
+        }
+        if stored.audit.map(|a| (a.leaf_index, a.leaf_hash)) != Some((row.leaf_index, hash)) {
+            return fail(seq, at, "the journal entry points at another leaf");
+        }
+        if entry_leaf(&stored) != row.leaf {
+            return fail(
+                seq,
+                at,
+                format!("the journal tables differ from the leaf: {}", first_difference(&stored, &leaf)),
+            );
+        }
+        self.rules(&leaf).map_err(|reason| VerifyError::Failed { entry_seq: seq, leaf_index: at, reason })?;
+        self.next_seq += 1;
+        Ok(())
+    }
+
+    /// The bookkeeping rules every entry obeys.
+    fn rules(&mut self, e: &Entry) -> Result<(), String> {
+        if e.time_us < self.last_time_us {
+            return Err("time goes backwards".into());
+        }
+        self.last_time_us = e.time_us;
+        if e.postings.len() < 2 {
+            return Err("fewer than two postings".into());
+        }
+        let mut sums: HashMap<Currency, i128> = HashMap::new();
+        for p in &e.postings {
+            *sums.entry(p.currency).or_default() += i128::from(p.amount_minor);
+            let account = self.accounts.get(&p.account_id).ok_or(format!("account {} does not exist", p.account_id))?;
+            if account.currency != p.currency {
+                return Err(format!(
+                    "account {} is in {}, the posting in {}",
+                    p.account_id, account.currency, p.currency
+                ));
+            }
+            let before = self.balances.get(&p.account_id).copied().unwrap_or(0);
+            let expected = before.checked_add(p.amount_minor).ok_or("balance overflows")?;
+            if p.balance_after_minor != expected {
+                return Err(format!(
+                    "account {}: balance after {} but the previous balance {} plus {} is {}",
+                    p.account_id, p.balance_after_minor, before, p.amount_minor, expected
+                ));
+            }
+            if account.never_negative && expected < 0 {
+                return Err(format!("account {} may not go below zero but does ({expected})", p.account_id));
+            }
+            self.balances.insert(p.account_id, expected);
+        }
+        if let Some((c, s)) = sums.iter().find(|(_, s)| **s != 0) {
+            return Err(format!("postings in {c} sum to {s}, not zero"));
+        }
+        Ok(())
+    }
+
+    /// Checks every checkpoint whose size the tree has just reached.
+    fn checkpoints_at(&mut self, db: &mut Db) -> Result<(), VerifyError> {
+        let size = self.tree.size() as i64;
+        loop {
+            if self.checkpoints.is_empty() {
+                self.checkpoints.extend(db.checkpoints(self.checkpoints_after, VERIFY_PAGE)?);
+                if let Some(last) = self.checkpoints.back() {
+                    self.checkpoints_after = last.tree_size;
+                }
+            }
+            match self.checkpoints.front() {
+                Some(cp) if cp.tree_size == size => {
+                    let cp = self.checkpoints.pop_front().ok_or(LedgerError::Storage("checkpoint vanished".into()))?;
+                    self.checkpoint(&cp)?;
+                }
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    fn checkpoint(&mut self, cp: &CheckpointRow) -> Result<(), VerifyError> {
+        let last_entry = Some(self.next_seq - 1);
+        let at = Some(cp.tree_size - 1);
+        let named = |reason: String| VerifyError::Failed {
+            entry_seq: last_entry,
+            leaf_index: at,
+            reason: format!("checkpoint of size {}: {reason}", cp.tree_size),
+        };
+        let opened = self.verifier.open(&cp.note).map_err(|e| named(format!("signature does not verify: {e}")))?;
+        let root = self.tree.root();
+        if opened.size() != cp.tree_size as u64 {
+            return Err(named(format!("the signed note is for size {}", opened.size())));
+        }
+        if opened.root() != &root || cp.root != root {
+            return Err(named(
+                "the root of the leaves differs from the signed root: a leaf at or before this point was changed"
+                    .into(),
+            ));
+        }
+        if let Some(origin) = &self.options.origin {
+            if opened.origin() != origin {
+                return Err(named(format!("origin {:?}, expected {origin:?}", opened.origin())));
+            }
+        }
+        self.checkpoints_done += 1;
+        self.last_checked_size = cp.tree_size;
+        Ok(())
+    }
+
+    fn finish(
+        mut self,
+        db: &mut Db,
+        head_seq: i64,
+        head_size: i64,
+        started: Instant,
+    ) -> Result<VerifyReport, VerifyError> {
+        let size = self.tree.size() as i64;
+        if self.journal.is_empty() {
+            self.journal.extend(db.entries_from(self.next_seq, 1)?);
+        }
+        if let Some(extra) = self.journal.front() {
+            return fail(Some(extra.seq), None, "the journal has this entry but the audit log has no leaf for it");
+        }
+        if head_seq != self.next_seq - 1 {
+            return fail(
+                Some(self.next_seq),
+                None,
+                format!("the ledger head says {head_seq} entries, the log holds {}", self.next_seq - 1),
+            );
+        }
+        if head_size != size {
+            return fail(None, Some(size), format!("the ledger head says {head_size} leaves, the log holds {size}"));
+        }
+        if self.checkpoints.is_empty() {
+            self.checkpoints.extend(db.checkpoints(self.checkpoints_after, 1)?);
+        }
+        if let Some(cp) = self.checkpoints.front() {
+            return fail(
+                None,
+                Some(cp.tree_size - 1),
+                format!("a checkpoint claims {} leaves but the log holds {size}", cp.tree_size),
+            );
+        }
+        let unsigned_tail = size - self.last_checked_size;
+        if unsigned_tail > 0 && !self.options.allow_unsigned_tail {
+            return fail(
+                Some(self.first_entry_after(db, self.last_checked_size)?),
+                Some(self.last_checked_size),
+                format!("{unsigned_tail} leaves are not covered by a signed checkpoint"),
+            );
+        }
+        let mut totals: HashMap<Currency, i128> = HashMap::new();
+        for (a, b) in &self.balances {
+            if let Some(account) = self.accounts.get(a) {
+                *totals.entry(account.currency).or_default() += i128::from(*b);
+            }
+        }
+        if let Some((c, t)) = totals.iter().find(|(_, t)| **t != 0) {
+            return fail(None, None, format!("the balances in {c} sum to {t}, not zero"));
+        }
+        Ok(VerifyReport {
+            entries: self.next_seq - 1,
+            leaves: size,
+            checkpoints: self.checkpoints_done,
+            accounts: self.balances.len(),
+            root: self.tree.root(),
+            unsigned_tail,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    fn first_entry_after(&self, db: &mut Db, leaf_index: i64) -> Result<i64, VerifyError> {
+        let leaf = db.leaves(leaf_index, 1)?;
+        Ok(leaf.first().and_then(|l| decode_entry_leaf(&l.leaf).ok()).map_or(self.next_seq - 1, |e| e.seq))
+    }
+}
+
+/// Names the first field where the journal row and the leaf disagree.
+fn first_difference(stored: &Entry, leaf: &Entry) -> String {
+    if stored.postings.len() != leaf.postings.len() {
+        return format!("{} postings in the tables, {} in the leaf", stored.postings.len(), leaf.postings.len());
+    }
+    for (i, (a, b)) in stored.postings.iter().zip(&leaf.postings).enumerate() {
+        if a.amount_minor != b.amount_minor {
+            return format!("posting {i} amount is {} in the tables, {} in the leaf", a.amount_minor, b.amount_minor);
+        }
+        if a.balance_after_minor != b.balance_after_minor {
+            return format!(
+                "posting {i} balance after is {} in the tables, {} in the leaf",
+                a.balance_after_minor, b.balance_after_minor
+            );
+        }
+        if a.account_id != b.account_id || a.currency != b.currency {
+            return format!("posting {i} account differs");
+        }
+    }
+    if stored.amount_minor != leaf.amount_minor {
+        return format!("amount is {} in the tables, {} in the leaf", stored.amount_minor, leaf.amount_minor);
+    }
+    "an entry field differs".into()
+}
