@@ -1,0 +1,98 @@
+//! The `kartu` binary, run as a user would: migrate, read, and `audit verify` that passes on
+//! an honest log and fails, naming the entry, on a tampered one.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use ledger::domain::{AccountKind, Command as LedgerCommand, EntryKind, Leg, NewAccount, Request};
+use ledger::money::{Amount, Currency, AMOUNT_MAX_MINOR};
+use ledger::{CheckpointSettings, Ledger, LedgerConfig};
+
+fn kartu(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kartu")).args(args).output().expect("run kartu");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+/// A migrated SQLite ledger with a few entries and a signed checkpoint; returns the URL and
+/// the path of the public key file.
+fn signed_ledger(dir: &Path) -> (String, String) {
+    let url = format!("sqlite://{}", dir.join("k.db").display());
+    let (ok, out, err) = kartu(&["migrate", "--database-url", &url]);
+    assert!(ok && out.contains("2 migration(s) applied"), "{out} {err}");
+    let pkcs8 = merkle::Signer::generate_pkcs8(&ring::rand::SystemRandom::new()).expect("key");
+    let signer = Arc::new(merkle::Signer::from_pkcs8("cli.kartu.example", &pkcs8).expect("signer"));
+    let key_file = dir.join("checkpoint.pub");
+    std::fs::write(&key_file, format!("{}\n", signer.verifier_key())).expect("write key");
+    let config = LedgerConfig {
+        checkpoints: Some(CheckpointSettings {
+            signer,
+            origin: "cli.kartu.example/log".into(),
+            interval: std::time::Duration::from_secs(60),
+        }),
+        ..LedgerConfig::default()
+    };
+    let ledger = Ledger::open(&url, config).expect("open");
+    let bank = ledger.system_account(AccountKind::CityBank, Currency::IDR).expect("bank").id;
+    let fees = ledger.system_account(AccountKind::FeeRevenue, Currency::IDR).expect("fees").id;
+    let new = |kind| NewAccount { kind, currency: Currency::IDR, name: "x".into(), balance_max_minor: None };
+    let wallet = ledger.create_account(new(AccountKind::CardWallet)).expect("wallet").id;
+    let merchant = ledger.create_account(new(AccountKind::Merchant)).expect("merchant").id;
+    let topup = LedgerCommand::Transfer {
+        kind: EntryKind::Topup,
+        legs: vec![Leg { account: wallet, amount_minor: 100_000 }, Leg { account: bank, amount_minor: -100_000 }],
+    };
+    ledger.submit_blocking(Request::new(topup)).expect("topup");
+    for minor in [1_000, 2_000, 3_000] {
+        let amount = Amount::from_minor(minor, Currency::IDR, AMOUNT_MAX_MINOR).expect("amount");
+        let pay = LedgerCommand::Payment { wallet, merchant, fee_account: fees, amount, fee_minor: 7 };
+        ledger.submit_blocking(Request::new(pay)).expect("pay");
+    }
+    ledger.checkpoint_now().expect("checkpoint").expect("new checkpoint");
+    ledger.shutdown();
+    (url, key_file.display().to_string())
+}
+
+#[test]
+fn audit_verify_passes_then_names_the_tampered_entry() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (url, key) = signed_ledger(dir.path());
+    let (ok, out, err) =
+        kartu(&["audit", "verify", "--database-url", &url, "--public-key", &key, "--origin", "cli.kartu.example/log"]);
+    assert!(ok, "{out} {err}");
+    assert!(out.starts_with("OK: 4 entries, 4 leaves, 1 signed checkpoints"), "{out}");
+
+    let (ok, out, _) = kartu(&["ledger", "trial-balance", "--database-url", &url]);
+    assert!(ok && out.contains("IDR  balances sum 0.00") && out.contains("balanced"), "{out}");
+    let (ok, out, _) = kartu(&["ledger", "entries", "--database-url", &url, "--from", "3", "--limit", "1"]);
+    let line: serde_json::Value = serde_json::from_str(out.trim()).expect("json line");
+    assert!(ok && line["seq"] == 3 && line["kind"] == "payment" && line["amount"] == "20.00", "{out}");
+
+    // An attacker with the database rewrites a balance after.
+    let path = url.trim_start_matches("sqlite://");
+    let sql = "DROP TRIGGER postings_no_update; UPDATE postings SET balance_after_minor = 999999 WHERE entry_seq = 3 AND leg = 0;";
+    {
+        use diesel::connection::SimpleConnection;
+        use diesel::Connection;
+        let mut c = diesel::sqlite::SqliteConnection::establish(path).expect("open");
+        c.batch_execute(sql).expect("tamper");
+    }
+    let (ok, out, err) = kartu(&["audit", "verify", "--database-url", &url, "--public-key", &key]);
+    assert!(!ok, "tampered log passed: {out}");
+    assert!(err.contains("FAILED: entry 3 (leaf 2)") && err.contains("balance after"), "{err}");
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let (ok, _, err) = kartu(&["migrate", "--database-url", "mysql://x"]);
+    assert!(!ok && err.contains("must start with sqlite:// or postgres://"), "{err}");
+    let dir = tempfile::tempdir().expect("dir");
+    let (url, _) = signed_ledger(dir.path());
+    let bad_key = dir.path().join("bad.pub");
+    std::fs::write(&bad_key, "not a key").expect("write");
+    let (ok, _, err) =
+        kartu(&["audit", "verify", "--database-url", &url, "--public-key", &bad_key.display().to_string()]);
+    assert!(!ok && err.contains("does not hold a verifier key"), "{err}");
+    let (ok, _, err) = kartu(&["ledger", "balance", "424242", "--database-url", &url]);
+    assert!(!ok && err.contains("account 424242 does not exist"), "{err}");
+}
