@@ -4,7 +4,9 @@
 # when something must be installed.
 set -euo pipefail
 
-packages=(libpq-dev pkg-config postgresql-common postgresql)
+# pcscd + vsmartcard-vpcd: the PC/SC daemon and virtual-card driver of the card tests;
+# util-linux: unshare, which gives those tests a private /run.
+packages=(libpq-dev pkg-config postgresql-common postgresql pcscd vsmartcard-vpcd libpcsclite-dev util-linux)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
