@@ -96,3 +96,68 @@ fn bad_input_is_a_clear_error() {
     let (ok, _, err) = kartu(&["ledger", "balance", "424242", "--database-url", &url]);
     assert!(!ok && err.contains("account 424242 does not exist"), "{err}");
 }
+
+/// AN12196's SUN example (../shared/VECTORS.md): zero keys, UID 04DE5F1EACC040, counter 61.
+#[test]
+fn inspect_tap_reads_the_published_sun_vector() {
+    let zero = "00000000000000000000000000000000";
+    let args = |cmac: &'static str| {
+        vec![
+            "card",
+            "inspect-tap",
+            "--meta-key",
+            zero,
+            "--file-key",
+            zero,
+            "--picc-data",
+            "EF963FF7828658A599F3041510671E88",
+            "--cmac",
+            cmac,
+        ]
+    };
+    let (ok, out, err) = kartu(&args("94EED9EE65337086"));
+    assert!(ok, "{out} {err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(
+        (v["uid"].as_str(), v["counter"].as_u64(), v["mac_valid"].as_bool()),
+        (Some("04DE5F1EACC040"), Some(61), Some(true))
+    );
+    let (ok, out, err) = kartu(&args("94EED9EE65337087"));
+    assert!(!ok && out.contains("\"mac_valid\":false") && err.contains("MAC is not valid"), "{out} {err}");
+    let (ok, _, err) =
+        kartu(&["card", "inspect-tap", "--meta-key", zero, "--file-key", zero, "--picc-data", "XYZ", "--cmac", "00"]);
+    assert!(!ok && err.contains("reading the tap"), "{err}");
+}
+
+/// With a key file, the per-card key is diversified (AN10922, M = UID || 2 || system id) and
+/// every key version is tried, newest first.
+#[test]
+fn inspect_tap_with_a_key_file_finds_the_key_version() {
+    use card::sun::{encrypt_picc_data, sdm_mac};
+    let dir = tempfile::tempdir().expect("dir");
+    let meta = card::Key::from_hex("11111111111111111111111111111111").expect("key");
+    let master_v1 = card::Key::from_hex("22222222222222222222222222222222").expect("key");
+    let uid = card::CardUid::from_hex("04A1B2C3D4E5F6").expect("uid");
+    let counter = card::ReadCounter::new(7).expect("counter");
+    let card_key = card::diversify_card_key(&master_v1, &uid, 2, b"KARTU-MKS").expect("diversify");
+    let picc = hex::encode_upper(encrypt_picc_data(&meta, &uid, counter, [0; 5]));
+    let mac = hex::encode_upper(sdm_mac(&card_key, &uid, counter, &[]));
+    let keys = dir.path().join("keys.toml");
+    std::fs::write(
+        &keys,
+        "system_identifier = \"KARTU-MKS\"\n\
+         [cards.1]\nsdm_meta_read_key = \"11111111111111111111111111111111\"\nsdm_file_read_master_key = \"22222222222222222222222222222222\"\napp_master_key = \"33333333333333333333333333333333\"\n\
+         [cards.2]\nsdm_meta_read_key = \"11111111111111111111111111111111\"\nsdm_file_read_master_key = \"44444444444444444444444444444444\"\napp_master_key = \"55555555555555555555555555555555\"\n",
+    )
+    .expect("write keys");
+    let keys = keys.display().to_string();
+    let (ok, out, err) = kartu(&["card", "inspect-tap", "--keys", &keys, "--picc-data", &picc, "--cmac", &mac]);
+    assert!(ok, "{out} {err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(
+        (v["uid"].as_str(), v["counter"].as_u64(), v["key_version"].as_u64()),
+        (Some("04A1B2C3D4E5F6"), Some(7), Some(1))
+    );
+    let (ok, _, err) = kartu(&["card", "inspect-tap", "--picc-data", &picc, "--cmac", &mac]);
+    assert!(!ok && err.contains("--keys"), "{err}");
+}
