@@ -424,12 +424,18 @@ pub struct FileSettings {
     pub sdm: Option<SdmSettings>,
 }
 
-const SDM_OPTION_UID: u8 = 0x80;
-const SDM_OPTION_READ_CTR: u8 = 0x40;
-const SDM_OPTION_READ_CTR_LIMIT: u8 = 0x20;
-const SDM_OPTION_ENC_FILE_DATA: u8 = 0x10;
-const SDM_OPTION_ASCII: u8 = 0x01;
-const FILE_OPTION_SDM: u8 = 0x40;
+/// SDMOptions bit 7: mirror the UID (data sheet Table 69).
+pub const SDM_OPTION_UID: u8 = 0x80;
+/// SDMOptions bit 6: mirror the SDM read counter.
+pub const SDM_OPTION_READ_CTR: u8 = 0x40;
+/// SDMOptions bit 5: a read counter limit follows.
+pub const SDM_OPTION_READ_CTR_LIMIT: u8 = 0x20;
+/// SDMOptions bit 4: encrypted file data is mirrored.
+pub const SDM_OPTION_ENC_FILE_DATA: u8 = 0x10;
+/// SDMOptions bit 0: mirror as ASCII hex.
+pub const SDM_OPTION_ASCII: u8 = 0x01;
+/// FileOption bit 6: Secure Dynamic Messaging enabled.
+pub const FILE_OPTION_SDM: u8 = 0x40;
 
 impl FileSettings {
     /// Kartu's NDEF file: plain communication, read free, write and change with key 0;

@@ -10,16 +10,14 @@ use card::commands::{AccessCondition, AccessRights, FileSettings, SdmSettings, A
 use card::sun::{SunLayout, PICC_DATA_HEX_LEN, SDM_MAC_HEX_LEN};
 use card::CommMode;
 
-/// FileOption bit 6: Secure Dynamic Messaging enabled.
-const FILE_OPTION_SDM: u8 = 0x40;
+use card::commands::{
+    FILE_OPTION_SDM, SDM_OPTION_ASCII, SDM_OPTION_ENC_FILE_DATA, SDM_OPTION_READ_CTR, SDM_OPTION_READ_CTR_LIMIT,
+    SDM_OPTION_UID,
+};
+
 /// FileOption bits that must be zero (RFU).
 const FILE_OPTION_RFU: u8 = !(FILE_OPTION_SDM | 0x03);
-/// SDMOptions bits, data sheet Table 69.
-const SDM_OPTION_UID: u8 = 0x80;
-const SDM_OPTION_READ_CTR: u8 = 0x40;
-const SDM_OPTION_READ_CTR_LIMIT: u8 = 0x20;
-const SDM_OPTION_ENC_FILE_DATA: u8 = 0x10;
-const SDM_OPTION_ASCII: u8 = 0x01;
+/// SDMOptions bits that must be zero (RFU), data sheet Table 69.
 const SDM_OPTION_RFU: u8 = 0x0E;
 
 /// Why ChangeFileSettings data was refused (the card answers PARAMETER_ERROR or

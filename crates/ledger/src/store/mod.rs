@@ -420,6 +420,10 @@ impl Db {
     }
 
     pub fn accounts(&mut self, ids: &[AccountId]) -> Result<Vec<Account>, LedgerError> {
+        // The writer calls this every batch; with a warm cache there is nothing to load.
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
         let ids: Vec<i64> = ids.iter().map(|a| a.0).collect();
         let rows: Vec<AccountRow> =
             on_db!(self, |c| accounts::table.filter(accounts::id.eq_any(&ids)).select(AccountRow::as_select()).load(c))
