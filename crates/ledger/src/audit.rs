@@ -2,13 +2,15 @@
 //! (docs/AUDIT.md describes it byte by byte), so anyone can recompute the Merkle tree
 //! without this code. Encoding and decoding only; no I/O.
 
-use crate::domain::{AccountId, Entry, EntryKind, IdempotencyKey, Posting, References};
+use crate::domain::{AccountId, Entry, EntryKind, EventRecord, IdempotencyKey, Posting, References};
 use crate::money::Currency;
 
 /// First byte of every leaf.
 pub const LEAF_FORMAT_VERSION: u8 = 1;
 /// Second byte: what the leaf records.
 pub const LEAF_TYPE_JOURNAL_ENTRY: u8 = 1;
+/// Second byte: an event (access decision, operator action, tap).
+pub const LEAF_TYPE_EVENT: u8 = 2;
 /// Longest leaf we decode.
 pub const LEAF_BYTES_MAX: usize = 16 * 1024;
 
@@ -127,6 +129,68 @@ pub fn decode_entry_leaf(bytes: &[u8]) -> Result<Entry, LeafError> {
         idempotency_key,
         request_hash: None,
         postings,
+        audit: None,
+    })
+}
+
+/// The canonical leaf bytes of an event.
+pub fn event_leaf(e: &EventRecord) -> Vec<u8> {
+    let mut w = Writer(Vec::with_capacity(96 + e.payload.len()));
+    w.u8(LEAF_FORMAT_VERSION);
+    w.u8(LEAF_TYPE_EVENT);
+    w.i64(e.id);
+    w.i64(e.time_us);
+    w.short_text(&e.kind);
+    w.opt_text(e.scope.as_deref());
+    w.opt_i64(e.card_id);
+    w.opt_i64(e.card_read_counter);
+    w.opt_text(e.queue_key.as_deref());
+    w.opt_i64(e.queue_number);
+    w.opt_text(e.idempotency_key.as_ref().map(|k| k.as_str()));
+    // Payloads are at most EVENT_PAYLOAD_MAX (8 KiB).
+    w.opt_text(Some(&e.payload));
+    w.0
+}
+
+/// Decodes the leaf bytes of an event (the inverse of [`event_leaf`]; `request_hash` and
+/// `audit` come back as `None`).
+pub fn decode_event_leaf(bytes: &[u8]) -> Result<EventRecord, LeafError> {
+    if bytes.len() > LEAF_BYTES_MAX {
+        return Err(LeafError::TooLong);
+    }
+    let mut r = Reader(bytes);
+    let (version, leaf_type) = (r.u8()?, r.u8()?);
+    if version != LEAF_FORMAT_VERSION || leaf_type != LEAF_TYPE_EVENT {
+        return Err(LeafError::UnknownFormat { version, leaf_type });
+    }
+    let id = r.i64()?;
+    let time_us = r.i64()?;
+    let kind = r.short_text()?;
+    let scope = r.opt_text()?;
+    let card_id = r.opt_i64()?;
+    let card_read_counter = r.opt_i64()?;
+    let queue_key = r.opt_text()?;
+    let queue_number = r.opt_i64()?;
+    let idempotency_key = match r.opt_text()? {
+        Some(k) => Some(IdempotencyKey::parse(&k).map_err(|_| LeafError::Invalid("idempotency_key"))?),
+        None => None,
+    };
+    let payload = r.opt_text()?.ok_or(LeafError::Invalid("payload"))?;
+    if !r.0.is_empty() {
+        return Err(LeafError::Trailing(r.0.len()));
+    }
+    Ok(EventRecord {
+        id,
+        kind,
+        time_us,
+        scope,
+        card_id,
+        card_read_counter,
+        queue_key,
+        queue_number,
+        idempotency_key,
+        request_hash: None,
+        payload,
         audit: None,
     })
 }

@@ -224,7 +224,8 @@ pub struct References {
     pub terminal_id: Option<String>,
     /// The card that was tapped.
     pub card_id: Option<i64>,
-    /// The card's SDM read counter of the tap; used at most once per card.
+    /// The card's SDM read counter of the tap: accepted only when it is above the last one
+    /// accepted for the card (by an entry or an event).
     pub card_read_counter: Option<i64>,
     /// The merchant's own reference (order number, ticket).
     pub merchant_reference: Option<String>,
@@ -550,12 +551,16 @@ pub enum Rejection {
     /// A fee must be between zero and the amount.
     #[error("the fee must be between zero and the amount")]
     InvalidFee = 4,
+    /// An event's kind, scope, queue or payload is malformed or too long.
+    #[error("an event's kind, scope, queue or payload is malformed")]
+    InvalidEvent = 5,
     /// The same idempotency key was used for a different request.
     #[error("idempotency key already used for a different request")]
     IdempotencyConflict = 10,
-    /// The card read counter was already used for an entry.
-    #[error("this card read counter was already used")]
-    CardCounterReused = 11,
+    /// The tap's read counter is not above the last one accepted for this card: a replayed
+    /// tap or a cloned card. Recorded for the operator (see `Ledger::card_replays`).
+    #[error("this card's read counter is not above the last one seen: a replayed tap or a cloned card")]
+    CardReplay = 11,
     /// An account does not exist.
     #[error("account not found")]
     AccountNotFound = 20,
@@ -605,8 +610,9 @@ impl Rejection {
             Rejection::InvalidKind => "invalid_kind",
             Rejection::InvalidLegs => "invalid_legs",
             Rejection::InvalidFee => "invalid_fee",
+            Rejection::InvalidEvent => "invalid_event",
             Rejection::IdempotencyConflict => "idempotency_conflict",
-            Rejection::CardCounterReused => "card_counter_reused",
+            Rejection::CardReplay => "card_replay",
             Rejection::AccountNotFound => "account_not_found",
             Rejection::AccountKindMismatch => "account_kind_mismatch",
             Rejection::CurrencyMismatch => "currency_mismatch",
@@ -627,4 +633,141 @@ impl Rejection {
     pub fn number(self) -> u16 {
         self as u16
     }
+}
+
+/// Longest event kind, scope or queue key.
+pub const EVENT_TEXT_MAX: usize = 64;
+/// Longest event payload (JSON text).
+pub const EVENT_PAYLOAD_MAX: usize = 8 * 1024;
+
+/// Something that happened that is not a movement of money but must be in the audit log:
+/// an access decision, an operator action, a tap for a balance inquiry. The caller encodes
+/// the details as JSON in `payload`; the ledger stores the bytes as they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// What happened: 1 to 64 of `a-z`, `0-9`, `_`, `.` (e.g. `access_decision`).
+    pub kind: String,
+    /// Who it belongs to, for scoped reads (e.g. `service_point:7`); printable ASCII.
+    pub scope: Option<String>,
+    /// The card tapped and its read counter; the counter must be above the card's last,
+    /// like an entry's.
+    pub card_id: Option<i64>,
+    /// The tap's SDM read counter (needs `card_id`).
+    pub card_read_counter: Option<i64>,
+    /// When set, the event takes the next number of this queue (1, 2, ...), e.g.
+    /// `clinic:7:2026-11-27` for a clinic's queue of the day.
+    pub queue_key: Option<String>,
+    /// The idempotency key (shared with entries: a key names one write).
+    pub idempotency_key: Option<IdempotencyKey>,
+    /// The details, JSON text.
+    pub payload: String,
+}
+
+impl Event {
+    /// Checks what can be checked without state.
+    pub fn check_shape(&self) -> Result<(), Rejection> {
+        let kind_ok = !self.kind.is_empty()
+            && self.kind.len() <= EVENT_TEXT_MAX
+            && self.kind.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.');
+        let text_ok = |t: &Option<String>| {
+            t.as_ref()
+                .is_none_or(|t| !t.is_empty() && t.len() <= EVENT_TEXT_MAX && t.bytes().all(|b| b.is_ascii_graphic()))
+        };
+        let payload_ok = self.payload.len() <= EVENT_PAYLOAD_MAX;
+        if !(kind_ok && text_ok(&self.scope) && text_ok(&self.queue_key) && payload_ok) || self.kind == "entry" {
+            return Err(Rejection::InvalidEvent);
+        }
+        let bad_counter = self.card_read_counter.is_some_and(|c| !(0..=0xFF_FFFF).contains(&c));
+        if bad_counter || (self.card_read_counter.is_some() && self.card_id.is_none()) {
+            return Err(Rejection::InvalidReference);
+        }
+        Ok(())
+    }
+
+    /// SHA-256 of everything but the idempotency key, as [`Request::fingerprint`].
+    pub fn fingerprint(&self) -> [u8; 32] {
+        let mut e = Encoder(Vec::with_capacity(64 + self.payload.len()));
+        e.text("event");
+        e.text(&self.kind);
+        e.opt_text(&self.scope);
+        e.opt_int(self.card_id);
+        e.opt_int(self.card_read_counter);
+        e.opt_text(&self.queue_key);
+        e.text(&self.payload);
+        let digest = ring::digest::digest(&ring::digest::SHA256, &e.0);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(digest.as_ref());
+        out
+    }
+}
+
+/// An event as recorded. Never changed after it is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRecord {
+    /// Gapless number among events, from 1.
+    pub id: i64,
+    /// Kind.
+    pub kind: String,
+    /// Time of recording, µs since the Unix epoch.
+    pub time_us: i64,
+    /// Scope.
+    pub scope: Option<String>,
+    /// The card tapped.
+    pub card_id: Option<i64>,
+    /// The tap's read counter.
+    pub card_read_counter: Option<i64>,
+    /// The queue it took a number in.
+    pub queue_key: Option<String>,
+    /// The number it took.
+    pub queue_number: Option<i64>,
+    /// The idempotency key it was written with.
+    pub idempotency_key: Option<IdempotencyKey>,
+    /// [`Event::fingerprint`].
+    pub request_hash: Option<[u8; 32]>,
+    /// The details, JSON text.
+    pub payload: String,
+    /// Where it stands in the audit log.
+    pub audit: Option<AuditRef>,
+}
+
+/// A recorded event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    /// The event (the earlier one, for a replayed idempotent request).
+    pub event: EventRecord,
+    /// True when this is the stored result of an earlier request with the same key.
+    pub replayed: bool,
+}
+
+/// A tap refused because its counter was not above the card's last: a replay or a clone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardReplay {
+    /// The card.
+    pub card_id: i64,
+    /// The counter the refused tap carried.
+    pub counter: i64,
+    /// The card's last accepted counter at that time.
+    pub last_counter: i64,
+    /// When, µs.
+    pub time_us: i64,
+    /// Who presented it (the terminal or the event scope).
+    pub source: Option<String>,
+}
+
+/// One write of a batch: a journal entry or an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// A movement of money.
+    Entry(Request),
+    /// An event for the audit log.
+    Event(Event),
+}
+
+/// The result of an [`Op`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// An entry was written (or an earlier one returned).
+    Posted(Posted),
+    /// An event was written (or an earlier one returned).
+    Recorded(Recorded),
 }

@@ -15,8 +15,8 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use tokio::sync::oneshot;
 
 use crate::domain::{
-    Account, AccountId, AccountKind, AuditRef, Command, Entry, EntryKind, NewAccount, Posted, Request,
-    WALLET_BALANCE_MAX_DEFAULT_MINOR,
+    Account, AccountId, AccountKind, AuditRef, CardReplay, Command, Entry, EntryKind, Event, EventRecord, NewAccount,
+    Op, Outcome, Posted, Recorded, Request, WALLET_BALANCE_MAX_DEFAULT_MINOR,
 };
 use crate::machine::{AccountState, Machine, Needs, State};
 use crate::money::Currency;
@@ -100,10 +100,10 @@ impl Default for LedgerConfig {
     }
 }
 
-type Reply = oneshot::Sender<Vec<Result<Posted, LedgerError>>>;
+type Reply = oneshot::Sender<Vec<Result<Outcome, LedgerError>>>;
 
 struct Job {
-    requests: Vec<Request>,
+    ops: Vec<Op>,
     reply: Reply,
 }
 
@@ -261,14 +261,11 @@ impl Ledger {
         self.inner.stop();
     }
 
-    fn enqueue(
-        &self,
-        requests: Vec<Request>,
-    ) -> Result<oneshot::Receiver<Vec<Result<Posted, LedgerError>>>, LedgerError> {
+    fn enqueue(&self, ops: Vec<Op>) -> Result<oneshot::Receiver<Vec<Result<Outcome, LedgerError>>>, LedgerError> {
         let (reply, rx) = oneshot::channel();
         let guard = self.inner.jobs.lock().map_err(|_| LedgerError::Unavailable)?;
         let sender = guard.as_ref().ok_or(LedgerError::Unavailable)?;
-        match sender.try_send(Job { requests, reply }) {
+        match sender.try_send(Job { ops, reply }) {
             Ok(()) => Ok(rx),
             Err(TrySendError::Full(_)) => Err(LedgerError::Busy),
             Err(TrySendError::Disconnected(_)) => Err(LedgerError::Unavailable),
@@ -278,14 +275,36 @@ impl Ledger {
     /// Writes one request and waits for its result (blocking; use [`Ledger::submit`] from
     /// async code).
     pub fn submit_blocking(&self, request: Request) -> Result<Posted, LedgerError> {
-        let rx = self.enqueue(vec![request])?;
-        first(rx.blocking_recv().map_err(|_| LedgerError::Unavailable)?)
+        let rx = self.enqueue(vec![Op::Entry(request)])?;
+        posted(first(rx.blocking_recv().map_err(|_| LedgerError::Unavailable)?))
     }
 
     /// Writes one request and waits for its result.
     pub async fn submit(&self, request: Request) -> Result<Posted, LedgerError> {
-        let rx = self.enqueue(vec![request])?;
-        first(rx.await.map_err(|_| LedgerError::Unavailable)?)
+        let rx = self.enqueue(vec![Op::Entry(request)])?;
+        posted(first(rx.await.map_err(|_| LedgerError::Unavailable)?))
+    }
+
+    /// Records one event in the audit log (and accepts its tap) and waits for the result.
+    pub async fn record(&self, event: Event) -> Result<Recorded, LedgerError> {
+        let rx = self.enqueue(vec![Op::Event(event)])?;
+        recorded(first(rx.await.map_err(|_| LedgerError::Unavailable)?))
+    }
+
+    /// [`Ledger::record`], blocking.
+    pub fn record_blocking(&self, event: Event) -> Result<Recorded, LedgerError> {
+        let rx = self.enqueue(vec![Op::Event(event)])?;
+        recorded(first(rx.blocking_recv().map_err(|_| LedgerError::Unavailable)?))
+    }
+
+    /// Writes entries and events in order, in one transaction; each gets its own result and
+    /// a rejected one does not stop the others.
+    pub async fn submit_ops(&self, ops: Vec<Op>) -> Result<Vec<Result<Outcome, LedgerError>>, LedgerError> {
+        if ops.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rx = self.enqueue(ops)?;
+        rx.await.map_err(|_| LedgerError::Unavailable)
     }
 
     /// Writes many requests in order (bulk import, settlement runs); each gets its own result,
@@ -297,8 +316,9 @@ impl Ledger {
         if requests.is_empty() {
             return Ok(Vec::new());
         }
-        let rx = self.enqueue(requests)?;
-        rx.blocking_recv().map_err(|_| LedgerError::Unavailable)
+        let rx = self.enqueue(requests.into_iter().map(Op::Entry).collect())?;
+        let results = rx.blocking_recv().map_err(|_| LedgerError::Unavailable)?;
+        Ok(results.into_iter().map(posted).collect())
     }
 
     /// Creates an account. Card wallets get the configured maximum balance unless one is given.
@@ -501,6 +521,26 @@ impl Ledger {
         })
     }
 
+    /// The last read counter accepted for a card, if it was ever tapped.
+    pub fn card_last_counter(&self, card_id: i64) -> Result<Option<i64>, LedgerError> {
+        self.read(|db| db.card_last_counter(card_id))
+    }
+
+    /// Taps of a card refused as replays (suspected clones), oldest first.
+    pub fn card_replays(&self, card_id: i64, limit: i64) -> Result<Vec<CardReplay>, LedgerError> {
+        self.read(|db| db.card_replays(card_id, limit.clamp(1, PAGE_MAX)))
+    }
+
+    /// Events with an id above `after_id` that match `filter`, oldest first.
+    pub fn events(
+        &self,
+        filter: &crate::store::EventFilter,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<EventRecord>, LedgerError> {
+        self.read(|db| db.events(filter, after_id, limit.clamp(1, PAGE_MAX)))
+    }
+
     /// Voids every open hold that expired at or before now; returns the voids written.
     pub fn expire_holds(&self) -> Result<Vec<Posted>, LedgerError> {
         let now = (self.inner.config.clock)();
@@ -521,8 +561,22 @@ fn tree_error(e: merkle::TreeError) -> LedgerError {
     LedgerError::Storage(format!("audit log: {e}"))
 }
 
-fn first(mut results: Vec<Result<Posted, LedgerError>>) -> Result<Posted, LedgerError> {
+fn first(mut results: Vec<Result<Outcome, LedgerError>>) -> Result<Outcome, LedgerError> {
     results.pop().unwrap_or(Err(LedgerError::Unavailable))
+}
+
+fn posted(outcome: Result<Outcome, LedgerError>) -> Result<Posted, LedgerError> {
+    match outcome? {
+        Outcome::Posted(p) => Ok(p),
+        Outcome::Recorded(_) => Err(LedgerError::Storage("the writer answered an entry with an event".into())),
+    }
+}
+
+fn recorded(outcome: Result<Outcome, LedgerError>) -> Result<Recorded, LedgerError> {
+    match outcome? {
+        Outcome::Recorded(r) => Ok(r),
+        Outcome::Posted(_) => Err(LedgerError::Storage("the writer answered an event with an entry".into())),
+    }
 }
 
 /// A statement of one account for a period.
@@ -600,12 +654,12 @@ struct Writer {
 impl Writer {
     fn run(mut self, rx: Receiver<Job>) {
         while let Ok(first) = rx.recv() {
-            let mut count = first.requests.len();
+            let mut count = first.ops.len();
             let mut jobs = vec![first];
             while count < BATCH_REQUESTS_MAX {
                 match rx.try_recv() {
                     Ok(job) => {
-                        count += job.requests.len();
+                        count += job.ops.len();
                         jobs.push(job);
                     }
                     Err(_) => break,
@@ -617,11 +671,11 @@ impl Writer {
 
     fn process(&mut self, jobs: Vec<Job>) {
         let started = std::time::Instant::now();
-        let mut requests = Vec::with_capacity(jobs.iter().map(|j| j.requests.len()).sum());
+        let mut requests = Vec::with_capacity(jobs.iter().map(|j| j.ops.len()).sum());
         let mut replies = Vec::with_capacity(jobs.len());
         for job in jobs {
-            replies.push((job.reply, job.requests.len()));
-            requests.extend(job.requests);
+            replies.push((job.reply, job.ops.len()));
+            requests.extend(job.ops);
         }
         let mut results = match self.apply(&requests) {
             Ok(results) => results.into_iter().map(|r| r.map_err(LedgerError::Rejected)).collect::<Vec<_>>(),
@@ -644,11 +698,11 @@ impl Writer {
         }
     }
 
-    fn apply(&mut self, requests: &[Request]) -> Result<Vec<Result<Posted, crate::domain::Rejection>>, LedgerError> {
+    fn apply(&mut self, requests: &[Op]) -> Result<Vec<Result<Outcome, crate::domain::Rejection>>, LedgerError> {
         let now = (self.clock)();
         let audit_log = self.audit_log;
         let Writer { db, cache, cache_seq, holds, edge, .. } = self;
-        let (mut results, state, new_seq, receipts) = db.write_transaction(|db, head| {
+        let (mut results, state, new_seq, receipts, event_receipts) = db.write_transaction(|db, head| {
             if *cache_seq != Some(head.last_seq) {
                 // Another process wrote since our last batch: our balances may be stale.
                 cache.clear();
@@ -657,20 +711,29 @@ impl Writer {
             let mut state = load(db, cache, holds, requests, now)?;
             let time_us = now.max(head.last_time_us);
             let mut machine = Machine::new(&mut state, head.last_seq + 1, time_us);
-            let results: Vec<_> = requests.iter().map(|r| machine.apply(r)).collect();
+            let results: Vec<_> = requests.iter().map(|r| machine.apply_op(r)).collect();
             let mut written = std::mem::take(&mut machine.written);
+            let mut events = std::mem::take(&mut machine.events);
+            let order = std::mem::take(&mut machine.leaf_order);
+            let replays = std::mem::take(&mut machine.replays);
+            let counters = std::mem::take(&mut machine.counters);
             let new_seq = head.last_seq + written.len() as i64;
             let mut tree_size = head.tree_size;
             let mut receipts = HashMap::new();
-            if !written.is_empty() {
+            let mut event_receipts = HashMap::new();
+            if !order.is_empty() {
                 if audit_log {
-                    tree_size = append_leaves(db, edge, head.tree_size, &mut written)?;
+                    tree_size = append_leaves(db, edge, head.tree_size, &order, &mut written, &mut events)?;
                     receipts = written.iter().filter_map(|e| e.audit.map(|a| (e.seq, a))).collect();
+                    event_receipts = events.iter().filter_map(|e| e.audit.map(|a| (e.id, a))).collect();
                 }
                 db.insert_entries(&written)?;
+                db.insert_events(&events)?;
+                db.set_card_counters(&counters, time_us)?;
                 db.advance_head(head, Head { last_seq: new_seq, last_time_us: time_us, tree_size })?;
             }
-            Ok((results, state, new_seq, receipts))
+            db.insert_card_replays(&replays)?;
+            Ok((results, state, new_seq, receipts, event_receipts))
         })?;
         if cache.len() > ACCOUNT_CACHE_MAX {
             cache.clear();
@@ -678,9 +741,18 @@ impl Writer {
         cache.extend(state.accounts);
         *cache_seq = Some(new_seq);
         // Receipts: every entry made by this batch (also in-batch replays) gets its leaf.
-        for posted in results.iter_mut().flatten() {
-            if let Some(a) = receipts.get(&posted.entry.seq) {
-                posted.entry.audit = Some(*a);
+        for outcome in results.iter_mut().flatten() {
+            match outcome {
+                Outcome::Posted(posted) => {
+                    if let Some(a) = receipts.get(&posted.entry.seq) {
+                        posted.entry.audit = Some(*a);
+                    }
+                }
+                Outcome::Recorded(r) => {
+                    if let Some(a) = event_receipts.get(&r.event.id) {
+                        r.event.audit = Some(*a);
+                    }
+                }
             }
         }
         Ok(results)
@@ -693,17 +765,26 @@ fn append_leaves(
     db: &mut Db,
     edge: &mut HashMap<merkle::NodeCoord, merkle::Hash>,
     size: i64,
+    order: &[bool],
     entries: &mut [Entry],
+    events: &mut [EventRecord],
 ) -> Result<i64, LedgerError> {
-    let mut rows = Vec::with_capacity(entries.len());
-    let mut hashes = Vec::with_capacity(entries.len());
-    for (i, e) in entries.iter_mut().enumerate() {
-        let leaf = crate::audit::entry_leaf(e);
-        let leaf_hash = merkle::leaf_hash(&leaf);
+    let mut rows = Vec::with_capacity(order.len());
+    let mut hashes = Vec::with_capacity(order.len());
+    let (mut entries, mut events) = (entries.iter_mut(), events.iter_mut());
+    for (i, is_entry) in order.iter().enumerate() {
         let leaf_index = size + i as i64;
-        e.audit = Some(AuditRef { leaf_index, leaf_hash });
+        let (leaf, kind, audit) = if *is_entry {
+            let e = entries.next().ok_or_else(|| LedgerError::Storage("leaf order: entry missing".into()))?;
+            (crate::audit::entry_leaf(e), "entry".to_owned(), &mut e.audit)
+        } else {
+            let e = events.next().ok_or_else(|| LedgerError::Storage("leaf order: event missing".into()))?;
+            (crate::audit::event_leaf(e), e.kind.clone(), &mut e.audit)
+        };
+        let leaf_hash = merkle::leaf_hash(&leaf);
+        *audit = Some(AuditRef { leaf_index, leaf_hash });
         hashes.push(leaf_hash);
-        rows.push(crate::store::LeafRow { leaf_index, kind: "entry".into(), leaf, leaf_hash: leaf_hash.to_vec() });
+        rows.push(crate::store::LeafRow { leaf_index, kind, leaf, leaf_hash: leaf_hash.to_vec() });
     }
     let tree = |e: merkle::TreeError| LedgerError::Storage(format!("audit log: {e}"));
     let needed = merkle::nodes_needed_for_append(size as u64, hashes.len() as u64).map_err(tree)?;
@@ -732,7 +813,7 @@ fn load(
     db: &mut Db,
     cache: &mut HashMap<AccountId, AccountState>,
     holds_accounts: &mut HashMap<Currency, AccountId>,
-    requests: &[Request],
+    requests: &[Op],
     now_us: i64,
 ) -> Result<State, LedgerError> {
     let needs = Needs::of(requests);
@@ -746,7 +827,7 @@ fn load(
     ids.extend(state.holds.values().flat_map(|h| [h.wallet, h.merchant, h.holds_account]));
     ids.extend(state.payments.values().flat_map(|p| [p.wallet, p.merchant, p.fee_account]));
     for r in requests {
-        if let Command::Hold { amount, .. } = &r.command {
+        if let Op::Entry(Request { command: Command::Hold { amount, .. }, .. }) = r {
             let currency = amount.currency();
             let id = match holds_accounts.get(&currency) {
                 Some(id) => *id,
@@ -782,6 +863,18 @@ fn load(
             }
         }
     }
-    state.used_counters = db.used_counters(&needs.counters)?;
+    if !needs.keys.is_empty() {
+        let keys: Vec<&str> = needs.keys.iter().map(|k| k.as_str()).collect();
+        for e in db.events_by_key(&keys)? {
+            if let Some(k) = e.idempotency_key.clone() {
+                state.keyed_events.insert(k, e);
+            }
+        }
+    }
+    state.last_counters = db.card_counters(&needs.cards)?;
+    if needs.events {
+        state.next_event_id = db.last_event_id()? + 1;
+        state.queue_max = db.queue_max(&needs.queues)?;
+    }
     Ok(state)
 }

@@ -6,7 +6,8 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::domain::{
-    Account, AccountId, AccountKind, Command, Entry, EntryKind, IdempotencyKey, Posted, Posting, Rejection, Request,
+    Account, AccountId, AccountKind, CardReplay, Command, Entry, EntryKind, Event, EventRecord, IdempotencyKey, Op,
+    Posted, Posting, Recorded, Rejection, Request,
 };
 use crate::money::Currency;
 
@@ -48,18 +49,33 @@ pub(crate) struct Needs {
     pub holds: HashSet<i64>,
     pub payments: HashSet<i64>,
     pub keys: HashSet<IdempotencyKey>,
-    pub counters: HashSet<(i64, i64)>,
+    /// Cards tapped: their last counters are needed.
+    pub cards: HashSet<i64>,
+    /// Queues an event takes a number in.
+    pub queues: HashSet<String>,
+    /// Whether the batch has events (their next id is needed).
+    pub events: bool,
 }
 
 impl Needs {
-    pub fn of(requests: &[Request]) -> Needs {
+    pub fn of(ops: &[Op]) -> Needs {
         let mut n = Needs::default();
-        for r in requests {
+        for op in ops {
+            let r = match op {
+                Op::Entry(r) => r,
+                Op::Event(e) => {
+                    n.events = true;
+                    n.keys.extend(e.idempotency_key.clone());
+                    n.cards.extend(e.card_id.filter(|_| e.card_read_counter.is_some()));
+                    n.queues.extend(e.queue_key.clone());
+                    continue;
+                }
+            };
             if let Some(k) = &r.idempotency_key {
                 n.keys.insert(k.clone());
             }
-            if let (Some(card), Some(ctr)) = (r.references.card_id, r.references.card_read_counter) {
-                n.counters.insert((card, ctr));
+            if let (Some(card), Some(_)) = (r.references.card_id, r.references.card_read_counter) {
+                n.cards.insert(card);
             }
             match &r.command {
                 Command::Transfer { legs, .. } => n.accounts.extend(legs.iter().map(|l| l.account)),
@@ -91,8 +107,14 @@ pub(crate) struct State {
     pub payments: HashMap<i64, PaymentState>,
     /// Entries already written with these keys.
     pub keyed: HashMap<IdempotencyKey, Entry>,
-    /// `(card, counter)` pairs already used.
-    pub used_counters: HashSet<(i64, i64)>,
+    /// Events already written with these keys.
+    pub keyed_events: HashMap<IdempotencyKey, EventRecord>,
+    /// The last accepted read counter of each tapped card that has one.
+    pub last_counters: HashMap<i64, i64>,
+    /// The highest number taken so far in each queue of the batch.
+    pub queue_max: HashMap<String, i64>,
+    /// The next event id.
+    pub next_event_id: i64,
     /// The holds account of each currency.
     pub holds_accounts: HashMap<Currency, AccountId>,
 }
@@ -105,11 +127,112 @@ pub(crate) struct Machine<'s> {
     time_us: i64,
     /// Entries made by this batch, in sequence order.
     pub written: Vec<Entry>,
+    /// Events made by this batch, in id order.
+    pub events: Vec<EventRecord>,
+    /// The order of the new leaves: `true` for the next entry, `false` for the next event.
+    pub leaf_order: Vec<bool>,
+    /// Taps refused as replays (recorded even though nothing else is written for them).
+    pub replays: Vec<CardReplay>,
+    /// Cards whose last counter moved, and where to.
+    pub counters: HashMap<i64, i64>,
 }
 
 impl<'s> Machine<'s> {
     pub fn new(state: &'s mut State, next_seq: i64, time_us: i64) -> Machine<'s> {
-        Machine { state, next_seq, time_us, written: Vec::new() }
+        Machine {
+            state,
+            next_seq,
+            time_us,
+            written: Vec::new(),
+            events: Vec::new(),
+            leaf_order: Vec::new(),
+            replays: Vec::new(),
+            counters: HashMap::new(),
+        }
+    }
+
+    /// Checks a tap's counter against the card's last; a replay is remembered for the
+    /// operator.
+    fn check_tap(&mut self, tap: Option<(i64, i64)>, source: Option<&str>) -> Result<(), Rejection> {
+        let Some((card, counter)) = tap else { return Ok(()) };
+        match self.state.last_counters.get(&card) {
+            Some(&last) if counter <= last => {
+                self.replays.push(CardReplay {
+                    card_id: card,
+                    counter,
+                    last_counter: last,
+                    time_us: self.time_us,
+                    source: source.map(str::to_owned),
+                });
+                Err(Rejection::CardReplay)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn accept_tap(&mut self, tap: Option<(i64, i64)>) {
+        if let Some((card, counter)) = tap {
+            self.state.last_counters.insert(card, counter);
+            self.counters.insert(card, counter);
+        }
+    }
+
+    /// Applies one write of either kind.
+    pub fn apply_op(&mut self, op: &Op) -> Result<crate::domain::Outcome, Rejection> {
+        match op {
+            Op::Entry(r) => self.apply(r).map(crate::domain::Outcome::Posted),
+            Op::Event(e) => self.apply_event(e).map(crate::domain::Outcome::Recorded),
+        }
+    }
+
+    /// Records one event: its tap must be fresh, it may take a queue number.
+    pub fn apply_event(&mut self, event: &Event) -> Result<Recorded, Rejection> {
+        event.check_shape()?;
+        let fingerprint = event.fingerprint();
+        if let Some(key) = &event.idempotency_key {
+            if let Some(e) = self.state.keyed_events.get(key) {
+                return if e.request_hash == Some(fingerprint) {
+                    Ok(Recorded { event: e.clone(), replayed: true })
+                } else {
+                    Err(Rejection::IdempotencyConflict)
+                };
+            }
+            if self.state.keyed.contains_key(key) {
+                return Err(Rejection::IdempotencyConflict);
+            }
+        }
+        let tap = event.card_id.zip(event.card_read_counter);
+        self.check_tap(tap, event.scope.as_deref())?;
+        let queue_number = match &event.queue_key {
+            Some(q) => {
+                let n = self.state.queue_max.entry(q.clone()).or_insert(0);
+                *n += 1;
+                Some(*n)
+            }
+            None => None,
+        };
+        self.accept_tap(tap);
+        let record = EventRecord {
+            id: self.state.next_event_id,
+            kind: event.kind.clone(),
+            time_us: self.time_us,
+            scope: event.scope.clone(),
+            card_id: event.card_id,
+            card_read_counter: event.card_read_counter,
+            queue_key: event.queue_key.clone(),
+            queue_number,
+            idempotency_key: event.idempotency_key.clone(),
+            request_hash: Some(fingerprint),
+            payload: event.payload.clone(),
+            audit: None,
+        };
+        self.state.next_event_id += 1;
+        if let Some(key) = &event.idempotency_key {
+            self.state.keyed_events.insert(key.clone(), record.clone());
+        }
+        self.events.push(record.clone());
+        self.leaf_order.push(false);
+        Ok(Recorded { event: record, replayed: false })
     }
 
     /// Applies one request: either an entry is made (and the state moves on) or nothing
@@ -125,11 +248,12 @@ impl<'s> Machine<'s> {
                     Err(Rejection::IdempotencyConflict)
                 };
             }
+            if self.state.keyed_events.contains_key(key) {
+                return Err(Rejection::IdempotencyConflict);
+            }
         }
         let counter = request.references.card_id.zip(request.references.card_read_counter);
-        if counter.is_some_and(|c| self.state.used_counters.contains(&c)) {
-            return Err(Rejection::CardCounterReused);
-        }
+        self.check_tap(counter, request.references.terminal_id.as_deref())?;
         let draft = self.draft(&request.command)?;
         let postings = self.post(&draft.legs, draft.kind)?;
         // Past this point nothing can fail: record the entry and its consequences.
@@ -152,13 +276,12 @@ impl<'s> Machine<'s> {
         };
         self.next_seq += 1;
         self.remember(&entry, &request.command);
-        if let Some(c) = counter {
-            self.state.used_counters.insert(c);
-        }
+        self.accept_tap(counter);
         if let Some(key) = &request.idempotency_key {
             self.state.keyed.insert(key.clone(), entry.clone());
         }
         self.written.push(entry.clone());
+        self.leaf_order.push(true);
         Ok(Posted { entry, replayed: false })
     }
 

@@ -9,8 +9,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use crate::audit::{decode_entry_leaf, entry_leaf};
-use crate::domain::{Account, AccountId, Entry};
+use crate::audit::{decode_entry_leaf, decode_event_leaf, entry_leaf, event_leaf};
+use crate::domain::{Account, AccountId, Entry, EventRecord};
 use crate::money::Currency;
 use crate::store::{CheckpointRow, Db};
 use crate::LedgerError;
@@ -105,6 +105,8 @@ pub fn verify(
         checkpoints_done: 0,
         last_checked_size: 0,
         journal: VecDeque::new(),
+        next_event_id: 1,
+        events: VecDeque::new(),
     };
     loop {
         let page = db.leaves(audit.tree.size() as i64, VERIFY_PAGE)?;
@@ -134,6 +136,9 @@ struct Auditor<'a> {
     last_checked_size: i64,
     /// Journal entries read ahead, in sequence order.
     journal: VecDeque<Entry>,
+    next_event_id: i64,
+    /// Events read ahead, in id order.
+    events: VecDeque<EventRecord>,
 }
 
 impl Auditor<'_> {
@@ -153,7 +158,7 @@ impl Auditor<'_> {
         }
         match row.kind.as_str() {
             "entry" => self.entry(db, row, hash)?,
-            other => return fail(None, at, format!("unknown leaf kind {other:?}")),
+            _ => self.event(db, row, hash)?,
         }
         self.tree.append(hash).map_err(|e| VerifyError::Failed {
             entry_seq: None,
@@ -199,6 +204,48 @@ impl Auditor<'_> {
         }
         self.rules(&leaf).map_err(|reason| VerifyError::Failed { entry_seq: seq, leaf_index: at, reason })?;
         self.next_seq += 1;
+        Ok(())
+    }
+
+    /// An event leaf: it decodes, events are numbered without gaps, and the events table
+    /// says exactly what the leaf says.
+    fn event(&mut self, db: &mut Db, row: &crate::store::LeafRow, hash: [u8; 32]) -> Result<(), VerifyError> {
+        let at = Some(row.leaf_index);
+        let near = Some(self.next_seq - 1);
+        let leaf = match decode_event_leaf(&row.leaf) {
+            Ok(e) => e,
+            Err(e) => return fail(near, at, format!("event leaf does not decode: {e}")),
+        };
+        if leaf.kind != row.kind {
+            return fail(near, at, format!("the leaf is a {:?} event, stored as {:?}", leaf.kind, row.kind));
+        }
+        if leaf.id != self.next_event_id {
+            return fail(
+                near,
+                at,
+                format!("expected event {} here, the leaf holds event {}", self.next_event_id, leaf.id),
+            );
+        }
+        if leaf.time_us < self.last_time_us {
+            return fail(near, at, "time goes backwards");
+        }
+        self.last_time_us = leaf.time_us;
+        if self.events.is_empty() {
+            self.events.extend(db.events(&Default::default(), self.next_event_id - 1, VERIFY_PAGE)?);
+        }
+        let Some(stored) = self.events.pop_front() else {
+            return fail(near, at, format!("the events table has no event {}", leaf.id));
+        };
+        if stored.id != leaf.id {
+            return fail(near, at, format!("the events table has no event {} (its next is {})", leaf.id, stored.id));
+        }
+        if stored.audit.map(|a| (a.leaf_index, a.leaf_hash)) != Some((row.leaf_index, hash)) {
+            return fail(near, at, format!("event {} points at another leaf", leaf.id));
+        }
+        if event_leaf(&stored) != row.leaf {
+            return fail(near, at, format!("the events table differs from the leaf of event {}", leaf.id));
+        }
+        self.next_event_id += 1;
         Ok(())
     }
 
@@ -302,6 +349,16 @@ impl Auditor<'_> {
         }
         if let Some(extra) = self.journal.front() {
             return fail(Some(extra.seq), None, "the journal has this entry but the audit log has no leaf for it");
+        }
+        if self.events.is_empty() {
+            self.events.extend(db.events(&Default::default(), self.next_event_id - 1, 1)?);
+        }
+        if let Some(extra) = self.events.front() {
+            return fail(
+                None,
+                None,
+                format!("the events table has event {} but the audit log has no leaf for it", extra.id),
+            );
         }
         if head_seq != self.next_seq - 1 {
             return fail(

@@ -4,6 +4,8 @@
 
 pub(crate) mod schema;
 
+pub use events::EventFilter;
+
 use std::collections::{HashMap, HashSet};
 
 use diesel::connection::SimpleConnection;
@@ -78,6 +80,8 @@ macro_rules! on_db {
         }
     };
 }
+
+mod events;
 
 fn storage(e: impl std::fmt::Display) -> LedgerError {
     LedgerError::Storage(e.to_string())
@@ -297,7 +301,7 @@ struct PostingRow {
     balance_after_minor: i64,
 }
 
-fn corrupt(what: &str, value: &str) -> LedgerError {
+pub(super) fn corrupt(what: &str, value: &str) -> LedgerError {
     LedgerError::Storage(format!("unexpected {what} {value:?} in the database"))
 }
 
@@ -526,7 +530,7 @@ impl Db {
             .collect()
     }
 
-    fn leaf_hashes(&mut self, indexes: &[i64]) -> Result<HashMap<i64, [u8; 32]>, LedgerError> {
+    pub(super) fn leaf_hashes(&mut self, indexes: &[i64]) -> Result<HashMap<i64, [u8; 32]>, LedgerError> {
         if indexes.is_empty() {
             return Ok(HashMap::new());
         }
@@ -536,22 +540,6 @@ impl Db {
             .load(c))
         .map_err(storage)?;
         rows.into_iter().map(|(i, h)| Ok((i, hash32(&h)?))).collect()
-    }
-
-    /// Which of these `(card, counter)` pairs were already used.
-    pub fn used_counters(&mut self, pairs: &HashSet<(i64, i64)>) -> Result<HashSet<(i64, i64)>, LedgerError> {
-        if pairs.is_empty() {
-            return Ok(HashSet::new());
-        }
-        let cards: Vec<i64> = pairs.iter().map(|p| p.0).collect();
-        let counters: Vec<i64> = pairs.iter().map(|p| p.1).collect();
-        let found: Vec<(Option<i64>, Option<i64>)> = on_db!(self, |c| journal_entries::table
-            .filter(journal_entries::card_id.eq_any(&cards))
-            .filter(journal_entries::card_read_counter.eq_any(&counters))
-            .select((journal_entries::card_id, journal_entries::card_read_counter))
-            .load(c))
-        .map_err(storage)?;
-        Ok(found.into_iter().filter_map(|(card, ctr)| card.zip(ctr)).filter(|p| pairs.contains(p)).collect())
     }
 
     /// Entries of `kinds` that refer to one of `seqs`: `(related_seq, amount_minor)`.
@@ -779,7 +767,7 @@ impl Db {
     }
 }
 
-fn hash32(bytes: &[u8]) -> Result<[u8; 32], LedgerError> {
+pub(super) fn hash32(bytes: &[u8]) -> Result<[u8; 32], LedgerError> {
     <[u8; 32]>::try_from(bytes).map_err(|_| corrupt("hash", &hex::encode(bytes)))
 }
 

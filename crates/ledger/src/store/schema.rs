@@ -91,3 +91,39 @@ diesel::allow_tables_to_appear_in_same_query!(
     merkle_nodes,
     checkpoints
 );
+
+diesel::table! {
+    card_counters (card_id) {
+        card_id -> BigInt,
+        last_counter -> BigInt,
+        time_us -> BigInt,
+    }
+}
+
+diesel::table! {
+    card_replays (id) {
+        id -> BigInt,
+        card_id -> BigInt,
+        counter -> BigInt,
+        last_counter -> BigInt,
+        time_us -> BigInt,
+        source -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    audit_events (id) {
+        id -> BigInt,
+        kind -> Text,
+        time_us -> BigInt,
+        scope -> Nullable<Text>,
+        card_id -> Nullable<BigInt>,
+        card_read_counter -> Nullable<BigInt>,
+        queue_key -> Nullable<Text>,
+        queue_number -> Nullable<BigInt>,
+        idempotency_key -> Nullable<Text>,
+        request_hash -> Nullable<Binary>,
+        payload -> Text,
+        leaf_index -> Nullable<BigInt>,
+    }
+}

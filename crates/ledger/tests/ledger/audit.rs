@@ -28,7 +28,7 @@ pub fn keys() -> Result<(Arc<merkle::Signer>, merkle::Verifier), String> {
     Ok((Arc::new(signer), verifier))
 }
 
-fn open_signed(
+pub fn open_signed(
     db: &TestDb,
     clock: &TestClock,
     signer: &Arc<merkle::Signer>,

@@ -283,29 +283,6 @@ pub fn idempotency(backend: Backend) -> TestResult {
     Ok(())
 }
 
-/// A card read counter is used at most once per card.
-pub fn card_counter_once(backend: Backend) -> TestResult {
-    let db = TestDb::fresh(backend)?;
-    let clock = TestClock::new();
-    let ledger = open(&db, &clock)?;
-    let city = City::new(&ledger, 1, 1, 10_000_000)?;
-    let s = |e: LedgerError| e.to_string();
-    ledger.submit_blocking(city.topup(city.wallets[0], 100_000)).map_err(s)?;
-    let tap = |card, ctr| References { card_id: Some(card), card_read_counter: Some(ctr), ..Default::default() };
-    let pay = |r| city.pay(city.wallets[0], city.merchants[0], 100, 0).with_references(r);
-    ledger.submit_blocking(pay(tap(7, 41))).map_err(s)?;
-    check_eq!(rejected(ledger.submit_blocking(pay(tap(7, 41)))), Some(Rejection::CardCounterReused));
-    // Another card may have the same counter; the same card a new one.
-    ledger.submit_blocking(pay(tap(8, 41))).map_err(s)?;
-    ledger.submit_blocking(pay(tap(7, 42))).map_err(s)?;
-    // Twice in one batch: the second is refused.
-    let results = ledger.submit_many_blocking(vec![pay(tap(9, 1)), pay(tap(9, 1))]).map_err(s)?;
-    check!(results[0].is_ok(), "first use");
-    check_eq!(rejected(results[1].clone()), Some(Rejection::CardCounterReused));
-    check_eq!(ledger.balance(city.wallets[0]).map_err(s)?, 99_600);
-    Ok(())
-}
-
 /// Gapless sequence, non-decreasing time, balance at a past time, statements, trial balance.
 pub fn reads(backend: Backend) -> TestResult {
     let db = TestDb::fresh(backend)?;
@@ -533,7 +510,7 @@ pub fn urls_and_migrations(backend: Backend) -> TestResult {
             ledger::Ledger::open(&url, ledger::LedgerConfig::default()).err().ok_or("unmigrated database opened")?;
         check!(matches!(err, LedgerError::Migration(_)), "{err}");
         let mode = {
-            check_eq!(ledger::migrate(&url).map_err(|e| e.to_string())?, 2);
+            check_eq!(ledger::migrate(&url).map_err(|e| e.to_string())?, 3);
             let path = url.trim_start_matches("sqlite://");
             let mut c =
                 <diesel::sqlite::SqliteConnection as diesel::Connection>::establish(path).map_err(|e| e.to_string())?;

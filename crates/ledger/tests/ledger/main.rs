@@ -10,6 +10,7 @@ mod audit;
 mod cases;
 mod model;
 mod support;
+mod taps;
 
 use ledger::Backend;
 use libtest_mimic::{Arguments, Failed, Trial};
@@ -26,7 +27,9 @@ const CASES: &[(&str, Case)] = &[
     ("holds_capture_void_expiry", cases::holds_capture_void_expiry),
     ("refunds", cases::refunds),
     ("idempotency", cases::idempotency),
-    ("card_counter_once", cases::card_counter_once),
+    ("card_taps_strictly_increasing", taps::strictly_increasing),
+    ("card_taps_concurrent", taps::concurrent),
+    ("events_in_the_log", taps::events_in_the_log),
     ("reads", cases::reads),
     ("append_only", cases::append_only),
     ("concurrent_debits", cases::concurrent_debits),

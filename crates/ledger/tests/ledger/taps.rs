@@ -1,0 +1,283 @@
+//! Card taps (replay and clone detection) and audit events.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use ledger::domain::{Event, IdempotencyKey, Outcome, References, Rejection};
+use ledger::verify::{verify, VerifyError, VerifyOptions};
+use ledger::{Backend, EventFilter, Ledger, LedgerError};
+
+use crate::support::{raw_sql, City, TestClock, TestDb};
+use crate::{check, check_eq};
+
+type TestResult = Result<(), String>;
+
+fn s(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+fn rejection<T>(r: Result<T, LedgerError>) -> Option<Rejection> {
+    match r {
+        Err(LedgerError::Rejected(x)) => Some(x),
+        _ => None,
+    }
+}
+
+fn tap(card: i64, counter: i64) -> References {
+    References {
+        card_id: Some(card),
+        card_read_counter: Some(counter),
+        terminal_id: Some("pos-1".into()),
+        ..Default::default()
+    }
+}
+
+fn event(kind: &str, card: Option<(i64, i64)>, queue: Option<&str>, payload: &str) -> Event {
+    Event {
+        kind: kind.into(),
+        scope: Some("service_point:1".into()),
+        card_id: card.map(|c| c.0),
+        card_read_counter: card.map(|c| c.1),
+        queue_key: queue.map(str::to_owned),
+        idempotency_key: None,
+        payload: payload.into(),
+    }
+}
+
+/// A tap is accepted only with a counter above the card's last; a lower or equal one is
+/// refused, recorded as a suspected clone, and writes nothing else.
+pub fn strictly_increasing(backend: Backend) -> TestResult {
+    let db = TestDb::fresh(backend)?;
+    let clock = TestClock::new();
+    let ledger = crate::support::open(&db, &clock)?;
+    let city = City::new(&ledger, 1, 1, 10_000_000)?;
+    ledger.submit_blocking(city.topup(city.wallets[0], 100_000)).map_err(s)?;
+    let pay = |r| city.pay(city.wallets[0], city.merchants[0], 100, 0).with_references(r);
+    ledger.submit_blocking(pay(tap(7, 41))).map_err(s)?;
+    let before = ledger.last_seq().map_err(s)?;
+    check_eq!(rejection(ledger.submit_blocking(pay(tap(7, 41)))), Some(Rejection::CardReplay));
+    check_eq!(rejection(ledger.submit_blocking(pay(tap(7, 3)))), Some(Rejection::CardReplay));
+    check_eq!(ledger.last_seq().map_err(s)?, before);
+    // Counters may skip (taps at other readers that never reached us); another card is
+    // independent.
+    ledger.submit_blocking(pay(tap(7, 45))).map_err(s)?;
+    ledger.submit_blocking(pay(tap(8, 41))).map_err(s)?;
+    check_eq!(rejection(ledger.submit_blocking(pay(tap(7, 44)))), Some(Rejection::CardReplay));
+    // Twice in one batch: the second is refused.
+    let results = ledger.submit_many_blocking(vec![pay(tap(9, 1)), pay(tap(9, 1)), pay(tap(9, 2))]).map_err(s)?;
+    check!(results[0].is_ok() && results[2].is_ok(), "first and third in the batch");
+    check_eq!(rejection(results[1].clone()), Some(Rejection::CardReplay));
+    check_eq!(ledger.card_last_counter(7).map_err(s)?, Some(45));
+    check_eq!(ledger.card_last_counter(9).map_err(s)?, Some(2));
+    check_eq!(ledger.card_last_counter(10).map_err(s)?, None);
+    // The refusals are on record for the operator, with what the card had reached.
+    let replays = ledger.card_replays(7, 100).map_err(s)?;
+    let seen: Vec<(i64, i64, Option<&str>)> =
+        replays.iter().map(|r| (r.counter, r.last_counter, r.source.as_deref())).collect();
+    check_eq!(seen, vec![(41, 41, Some("pos-1")), (3, 41, Some("pos-1")), (44, 45, Some("pos-1"))]);
+    check_eq!(ledger.card_replays(9, 100).map_err(s)?.len(), 1);
+    // A rejected payment (no funds) does not use up its tap: the holder tops up and the
+    // same tap goes through.
+    let big = city.pay(city.wallets[0], city.merchants[0], 10_000_000, 0).with_references(tap(11, 5));
+    check_eq!(rejection(ledger.submit_blocking(big.clone())), Some(Rejection::InsufficientFunds));
+    check_eq!(ledger.card_last_counter(11).map_err(s)?, None);
+    // An idempotent retry of an accepted tap is not a replay: it returns the first result.
+    let keyed = pay(tap(12, 1)).with_key(IdempotencyKey::parse("retry-1").map_err(|_| "key")?);
+    let first = ledger.submit_blocking(keyed.clone()).map_err(s)?;
+    let again = ledger.submit_blocking(keyed).map_err(s)?;
+    check!(again.replayed && again.entry == first.entry, "retry returns the first entry");
+    check_eq!(ledger.card_replays(12, 100).map_err(s)?.len(), 0);
+    // The database itself refuses to move a counter back.
+    let back = raw_sql(&db, "UPDATE card_counters SET last_counter = 1 WHERE card_id = 7");
+    check!(back.is_err(), "moving a counter back must fail");
+    check_eq!(ledger.card_last_counter(7).map_err(s)?, Some(45));
+    Ok(())
+}
+
+/// Many threads present taps of one card at once, as a cloned card would at several
+/// terminals: the accepted counters are strictly increasing in journal order, each
+/// refused tap is recorded, and one counter presented by 16 threads at once is accepted
+/// exactly once — by an entry or an event, never both.
+pub fn concurrent(backend: Backend) -> TestResult {
+    let db = TestDb::fresh(backend)?;
+    let clock = TestClock::new();
+    let ledger = crate::support::open(&db, &clock)?;
+    let city = Arc::new(City::new(&ledger, 1, 1, 100_000_000)?);
+    ledger.submit_blocking(city.topup(city.wallets[0], 1_000_000)).map_err(s)?;
+    const THREADS: usize = 8;
+    const TAPS: usize = 40;
+    let next = Arc::new(AtomicI64::new(1));
+    let barrier = Arc::new(Barrier::new(THREADS));
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (ledger, city, next, barrier) = (ledger.clone(), city.clone(), next.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                let mut out = Vec::new();
+                for _ in 0..TAPS {
+                    let counter = next.fetch_add(1, Ordering::SeqCst);
+                    let r = if t % 2 == 0 {
+                        let req = city.pay(city.wallets[0], city.merchants[0], 10, 0).with_references(tap(5, counter));
+                        ledger.submit_blocking(req).map(|_| ())
+                    } else {
+                        ledger.record_blocking(event("balance_inquiry", Some((5, counter)), None, "{}")).map(|_| ())
+                    };
+                    out.push((counter, r));
+                }
+                out
+            })
+        })
+        .collect();
+    let mut accepted = 0;
+    let mut refused = 0;
+    for h in handles {
+        for (_, r) in h.join().map_err(|_| "thread panicked")? {
+            match r {
+                Ok(()) => accepted += 1,
+                Err(LedgerError::Rejected(Rejection::CardReplay)) => refused += 1,
+                Err(e) => return Err(format!("unexpected: {e}")),
+            }
+        }
+    }
+    check_eq!(accepted + refused, THREADS * TAPS);
+    check_eq!(ledger.card_replays(5, 1_000).map_err(s)?.len(), refused);
+    // Accepted counters, in the order the log recorded them, strictly increase.
+    let mut order: Vec<(i64, i64)> = Vec::new(); // (leaf index, counter)
+    for e in ledger.entries(1, 1_000).map_err(s)? {
+        if let (Some(5), Some(c), Some(a)) = (e.references.card_id, e.references.card_read_counter, e.audit) {
+            order.push((a.leaf_index, c));
+        }
+    }
+    for e in ledger.events(&EventFilter { card_id: Some(5), ..Default::default() }, 0, 1_000).map_err(s)? {
+        order.push((e.audit.ok_or("event without leaf")?.leaf_index, e.card_read_counter.ok_or("no counter")?));
+    }
+    order.sort();
+    check_eq!(order.len(), accepted);
+    check!(order.windows(2).all(|w| w[0].1 < w[1].1), "accepted counters must strictly increase: {order:?}");
+    check_eq!(ledger.card_last_counter(5).map_err(s)?, order.last().map(|o| o.1));
+
+    // One counter, sixteen presenters at once.
+    let barrier = Arc::new(Barrier::new(16));
+    let handles: Vec<_> = (0..16)
+        .map(|t| {
+            let (ledger, city, barrier) = (ledger.clone(), city.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                if t % 2 == 0 {
+                    let req = city.pay(city.wallets[0], city.merchants[0], 10, 0).with_references(tap(6, 77));
+                    ledger.submit_blocking(req).is_ok()
+                } else {
+                    ledger.record_blocking(event("access_decision", Some((6, 77)), None, "{}")).is_ok()
+                }
+            })
+        })
+        .collect();
+    let mut wins = 0;
+    for h in handles {
+        wins += usize::from(h.join().map_err(|_| "thread panicked")?);
+    }
+    check_eq!(wins, 1);
+    check_eq!(ledger.card_replays(6, 100).map_err(s)?.len(), 15);
+    Ok(())
+}
+
+/// Events are leaves of the same log: queue numbers per queue, idempotency shared with
+/// entries, taps checked like entries', verify recomputes them, and a changed event is
+/// found.
+pub fn events_in_the_log(backend: Backend) -> TestResult {
+    let db = TestDb::fresh(backend)?;
+    let clock = TestClock::new();
+    let (signer, verifier) = crate::audit::keys()?;
+    let ledger: Ledger = crate::audit::open_signed(&db, &clock, &signer, Duration::from_secs(3600))?;
+    let city = City::new(&ledger, 1, 1, 10_000_000)?;
+    ledger.submit_blocking(city.topup(city.wallets[0], 100_000)).map_err(s)?;
+    let key = |k: &str| IdempotencyKey::parse(k).map_err(|_| format!("key {k}"));
+    let q = "clinic:1:2026-11-27";
+    let mut numbers = Vec::new();
+    for counter in 1..=3 {
+        let r =
+            ledger.record_blocking(event("access_decision", Some((3, counter)), Some(q), r#"{"decision":"allow"}"#));
+        numbers.push(r.map_err(s)?.event.queue_number);
+    }
+    check_eq!(numbers, vec![Some(1), Some(2), Some(3)]);
+    let other = ledger.record_blocking(event("access_decision", Some((4, 1)), Some("clinic:1:2026-11-28"), "{}"));
+    check_eq!(other.map_err(s)?.event.queue_number, Some(1));
+    // A payment between events; then an event with an old counter of that card is refused.
+    let pay = city.pay(city.wallets[0], city.merchants[0], 100, 0).with_references(tap(3, 10));
+    let paid = ledger.submit_blocking(pay).map_err(s)?;
+    check_eq!(
+        rejection(ledger.record_blocking(event("access_decision", Some((3, 9)), Some(q), "{}"))),
+        Some(Rejection::CardReplay)
+    );
+    // Idempotency: same key and body returns the first; another body conflicts; a key
+    // used by an entry conflicts with an event and the other way round.
+    let mut e = event("operator_action", None, None, r#"{"action":"block_card","card":3}"#);
+    e.idempotency_key = Some(key("op-1")?);
+    let first = ledger.record_blocking(e.clone()).map_err(s)?;
+    let again = ledger.record_blocking(e.clone()).map_err(s)?;
+    check!(again.replayed && again.event == first.event, "event retry returns the first");
+    let mut changed = e.clone();
+    changed.payload = r#"{"action":"block_card","card":4}"#.into();
+    check_eq!(rejection(ledger.record_blocking(changed)), Some(Rejection::IdempotencyConflict));
+    let entry_keyed = city.topup(city.wallets[0], 1).with_key(key("op-1")?);
+    check_eq!(rejection(ledger.submit_blocking(entry_keyed)), Some(Rejection::IdempotencyConflict));
+    check!(paid.entry.audit.is_some(), "the payment has a leaf");
+    let mut e2 = event("operator_action", None, None, "{}");
+    e2.idempotency_key = Some(key("pay-key")?);
+    let topup_keyed = city.topup(city.wallets[0], 1).with_key(key("pay-key")?);
+    ledger.submit_blocking(topup_keyed).map_err(s)?;
+    check_eq!(rejection(ledger.record_blocking(e2)), Some(Rejection::IdempotencyConflict));
+    // Malformed events are refused.
+    for bad in
+        [event("Access", None, None, "{}"), event("entry", None, None, "{}"), event("x", None, None, &"a".repeat(9000))]
+    {
+        check_eq!(rejection(ledger.record_blocking(bad)), Some(Rejection::InvalidEvent));
+    }
+    // In several ops at once, events and entries interleave in the log in order.
+    let ops = vec![
+        ledger::domain::Op::Event(event("tap", Some((20, 1)), None, "{}")),
+        ledger::domain::Op::Entry(city.topup(city.wallets[0], 5)),
+        ledger::domain::Op::Event(event("tap", Some((20, 2)), None, "{}")),
+    ];
+    let rt = tokio::runtime::Builder::new_current_thread().build().map_err(s)?;
+    let outcomes = rt.block_on(ledger.submit_ops(ops)).map_err(s)?;
+    let leaf_of = |o: &Result<Outcome, LedgerError>| match o {
+        Ok(Outcome::Posted(p)) => p.entry.audit.map(|a| a.leaf_index),
+        Ok(Outcome::Recorded(r)) => r.event.audit.map(|a| a.leaf_index),
+        Err(_) => None,
+    };
+    let leaves: Vec<_> = outcomes.iter().map(leaf_of).collect();
+    check!(leaves.iter().all(Option::is_some), "every op has a leaf: {leaves:?}");
+    check!(leaves.windows(2).all(|w| w[0].map(|x| x + 1) == w[1]), "consecutive leaves: {leaves:?}");
+    // Reads by scope and kind.
+    let scoped = ledger
+        .events(
+            &EventFilter {
+                kind: Some("access_decision".into()),
+                scope: Some("service_point:1".into()),
+                ..Default::default()
+            },
+            0,
+            100,
+        )
+        .map_err(s)?;
+    check_eq!(scoped.len(), 4);
+    ledger.checkpoint_now().map_err(s)?.ok_or("no checkpoint")?;
+    ledger.shutdown();
+    let report = verify(&db.url, &verifier, &VerifyOptions::default(), |_, _| {}).map_err(s)?;
+    check!(report.leaves > 0, "verified");
+    // Change an event's payload behind the log's back: verify names it.
+    match backend {
+        Backend::Sqlite => raw_sql(&db, "DROP TRIGGER audit_events_no_update")?,
+        Backend::Postgres => raw_sql(&db, "ALTER TABLE audit_events DISABLE TRIGGER USER")?,
+    }
+    raw_sql(&db, r#"UPDATE audit_events SET payload = '{"decision":"deny"}' WHERE id = 2"#)?;
+    match verify(&db.url, &verifier, &VerifyOptions::default(), |_, _| {}) {
+        Err(VerifyError::Failed { reason, .. }) => {
+            check!(reason.contains("event 2"), "reason {reason:?} names event 2");
+        }
+        other => return Err(format!("verify should fail, got {other:?}")),
+    }
+    Ok(())
+}

@@ -1,0 +1,4 @@
+DROP TABLE audit_events;
+DROP TABLE card_replays;
+DROP TABLE card_counters;
+DROP FUNCTION kartu_counter_forward();

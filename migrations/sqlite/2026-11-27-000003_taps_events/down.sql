@@ -1,0 +1,3 @@
+DROP TABLE audit_events;
+DROP TABLE card_replays;
+DROP TABLE card_counters;
