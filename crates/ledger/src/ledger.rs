@@ -521,6 +521,28 @@ impl Ledger {
         })
     }
 
+    /// Runs `f` on the registry (holders, cards, merchants, credentials...), each statement
+    /// on its own (reads; single-row writes).
+    pub fn registry<T>(
+        &self,
+        f: impl FnOnce(&mut crate::registry::Registry<'_>) -> Result<T, LedgerError>,
+    ) -> Result<T, LedgerError> {
+        self.read(|db| f(&mut crate::registry::Registry(db)))
+    }
+
+    /// Runs `f` on the registry in one write transaction: all of it or nothing.
+    pub fn registry_transaction<T>(
+        &self,
+        f: impl FnOnce(&mut crate::registry::Registry<'_>) -> Result<T, LedgerError>,
+    ) -> Result<T, LedgerError> {
+        self.read(|db| db.transaction(|db| f(&mut crate::registry::Registry(db))))
+    }
+
+    /// The current time of the ledger's clock, µs.
+    pub fn now_us(&self) -> i64 {
+        (self.inner.config.clock)()
+    }
+
     /// The last read counter accepted for a card, if it was ever tapped.
     pub fn card_last_counter(&self, card_id: i64) -> Result<Option<i64>, LedgerError> {
         self.read(|db| db.card_last_counter(card_id))

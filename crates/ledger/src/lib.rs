@@ -20,6 +20,7 @@ pub use ledger::{
     migrate, system_clock, CheckpointSettings, Clock, Ledger, LedgerConfig, Statement, StatementLine, TrialBalanceLine,
 };
 pub use ledger::{WriterStats, BATCH_REQUESTS_MAX, PAGE_MAX, QUEUE_JOBS_MAX, WAL_CHECKPOINT_INTERVAL};
+pub use store::registry;
 pub use store::{Backend, CheckpointRow, EventFilter, LeafRow};
 
 /// Errors of the ledger as a service: a rejection of the request, or trouble underneath.

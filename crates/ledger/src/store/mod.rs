@@ -82,6 +82,7 @@ macro_rules! on_db {
 }
 
 mod events;
+pub mod registry;
 
 fn storage(e: impl std::fmt::Display) -> LedgerError {
     LedgerError::Storage(e.to_string())

@@ -127,3 +127,88 @@ diesel::table! {
         leaf_index -> Nullable<BigInt>,
     }
 }
+
+diesel::table! {
+    holders (id) {
+        id -> BigInt,
+        name -> Text,
+        nik_hash -> Binary,
+        categories -> Text,
+        created_at_us -> BigInt,
+    }
+}
+
+diesel::table! {
+    cards (id) {
+        id -> BigInt,
+        uid -> Text,
+        holder_id -> BigInt,
+        account_id -> BigInt,
+        status -> Text,
+        block_reason -> Nullable<Text>,
+        replaced_by -> Nullable<BigInt>,
+        created_at_us -> BigInt,
+        updated_at_us -> BigInt,
+    }
+}
+
+diesel::table! {
+    merchants (id) {
+        id -> BigInt,
+        name -> Text,
+        category -> Text,
+        fee_rate -> Text,
+        account_id -> BigInt,
+        created_at_us -> BigInt,
+    }
+}
+
+diesel::table! {
+    service_points (id) {
+        id -> BigInt,
+        name -> Text,
+        service -> Text,
+        policy -> Text,
+        created_at_us -> BigInt,
+    }
+}
+
+diesel::table! {
+    agents (id) {
+        id -> BigInt,
+        name -> Text,
+        account_id -> BigInt,
+        created_at_us -> BigInt,
+    }
+}
+
+diesel::table! {
+    credentials (id) {
+        id -> BigInt,
+        role -> Text,
+        name -> Text,
+        token_hash -> Binary,
+        merchant_id -> Nullable<BigInt>,
+        service_point_id -> Nullable<BigInt>,
+        agent_id -> Nullable<BigInt>,
+        public_key -> Nullable<Text>,
+        offline_limits -> Nullable<Text>,
+        created_at_us -> BigInt,
+        revoked_at_us -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    adjustments (id) {
+        id -> BigInt,
+        account_id -> BigInt,
+        amount_minor -> BigInt,
+        currency -> Text,
+        reason -> Text,
+        requested_by -> BigInt,
+        approved_by -> Nullable<BigInt>,
+        status -> Text,
+        entry_seq -> Nullable<BigInt>,
+        created_at_us -> BigInt,
+    }
+}

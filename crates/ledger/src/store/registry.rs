@@ -1,0 +1,402 @@
+//! The registry's storage: holders, cards, merchants, service points, agents, credentials
+//! and adjustments awaiting approval.
+
+use diesel::prelude::*;
+
+use super::schema::{adjustments, agents, cards, credentials, holders, merchants, service_points};
+use super::{storage, Db};
+use crate::LedgerError;
+
+/// A card holder. The NIK is kept only as a keyed hash.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = holders)]
+pub struct Holder {
+    /// Id.
+    pub id: i64,
+    /// Name.
+    pub name: String,
+    /// HMAC-SHA-256 of the NIK under the installation's key.
+    pub nik_hash: Vec<u8>,
+    /// Categories, comma-separated (resident, student, senior, insured, staff).
+    pub categories: String,
+    /// Created, µs.
+    pub created_at_us: i64,
+}
+
+/// A card: its UID, holder, wallet and status.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = cards)]
+pub struct Card {
+    /// Id (the ledger's `card_id` reference).
+    pub id: i64,
+    /// 7-byte UID, 14 upper-case hex digits.
+    pub uid: String,
+    /// Holder.
+    pub holder_id: i64,
+    /// The card wallet.
+    pub account_id: i64,
+    /// `active`, `blocked` or `replaced`.
+    pub status: String,
+    /// Why it was blocked.
+    pub block_reason: Option<String>,
+    /// The card that replaced it.
+    pub replaced_by: Option<i64>,
+    /// Created, µs.
+    pub created_at_us: i64,
+    /// Last status change, µs.
+    pub updated_at_us: i64,
+}
+
+/// A merchant.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = merchants)]
+pub struct Merchant {
+    /// Id.
+    pub id: i64,
+    /// Name.
+    pub name: String,
+    /// Category (grocery, hotel, ...).
+    pub category: String,
+    /// Merchant discount rate, a decimal string.
+    pub fee_rate: String,
+    /// The merchant's account.
+    pub account_id: i64,
+    /// Created, µs.
+    pub created_at_us: i64,
+}
+
+/// A service point (clinic desk, library gate, city office).
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = service_points)]
+pub struct ServicePoint {
+    /// Id.
+    pub id: i64,
+    /// Name.
+    pub name: String,
+    /// Service (clinic, library, city_office, other).
+    pub service: String,
+    /// Access policy, JSON.
+    pub policy: String,
+    /// Created, µs.
+    pub created_at_us: i64,
+}
+
+/// A top-up agent.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = agents)]
+pub struct Agent {
+    /// Id.
+    pub id: i64,
+    /// Name.
+    pub name: String,
+    /// The agent's float account.
+    pub account_id: i64,
+    /// Created, µs.
+    pub created_at_us: i64,
+}
+
+/// A credential (bearer token), stored as the SHA-256 of the token.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = credentials)]
+pub struct Credential {
+    /// Id.
+    pub id: i64,
+    /// Role.
+    pub role: String,
+    /// Name (a terminal, a person).
+    pub name: String,
+    /// SHA-256 of the token.
+    pub token_hash: Vec<u8>,
+    /// For merchant terminals.
+    pub merchant_id: Option<i64>,
+    /// For service points and gates.
+    pub service_point_id: Option<i64>,
+    /// For top-up agents.
+    pub agent_id: Option<i64>,
+    /// Ed25519 public key of a terminal (offline journals), hex.
+    pub public_key: Option<String>,
+    /// Offline risk limits, JSON.
+    pub offline_limits: Option<String>,
+    /// Created, µs.
+    pub created_at_us: i64,
+    /// Revoked, µs.
+    pub revoked_at_us: Option<i64>,
+}
+
+/// An adjustment awaiting (or past) a second operator's approval.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = adjustments)]
+pub struct Adjustment {
+    /// Id.
+    pub id: i64,
+    /// The account adjusted.
+    pub account_id: i64,
+    /// Signed amount, minor units.
+    pub amount_minor: i64,
+    /// Currency.
+    pub currency: String,
+    /// Why.
+    pub reason: String,
+    /// The operator credential that asked.
+    pub requested_by: i64,
+    /// The operator credential that approved.
+    pub approved_by: Option<i64>,
+    /// `pending`, `posted` or `rejected`.
+    pub status: String,
+    /// The entry that posted it.
+    pub entry_seq: Option<i64>,
+    /// Created, µs.
+    pub created_at_us: i64,
+}
+
+/// Reads and writes of the registry, inside one transaction.
+#[allow(missing_debug_implementations)]
+pub struct Registry<'a>(pub(crate) &'a mut Db);
+
+macro_rules! insert_returning {
+    ($self:expr, $table:expr, $values:expr, $ty:ty) => {
+        on_db!($self.0, |c| diesel::insert_into($table).values($values).returning(<$ty>::as_returning()).get_result(c))
+            .map_err(storage)
+    };
+}
+
+macro_rules! find {
+    ($self:expr, $q:expr, $ty:ty) => {
+        on_db!($self.0, |c| $q.select(<$ty>::as_select()).first(c).optional()).map_err(storage)
+    };
+}
+
+impl Registry<'_> {
+    /// Adds a holder.
+    pub fn insert_holder(&mut self, name: &str, nik_hash: &[u8], categories: &str, now_us: i64) -> Result<Holder, LedgerError> {
+        let values = (
+            holders::name.eq(name),
+            holders::nik_hash.eq(nik_hash),
+            holders::categories.eq(categories),
+            holders::created_at_us.eq(now_us),
+        );
+        insert_returning!(self, holders::table, values, Holder)
+    }
+
+    /// A holder by id.
+    pub fn holder(&mut self, id: i64) -> Result<Option<Holder>, LedgerError> {
+        find!(self, holders::table.find(id), Holder)
+    }
+
+    /// A holder by NIK hash.
+    pub fn holder_by_nik(&mut self, nik_hash: &[u8]) -> Result<Option<Holder>, LedgerError> {
+        find!(self, holders::table.filter(holders::nik_hash.eq(nik_hash)), Holder)
+    }
+
+    /// Adds an active card.
+    pub fn insert_card(&mut self, uid: &str, holder_id: i64, account_id: i64, now_us: i64) -> Result<Card, LedgerError> {
+        let values = (
+            cards::uid.eq(uid),
+            cards::holder_id.eq(holder_id),
+            cards::account_id.eq(account_id),
+            cards::status.eq("active"),
+            cards::created_at_us.eq(now_us),
+            cards::updated_at_us.eq(now_us),
+        );
+        insert_returning!(self, cards::table, values, Card)
+    }
+
+    /// A card by id.
+    pub fn card(&mut self, id: i64) -> Result<Option<Card>, LedgerError> {
+        find!(self, cards::table.find(id), Card)
+    }
+
+    /// A card by UID (upper-case hex).
+    pub fn card_by_uid(&mut self, uid: &str) -> Result<Option<Card>, LedgerError> {
+        find!(self, cards::table.filter(cards::uid.eq(uid)), Card)
+    }
+
+    /// The cards of a holder.
+    pub fn cards_of_holder(&mut self, holder_id: i64) -> Result<Vec<Card>, LedgerError> {
+        on_db!(self.0, |c| cards::table
+            .filter(cards::holder_id.eq(holder_id))
+            .order(cards::id)
+            .select(Card::as_select())
+            .load(c))
+        .map_err(storage)
+    }
+
+    /// Sets a card's status.
+    pub fn set_card_status(
+        &mut self,
+        id: i64,
+        status: &str,
+        reason: Option<&str>,
+        replaced_by: Option<i64>,
+        now_us: i64,
+    ) -> Result<(), LedgerError> {
+        on_db!(self.0, |c| diesel::update(cards::table.find(id))
+            .set((
+                cards::status.eq(status),
+                cards::block_reason.eq(reason),
+                cards::replaced_by.eq(replaced_by),
+                cards::updated_at_us.eq(now_us),
+            ))
+            .execute(c))
+        .map_err(storage)?;
+        Ok(())
+    }
+
+    /// Adds a merchant.
+    pub fn insert_merchant(
+        &mut self,
+        name: &str,
+        category: &str,
+        fee_rate: &str,
+        account_id: i64,
+        now_us: i64,
+    ) -> Result<Merchant, LedgerError> {
+        let values = (
+            merchants::name.eq(name),
+            merchants::category.eq(category),
+            merchants::fee_rate.eq(fee_rate),
+            merchants::account_id.eq(account_id),
+            merchants::created_at_us.eq(now_us),
+        );
+        insert_returning!(self, merchants::table, values, Merchant)
+    }
+
+    /// A merchant by id.
+    pub fn merchant(&mut self, id: i64) -> Result<Option<Merchant>, LedgerError> {
+        find!(self, merchants::table.find(id), Merchant)
+    }
+
+    /// Every merchant.
+    pub fn merchants(&mut self) -> Result<Vec<Merchant>, LedgerError> {
+        on_db!(self.0, |c| merchants::table.order(merchants::id).select(Merchant::as_select()).load(c)).map_err(storage)
+    }
+
+    /// Adds a service point.
+    pub fn insert_service_point(
+        &mut self,
+        name: &str,
+        service: &str,
+        policy: &str,
+        now_us: i64,
+    ) -> Result<ServicePoint, LedgerError> {
+        let values = (
+            service_points::name.eq(name),
+            service_points::service.eq(service),
+            service_points::policy.eq(policy),
+            service_points::created_at_us.eq(now_us),
+        );
+        insert_returning!(self, service_points::table, values, ServicePoint)
+    }
+
+    /// A service point by id.
+    pub fn service_point(&mut self, id: i64) -> Result<Option<ServicePoint>, LedgerError> {
+        find!(self, service_points::table.find(id), ServicePoint)
+    }
+
+    /// Every service point.
+    pub fn service_points(&mut self) -> Result<Vec<ServicePoint>, LedgerError> {
+        on_db!(self.0, |c| service_points::table
+            .order(service_points::id)
+            .select(ServicePoint::as_select())
+            .load(c))
+        .map_err(storage)
+    }
+
+    /// Adds an agent.
+    pub fn insert_agent(&mut self, name: &str, account_id: i64, now_us: i64) -> Result<Agent, LedgerError> {
+        let values = (agents::name.eq(name), agents::account_id.eq(account_id), agents::created_at_us.eq(now_us));
+        insert_returning!(self, agents::table, values, Agent)
+    }
+
+    /// An agent by id.
+    pub fn agent(&mut self, id: i64) -> Result<Option<Agent>, LedgerError> {
+        find!(self, agents::table.find(id), Agent)
+    }
+
+    /// Adds a credential.
+    #[allow(clippy::too_many_arguments)]
+    pub fn insert_credential(
+        &mut self,
+        role: &str,
+        name: &str,
+        token_hash: &[u8],
+        scope: (Option<i64>, Option<i64>, Option<i64>),
+        public_key: Option<&str>,
+        offline_limits: Option<&str>,
+        now_us: i64,
+    ) -> Result<Credential, LedgerError> {
+        let values = (
+            credentials::role.eq(role),
+            credentials::name.eq(name),
+            credentials::token_hash.eq(token_hash),
+            credentials::merchant_id.eq(scope.0),
+            credentials::service_point_id.eq(scope.1),
+            credentials::agent_id.eq(scope.2),
+            credentials::public_key.eq(public_key),
+            credentials::offline_limits.eq(offline_limits),
+            credentials::created_at_us.eq(now_us),
+        );
+        insert_returning!(self, credentials::table, values, Credential)
+    }
+
+    /// A credential by token hash.
+    pub fn credential_by_hash(&mut self, token_hash: &[u8]) -> Result<Option<Credential>, LedgerError> {
+        find!(self, credentials::table.filter(credentials::token_hash.eq(token_hash)), Credential)
+    }
+
+    /// A credential by id.
+    pub fn credential(&mut self, id: i64) -> Result<Option<Credential>, LedgerError> {
+        find!(self, credentials::table.find(id), Credential)
+    }
+
+    /// Revokes a credential (at once: every request looks the token up).
+    pub fn revoke_credential(&mut self, id: i64, now_us: i64) -> Result<bool, LedgerError> {
+        let n = on_db!(self.0, |c| diesel::update(
+            credentials::table.find(id).filter(credentials::revoked_at_us.is_null())
+        )
+        .set(credentials::revoked_at_us.eq(now_us))
+        .execute(c))
+        .map_err(storage)?;
+        Ok(n == 1)
+    }
+
+    /// Adds a pending adjustment.
+    pub fn insert_adjustment(
+        &mut self,
+        account_id: i64,
+        amount_minor: i64,
+        currency: &str,
+        reason: &str,
+        requested_by: i64,
+        now_us: i64,
+    ) -> Result<Adjustment, LedgerError> {
+        let values = (
+            adjustments::account_id.eq(account_id),
+            adjustments::amount_minor.eq(amount_minor),
+            adjustments::currency.eq(currency),
+            adjustments::reason.eq(reason),
+            adjustments::requested_by.eq(requested_by),
+            adjustments::status.eq("pending"),
+            adjustments::created_at_us.eq(now_us),
+        );
+        insert_returning!(self, adjustments::table, values, Adjustment)
+    }
+
+    /// An adjustment by id.
+    pub fn adjustment(&mut self, id: i64) -> Result<Option<Adjustment>, LedgerError> {
+        find!(self, adjustments::table.find(id), Adjustment)
+    }
+
+    /// Marks a pending adjustment posted; false when it was not pending any more.
+    pub fn adjustment_posted(&mut self, id: i64, approved_by: i64, entry_seq: i64) -> Result<bool, LedgerError> {
+        let n = on_db!(self.0, |c| diesel::update(adjustments::table.find(id).filter(adjustments::status.eq("pending")))
+            .set((
+                adjustments::status.eq("posted"),
+                adjustments::approved_by.eq(approved_by),
+                adjustments::entry_seq.eq(entry_seq),
+            ))
+            .execute(c))
+        .map_err(storage)?;
+        Ok(n == 1)
+    }
+}

@@ -1,0 +1,7 @@
+DROP TABLE adjustments;
+DROP TABLE credentials;
+DROP TABLE agents;
+DROP TABLE service_points;
+DROP TABLE merchants;
+DROP TABLE cards;
+DROP TABLE holders;

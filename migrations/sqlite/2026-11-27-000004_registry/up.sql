@@ -1,0 +1,68 @@
+-- The registry: who and what the ledger's accounts belong to. These rows change (a card is
+-- blocked, a credential revoked); every change is also an operator_action event in the
+-- audit log, written before the change is applied.
+CREATE TABLE holders (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    nik_hash BLOB NOT NULL UNIQUE,
+    categories TEXT NOT NULL,
+    created_at_us BIGINT NOT NULL
+);
+CREATE TABLE cards (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    uid TEXT NOT NULL UNIQUE CHECK (length(uid) = 14),
+    holder_id BIGINT NOT NULL REFERENCES holders (id),
+    account_id BIGINT NOT NULL UNIQUE REFERENCES accounts (id),
+    status TEXT NOT NULL CHECK (status IN ('active', 'blocked', 'replaced')),
+    block_reason TEXT,
+    replaced_by BIGINT REFERENCES cards (id),
+    created_at_us BIGINT NOT NULL,
+    updated_at_us BIGINT NOT NULL
+);
+CREATE INDEX cards_holder ON cards (holder_id);
+CREATE TABLE merchants (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    category TEXT NOT NULL,
+    fee_rate TEXT NOT NULL,
+    account_id BIGINT NOT NULL UNIQUE REFERENCES accounts (id),
+    created_at_us BIGINT NOT NULL
+);
+CREATE TABLE service_points (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    service TEXT NOT NULL,
+    policy TEXT NOT NULL,
+    created_at_us BIGINT NOT NULL
+);
+CREATE TABLE agents (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    account_id BIGINT NOT NULL UNIQUE REFERENCES accounts (id),
+    created_at_us BIGINT NOT NULL
+);
+CREATE TABLE credentials (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    role TEXT NOT NULL CHECK (role IN ('operator', 'merchant_terminal', 'service_point', 'top_up_agent', 'kiosk', 'auditor')),
+    name TEXT NOT NULL,
+    token_hash BLOB NOT NULL UNIQUE CHECK (length(token_hash) = 32),
+    merchant_id BIGINT REFERENCES merchants (id),
+    service_point_id BIGINT REFERENCES service_points (id),
+    agent_id BIGINT REFERENCES agents (id),
+    public_key TEXT,
+    offline_limits TEXT,
+    created_at_us BIGINT NOT NULL,
+    revoked_at_us BIGINT
+);
+CREATE TABLE adjustments (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    account_id BIGINT NOT NULL REFERENCES accounts (id),
+    amount_minor BIGINT NOT NULL CHECK (amount_minor <> 0),
+    currency TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    requested_by BIGINT NOT NULL REFERENCES credentials (id),
+    approved_by BIGINT REFERENCES credentials (id),
+    status TEXT NOT NULL CHECK (status IN ('pending', 'posted', 'rejected')),
+    entry_seq BIGINT,
+    created_at_us BIGINT NOT NULL
+);
