@@ -409,6 +409,23 @@ impl Ledger {
         })
     }
 
+    /// Entries that post to an account, oldest first after `after_seq`, or newest first
+    /// before `after_seq` (0: from the newest).
+    pub fn account_entries(
+        &self,
+        id: AccountId,
+        after_seq: i64,
+        limit: i64,
+        newest_first: bool,
+    ) -> Result<Vec<Entry>, LedgerError> {
+        self.read(|db| db.account_entries(id, after_seq, limit.clamp(1, PAGE_MAX), newest_first))
+    }
+
+    /// The last entry recorded at or before `time_us` (0 when none).
+    pub fn seq_at(&self, time_us: i64) -> Result<i64, LedgerError> {
+        self.read(|db| db.seq_at(time_us))
+    }
+
     /// Per currency: the sum of every account's balance (zero when the books balance), and
     /// the totals of all debits and credits ever posted.
     pub fn trial_balance(&self) -> Result<Vec<TrialBalanceLine>, LedgerError> {
@@ -541,6 +558,11 @@ impl Ledger {
     /// The current time of the ledger's clock, µs.
     pub fn now_us(&self) -> i64 {
         (self.inner.config.clock)()
+    }
+
+    /// The event written with this idempotency key, if any.
+    pub fn event_by_key(&self, key: &str) -> Result<Option<EventRecord>, LedgerError> {
+        self.read(|db| Ok(db.events_by_key(&[key])?.pop()))
     }
 
     /// The last read counter accepted for a card, if it was ever tapped.

@@ -1,12 +1,14 @@
--- The registry: who and what the ledger's accounts belong to. These rows change (a card is
--- blocked, a credential revoked); every change is also an operator_action event in the
--- audit log, written before the change is applied.
+-- The registry: who and what the ledger's accounts belong to. Every creation and change is
+-- first an operator_action event in the audit log (event_id); a change is applied only
+-- when its event is newer than the row's last (status_event_id), so a retried request
+-- re-applies exactly what was logged and never undoes a later change.
 CREATE TABLE holders (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     name TEXT NOT NULL,
     nik_hash BLOB NOT NULL UNIQUE,
     categories TEXT NOT NULL,
-    created_at_us BIGINT NOT NULL
+    created_at_us BIGINT NOT NULL,
+    event_id BIGINT NOT NULL UNIQUE
 );
 CREATE TABLE cards (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -17,7 +19,9 @@ CREATE TABLE cards (
     block_reason TEXT,
     replaced_by BIGINT REFERENCES cards (id),
     created_at_us BIGINT NOT NULL,
-    updated_at_us BIGINT NOT NULL
+    updated_at_us BIGINT NOT NULL,
+    event_id BIGINT NOT NULL UNIQUE,
+    status_event_id BIGINT NOT NULL
 );
 CREATE INDEX cards_holder ON cards (holder_id);
 CREATE TABLE merchants (
@@ -26,20 +30,23 @@ CREATE TABLE merchants (
     category TEXT NOT NULL,
     fee_rate TEXT NOT NULL,
     account_id BIGINT NOT NULL UNIQUE REFERENCES accounts (id),
-    created_at_us BIGINT NOT NULL
+    created_at_us BIGINT NOT NULL,
+    event_id BIGINT NOT NULL UNIQUE
 );
 CREATE TABLE service_points (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     name TEXT NOT NULL,
     service TEXT NOT NULL,
     policy TEXT NOT NULL,
-    created_at_us BIGINT NOT NULL
+    created_at_us BIGINT NOT NULL,
+    event_id BIGINT NOT NULL UNIQUE
 );
 CREATE TABLE agents (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     name TEXT NOT NULL,
     account_id BIGINT NOT NULL UNIQUE REFERENCES accounts (id),
-    created_at_us BIGINT NOT NULL
+    created_at_us BIGINT NOT NULL,
+    event_id BIGINT NOT NULL UNIQUE
 );
 CREATE TABLE credentials (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -52,7 +59,9 @@ CREATE TABLE credentials (
     public_key TEXT,
     offline_limits TEXT,
     created_at_us BIGINT NOT NULL,
-    revoked_at_us BIGINT
+    revoked_at_us BIGINT,
+    event_id BIGINT NOT NULL UNIQUE,
+    revoked_event_id BIGINT
 );
 CREATE TABLE adjustments (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -64,5 +73,6 @@ CREATE TABLE adjustments (
     approved_by BIGINT REFERENCES credentials (id),
     status TEXT NOT NULL CHECK (status IN ('pending', 'posted', 'rejected')),
     entry_seq BIGINT,
-    created_at_us BIGINT NOT NULL
+    created_at_us BIGINT NOT NULL,
+    event_id BIGINT NOT NULL UNIQUE
 );

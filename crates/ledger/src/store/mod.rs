@@ -666,7 +666,7 @@ impl Db {
     }
 
     /// The last entry recorded at or before `time_us`, or 0.
-    fn seq_at(&mut self, time_us: i64) -> Result<i64, LedgerError> {
+    pub fn seq_at(&mut self, time_us: i64) -> Result<i64, LedgerError> {
         let max: Option<i64> = on_db!(self, |c| journal_entries::table
             .filter(journal_entries::time_us.le(time_us))
             .select(diesel::dsl::max(journal_entries::seq))
@@ -685,6 +685,41 @@ impl Db {
             .optional())
         .map_err(storage)?;
         Ok(balance.unwrap_or(0))
+    }
+
+    /// The entries posting to an account: after `after_seq` ascending, or (when
+    /// `newest_first`) before `after_seq` descending (0 = from the newest).
+    pub fn account_entries(
+        &mut self,
+        id: AccountId,
+        after_seq: i64,
+        limit: i64,
+        newest_first: bool,
+    ) -> Result<Vec<Entry>, LedgerError> {
+        let seqs: Vec<i64> = if newest_first {
+            let before = if after_seq <= 0 { i64::MAX } else { after_seq };
+            on_db!(self, |c| postings::table
+                .filter(postings::account_id.eq(id.0).and(postings::entry_seq.lt(before)))
+                .order(postings::entry_seq.desc())
+                .limit(limit)
+                .select(postings::entry_seq)
+                .load(c))
+        } else {
+            on_db!(self, |c| postings::table
+                .filter(postings::account_id.eq(id.0).and(postings::entry_seq.gt(after_seq)))
+                .order(postings::entry_seq)
+                .limit(limit)
+                .select(postings::entry_seq)
+                .load(c))
+        }
+        .map_err(storage)?;
+        let mut seqs = seqs;
+        seqs.dedup();
+        let mut entries = self.entries_by_seq(&seqs)?;
+        if newest_first {
+            entries.reverse();
+        }
+        Ok(entries)
     }
 
     pub fn statement_lines(

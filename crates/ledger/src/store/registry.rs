@@ -21,6 +21,8 @@ pub struct Holder {
     pub categories: String,
     /// Created, µs.
     pub created_at_us: i64,
+    /// The operator_action event that created it.
+    pub event_id: i64,
 }
 
 /// A card: its UID, holder, wallet and status.
@@ -45,6 +47,10 @@ pub struct Card {
     pub created_at_us: i64,
     /// Last status change, µs.
     pub updated_at_us: i64,
+    /// The operator_action event that created it.
+    pub event_id: i64,
+    /// The event of the last status change.
+    pub status_event_id: i64,
 }
 
 /// A merchant.
@@ -63,6 +69,8 @@ pub struct Merchant {
     pub account_id: i64,
     /// Created, µs.
     pub created_at_us: i64,
+    /// The operator_action event that created it.
+    pub event_id: i64,
 }
 
 /// A service point (clinic desk, library gate, city office).
@@ -79,6 +87,8 @@ pub struct ServicePoint {
     pub policy: String,
     /// Created, µs.
     pub created_at_us: i64,
+    /// The operator_action event that created it.
+    pub event_id: i64,
 }
 
 /// A top-up agent.
@@ -93,6 +103,8 @@ pub struct Agent {
     pub account_id: i64,
     /// Created, µs.
     pub created_at_us: i64,
+    /// The operator_action event that created it.
+    pub event_id: i64,
 }
 
 /// A credential (bearer token), stored as the SHA-256 of the token.
@@ -121,6 +133,10 @@ pub struct Credential {
     pub created_at_us: i64,
     /// Revoked, µs.
     pub revoked_at_us: Option<i64>,
+    /// The operator_action event that created it.
+    pub event_id: i64,
+    /// The event that revoked it.
+    pub revoked_event_id: Option<i64>,
 }
 
 /// An adjustment awaiting (or past) a second operator's approval.
@@ -147,6 +163,8 @@ pub struct Adjustment {
     pub entry_seq: Option<i64>,
     /// Created, µs.
     pub created_at_us: i64,
+    /// The operator_action event that created it.
+    pub event_id: i64,
 }
 
 /// Reads and writes of the registry, inside one transaction.
@@ -166,14 +184,39 @@ macro_rules! find {
     };
 }
 
+macro_rules! by_event {
+    ($fn:ident, $table:ident, $ty:ty) => {
+        /// The row created by this event, if it was.
+        pub fn $fn(&mut self, event_id: i64) -> Result<Option<$ty>, LedgerError> {
+            find!(self, $table::table.filter($table::event_id.eq(event_id)), $ty)
+        }
+    };
+}
+
 impl Registry<'_> {
+    by_event!(holder_by_event, holders, Holder);
+    by_event!(card_by_event, cards, Card);
+    by_event!(merchant_by_event, merchants, Merchant);
+    by_event!(service_point_by_event, service_points, ServicePoint);
+    by_event!(agent_by_event, agents, Agent);
+    by_event!(credential_by_event, credentials, Credential);
+    by_event!(adjustment_by_event, adjustments, Adjustment);
+
     /// Adds a holder.
-    pub fn insert_holder(&mut self, name: &str, nik_hash: &[u8], categories: &str, now_us: i64) -> Result<Holder, LedgerError> {
+    pub fn insert_holder(
+        &mut self,
+        name: &str,
+        nik_hash: &[u8],
+        categories: &str,
+        now_us: i64,
+        event_id: i64,
+    ) -> Result<Holder, LedgerError> {
         let values = (
             holders::name.eq(name),
             holders::nik_hash.eq(nik_hash),
             holders::categories.eq(categories),
             holders::created_at_us.eq(now_us),
+            holders::event_id.eq(event_id),
         );
         insert_returning!(self, holders::table, values, Holder)
     }
@@ -189,13 +232,22 @@ impl Registry<'_> {
     }
 
     /// Adds an active card.
-    pub fn insert_card(&mut self, uid: &str, holder_id: i64, account_id: i64, now_us: i64) -> Result<Card, LedgerError> {
+    pub fn insert_card(
+        &mut self,
+        uid: &str,
+        holder_id: i64,
+        account_id: i64,
+        now_us: i64,
+        event_id: i64,
+    ) -> Result<Card, LedgerError> {
         let values = (
             cards::uid.eq(uid),
             cards::holder_id.eq(holder_id),
             cards::account_id.eq(account_id),
             cards::status.eq("active"),
             cards::created_at_us.eq(now_us),
+            cards::event_id.eq(event_id),
+            cards::status_event_id.eq(event_id),
             cards::updated_at_us.eq(now_us),
         );
         insert_returning!(self, cards::table, values, Card)
@@ -221,7 +273,8 @@ impl Registry<'_> {
         .map_err(storage)
     }
 
-    /// Sets a card's status.
+    /// Sets a card's status as logged by event `event_id`, unless a later event already
+    /// changed it; true when it changed.
     pub fn set_card_status(
         &mut self,
         id: i64,
@@ -229,17 +282,19 @@ impl Registry<'_> {
         reason: Option<&str>,
         replaced_by: Option<i64>,
         now_us: i64,
-    ) -> Result<(), LedgerError> {
-        on_db!(self.0, |c| diesel::update(cards::table.find(id))
+        event_id: i64,
+    ) -> Result<bool, LedgerError> {
+        let n = on_db!(self.0, |c| diesel::update(cards::table.find(id).filter(cards::status_event_id.lt(event_id)))
             .set((
                 cards::status.eq(status),
                 cards::block_reason.eq(reason),
                 cards::replaced_by.eq(replaced_by),
                 cards::updated_at_us.eq(now_us),
+                cards::status_event_id.eq(event_id),
             ))
             .execute(c))
         .map_err(storage)?;
-        Ok(())
+        Ok(n == 1)
     }
 
     /// Adds a merchant.
@@ -250,6 +305,7 @@ impl Registry<'_> {
         fee_rate: &str,
         account_id: i64,
         now_us: i64,
+        event_id: i64,
     ) -> Result<Merchant, LedgerError> {
         let values = (
             merchants::name.eq(name),
@@ -257,6 +313,7 @@ impl Registry<'_> {
             merchants::fee_rate.eq(fee_rate),
             merchants::account_id.eq(account_id),
             merchants::created_at_us.eq(now_us),
+            merchants::event_id.eq(event_id),
         );
         insert_returning!(self, merchants::table, values, Merchant)
     }
@@ -278,12 +335,14 @@ impl Registry<'_> {
         service: &str,
         policy: &str,
         now_us: i64,
+        event_id: i64,
     ) -> Result<ServicePoint, LedgerError> {
         let values = (
             service_points::name.eq(name),
             service_points::service.eq(service),
             service_points::policy.eq(policy),
             service_points::created_at_us.eq(now_us),
+            service_points::event_id.eq(event_id),
         );
         insert_returning!(self, service_points::table, values, ServicePoint)
     }
@@ -295,16 +354,24 @@ impl Registry<'_> {
 
     /// Every service point.
     pub fn service_points(&mut self) -> Result<Vec<ServicePoint>, LedgerError> {
-        on_db!(self.0, |c| service_points::table
-            .order(service_points::id)
-            .select(ServicePoint::as_select())
-            .load(c))
-        .map_err(storage)
+        on_db!(self.0, |c| service_points::table.order(service_points::id).select(ServicePoint::as_select()).load(c))
+            .map_err(storage)
     }
 
     /// Adds an agent.
-    pub fn insert_agent(&mut self, name: &str, account_id: i64, now_us: i64) -> Result<Agent, LedgerError> {
-        let values = (agents::name.eq(name), agents::account_id.eq(account_id), agents::created_at_us.eq(now_us));
+    pub fn insert_agent(
+        &mut self,
+        name: &str,
+        account_id: i64,
+        now_us: i64,
+        event_id: i64,
+    ) -> Result<Agent, LedgerError> {
+        let values = (
+            agents::name.eq(name),
+            agents::account_id.eq(account_id),
+            agents::created_at_us.eq(now_us),
+            agents::event_id.eq(event_id),
+        );
         insert_returning!(self, agents::table, values, Agent)
     }
 
@@ -324,6 +391,7 @@ impl Registry<'_> {
         public_key: Option<&str>,
         offline_limits: Option<&str>,
         now_us: i64,
+        event_id: i64,
     ) -> Result<Credential, LedgerError> {
         let values = (
             credentials::role.eq(role),
@@ -335,6 +403,7 @@ impl Registry<'_> {
             credentials::public_key.eq(public_key),
             credentials::offline_limits.eq(offline_limits),
             credentials::created_at_us.eq(now_us),
+            credentials::event_id.eq(event_id),
         );
         insert_returning!(self, credentials::table, values, Credential)
     }
@@ -350,11 +419,11 @@ impl Registry<'_> {
     }
 
     /// Revokes a credential (at once: every request looks the token up).
-    pub fn revoke_credential(&mut self, id: i64, now_us: i64) -> Result<bool, LedgerError> {
+    pub fn revoke_credential(&mut self, id: i64, now_us: i64, event_id: i64) -> Result<bool, LedgerError> {
         let n = on_db!(self.0, |c| diesel::update(
             credentials::table.find(id).filter(credentials::revoked_at_us.is_null())
         )
-        .set(credentials::revoked_at_us.eq(now_us))
+        .set((credentials::revoked_at_us.eq(now_us), credentials::revoked_event_id.eq(event_id)))
         .execute(c))
         .map_err(storage)?;
         Ok(n == 1)
@@ -369,6 +438,7 @@ impl Registry<'_> {
         reason: &str,
         requested_by: i64,
         now_us: i64,
+        event_id: i64,
     ) -> Result<Adjustment, LedgerError> {
         let values = (
             adjustments::account_id.eq(account_id),
@@ -378,6 +448,7 @@ impl Registry<'_> {
             adjustments::requested_by.eq(requested_by),
             adjustments::status.eq("pending"),
             adjustments::created_at_us.eq(now_us),
+            adjustments::event_id.eq(event_id),
         );
         insert_returning!(self, adjustments::table, values, Adjustment)
     }
@@ -389,14 +460,15 @@ impl Registry<'_> {
 
     /// Marks a pending adjustment posted; false when it was not pending any more.
     pub fn adjustment_posted(&mut self, id: i64, approved_by: i64, entry_seq: i64) -> Result<bool, LedgerError> {
-        let n = on_db!(self.0, |c| diesel::update(adjustments::table.find(id).filter(adjustments::status.eq("pending")))
-            .set((
-                adjustments::status.eq("posted"),
-                adjustments::approved_by.eq(approved_by),
-                adjustments::entry_seq.eq(entry_seq),
-            ))
-            .execute(c))
-        .map_err(storage)?;
+        let n =
+            on_db!(self.0, |c| diesel::update(adjustments::table.find(id).filter(adjustments::status.eq("pending")))
+                .set((
+                    adjustments::status.eq("posted"),
+                    adjustments::approved_by.eq(approved_by),
+                    adjustments::entry_seq.eq(entry_seq),
+                ))
+                .execute(c))
+            .map_err(storage)?;
         Ok(n == 1)
     }
 }

@@ -135,6 +135,7 @@ diesel::table! {
         nik_hash -> Binary,
         categories -> Text,
         created_at_us -> BigInt,
+        event_id -> BigInt,
     }
 }
 
@@ -149,6 +150,8 @@ diesel::table! {
         replaced_by -> Nullable<BigInt>,
         created_at_us -> BigInt,
         updated_at_us -> BigInt,
+        event_id -> BigInt,
+        status_event_id -> BigInt,
     }
 }
 
@@ -160,6 +163,7 @@ diesel::table! {
         fee_rate -> Text,
         account_id -> BigInt,
         created_at_us -> BigInt,
+        event_id -> BigInt,
     }
 }
 
@@ -170,6 +174,7 @@ diesel::table! {
         service -> Text,
         policy -> Text,
         created_at_us -> BigInt,
+        event_id -> BigInt,
     }
 }
 
@@ -179,6 +184,7 @@ diesel::table! {
         name -> Text,
         account_id -> BigInt,
         created_at_us -> BigInt,
+        event_id -> BigInt,
     }
 }
 
@@ -195,6 +201,8 @@ diesel::table! {
         offline_limits -> Nullable<Text>,
         created_at_us -> BigInt,
         revoked_at_us -> Nullable<BigInt>,
+        event_id -> BigInt,
+        revoked_event_id -> Nullable<BigInt>,
     }
 }
 
@@ -210,5 +218,6 @@ diesel::table! {
         status -> Text,
         entry_seq -> Nullable<BigInt>,
         created_at_us -> BigInt,
+        event_id -> BigInt,
     }
 }

@@ -1,0 +1,237 @@
+//! Access to public services (SPEC §8): a service point's policy decides allow or deny with
+//! a reason code; a clinic gives queue numbers; every decision is a leaf of the audit log.
+
+use actix_web::{web, HttpResponse};
+use chrono::{NaiveTime, TimeZone};
+use ledger::domain::{Event, Rejection};
+use ledger::registry::ServicePoint;
+use ledger::{EventFilter, LedgerError};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::auth::{Caller, IdempotencyKey, Role};
+use crate::error::ApiError;
+use crate::operator::{split_categories, CATEGORIES};
+use crate::wire::{self, Tap};
+use crate::{blocking, AppState};
+
+/// Registers the service point route.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/access-checks", web::post().to(access_check));
+}
+
+/// Who may enter a service point, and when.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Holder categories admitted (resident, student, senior, insured, staff); empty admits
+    /// every registered holder.
+    #[serde(default)]
+    pub categories: Vec<String>,
+    /// Opening time, local "HH:MM".
+    pub opens: Option<String>,
+    /// Closing time, local "HH:MM" (exclusive).
+    pub closes: Option<String>,
+    /// IANA time zone of the opening hours and of the day (default Asia/Makassar).
+    #[serde(default = "default_tz")]
+    pub timezone: String,
+    /// Entries allowed per holder per local day.
+    pub daily_quota: Option<u32>,
+    /// A holder allowed in may not be allowed again within this many minutes.
+    pub anti_passback_minutes: Option<u32>,
+    /// Allowed entries get the day's next queue number.
+    #[serde(default)]
+    pub issues_queue_numbers: bool,
+}
+
+fn default_tz() -> String {
+    "Asia/Makassar".into()
+}
+
+fn hhmm(field: &str, v: &Option<String>) -> Result<Option<NaiveTime>, ApiError> {
+    v.as_deref()
+        .map(|t| {
+            NaiveTime::parse_from_str(t, "%H:%M")
+                .map_err(|_| ApiError::unprocessable("invalid_field", format!("policy.{field} must be HH:MM")))
+        })
+        .transpose()
+}
+
+impl Policy {
+    /// Checks the policy.
+    pub fn check(&self) -> Result<(), ApiError> {
+        if let Some(bad) = self.categories.iter().find(|c| !CATEGORIES.contains(&c.as_str())) {
+            return Err(ApiError::unprocessable("invalid_field", format!("unknown category {bad:?}")));
+        }
+        let (o, c) = (hhmm("opens", &self.opens)?, hhmm("closes", &self.closes)?);
+        if o.is_some() != c.is_some() {
+            return Err(ApiError::unprocessable("invalid_field", "policy.opens and policy.closes go together"));
+        }
+        self.tz()?;
+        if self.daily_quota == Some(0) {
+            return Err(ApiError::unprocessable("invalid_field", "policy.daily_quota must be at least 1"));
+        }
+        Ok(())
+    }
+
+    fn tz(&self) -> Result<chrono_tz::Tz, ApiError> {
+        self.timezone
+            .parse::<chrono_tz::Tz>()
+            .map_err(|_| ApiError::unprocessable("invalid_field", "policy.timezone is not an IANA time zone"))
+    }
+}
+
+/// `POST /v1/access-checks`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccessCheck {
+    /// The card's tap.
+    pub tap: Tap,
+}
+
+/// The decision.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Decision {
+    /// allow or deny.
+    pub decision: String,
+    /// Why: entitled, or card_blocked, card_unknown, replay, not_entitled, closed,
+    /// quota_reached, passback.
+    pub reason: String,
+    /// For clinics: today's queue number.
+    pub queue_number: Option<i64>,
+    /// The card, when known.
+    pub card_id: Option<String>,
+    /// When (RFC 3339).
+    pub checked_at: String,
+    /// The decision's leaf in the audit log.
+    pub leaf_index: Option<i64>,
+    /// Its leaf hash.
+    pub leaf_hash: Option<String>,
+}
+
+/// The decision a policy gives a holder now, before the tap's freshness is known.
+fn decide(
+    state: &AppState,
+    sp: &ServicePoint,
+    policy: &Policy,
+    holder_categories: &[String],
+    cards: &[i64],
+    now_us: i64,
+) -> Result<(&'static str, Option<String>), ApiError> {
+    if !policy.categories.is_empty() && !holder_categories.iter().any(|c| policy.categories.contains(c)) {
+        return Ok(("not_entitled", None));
+    }
+    let tz = policy.tz()?;
+    let now = tz.timestamp_micros(now_us).single().ok_or_else(|| ApiError::internal("time"))?;
+    if let (Some(o), Some(c)) = (hhmm("opens", &policy.opens)?, hhmm("closes", &policy.closes)?) {
+        let t = now.time();
+        let open = if o <= c { t >= o && t < c } else { t >= o || t < c };
+        if !open {
+            return Ok(("closed", None));
+        }
+    }
+    let day = now.date_naive();
+    let day_start = tz
+        .from_local_datetime(&day.and_time(NaiveTime::MIN))
+        .earliest()
+        .map(|d| d.timestamp_micros())
+        .unwrap_or(now_us);
+    let queue = policy.issues_queue_numbers.then(|| format!("service_point:{}:{}", sp.id, day.format("%Y-%m-%d")));
+    if policy.daily_quota.is_none() && policy.anti_passback_minutes.is_none() {
+        return Ok(("entitled", queue));
+    }
+    // The holder's allowed entries today (all the holder's cards: a replaced card does
+    // not reset the quota).
+    let mut allowed_today = 0u32;
+    let mut last_allowed = None;
+    for card in cards {
+        let filter = EventFilter {
+            kind: Some("access_decision".into()),
+            scope: Some(format!("service_point:{}", sp.id)),
+            card_id: Some(*card),
+            since_us: Some(day_start),
+        };
+        let mut after = 0;
+        loop {
+            let page = state.ledger.events(&filter, after, ledger::PAGE_MAX)?;
+            let Some(last) = page.last() else { break };
+            after = last.id;
+            for e in &page {
+                let allowed = serde_json::from_str::<serde_json::Value>(&e.payload)
+                    .is_ok_and(|p| p["decision"] == "allow");
+                if allowed {
+                    allowed_today += 1;
+                    last_allowed = last_allowed.max(Some(e.time_us));
+                }
+            }
+        }
+    }
+    if let (Some(minutes), Some(last)) = (policy.anti_passback_minutes, last_allowed) {
+        if now_us - last < i64::from(minutes) * 60_000_000 {
+            return Ok(("passback", None));
+        }
+    }
+    if policy.daily_quota.is_some_and(|q| allowed_today >= q) {
+        return Ok(("quota_reached", None));
+    }
+    Ok(("entitled", queue))
+}
+
+/// Decides whether a card holder may enter or be served, logs the decision, and gives a
+/// queue number when the service point issues them.
+#[utoipa::path(post, path = "/v1/access-checks", tag = "service point", request_body = AccessCheck, params(("Idempotency-Key" = String, Header)),
+    responses((status = 200, body = Decision), (status = 422, body = crate::error::Problem)))]
+pub async fn access_check(
+    state: web::Data<AppState>,
+    caller: Caller,
+    idem: IdempotencyKey,
+    body: web::Json<AccessCheck>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(&[Role::ServicePoint])?;
+    let sp_id = caller.credential.service_point_id.ok_or_else(|| ApiError::forbidden("no service point"))?;
+    let tap = state.taps.verify(&body.tap)?;
+    let st = state.clone();
+    let uid = tap.uid.clone();
+    let now_us = state.ledger.now_us();
+    let (decision, reason, card_id, queue) = blocking(move || {
+        let sp = st.ledger.registry(|r| r.service_point(sp_id))?.ok_or_else(|| ApiError::forbidden("service point gone"))?;
+        let policy: Policy = serde_json::from_str(&sp.policy).map_err(ApiError::internal)?;
+        let Some(card) = st.ledger.registry(|r| r.card_by_uid(&uid))? else {
+            return Ok(("deny", "card_unknown", None, None));
+        };
+        if card.status != "active" {
+            return Ok(("deny", "card_blocked", Some(card.id), None));
+        }
+        let holder = st.ledger.registry(|r| r.holder(card.holder_id))?.ok_or_else(|| ApiError::internal("holder"))?;
+        let cards: Vec<i64> = st.ledger.registry(|r| r.cards_of_holder(holder.id))?.iter().map(|c| c.id).collect();
+        let (reason, queue) = decide(&st, &sp, &policy, &split_categories(&holder.categories), &cards, now_us)?;
+        Ok((if reason == "entitled" { "allow" } else { "deny" }, reason, Some(card.id), queue))
+    })
+    .await?;
+    let key = ledger::domain::IdempotencyKey::parse(&caller.key(&idem.0)).map_err(|_| ApiError::internal("key"))?;
+    let event = |decision: &str, reason: &str, counter: Option<i64>, queue: Option<String>| Event {
+        kind: "access_decision".into(),
+        scope: Some(format!("service_point:{sp_id}")),
+        card_id,
+        card_read_counter: counter,
+        queue_key: queue,
+        idempotency_key: Some(key.clone()),
+        payload: json!({"decision": decision, "reason": reason, "uid": tap.uid, "counter": tap.counter}).to_string(),
+    };
+    let counter = card_id.map(|_| tap.counter);
+    let recorded = match state.ledger.record(event(decision, reason, counter, queue)).await {
+        // The tap is not fresh: a replay or a clone. The refusal is itself a decision.
+        Err(LedgerError::Rejected(Rejection::CardReplay)) => state.ledger.record(event("deny", "replay", None, None)).await?,
+        other => other?,
+    };
+    let payload: serde_json::Value = serde_json::from_str(&recorded.event.payload).map_err(ApiError::internal)?;
+    Ok(HttpResponse::Ok().json(Decision {
+        decision: payload["decision"].as_str().unwrap_or("deny").to_owned(),
+        reason: payload["reason"].as_str().unwrap_or("").to_owned(),
+        queue_number: recorded.event.queue_number,
+        card_id: recorded.event.card_id.map(|c| c.to_string()),
+        checked_at: wire::time(recorded.event.time_us),
+        leaf_index: recorded.event.audit.map(|a| a.leaf_index),
+        leaf_hash: recorded.event.audit.map(|a| hex::encode(a.leaf_hash)),
+    }))
+}

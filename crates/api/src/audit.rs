@@ -1,0 +1,590 @@
+//! Auditor reads (the whole ledger, read-only), proofs and checkpoints (anyone may check a
+//! receipt), and the public transparency totals.
+
+use std::collections::{BTreeMap, HashMap};
+
+use actix_web::{web, HttpResponse};
+use ledger::domain::{AccountId, Entry, EntryKind};
+use ledger::EventFilter;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{Caller, Role};
+use crate::error::ApiError;
+use crate::merchant::{statement, StatementQuery, StatementView};
+use crate::wire::{self, money, Money, Page};
+use crate::{blocking, AppState};
+
+/// Registers the audit and public routes.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/audit/leaves", web::get().to(leaves))
+        .route("/v1/audit/entries", web::get().to(entries))
+        .route("/v1/audit/accounts/{id}/balance", web::get().to(balance))
+        .route("/v1/audit/accounts/{id}/statement", web::get().to(account_statement))
+        .route("/v1/audit/trial-balance", web::get().to(trial_balance))
+        .route("/v1/audit/checkpoints/latest", web::get().to(latest_checkpoint))
+        .route("/v1/audit/proofs/inclusion", web::get().to(inclusion))
+        .route("/v1/audit/proofs/consistency", web::get().to(consistency))
+        .route("/v1/audit/access-log", web::get().to(access_log))
+        .route("/v1/audit/public-key", web::get().to(public_key))
+        .route("/v1/transparency", web::get().to(transparency));
+}
+
+fn auditor(caller: &Caller) -> Result<(), ApiError> {
+    caller.require(&[Role::Auditor, Role::Operator])
+}
+
+/// Leaves query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct LeavesQuery {
+    /// First leaf index (default 0).
+    pub from: Option<i64>,
+    /// How many (1 to 1000).
+    pub limit: Option<i64>,
+}
+
+/// One leaf.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LeafView {
+    /// 0-based index.
+    pub leaf_index: i64,
+    /// `entry` or the event's kind.
+    pub kind: String,
+    /// The canonical leaf bytes (docs/AUDIT.md), hex.
+    pub leaf: String,
+    /// SHA-256(0x00 || leaf), hex.
+    pub leaf_hash: String,
+}
+
+/// A page of leaves.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Leaves {
+    /// The leaves.
+    pub leaves: Vec<LeafView>,
+    /// The `from` of the next page, when there is one.
+    pub next_cursor: Option<String>,
+}
+
+/// The audit log's leaves: anyone holding them recomputes the tree.
+#[utoipa::path(get, path = "/v1/audit/leaves", tag = "auditor", params(LeavesQuery), responses((status = 200, body = Leaves)))]
+pub async fn leaves(state: web::Data<AppState>, caller: Caller, q: web::Query<LeavesQuery>) -> Result<HttpResponse, ApiError> {
+    auditor(&caller)?;
+    let from = q.from.unwrap_or(0);
+    let limit = Page { limit: q.limit, cursor: None }.limit()?;
+    if from < 0 {
+        return Err(ApiError::bad_request("invalid_query", "from must be 0 or more"));
+    }
+    let st = state.clone();
+    let rows = blocking(move || Ok(st.ledger.leaves(from, limit)?)).await?;
+    let next_cursor = (rows.len() as i64 == limit).then(|| (from + limit).to_string());
+    Ok(HttpResponse::Ok().json(Leaves {
+        leaves: rows
+            .into_iter()
+            .map(|r| LeafView { leaf_index: r.leaf_index, kind: r.kind, leaf: hex::encode(&r.leaf), leaf_hash: hex::encode(&r.leaf_hash) })
+            .collect(),
+        next_cursor,
+    }))
+}
+
+/// A posting.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PostingView {
+    /// Account.
+    pub account_id: String,
+    /// Signed amount.
+    pub amount: Money,
+    /// The account's balance after.
+    pub balance_after: Money,
+}
+
+/// A journal entry, whole, with its leaf.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EntryView {
+    /// Sequence number.
+    pub entry_seq: i64,
+    /// Kind.
+    pub kind: String,
+    /// When.
+    pub time: String,
+    /// Principal amount.
+    pub amount: Money,
+    /// Fee part.
+    pub fee: Money,
+    /// Principal account.
+    pub account_id: Option<String>,
+    /// Other side.
+    pub counterparty_id: Option<String>,
+    /// Related entry.
+    pub related_seq: Option<i64>,
+    /// Hold expiry.
+    pub expires_at: Option<String>,
+    /// Terminal or credential.
+    pub terminal_id: Option<String>,
+    /// Card.
+    pub card_id: Option<String>,
+    /// Tap counter.
+    pub card_read_counter: Option<i64>,
+    /// Merchant reference.
+    pub merchant_reference: Option<String>,
+    /// Memo.
+    pub memo: Option<String>,
+    /// Postings.
+    pub postings: Vec<PostingView>,
+    /// Leaf index.
+    pub leaf_index: Option<i64>,
+    /// Leaf hash, hex.
+    pub leaf_hash: Option<String>,
+    /// Leaf bytes, hex.
+    pub leaf: String,
+}
+
+fn entry_view(e: &Entry) -> EntryView {
+    let r = &e.references;
+    EntryView {
+        entry_seq: e.seq,
+        kind: e.kind.as_str().to_owned(),
+        time: wire::time(e.time_us),
+        amount: money(e.amount_minor, e.currency),
+        fee: money(e.fee_minor, e.currency),
+        account_id: e.account_id.map(|a| a.0.to_string()),
+        counterparty_id: e.counterparty_id.map(|a| a.0.to_string()),
+        related_seq: e.related_seq,
+        expires_at: e.expires_at_us.map(wire::time),
+        terminal_id: r.terminal_id.clone(),
+        card_id: r.card_id.map(|c| c.to_string()),
+        card_read_counter: r.card_read_counter,
+        merchant_reference: r.merchant_reference.clone(),
+        memo: r.memo.clone(),
+        postings: e
+            .postings
+            .iter()
+            .map(|p| PostingView {
+                account_id: p.account_id.0.to_string(),
+                amount: money(p.amount_minor, p.currency),
+                balance_after: money(p.balance_after_minor, p.currency),
+            })
+            .collect(),
+        leaf_index: e.audit.map(|a| a.leaf_index),
+        leaf_hash: e.audit.map(|a| hex::encode(a.leaf_hash)),
+        leaf: hex::encode(ledger::audit::entry_leaf(e)),
+    }
+}
+
+/// A page of entries.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Entries {
+    /// The entries, in sequence order.
+    pub entries: Vec<EntryView>,
+    /// Continue with this cursor.
+    pub next_cursor: Option<String>,
+}
+
+/// Journal entries in sequence order, with their leaf bytes.
+#[utoipa::path(get, path = "/v1/audit/entries", tag = "auditor", params(Page), responses((status = 200, body = Entries)))]
+pub async fn entries(state: web::Data<AppState>, caller: Caller, page: web::Query<Page>) -> Result<HttpResponse, ApiError> {
+    auditor(&caller)?;
+    let (limit, after) = (page.limit()?, page.after()?);
+    let st = state.clone();
+    let list = blocking(move || Ok(st.ledger.entries(after + 1, limit)?)).await?;
+    let next_cursor = (list.len() as i64 == limit).then(|| list.last().map(|e| wire::cursor(e.seq))).flatten();
+    Ok(HttpResponse::Ok().json(Entries { entries: list.iter().map(entry_view).collect(), next_cursor }))
+}
+
+/// Balance query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct AtQuery {
+    /// RFC 3339 time; now when omitted.
+    pub at: Option<String>,
+}
+
+/// A balance at a time.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BalanceView {
+    /// Account.
+    pub account_id: String,
+    /// Kind.
+    pub kind: String,
+    /// Balance.
+    pub balance: Money,
+    /// As of.
+    pub at: String,
+}
+
+/// An account's balance now or at any past time.
+#[utoipa::path(get, path = "/v1/audit/accounts/{id}/balance", tag = "auditor", params(("id" = String, Path), AtQuery),
+    responses((status = 200, body = BalanceView), (status = 404, body = crate::error::Problem)))]
+pub async fn balance(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+    q: web::Query<AtQuery>,
+) -> Result<HttpResponse, ApiError> {
+    auditor(&caller)?;
+    let id = AccountId(wire::id(&id)?);
+    let at = q.at.as_deref().map(wire::parse_time).transpose()?;
+    let st = state.clone();
+    let view = blocking(move || {
+        let a = st.ledger.account(id)?.ok_or_else(|| ApiError::not_found("not_found", "no such account"))?;
+        let at_us = at.unwrap_or_else(|| st.ledger.now_us());
+        let b = match at {
+            Some(t) => st.ledger.balance_at(id, t)?,
+            None => st.ledger.balance(id)?,
+        };
+        Ok(BalanceView { account_id: id.0.to_string(), kind: a.kind.as_str().to_owned(), balance: money(b, a.currency), at: wire::time(at_us) })
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// Any account's statement for a period.
+#[utoipa::path(get, path = "/v1/audit/accounts/{id}/statement", tag = "auditor", params(("id" = String, Path), StatementQuery),
+    responses((status = 200, body = StatementView), (status = 404, body = crate::error::Problem)))]
+pub async fn account_statement(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+    q: web::Query<StatementQuery>,
+) -> Result<HttpResponse, ApiError> {
+    auditor(&caller)?;
+    let id = AccountId(wire::id(&id)?);
+    Ok(HttpResponse::Ok().json(statement(&state, id, &q).await?))
+}
+
+/// One currency of the trial balance.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TrialLine {
+    /// Currency.
+    pub currency: String,
+    /// Sum of every balance: zero when the books balance.
+    pub balances_sum: String,
+    /// All debits ever.
+    pub debits: String,
+    /// All credits ever.
+    pub credits: String,
+    /// balances_sum is zero.
+    pub balanced: bool,
+}
+
+/// The trial balance.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TrialBalance {
+    /// Per currency.
+    pub currencies: Vec<TrialLine>,
+    /// Entries so far.
+    pub last_entry_seq: i64,
+}
+
+/// Every currency sums to zero.
+#[utoipa::path(get, path = "/v1/audit/trial-balance", tag = "auditor", responses((status = 200, body = TrialBalance)))]
+pub async fn trial_balance(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+    auditor(&caller)?;
+    let st = state.clone();
+    let (lines, last) = blocking(move || Ok((st.ledger.trial_balance()?, st.ledger.last_seq()?))).await?;
+    Ok(HttpResponse::Ok().json(TrialBalance {
+        currencies: lines
+            .iter()
+            .map(|l| TrialLine {
+                currency: l.currency.code().to_owned(),
+                balances_sum: l.currency.format_minor(l.balances_sum_minor),
+                debits: l.currency.format_minor(l.debits_minor),
+                credits: l.currency.format_minor(l.credits_minor),
+                balanced: l.balances_sum_minor == 0,
+            })
+            .collect(),
+        last_entry_seq: last,
+    }))
+}
+
+/// The newest signed checkpoint (C2SP signed note), for anyone.
+#[utoipa::path(get, path = "/v1/audit/checkpoints/latest", tag = "public",
+    responses((status = 200, description = "the signed note", content_type = "text/plain"), (status = 404, body = crate::error::Problem)))]
+pub async fn latest_checkpoint(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let st = state.clone();
+    let cp = blocking(move || Ok(st.ledger.latest_checkpoint()?))
+        .await?
+        .ok_or_else(|| ApiError::not_found("no_checkpoint", "no checkpoint has been signed yet"))?;
+    Ok(HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(cp.note))
+}
+
+/// The checkpoint verifier key line, for anyone.
+#[utoipa::path(get, path = "/v1/audit/public-key", tag = "public",
+    responses((status = 200, description = "<name>+<key id>+<base64 key>", content_type = "text/plain")))]
+pub async fn public_key(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let key = state.settings.verifier_key.clone().ok_or_else(|| ApiError::not_found("no_key", "this server signs no checkpoints"))?;
+    Ok(HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(format!("{key}\n")))
+}
+
+/// Inclusion proof query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct InclusionQuery {
+    /// The leaf.
+    pub leaf_index: i64,
+    /// The tree size (of a signed checkpoint).
+    pub tree_size: i64,
+}
+
+/// An inclusion proof (RFC 9162 §2.1.3).
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct InclusionProof {
+    /// The leaf.
+    pub leaf_index: i64,
+    /// The tree size.
+    pub tree_size: i64,
+    /// Hex hashes in RFC 9162 order.
+    pub hashes: Vec<String>,
+}
+
+/// Proves that a leaf (a receipt) is in the tree of a checkpoint; for anyone.
+#[utoipa::path(get, path = "/v1/audit/proofs/inclusion", tag = "public", params(InclusionQuery),
+    responses((status = 200, body = InclusionProof), (status = 400, body = crate::error::Problem)))]
+pub async fn inclusion(state: web::Data<AppState>, q: web::Query<InclusionQuery>) -> Result<HttpResponse, ApiError> {
+    let (i, n) = (q.leaf_index, q.tree_size);
+    let st = state.clone();
+    let hashes = blocking(move || st.ledger.inclusion_proof(i, n).map_err(proof_error)).await?;
+    Ok(HttpResponse::Ok().json(InclusionProof { leaf_index: i, tree_size: n, hashes: hashes.iter().map(hex::encode).collect() }))
+}
+
+fn proof_error(e: ledger::LedgerError) -> ApiError {
+    match e {
+        ledger::LedgerError::OutOfRange(m) => ApiError::bad_request("invalid_query", m),
+        other => other.into(),
+    }
+}
+
+/// Consistency proof query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ConsistencyQuery {
+    /// The older tree size.
+    pub first: i64,
+    /// The newer tree size.
+    pub second: i64,
+}
+
+/// A consistency proof (RFC 9162 §2.1.4).
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ConsistencyProof {
+    /// Older size.
+    pub first: i64,
+    /// Newer size.
+    pub second: i64,
+    /// Hex hashes in RFC 9162 order.
+    pub hashes: Vec<String>,
+}
+
+/// Proves that the log of size `second` extends the log of size `first`; for anyone.
+#[utoipa::path(get, path = "/v1/audit/proofs/consistency", tag = "public", params(ConsistencyQuery),
+    responses((status = 200, body = ConsistencyProof), (status = 400, body = crate::error::Problem)))]
+pub async fn consistency(state: web::Data<AppState>, q: web::Query<ConsistencyQuery>) -> Result<HttpResponse, ApiError> {
+    let (a, b) = (q.first, q.second);
+    let st = state.clone();
+    let hashes = blocking(move || st.ledger.consistency_proof(a, b).map_err(proof_error)).await?;
+    Ok(HttpResponse::Ok().json(ConsistencyProof { first: a, second: b, hashes: hashes.iter().map(hex::encode).collect() }))
+}
+
+/// Access log query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct AccessLogQuery {
+    /// Only this service point.
+    pub service_point_id: Option<String>,
+    /// Page size.
+    pub limit: Option<i64>,
+    /// Continue from a previous page.
+    pub cursor: Option<String>,
+}
+
+/// One access decision.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AccessLogLine {
+    /// Event id.
+    pub id: String,
+    /// When.
+    pub time: String,
+    /// The service point.
+    pub service_point_id: Option<String>,
+    /// The card.
+    pub card_id: Option<String>,
+    /// allow or deny.
+    pub decision: String,
+    /// Reason code.
+    pub reason: String,
+    /// Queue number.
+    pub queue_number: Option<i64>,
+    /// Leaf.
+    pub leaf_index: Option<i64>,
+}
+
+/// A page of the access log.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AccessLog {
+    /// Decisions, oldest first.
+    pub decisions: Vec<AccessLogLine>,
+    /// Continue with this cursor.
+    pub next_cursor: Option<String>,
+}
+
+/// Every access decision.
+#[utoipa::path(get, path = "/v1/audit/access-log", tag = "auditor", params(AccessLogQuery), responses((status = 200, body = AccessLog)))]
+pub async fn access_log(state: web::Data<AppState>, caller: Caller, q: web::Query<AccessLogQuery>) -> Result<HttpResponse, ApiError> {
+    auditor(&caller)?;
+    let page = Page { limit: q.limit, cursor: q.cursor.clone() };
+    let (limit, after) = (page.limit()?, page.after()?);
+    let scope = q.service_point_id.as_deref().map(|s| wire::id(s).map(|id| format!("service_point:{id}"))).transpose()?;
+    let st = state.clone();
+    let filter = EventFilter { kind: Some("access_decision".into()), scope, ..Default::default() };
+    let events = blocking(move || Ok(st.ledger.events(&filter, after, limit)?)).await?;
+    let next_cursor = (events.len() as i64 == limit).then(|| events.last().map(|e| wire::cursor(e.id))).flatten();
+    let decisions = events
+        .iter()
+        .map(|e| {
+            let p: serde_json::Value = serde_json::from_str(&e.payload).unwrap_or_default();
+            AccessLogLine {
+                id: e.id.to_string(),
+                time: wire::time(e.time_us),
+                service_point_id: e.scope.as_deref().and_then(|s| s.strip_prefix("service_point:")).map(str::to_owned),
+                card_id: e.card_id.map(|c| c.to_string()),
+                decision: p["decision"].as_str().unwrap_or("").to_owned(),
+                reason: p["reason"].as_str().unwrap_or("").to_owned(),
+                queue_number: e.queue_number,
+                leaf_index: e.audit.map(|a| a.leaf_index),
+            }
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(AccessLog { decisions, next_cursor }))
+}
+
+/// Transparency query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct DayQuery {
+    /// The UTC day, YYYY-MM-DD; today when omitted.
+    pub date: Option<String>,
+}
+
+/// Totals of one merchant category.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CategoryTotal {
+    /// Category.
+    pub category: String,
+    /// Payments and captures.
+    pub payments: u64,
+    /// Their total.
+    pub amount: Money,
+    /// Refunded.
+    pub refunded: Money,
+}
+
+/// Totals of one public service.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ServiceTotal {
+    /// Service.
+    pub service: String,
+    /// Allowed.
+    pub allowed: u64,
+    /// Denied.
+    pub denied: u64,
+}
+
+/// The day's totals, with no personal data.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Transparency {
+    /// The day.
+    pub date: String,
+    /// Per merchant category.
+    pub merchants: Vec<CategoryTotal>,
+    /// Per public service.
+    pub services: Vec<ServiceTotal>,
+    /// Top-ups on the day.
+    pub topups: Money,
+    /// The audit log's size now.
+    pub tree_size: i64,
+}
+
+/// Daily totals per merchant category and public service: no personal data, for anyone.
+#[utoipa::path(get, path = "/v1/transparency", tag = "public", params(DayQuery), responses((status = 200, body = Transparency)))]
+pub async fn transparency(state: web::Data<AppState>, q: web::Query<DayQuery>) -> Result<HttpResponse, ApiError> {
+    let day = match &q.date {
+        Some(d) => chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")
+            .map_err(|_| ApiError::bad_request("invalid_query", "date must be YYYY-MM-DD"))?,
+        None => chrono::DateTime::from_timestamp_micros(state.ledger.now_us()).map(|t| t.date_naive()).unwrap_or_default(),
+    };
+    let start = day.and_hms_opt(0, 0, 0).map(|t| t.and_utc().timestamp_micros()).unwrap_or(0);
+    let end = start + 86_400_000_000;
+    let st = state.clone();
+    let currency = state.settings.currency;
+    let t = blocking(move || {
+        let categories: HashMap<i64, String> =
+            st.ledger.registry(|r| r.merchants())?.into_iter().map(|m| (m.account_id, m.category)).collect();
+        let services: HashMap<String, String> = st
+            .ledger
+            .registry(|r| r.service_points())?
+            .into_iter()
+            .map(|s| (format!("service_point:{}", s.id), s.service))
+            .collect();
+        let mut merchants: BTreeMap<String, (u64, i64, i64)> = BTreeMap::new();
+        let mut topups = 0i64;
+        let mut next = st.ledger.seq_at(start - 1)? + 1;
+        'entries: loop {
+            let page = st.ledger.entries(next, ledger::PAGE_MAX)?;
+            let Some(last) = page.last() else { break };
+            next = last.seq + 1;
+            for e in &page {
+                if e.time_us >= end {
+                    break 'entries;
+                }
+                if e.currency != currency {
+                    continue;
+                }
+                let category = e.counterparty_id.and_then(|a| categories.get(&a.0)).cloned();
+                match (e.kind, category) {
+                    (EntryKind::Payment | EntryKind::Capture, Some(c)) => {
+                        let t = merchants.entry(c).or_default();
+                        t.0 += 1;
+                        t.1 += e.amount_minor;
+                    }
+                    (EntryKind::Refund, Some(c)) => merchants.entry(c).or_default().2 += e.amount_minor,
+                    (EntryKind::Topup, _) => topups += e.amount_minor,
+                    _ => {}
+                }
+            }
+        }
+        let mut by_service: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        let filter = EventFilter { kind: Some("access_decision".into()), since_us: Some(start), ..Default::default() };
+        let mut after = 0;
+        'events: loop {
+            let page = st.ledger.events(&filter, after, ledger::PAGE_MAX)?;
+            let Some(last) = page.last() else { break };
+            after = last.id;
+            for e in &page {
+                if e.time_us >= end {
+                    break 'events;
+                }
+                let service = e.scope.as_ref().and_then(|s| services.get(s)).cloned().unwrap_or_else(|| "other".into());
+                let allowed = serde_json::from_str::<serde_json::Value>(&e.payload).is_ok_and(|p| p["decision"] == "allow");
+                let t = by_service.entry(service).or_default();
+                if allowed {
+                    t.0 += 1;
+                } else {
+                    t.1 += 1;
+                }
+            }
+        }
+        Ok(Transparency {
+            date: day.format("%Y-%m-%d").to_string(),
+            merchants: merchants
+                .into_iter()
+                .map(|(category, (n, amount, refunded))| CategoryTotal {
+                    category,
+                    payments: n,
+                    amount: money(amount, currency),
+                    refunded: money(refunded, currency),
+                })
+                .collect(),
+            services: by_service
+                .into_iter()
+                .map(|(service, (allowed, denied))| ServiceTotal { service, allowed, denied })
+                .collect(),
+            topups: money(topups, currency),
+            tree_size: st.ledger.tree_size()?,
+        })
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(t))
+}

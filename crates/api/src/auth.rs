@@ -1,0 +1,176 @@
+//! Bearer tokens: one per terminal or person, shown once, stored as SHA-256, each with a
+//! role and a scope. Every request looks its token up, so a revoked token stops working
+//! at once, on every server process.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, FromRequest, HttpRequest};
+use base64::Engine;
+use ledger::registry::Credential;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// Token prefix, so leaked tokens are easy to find by scanners.
+pub const TOKEN_PREFIX: &str = "kt_";
+
+/// What a credential may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// The city: issues cards, registers merchants, approves adjustments.
+    Operator,
+    /// A merchant's POS (one merchant).
+    MerchantTerminal,
+    /// A clinic desk, library gate, city office (one service point).
+    ServicePoint,
+    /// A top-up agent's counter (one agent).
+    TopUpAgent,
+    /// A balance kiosk.
+    Kiosk,
+    /// Reads everything, writes nothing.
+    Auditor,
+}
+
+impl Role {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Operator => "operator",
+            Role::MerchantTerminal => "merchant_terminal",
+            Role::ServicePoint => "service_point",
+            Role::TopUpAgent => "top_up_agent",
+            Role::Kiosk => "kiosk",
+            Role::Auditor => "auditor",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Role> {
+        [Role::Operator, Role::MerchantTerminal, Role::ServicePoint, Role::TopUpAgent, Role::Kiosk, Role::Auditor]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+    }
+}
+
+/// A new random token: `kt_` and 32 random bytes in URL-safe base64.
+pub fn new_token() -> Result<String, ApiError> {
+    let mut bytes = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_err(|_| ApiError::internal("no randomness"))?;
+    Ok(format!("{TOKEN_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)))
+}
+
+/// What is stored: SHA-256 of the token (tokens carry 256 random bits, so no salt or
+/// slow hash is needed).
+pub fn token_hash(token: &str) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The credential.
+    pub credential: Credential,
+    /// Its role.
+    pub role: Role,
+}
+
+impl Caller {
+    /// Refuses callers of other roles.
+    pub fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
+        if roles.contains(&self.role) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!("a {} credential may not do this", self.role.as_str())))
+        }
+    }
+
+    /// The merchant of a merchant terminal.
+    pub fn merchant_id(&self) -> Result<i64, ApiError> {
+        self.require(&[Role::MerchantTerminal])?;
+        self.credential.merchant_id.ok_or_else(|| ApiError::forbidden("this terminal has no merchant"))
+    }
+
+    /// The idempotency namespace of this caller: keys of different credentials never meet.
+    pub fn key(&self, key: &str) -> String {
+        format!("c{}:{key}", self.credential.id)
+    }
+
+    /// How the caller appears in references and event scopes.
+    pub fn reference(&self) -> String {
+        format!("credential:{}", self.credential.id)
+    }
+}
+
+fn unauthorized(detail: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
+}
+
+impl FromRequest for Caller {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Caller, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        let header = req.headers().get(actix_web::http::header::AUTHORIZATION).map(|h| h.to_str().map(str::to_owned));
+        Box::pin(async move {
+            let state = state.ok_or_else(|| ApiError::internal("no app state"))?;
+            let header = header
+                .ok_or_else(|| unauthorized("send Authorization: Bearer <token>"))?
+                .map_err(|_| unauthorized("the Authorization header is not ASCII"))?;
+            let token = header
+                .strip_prefix("Bearer ")
+                .filter(|t| t.starts_with(TOKEN_PREFIX) && t.len() < 100)
+                .ok_or_else(|| unauthorized("send Authorization: Bearer <token>"))?;
+            let hash = token_hash(token);
+            let ledger = state.ledger.clone();
+            let found = web::block(move || ledger.registry(|r| r.credential_by_hash(&hash))).await??;
+            let credential = match found {
+                // The index lookup found it by hash; compare again in constant time so the
+                // decision never depends on a short-circuiting comparison.
+                Some(c) if bool::from(subtle::ConstantTimeEq::ct_eq(c.token_hash.as_slice(), hash.as_slice())) => c,
+                _ => return Err(unauthorized("unknown token")),
+            };
+            if credential.revoked_at_us.is_some() {
+                return Err(unauthorized("this token was revoked"));
+            }
+            let role = Role::parse(&credential.role).ok_or_else(|| ApiError::internal("credential with unknown role"))?;
+            Ok(Caller { credential, role })
+        })
+    }
+}
+
+/// The `Idempotency-Key` header every write takes.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey(pub String);
+
+/// Longest client key (the server prefixes the credential).
+pub const CLIENT_KEY_MAX: usize = 100;
+
+impl FromRequest for IdempotencyKey {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<IdempotencyKey, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let key = match req.headers().get("idempotency-key") {
+            None => Err(ApiError::bad_request("idempotency_key_required", "every write takes an Idempotency-Key header")),
+            Some(v) => match v.to_str() {
+                Ok(k) if !k.is_empty() && k.len() <= CLIENT_KEY_MAX && k.bytes().all(|b| b.is_ascii_graphic()) => {
+                    Ok(IdempotencyKey(k.to_owned()))
+                }
+                _ => Err(ApiError::bad_request(
+                    "idempotency_key_invalid",
+                    format!("an Idempotency-Key is 1 to {CLIENT_KEY_MAX} printable ASCII characters"),
+                )),
+            },
+        };
+        std::future::ready(key)
+    }
+}

@@ -1,0 +1,144 @@
+//! Kartu's HTTP API (SPEC §8–§10): actix-web over the ledger, the audit log and the card
+//! checks. Only this crate knows HTTP. Handlers check the caller's role and scope, parse
+//! and check the body, verify the tap, and hand the ledger one request; the ledger's
+//! writer decides (funds, limits, replays) and its answer is the response.
+
+pub mod access;
+pub mod audit;
+pub mod auth;
+pub mod error;
+pub mod merchant;
+pub mod metrics;
+pub mod openapi;
+pub mod operator;
+pub mod taps;
+pub mod wire;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use actix_web::{web, HttpResponse};
+use ledger::domain::{AccountId, AccountKind};
+use ledger::money::Currency;
+use ledger::registry::Merchant;
+use ledger::Ledger;
+
+use crate::error::ApiError;
+
+/// Largest request body accepted.
+pub const BODY_LIMIT_BYTES: usize = 16 * 1024;
+
+/// Installation settings the API needs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The installation's currency (used when a request omits `currency`).
+    pub currency: Currency,
+    /// Largest amount of one payment, top-up or transfer, minor units.
+    pub amount_max_minor: i64,
+    /// Longest hold.
+    pub hold_minutes_max: i64,
+    /// The checkpoint verifier key line (`<name>+<id>+<key>`), served to anyone.
+    pub verifier_key: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            currency: Currency::IDR,
+            amount_max_minor: ledger::money::AMOUNT_MAX_MINOR,
+            hold_minutes_max: 7 * 24 * 60,
+            verifier_key: None,
+        }
+    }
+}
+
+/// Everything a handler needs; shared by all workers.
+pub struct AppState {
+    /// The ledger.
+    pub ledger: Ledger,
+    /// Settings.
+    pub settings: Settings,
+    /// Card keys for tap verification.
+    pub taps: taps::TapKeys,
+    /// Key of the NIK's keyed hash (HMAC-SHA-256); NIKs are never stored in clear.
+    pub nik_key: ring::hmac::Key,
+    /// Prometheus metrics.
+    pub metrics: metrics::Metrics,
+    merchants: Mutex<HashMap<i64, Merchant>>,
+    system: Mutex<HashMap<(AccountKind, Currency), AccountId>>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// A new state.
+    pub fn new(ledger: Ledger, settings: Settings, taps: taps::TapKeys, nik_key: &[u8]) -> AppState {
+        AppState {
+            ledger,
+            settings,
+            taps,
+            nik_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, nik_key),
+            metrics: metrics::Metrics::new(),
+            merchants: Mutex::new(HashMap::new()),
+            system: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A merchant (merchants never change, so they are cached).
+    pub fn merchant(&self, id: i64) -> Result<Option<Merchant>, ApiError> {
+        if let Some(m) = self.merchants.lock().ok().and_then(|m| m.get(&id).cloned()) {
+            return Ok(Some(m));
+        }
+        let found = self.ledger.registry(|r| r.merchant(id))?;
+        if let (Some(m), Ok(mut cache)) = (&found, self.merchants.lock()) {
+            cache.insert(id, m.clone());
+        }
+        Ok(found)
+    }
+
+    /// A system account (fee revenue, city bank, suspense...), cached.
+    pub fn system_account(&self, kind: AccountKind, currency: Currency) -> Result<AccountId, ApiError> {
+        if let Some(id) = self.system.lock().ok().and_then(|m| m.get(&(kind, currency)).copied()) {
+            return Ok(id);
+        }
+        let id = self.ledger.system_account(kind, currency)?.id;
+        if let Ok(mut cache) = self.system.lock() {
+            cache.insert((kind, currency), id);
+        }
+        Ok(id)
+    }
+
+    /// The keyed hash of a NIK.
+    pub fn nik_hash(&self, nik: &str) -> Vec<u8> {
+        ring::hmac::sign(&self.nik_key, nik.as_bytes()).as_ref().to_vec()
+    }
+}
+
+/// Registers every route, the JSON limits and the error handlers.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::JsonConfig::default().limit(BODY_LIMIT_BYTES).error_handler(error::json_error))
+        .app_data(web::QueryConfig::default().error_handler(error::query_error))
+        .app_data(web::PathConfig::default().error_handler(error::path_error))
+        .configure(operator::routes)
+        .configure(merchant::routes)
+        .configure(access::routes)
+        .configure(audit::routes)
+        .configure(metrics::routes)
+        .configure(openapi::routes)
+        .default_service(web::to(not_found));
+}
+
+async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::not_found("not_found", "no such route"))
+}
+
+/// Runs `f` (blocking database work) on actix's blocking pool.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    web::block(f).await?
+}

@@ -1,0 +1,662 @@
+//! Money moved by a card: payments, refunds, holds (capture, void) at merchant terminals;
+//! top-ups at agents; balance inquiries at kiosks; the merchant's own reads.
+
+use actix_web::{web, HttpResponse};
+use ledger::domain::{AccountId, AccountKind, Command, Entry, EntryKind, Event, Leg, References, Request};
+use ledger::registry::Card;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{Caller, IdempotencyKey, Role};
+use crate::error::ApiError;
+use crate::taps::VerifiedTap;
+use crate::wire::{self, money, receipt, Money, Page, Receipt, Tap};
+use crate::{blocking, AppState};
+
+/// Registers the merchant, agent and kiosk routes.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/payments", web::post().to(pay))
+        .route("/v1/payments", web::get().to(list_payments))
+        .route("/v1/payments/{id}/refunds", web::post().to(refund))
+        .route("/v1/holds", web::post().to(hold))
+        .route("/v1/holds/{id}/capture", web::post().to(capture))
+        .route("/v1/holds/{id}/void", web::post().to(void))
+        .route("/v1/merchant/statement", web::get().to(merchant_statement))
+        .route("/v1/topups", web::post().to(topup))
+        .route("/v1/balance-inquiries", web::post().to(balance_inquiry));
+}
+
+/// Verifies a tap and finds its card; the card must be active.
+pub async fn card_of_tap(state: &web::Data<AppState>, tap: &Tap) -> Result<(VerifiedTap, Card), ApiError> {
+    let verified = state.taps.verify(tap)?;
+    let st = state.clone();
+    let uid = verified.uid.clone();
+    let card = blocking(move || Ok(st.ledger.registry(|r| r.card_by_uid(&uid))?))
+        .await?
+        .ok_or_else(|| ApiError::unprocessable("card_unknown", "this card is not registered"))?;
+    check_active(&card)?;
+    Ok((verified, card))
+}
+
+/// Refuses blocked and replaced cards.
+pub fn check_active(card: &Card) -> Result<(), ApiError> {
+    match card.status.as_str() {
+        "active" => Ok(()),
+        "replaced" => Err(ApiError::unprocessable("card_blocked", "this card was replaced")),
+        _ => Err(ApiError::unprocessable("card_blocked", "this card is blocked")),
+    }
+}
+
+fn key(caller: &Caller, key: &IdempotencyKey) -> Result<ledger::domain::IdempotencyKey, ApiError> {
+    ledger::domain::IdempotencyKey::parse(&caller.key(&key.0)).map_err(|_| ApiError::internal("idempotency key"))
+}
+
+fn reference(text: &Option<String>) -> Result<Option<String>, ApiError> {
+    text.as_deref().map(|t| wire::text("reference", t, 120)).transpose()
+}
+
+fn balance_after(e: &Entry, account: i64) -> i64 {
+    e.postings.iter().rev().find(|p| p.account_id.0 == account).map_or(0, |p| p.balance_after_minor)
+}
+
+fn count(state: &AppState, operation: &str, r: &Result<ledger::domain::Posted, ledger::LedgerError>) {
+    let result = match r {
+        Ok(_) => "approved",
+        Err(ledger::LedgerError::Rejected(x)) => x.code(),
+        Err(_) => "error",
+    };
+    state.metrics.payment(operation, result);
+}
+
+/// `POST /v1/payments`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewPayment {
+    /// The card's tap.
+    pub tap: Tap,
+    /// Price, decimal string.
+    pub amount: String,
+    /// ISO 4217; the installation's when omitted.
+    pub currency: Option<String>,
+    /// The merchant's own reference (order, ticket).
+    pub reference: Option<String>,
+}
+
+/// A payment (or hold, capture, refund) as returned: the receipt and the card's balance.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PaymentView {
+    /// Id (the entry's sequence number).
+    pub id: String,
+    /// approved, held, captured, voided, refunded.
+    pub status: String,
+    /// Amount.
+    pub amount: Money,
+    /// Merchant discount.
+    pub fee: Money,
+    /// The card's balance after.
+    pub balance: Money,
+    /// The card.
+    pub card_id: Option<String>,
+    /// The merchant's reference.
+    pub reference: Option<String>,
+    /// When.
+    pub created_at: String,
+    /// For holds: when it expires.
+    pub expires_at: Option<String>,
+    /// Receipt.
+    #[serde(flatten)]
+    pub receipt: Receipt,
+}
+
+fn view(e: &Entry, status: &str, wallet: Option<i64>) -> PaymentView {
+    PaymentView {
+        id: e.seq.to_string(),
+        status: status.into(),
+        amount: money(e.amount_minor, e.currency),
+        fee: money(e.fee_minor, e.currency),
+        balance: money(wallet.map_or(0, |w| balance_after(e, w)), e.currency),
+        card_id: e.references.card_id.map(|c| c.to_string()),
+        reference: e.references.merchant_reference.clone(),
+        created_at: wire::time(e.time_us),
+        expires_at: e.expires_at_us.map(wire::time),
+        receipt: receipt(e),
+    }
+}
+
+/// A card payment: the tap is verified, the card must be active, the wallet must cover
+/// the amount; the merchant discount goes to the city's fee account.
+#[utoipa::path(post, path = "/v1/payments", tag = "merchant", request_body = NewPayment, params(("Idempotency-Key" = String, Header)),
+    responses((status = 201, body = PaymentView), (status = 409, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+pub async fn pay(
+    state: web::Data<AppState>,
+    caller: Caller,
+    idem: IdempotencyKey,
+    body: web::Json<NewPayment>,
+) -> Result<HttpResponse, ApiError> {
+    let merchant_id = caller.merchant_id()?;
+    let currency = wire::currency(body.currency.as_deref(), state.settings.currency)?;
+    let amount = wire::amount(&body.amount, currency, state.settings.amount_max_minor)?;
+    let merchant_reference = reference(&body.reference)?;
+    let (tap, card) = card_of_tap(&state, &body.tap).await?;
+    let st = state.clone();
+    let (merchant, fees) = blocking(move || {
+        let m = st.merchant(merchant_id)?.ok_or_else(|| ApiError::forbidden("the terminal's merchant is gone"))?;
+        Ok((m, st.system_account(AccountKind::FeeRevenue, currency)?))
+    })
+    .await?;
+    let rate = ledger::money::FeeRate::parse(&merchant.fee_rate).map_err(ApiError::internal)?;
+    let request = Request::new(Command::Payment {
+        wallet: AccountId(card.account_id),
+        merchant: AccountId(merchant.account_id),
+        fee_account: fees,
+        amount,
+        fee_minor: rate.fee_minor(amount.minor()),
+    })
+    .with_key(key(&caller, &idem)?)
+    .with_references(References {
+        terminal_id: Some(caller.reference()),
+        card_id: Some(card.id),
+        card_read_counter: Some(tap.counter),
+        merchant_reference,
+        memo: None,
+    });
+    let result = state.ledger.submit(request).await;
+    count(&state, "payment", &result);
+    let posted = result?;
+    let status = if posted.replayed { actix_web::http::StatusCode::OK } else { actix_web::http::StatusCode::CREATED };
+    Ok(HttpResponse::build(status).json(view(&posted.entry, "approved", Some(card.account_id))))
+}
+
+/// The merchant's payments (and captures), newest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PaymentList {
+    /// One page.
+    pub payments: Vec<PaymentView>,
+    /// Continue with this cursor.
+    pub next_cursor: Option<String>,
+}
+
+/// The merchant's own payments, captures and refunds, newest first.
+#[utoipa::path(get, path = "/v1/payments", tag = "merchant", params(Page),
+    responses((status = 200, body = PaymentList)))]
+pub async fn list_payments(
+    state: web::Data<AppState>,
+    caller: Caller,
+    page: web::Query<Page>,
+) -> Result<HttpResponse, ApiError> {
+    let merchant_id = caller.merchant_id()?;
+    let (limit, before) = (page.limit()?, page.after()?);
+    let st = state.clone();
+    let (entries, account) = blocking(move || {
+        let m = st.merchant(merchant_id)?.ok_or_else(|| ApiError::forbidden("the terminal's merchant is gone"))?;
+        Ok((st.ledger.account_entries(AccountId(m.account_id), before, limit, true)?, m.account_id))
+    })
+    .await?;
+    let next_cursor = (entries.len() as i64 == limit).then(|| entries.last().map(|e| wire::cursor(e.seq))).flatten();
+    let payments = entries
+        .iter()
+        .filter(|e| matches!(e.kind, EntryKind::Payment | EntryKind::Capture | EntryKind::Refund))
+        .map(|e| {
+            let status = match e.kind {
+                EntryKind::Refund => "refunded",
+                EntryKind::Capture => "captured",
+                _ => "approved",
+            };
+            let mut v = view(e, status, e.account_id.map(|a| a.0));
+            v.balance = money(balance_after(e, account), e.currency);
+            v
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(PaymentList { payments, next_cursor }))
+}
+
+/// `POST /v1/payments/{id}/refunds`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewRefund {
+    /// Up to what is left of the payment.
+    pub amount: String,
+    /// ISO 4217.
+    pub currency: Option<String>,
+    /// Why.
+    pub reason: Option<String>,
+}
+
+/// Loads an entry of `kind` that belongs to the caller's merchant (else 404: a merchant
+/// never learns about another's entries).
+async fn own_entry(state: &web::Data<AppState>, caller: &Caller, id: &str, kinds: &[EntryKind]) -> Result<Entry, ApiError> {
+    let merchant_id = caller.merchant_id()?;
+    let seq = wire::id(id)?;
+    let st = state.clone();
+    let kinds = kinds.to_vec();
+    blocking(move || {
+        let m = st.merchant(merchant_id)?.ok_or_else(|| ApiError::forbidden("the terminal's merchant is gone"))?;
+        match st.ledger.entry(seq)? {
+            Some(e) if kinds.contains(&e.kind) && e.counterparty_id == Some(AccountId(m.account_id)) => Ok(e),
+            _ => Err(ApiError::not_found("not_found", "no such payment or hold of this merchant")),
+        }
+    })
+    .await
+}
+
+/// Refunds part or all of a payment to the card; the merchant discount comes back in
+/// proportion.
+#[utoipa::path(post, path = "/v1/payments/{id}/refunds", tag = "merchant", request_body = NewRefund, params(("id" = String, Path), ("Idempotency-Key" = String, Header)),
+    responses((status = 201, body = PaymentView), (status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+pub async fn refund(
+    state: web::Data<AppState>,
+    caller: Caller,
+    idem: IdempotencyKey,
+    id: web::Path<String>,
+    body: web::Json<NewRefund>,
+) -> Result<HttpResponse, ApiError> {
+    caller.merchant_id()?;
+    let currency = wire::currency(body.currency.as_deref(), state.settings.currency)?;
+    let amount = wire::amount(&body.amount, currency, state.settings.amount_max_minor)?;
+    let reason = body.reason.as_deref().map(|r| wire::text("reason", r, 200)).transpose()?;
+    let payment = own_entry(&state, &caller, &id, &[EntryKind::Payment, EntryKind::Capture]).await?;
+    let request = Request::new(Command::Refund { payment_seq: payment.seq, amount })
+        .with_key(key(&caller, &idem)?)
+        .with_references(References { terminal_id: Some(caller.reference()), card_id: payment.references.card_id, memo: reason, ..Default::default() });
+    let result = state.ledger.submit(request).await;
+    count(&state, "refund", &result);
+    let posted = result?;
+    Ok(HttpResponse::Created().json(view(&posted.entry, "refunded", payment.account_id.map(|a| a.0))))
+}
+
+/// `POST /v1/holds`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewHold {
+    /// The card's tap.
+    pub tap: Tap,
+    /// Amount to reserve.
+    pub amount: String,
+    /// ISO 4217.
+    pub currency: Option<String>,
+    /// The merchant's reference (ticket, booking).
+    pub reference: Option<String>,
+    /// Minutes until the hold lapses and the funds return (default 24 h).
+    pub expires_in_minutes: Option<i64>,
+}
+
+/// Reserves funds on a card (parking entry, hotel check-in).
+#[utoipa::path(post, path = "/v1/holds", tag = "merchant", request_body = NewHold, params(("Idempotency-Key" = String, Header)),
+    responses((status = 201, body = PaymentView), (status = 409, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+pub async fn hold(
+    state: web::Data<AppState>,
+    caller: Caller,
+    idem: IdempotencyKey,
+    body: web::Json<NewHold>,
+) -> Result<HttpResponse, ApiError> {
+    let merchant_id = caller.merchant_id()?;
+    let currency = wire::currency(body.currency.as_deref(), state.settings.currency)?;
+    let amount = wire::amount(&body.amount, currency, state.settings.amount_max_minor)?;
+    let minutes = body.expires_in_minutes.unwrap_or(24 * 60);
+    if !(1..=state.settings.hold_minutes_max).contains(&minutes) {
+        return Err(ApiError::unprocessable(
+            "invalid_field",
+            format!("expires_in_minutes must be 1 to {}", state.settings.hold_minutes_max),
+        ));
+    }
+    let merchant_reference = reference(&body.reference)?;
+    let (tap, card) = card_of_tap(&state, &body.tap).await?;
+    let st = state.clone();
+    let merchant = blocking(move || st.merchant(merchant_id)?.ok_or_else(|| ApiError::forbidden("merchant gone"))).await?;
+    let request = Request::new(Command::Hold {
+        wallet: AccountId(card.account_id),
+        merchant: AccountId(merchant.account_id),
+        amount,
+        expires_at_us: state.ledger.now_us() + minutes * 60_000_000,
+    })
+    .with_key(key(&caller, &idem)?)
+    .with_references(References {
+        terminal_id: Some(caller.reference()),
+        card_id: Some(card.id),
+        card_read_counter: Some(tap.counter),
+        merchant_reference,
+        memo: None,
+    });
+    let result = state.ledger.submit(request).await;
+    count(&state, "hold", &result);
+    let posted = result?;
+    Ok(HttpResponse::Created().json(view(&posted.entry, "held", Some(card.account_id))))
+}
+
+/// `POST /v1/holds/{id}/capture`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureBody {
+    /// At most the held amount; the rest returns to the card.
+    pub amount: String,
+    /// ISO 4217.
+    pub currency: Option<String>,
+}
+
+/// Captures a hold (at most the held amount); the rest goes back to the card.
+#[utoipa::path(post, path = "/v1/holds/{id}/capture", tag = "merchant", request_body = CaptureBody, params(("id" = String, Path), ("Idempotency-Key" = String, Header)),
+    responses((status = 201, body = PaymentView), (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem)))]
+pub async fn capture(
+    state: web::Data<AppState>,
+    caller: Caller,
+    idem: IdempotencyKey,
+    id: web::Path<String>,
+    body: web::Json<CaptureBody>,
+) -> Result<HttpResponse, ApiError> {
+    let merchant_id = caller.merchant_id()?;
+    let currency = wire::currency(body.currency.as_deref(), state.settings.currency)?;
+    let amount = wire::amount(&body.amount, currency, state.settings.amount_max_minor)?;
+    let hold = own_entry(&state, &caller, &id, &[EntryKind::Hold]).await?;
+    let st = state.clone();
+    let (merchant, fees) = blocking(move || {
+        let m = st.merchant(merchant_id)?.ok_or_else(|| ApiError::forbidden("merchant gone"))?;
+        Ok((m, st.system_account(AccountKind::FeeRevenue, currency)?))
+    })
+    .await?;
+    let rate = ledger::money::FeeRate::parse(&merchant.fee_rate).map_err(ApiError::internal)?;
+    let request = Request::new(Command::Capture {
+        hold_seq: hold.seq,
+        amount,
+        fee_minor: rate.fee_minor(amount.minor()),
+        fee_account: fees,
+    })
+    .with_key(key(&caller, &idem)?)
+    .with_references(References { terminal_id: Some(caller.reference()), card_id: hold.references.card_id, ..Default::default() });
+    let result = state.ledger.submit(request).await;
+    count(&state, "capture", &result);
+    let posted = result?;
+    Ok(HttpResponse::Created().json(view(&posted.entry, "captured", hold.account_id.map(|a| a.0))))
+}
+
+/// Voids a hold: everything goes back to the card.
+#[utoipa::path(post, path = "/v1/holds/{id}/void", tag = "merchant", params(("id" = String, Path), ("Idempotency-Key" = String, Header)),
+    responses((status = 201, body = PaymentView), (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem)))]
+pub async fn void(
+    state: web::Data<AppState>,
+    caller: Caller,
+    idem: IdempotencyKey,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let hold = own_entry(&state, &caller, &id, &[EntryKind::Hold]).await?;
+    let request = Request::new(Command::Void { hold_seq: hold.seq })
+        .with_key(key(&caller, &idem)?)
+        .with_references(References { terminal_id: Some(caller.reference()), card_id: hold.references.card_id, ..Default::default() });
+    let posted = state.ledger.submit(request).await?;
+    Ok(HttpResponse::Created().json(view(&posted.entry, "voided", hold.account_id.map(|a| a.0))))
+}
+
+/// Statement query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct StatementQuery {
+    /// Start (RFC 3339, inclusive); the beginning when omitted.
+    pub from: Option<String>,
+    /// End (RFC 3339, exclusive); now when omitted.
+    pub to: Option<String>,
+    /// Page size.
+    pub limit: Option<i64>,
+    /// Continue from a previous page.
+    pub cursor: Option<String>,
+}
+
+/// A statement.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct StatementView {
+    /// The account.
+    pub account_id: String,
+    /// Period start.
+    pub from: String,
+    /// Period end.
+    pub to: String,
+    /// Balance before the period.
+    pub opening: Money,
+    /// Balance at its end.
+    pub closing: Money,
+    /// Postings in the period.
+    pub lines: Vec<StatementLineView>,
+    /// Continue with this cursor.
+    pub next_cursor: Option<String>,
+}
+
+/// One posting of a statement.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct StatementLineView {
+    /// The entry.
+    pub entry_seq: i64,
+    /// When.
+    pub time: String,
+    /// Entry kind.
+    pub kind: String,
+    /// Signed amount on the account.
+    pub amount: Money,
+    /// Balance after.
+    pub balance_after: Money,
+}
+
+/// A statement of any account for a period (shared with the auditor's read).
+pub async fn statement(
+    state: &web::Data<AppState>,
+    account: AccountId,
+    q: &StatementQuery,
+) -> Result<StatementView, ApiError> {
+    let from = q.from.as_deref().map(wire::parse_time).transpose()?.unwrap_or(0);
+    let to = q.to.as_deref().map(wire::parse_time).transpose()?.unwrap_or(i64::MAX);
+    if from >= to {
+        return Err(ApiError::bad_request("invalid_query", "from must be before to"));
+    }
+    let page = Page { limit: q.limit, cursor: q.cursor.clone() };
+    let (limit, after) = (page.limit()?, page.after()?);
+    let st = state.clone();
+    let s = blocking(move || {
+        let a = st.ledger.account(account)?.ok_or_else(|| ApiError::not_found("not_found", "no such account"))?;
+        Ok((st.ledger.statement(account, from, to, after, limit)?, a.currency))
+    })
+    .await?;
+    let (s, currency) = s;
+    let next_cursor = (s.lines.len() as i64 == limit).then(|| s.lines.last().map(|l| wire::cursor(l.entry_seq))).flatten();
+    Ok(StatementView {
+        account_id: account.0.to_string(),
+        from: wire::time(from),
+        to: if to == i64::MAX { wire::time(state.ledger.now_us()) } else { wire::time(to) },
+        opening: money(s.opening_minor, currency),
+        closing: money(s.closing_minor, currency),
+        lines: s
+            .lines
+            .iter()
+            .map(|l| StatementLineView {
+                entry_seq: l.entry_seq,
+                time: wire::time(l.time_us),
+                kind: l.kind.as_str().to_owned(),
+                amount: money(l.amount_minor, currency),
+                balance_after: money(l.balance_after_minor, currency),
+            })
+            .collect(),
+        next_cursor,
+    })
+}
+
+/// The merchant's own account statement.
+#[utoipa::path(get, path = "/v1/merchant/statement", tag = "merchant", params(StatementQuery),
+    responses((status = 200, body = StatementView)))]
+pub async fn merchant_statement(
+    state: web::Data<AppState>,
+    caller: Caller,
+    q: web::Query<StatementQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let merchant_id = caller.merchant_id()?;
+    let st = state.clone();
+    let m = blocking(move || st.merchant(merchant_id)?.ok_or_else(|| ApiError::forbidden("merchant gone"))).await?;
+    Ok(HttpResponse::Ok().json(statement(&state, AccountId(m.account_id), &q).await?))
+}
+
+/// `POST /v1/topups`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewTopup {
+    /// The card's tap (at the counter), or
+    pub tap: Option<Tap>,
+    /// the card's id (by phone, with the holder's card number).
+    pub card_id: Option<String>,
+    /// Amount.
+    pub amount: String,
+    /// ISO 4217.
+    pub currency: Option<String>,
+}
+
+/// A top-up as returned.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TopupView {
+    /// Id (entry sequence number).
+    pub id: String,
+    /// Amount loaded.
+    pub amount: Money,
+    /// The card's balance after.
+    pub balance: Money,
+    /// The agent's float after.
+    pub float: Money,
+    /// The card.
+    pub card_id: String,
+    /// Receipt.
+    #[serde(flatten)]
+    pub receipt: Receipt,
+}
+
+/// Loads money onto a card from the agent's prefunded float.
+#[utoipa::path(post, path = "/v1/topups", tag = "agent", request_body = NewTopup, params(("Idempotency-Key" = String, Header)),
+    responses((status = 201, body = TopupView), (status = 422, body = crate::error::Problem)))]
+pub async fn topup(
+    state: web::Data<AppState>,
+    caller: Caller,
+    idem: IdempotencyKey,
+    body: web::Json<NewTopup>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(&[Role::TopUpAgent])?;
+    let agent_id = caller.credential.agent_id.ok_or_else(|| ApiError::forbidden("this credential has no agent"))?;
+    let currency = wire::currency(body.currency.as_deref(), state.settings.currency)?;
+    let amount = wire::amount(&body.amount, currency, state.settings.amount_max_minor)?;
+    let (counter, card) = match (&body.tap, &body.card_id) {
+        (Some(tap), None) => {
+            let (t, c) = card_of_tap(&state, tap).await?;
+            (Some(t.counter), c)
+        }
+        (None, Some(id)) => {
+            let id = wire::id(id).map_err(|_| ApiError::unprocessable("card_unknown", "no such card"))?;
+            let st = state.clone();
+            let c = blocking(move || Ok(st.ledger.registry(|r| r.card(id))?))
+                .await?
+                .ok_or_else(|| ApiError::unprocessable("card_unknown", "no such card"))?;
+            check_active(&c)?;
+            (None, c)
+        }
+        _ => return Err(ApiError::unprocessable("invalid_body", "send either tap or card_id")),
+    };
+    let st = state.clone();
+    let agent = blocking(move || Ok(st.ledger.registry(|r| r.agent(agent_id))?))
+        .await?
+        .ok_or_else(|| ApiError::forbidden("the credential's agent is gone"))?;
+    let request = Request::new(Command::Transfer {
+        kind: EntryKind::Topup,
+        legs: vec![
+            Leg { account: AccountId(card.account_id), amount_minor: amount.minor() },
+            Leg { account: AccountId(agent.account_id), amount_minor: -amount.minor() },
+        ],
+    })
+    .with_key(key(&caller, &idem)?)
+    .with_references(References {
+        terminal_id: Some(caller.reference()),
+        card_id: Some(card.id),
+        card_read_counter: counter,
+        ..Default::default()
+    });
+    let result = state.ledger.submit(request).await;
+    count(&state, "topup", &result);
+    let posted = result?;
+    let e = &posted.entry;
+    Ok(HttpResponse::Created().json(TopupView {
+        id: e.seq.to_string(),
+        amount: money(amount.minor(), currency),
+        balance: money(balance_after(e, card.account_id), currency),
+        float: money(balance_after(e, agent.account_id), currency),
+        card_id: card.id.to_string(),
+        receipt: receipt(e),
+    }))
+}
+
+/// `POST /v1/balance-inquiries`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewInquiry {
+    /// The card's tap.
+    pub tap: Tap,
+}
+
+/// A kiosk's answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct InquiryView {
+    /// The balance.
+    pub balance: String,
+    /// Its currency.
+    pub currency: String,
+    /// The last movements, newest first.
+    pub recent: Vec<RecentLine>,
+}
+
+/// A recent movement.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RecentLine {
+    /// When.
+    pub time: String,
+    /// What.
+    pub kind: String,
+    /// Signed amount on the card.
+    pub amount: Money,
+    /// Entry.
+    pub entry_seq: i64,
+}
+
+/// A kiosk shows a card's balance and last movements; the tap is used up (logged).
+#[utoipa::path(post, path = "/v1/balance-inquiries", tag = "kiosk", request_body = NewInquiry, params(("Idempotency-Key" = String, Header)),
+    responses((status = 200, body = InquiryView), (status = 409, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+pub async fn balance_inquiry(
+    state: web::Data<AppState>,
+    caller: Caller,
+    idem: IdempotencyKey,
+    body: web::Json<NewInquiry>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(&[Role::Kiosk])?;
+    let (tap, card) = card_of_tap(&state, &body.tap).await?;
+    // The tap is spent like a payment's, so a tap read at a kiosk cannot be replayed at a shop.
+    state
+        .ledger
+        .record(Event {
+            kind: "balance_inquiry".into(),
+            scope: Some(format!("kiosk:{}", caller.credential.id)),
+            card_id: Some(card.id),
+            card_read_counter: Some(tap.counter),
+            queue_key: None,
+            idempotency_key: Some(key(&caller, &idem)?),
+            payload: "{}".into(),
+        })
+        .await?;
+    let st = state.clone();
+    let (balance, recent) = blocking(move || {
+        let account = AccountId(card.account_id);
+        Ok((st.ledger.balance(account)?, st.ledger.account_entries(account, 0, 5, true)?))
+    })
+    .await?;
+    let currency = state.settings.currency;
+    Ok(HttpResponse::Ok().json(InquiryView {
+        balance: currency.format_minor(balance),
+        currency: currency.code().to_owned(),
+        recent: recent
+            .iter()
+            .map(|e| RecentLine {
+                time: wire::time(e.time_us),
+                kind: e.kind.as_str().to_owned(),
+                amount: money(
+                    e.postings.iter().filter(|p| p.account_id.0 == card.account_id).map(|p| p.amount_minor).sum(),
+                    e.currency,
+                ),
+                entry_seq: e.seq,
+            })
+            .collect(),
+    }))
+}

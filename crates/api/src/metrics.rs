@@ -1,0 +1,137 @@
+//! `/healthz`, `/readyz` and Prometheus `/metrics`: requests by route and status, a latency
+//! histogram, payments by result, and the audit log's checkpoint lag.
+
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{web, HttpResponse};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// The API's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+    /// Payments (and captures, refunds, top-ups) by result code.
+    pub payments: IntCounterVec,
+    leaves_unsigned: IntGauge,
+    tree_size: IntGauge,
+    checkpoint_age: IntGauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Registers the metrics.
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("kartu_http_requests_total", "HTTP requests by route and status"),
+            &["method", "route", "status"],
+        )
+        .expect("valid metric");
+        let latency = HistogramVec::new(
+            HistogramOpts::new("kartu_http_request_duration_seconds", "HTTP request latency").buckets(vec![
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
+            &["route"],
+        )
+        .expect("valid metric");
+        let payments = IntCounterVec::new(
+            Opts::new("kartu_payments_total", "Card payments, captures, refunds and top-ups by result"),
+            &["operation", "result"],
+        )
+        .expect("valid metric");
+        let leaves_unsigned =
+            IntGauge::new("kartu_audit_leaves_unsigned", "Leaves not yet covered by a signed checkpoint")
+                .expect("valid metric");
+        let tree_size = IntGauge::new("kartu_audit_tree_size", "Leaves in the audit log").expect("valid metric");
+        let checkpoint_age =
+            IntGauge::new("kartu_audit_checkpoint_age_seconds", "Age of the newest signed checkpoint")
+                .expect("valid metric");
+        for m in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(latency.clone()),
+            Box::new(payments.clone()),
+            Box::new(leaves_unsigned.clone()),
+            Box::new(tree_size.clone()),
+            Box::new(checkpoint_age.clone()),
+        ] {
+            registry.register(m).expect("metric registered once");
+        }
+        Metrics { registry, requests, latency, payments, leaves_unsigned, tree_size, checkpoint_age }
+    }
+
+    /// Counts a payment-like operation's result (`approved` or the error code).
+    pub fn payment(&self, operation: &str, result: &str) {
+        self.payments.with_label_values(&[operation, result]).inc();
+    }
+}
+
+/// Middleware: counts and times every request by its route pattern (never the raw path,
+/// which would carry ids).
+pub async fn track(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody + 'static>, actix_web::Error> {
+    let started = Instant::now();
+    let method = req.method().as_str().to_owned();
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let res = next.call(req).await?;
+    if let Some(state) = state {
+        let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
+        let status = res.status().as_u16().to_string();
+        state.metrics.requests.with_label_values(&[&method, &route, &status]).inc();
+        state.metrics.latency.with_label_values(&[&route]).observe(started.elapsed().as_secs_f64());
+    }
+    Ok(res)
+}
+
+/// Registers the operational routes.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics));
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "alive")))]
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+/// The database answers and the writer takes requests.
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "ready"), (status = 503, description = "not ready", body = crate::error::Problem)))]
+pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let ledger = state.ledger.clone();
+    let size = crate::blocking(move || Ok(ledger.tree_size()?)).await.map_err(|e| {
+        ApiError::new(actix_web::http::StatusCode::SERVICE_UNAVAILABLE, "not_ready", format!("database: {}", e.detail))
+    })?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready", "tree_size": size})))
+}
+
+/// Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let ledger = state.ledger.clone();
+    let (size, checkpoint) =
+        crate::blocking(move || Ok((ledger.tree_size()?, ledger.latest_checkpoint()?))).await?;
+    let m = &state.metrics;
+    m.tree_size.set(size);
+    m.leaves_unsigned.set(size - checkpoint.as_ref().map_or(0, |c| c.tree_size));
+    let now = state.ledger.now_us();
+    m.checkpoint_age.set(checkpoint.map_or(0, |c| (now - c.time_us) / 1_000_000));
+    let mut out = Vec::new();
+    prometheus::TextEncoder::new().encode(&m.registry.gather(), &mut out).map_err(ApiError::internal)?;
+    Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(out))
+}
