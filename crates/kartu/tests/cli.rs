@@ -161,3 +161,30 @@ fn inspect_tap_with_a_key_file_finds_the_key_version() {
     let (ok, _, err) = kartu(&["card", "inspect-tap", "--picc-data", &picc, "--cmac", &mac]);
     assert!(!ok && err.contains("--keys"), "{err}");
 }
+
+/// A key file with a bad key: the error names the file and the field, never the value.
+#[test]
+fn inspect_tap_with_a_bad_key_file_names_the_field() {
+    let dir = tempfile::tempdir().expect("dir");
+    let keys = dir.path().join("keys.toml");
+    std::fs::write(
+        &keys,
+        "system_identifier = \"KARTU-MKS\"\n[cards.1]\nsdm_meta_read_key = \"11111111111111111111111111111111\"\n\
+         sdm_file_read_master_key = \"2222222222222222222222222222222\"\napp_master_key = \"33333333333333333333333333333333\"\n",
+    )
+    .expect("write keys");
+    let keys = keys.display().to_string();
+    let (ok, out, err) = kartu(&[
+        "card",
+        "inspect-tap",
+        "--keys",
+        &keys,
+        "--picc-data",
+        "EF963FF7828658A599F3041510671E88",
+        "--cmac",
+        "94EED9EE65337086",
+    ]);
+    assert!(!ok && out.is_empty(), "{out} {err}");
+    assert!(err.contains("is not a valid Kartu key file") && err.contains("cards.1.sdm_file_read_master_key"), "{err}");
+    assert!(!err.contains("2222222222") && !err.contains("1111111111"), "{err}");
+}

@@ -1,0 +1,82 @@
+//! `kartu card …`: the operator's card tools. Arguments and printing only; the protocol
+//! is in the `card` and `reader` crates.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use card::keyfile::KeyFile;
+use clap::Subcommand;
+use zeroize::Zeroizing;
+
+#[derive(Subcommand, Debug)]
+pub enum CardCmd {
+    /// Decrypt and check one tap (SUN message): prints JSON {uid, counter, mac_valid,
+    /// file_data, key_version} and exits non-zero when the MAC is not valid.
+    InspectTap {
+        /// The key file (TOML); every key version in it is tried, newest first.
+        #[arg(long, conflicts_with_all = ["meta_key", "file_key"], required_unless_present_all = ["meta_key", "file_key"])]
+        keys: Option<PathBuf>,
+        /// The SDM meta read key (32 hex), shared by all cards.
+        #[arg(long, requires = "file_key")]
+        meta_key: Option<String>,
+        /// The card's own SDM file read key (32 hex), already diversified.
+        #[arg(long, requires = "meta_key")]
+        file_key: Option<String>,
+        /// PICCData from the tap URL (32 hex).
+        #[arg(long)]
+        picc_data: String,
+        /// The truncated MAC from the tap URL (16 hex).
+        #[arg(long)]
+        cmac: String,
+        /// Encrypted file data, when the card mirrors it (hex).
+        #[arg(long)]
+        enc_data: Option<String>,
+    },
+}
+
+pub fn run(command: CardCmd) -> Result<()> {
+    match command {
+        CardCmd::InspectTap { keys, meta_key, file_key, picc_data, cmac, enc_data } => {
+            inspect_tap(keys.as_deref(), meta_key, file_key, &picc_data, &cmac, enc_data.as_deref())
+        }
+    }
+}
+
+/// Reads and parses the key file; the text is zeroized after parsing.
+pub fn read_key_file(path: &Path) -> Result<KeyFile> {
+    let text = Zeroizing::new(std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?);
+    KeyFile::parse(&text).with_context(|| format!("{} is not a valid Kartu key file", path.display()))
+}
+
+fn inspect_tap(
+    keys: Option<&Path>,
+    meta_key: Option<String>,
+    file_key: Option<String>,
+    picc_data: &str,
+    cmac: &str,
+    enc_data: Option<&str>,
+) -> Result<()> {
+    let tap = card::SunTap::from_hex(picc_data, cmac, enc_data).context("reading the tap")?;
+    let (message, key_version) = match (keys, meta_key, file_key) {
+        (Some(path), _, _) => {
+            let (message, version) = read_key_file(path)?.verify_tap(&tap).context("decrypting the tap")?;
+            (message, Some(version))
+        }
+        (None, Some(meta), Some(file)) => {
+            let meta = card::Key::from_hex(&Zeroizing::new(meta)).context("--meta-key")?;
+            let file = card::Key::from_hex(&Zeroizing::new(file)).context("--file-key")?;
+            (tap.verify(&meta, &card::FileReadKey::Direct(&file)).context("decrypting the tap")?, None)
+        }
+        _ => anyhow::bail!("give --keys FILE, or --meta-key and --file-key"),
+    };
+    let out = serde_json::json!({
+        "uid": message.uid().to_string(),
+        "counter": message.counter().value(),
+        "mac_valid": message.mac_valid(),
+        "file_data": message.file_data().map(hex::encode_upper),
+        "key_version": key_version,
+    });
+    println!("{out}");
+    anyhow::ensure!(message.mac_valid(), "the MAC is not valid: not a genuine tap for these keys");
+    Ok(())
+}
