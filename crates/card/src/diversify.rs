@@ -90,6 +90,50 @@ pub(crate) fn cmac_padded_to_two_blocks(key: &Key, data: &[u8]) -> Block {
     crypto::encrypt_with(&cipher, &last)
 }
 
+/// The installation's system identifier, the last part of every per-card key's
+/// diversification input (SPEC §6): 1 to [`SYSTEM_IDENTIFIER_MAX`] printable ASCII
+/// characters without spaces, e.g. `KARTU-MKS`. Not a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SystemIdentifier(String);
+
+/// Why text is not a [`SystemIdentifier`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a system identifier is 1 to {max} printable ASCII characters without spaces", max = SYSTEM_IDENTIFIER_MAX)]
+pub struct SystemIdentifierError;
+
+impl SystemIdentifier {
+    /// Parses a system identifier.
+    ///
+    /// # Errors
+    /// [`SystemIdentifierError`] unless 1 to [`SYSTEM_IDENTIFIER_MAX`] printable ASCII
+    /// characters without spaces.
+    pub fn parse(text: &str) -> Result<Self, SystemIdentifierError> {
+        let printable = text.bytes().all(|byte| byte.is_ascii_graphic());
+        if text.is_empty() || text.len() > SYSTEM_IDENTIFIER_MAX || !printable {
+            return Err(SystemIdentifierError);
+        }
+        Ok(Self(text.to_string()))
+    }
+
+    /// The identifier's ASCII bytes, as they enter the diversification input.
+    #[must_use]
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+
+    /// The identifier as text.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl core::fmt::Display for SystemIdentifier {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Kartu's per-card key: AN10922 diversification of `master` with
 /// `M = UID (7 bytes) || key number (1 byte) || system identifier (ASCII)` (SPEC §6).
 ///
@@ -116,6 +160,16 @@ pub fn diversify_card_key(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn system_identifier_is_printable_ascii_of_1_to_23_characters() {
+        assert_eq!(SystemIdentifier::parse("KARTU-MKS").map(|id| id.as_bytes().to_vec()), Ok(b"KARTU-MKS".to_vec()));
+        assert!(SystemIdentifier::parse(&"X".repeat(SYSTEM_IDENTIFIER_MAX)).is_ok());
+        for bad in ["", "KARTU MKS", "KARTU\nMKS", "KARTÜ"] {
+            assert_eq!(SystemIdentifier::parse(bad), Err(SystemIdentifierError), "{bad:?}");
+        }
+        assert_eq!(SystemIdentifier::parse(&"X".repeat(SYSTEM_IDENTIFIER_MAX + 1)), Err(SystemIdentifierError));
+    }
 
     #[test]
     fn rejects_inputs_outside_1_to_31_bytes() {

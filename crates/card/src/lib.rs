@@ -11,6 +11,8 @@
 //! - [`ev2`]: AuthenticateEV2First for the terminal and for the card, as state machines.
 //! - [`session`]: secure messaging (CommMode.Plain, .MAC and .Full) for both sides.
 //! - [`commands`]: command builders for personalisation and reading.
+//! - [`keyfile`]: the key file (SPEC §6): master keys per key version, parsed and written;
+//!   [`keyfile::KeyFile::verify_tap`] checks a tap against every version, newest first.
 //! - [`ndef`]: the NDEF URI record holding the SUN URL, with its placeholder offsets.
 //! - [`apdu`]: command and response APDUs, status words.
 //!
@@ -41,13 +43,14 @@ pub mod crypto;
 pub mod diversify;
 pub mod ev2;
 mod key;
+pub mod keyfile;
 pub mod ndef;
 pub mod session;
 pub mod sun;
 mod types;
 
 pub use apdu::{ApduError, CommandApdu, ResponseApdu, StatusWord};
-pub use diversify::{diversify_an10922, diversify_card_key, DiversifyError};
+pub use diversify::{diversify_an10922, diversify_card_key, DiversifyError, SystemIdentifier, SystemIdentifierError};
 pub use ev2::AuthError;
 
 pub use key::{Key, KeyParseError, KEY_HEX_LEN, KEY_LEN};

@@ -72,7 +72,7 @@ pub enum SimError {
     Thread(String),
 }
 
-/// What starts the simulator; the arguments of a future `kartu card sim`.
+/// What starts the simulator; the arguments of `kartu card sim`.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
     /// vpcd's `host:port`, e.g. `127.0.0.1:35963`.
@@ -285,15 +285,14 @@ pub fn spawn(config: SimConfig) -> Result<SimHandle, SimError> {
 }
 
 /// Runs the simulator in the foreground until it is told to shut down through the control
-/// socket (`shutdown`); without a control socket it runs until the process ends. This is
-/// what `kartu card sim` calls.
+/// socket (`shutdown`); without a control socket it runs until the process ends.
+/// `kartu card sim` does the same in two steps ([`spawn`], then
+/// [`SimHandle::run_until_shutdown`]) so as to print the card's UID first.
 ///
 /// # Errors
 /// As [`spawn`].
 pub fn run(config: SimConfig) -> Result<(), SimError> {
-    let handle = spawn(config)?;
-    handle.shared.wait_for(Duration::MAX, |control| control.shutdown);
-    handle.shutdown()
+    spawn(config)?.run_until_shutdown()
 }
 
 impl SimHandle {
@@ -347,6 +346,17 @@ impl SimHandle {
     #[must_use]
     pub fn wait_disconnected(&self, timeout: Duration) -> bool {
         self.shared.wait_for(timeout, |control| !control.connected)
+    }
+
+    /// Waits until the simulator is told to shut down through the control socket
+    /// (`shutdown`), then stops it: [`run`] for a caller that first wants the handle (to
+    /// show the UID, say). Without a control socket it waits until the process ends.
+    ///
+    /// # Errors
+    /// [`SimError::Thread`] when a simulator thread panicked.
+    pub fn run_until_shutdown(self) -> Result<(), SimError> {
+        self.shared.wait_for(Duration::MAX, |control| control.shutdown);
+        self.shutdown()
     }
 
     /// Stops the simulator and waits for its threads.

@@ -6,6 +6,8 @@ use clap::{Parser, Subcommand};
 use ledger::domain::AccountId;
 use ledger::{Ledger, LedgerConfig};
 
+mod card_cmd;
+
 #[derive(Parser, Debug)]
 #[command(name = "kartu", version, about = "Kartu: the city smart card backend")]
 struct Cli {
@@ -23,7 +25,7 @@ enum Cmd {
     /// Card tools for operators.
     Card {
         #[command(subcommand)]
-        command: CardCmd,
+        command: card_cmd::CardCmd,
     },
     /// Check the audit log.
     Audit {
@@ -36,32 +38,6 @@ enum Cmd {
         database_url: Option<String>,
         #[command(subcommand)]
         read: LedgerCmd,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-enum CardCmd {
-    /// Decrypt and check one tap (SUN message): prints JSON {uid, counter, mac_valid,
-    /// file_data} and exits non-zero when the MAC is not valid.
-    InspectTap {
-        /// The key file (TOML); every key version in it is tried, newest first.
-        #[arg(long, conflicts_with_all = ["meta_key", "file_key"], required_unless_present_all = ["meta_key", "file_key"])]
-        keys: Option<std::path::PathBuf>,
-        /// The SDM meta read key (32 hex), shared by all cards.
-        #[arg(long, requires = "file_key")]
-        meta_key: Option<String>,
-        /// The card's own SDM file read key (32 hex), already diversified.
-        #[arg(long, requires = "meta_key")]
-        file_key: Option<String>,
-        /// PICCData from the tap URL (32 hex).
-        #[arg(long)]
-        picc_data: String,
-        /// The truncated MAC from the tap URL (16 hex).
-        #[arg(long)]
-        cmac: String,
-        /// Encrypted file data, when the card mirrors it (hex).
-        #[arg(long)]
-        enc_data: Option<String>,
     },
 }
 
@@ -122,28 +98,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("migrated: {ran} migration(s) applied");
             Ok(())
         }
-        Cmd::Card { command: CardCmd::InspectTap { keys, meta_key, file_key, picc_data, cmac, enc_data } } => {
-            let tap = card::SunTap::from_hex(&picc_data, &cmac, enc_data.as_deref()).context("reading the tap")?;
-            let (message, key_version) = match (keys, meta_key, file_key) {
-                (Some(path), _, _) => inspect_with_key_file(&tap, &path)?,
-                (None, Some(meta), Some(file)) => {
-                    let meta = card::Key::from_hex(&meta).context("--meta-key")?;
-                    let file = card::Key::from_hex(&file).context("--file-key")?;
-                    (tap.verify(&meta, &card::FileReadKey::Direct(&file)).context("decrypting the tap")?, None)
-                }
-                _ => anyhow::bail!("give --keys FILE, or --meta-key and --file-key"),
-            };
-            let out = serde_json::json!({
-                "uid": message.uid().to_string(),
-                "counter": message.counter().to_string().parse::<u32>().unwrap_or_default(),
-                "mac_valid": message.mac_valid(),
-                "file_data": message.file_data().map(hex::encode_upper),
-                "key_version": key_version,
-            });
-            println!("{out}");
-            anyhow::ensure!(message.mac_valid(), "the MAC is not valid: not a genuine tap for these keys");
-            Ok(())
-        }
+        Cmd::Card { command } => card_cmd::run(command),
         Cmd::Audit { command: AuditCmd::Verify { database_url, public_key, allow_unsigned_tail, origin } } => {
             audit_verify(&database_url, &public_key, allow_unsigned_tail, origin)
         }
@@ -153,47 +108,6 @@ fn run(cli: Cli) -> Result<()> {
             ledger_read(&ledger, read)
         }
     }
-}
-
-/// The key file of SPEC §6 (only what tap inspection needs).
-#[derive(serde::Deserialize)]
-struct KeyFile {
-    system_identifier: String,
-    cards: std::collections::BTreeMap<String, CardKeyVersion>,
-}
-
-#[derive(serde::Deserialize)]
-struct CardKeyVersion {
-    sdm_meta_read_key: String,
-    sdm_file_read_master_key: String,
-}
-
-/// Tries every key version of the file, newest first; the first valid MAC wins, else the
-/// newest version's result is shown.
-fn inspect_with_key_file(tap: &card::SunTap, path: &std::path::Path) -> Result<(card::SunMessage, Option<u32>)> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let file: KeyFile = toml::from_str(&text).with_context(|| format!("{} is not a Kartu key file", path.display()))?;
-    let mut versions: Vec<(u32, &CardKeyVersion)> = file
-        .cards
-        .iter()
-        .map(|(v, k)| v.parse::<u32>().map(|v| (v, k)).with_context(|| format!("key version {v:?} is not a number")))
-        .collect::<Result<_>>()?;
-    versions.sort_by_key(|v| std::cmp::Reverse(v.0));
-    let mut newest = None;
-    for (version, keys) in versions {
-        let meta = card::Key::from_hex(&keys.sdm_meta_read_key)
-            .with_context(|| format!("cards.{version}.sdm_meta_read_key"))?;
-        let master = card::Key::from_hex(&keys.sdm_file_read_master_key)
-            .with_context(|| format!("cards.{version}.sdm_file_read_master_key"))?;
-        let file_key =
-            card::FileReadKey::Diversified { master: &master, system_identifier: file.system_identifier.as_bytes() };
-        let message = tap.verify(&meta, &file_key).context("decrypting the tap")?;
-        if message.mac_valid() {
-            return Ok((message, Some(version)));
-        }
-        newest.get_or_insert((message, Some(version)));
-    }
-    newest.context("the key file has no [cards.N] section")
 }
 
 fn audit_verify(

@@ -161,3 +161,65 @@ fn inspect_tap_with_a_key_file_finds_the_key_version() {
     let (ok, _, err) = kartu(&["card", "inspect-tap", "--picc-data", &picc, "--cmac", &mac]);
     assert!(!ok && err.contains("--keys"), "{err}");
 }
+
+/// A key file with a bad key: the error names the file and the field, never the value.
+#[test]
+fn inspect_tap_with_a_bad_key_file_names_the_field() {
+    let dir = tempfile::tempdir().expect("dir");
+    let keys = dir.path().join("keys.toml");
+    std::fs::write(
+        &keys,
+        "system_identifier = \"KARTU-MKS\"\n[cards.1]\nsdm_meta_read_key = \"11111111111111111111111111111111\"\n\
+         sdm_file_read_master_key = \"2222222222222222222222222222222\"\napp_master_key = \"33333333333333333333333333333333\"\n",
+    )
+    .expect("write keys");
+    let keys = keys.display().to_string();
+    let (ok, out, err) = kartu(&[
+        "card",
+        "inspect-tap",
+        "--keys",
+        &keys,
+        "--picc-data",
+        "EF963FF7828658A599F3041510671E88",
+        "--cmac",
+        "94EED9EE65337086",
+    ]);
+    assert!(!ok && out.is_empty(), "{out} {err}");
+    assert!(err.contains("is not a valid Kartu key file") && err.contains("cards.1.sdm_file_read_master_key"), "{err}");
+    assert!(!err.contains("2222222222") && !err.contains("1111111111"), "{err}");
+}
+
+/// `card personalize` checks its key file, key version and host before it looks for a
+/// reader; `card sim` checks the UID before it starts. (With a card: `card_e2e.rs`.)
+#[test]
+fn personalize_and_sim_refuse_bad_arguments_before_touching_a_card() {
+    let dir = tempfile::tempdir().expect("dir");
+    let keys = dir.path().join("keys.toml");
+    std::fs::write(
+        &keys,
+        "system_identifier = \"KARTU-MKS\"\n[cards.1]\nsdm_meta_read_key = \"11111111111111111111111111111111\"\n\
+         sdm_file_read_master_key = \"22222222222222222222222222222222\"\napp_master_key = \"33333333333333333333333333333333\"\n",
+    )
+    .expect("write keys");
+    let keys = keys.display().to_string();
+    let personalize = |extra: &[&str]| {
+        let mut args = vec!["card", "personalize", "--keys", &keys, "--timeout-secs", "1"];
+        args.extend_from_slice(extra);
+        kartu(&args)
+    };
+    let (ok, out, err) = personalize(&["--host", "kartu.example", "--key-version", "2"]);
+    assert!(!ok && out.is_empty() && err.contains("has no key version 2 ([cards.2])"), "{out} {err}");
+    let (ok, _, err) = personalize(&["--host", "kartu.example", "--key-version", "0"]);
+    assert!(!ok && err.contains("--key-version"), "{err}");
+    let (ok, _, err) = personalize(&["--host", "kartu example/x"]);
+    assert!(!ok && err.contains("cannot be the tap URL's host"), "{err}");
+    let (ok, _, err) = kartu(&["card", "personalize", "--keys", "/nonexistent/keys.toml", "--host", "kartu.example"]);
+    assert!(!ok && err.contains("reading /nonexistent/keys.toml"), "{err}");
+
+    let state = dir.path().join("card.json").display().to_string();
+    let (ok, out, err) = kartu(&["card", "sim", "--state", &state, "--vpcd", "127.0.0.1:1", "--uid", "04XYZ"]);
+    assert!(!ok && out.is_empty() && err.contains("--uid"), "{out} {err}");
+    let (ok, _, err) = kartu(&["card", "sim", "--state", &state, "--vpcd", "no port here"]);
+    assert!(!ok && err.contains("vpcd address"), "{err}");
+    assert!(!std::path::Path::new(&state).exists(), "a refused sim created its state file");
+}

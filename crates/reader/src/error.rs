@@ -102,9 +102,6 @@ pub enum ReaderError {
         /// The rejected version.
         version: u8,
     },
-    /// The system identifier is not 1 to 23 printable ASCII characters.
-    #[error("the system identifier must be 1 to 23 printable ASCII characters")]
-    InvalidSystemIdentifier,
     /// A per-card key could not be derived.
     #[error("cannot derive the card keys: {0}")]
     Diversify(#[from] DiversifyError),

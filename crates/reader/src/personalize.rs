@@ -19,8 +19,9 @@ use card::commands::{
     change_file_settings, change_key, get_card_uid, parse_card_uid, select_ndef_application, write_data_in_session,
     FileSettings, APP_KEY_NO_MAX, NDEF_FILE_NO,
 };
-use card::diversify::{APP_MASTER_KEY_NO, SDM_FILE_READ_KEY_NO, SDM_META_READ_KEY_NO, SYSTEM_IDENTIFIER_MAX};
+use card::diversify::{APP_MASTER_KEY_NO, SDM_FILE_READ_KEY_NO, SDM_META_READ_KEY_NO};
 use card::ev2::TerminalAuth;
+use card::keyfile::MasterKeySet;
 use card::ndef::kartu_tap_url_file;
 use card::{diversify_card_key, verify_sun, CardUid, CommMode, FileReadKey, Key, ReadCounter, Session, VerifiedSun};
 
@@ -40,30 +41,9 @@ pub const WRITE_CHUNK_MAX: usize = 128;
 /// Number of application keys (0 to 4).
 const KEY_COUNT: usize = APP_KEY_NO_MAX as usize + 1;
 
-/// The installation's system identifier, part of every per-card key's derivation input:
-/// 1 to 23 printable ASCII characters, e.g. `KARTU-MKS`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SystemIdentifier(String);
-
-impl SystemIdentifier {
-    /// Parses a system identifier.
-    ///
-    /// # Errors
-    /// [`ReaderError::InvalidSystemIdentifier`] unless 1 to 23 printable ASCII characters.
-    pub fn parse(text: &str) -> Result<Self, ReaderError> {
-        let printable = text.bytes().all(|byte| byte.is_ascii_graphic());
-        if text.is_empty() || text.len() > SYSTEM_IDENTIFIER_MAX || !printable {
-            return Err(ReaderError::InvalidSystemIdentifier);
-        }
-        Ok(Self(text.to_string()))
-    }
-
-    /// The identifier's ASCII bytes.
-    #[must_use]
-    pub fn as_bytes(&self) -> &[u8] {
-        self.0.as_bytes()
-    }
-}
+/// The installation's system identifier (defined in the `card` crate, which parses the
+/// key file).
+pub use card::SystemIdentifier;
 
 /// One version of the master keys from the key file (`[cards.<version>]`).
 #[derive(Debug, Clone)]
@@ -146,6 +126,19 @@ impl MasterKeys {
         let sun = tap.tap();
         let message = verify_sun(&self.sdm_meta_read_key, &file_read_key, sun.picc_data(), sun.sdm_mac(), None, &[])?;
         Ok(message.require_valid_mac()?)
+    }
+}
+
+impl From<&MasterKeySet> for MasterKeys {
+    /// The master keys of one `[cards.N]` table of the key file (N is 1 to 255, never the
+    /// factory version).
+    fn from(set: &MasterKeySet) -> Self {
+        Self {
+            version: set.version(),
+            sdm_meta_read_key: set.sdm_meta_read_key().clone(),
+            sdm_file_read_master_key: set.sdm_file_read_master_key().clone(),
+            app_master_key: set.app_master_key().clone(),
+        }
     }
 }
 

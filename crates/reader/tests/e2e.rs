@@ -1,29 +1,16 @@
 //! End to end, no hardware: the real pcscd with the vpcd driver, the virtual card
 //! (`cardsim`) connected to vpcd over TCP, and the reader crate talking PC/SC.
 //!
-//! Isolation. Debian's pcscd always uses `/run/pcscd/pcscd.comm`, and so does the PC/SC
-//! client library. So that this test never meets a system pcscd (nor the other way round),
-//! the test binary re-executes itself as
-//!
-//! ```text
-//! unshare --mount --propagation private --pid --fork --kill-child --mount-proc -- <this test> <args>
-//! ```
-//!
-//! and, inside (where it is PID 1 of a new PID namespace), mounts a private tmpfs on `/run`
-//! (`mount -t tmpfs -o mode=0755,size=4m kartu-e2e /run`), writes its own reader
-//! configuration to a temporary directory and starts `pcscd --foreground --apdu --debug
-//! --config <dir>` with vpcd on two free consecutive TCP ports (vpcd listens on the port and the
-//! port + 1). When the test process ends, the kernel ends every process of the namespace:
-//! pcscd never outlives the test. The test needs root (for `unshare`), pcscd,
-//! vsmartcard-vpcd and util-linux: see `install-deps.sh`.
+//! Isolation: the test binary re-executes itself in private mount and PID namespaces
+//! (`unshare`) and runs a pcscd of its own there, with its own `/run`; see the
+//! `kartu-pcsc-testkit` crate, shared with the `kartu` binary's end-to-end test. When the
+//! test process ends, the kernel ends every process of the namespace: pcscd never outlives
+//! the test. The test needs root, pcscd, vsmartcard-vpcd and util-linux
+//! (`scripts/setup.sh`).
 //!
 //! The trials share one pcscd, one virtual card and one replay guard, and take turns.
 
-use std::ffi::OsString;
-use std::fs;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -31,74 +18,39 @@ use card::sun::verify_sun;
 use card::{CardUid, FileReadKey, Key, VerifiedSun};
 use cardsim::{send_command, SimConfig, SimHandle};
 use libtest_mimic::{Arguments, Failed, Trial};
+use pcsc_testkit::Pcscd;
 use reader::{personalize, rotate_keys, MasterKeys, ReaderError, ReplayError, ReplayGuard, SystemIdentifier, Terminal};
 
-/// Set in the re-executed test process, inside the namespaces.
-const NAMESPACE_ENV: &str = "KARTU_E2E_IN_NAMESPACE";
-/// vpcd's IFD handler as installed by Debian's vsmartcard-vpcd.
-const VPCD_DRIVER: &str = "/usr/lib/pcsc/drivers/serial/libifdvpcd.so";
 /// The reader's friendly name; pcscd appends the slot, " 00 00" for the first.
 const READER_NAME: &str = "Kartu E2E PCD";
 const HOST: &str = "kartu.e2e.example";
 const SYSTEM_IDENTIFIER: &str = "KARTU-MKS";
-/// Bounds on waiting; pcscd polls vpcd for the card every 400 ms.
-const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on waiting for a card; pcscd polls vpcd for the card every 400 ms.
 const CARD_TIMEOUT: Duration = Duration::from_secs(10);
-const PCSCD_START_ATTEMPTS_MAX: usize = 3;
 const TAPS: usize = 100;
 
 fn main() {
     let arguments = Arguments::from_args();
-    let inside = std::env::var_os(NAMESPACE_ENV).is_some();
-    let outside_reason = if inside || arguments.list {
+    let outside_reason = if pcsc_testkit::is_inside() || arguments.list {
         None
     } else {
-        match run_in_namespace() {
+        match pcsc_testkit::reexec_in_namespace() {
             Ok(code) => std::process::exit(code),
             Err(reason) => Some(reason),
         }
     };
     let world = Arc::new(Mutex::new(Lazy::Pending(outside_reason)));
     let conclusion = libtest_mimic::run(&arguments, trials(&world));
-    let log = {
+    {
         let mut lazy = lock(&world);
-        let log = match &*lazy {
-            Lazy::Ready(world) => {
-                // KARTU_E2E_PCSCD_LOG=<file> keeps pcscd's whole log for a closer look.
-                if let Some(keep) = std::env::var_os("KARTU_E2E_PCSCD_LOG") {
-                    let _ = fs::copy(&world.pcscd_log, keep);
-                }
-                conclusion.has_failed().then(|| fs::read_to_string(&world.pcscd_log).ok()).flatten()
-            }
-            _ => None,
-        };
+        if let Lazy::Ready(world) = &*lazy {
+            // KARTU_E2E_PCSCD_LOG=<file> keeps pcscd's whole log; a failure shows its end.
+            world.pcscd.finish(conclusion.has_failed());
+        }
         // Stops the card and pcscd (and removes the temporary directory) before the end.
         *lazy = Lazy::Failed("finished".to_string());
-        log
-    };
-    if let Some(log) = log {
-        let tail: Vec<&str> = log.lines().rev().take(60).collect();
-        eprintln!("--- last lines of the pcscd log ---");
-        for line in tail.iter().rev() {
-            eprintln!("{line}");
-        }
     }
     conclusion.exit();
-}
-
-/// Re-executes this test binary inside new mount and PID namespaces and returns its exit
-/// code; `Err` when that cannot be done.
-fn run_in_namespace() -> Result<i32, String> {
-    let exe = std::env::current_exe().map_err(|error| format!("cannot find the test binary: {error}"))?;
-    let arguments: Vec<OsString> = std::env::args_os().skip(1).collect();
-    let status = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "--pid", "--fork", "--kill-child", "--mount-proc", "--"])
-        .arg(exe)
-        .args(arguments)
-        .env(NAMESPACE_ENV, "1")
-        .status()
-        .map_err(|error| format!("cannot run unshare (util-linux): {error}"))?;
-    Ok(status.code().unwrap_or(101))
 }
 
 enum Lazy {
@@ -326,15 +278,14 @@ fn card_in_the_second_slot(world: &mut World) -> Result<(), Failed> {
         Err(ReaderError::Timeout { .. }) => {}
         other => return Err(format!("with no card anywhere, waiting gave {other:?}").into()),
     }
-    let second_slot = world.vpcd_port + 1;
-    let mut config = SimConfig::new(format!("127.0.0.1:{second_slot}"), world.directory.path().join("card-2.json"));
+    let mut config = SimConfig::new(world.pcscd.vpcd_address(1), world.directory.path().join("card-2.json"));
     config.uid = Some(CardUid::from_bytes([0x04, 0xE2, 0xE0, 0x00, 0x00, 0x00, 0x02]));
     let second = cardsim::spawn(config)?;
     let found = world.terminal.wait_for_card(None, CARD_TIMEOUT);
     let uid = found.as_ref().ok().map(|reader| world.terminal.connect(reader).and_then(|mut card| card.read_uid()));
     second.shutdown()?;
     world.sim()?.insert();
-    let expected = format!("{READER_NAME} 00 01");
+    let expected = world.pcscd.reader_name(1);
     match (found, uid) {
         (Ok(reader), Some(Ok(uid))) if reader == expected && uid.as_bytes()[6] == 0x02 => Ok(()),
         other => Err(format!("waiting for a card in any reader gave {other:?}").into()),
@@ -345,10 +296,8 @@ fn card_in_the_second_slot(world: &mut World) -> Result<(), Failed> {
 // The world: pcscd, the virtual card, the keys, the replay guard.
 
 struct World {
-    directory: tempfile::TempDir,
-    pcscd: Child,
-    pcscd_log: PathBuf,
-    vpcd_port: u16,
+    // Fields drop in order: the simulator (see `Drop`), the connection to pcscd, pcscd, and
+    // last the directory holding its configuration and log.
     terminal: Terminal,
     reader: String,
     sim: Option<SimHandle>,
@@ -357,6 +306,8 @@ struct World {
     keys: MasterKeys,
     system_identifier: SystemIdentifier,
     guard: ReplayGuard,
+    pcscd: Pcscd,
+    directory: tempfile::TempDir,
 }
 
 fn master_keys(version: u8, seed: u8) -> MasterKeys {
@@ -369,19 +320,14 @@ fn master_keys(version: u8, seed: u8) -> MasterKeys {
 
 impl World {
     fn start() -> Result<Self, String> {
-        mount_private_run()?;
-        if !Path::new(VPCD_DRIVER).exists() {
-            return Err(format!("{VPCD_DRIVER} is missing: run install-deps.sh (vsmartcard-vpcd)"));
-        }
         let directory = tempfile::tempdir().map_err(|error| format!("tempdir: {error}"))?;
-        let (pcscd, pcscd_log, vpcd_port, terminal) = start_pcscd(directory.path())?;
-        let reader = format!("{READER_NAME} 00 00");
+        let pcscd = Pcscd::start(directory.path(), READER_NAME)?;
+        let terminal = Terminal::establish().map_err(|error| format!("PC/SC: {error}"))?;
+        let reader = pcscd.reader_name(0);
         let mut world = Self {
             control_socket: directory.path().join("sim.sock"),
             directory,
             pcscd,
-            pcscd_log,
-            vpcd_port,
             terminal,
             reader,
             sim: None,
@@ -405,8 +351,7 @@ impl World {
     }
 
     fn start_sim(&mut self, uid: Option<CardUid>) -> Result<(), Failed> {
-        let mut config =
-            SimConfig::new(format!("127.0.0.1:{}", self.vpcd_port), self.directory.path().join("card.json"));
+        let mut config = SimConfig::new(self.pcscd.vpcd_address(0), self.directory.path().join("card.json"));
         config.uid = uid;
         config.control_socket = Some(self.control_socket.clone());
         self.sim = Some(cardsim::spawn(config)?);
@@ -462,98 +407,5 @@ impl Drop for World {
         if let Some(sim) = self.sim.take() {
             let _ = sim.shutdown();
         }
-        let _ = self.pcscd.kill();
-        let _ = self.pcscd.wait();
     }
-}
-
-/// Mounts a private tmpfs on `/run`, so that pcscd's socket `/run/pcscd/pcscd.comm` is
-/// this test's own. Refuses to run outside the namespace this test created.
-fn mount_private_run() -> Result<(), String> {
-    if std::env::var_os(NAMESPACE_ENV).is_none() || std::process::id() != 1 {
-        return Err("refusing to mount over /run outside the test's own namespace".to_string());
-    }
-    let status = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "mode=0755,size=4m", "kartu-e2e", "/run"])
-        .status()
-        .map_err(|error| format!("cannot run mount: {error}"))?;
-    if !status.success() {
-        return Err(format!("mount -t tmpfs on /run failed: {status}"));
-    }
-    Ok(())
-}
-
-/// Two free consecutive TCP ports (vpcd listens on all addresses, on the port and the
-/// port + 1); the first is returned.
-fn free_port_pair() -> Result<u16, String> {
-    for _ in 0..64 {
-        let first = TcpListener::bind(("0.0.0.0", 0)).map_err(|error| format!("bind: {error}"))?;
-        let port = first.local_addr().map_err(|error| error.to_string())?.port();
-        let Some(next) = port.checked_add(1) else { continue };
-        if TcpListener::bind(("0.0.0.0", next)).is_ok() {
-            return Ok(port);
-        }
-    }
-    Err("no two free consecutive TCP ports".to_string())
-}
-
-/// A reader.conf entry for a vpcd reader listening on `port` (and `port` + 1).
-fn reader_conf(name: &str, port: u16) -> String {
-    format!("FRIENDLYNAME \"{name}\"\nDEVICENAME   /dev/null:{port}\nLIBPATH      {VPCD_DRIVER}\nCHANNELID    {port}\n")
-}
-
-/// Starts pcscd with a configuration of its own and waits until it lists the vpcd reader.
-/// A port taken between choosing and binding makes the reader fail to start; then pcscd
-/// is started again on other ports.
-fn start_pcscd(directory: &Path) -> Result<(Child, PathBuf, u16, Terminal), String> {
-    let config = directory.join("reader.conf.d");
-    fs::create_dir_all(&config).map_err(|error| format!("mkdir: {error}"))?;
-    let pcscd = if Path::new("/usr/sbin/pcscd").exists() { "/usr/sbin/pcscd" } else { "pcscd" };
-    let mut last_error = String::new();
-    for attempt in 1..=PCSCD_START_ATTEMPTS_MAX {
-        let port = free_port_pair()?;
-        fs::write(config.join("vpcd"), reader_conf(READER_NAME, port))
-            .map_err(|error| format!("write reader.conf: {error}"))?;
-        let log_path = directory.join(format!("pcscd-{attempt}.log"));
-        let log = fs::File::create(&log_path).map_err(|error| format!("pcscd log: {error}"))?;
-        let err_log = log.try_clone().map_err(|error| format!("pcscd log: {error}"))?;
-        let mut child = Command::new(pcscd)
-            .arg("--foreground")
-            .arg("--apdu")
-            .arg("--debug")
-            .arg("--config")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(err_log)
-            .spawn()
-            .map_err(|error| format!("cannot start pcscd (install-deps.sh): {error}"))?;
-        match wait_for_reader(&mut child) {
-            Ok(terminal) => return Ok((child, log_path, port, terminal)),
-            Err(error) => {
-                last_error = format!("attempt {attempt} on port {port}: {error}");
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-    }
-    Err(format!("pcscd did not come up: {last_error}"))
-}
-
-fn wait_for_reader(pcscd: &mut Child) -> Result<Terminal, String> {
-    let deadline = Instant::now() + READY_TIMEOUT;
-    let expected = format!("{READER_NAME} 00 00");
-    let mut last = String::from("no answer");
-    while Instant::now() < deadline {
-        if let Ok(Some(status)) = pcscd.try_wait() {
-            return Err(format!("pcscd exited: {status}"));
-        }
-        match Terminal::establish().and_then(|terminal| terminal.list_readers().map(|readers| (terminal, readers))) {
-            Ok((terminal, readers)) if readers.contains(&expected) => return Ok(terminal),
-            Ok((_, readers)) => last = format!("readers {readers:?}"),
-            Err(error) => last = error.to_string(),
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Err(format!("no reader {expected:?} within {READY_TIMEOUT:?}: {last}"))
 }

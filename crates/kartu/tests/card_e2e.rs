@@ -1,0 +1,531 @@
+//! The `kartu card` commands end to end, as an operator runs them, no hardware: the real
+//! pcscd with the vpcd driver, the virtual card as a `kartu card sim` process, a blank card
+//! personalised by `kartu card personalize`, taps read through the reader crate and
+//! checked by `kartu card inspect-tap --keys`.
+//!
+//! The test re-executes itself in private mount and PID namespaces and runs a pcscd of its
+//! own there (`kartu-pcsc-testkit`, shared with the reader crate's end-to-end test). It
+//! needs root, pcscd, vsmartcard-vpcd and util-linux (`scripts/setup.sh`).
+//!
+//! The trials share one pcscd and one personalised card (slot 0), and take turns; the
+//! interrupted-personalisation trial brings a second blank card in slot 1.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use card::keyfile::{KeyFile, GENERATE_RANDOM_LEN};
+use card::SystemIdentifier;
+use libtest_mimic::{Arguments, Failed, Trial};
+use pcsc_testkit::Pcscd;
+use reader::Terminal;
+use ring::rand::SecureRandom;
+use serde_json::Value;
+
+const READER_NAME: &str = "Kartu CLI E2E PCD";
+const HOST: &str = "kartu.cli-e2e.example";
+const SYSTEM_IDENTIFIER: &str = "KARTU-E2E";
+/// Bound on waiting for a card; pcscd polls vpcd for the card every 400 ms.
+const CARD_TIMEOUT: Duration = Duration::from_secs(10);
+/// What `kartu card personalize` is given to wait for a card.
+const PERSONALIZE_TIMEOUT_SECS: &str = "10";
+const TAPS: usize = 5;
+/// The UID given to the second (blank) virtual card.
+const SECOND_UID: &str = "04E2E0000000C2";
+
+fn main() {
+    let arguments = Arguments::from_args();
+    let outside_reason = if pcsc_testkit::is_inside() || arguments.list {
+        None
+    } else {
+        match pcsc_testkit::reexec_in_namespace() {
+            Ok(code) => std::process::exit(code),
+            Err(reason) => Some(reason),
+        }
+    };
+    let world = Arc::new(Mutex::new(Lazy::Pending(outside_reason)));
+    let conclusion = libtest_mimic::run(&arguments, trials(&world));
+    {
+        let mut lazy = lock(&world);
+        if let Lazy::Ready(world) = &*lazy {
+            world.pcscd.finish(conclusion.has_failed());
+            if conclusion.has_failed() {
+                eprintln!("--- kartu card sim (slot 0) stderr ---\n{}", read(&world.sim_stderr));
+            }
+        }
+        // Stops the simulator and pcscd, removes the temporary directory.
+        *lazy = Lazy::Failed("finished".to_string());
+    }
+    conclusion.exit();
+}
+
+enum Lazy {
+    /// Not started; `Some` when the namespace could not be entered.
+    Pending(Option<String>),
+    Ready(Box<World>),
+    Failed(String),
+}
+
+type Shared = Arc<Mutex<Lazy>>;
+
+fn lock(world: &Shared) -> MutexGuard<'_, Lazy> {
+    world.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Runs `body` with the world, starting it on first use.
+fn with_world(world: &Shared, body: fn(&mut World) -> Result<(), Failed>) -> Result<(), Failed> {
+    let mut lazy = lock(world);
+    if let Lazy::Pending(outside) = &*lazy {
+        let started = Instant::now();
+        *lazy = match outside {
+            Some(reason) => Lazy::Failed(format!("not inside a private namespace: {reason}")),
+            None => match World::start() {
+                Ok(world) => {
+                    eprintln!(
+                        "card_e2e: pcscd, kartu card sim and kartu card personalize done in {} ms",
+                        started.elapsed().as_millis()
+                    );
+                    Lazy::Ready(Box::new(world))
+                }
+                Err(error) => Lazy::Failed(error),
+            },
+        };
+    }
+    match &mut *lazy {
+        Lazy::Ready(world) => {
+            world.ensure_card_present()?;
+            body(world)
+        }
+        Lazy::Failed(reason) => Err(format!("setup failed: {reason}").into()),
+        Lazy::Pending(_) => Err("setup did not run".into()),
+    }
+}
+
+fn trials(world: &Shared) -> Vec<Trial> {
+    type Body = fn(&mut World) -> Result<(), Failed>;
+    let bodies: [(&str, Body); 6] = [
+        ("personalize_prints_the_sims_uid_and_a_verified_tap", personalize_output),
+        ("taps_read_through_pcsc_verify_with_inspect_tap", taps_verify_with_inspect_tap),
+        ("personalizing_a_personalized_card_fails_clearly_and_changes_nothing", personalize_again),
+        ("an_interrupted_personalization_is_reported_and_finished_by_a_second_run", interrupted_personalization),
+        ("no_card_is_a_timeout_with_a_clear_message", no_card_times_out),
+        ("an_unknown_reader_is_refused_with_the_readers_listed", unknown_reader),
+    ];
+    bodies
+        .into_iter()
+        .map(|(name, body)| {
+            let world = Arc::clone(world);
+            Trial::test(name, move || with_world(&world, body))
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// The trials.
+
+fn personalize_output(world: &mut World) -> Result<(), Failed> {
+    let out = &world.personalized;
+    let expected = (
+        Some(world.sim_uid.as_str()),
+        Some(1),
+        Some(world.pcscd.reader_name(0)),
+        Some(true),
+        // The card's own check tap inside the personalisation is read 1, the read-back 2.
+        Some(2),
+    );
+    let found = (
+        out["uid"].as_str(),
+        out["key_version"].as_u64(),
+        out["reader"].as_str().map(str::to_string),
+        out["tap_verified"].as_bool(),
+        out["counter"].as_u64(),
+    );
+    if found != expected {
+        return Err(format!("personalize printed {out}, expected {expected:?}").into());
+    }
+    if out.as_object().map(serde_json::Map::len) != Some(5) {
+        return Err(format!("personalize printed other fields: {out}").into());
+    }
+    world.check_no_secret(&world.personalize_output)?;
+    Ok(())
+}
+
+fn taps_verify_with_inspect_tap(world: &mut World) -> Result<(), Failed> {
+    let mut counters = Vec::with_capacity(TAPS);
+    for _ in 0..TAPS {
+        let (picc_data, cmac) = world.read_tap(0)?;
+        let out = world.inspect_tap(&picc_data, &cmac)?;
+        let found = (out["uid"].as_str(), out["mac_valid"].as_bool(), out["key_version"].as_u64());
+        if found != (Some(world.sim_uid.as_str()), Some(true), Some(1)) {
+            return Err(format!("inspect-tap printed {out}").into());
+        }
+        counters.push(out["counter"].as_u64().ok_or("no counter")?);
+    }
+    let above_last = counters.first().is_some_and(|first| *first > world.last_counter);
+    if !above_last || !counters.windows(2).all(|pair| pair[0] < pair[1]) {
+        return Err(format!("counters {counters:?} are not strictly increasing from {}", world.last_counter).into());
+    }
+    world.last_counter = counters.last().copied().unwrap_or(world.last_counter);
+
+    // One flipped MAC bit: inspect-tap says so and fails.
+    let (picc_data, cmac) = world.read_tap(0)?;
+    let last = cmac.chars().last().ok_or("empty cmac")?;
+    let forged = format!("{}{}", &cmac[..cmac.len() - 1], if last == '0' { '1' } else { '0' });
+    let output =
+        kartu(&["card", "inspect-tap", "--keys", &world.keys_arg(), "--picc-data", &picc_data, "--cmac", &forged])?;
+    let (stdout, stderr) = texts(&output);
+    if output.status.success() || !stdout.contains("\"mac_valid\":false") || !stderr.contains("MAC is not valid") {
+        return Err(format!("a forged MAC gave {}: {stdout} {stderr}", output.status).into());
+    }
+    Ok(())
+}
+
+fn personalize_again(world: &mut World) -> Result<(), Failed> {
+    // Other keys (another installation's key file): refused, the card is not theirs.
+    let other = world.directory.path().join("other-keys.toml");
+    write_key_file(&other, "OTHER-CITY")?;
+    let output = world.personalize(&other, 0)?;
+    let (stdout, stderr) = texts(&output);
+    let refused = !output.status.success() && stdout.is_empty() && stderr.contains("is not blank");
+    if !refused || !stderr.contains("application master key has version 1") || !stderr.contains("do not verify") {
+        return Err(format!("personalising with other keys gave {}: {stdout} {stderr}", output.status).into());
+    }
+    if !stderr.contains("Nothing was changed") {
+        return Err(format!("the refusal does not say that nothing changed: {stderr}").into());
+    }
+    // Its own keys: refused too, and recognised as already done.
+    let output = world.personalize(&world.keys_path.clone(), 0)?;
+    let (stdout, stderr) = texts(&output);
+    if output.status.success() || !stdout.is_empty() || !stderr.contains("already personalised") {
+        return Err(format!("personalising again gave {}: {stdout} {stderr}", output.status).into());
+    }
+    world.check_no_secret(&stderr)?;
+    // The card still taps with the original keys.
+    let (picc_data, cmac) = world.read_tap(0)?;
+    let out = world.inspect_tap(&picc_data, &cmac)?;
+    let counter = out["counter"].as_u64().unwrap_or(0);
+    if out["mac_valid"].as_bool() != Some(true) || counter <= world.last_counter {
+        return Err(format!("after the refusals the card taps {out} (last counter {})", world.last_counter).into());
+    }
+    world.last_counter = counter;
+    Ok(())
+}
+
+/// A second blank card (slot 1, `--uid`) leaves the field in the middle of the first
+/// ChangeKey: a clear error; put back, the same command finishes the job.
+fn interrupted_personalization(world: &mut World) -> Result<(), Failed> {
+    let socket = world.directory.path().join("sim-2.sock");
+    let (sim, _, uid) = start_sim(world, 1, Some(SECOND_UID), &socket, "card-2")?;
+    let _sim = KillOnDrop(sim);
+    if uid != SECOND_UID {
+        return Err(format!("kartu card sim --uid {SECOND_UID} printed uid {uid}").into());
+    }
+    let reader = world.pcscd.reader_name(1);
+    world.terminal.wait_for_card(Some(&reader), CARD_TIMEOUT)?;
+    cardsim::send_command(&socket, "tear-on C4")?;
+    let output = world.personalize(&world.keys_path.clone(), 1)?;
+    let (stdout, stderr) = texts(&output);
+    let clear =
+        stderr.contains("left the reader during personalisation") && stderr.contains("run the same command again");
+    if output.status.success() || !stdout.is_empty() || !clear {
+        return Err(format!("a torn personalisation gave {}: {stdout} {stderr}", output.status).into());
+    }
+    // A torn card stays out of the field until it is put back.
+    world.terminal.wait_for_removal(&reader, CARD_TIMEOUT)?;
+    cardsim::send_command(&socket, "insert")?;
+    world.terminal.wait_for_card(Some(&reader), CARD_TIMEOUT)?;
+    let output = world.personalize(&world.keys_path.clone(), 1)?;
+    let (stdout, stderr) = texts(&output);
+    if !output.status.success() {
+        return Err(format!("the second run gave {}: {stdout} {stderr}", output.status).into());
+    }
+    let out: Value = serde_json::from_str(stdout.trim())?;
+    let found =
+        (out["uid"].as_str(), out["reader"].as_str(), out["tap_verified"].as_bool(), out["key_version"].as_u64());
+    if found != (Some(SECOND_UID), Some(reader.as_str()), Some(true), Some(1)) {
+        return Err(format!("the second run printed {out}").into());
+    }
+    Ok(())
+}
+
+fn no_card_times_out(world: &mut World) -> Result<(), Failed> {
+    cardsim::send_command(&world.control_socket, "remove")?;
+    world.terminal.wait_for_removal(&world.pcscd.reader_name(0), CARD_TIMEOUT)?;
+    let started = Instant::now();
+    let reader = world.pcscd.reader_name(0);
+    let output = kartu(&[
+        "card",
+        "personalize",
+        "--keys",
+        &world.keys_arg(),
+        "--host",
+        HOST,
+        "--reader",
+        &reader,
+        "--timeout-secs",
+        "1",
+    ])?;
+    let elapsed = started.elapsed();
+    let (stdout, stderr) = texts(&output);
+    if output.status.success() || !stdout.is_empty() || !stderr.contains("no card was presented") {
+        return Err(format!("personalize without a card gave {}: {stdout} {stderr}", output.status).into());
+    }
+    if elapsed < Duration::from_secs(1) || elapsed > Duration::from_secs(5) {
+        return Err(format!("a 1 s timeout took {elapsed:?}").into());
+    }
+    Ok(()) // The next trial puts the card back (`ensure_card_present`).
+}
+
+fn unknown_reader(world: &mut World) -> Result<(), Failed> {
+    let output = kartu(&[
+        "card",
+        "personalize",
+        "--keys",
+        &world.keys_arg(),
+        "--host",
+        HOST,
+        "--reader",
+        "No Such Reader 00 00",
+        "--timeout-secs",
+        "1",
+    ])?;
+    let (stdout, stderr) = texts(&output);
+    let listed =
+        stderr.contains("no reader named \"No Such Reader 00 00\"") && stderr.contains(&world.pcscd.reader_name(0));
+    if output.status.success() || !stdout.is_empty() || !listed {
+        return Err(format!("an unknown reader gave {}: {stdout} {stderr}", output.status).into());
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// The world: pcscd, `kartu card sim` in slot 0, the key file, the personalised card.
+
+struct World {
+    sim: KillOnDrop,
+    sim_stderr: PathBuf,
+    sim_uid: String,
+    control_socket: PathBuf,
+    terminal: Terminal,
+    keys_path: PathBuf,
+    key_file: KeyFile,
+    /// `kartu card personalize`'s stdout and its JSON.
+    personalize_output: String,
+    personalized: Value,
+    last_counter: u64,
+    pcscd: Pcscd,
+    directory: tempfile::TempDir,
+}
+
+impl World {
+    fn start() -> Result<Self, String> {
+        let directory = tempfile::tempdir().map_err(|error| format!("tempdir: {error}"))?;
+        let pcscd = Pcscd::start(directory.path(), READER_NAME)?;
+        let terminal = Terminal::establish().map_err(|error| format!("PC/SC: {error}"))?;
+        let keys_path = directory.path().join("keys.toml");
+        let key_file = write_key_file(&keys_path, SYSTEM_IDENTIFIER)?;
+        let control_socket = directory.path().join("sim.sock");
+        let partial = Partial { directory: &directory, pcscd: &pcscd };
+        let (sim, sim_stderr, sim_uid) = start_sim_in(&partial, 0, None, &control_socket, "card")?;
+        let sim = KillOnDrop(sim);
+        terminal
+            .wait_for_card(Some(&pcscd.reader_name(0)), CARD_TIMEOUT)
+            .map_err(|error| format!("the virtual card did not show up: {error}"))?;
+        let mut world = Self {
+            sim,
+            sim_stderr,
+            sim_uid,
+            control_socket,
+            terminal,
+            keys_path,
+            key_file,
+            personalize_output: String::new(),
+            personalized: Value::Null,
+            last_counter: 0,
+            pcscd,
+            directory,
+        };
+        let output = world.personalize(&world.keys_path.clone(), 0).map_err(|error| format!("{error:?}"))?;
+        let (stdout, stderr) = texts(&output);
+        if !output.status.success() {
+            return Err(format!("kartu card personalize failed ({}): {stdout} {stderr}", output.status));
+        }
+        world.personalized =
+            serde_json::from_str(stdout.trim()).map_err(|error| format!("personalize printed {stdout:?}: {error}"))?;
+        world.last_counter = world.personalized["counter"].as_u64().unwrap_or(0);
+        world.personalize_output = format!("{stdout}{stderr}");
+        Ok(world)
+    }
+
+    /// Puts the card back if a trial took it out.
+    fn ensure_card_present(&mut self) -> Result<(), Failed> {
+        if let Ok(Some(status)) = self.sim.0.try_wait() {
+            return Err(format!("kartu card sim exited ({status}): {}", read(&self.sim_stderr)).into());
+        }
+        cardsim::send_command(&self.control_socket, "insert")?;
+        self.terminal.wait_for_card(Some(&self.pcscd.reader_name(0)), CARD_TIMEOUT)?;
+        Ok(())
+    }
+
+    fn keys_arg(&self) -> String {
+        self.keys_path.display().to_string()
+    }
+
+    /// `kartu card personalize` on slot `slot`.
+    fn personalize(&self, keys: &Path, slot: u16) -> Result<Output, Failed> {
+        let reader = self.pcscd.reader_name(slot);
+        let keys = keys.display().to_string();
+        kartu(&[
+            "card",
+            "personalize",
+            "--keys",
+            &keys,
+            "--host",
+            HOST,
+            "--reader",
+            &reader,
+            "--timeout-secs",
+            PERSONALIZE_TIMEOUT_SECS,
+        ])
+    }
+
+    /// One tap as a terminal reads it: `picc_data` and `cmac` from the card's URL.
+    fn read_tap(&self, slot: u16) -> Result<(String, String), Failed> {
+        let mut connection = self.terminal.connect(&self.pcscd.reader_name(slot))?;
+        let url = connection.read_sun();
+        connection.disconnect()?;
+        let url = url?;
+        if url.host() != HOST {
+            return Err(format!("the card sends taps to {}", url.host()).into());
+        }
+        Ok((url.picc_data_hex(), url.cmac_hex()))
+    }
+
+    /// `kartu card inspect-tap --keys` on a tap that must verify.
+    fn inspect_tap(&self, picc_data: &str, cmac: &str) -> Result<Value, Failed> {
+        let output =
+            kartu(&["card", "inspect-tap", "--keys", &self.keys_arg(), "--picc-data", picc_data, "--cmac", cmac])?;
+        let (stdout, stderr) = texts(&output);
+        if !output.status.success() {
+            return Err(format!("inspect-tap failed ({}): {stdout} {stderr}", output.status).into());
+        }
+        Ok(serde_json::from_str(stdout.trim())?)
+    }
+
+    /// None of the key file's master keys appears in `text`, in either case.
+    fn check_no_secret(&self, text: &str) -> Result<(), Failed> {
+        let upper = text.to_uppercase();
+        for set in self.key_file.versions() {
+            for key in [set.sdm_meta_read_key(), set.sdm_file_read_master_key(), set.app_master_key()] {
+                if upper.contains(&hex::encode_upper(key.expose_secret())) {
+                    return Err(format!("a master key was printed: {text}").into());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What starting a simulator needs before the world is complete.
+struct Partial<'a> {
+    directory: &'a tempfile::TempDir,
+    pcscd: &'a Pcscd,
+}
+
+fn start_sim(
+    world: &World,
+    slot: u16,
+    uid: Option<&str>,
+    socket: &Path,
+    name: &str,
+) -> Result<(Child, PathBuf, String), String> {
+    start_sim_in(&Partial { directory: &world.directory, pcscd: &world.pcscd }, slot, uid, socket, name)
+}
+
+/// Starts `kartu card sim` on vpcd slot `slot` and reads the JSON line it prints when the
+/// card is ready; returns the process, its stderr file and the card's UID.
+fn start_sim_in(
+    world: &Partial<'_>,
+    slot: u16,
+    uid: Option<&str>,
+    socket: &Path,
+    name: &str,
+) -> Result<(Child, PathBuf, String), String> {
+    let state = world.directory.path().join(format!("{name}.json"));
+    let stderr_path = world.directory.path().join(format!("{name}.stderr"));
+    let stderr = std::fs::File::create(&stderr_path).map_err(|error| format!("sim stderr: {error}"))?;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kartu"));
+    command.args(["card", "sim", "--vpcd", &world.pcscd.vpcd_address(slot)]).arg("--state").arg(&state);
+    command.arg("--control-socket").arg(socket);
+    if let Some(uid) = uid {
+        command.args(["--uid", uid]);
+    }
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .map_err(|error| format!("cannot start kartu card sim: {error}"))?;
+    let line = child.stdout.take().map(first_line).unwrap_or_default();
+    let ready: Value = match serde_json::from_str(line.trim()) {
+        Ok(ready) => ready,
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("kartu card sim printed {line:?}: {}", read(&stderr_path)));
+        }
+    };
+    let expected_state = state.display().to_string();
+    match (ready["uid"].as_str(), ready["state"].as_str()) {
+        (Some(uid), Some(state)) if uid.len() == 14 && state == expected_state => {
+            Ok((child, stderr_path, uid.to_string()))
+        }
+        _ => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(format!("kartu card sim printed {ready}"))
+        }
+    }
+}
+
+/// The first line a child prints (empty when it exits first).
+fn first_line(stdout: ChildStdout) -> String {
+    let mut line = String::new();
+    let _ = BufReader::new(stdout).read_line(&mut line);
+    line
+}
+
+/// A new key file (version 1, random keys) for `system_identifier`, written to `path`.
+fn write_key_file(path: &Path, system_identifier: &str) -> Result<KeyFile, String> {
+    let mut random = [0_u8; GENERATE_RANDOM_LEN];
+    ring::rand::SystemRandom::new().fill(&mut random).map_err(|_| "no random numbers".to_string())?;
+    let sysid = SystemIdentifier::parse(system_identifier).map_err(|error| error.to_string())?;
+    let key_file = KeyFile::generate(sysid, &random);
+    std::fs::write(path, key_file.to_toml().as_bytes())
+        .map_err(|error| format!("write {}: {error}", path.display()))?;
+    Ok(key_file)
+}
+
+fn kartu(args: &[&str]) -> Result<Output, Failed> {
+    Ok(Command::new(env!("CARGO_BIN_EXE_kartu")).args(args).stdin(Stdio::null()).output()?)
+}
+
+fn texts(output: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// A child process killed (and reaped) when dropped.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
