@@ -157,8 +157,8 @@ fn decide(
             let Some(last) = page.last() else { break };
             after = last.id;
             for e in &page {
-                let allowed = serde_json::from_str::<serde_json::Value>(&e.payload)
-                    .is_ok_and(|p| p["decision"] == "allow");
+                let allowed =
+                    serde_json::from_str::<serde_json::Value>(&e.payload).is_ok_and(|p| p["decision"] == "allow");
                 if allowed {
                     allowed_today += 1;
                     last_allowed = last_allowed.max(Some(e.time_us));
@@ -194,7 +194,8 @@ pub async fn access_check(
     let uid = tap.uid.clone();
     let now_us = state.ledger.now_us();
     let (decision, reason, card_id, queue) = blocking(move || {
-        let sp = st.ledger.registry(|r| r.service_point(sp_id))?.ok_or_else(|| ApiError::forbidden("service point gone"))?;
+        let sp =
+            st.ledger.registry(|r| r.service_point(sp_id))?.ok_or_else(|| ApiError::forbidden("service point gone"))?;
         let policy: Policy = serde_json::from_str(&sp.policy).map_err(ApiError::internal)?;
         let Some(card) = st.ledger.registry(|r| r.card_by_uid(&uid))? else {
             return Ok(("deny", "card_unknown", None, None));
@@ -221,7 +222,9 @@ pub async fn access_check(
     let counter = card_id.map(|_| tap.counter);
     let recorded = match state.ledger.record(event(decision, reason, counter, queue)).await {
         // The tap is not fresh: a replay or a clone. The refusal is itself a decision.
-        Err(LedgerError::Rejected(Rejection::CardReplay)) => state.ledger.record(event("deny", "replay", None, None)).await?,
+        Err(LedgerError::Rejected(Rejection::CardReplay)) => {
+            state.ledger.record(event("deny", "replay", None, None)).await?
+        }
         other => other?,
     };
     let payload: serde_json::Value = serde_json::from_str(&recorded.event.payload).map_err(ApiError::internal)?;

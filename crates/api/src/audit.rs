@@ -66,7 +66,11 @@ pub struct Leaves {
 
 /// The audit log's leaves: anyone holding them recomputes the tree.
 #[utoipa::path(get, path = "/v1/audit/leaves", tag = "auditor", params(LeavesQuery), responses((status = 200, body = Leaves)))]
-pub async fn leaves(state: web::Data<AppState>, caller: Caller, q: web::Query<LeavesQuery>) -> Result<HttpResponse, ApiError> {
+pub async fn leaves(
+    state: web::Data<AppState>,
+    caller: Caller,
+    q: web::Query<LeavesQuery>,
+) -> Result<HttpResponse, ApiError> {
     auditor(&caller)?;
     let from = q.from.unwrap_or(0);
     let limit = Page { limit: q.limit, cursor: None }.limit()?;
@@ -79,7 +83,12 @@ pub async fn leaves(state: web::Data<AppState>, caller: Caller, q: web::Query<Le
     Ok(HttpResponse::Ok().json(Leaves {
         leaves: rows
             .into_iter()
-            .map(|r| LeafView { leaf_index: r.leaf_index, kind: r.kind, leaf: hex::encode(&r.leaf), leaf_hash: hex::encode(&r.leaf_hash) })
+            .map(|r| LeafView {
+                leaf_index: r.leaf_index,
+                kind: r.kind,
+                leaf: hex::encode(&r.leaf),
+                leaf_hash: hex::encode(&r.leaf_hash),
+            })
             .collect(),
         next_cursor,
     }))
@@ -180,7 +189,11 @@ pub struct Entries {
 
 /// Journal entries in sequence order, with their leaf bytes.
 #[utoipa::path(get, path = "/v1/audit/entries", tag = "auditor", params(Page), responses((status = 200, body = Entries)))]
-pub async fn entries(state: web::Data<AppState>, caller: Caller, page: web::Query<Page>) -> Result<HttpResponse, ApiError> {
+pub async fn entries(
+    state: web::Data<AppState>,
+    caller: Caller,
+    page: web::Query<Page>,
+) -> Result<HttpResponse, ApiError> {
     auditor(&caller)?;
     let (limit, after) = (page.limit()?, page.after()?);
     let st = state.clone();
@@ -229,7 +242,12 @@ pub async fn balance(
             Some(t) => st.ledger.balance_at(id, t)?,
             None => st.ledger.balance(id)?,
         };
-        Ok(BalanceView { account_id: id.0.to_string(), kind: a.kind.as_str().to_owned(), balance: money(b, a.currency), at: wire::time(at_us) })
+        Ok(BalanceView {
+            account_id: id.0.to_string(),
+            kind: a.kind.as_str().to_owned(),
+            balance: money(b, a.currency),
+            at: wire::time(at_us),
+        })
     })
     .await?;
     Ok(HttpResponse::Ok().json(view))
@@ -309,7 +327,11 @@ pub async fn latest_checkpoint(state: web::Data<AppState>) -> Result<HttpRespons
 #[utoipa::path(get, path = "/v1/audit/public-key", tag = "public",
     responses((status = 200, description = "<name>+<key id>+<base64 key>", content_type = "text/plain")))]
 pub async fn public_key(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let key = state.settings.verifier_key.clone().ok_or_else(|| ApiError::not_found("no_key", "this server signs no checkpoints"))?;
+    let key = state
+        .settings
+        .verifier_key
+        .clone()
+        .ok_or_else(|| ApiError::not_found("no_key", "this server signs no checkpoints"))?;
     Ok(HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(format!("{key}\n")))
 }
 
@@ -340,7 +362,11 @@ pub async fn inclusion(state: web::Data<AppState>, q: web::Query<InclusionQuery>
     let (i, n) = (q.leaf_index, q.tree_size);
     let st = state.clone();
     let hashes = blocking(move || st.ledger.inclusion_proof(i, n).map_err(proof_error)).await?;
-    Ok(HttpResponse::Ok().json(InclusionProof { leaf_index: i, tree_size: n, hashes: hashes.iter().map(hex::encode).collect() }))
+    Ok(HttpResponse::Ok().json(InclusionProof {
+        leaf_index: i,
+        tree_size: n,
+        hashes: hashes.iter().map(hex::encode).collect(),
+    }))
 }
 
 fn proof_error(e: ledger::LedgerError) -> ApiError {
@@ -373,11 +399,18 @@ pub struct ConsistencyProof {
 /// Proves that the log of size `second` extends the log of size `first`; for anyone.
 #[utoipa::path(get, path = "/v1/audit/proofs/consistency", tag = "public", params(ConsistencyQuery),
     responses((status = 200, body = ConsistencyProof), (status = 400, body = crate::error::Problem)))]
-pub async fn consistency(state: web::Data<AppState>, q: web::Query<ConsistencyQuery>) -> Result<HttpResponse, ApiError> {
+pub async fn consistency(
+    state: web::Data<AppState>,
+    q: web::Query<ConsistencyQuery>,
+) -> Result<HttpResponse, ApiError> {
     let (a, b) = (q.first, q.second);
     let st = state.clone();
     let hashes = blocking(move || st.ledger.consistency_proof(a, b).map_err(proof_error)).await?;
-    Ok(HttpResponse::Ok().json(ConsistencyProof { first: a, second: b, hashes: hashes.iter().map(hex::encode).collect() }))
+    Ok(HttpResponse::Ok().json(ConsistencyProof {
+        first: a,
+        second: b,
+        hashes: hashes.iter().map(hex::encode).collect(),
+    }))
 }
 
 /// Access log query.
@@ -423,11 +456,16 @@ pub struct AccessLog {
 
 /// Every access decision.
 #[utoipa::path(get, path = "/v1/audit/access-log", tag = "auditor", params(AccessLogQuery), responses((status = 200, body = AccessLog)))]
-pub async fn access_log(state: web::Data<AppState>, caller: Caller, q: web::Query<AccessLogQuery>) -> Result<HttpResponse, ApiError> {
+pub async fn access_log(
+    state: web::Data<AppState>,
+    caller: Caller,
+    q: web::Query<AccessLogQuery>,
+) -> Result<HttpResponse, ApiError> {
     auditor(&caller)?;
     let page = Page { limit: q.limit, cursor: q.cursor.clone() };
     let (limit, after) = (page.limit()?, page.after()?);
-    let scope = q.service_point_id.as_deref().map(|s| wire::id(s).map(|id| format!("service_point:{id}"))).transpose()?;
+    let scope =
+        q.service_point_id.as_deref().map(|s| wire::id(s).map(|id| format!("service_point:{id}"))).transpose()?;
     let st = state.clone();
     let filter = EventFilter { kind: Some("access_decision".into()), scope, ..Default::default() };
     let events = blocking(move || Ok(st.ledger.events(&filter, after, limit)?)).await?;
@@ -503,7 +541,9 @@ pub async fn transparency(state: web::Data<AppState>, q: web::Query<DayQuery>) -
     let day = match &q.date {
         Some(d) => chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")
             .map_err(|_| ApiError::bad_request("invalid_query", "date must be YYYY-MM-DD"))?,
-        None => chrono::DateTime::from_timestamp_micros(state.ledger.now_us()).map(|t| t.date_naive()).unwrap_or_default(),
+        None => {
+            chrono::DateTime::from_timestamp_micros(state.ledger.now_us()).map(|t| t.date_naive()).unwrap_or_default()
+        }
     };
     let start = day.and_hms_opt(0, 0, 0).map(|t| t.and_utc().timestamp_micros()).unwrap_or(0);
     let end = start + 86_400_000_000;
@@ -557,7 +597,8 @@ pub async fn transparency(state: web::Data<AppState>, q: web::Query<DayQuery>) -
                     break 'events;
                 }
                 let service = e.scope.as_ref().and_then(|s| services.get(s)).cloned().unwrap_or_else(|| "other".into());
-                let allowed = serde_json::from_str::<serde_json::Value>(&e.payload).is_ok_and(|p| p["decision"] == "allow");
+                let allowed =
+                    serde_json::from_str::<serde_json::Value>(&e.payload).is_ok_and(|p| p["decision"] == "allow");
                 let t = by_service.entry(service).or_default();
                 if allowed {
                     t.0 += 1;

@@ -141,7 +141,8 @@ impl FromRequest for Caller {
             if credential.revoked_at_us.is_some() {
                 return Err(unauthorized("this token was revoked"));
             }
-            let role = Role::parse(&credential.role).ok_or_else(|| ApiError::internal("credential with unknown role"))?;
+            let role =
+                Role::parse(&credential.role).ok_or_else(|| ApiError::internal("credential with unknown role"))?;
             Ok(Caller { credential, role })
         })
     }
@@ -160,7 +161,9 @@ impl FromRequest for IdempotencyKey {
 
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
         let key = match req.headers().get("idempotency-key") {
-            None => Err(ApiError::bad_request("idempotency_key_required", "every write takes an Idempotency-Key header")),
+            None => {
+                Err(ApiError::bad_request("idempotency_key_required", "every write takes an Idempotency-Key header"))
+            }
             Some(v) => match v.to_str() {
                 Ok(k) if !k.is_empty() && k.len() <= CLIENT_KEY_MAX && k.bytes().all(|b| b.is_ascii_graphic()) => {
                     Ok(IdempotencyKey(k.to_owned()))

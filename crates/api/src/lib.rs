@@ -11,6 +11,7 @@ pub mod merchant;
 pub mod metrics;
 pub mod openapi;
 pub mod operator;
+pub mod server;
 pub mod taps;
 pub mod wire;
 

@@ -223,7 +223,12 @@ pub struct NewRefund {
 
 /// Loads an entry of `kind` that belongs to the caller's merchant (else 404: a merchant
 /// never learns about another's entries).
-async fn own_entry(state: &web::Data<AppState>, caller: &Caller, id: &str, kinds: &[EntryKind]) -> Result<Entry, ApiError> {
+async fn own_entry(
+    state: &web::Data<AppState>,
+    caller: &Caller,
+    id: &str,
+    kinds: &[EntryKind],
+) -> Result<Entry, ApiError> {
     let merchant_id = caller.merchant_id()?;
     let seq = wire::id(id)?;
     let st = state.clone();
@@ -256,7 +261,12 @@ pub async fn refund(
     let payment = own_entry(&state, &caller, &id, &[EntryKind::Payment, EntryKind::Capture]).await?;
     let request = Request::new(Command::Refund { payment_seq: payment.seq, amount })
         .with_key(key(&caller, &idem)?)
-        .with_references(References { terminal_id: Some(caller.reference()), card_id: payment.references.card_id, memo: reason, ..Default::default() });
+        .with_references(References {
+            terminal_id: Some(caller.reference()),
+            card_id: payment.references.card_id,
+            memo: reason,
+            ..Default::default()
+        });
     let result = state.ledger.submit(request).await;
     count(&state, "refund", &result);
     let posted = result?;
@@ -301,7 +311,8 @@ pub async fn hold(
     let merchant_reference = reference(&body.reference)?;
     let (tap, card) = card_of_tap(&state, &body.tap).await?;
     let st = state.clone();
-    let merchant = blocking(move || st.merchant(merchant_id)?.ok_or_else(|| ApiError::forbidden("merchant gone"))).await?;
+    let merchant =
+        blocking(move || st.merchant(merchant_id)?.ok_or_else(|| ApiError::forbidden("merchant gone"))).await?;
     let request = Request::new(Command::Hold {
         wallet: AccountId(card.account_id),
         merchant: AccountId(merchant.account_id),
@@ -360,7 +371,11 @@ pub async fn capture(
         fee_account: fees,
     })
     .with_key(key(&caller, &idem)?)
-    .with_references(References { terminal_id: Some(caller.reference()), card_id: hold.references.card_id, ..Default::default() });
+    .with_references(References {
+        terminal_id: Some(caller.reference()),
+        card_id: hold.references.card_id,
+        ..Default::default()
+    });
     let result = state.ledger.submit(request).await;
     count(&state, "capture", &result);
     let posted = result?;
@@ -377,9 +392,12 @@ pub async fn void(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let hold = own_entry(&state, &caller, &id, &[EntryKind::Hold]).await?;
-    let request = Request::new(Command::Void { hold_seq: hold.seq })
-        .with_key(key(&caller, &idem)?)
-        .with_references(References { terminal_id: Some(caller.reference()), card_id: hold.references.card_id, ..Default::default() });
+    let request =
+        Request::new(Command::Void { hold_seq: hold.seq }).with_key(key(&caller, &idem)?).with_references(References {
+            terminal_id: Some(caller.reference()),
+            card_id: hold.references.card_id,
+            ..Default::default()
+        });
     let posted = state.ledger.submit(request).await?;
     Ok(HttpResponse::Created().json(view(&posted.entry, "voided", hold.account_id.map(|a| a.0))))
 }
@@ -451,7 +469,8 @@ pub async fn statement(
     })
     .await?;
     let (s, currency) = s;
-    let next_cursor = (s.lines.len() as i64 == limit).then(|| s.lines.last().map(|l| wire::cursor(l.entry_seq))).flatten();
+    let next_cursor =
+        (s.lines.len() as i64 == limit).then(|| s.lines.last().map(|l| wire::cursor(l.entry_seq))).flatten();
     Ok(StatementView {
         account_id: account.0.to_string(),
         from: wire::time(from),

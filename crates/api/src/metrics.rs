@@ -41,9 +41,8 @@ impl Metrics {
         )
         .expect("valid metric");
         let latency = HistogramVec::new(
-            HistogramOpts::new("kartu_http_request_duration_seconds", "HTTP request latency").buckets(vec![
-                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-            ]),
+            HistogramOpts::new("kartu_http_request_duration_seconds", "HTTP request latency")
+                .buckets(vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
             &["route"],
         )
         .expect("valid metric");
@@ -56,9 +55,8 @@ impl Metrics {
             IntGauge::new("kartu_audit_leaves_unsigned", "Leaves not yet covered by a signed checkpoint")
                 .expect("valid metric");
         let tree_size = IntGauge::new("kartu_audit_tree_size", "Leaves in the audit log").expect("valid metric");
-        let checkpoint_age =
-            IntGauge::new("kartu_audit_checkpoint_age_seconds", "Age of the newest signed checkpoint")
-                .expect("valid metric");
+        let checkpoint_age = IntGauge::new("kartu_audit_checkpoint_age_seconds", "Age of the newest signed checkpoint")
+            .expect("valid metric");
         for m in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -124,8 +122,7 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let ledger = state.ledger.clone();
-    let (size, checkpoint) =
-        crate::blocking(move || Ok((ledger.tree_size()?, ledger.latest_checkpoint()?))).await?;
+    let (size, checkpoint) = crate::blocking(move || Ok((ledger.tree_size()?, ledger.latest_checkpoint()?))).await?;
     let m = &state.metrics;
     m.tree_size.set(size);
     m.leaves_unsigned.set(size - checkpoint.as_ref().map_or(0, |c| c.tree_size));

@@ -27,6 +27,7 @@ use crate::{access, audit, merchant, metrics, operator};
     modifiers(&Bearer),
     security(("bearer" = [])),
 )]
+#[derive(Debug)]
 pub struct ApiDoc;
 
 struct Bearer;
@@ -87,9 +88,8 @@ pub const ROUTES: &[(&str, &str)] = &[
 
 /// Registers `/openapi.json` and `/docs`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/openapi.json", web::get().to(document)).service(
-        utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", ApiDoc::openapi()),
-    );
+    cfg.route("/openapi.json", web::get().to(document))
+        .service(utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", ApiDoc::openapi()));
 }
 
 async fn document() -> HttpResponse {

@@ -6,7 +6,9 @@
 //! request finds what its event created instead of creating it twice.
 
 use actix_web::{web, HttpResponse};
-use ledger::domain::{AccountId, AccountKind, Command, EntryKind, Event, Leg, NewAccount, Recorded, References, Request};
+use ledger::domain::{
+    AccountId, AccountKind, Command, EntryKind, Event, Leg, NewAccount, Recorded, References, Request,
+};
 use ledger::registry::{Agent, Card, Credential, Holder, Merchant, ServicePoint};
 use ledger::LedgerError;
 use serde::{Deserialize, Serialize};
@@ -151,7 +153,7 @@ pub async fn create_holder(
     let joined = categories.join(",");
     let holder = blocking(move || {
         let now = st.ledger.now_us();
-        Ok(st.ledger.registry_transaction(|r| {
+        st.ledger.registry_transaction(|r| {
             if let Some(h) = r.holder_by_event(rec.event.id)? {
                 return Ok(Ok(h));
             }
@@ -159,7 +161,7 @@ pub async fn create_holder(
                 return Ok(Err(ApiError::conflict("holder_exists", "a holder with this NIK is registered")));
             }
             Ok(Ok(r.insert_holder(&name, &nik_hash, &joined, now, rec.event.id)?))
-        })??)
+        })?
     })
     .await?;
     Ok(HttpResponse::Created().json(holder_view(&holder)))
@@ -260,8 +262,8 @@ pub async fn issue_card(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::Operator])?;
     let uid = parse_uid(&body.uid)?;
-    let holder_id = wire::id(&body.holder_id)
-        .map_err(|_| ApiError::unprocessable("holder_unknown", "no holder has this id"))?;
+    let holder_id =
+        wire::id(&body.holder_id).map_err(|_| ApiError::unprocessable("holder_unknown", "no holder has this id"))?;
     let st = state.clone();
     let (u, k) = (uid.clone(), caller.key(&key.0));
     let (holder, taken, mine) = blocking(move || {
@@ -290,14 +292,20 @@ pub async fn issue_card(
 async fn load_card(state: &web::Data<AppState>, id: &str) -> Result<Card, ApiError> {
     let id = wire::id(id)?;
     let st = state.clone();
-    blocking(move || st.ledger.registry(|r| r.card(id))?.ok_or_else(|| ApiError::not_found("not_found", "no such card")))
-        .await
+    blocking(move || {
+        st.ledger.registry(|r| r.card(id))?.ok_or_else(|| ApiError::not_found("not_found", "no such card"))
+    })
+    .await
 }
 
 /// A card, with its balance and clone suspicion.
 #[utoipa::path(get, path = "/v1/cards/{id}", tag = "operator", params(("id" = String, Path)),
     responses((status = 200, body = CardView), (status = 404, body = crate::error::Problem)))]
-pub async fn get_card(state: web::Data<AppState>, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn get_card(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::Operator])?;
     let card = load_card(&state, &id).await?;
     let st = state.clone();
@@ -411,10 +419,9 @@ pub async fn replace_card(
     }
     let st = state.clone();
     let (u, k) = (new_uid.clone(), caller.key(&key.0));
-    let (taken, mine) = blocking(move || {
-        Ok((st.ledger.registry(|r| r.card_by_uid(&u))?, st.ledger.event_by_key(&k)?.map(|e| e.id)))
-    })
-    .await?;
+    let (taken, mine) =
+        blocking(move || Ok((st.ledger.registry(|r| r.card_by_uid(&u))?, st.ledger.event_by_key(&k)?.map(|e| e.id))))
+            .await?;
     if let Some(t) = taken {
         if Some(t.event_id) != mine {
             return Err(ApiError::conflict("card_exists", "a card with this UID is registered"));
@@ -449,7 +456,11 @@ pub async fn replace_card(
             ],
         })
         .with_key(ledger_key(&caller, &key, &format!(":move{attempt}"))?)
-        .with_references(References { card_id: Some(new.id), memo: Some(format!("replaces card {}", old.id)), ..Default::default() });
+        .with_references(References {
+            card_id: Some(new.id),
+            memo: Some(format!("replaces card {}", old.id)),
+            ..Default::default()
+        });
         match state.ledger.submit(request).await {
             Ok(p) => {
                 moved = balance;
@@ -477,7 +488,8 @@ pub async fn replace_card(
 // ---- merchants, service points, agents ----
 
 /// Merchant categories.
-pub const MERCHANT_CATEGORIES: [&str; 7] = ["grocery", "hotel", "restaurant", "hospital", "parking", "transport", "other"];
+pub const MERCHANT_CATEGORIES: [&str; 7] =
+    ["grocery", "hotel", "restaurant", "hospital", "parking", "transport", "other"];
 
 /// `POST /v1/merchants`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -528,14 +540,23 @@ pub async fn create_merchant(
     caller.require(&[Role::Operator])?;
     let name = wire::text("name", &body.name, 200)?;
     if !MERCHANT_CATEGORIES.contains(&body.category.as_str()) {
-        return Err(ApiError::unprocessable("invalid_field", format!("category must be one of {MERCHANT_CATEGORIES:?}")));
+        return Err(ApiError::unprocessable(
+            "invalid_field",
+            format!("category must be one of {MERCHANT_CATEGORIES:?}"),
+        ));
     }
     let rate = ledger::money::FeeRate::parse(&body.fee_rate)
         .map_err(|e| ApiError::unprocessable("invalid_field", format!("fee_rate: {e}")))?;
     let fee_rate = rate.as_decimal().normalize().to_string();
     let category = body.category.clone();
-    let rec = log_action(&state, &caller, &key, "create_merchant", json!({"name": name, "category": category, "fee_rate": fee_rate}))
-        .await?;
+    let rec = log_action(
+        &state,
+        &caller,
+        &key,
+        "create_merchant",
+        json!({"name": name, "category": category, "fee_rate": fee_rate}),
+    )
+    .await?;
     let st = state.clone();
     let m = blocking(move || {
         if let Some(m) = st.ledger.registry(|r| r.merchant_by_event(rec.event.id))? {
@@ -738,7 +759,8 @@ pub async fn fund_agent(
         ..Default::default()
     });
     let posted = state.ledger.submit(request).await?;
-    let balance = posted.entry.postings.iter().find(|p| p.account_id.0 == agent.account_id).map_or(0, |p| p.balance_after_minor);
+    let balance =
+        posted.entry.postings.iter().find(|p| p.account_id.0 == agent.account_id).map_or(0, |p| p.balance_after_minor);
     Ok(HttpResponse::Created().json(Posting {
         amount: money(amount.minor(), currency),
         receipt: receipt(&posted.entry),
@@ -817,7 +839,9 @@ pub async fn create_credential_inner(
     let name = wire::text("name", &body.name, 200)?;
     let scope_id = |v: &Option<String>, field: &str| -> Result<Option<i64>, ApiError> {
         v.as_deref()
-            .map(|t| wire::id(t).map_err(|_| ApiError::unprocessable("invalid_field", format!("{field} names nothing"))))
+            .map(|t| {
+                wire::id(t).map_err(|_| ApiError::unprocessable("invalid_field", format!("{field} names nothing")))
+            })
             .transpose()
     };
     let merchant = scope_id(&body.merchant_id, "merchant_id")?;
@@ -922,7 +946,7 @@ pub async fn revoke_credential(
     let c = blocking(move || {
         let now = st.ledger.now_us();
         st.ledger.registry(|r| r.revoke_credential(id, now, rec.event.id))?;
-        Ok(st.ledger.registry(|r| r.credential(id))?.ok_or_else(|| ApiError::internal("credential vanished"))?)
+        st.ledger.registry(|r| r.credential(id))?.ok_or_else(|| ApiError::internal("credential vanished"))
     })
     .await?;
     Ok(HttpResponse::Ok().json(credential_view(&c, None)))
@@ -995,16 +1019,25 @@ pub async fn request_adjustment(
         return Err(ApiError::unprocessable("invalid_amount", "the amount is above the maximum"));
     }
     let reason = wire::text("reason", &body.reason, 200)?;
-    let account_id = wire::id(&body.account_id).map_err(|_| ApiError::unprocessable("account_unknown", "no such account"))?;
+    let account_id =
+        wire::id(&body.account_id).map_err(|_| ApiError::unprocessable("account_unknown", "no such account"))?;
     let st = state.clone();
     let account = blocking(move || Ok(st.ledger.account(AccountId(account_id))?)).await?;
     match account {
         Some(a) if a.currency == currency && !a.kind.is_system() => {}
-        Some(_) => return Err(ApiError::unprocessable("invalid_field", "that account cannot be adjusted in this currency")),
+        Some(_) => {
+            return Err(ApiError::unprocessable("invalid_field", "that account cannot be adjusted in this currency"))
+        }
         None => return Err(ApiError::unprocessable("account_unknown", "no such account")),
     }
-    let rec = log_action(&state, &caller, &key, "request_adjustment",
-        json!({"account_id": account_id, "amount_minor": amount, "currency": currency.code(), "reason": reason})).await?;
+    let rec = log_action(
+        &state,
+        &caller,
+        &key,
+        "request_adjustment",
+        json!({"account_id": account_id, "amount_minor": amount, "currency": currency.code(), "reason": reason}),
+    )
+    .await?;
     let st = state.clone();
     let by = caller.credential.id;
     let a = blocking(move || {
@@ -1056,7 +1089,10 @@ pub async fn approve_adjustment(
             Leg { account: suspense, amount_minor: -a.amount_minor },
         ],
     })
-    .with_key(ledger::domain::IdempotencyKey::parse(&format!("adjustment:{}", a.id)).map_err(|_| ApiError::internal("key"))?)
+    .with_key(
+        ledger::domain::IdempotencyKey::parse(&format!("adjustment:{}", a.id))
+            .map_err(|_| ApiError::internal("key"))?,
+    )
     .with_references(References {
         terminal_id: Some(caller.reference()),
         memo: Some(format!("adjustment {}: {}", a.id, a.reason)),
@@ -1067,7 +1103,7 @@ pub async fn approve_adjustment(
     let by = caller.credential.id;
     let a = blocking(move || {
         st.ledger.registry(|r| r.adjustment_posted(id, by, posted.entry.seq))?;
-        Ok(st.ledger.registry(|r| r.adjustment(id))?.ok_or_else(|| ApiError::internal("adjustment vanished"))?)
+        st.ledger.registry(|r| r.adjustment(id))?.ok_or_else(|| ApiError::internal("adjustment vanished"))
     })
     .await?;
     Ok(HttpResponse::Ok().json(adjustment_view(&a, currency)))
@@ -1124,7 +1160,11 @@ pub async fn settle(state: web::Data<AppState>, caller: Caller, key: Idempotency
             ],
         })
         .with_key(ledger_key(&caller, &key, &format!(":m{}", m.id))?)
-        .with_references(References { terminal_id: Some(caller.reference()), memo: Some(format!("settlement of merchant {}", m.id)), ..Default::default() });
+        .with_references(References {
+            terminal_id: Some(caller.reference()),
+            memo: Some(format!("settlement of merchant {}", m.id)),
+            ..Default::default()
+        });
         let posted = match state.ledger.submit(request).await {
             Ok(p) => p,
             // A refund between the read and the settlement lowered the balance: skip this

@@ -1,35 +1,16 @@
-//! Verifying a tap: decrypt PICCData with the meta-read key, recompute the SUN MAC with the
-//! card's diversified file-read key, compare in constant time (the card crate does the
-//! cryptography). Every key version is tried, newest first.
+//! Verifying a tap with the installation's key file (`card::keyfile`): decrypt PICCData
+//! with the meta-read key, recompute the SUN MAC with the card's diversified file-read key,
+//! compare in constant time; every key version is tried, newest first.
 
-use card::{FileReadKey, Key, SunTap};
+use card::keyfile::KeyFile;
+use card::SunTap;
 
 use crate::error::ApiError;
 use crate::wire::Tap;
 
-/// One key version's keys.
-pub struct CardKeyVersion {
-    /// Version number.
-    pub version: u32,
-    /// SDM meta read key (shared).
-    pub meta_read: Key,
-    /// SDM file read master key (diversified per card).
-    pub file_read_master: Key,
-}
-
 /// The card keys the server verifies taps with.
-pub struct TapKeys {
-    /// ASCII system identifier, part of the diversification input.
-    pub system_identifier: Vec<u8>,
-    /// Newest first.
-    pub versions: Vec<CardKeyVersion>,
-}
-
-impl std::fmt::Debug for TapKeys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TapKeys").field("versions", &self.versions.len()).finish_non_exhaustive()
-    }
-}
+#[derive(Debug)]
+pub struct TapKeys(pub KeyFile);
 
 /// A tap whose MAC verified.
 #[derive(Debug, Clone)]
@@ -39,7 +20,7 @@ pub struct VerifiedTap {
     /// SDM read counter.
     pub counter: i64,
     /// The key version that verified it.
-    pub key_version: u32,
+    pub key_version: u8,
 }
 
 impl TapKeys {
@@ -47,18 +28,16 @@ impl TapKeys {
     pub fn verify(&self, tap: &Tap) -> Result<VerifiedTap, ApiError> {
         let sun = SunTap::from_hex(&tap.picc_data, &tap.cmac, None)
             .map_err(|e| ApiError::unprocessable("invalid_tap", format!("the tap is malformed: {e}")))?;
-        for v in &self.versions {
-            let file_key =
-                FileReadKey::Diversified { master: &v.file_read_master, system_identifier: &self.system_identifier };
-            let Ok(message) = sun.verify(&v.meta_read, &file_key) else { continue };
-            if message.mac_valid() {
-                return Ok(VerifiedTap {
-                    uid: hex::encode_upper(message.uid().as_bytes()),
-                    counter: i64::from(message.counter().value()),
-                    key_version: v.version,
-                });
-            }
+        match self.0.verify_tap(&sun) {
+            Ok((message, version)) if message.mac_valid() => Ok(VerifiedTap {
+                uid: hex::encode_upper(message.uid().as_bytes()),
+                counter: i64::from(message.counter().value()),
+                key_version: version,
+            }),
+            _ => Err(ApiError::unprocessable(
+                "tap_mac_invalid",
+                "the tap's MAC does not verify: not a genuine card of this city",
+            )),
         }
-        Err(ApiError::unprocessable("tap_mac_invalid", "the tap's MAC does not verify: not a genuine card of this city"))
     }
 }

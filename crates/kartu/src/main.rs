@@ -17,6 +17,29 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
+    /// Create a data directory: configuration, card master keys, checkpoint key, the
+    /// database, and the first operator token (printed once, on a line starting with kt_).
+    Init {
+        #[arg(long, env = "KARTU_DATA_DIR")]
+        data_dir: std::path::PathBuf,
+        /// PostgreSQL (or SQLite) URL; SQLite in the data directory when omitted.
+        #[arg(long)]
+        database_url: Option<String>,
+        /// The system identifier in the card key diversification input (ASCII).
+        #[arg(long, default_value = "KARTU-MKS")]
+        system_identifier: String,
+    },
+    /// Serve the HTTP API until SIGINT or SIGTERM; in-flight requests finish first.
+    Serve {
+        #[arg(long, env = "KARTU_DATA_DIR")]
+        data_dir: std::path::PathBuf,
+        /// Address to listen on (overrides kartu.toml and KARTU_LISTEN).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Database URL (overrides kartu.toml and KARTU_DATABASE_URL).
+        #[arg(long)]
+        database_url: Option<String>,
+    },
     /// Create or upgrade the database schema (sqlite://PATH or postgres://...).
     Migrate {
         #[arg(long, env = "KARTU_DATABASE_URL")]
@@ -99,6 +122,15 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Card { command } => card_cmd::run(command),
+        Cmd::Init { data_dir, database_url, system_identifier } => {
+            let done = api::server::init(&data_dir, database_url.as_deref(), &system_identifier)?;
+            eprintln!("kartu: initialised {} ({})", data_dir.display(), done.config.database_url);
+            eprintln!("kartu: checkpoint verifier key: {}", done.verifier_key);
+            eprintln!("kartu: the first operator token follows; it is shown this once:");
+            println!("{}", done.operator_token);
+            Ok(())
+        }
+        Cmd::Serve { data_dir, listen, database_url } => serve(&data_dir, listen, database_url),
         Cmd::Audit { command: AuditCmd::Verify { database_url, public_key, allow_unsigned_tail, origin } } => {
             audit_verify(&database_url, &public_key, allow_unsigned_tail, origin)
         }
@@ -108,6 +140,25 @@ fn run(cli: Cli) -> Result<()> {
             ledger_read(&ledger, read)
         }
     }
+}
+
+fn serve(data_dir: &std::path::Path, listen: Option<String>, database_url: Option<String>) -> Result<()> {
+    let loaded = api::server::load(data_dir, database_url.as_deref())?;
+    let listen = listen.unwrap_or_else(|| loaded.config.listen.clone());
+    let listener = std::net::TcpListener::bind(&listen).with_context(|| format!("listening on {listen}"))?;
+    let addr = listener.local_addr()?;
+    let state = loaded.state.clone();
+    let system = actix_web::rt::System::new();
+    system.block_on(async move {
+        let server = api::server::server(state.clone(), listener, loaded.config.workers)?;
+        tracing::info!(%addr, database = %loaded.config.database_url, "serving");
+        eprintln!("kartu: serving on http://{addr}");
+        server.await
+    })?;
+    // Everything accepted has been answered; write what is queued, then stop.
+    loaded.state.ledger.shutdown();
+    eprintln!("kartu: stopped");
+    Ok(())
 }
 
 fn audit_verify(

@@ -430,6 +430,7 @@ impl Registry<'_> {
     }
 
     /// Adds a pending adjustment.
+    #[allow(clippy::too_many_arguments)]
     pub fn insert_adjustment(
         &mut self,
         account_id: i64,

@@ -1,0 +1,262 @@
+//! `kartu init` and `kartu serve`: the data directory, the configuration (a TOML file,
+//! overridden by `KARTU_*` variables), and the HTTP server with graceful shutdown.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{middleware, web, App, HttpServer};
+use card::keyfile::{CheckpointSecret, KeyFile};
+use ledger::domain::Event;
+use ledger::money::Currency;
+use ledger::{CheckpointSettings, Ledger, LedgerConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{new_token, token_hash, Role};
+use crate::taps::TapKeys;
+use crate::{AppState, Settings};
+
+/// The configuration file name in the data directory.
+pub const CONFIG_FILE: &str = "kartu.toml";
+/// The key file name in the data directory (card master keys, checkpoint key).
+pub const KEY_FILE: &str = "keys.toml";
+/// The NIK hashing key file name.
+pub const NIK_KEY_FILE: &str = "nik.key";
+
+/// `DATA/kartu.toml`; every field can be overridden by `KARTU_<FIELD>` (upper case).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `sqlite://path` or `postgres://...`.
+    pub database_url: String,
+    /// Address to listen on.
+    pub listen: String,
+    /// The installation's currency.
+    pub currency: String,
+    /// The audit log's origin line (e.g. `makassar.example/kartu`).
+    pub origin: String,
+    /// Checkpoint signing interval.
+    pub checkpoint_interval_ms: u64,
+    /// Maximum balance of a new card wallet, decimal.
+    pub wallet_balance_max: String,
+    /// HTTP worker threads (0: one per core).
+    #[serde(default)]
+    pub workers: usize,
+}
+
+/// Errors of set-up, with a message for the operator.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SetupError(pub String);
+
+fn err(context: &str, e: impl std::fmt::Display) -> SetupError {
+    SetupError(format!("{context}: {e}"))
+}
+
+impl Config {
+    /// Defaults for a data directory.
+    pub fn defaults(data_dir: &Path) -> Config {
+        Config {
+            database_url: format!("sqlite://{}", data_dir.join("kartu.db").display()),
+            listen: "127.0.0.1:8080".into(),
+            currency: "IDR".into(),
+            origin: "kartu.example/log".into(),
+            checkpoint_interval_ms: 1000,
+            wallet_balance_max: "2000000.00".into(),
+            workers: 0,
+        }
+    }
+
+    /// Reads `DATA/kartu.toml`, then applies `KARTU_*` overrides.
+    pub fn load(data_dir: &Path) -> Result<Config, SetupError> {
+        let path = data_dir.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| err(&format!("reading {} (run `kartu init` first)", path.display()), e))?;
+        let mut c: Config = toml::from_str(&text).map_err(|e| err(&format!("{} is not valid", path.display()), e))?;
+        let var = |n: &str| std::env::var(format!("KARTU_{n}")).ok();
+        if let Some(v) = var("DATABASE_URL") {
+            c.database_url = v;
+        }
+        if let Some(v) = var("LISTEN") {
+            c.listen = v;
+        }
+        if let Some(v) = var("ORIGIN") {
+            c.origin = v;
+        }
+        if let Some(v) = var("CHECKPOINT_INTERVAL_MS") {
+            c.checkpoint_interval_ms = v.parse().map_err(|e| err("KARTU_CHECKPOINT_INTERVAL_MS", e))?;
+        }
+        if let Some(v) = var("WORKERS") {
+            c.workers = v.parse().map_err(|e| err("KARTU_WORKERS", e))?;
+        }
+        Ok(c)
+    }
+}
+
+fn write_secret(path: &Path, contents: &str) -> Result<(), SetupError> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut f = options.open(path).map_err(|e| err(&format!("creating {}", path.display()), e))?;
+    f.write_all(contents.as_bytes()).map_err(|e| err(&format!("writing {}", path.display()), e))
+}
+
+fn random<const N: usize>() -> Result<[u8; N], SetupError> {
+    let mut b = [0u8; N];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
+        .map_err(|_| SetupError("no randomness".into()))?;
+    Ok(b)
+}
+
+/// What `kartu init` made.
+#[derive(Debug)]
+pub struct Initialised {
+    /// The configuration written.
+    pub config: Config,
+    /// The first operator's token: shown once.
+    pub operator_token: String,
+    /// The checkpoint verifier key line.
+    pub verifier_key: String,
+}
+
+/// Creates the data directory, its configuration, the key file (new random card master
+/// keys and checkpoint key), the NIK key, the database, and the first operator credential.
+/// Refuses a directory that already has a configuration.
+pub fn init(data_dir: &Path, database_url: Option<&str>, system_identifier: &str) -> Result<Initialised, SetupError> {
+    std::fs::create_dir_all(data_dir).map_err(|e| err(&format!("creating {}", data_dir.display()), e))?;
+    let data_dir = data_dir.canonicalize().map_err(|e| err("data directory", e))?;
+    if data_dir.join(CONFIG_FILE).exists() {
+        return Err(SetupError(format!("{} already holds a Kartu installation", data_dir.display())));
+    }
+    let mut config = Config::defaults(&data_dir);
+    if let Some(url) = database_url {
+        config.database_url = url.to_owned();
+    }
+    let sysid = card::SystemIdentifier::parse(system_identifier).map_err(|e| err("system identifier", e))?;
+    let pkcs8 =
+        merkle::Signer::generate_pkcs8(&ring::rand::SystemRandom::new()).map_err(|e| err("checkpoint key", e))?;
+    let keys = KeyFile::generate(sysid, &random::<{ card::keyfile::GENERATE_RANDOM_LEN }>()?)
+        .with_checkpoint(CheckpointSecret::from_bytes(pkcs8.clone()));
+    ledger::migrate(&config.database_url).map_err(|e| err("migrating the database", e))?;
+    write_secret(&data_dir.join(KEY_FILE), &keys.to_toml())?;
+    write_secret(&data_dir.join(NIK_KEY_FILE), &format!("{}\n", hex::encode(random::<32>()?)))?;
+    let text = toml::to_string(&config).map_err(|e| err("configuration", e))?;
+    std::fs::write(data_dir.join(CONFIG_FILE), text).map_err(|e| err("writing the configuration", e))?;
+    let signer = merkle::Signer::from_pkcs8(&config.origin, &pkcs8).map_err(|e| err("checkpoint key", e))?;
+    let ledger =
+        Ledger::open(&config.database_url, LedgerConfig::default()).map_err(|e| err("opening the ledger", e))?;
+    let token = new_token().map_err(|e| SetupError(e.detail))?;
+    let event = ledger
+        .record_blocking(Event {
+            kind: "operator_action".into(),
+            scope: Some("system:init".into()),
+            card_id: None,
+            card_read_counter: None,
+            queue_key: None,
+            idempotency_key: None,
+            payload: serde_json::json!({"action": "create_credential", "by": "kartu init",
+                "details": {"role": "operator", "name": "first operator"}})
+            .to_string(),
+        })
+        .map_err(|e| err("logging the first credential", e))?;
+    let now = ledger.now_us();
+    let hash = token_hash(&token);
+    ledger
+        .registry(|r| {
+            r.insert_credential(
+                Role::Operator.as_str(),
+                "first operator",
+                &hash,
+                (None, None, None),
+                None,
+                None,
+                now,
+                event.event.id,
+            )
+        })
+        .map_err(|e| err("creating the first credential", e))?;
+    ledger.shutdown();
+    Ok(Initialised { config, operator_token: token, verifier_key: signer.verifier_key() })
+}
+
+/// Everything `serve` needs, loaded from the data directory.
+#[derive(Debug)]
+pub struct Loaded {
+    /// Configuration.
+    pub config: Config,
+    /// The shared state.
+    pub state: web::Data<AppState>,
+}
+
+/// Loads the configuration and keys and opens the ledger (which signs checkpoints).
+pub fn load(data_dir: &Path, database_url: Option<&str>) -> Result<Loaded, SetupError> {
+    let mut config = Config::load(data_dir)?;
+    if let Some(url) = database_url {
+        config.database_url = url.to_owned();
+    }
+    let key_path = data_dir.join(KEY_FILE);
+    let key_text =
+        std::fs::read_to_string(&key_path).map_err(|e| err(&format!("reading {}", key_path.display()), e))?;
+    let keys = KeyFile::parse(&key_text).map_err(|e| err(&format!("{}", key_path.display()), e))?;
+    let nik_path = data_dir.join(NIK_KEY_FILE);
+    let nik_key = std::fs::read_to_string(&nik_path)
+        .ok()
+        .and_then(|t| hex::decode(t.trim()).ok())
+        .filter(|k| k.len() == 32)
+        .ok_or_else(|| SetupError(format!("{} must hold 64 hex digits", nik_path.display())))?;
+    let currency = Currency::parse(&config.currency).map_err(|e| err("currency", e))?;
+    let wallet_max =
+        ledger::money::Amount::parse(&config.wallet_balance_max, currency, ledger::money::AMOUNT_MAX_MINOR)
+            .map_err(|e| err("wallet_balance_max", e))?;
+    let signer = match keys.checkpoint() {
+        Some(secret) => Some(Arc::new(
+            merkle::Signer::from_pkcs8(&config.origin, secret.expose_secret()).map_err(|e| err("checkpoint key", e))?,
+        )),
+        None => None,
+    };
+    let verifier_key = signer.as_ref().map(|s| s.verifier_key());
+    let ledger_config = LedgerConfig {
+        wallet_balance_max_minor: wallet_max.minor(),
+        checkpoints: signer.map(|signer| CheckpointSettings {
+            signer,
+            origin: config.origin.clone(),
+            interval: Duration::from_millis(config.checkpoint_interval_ms.max(10)),
+        }),
+        ..LedgerConfig::default()
+    };
+    ledger::migrate(&config.database_url).map_err(|e| err("migrating the database", e))?;
+    let ledger = Ledger::open(&config.database_url, ledger_config).map_err(|e| err("opening the ledger", e))?;
+    let settings = Settings { currency, verifier_key, ..Settings::default() };
+    let state = web::Data::new(AppState::new(ledger, settings, TapKeys(keys), &nik_key));
+    Ok(Loaded { config, state })
+}
+
+/// Serves on `listener` until SIGINT/SIGTERM (or the returned server handle stops it):
+/// stops accepting, lets in-flight requests finish (up to 30 s), then stops the ledger's
+/// writer after it has written everything queued.
+pub fn server(
+    state: web::Data<AppState>,
+    listener: TcpListener,
+    workers: usize,
+) -> std::io::Result<actix_web::dev::Server> {
+    let workers = if workers == 0 { std::thread::available_parallelism().map_or(2, |n| n.get()) } else { workers };
+    let server = HttpServer::new(move || {
+        App::new().app_data(state.clone()).wrap(middleware::from_fn(crate::metrics::track)).configure(crate::configure)
+    })
+    .workers(workers)
+    .backlog(4096)
+    .shutdown_timeout(30)
+    .listen(listener)?
+    .run();
+    Ok(server)
+}
+
+/// The data directory's path, absolute.
+pub fn data_dir(path: &Path) -> PathBuf {
+    path.canonicalize().unwrap_or_else(|_| path.to_owned())
+}
