@@ -8,13 +8,15 @@ CARGO ?= cargo
 setup:
 	@scripts/setup.sh
 
-# The ledger on embedded SQLite: migrate, then show the books.
+# The server on embedded SQLite with a small demo city: init on the first run (the first
+# operator token goes to $(DATA_DIR)/operator.token, 0600), then serve in the foreground.
+LISTEN ?= 127.0.0.1:8080
 run: setup
-	@mkdir -p $(DATA_DIR)
 	$(CARGO) build --release -p kartu
-	./target/release/kartu migrate --database-url $(DATABASE_URL)
-	./target/release/kartu ledger trial-balance --database-url $(DATABASE_URL)
-	@echo "Ledger ready at $(DATABASE_URL). Try: ./target/release/kartu ledger entries --database-url $(DATABASE_URL)"
+	@if [ ! -f $(DATA_DIR)/kartu.toml ]; then \
+		mkdir -p $(DATA_DIR) && umask 077 && ./target/release/kartu init --data-dir $(DATA_DIR) > $(DATA_DIR)/operator.token; \
+	fi
+	./target/release/kartu serve --data-dir $(DATA_DIR) --listen $(LISTEN) --demo-city $(DATA_DIR)/operator.token
 
 # Every test, on SQLite and PostgreSQL (a throwaway cluster is started if none runs).
 test: setup

@@ -7,6 +7,8 @@ use ledger::domain::AccountId;
 use ledger::{Ledger, LedgerConfig};
 
 mod card_cmd;
+mod demo_city;
+mod verify_url;
 
 #[derive(Parser, Debug)]
 #[command(name = "kartu", version, about = "Kartu: the city smart card backend")]
@@ -39,6 +41,10 @@ enum Cmd {
         /// Database URL (overrides kartu.toml and KARTU_DATABASE_URL).
         #[arg(long)]
         database_url: Option<String>,
+        /// On first start, create a small demo city through the API (needs the first
+        /// operator token in this file) and print tokens and a curl example.
+        #[arg(long)]
+        demo_city: Option<std::path::PathBuf>,
     },
     /// Create or upgrade the database schema (sqlite://PATH or postgres://...).
     Migrate {
@@ -70,8 +76,15 @@ enum AuditCmd {
     /// every balance chain, zero sums and the gapless sequence; name the first entry that
     /// fails.
     Verify {
-        #[arg(long, env = "KARTU_DATABASE_URL")]
-        database_url: String,
+        /// Verify this database directly.
+        #[arg(long, env = "KARTU_DATABASE_URL", required_unless_present = "url", conflicts_with = "url")]
+        database_url: Option<String>,
+        /// Verify a live server through its API (auditor token needed).
+        #[arg(long, requires = "token")]
+        url: Option<String>,
+        /// An auditor (or operator) token for --url.
+        #[arg(long, env = "KARTU_TOKEN")]
+        token: Option<String>,
         /// File holding the checkpoint verifier key line (`<name>+<key id>+<base64 key>`).
         #[arg(long)]
         public_key: std::path::PathBuf,
@@ -130,10 +143,24 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", done.operator_token);
             Ok(())
         }
-        Cmd::Serve { data_dir, listen, database_url } => serve(&data_dir, listen, database_url),
-        Cmd::Audit { command: AuditCmd::Verify { database_url, public_key, allow_unsigned_tail, origin } } => {
-            audit_verify(&database_url, &public_key, allow_unsigned_tail, origin)
-        }
+        Cmd::Serve { data_dir, listen, database_url, demo_city } => serve(&data_dir, listen, database_url, demo_city),
+        Cmd::Audit {
+            command: AuditCmd::Verify { database_url, url, token, public_key, allow_unsigned_tail, origin },
+        } => match (database_url, url) {
+            (Some(db), None) => audit_verify(&db, &public_key, allow_unsigned_tail, origin),
+            (None, Some(url)) => {
+                let text = std::fs::read_to_string(&public_key)
+                    .with_context(|| format!("reading {}", public_key.display()))?;
+                let verifier = merkle::Verifier::parse(text.trim()).context("the public key file")?;
+                let report =
+                    verify_url::verify(&url, token.as_deref().unwrap_or_default(), &verifier, allow_unsigned_tail)
+                        .context("audit verify FAILED")?;
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                eprintln!("kartu: the log verifies");
+                Ok(())
+            }
+            _ => anyhow::bail!("give --database-url or --url"),
+        },
         Cmd::Ledger { database_url, read } => {
             let url = database_url.context("--database-url or KARTU_DATABASE_URL is required")?;
             let ledger = Ledger::open(&url, LedgerConfig::default()).context("opening the ledger")?;
@@ -142,7 +169,12 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn serve(data_dir: &std::path::Path, listen: Option<String>, database_url: Option<String>) -> Result<()> {
+fn serve(
+    data_dir: &std::path::Path,
+    listen: Option<String>,
+    database_url: Option<String>,
+    demo_city: Option<std::path::PathBuf>,
+) -> Result<()> {
     let loaded = api::server::load(data_dir, database_url.as_deref())?;
     let listen = listen.unwrap_or_else(|| loaded.config.listen.clone());
     let listener = std::net::TcpListener::bind(&listen).with_context(|| format!("listening on {listen}"))?;
@@ -153,6 +185,17 @@ fn serve(data_dir: &std::path::Path, listen: Option<String>, database_url: Optio
         let server = api::server::server(state.clone(), listener, loaded.config.workers)?;
         tracing::info!(%addr, database = %loaded.config.database_url, "serving");
         eprintln!("kartu: serving on http://{addr}");
+        if let Some(token_file) = demo_city {
+            let data_dir = data_dir.to_owned();
+            std::thread::spawn(move || {
+                let seeded = std::fs::read_to_string(&token_file)
+                    .context("reading the operator token")
+                    .and_then(|t| demo_city::seed_and_print(&format!("http://{addr}"), &data_dir, t.trim()));
+                if let Err(e) = seeded {
+                    eprintln!("kartu: the demo city could not be set up: {e:#}");
+                }
+            });
+        }
         server.await
     })?;
     // Everything accepted has been answered; write what is queued, then stop.

@@ -1,0 +1,186 @@
+//! The small demo city `make run` serves: a grocery, a parking operator, a clinic, a top-up
+//! agent and three card holders with cards and money, created through the API itself on
+//! the first run (idempotent keys, so a second run finds them). The credentials' tokens are
+//! kept in DATA/demo-city.json (0600) because a token is shown only once.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use card::keyfile::KeyFile;
+use card::sun::{encrypt_picc_data, sdm_mac};
+use card::{diversify_card_key, CardUid, ReadCounter};
+use serde_json::{json, Value};
+
+/// The three demo cards' UIDs.
+pub const CARDS: [(&str, &str, &str, &[&str]); 3] = [
+    ("Ani Wijaya", "7371010101900001", "04A1B2C3D4E501", &["resident", "insured"]),
+    ("Budi Santoso", "7371010101900002", "04A1B2C3D4E502", &["resident", "student"]),
+    ("Citra Dewi", "7371010101900003", "04A1B2C3D4E503", &["senior"]),
+];
+
+struct Client {
+    agent: ureq::Agent,
+    base: String,
+}
+
+impl Client {
+    fn post(&self, token: &str, path: &str, key: &str, body: Value) -> Result<Value> {
+        let mut r = self
+            .agent
+            .post(&format!("{}{path}", self.base))
+            .header("Authorization", &format!("Bearer {token}"))
+            .header("Idempotency-Key", key)
+            .send_json(&body)
+            .with_context(|| format!("POST {path}"))?;
+        let status = r.status();
+        let v: Value = r.body_mut().read_json().with_context(|| format!("POST {path}: reading the answer"))?;
+        if !status.is_success() {
+            bail!("POST {path}: {status}: {v}");
+        }
+        Ok(v)
+    }
+    fn get(&self, token: &str, path: &str) -> Result<Value> {
+        let mut r = self
+            .agent
+            .get(&format!("{}{path}", self.base))
+            .header("Authorization", &format!("Bearer {token}"))
+            .call()
+            .with_context(|| format!("GET {path}"))?;
+        let status = r.status();
+        let v: Value = r.body_mut().read_json()?;
+        if !status.is_success() {
+            bail!("GET {path}: {status}: {v}");
+        }
+        Ok(v)
+    }
+}
+
+fn id(v: &Value) -> Result<String> {
+    v["id"].as_str().map(str::to_owned).context("no id in the answer")
+}
+
+/// A tap of a demo card with `counter`, as the card would mirror it.
+pub fn tap(keys: &KeyFile, uid: &str, counter: u32) -> Result<Value> {
+    let set = keys.newest();
+    let uid = CardUid::from_hex(uid).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let counter = ReadCounter::new(counter).context("counter")?;
+    let card_key = diversify_card_key(set.sdm_file_read_master_key(), &uid, 2, keys.system_identifier().as_bytes())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let picc = encrypt_picc_data(set.sdm_meta_read_key(), &uid, counter, [0; 5]);
+    let mac = sdm_mac(&card_key, &uid, counter, &[]);
+    Ok(json!({"picc_data": hex::encode_upper(picc), "cmac": hex::encode_upper(mac)}))
+}
+
+/// Seeds the city (first run) and prints how to try it.
+pub fn seed_and_print(base: &str, data_dir: &Path, operator_token: &str) -> Result<()> {
+    let keys_text = std::fs::read_to_string(data_dir.join("keys.toml")).context("reading keys.toml")?;
+    let keys = KeyFile::parse(&keys_text).map_err(|e| anyhow::anyhow!("keys.toml: {e}"))?;
+    let c = Client {
+        agent: ureq::Agent::config_builder().http_status_as_error(false).build().into(),
+        base: base.to_owned(),
+    };
+    let saved = data_dir.join("demo-city.json");
+    let city: Value = if saved.exists() {
+        serde_json::from_str(&std::fs::read_to_string(&saved)?)?
+    } else {
+        let op = operator_token;
+        let grocery = c.post(
+            op,
+            "/v1/merchants",
+            "demo-grocery",
+            json!({"name": "Toko Sembako Losari", "category": "grocery", "fee_rate": "0.007"}),
+        )?;
+        let parking = c.post(
+            op,
+            "/v1/merchants",
+            "demo-parking",
+            json!({"name": "Parkir Pantai Losari", "category": "parking", "fee_rate": "0.005"}),
+        )?;
+        let clinic = c.post(op, "/v1/service-points", "demo-clinic", json!({"name": "Puskesmas Kassi-Kassi", "service": "clinic",
+            "policy": {"categories": ["insured", "senior"], "timezone": "Asia/Makassar", "daily_quota": 2, "issues_queue_numbers": true}}))?;
+        let agent = c.post(op, "/v1/agents", "demo-agent", json!({"name": "Agen BRILink Panakkukang"}))?;
+        c.post(op, &format!("/v1/agents/{}/float", id(&agent)?), "demo-float", json!({"amount": "10000000.00"}))?;
+        let mut cards = Vec::new();
+        for (i, (name, nik, uid, categories)) in CARDS.iter().enumerate() {
+            let h = c.post(
+                op,
+                "/v1/holders",
+                &format!("demo-holder-{i}"),
+                json!({"name": name, "nik": nik, "categories": categories}),
+            )?;
+            let card = c.post(op, "/v1/cards", &format!("demo-card-{i}"), json!({"uid": uid, "holder_id": id(&h)?}))?;
+            cards.push(json!({"card_id": id(&card)?, "uid": uid, "holder": name}));
+        }
+        let token = |key: &str, body: Value| -> Result<String> {
+            let v = c.post(op, "/v1/credentials", key, body)?;
+            v["token"].as_str().map(str::to_owned).context(
+                "a credential without its token: delete DATA/demo-city.json and the data directory to start over",
+            )
+        };
+        let pos = token(
+            "demo-cred-pos",
+            json!({"role": "merchant_terminal", "name": "grocery till 1", "merchant_id": id(&grocery)?}),
+        )?;
+        let gate = token(
+            "demo-cred-gate",
+            json!({"role": "merchant_terminal", "name": "parking gate", "merchant_id": id(&parking)?}),
+        )?;
+        let desk = token(
+            "demo-cred-desk",
+            json!({"role": "service_point", "name": "clinic desk", "service_point_id": id(&clinic)?}),
+        )?;
+        let agent_token = token(
+            "demo-cred-agent",
+            json!({"role": "top_up_agent", "name": "agent counter", "agent_id": id(&agent)?}),
+        )?;
+        let kiosk = token("demo-cred-kiosk", json!({"role": "kiosk", "name": "city hall kiosk"}))?;
+        let auditor = token("demo-cred-auditor", json!({"role": "auditor", "name": "city auditor"}))?;
+        for (i, card) in cards.iter().enumerate() {
+            let card_id = card["card_id"].as_str().unwrap_or_default();
+            c.post(
+                &agent_token,
+                "/v1/topups",
+                &format!("demo-topup-{i}"),
+                json!({"card_id": card_id, "amount": "250000.00"}),
+            )?;
+        }
+        let city = json!({"operator": op, "grocery_pos": pos, "parking_gate": gate, "clinic_desk": desk,
+            "agent": agent_token, "kiosk": kiosk, "auditor": auditor, "cards": cards});
+        write_private(&saved, &serde_json::to_string_pretty(&city)?)?;
+        city
+    };
+    let card = &city["cards"][0];
+    let card_id = card["card_id"].as_str().unwrap_or("1");
+    let uid = card["uid"].as_str().unwrap_or(CARDS[0].2);
+    let now = c.get(operator_token, &format!("/v1/cards/{card_id}"))?;
+    let next = now["last_counter"].as_u64().unwrap_or(0) as u32 + 1;
+    let tap = tap(&keys, uid, next)?;
+    let t = |k: &str| city[k].as_str().unwrap_or_default().to_owned();
+    println!();
+    println!("Kartu demo city at {base} (tokens also in {}):", saved.display());
+    for k in ["operator", "grocery_pos", "parking_gate", "clinic_desk", "agent", "kiosk", "auditor"] {
+        println!("  {k:<13} {}", t(k));
+    }
+    println!("  cards: {}", city["cards"]);
+    println!();
+    println!(
+        "Pay Rp 12.500 at the grocery with {}'s card (a fresh tap, counter {next}):",
+        card["holder"].as_str().unwrap_or("")
+    );
+    println!(
+        "  curl -s -X POST {base}/v1/payments -H 'Authorization: Bearer {}' -H 'Idempotency-Key: try-{next}' \\\n       -H 'Content-Type: application/json' -d '{}'",
+        t("grocery_pos"),
+        json!({"tap": tap, "amount": "12500.00", "reference": "receipt-1"})
+    );
+    println!("Send it twice with a new Idempotency-Key: the same tap is refused (card_replay).");
+    println!("API docs: {base}/docs   OpenAPI: {base}/openapi.json   metrics: {base}/metrics");
+    Ok(())
+}
+
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}
