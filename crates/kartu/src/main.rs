@@ -152,9 +152,14 @@ fn run(cli: Cli) -> Result<()> {
                 let text = std::fs::read_to_string(&public_key)
                     .with_context(|| format!("reading {}", public_key.display()))?;
                 let verifier = merkle::Verifier::parse(text.trim()).context("the public key file")?;
-                let report =
-                    verify_url::verify(&url, token.as_deref().unwrap_or_default(), &verifier, allow_unsigned_tail)
-                        .context("audit verify FAILED")?;
+                let report = verify_url::verify(
+                    &url,
+                    token.as_deref().unwrap_or_default(),
+                    &verifier,
+                    allow_unsigned_tail,
+                    origin.as_deref(),
+                )
+                .context("audit verify FAILED")?;
                 println!("{}", serde_json::to_string_pretty(&report)?);
                 eprintln!("kartu: the log verifies");
                 Ok(())

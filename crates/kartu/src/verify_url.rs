@@ -65,11 +65,22 @@ fn get(agent: &ureq::Agent, url: &str, token: &str) -> Result<String> {
 }
 
 /// Verifies the server at `base`.
-pub fn verify(base: &str, token: &str, verifier: &merkle::Verifier, allow_unsigned_tail: bool) -> Result<Report> {
+pub fn verify(
+    base: &str,
+    token: &str,
+    verifier: &merkle::Verifier,
+    allow_unsigned_tail: bool,
+    origin: Option<&str>,
+) -> Result<Report> {
     let base = base.trim_end_matches('/');
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
     let note = get(&agent, &format!("{base}/v1/audit/checkpoints/latest"), token)?;
     let checkpoint = verifier.open(&note).map_err(|e| anyhow::anyhow!("the latest checkpoint does not verify: {e}"))?;
+    if let Some(origin) = origin {
+        if checkpoint.origin() != origin {
+            bail!("the checkpoint's origin is {:?}, expected {origin:?}", checkpoint.origin());
+        }
+    }
     let mut tree = merkle::MemoryTree::new();
     let mut balances: HashMap<i64, (String, i64)> = HashMap::new();
     let (mut next_seq, mut next_event, mut last_time) = (1i64, 1i64, i64::MIN);

@@ -19,7 +19,7 @@ fn kartu(args: &[&str]) -> (bool, String, String) {
 fn signed_ledger(dir: &Path) -> (String, String) {
     let url = format!("sqlite://{}", dir.join("k.db").display());
     let (ok, out, err) = kartu(&["migrate", "--database-url", &url]);
-    assert!(ok && out.contains("2 migration(s) applied"), "{out} {err}");
+    assert!(ok && out.contains("4 migration(s) applied"), "{out} {err}");
     let pkcs8 = merkle::Signer::generate_pkcs8(&ring::rand::SystemRandom::new()).expect("key");
     let signer = Arc::new(merkle::Signer::from_pkcs8("cli.kartu.example", &pkcs8).expect("signer"));
     let key_file = dir.join("checkpoint.pub");
@@ -222,4 +222,90 @@ fn personalize_and_sim_refuse_bad_arguments_before_touching_a_card() {
     let (ok, _, err) = kartu(&["card", "sim", "--state", &state, "--vpcd", "no port here"]);
     assert!(!ok && err.contains("vpcd address"), "{err}");
     assert!(!std::path::Path::new(&state).exists(), "a refused sim created its state file");
+}
+
+/// `kartu init`, `kartu serve` and `kartu audit verify --url`, as an operator and an auditor
+/// run them: the token is printed once, secrets are private files, a live server's log
+/// verifies through the API, a wrong key fails it, and SIGTERM stops the server cleanly.
+#[test]
+fn init_serve_and_verify_a_live_server() {
+    use std::io::BufRead;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("city");
+    let data_s = data.display().to_string();
+    let (ok, out, err) = kartu(&["init", "--data-dir", &data_s]);
+    assert!(ok, "{err}");
+    let token = out.trim().to_owned();
+    assert!(
+        token.starts_with("kt_") && token.len() > 40 && out.lines().count() == 1,
+        "only the token on stdout: {out}"
+    );
+    let verifier = err.lines().find_map(|l| l.split("verifier key: ").nth(1)).expect("verifier key line").to_owned();
+    for secret in ["keys.toml", "nik.key"] {
+        let mode = std::fs::metadata(data.join(secret)).expect("secret file").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{secret} must be private");
+    }
+    assert!(!std::fs::read_to_string(data.join("kartu.toml")).expect("config").contains("kt_"));
+    let (again, _, err2) = kartu(&["init", "--data-dir", &data_s]);
+    assert!(!again && err2.contains("already"), "a second init must refuse: {err2}");
+
+    let mut server = Command::new(env!("CARGO_BIN_EXE_kartu"))
+        .args(["serve", "--data-dir", &data_s, "--listen", "127.0.0.1:0"])
+        .env("KARTU_CHECKPOINT_INTERVAL_MS", "200")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("serve");
+    let mut lines = std::io::BufReader::new(server.stderr.take().expect("stderr")).lines();
+    let base = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.split("serving on ").nth(1).map(str::to_owned))
+        .expect("the server says where it serves");
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let post = |path: &str, key: &str, body: serde_json::Value| -> serde_json::Value {
+        let mut r = agent
+            .post(&format!("{base}{path}"))
+            .header("Authorization", &format!("Bearer {token}"))
+            .header("Idempotency-Key", key)
+            .send_json(&body)
+            .expect("post");
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        r.body_mut().read_json().expect("json")
+    };
+    let auditor = post("/v1/credentials", "c1", serde_json::json!({"role": "auditor", "name": "auditor"}));
+    let auditor = auditor["token"].as_str().expect("token once").to_owned();
+    let a = post("/v1/agents", "a1", serde_json::json!({"name": "agent"}));
+    let float = post(
+        &format!("/v1/agents/{}/float", a["id"].as_str().expect("id")),
+        "f1",
+        serde_json::json!({"amount": "5000.00"}),
+    );
+    assert_eq!(float["balance"]["amount"], "5000.00");
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let key_file = dir.path().join("log.pub");
+    std::fs::write(&key_file, format!("{verifier}\n")).expect("key");
+    let key_s = key_file.display().to_string();
+    let (ok, out, err) = kartu(&["audit", "verify", "--url", &base, "--token", &auditor, "--public-key", &key_s]);
+    assert!(ok, "verify --url: {out} {err}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("report");
+    assert_eq!(report["entries"], 1);
+    assert!(report["leaves"].as_u64().expect("leaves") >= 4, "{report}");
+    // Another key: the checkpoint's signature does not verify.
+    let other = merkle::Signer::from_pkcs8(
+        "kartu.example/log",
+        &merkle::Signer::generate_pkcs8(&ring::rand::SystemRandom::new()).expect("key"),
+    )
+    .expect("signer");
+    std::fs::write(&key_file, format!("{}\n", other.verifier_key())).expect("key");
+    let (ok, _, err) = kartu(&["audit", "verify", "--url", &base, "--token", &auditor, "--public-key", &key_s]);
+    assert!(!ok && err.contains("does not verify"), "{err}");
+    // A token that is not an auditor's or operator's cannot read the leaves.
+    let (ok, _, err) = kartu(&["audit", "verify", "--url", &base, "--token", "kt_nope", "--public-key", &key_s]);
+    assert!(!ok, "{err}");
+    let pid = server.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    let status = server.wait().expect("wait");
+    assert!(status.success(), "serve must exit cleanly on SIGTERM: {status}");
+    assert!(lines.map_while(Result::ok).any(|l| l.contains("stopped")), "the server says it stopped");
 }
