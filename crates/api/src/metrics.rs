@@ -89,8 +89,11 @@ pub async fn track(
     if let Some(state) = state {
         let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
         let status = res.status().as_u16().to_string();
+        let elapsed = started.elapsed();
         state.metrics.requests.with_label_values(&[&method, &route, &status]).inc();
-        state.metrics.latency.with_label_values(&[&route]).observe(started.elapsed().as_secs_f64());
+        state.metrics.latency.with_label_values(&[&route]).observe(elapsed.as_secs_f64());
+        // Route patterns only: ids, bodies, tokens and taps are never logged.
+        tracing::info!(method = %method, route = %route, status = %status, micros = elapsed.as_micros() as u64, "request");
     }
     Ok(res)
 }

@@ -117,10 +117,15 @@ enum LedgerCmd {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("KARTU_LOG").unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    // Structured logs on stderr: KARTU_LOG sets the filter (e.g. `info` logs every request),
+    // KARTU_LOG_FORMAT=json writes one JSON object per line.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KARTU_LOG").unwrap_or_else(|_| "warn".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::env::var("KARTU_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
     if let Err(e) = run(Cli::parse()) {
         eprintln!("kartu: {e:#}");
         std::process::exit(1);
