@@ -1,0 +1,147 @@
+//! The offline journal: a good journal passes; each kind of damage is found at the right
+//! record and the records before it are kept.
+
+use offline::{
+    check_upload, generate_key, ChainHead, JournalError, JournalWriter, NewRecord, RecordKind, SignedRecord,
+};
+use proptest::prelude::*;
+
+fn pay(i: i64) -> NewRecord {
+    NewRecord {
+        time_us: 1_800_000_000_000_000 + i,
+        kind: RecordKind::Payment,
+        uid: "04a1b2c3d4e501".into(),
+        picc_data: format!("{:032X}", i),
+        cmac: format!("{:016X}", i),
+        amount_minor: 1_000 + i,
+        currency: "IDR".into(),
+        reference: Some(format!("r{i}")),
+        decision: None,
+    }
+}
+
+fn journal(n: i64) -> (Vec<u8>, Vec<SignedRecord>) {
+    let key = generate_key().expect("key");
+    let mut w = JournalWriter::new(&key, None).expect("writer");
+    let records = (1..=n).map(|i| w.append(pay(i)).expect("append")).collect();
+    (hex::decode(w.public_key_hex()).expect("hex"), records)
+}
+
+#[test]
+fn a_good_journal_passes_and_continues_after_a_restart() {
+    let key = generate_key().expect("key");
+    let mut w = JournalWriter::new(&key, None).expect("writer");
+    let first: Vec<_> = (1..=3).map(|i| w.append(pay(i)).expect("append")).collect();
+    // The terminal restarts and continues from its last record.
+    let mut w = JournalWriter::new(&key, Some(&first[2].record)).expect("writer");
+    let second: Vec<_> = (4..=5).map(|i| w.append(pay(i)).expect("append")).collect();
+    let pk = hex::decode(w.public_key_hex()).expect("hex");
+    let all: Vec<_> = first.iter().chain(&second).cloned().collect();
+    let (good, err) = check_upload(&pk, ChainHead::EMPTY, &all);
+    assert_eq!((good.len(), err), (5, None));
+    assert_eq!(all[0].record.prev_hash, "0".repeat(64));
+    // The server already has 3: a second upload of everything posts only 4 and 5.
+    let head = ChainHead { seq: 3, hash: all[2].record.hash() };
+    let (good, err) = check_upload(&pk, head, &all);
+    assert_eq!(good.iter().map(|r| r.record.seq).collect::<Vec<_>>(), vec![4, 5]);
+    assert_eq!(err, None);
+}
+
+#[test]
+fn each_kind_of_damage_is_found_and_what_came_before_is_kept() {
+    let (pk, records) = journal(6);
+    // An edited amount: its own signature fails.
+    let mut edited = records.clone();
+    edited[3].record.amount_minor += 1;
+    let (good, err) = check_upload(&pk, ChainHead::EMPTY, &edited);
+    assert_eq!((good.len(), err), (3, Some(JournalError::BadSignature { seq: 4 })));
+    // A removed record: a gap.
+    let mut removed = records.clone();
+    removed.remove(2);
+    let (good, err) = check_upload(&pk, ChainHead::EMPTY, &removed);
+    assert_eq!((good.len(), err), (2, Some(JournalError::Gap { expected: 3, got: 4 })));
+    // Reordered records.
+    let mut reordered = records.clone();
+    reordered.swap(1, 4);
+    let (good, err) = check_upload(&pk, ChainHead::EMPTY, &reordered);
+    assert_eq!((good.len(), err), (1, Some(JournalError::Gap { expected: 2, got: 5 })));
+    // Signed by another key.
+    let (other_pk, _) = journal(1);
+    let (good, err) = check_upload(&other_pk, ChainHead::EMPTY, &records);
+    assert_eq!((good.len(), err), (0, Some(JournalError::BadSignature { seq: 1 })));
+    // A forged signature string.
+    let mut forged = records.clone();
+    forged[5].signature = "00".repeat(64);
+    let (good, err) = check_upload(&pk, ChainHead::EMPTY, &forged);
+    assert_eq!((good.len(), err), (5, Some(JournalError::BadSignature { seq: 6 })));
+    // A fork: the same key signs a different record 4 on top of 3 (a terminal whose state
+    // was restored from a backup); the server already holds the first history's 4.
+    let key = generate_key().expect("key");
+    let mut w = JournalWriter::new(&key, None).expect("writer");
+    let a: Vec<_> = (1..=4).map(|i| w.append(pay(i)).expect("append")).collect();
+    let mut w2 = JournalWriter::new(&key, Some(&a[2].record)).expect("writer");
+    let mut fork = w2.append(pay(40)).expect("append");
+    let pk = hex::decode(w.public_key_hex()).expect("hex");
+    let head = ChainHead { seq: 4, hash: a[3].record.hash() };
+    fork.record.seq = 5; // relabelled to slip past the server's head: the chain link is wrong
+    let (_, err) = check_upload(&pk, head, std::slice::from_ref(&fork));
+    assert!(matches!(err, Some(JournalError::BadSignature { seq: 5 })), "{err:?}");
+    let fork5 = {
+        let mut w3 = JournalWriter::new(&key, Some(&a[2].record)).expect("writer");
+        w3.append(pay(41)).expect("4'");
+        w3.append(pay(42)).expect("5'")
+    };
+    let (good, err) = check_upload(&pk, head, std::slice::from_ref(&fork5));
+    assert_eq!((good.len(), err), (0, Some(JournalError::Fork { seq: 5 })));
+}
+
+#[test]
+fn malformed_records_are_refused_by_the_writer_and_the_server() {
+    let key = generate_key().expect("key");
+    let mut w = JournalWriter::new(&key, None).expect("writer");
+    let mut bad = pay(1);
+    bad.uid = "zz".into();
+    assert!(matches!(w.append(bad), Err(JournalError::Malformed { field: "uid", .. })));
+    let mut zero = pay(1);
+    zero.amount_minor = 0;
+    assert!(matches!(w.append(zero), Err(JournalError::Malformed { field: "amount_minor", .. })));
+    // The failed appends used no sequence number.
+    assert_eq!(w.append(pay(1)).expect("append").record.seq, 1);
+    // Unknown JSON fields are refused at the door.
+    let json = r#"{"record":{"seq":1,"prev_hash":"00","time_us":0,"kind":"payment","uid":"","picc_data":"","cmac":"","amount_minor":1,"currency":"IDR","reference":null,"decision":null,"extra":1},"signature":""}"#;
+    assert!(serde_json::from_str::<SignedRecord>(json).is_err());
+}
+
+proptest! {
+    /// Any single byte change to any field of any record is found at that record.
+    #[test]
+    fn any_change_is_found(n in 2i64..8, at in 0usize..8, delta in 1i64..1000) {
+        let (pk, mut records) = journal(n);
+        let at = at % records.len();
+        records[at].record.time_us += delta;
+        let (good, err) = check_upload(&pk, ChainHead::EMPTY, &records);
+        prop_assert_eq!(good.len(), at);
+        prop_assert_eq!(err, Some(JournalError::BadSignature { seq: at as u64 + 1 }));
+    }
+}
+
+#[test]
+fn risk_limits_refuse_in_order_and_count_what_was_taken() {
+    use offline::{Refusal, RiskLimits, RiskState};
+    let limits = RiskLimits { per_tap_minor: 50_000, per_card_per_day_minor: 80_000, outstanding_minor: 120_000 };
+    let mut deny = std::collections::HashSet::new();
+    deny.insert("04A1B2C3D4E5FF".to_owned());
+    let mut s = RiskState::default();
+    assert_eq!(s.check(&limits, &deny, "04a1b2c3d4e5ff", 1, 1), Err(Refusal::DenyListed));
+    assert_eq!(s.check(&limits, &deny, "04A1B2C3D4E501", 1, 50_001), Err(Refusal::PerTap));
+    s.check(&limits, &deny, "04A1B2C3D4E501", 1, 50_000).expect("first");
+    s.record("04A1B2C3D4E501", 1, 50_000);
+    assert_eq!(s.check(&limits, &deny, "04A1B2C3D4E501", 1, 30_001), Err(Refusal::PerCardPerDay));
+    s.check(&limits, &deny, "04A1B2C3D4E501", 2, 30_001).expect("another day");
+    s.record("04A1B2C3D4E501", 1, 30_000);
+    s.record("04A1B2C3D4E502", 1, 40_000);
+    assert_eq!(s.outstanding_minor(), 120_000);
+    assert_eq!(s.check(&limits, &deny, "04A1B2C3D4E503", 1, 1), Err(Refusal::Outstanding));
+    s.uploaded(120_000);
+    s.check(&limits, &deny, "04A1B2C3D4E503", 1, 1).expect("after the upload");
+}
