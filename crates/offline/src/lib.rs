@@ -286,9 +286,8 @@ pub fn check_upload<'a>(
 ) -> (Vec<&'a SignedRecord>, Option<JournalError>) {
     let key = UnparsedPublicKey::new(&ED25519, public_key);
     let mut good = Vec::new();
-    let mut expect_seq = head.seq + 1;
     let mut expect_hash = head.hash;
-    for r in records.iter().skip_while(|r| r.record.seq <= head.seq) {
+    for (expect_seq, r) in (head.seq + 1..).zip(records.iter().skip_while(|r| r.record.seq <= head.seq)) {
         let seq = r.record.seq;
         if let Err(e) = r.record.check() {
             return (good, Some(e));
@@ -306,7 +305,6 @@ pub fn check_upload<'a>(
         if r.record.prev_hash != hex::encode(expect_hash) {
             return (good, Some(JournalError::Fork { seq }));
         }
-        expect_seq += 1;
         expect_hash = r.record.hash();
         good.push(r);
     }
