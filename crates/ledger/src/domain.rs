@@ -315,6 +315,23 @@ pub enum Command {
         /// The hold's entry sequence number.
         hold_seq: i64,
     },
+    /// A payment a terminal accepted offline, posted when it is uploaded: the merchant is
+    /// paid in full; the wallet pays what it holds and the offline-risk account the rest
+    /// (the shortfall, which the card owes until a top-up repays it).
+    OfflinePayment {
+        /// The paying card's wallet.
+        wallet: AccountId,
+        /// The merchant.
+        merchant: AccountId,
+        /// Where the fee goes.
+        fee_account: AccountId,
+        /// The offline-risk account of the currency.
+        risk_account: AccountId,
+        /// Price.
+        amount: Amount,
+        /// Merchant discount, part of the amount.
+        fee_minor: i64,
+    },
 }
 
 /// A write request: a command, its references and an optional idempotency key.
@@ -372,7 +389,9 @@ impl Request {
                 }
                 Ok(())
             }
-            Command::Payment { amount, fee_minor, .. } | Command::Capture { amount, fee_minor, .. } => {
+            Command::Payment { amount, fee_minor, .. }
+            | Command::Capture { amount, fee_minor, .. }
+            | Command::OfflinePayment { amount, fee_minor, .. } => {
                 if *fee_minor < 0 || *fee_minor > amount.minor() {
                     Err(Rejection::InvalidFee)
                 } else {
@@ -426,6 +445,11 @@ impl Request {
             Command::Void { hold_seq } => {
                 e.text("void");
                 e.int(*hold_seq);
+            }
+            Command::OfflinePayment { wallet, merchant, fee_account, risk_account, amount, fee_minor } => {
+                e.text("offline_payment");
+                e.ints(&[wallet.0, merchant.0, fee_account.0, risk_account.0, amount.minor(), *fee_minor]);
+                e.text(amount.currency().code());
             }
         }
         let digest = ring::digest::digest(&ring::digest::SHA256, &e.0);

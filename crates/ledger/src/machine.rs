@@ -82,6 +82,9 @@ impl Needs {
                 Command::Payment { wallet, merchant, fee_account, .. } => {
                     n.accounts.extend([*wallet, *merchant, *fee_account]);
                 }
+                Command::OfflinePayment { wallet, merchant, fee_account, risk_account, .. } => {
+                    n.accounts.extend([*wallet, *merchant, *fee_account, *risk_account]);
+                }
                 Command::Refund { payment_seq, .. } => {
                     n.payments.insert(*payment_seq);
                 }
@@ -336,6 +339,29 @@ impl<'s> Machine<'s> {
                     legs,
                 ))
             }
+            Command::OfflinePayment { wallet, merchant, fee_account, risk_account, amount, fee_minor } => {
+                self.expect(*wallet, AccountKind::CardWallet, amount.currency())?;
+                self.expect(*merchant, AccountKind::Merchant, amount.currency())?;
+                self.expect(*fee_account, AccountKind::FeeRevenue, amount.currency())?;
+                self.expect(*risk_account, AccountKind::OfflineRisk, amount.currency())?;
+                let held = self.state.accounts.get(wallet).map_or(0, |a| a.balance_minor).max(0);
+                let from_wallet = held.min(amount.minor());
+                let legs = vec![
+                    (*wallet, -from_wallet),
+                    (*risk_account, -(amount.minor() - from_wallet)),
+                    (*merchant, amount.minor() - fee_minor),
+                    (*fee_account, *fee_minor),
+                ];
+                Ok(Draft::card(
+                    EntryKind::Payment,
+                    *wallet,
+                    *merchant,
+                    amount.currency(),
+                    amount.minor(),
+                    *fee_minor,
+                    legs,
+                ))
+            }
             Command::Refund { payment_seq, amount } => {
                 let p = self.state.payments.get(payment_seq).ok_or(Rejection::PaymentNotFound)?;
                 if p.currency != amount.currency() {
@@ -434,7 +460,9 @@ impl<'s> Machine<'s> {
         let enforce_max = !matches!(kind, EntryKind::Refund | EntryKind::Capture | EntryKind::Void);
         let mut after: Vec<(AccountId, i64)> = Vec::with_capacity(legs.len());
         let mut postings = Vec::with_capacity(legs.len());
-        for &(id, amount) in legs {
+        // Computed legs can be zero (a fee of the whole amount leaves the merchant nothing;
+        // a wallet that covers an offline payment leaves no shortfall): no posting for them.
+        for &(id, amount) in legs.iter().filter(|(_, amount)| *amount != 0) {
             let state = self.state.accounts.get(&id).ok_or(Rejection::AccountNotFound)?;
             let before = after.iter().rev().find(|(a, _)| *a == id).map_or(state.balance_minor, |(_, b)| *b);
             let balance = before.checked_add(amount).ok_or(Rejection::Overflow)?;
@@ -459,7 +487,8 @@ impl<'s> Machine<'s> {
 
     fn remember(&mut self, entry: &Entry, command: &Command) {
         match command {
-            Command::Payment { wallet, merchant, fee_account, .. } => {
+            Command::Payment { wallet, merchant, fee_account, .. }
+            | Command::OfflinePayment { wallet, merchant, fee_account, .. } => {
                 self.state.payments.insert(
                     entry.seq,
                     PaymentState {

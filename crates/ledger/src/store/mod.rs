@@ -597,8 +597,19 @@ impl Db {
             let (Some(wallet), Some(merchant)) = (e.account_id, e.counterparty_id) else {
                 return Err(corrupt("payment entry", &e.seq.to_string()));
             };
-            // The fee leg, when there is one, is the third posting.
-            let fee_account = e.postings.get(2).map(|p| p.account_id);
+            // The fee leg, when there is one: the credit of the fee to an account that is
+            // neither the wallet nor the merchant (zero legs are not posted, and an offline
+            // payment has a shortfall leg, so it is found by role, not by position).
+            let fee_account = e
+                .postings
+                .iter()
+                .find(|p| {
+                    p.amount_minor > 0
+                        && p.amount_minor == e.fee_minor
+                        && p.account_id != merchant
+                        && p.account_id != wallet
+                })
+                .map(|p| p.account_id);
             out.insert(
                 e.seq,
                 PaymentState {

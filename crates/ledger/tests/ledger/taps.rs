@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use ledger::domain::{Event, IdempotencyKey, Outcome, References, Rejection};
+use ledger::domain::{Event, IdempotencyKey, Outcome, References, Rejection, Request};
 use ledger::verify::{verify, VerifyError, VerifyOptions};
 use ledger::{Backend, EventFilter, Ledger, LedgerError};
 
@@ -279,5 +279,62 @@ pub fn events_in_the_log(backend: Backend) -> TestResult {
         }
         other => return Err(format!("verify should fail, got {other:?}")),
     }
+    Ok(())
+}
+
+/// A fee of the whole amount leaves the merchant nothing: no zero posting, no failed batch
+/// for the others; a refund of it returns the fee from the fee account. An offline payment
+/// is paid in full to the merchant; the wallet pays what it holds and the offline-risk
+/// account the shortfall.
+pub fn zero_legs_and_offline_payments(backend: Backend) -> TestResult {
+    use ledger::domain::{AccountKind, Command};
+    use ledger::money::{Amount, Currency, AMOUNT_MAX_MINOR};
+    let db = TestDb::fresh(backend)?;
+    let clock = TestClock::new();
+    let ledger = crate::support::open(&db, &clock)?;
+    let city = City::new(&ledger, 2, 1, 10_000_000)?;
+    let (w, m) = (city.wallets[0], city.merchants[0]);
+    ledger.submit_blocking(city.topup(w, 10_000)).map_err(s)?;
+    let results = ledger
+        .submit_many_blocking(vec![city.pay(w, m, 300, 300), city.pay(w, m, 200, 2), city.pay(w, m, 1, 1)])
+        .map_err(s)?;
+    let entries: Vec<_> = results.into_iter().collect::<Result<Vec<_>, _>>().map_err(s)?;
+    check_eq!(entries[0].entry.postings.len(), 2);
+    check!(entries.iter().all(|p| p.entry.postings.iter().all(|x| x.amount_minor != 0)), "no zero postings");
+    let refund = Request::new(Command::Refund {
+        payment_seq: entries[0].entry.seq,
+        amount: Amount::from_minor(300, Currency::IDR, AMOUNT_MAX_MINOR).map_err(s)?,
+    });
+    let r = ledger.submit_blocking(refund).map_err(s)?;
+    let fee_leg = r.entry.postings.iter().find(|p| p.account_id == city.fees).map(|p| p.amount_minor);
+    check_eq!(fee_leg, Some(-300));
+    check_eq!(ledger.balance(m).map_err(s)?, 198);
+    // Offline: the second wallet holds 1,000 and spent 2,500 offline.
+    let w2 = city.wallets[1];
+    ledger.submit_blocking(city.topup(w2, 1_000)).map_err(s)?;
+    let risk = ledger.system_account(AccountKind::OfflineRisk, Currency::IDR).map_err(s)?.id;
+    let offline = |minor| {
+        Request::new(Command::OfflinePayment {
+            wallet: w2,
+            merchant: m,
+            fee_account: city.fees,
+            risk_account: risk,
+            amount: Amount::from_minor(minor, Currency::IDR, AMOUNT_MAX_MINOR).expect("amount"),
+            fee_minor: 10,
+        })
+    };
+    let p = ledger.submit_blocking(offline(2_500)).map_err(s)?;
+    let legs: Vec<(i64, i64)> = p.entry.postings.iter().map(|x| (x.account_id.0, x.amount_minor)).collect();
+    check_eq!(legs, vec![(w2.0, -1_000), (risk.0, -1_500), (m.0, 2_490), (city.fees.0, 10)]);
+    check_eq!(ledger.balance(w2).map_err(s)?, 0);
+    check_eq!(ledger.balance(risk).map_err(s)?, -1_500);
+    // An empty wallet: all of it is shortfall; a wallet that covers it: none.
+    let p = ledger.submit_blocking(offline(100)).map_err(s)?;
+    check_eq!(p.entry.postings.iter().map(|x| x.account_id).collect::<Vec<_>>(), vec![risk, m, city.fees]);
+    ledger.submit_blocking(city.topup(w2, 5_000)).map_err(s)?;
+    let p = ledger.submit_blocking(offline(100)).map_err(s)?;
+    check!(p.entry.postings.iter().all(|x| x.account_id != risk), "covered: no shortfall leg");
+    let tb = ledger.trial_balance().map_err(s)?;
+    check!(tb.iter().all(|l| l.balances_sum_minor == 0), "books balance");
     Ok(())
 }
