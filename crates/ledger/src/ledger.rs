@@ -916,6 +916,7 @@ fn load(
         }
     }
     state.last_counters = db.card_counters(&needs.cards)?;
+    state.used_taps = db.used_counters(&needs.offline_taps)?;
     if needs.events {
         state.next_event_id = db.last_event_id()? + 1;
         state.queue_max = db.queue_max(&needs.queues)?;

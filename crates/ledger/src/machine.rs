@@ -55,6 +55,8 @@ pub(crate) struct Needs {
     pub queues: HashSet<String>,
     /// Whether the batch has events (their next id is needed).
     pub events: bool,
+    /// `(card, counter)` of offline payments: they must not have been used by any entry.
+    pub offline_taps: HashSet<(i64, i64)>,
 }
 
 impl Needs {
@@ -74,8 +76,11 @@ impl Needs {
             if let Some(k) = &r.idempotency_key {
                 n.keys.insert(k.clone());
             }
-            if let (Some(card), Some(_)) = (r.references.card_id, r.references.card_read_counter) {
+            if let (Some(card), Some(ctr)) = (r.references.card_id, r.references.card_read_counter) {
                 n.cards.insert(card);
+                if matches!(r.command, Command::OfflinePayment { .. }) {
+                    n.offline_taps.insert((card, ctr));
+                }
             }
             match &r.command {
                 Command::Transfer { legs, .. } => n.accounts.extend(legs.iter().map(|l| l.account)),
@@ -118,6 +123,8 @@ pub(crate) struct State {
     pub queue_max: HashMap<String, i64>,
     /// The next event id.
     pub next_event_id: i64,
+    /// Offline taps already used by an entry.
+    pub used_taps: HashSet<(i64, i64)>,
     /// The holds account of each currency.
     pub holds_accounts: HashMap<Currency, AccountId>,
 }
@@ -175,9 +182,32 @@ impl<'s> Machine<'s> {
 
     fn accept_tap(&mut self, tap: Option<(i64, i64)>) {
         if let Some((card, counter)) = tap {
-            self.state.last_counters.insert(card, counter);
-            self.counters.insert(card, counter);
+            // An offline tap may be older than the card's last online one: the counter
+            // never moves back.
+            let last = self.state.last_counters.get(&card).copied();
+            if last.is_none_or(|l| counter > l) {
+                self.state.last_counters.insert(card, counter);
+                self.counters.insert(card, counter);
+            }
+            self.state.used_taps.insert((card, counter));
         }
+    }
+
+    /// An offline tap is uploaded after the fact, maybe after newer online taps of the same
+    /// card: it is checked for single use, not for order.
+    fn check_offline_tap(&mut self, tap: Option<(i64, i64)>, source: Option<&str>) -> Result<(), Rejection> {
+        let Some((card, counter)) = tap else { return Ok(()) };
+        if self.state.used_taps.contains(&(card, counter)) {
+            self.replays.push(CardReplay {
+                card_id: card,
+                counter,
+                last_counter: self.state.last_counters.get(&card).copied().unwrap_or(counter),
+                time_us: self.time_us,
+                source: source.map(str::to_owned),
+            });
+            return Err(Rejection::CardReplay);
+        }
+        Ok(())
     }
 
     /// Applies one write of either kind.
@@ -256,7 +286,12 @@ impl<'s> Machine<'s> {
             }
         }
         let counter = request.references.card_id.zip(request.references.card_read_counter);
-        self.check_tap(counter, request.references.terminal_id.as_deref())?;
+        let source = request.references.terminal_id.as_deref();
+        if matches!(request.command, Command::OfflinePayment { .. }) {
+            self.check_offline_tap(counter, source)?;
+        } else {
+            self.check_tap(counter, source)?;
+        }
         let draft = self.draft(&request.command)?;
         let postings = self.post(&draft.legs, draft.kind)?;
         // Past this point nothing can fail: record the entry and its consequences.

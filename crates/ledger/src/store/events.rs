@@ -106,6 +106,23 @@ impl Db {
         Ok(rows.into_iter().collect())
     }
 
+    /// Which of these `(card, counter)` pairs an entry already used.
+    pub fn used_counters(&mut self, pairs: &HashSet<(i64, i64)>) -> Result<HashSet<(i64, i64)>, LedgerError> {
+        use super::schema::journal_entries;
+        if pairs.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let cards: Vec<i64> = pairs.iter().map(|p| p.0).collect();
+        let counters: Vec<i64> = pairs.iter().map(|p| p.1).collect();
+        let found: Vec<(Option<i64>, Option<i64>)> = on_db!(self, |c| journal_entries::table
+            .filter(journal_entries::card_id.eq_any(&cards))
+            .filter(journal_entries::card_read_counter.eq_any(&counters))
+            .select((journal_entries::card_id, journal_entries::card_read_counter))
+            .load(c))
+        .map_err(storage)?;
+        Ok(found.into_iter().filter_map(|(card, ctr)| card.zip(ctr)).filter(|p| pairs.contains(p)).collect())
+    }
+
     /// Moves cards' last counters forward (a trigger refuses any step back).
     pub fn set_card_counters(&mut self, counters: &HashMap<i64, i64>, time_us: i64) -> Result<(), LedgerError> {
         for (card, counter) in counters {

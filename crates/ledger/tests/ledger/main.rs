@@ -31,6 +31,7 @@ const CASES: &[(&str, Case)] = &[
     ("card_taps_concurrent", taps::concurrent),
     ("events_in_the_log", taps::events_in_the_log),
     ("zero_legs_and_offline_payments", taps::zero_legs_and_offline_payments),
+    ("offline_taps_once_not_in_order", taps::offline_taps_once_not_in_order),
     ("reads", cases::reads),
     ("append_only", cases::append_only),
     ("concurrent_debits", cases::concurrent_debits),

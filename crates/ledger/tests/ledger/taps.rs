@@ -338,3 +338,48 @@ pub fn zero_legs_and_offline_payments(backend: Backend) -> TestResult {
     check!(tb.iter().all(|l| l.balances_sum_minor == 0), "books balance");
     Ok(())
 }
+
+/// An offline tap uploaded after newer online taps of the same card is accepted once (its
+/// counter is older: order is not required, single use is), and the card's last counter
+/// does not move back.
+pub fn offline_taps_once_not_in_order(backend: Backend) -> TestResult {
+    use ledger::domain::{AccountKind, Command};
+    use ledger::money::{Amount, Currency, AMOUNT_MAX_MINOR};
+    let db = TestDb::fresh(backend)?;
+    let clock = TestClock::new();
+    let ledger = crate::support::open(&db, &clock)?;
+    let city = City::new(&ledger, 1, 1, 10_000_000)?;
+    let (w, m) = (city.wallets[0], city.merchants[0]);
+    ledger.submit_blocking(city.topup(w, 100_000)).map_err(s)?;
+    let risk = ledger.system_account(AccountKind::OfflineRisk, Currency::IDR).map_err(s)?.id;
+    let offline = |counter| {
+        Request::new(Command::OfflinePayment {
+            wallet: w,
+            merchant: m,
+            fee_account: city.fees,
+            risk_account: risk,
+            amount: Amount::from_minor(1_000, Currency::IDR, AMOUNT_MAX_MINOR).expect("amount"),
+            fee_minor: 0,
+        })
+        .with_references(tap(1, counter))
+    };
+    // Online taps 10 and 11 happened while the shop with tap 5 was offline.
+    ledger.submit_blocking(city.pay(w, m, 100, 0).with_references(tap(1, 10))).map_err(s)?;
+    ledger.submit_blocking(city.pay(w, m, 100, 0).with_references(tap(1, 11))).map_err(s)?;
+    ledger.submit_blocking(offline(5)).map_err(s)?;
+    check_eq!(ledger.card_last_counter(1).map_err(s)?, Some(11));
+    // The same offline tap again (without the key): refused and recorded.
+    check_eq!(rejection(ledger.submit_blocking(offline(5))), Some(Rejection::CardReplay));
+    // An offline claim on a tap an online payment used: refused.
+    check_eq!(rejection(ledger.submit_blocking(offline(10))), Some(Rejection::CardReplay));
+    // Online order still holds: 11 is the last, so 6 online is a replay.
+    check_eq!(
+        rejection(ledger.submit_blocking(city.pay(w, m, 100, 0).with_references(tap(1, 6)))),
+        Some(Rejection::CardReplay)
+    );
+    // A newer offline tap moves the counter forward.
+    ledger.submit_blocking(offline(20)).map_err(s)?;
+    check_eq!(ledger.card_last_counter(1).map_err(s)?, Some(20));
+    check_eq!(ledger.card_replays(1, 100).map_err(s)?.len(), 3);
+    Ok(())
+}
