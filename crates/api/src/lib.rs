@@ -9,6 +9,7 @@ pub mod auth;
 pub mod error;
 pub mod merchant;
 pub mod metrics;
+pub mod offline;
 pub mod openapi;
 pub mod operator;
 pub mod server;
@@ -128,6 +129,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(merchant::routes)
         .configure(access::routes)
         .configure(audit::routes)
+        .configure(offline::routes)
         .configure(metrics::routes)
         .configure(openapi::routes)
         .default_service(web::to(not_found));

@@ -5,7 +5,7 @@ use actix_web::{web, HttpResponse};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{access, audit, merchant, metrics, operator};
+use crate::{access, audit, merchant, metrics, offline, operator};
 
 /// The document.
 #[derive(OpenApi)]
@@ -22,6 +22,7 @@ use crate::{access, audit, merchant, metrics, operator};
         audit::leaves, audit::entries, audit::balance, audit::account_statement, audit::trial_balance,
         audit::latest_checkpoint, audit::inclusion, audit::consistency, audit::access_log, audit::public_key,
         audit::transparency,
+        offline::upload, offline::head, offline::deny_list,
         metrics::healthz, metrics::readyz, metrics::metrics,
     ),
     modifiers(&Bearer),
@@ -81,6 +82,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/audit/access-log"),
     ("get", "/v1/audit/public-key"),
     ("get", "/v1/transparency"),
+    ("post", "/v1/offline/journals"),
+    ("get", "/v1/offline/head"),
+    ("get", "/v1/offline/deny-list"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),

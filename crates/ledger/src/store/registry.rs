@@ -3,7 +3,10 @@
 
 use diesel::prelude::*;
 
-use super::schema::{adjustments, agents, cards, credentials, holders, merchants, service_points};
+use super::schema::{
+    adjustments, agents, card_debts, cards, credentials, holders, merchants, offline_heads, offline_records,
+    service_points,
+};
 use super::{storage, Db};
 use crate::LedgerError;
 
@@ -471,5 +474,136 @@ impl Registry<'_> {
                 .execute(c))
             .map_err(storage)?;
         Ok(n == 1)
+    }
+
+    /// Where a terminal's uploaded offline journal stands: (last seq, its hash).
+    pub fn offline_head(&mut self, credential_id: i64) -> Result<Option<(i64, Vec<u8>)>, LedgerError> {
+        on_db!(self.0, |c| offline_heads::table
+            .find(credential_id)
+            .select((offline_heads::last_seq, offline_heads::last_hash))
+            .first(c)
+            .optional())
+        .map_err(storage)
+    }
+
+    /// Moves a terminal's head from `old_seq` to `seq` (compare-and-set: false when another
+    /// upload moved it first).
+    pub fn advance_offline_head(
+        &mut self,
+        credential_id: i64,
+        old_seq: i64,
+        seq: i64,
+        hash: &[u8],
+        now_us: i64,
+    ) -> Result<bool, LedgerError> {
+        let n = if old_seq == 0 {
+            on_db!(self.0, |c| diesel::insert_into(offline_heads::table)
+                .values((
+                    offline_heads::credential_id.eq(credential_id),
+                    offline_heads::last_seq.eq(seq),
+                    offline_heads::last_hash.eq(hash),
+                    offline_heads::updated_at_us.eq(now_us),
+                ))
+                .on_conflict_do_nothing()
+                .execute(c))
+        } else {
+            on_db!(self.0, |c| diesel::update(
+                offline_heads::table.find(credential_id).filter(offline_heads::last_seq.eq(old_seq))
+            )
+            .set((
+                offline_heads::last_seq.eq(seq),
+                offline_heads::last_hash.eq(hash),
+                offline_heads::updated_at_us.eq(now_us)
+            ))
+            .execute(c))
+        }
+        .map_err(storage)?;
+        Ok(n == 1)
+    }
+
+    /// Records what became of an offline record (once; a second time is ignored).
+    #[allow(clippy::too_many_arguments)]
+    pub fn insert_offline_record(
+        &mut self,
+        credential_id: i64,
+        seq: i64,
+        record_hash: &[u8],
+        result: &str,
+        entry_seq: Option<i64>,
+        event_id: Option<i64>,
+        now_us: i64,
+    ) -> Result<(), LedgerError> {
+        on_db!(self.0, |c| diesel::insert_into(offline_records::table)
+            .values((
+                offline_records::credential_id.eq(credential_id),
+                offline_records::seq.eq(seq),
+                offline_records::record_hash.eq(record_hash),
+                offline_records::result.eq(result),
+                offline_records::entry_seq.eq(entry_seq),
+                offline_records::event_id.eq(event_id),
+                offline_records::created_at_us.eq(now_us),
+            ))
+            .on_conflict_do_nothing()
+            .execute(c))
+        .map_err(storage)?;
+        Ok(())
+    }
+
+    /// What became of a terminal's offline records, by seq: (seq, result, entry_seq).
+    pub fn offline_records(&mut self, credential_id: i64) -> Result<Vec<(i64, String, Option<i64>)>, LedgerError> {
+        on_db!(self.0, |c| offline_records::table
+            .filter(offline_records::credential_id.eq(credential_id))
+            .order(offline_records::seq)
+            .select((offline_records::seq, offline_records::result, offline_records::entry_seq))
+            .load(c))
+        .map_err(storage)
+    }
+
+    /// Records a change of a card's debt made by an entry (once per entry).
+    pub fn add_card_debt(&mut self, entry_seq: i64, card_id: i64, delta_minor: i64) -> Result<(), LedgerError> {
+        on_db!(self.0, |c| diesel::insert_into(card_debts::table)
+            .values((
+                card_debts::entry_seq.eq(entry_seq),
+                card_debts::card_id.eq(card_id),
+                card_debts::delta_minor.eq(delta_minor)
+            ))
+            .on_conflict_do_nothing()
+            .execute(c))
+        .map_err(storage)?;
+        Ok(())
+    }
+
+    /// What a card owes after offline shortfalls and repayments.
+    pub fn card_debt(&mut self, card_id: i64) -> Result<i64, LedgerError> {
+        let deltas: Vec<i64> = on_db!(self.0, |c| card_debts::table
+            .filter(card_debts::card_id.eq(card_id))
+            .select(card_debts::delta_minor)
+            .load(c))
+        .map_err(storage)?;
+        Ok(deltas.iter().sum())
+    }
+
+    /// Cards terminals must refuse offline: blocked or replaced, or owing after a shortfall.
+    pub fn deny_list(&mut self) -> Result<Vec<String>, LedgerError> {
+        let mut uids: Vec<String> =
+            on_db!(self.0, |c| cards::table.filter(cards::status.ne("active")).select(cards::uid).load(c))
+                .map_err(storage)?;
+        let rows: Vec<(i64, i64)> =
+            on_db!(self.0, |c| card_debts::table.select((card_debts::card_id, card_debts::delta_minor)).load(c))
+                .map_err(storage)?;
+        let mut owing: std::collections::BTreeMap<i64, i64> = std::collections::BTreeMap::new();
+        for (card, delta) in rows {
+            *owing.entry(card).or_default() += delta;
+        }
+        for (card, owed) in owing {
+            if owed > 0 {
+                if let Some(c) = self.card(card)? {
+                    uids.push(c.uid);
+                }
+            }
+        }
+        uids.sort();
+        uids.dedup();
+        Ok(uids)
     }
 }

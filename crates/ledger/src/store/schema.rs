@@ -221,3 +221,32 @@ diesel::table! {
         event_id -> BigInt,
     }
 }
+
+diesel::table! {
+    offline_heads (credential_id) {
+        credential_id -> BigInt,
+        last_seq -> BigInt,
+        last_hash -> Binary,
+        updated_at_us -> BigInt,
+    }
+}
+
+diesel::table! {
+    offline_records (credential_id, seq) {
+        credential_id -> BigInt,
+        seq -> BigInt,
+        record_hash -> Binary,
+        result -> Text,
+        entry_seq -> Nullable<BigInt>,
+        event_id -> Nullable<BigInt>,
+        created_at_us -> BigInt,
+    }
+}
+
+diesel::table! {
+    card_debts (entry_seq) {
+        entry_seq -> BigInt,
+        card_id -> BigInt,
+        delta_minor -> BigInt,
+    }
+}

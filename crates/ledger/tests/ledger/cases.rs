@@ -510,7 +510,7 @@ pub fn urls_and_migrations(backend: Backend) -> TestResult {
             ledger::Ledger::open(&url, ledger::LedgerConfig::default()).err().ok_or("unmigrated database opened")?;
         check!(matches!(err, LedgerError::Migration(_)), "{err}");
         let mode = {
-            check_eq!(ledger::migrate(&url).map_err(|e| e.to_string())?, 4);
+            check_eq!(ledger::migrate(&url).map_err(|e| e.to_string())?, 5);
             let path = url.trim_start_matches("sqlite://");
             let mut c =
                 <diesel::sqlite::SqliteConnection as diesel::Connection>::establish(path).map_err(|e| e.to_string())?;

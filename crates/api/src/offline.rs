@@ -1,0 +1,282 @@
+//! Offline store-and-forward, the server's side (SPEC §7): a terminal that took taps while
+//! the server was away uploads its signed, hash-chained journal. Each record is checked
+//! (signature, sequence, chain) and posted exactly once — an upload cut short and sent
+//! again posts nothing twice, because every record's entry carries the idempotency key
+//! `offline:c<credential>:<seq>`. A gap, a fork or a changed record stops the upload with
+//! a clear error; the good records before it are kept. When a wallet cannot cover an
+//! offline payment the merchant is still paid: the shortfall goes to the offline-risk
+//! account, the card owes it and is on the deny list until a top-up repays it.
+
+use actix_web::{web, HttpResponse};
+use ledger::domain::{AccountId, AccountKind, Command, Event, References, Rejection, Request};
+use ledger::LedgerError;
+use offline::{check_upload, ChainHead, JournalError, RecordKind, RiskLimits, SignedRecord};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::auth::{Caller, IdempotencyKey, Role};
+use crate::error::ApiError;
+use crate::wire::Tap;
+use crate::{blocking, AppState};
+
+/// Most records in one upload.
+pub const UPLOAD_RECORDS_MAX: usize = 500;
+
+/// Registers the offline routes.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/v1/offline/journals")
+            .app_data(web::JsonConfig::default().limit(1024 * 1024).error_handler(crate::error::json_error))
+            .route(web::post().to(upload)),
+    )
+    .route("/v1/offline/head", web::get().to(head))
+    .route("/v1/offline/deny-list", web::get().to(deny_list));
+}
+
+fn terminal(caller: &Caller) -> Result<Vec<u8>, ApiError> {
+    caller.require(&[Role::MerchantTerminal, Role::ServicePoint])?;
+    let pk =
+        caller.credential.public_key.as_deref().ok_or_else(|| {
+            ApiError::forbidden("this credential has no terminal public key: it may not work offline")
+        })?;
+    hex::decode(pk).map_err(|_| ApiError::internal("stored public key is not hex"))
+}
+
+/// Where the server's copy of a terminal's journal stands.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Head {
+    /// The last record posted (0: none).
+    pub seq: i64,
+    /// Its hash, hex (zeros: none).
+    pub hash: String,
+}
+
+async fn load_head(state: &web::Data<AppState>, credential: i64) -> Result<ChainHead, ApiError> {
+    let st = state.clone();
+    let found = blocking(move || Ok(st.ledger.registry(|r| r.offline_head(credential))?)).await?;
+    Ok(match found {
+        Some((seq, hash)) if hash.len() == 32 => {
+            let mut h = [0u8; 32];
+            h.copy_from_slice(&hash);
+            ChainHead { seq: seq as u64, hash: h }
+        }
+        _ => ChainHead::EMPTY,
+    })
+}
+
+/// The terminal's journal head on the server: upload from the record after it.
+#[utoipa::path(get, path = "/v1/offline/head", tag = "terminal", responses((status = 200, body = Head)))]
+pub async fn head(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+    terminal(&caller)?;
+    let h = load_head(&state, caller.credential.id).await?;
+    Ok(HttpResponse::Ok().json(Head { seq: h.seq as i64, hash: hex::encode(h.hash) }))
+}
+
+/// What a terminal needs before it goes offline.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DenyList {
+    /// UIDs to refuse offline: blocked or replaced cards, cards owing a shortfall.
+    pub uids: Vec<String>,
+    /// This terminal's offline limits (none: it may not accept payments offline).
+    #[schema(value_type = Option<Object>)]
+    pub limits: Option<RiskLimits>,
+    /// As of.
+    pub as_of: String,
+}
+
+/// The deny list and the terminal's limits, to sync while online.
+#[utoipa::path(get, path = "/v1/offline/deny-list", tag = "terminal", responses((status = 200, body = DenyList)))]
+pub async fn deny_list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+    terminal(&caller)?;
+    let limits = caller.credential.offline_limits.as_deref().and_then(|l| serde_json::from_str::<RiskLimits>(l).ok());
+    let st = state.clone();
+    let uids = blocking(move || Ok(st.ledger.registry(|r| r.deny_list())?)).await?;
+    Ok(HttpResponse::Ok().json(DenyList { uids, limits, as_of: crate::wire::time(state.ledger.now_us()) }))
+}
+
+/// An upload.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Upload {
+    /// Records in sequence order, from the one after the server's head (earlier ones
+    /// already posted are skipped).
+    #[schema(value_type = Vec<Object>)]
+    pub records: Vec<SignedRecord>,
+}
+
+/// What became of one record.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RecordResult {
+    /// The record.
+    pub seq: i64,
+    /// `posted`, `posted_with_shortfall`, `logged` (access), or `refused:<code>` (the
+    /// tap was not genuine, the card unknown, the tap already used).
+    pub result: String,
+    /// The entry, when one was posted.
+    pub entry_seq: Option<i64>,
+    /// What the card could not cover (the card owes it).
+    pub shortfall_minor: Option<i64>,
+}
+
+/// The upload's outcome when every record was good.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Uploaded {
+    /// Per record, in order.
+    pub records: Vec<RecordResult>,
+    /// The head after the upload.
+    pub head: Head,
+}
+
+fn journal_error(e: &JournalError, posted_through: u64) -> ApiError {
+    let code = match e {
+        JournalError::Malformed { .. } => "offline_record_malformed",
+        JournalError::BadSignature { .. } => "offline_bad_signature",
+        JournalError::Gap { .. } => "offline_gap",
+        JournalError::Fork { .. } => "offline_fork",
+    };
+    ApiError::unprocessable(code, format!("{e}; records up to {posted_through} are posted and kept"))
+}
+
+/// Uploads a terminal's offline journal.
+#[utoipa::path(post, path = "/v1/offline/journals", tag = "terminal", request_body = Upload, params(("Idempotency-Key" = String, Header)),
+    responses((status = 200, body = Uploaded), (status = 422, body = crate::error::Problem)))]
+pub async fn upload(
+    state: web::Data<AppState>,
+    caller: Caller,
+    _key: IdempotencyKey,
+    body: web::Json<Upload>,
+) -> Result<HttpResponse, ApiError> {
+    let public_key = terminal(&caller)?;
+    if body.records.len() > UPLOAD_RECORDS_MAX {
+        return Err(ApiError::unprocessable(
+            "invalid_body",
+            format!("at most {UPLOAD_RECORDS_MAX} records per upload"),
+        ));
+    }
+    let cred = caller.credential.id;
+    let head = load_head(&state, cred).await?;
+    let (good, error) = check_upload(&public_key, head, &body.records);
+    let mut results = Vec::new();
+    let mut at = head;
+    for r in good {
+        let result = post_record(&state, &caller, r).await?;
+        let hash = r.record.hash();
+        let st = state.clone();
+        let (seq, old, res, entry) = (r.record.seq as i64, at.seq as i64, result.result.clone(), result.entry_seq);
+        blocking(move || {
+            let now = st.ledger.now_us();
+            st.ledger.registry(|x| x.insert_offline_record(cred, seq, &hash, &res, entry, None, now))?;
+            // Another upload of the same journal may have moved the head first: both post
+            // the same records (same keys), so either move is the same move.
+            st.ledger.registry(|x| x.advance_offline_head(cred, old, seq, &hash, now))?;
+            Ok(())
+        })
+        .await?;
+        at = ChainHead { seq: r.record.seq, hash };
+        results.push(result);
+    }
+    if let Some(e) = error {
+        return Err(journal_error(&e, at.seq));
+    }
+    Ok(HttpResponse::Ok()
+        .json(Uploaded { records: results, head: Head { seq: at.seq as i64, hash: hex::encode(at.hash) } }))
+}
+
+async fn post_record(state: &web::Data<AppState>, caller: &Caller, r: &SignedRecord) -> Result<RecordResult, ApiError> {
+    let rec = &r.record;
+    let seq = rec.seq as i64;
+    let refused =
+        |code: &str| RecordResult { seq, result: format!("refused:{code}"), entry_seq: None, shortfall_minor: None };
+    let key = ledger::domain::IdempotencyKey::parse(&format!("offline:c{}:{seq}", caller.credential.id))
+        .map_err(|_| ApiError::internal("key"))?;
+    let tap = match state.taps.verify(&Tap { picc_data: rec.picc_data.clone(), cmac: rec.cmac.clone() }) {
+        Ok(t) if t.uid == rec.uid.to_ascii_uppercase() => t,
+        // A fake card taken offline: nothing is posted; the terminal's risk.
+        _ => return Ok(refused("tap_mac_invalid")),
+    };
+    let st = state.clone();
+    let uid = tap.uid.clone();
+    let Some(card) = blocking(move || Ok(st.ledger.registry(|x| x.card_by_uid(&uid))?)).await? else {
+        return Ok(refused("card_unknown"));
+    };
+    match rec.kind {
+        RecordKind::Access => {
+            let sp = caller
+                .credential
+                .service_point_id
+                .map_or_else(|| caller.reference(), |id| format!("service_point:{id}"));
+            let recorded = state
+                .ledger
+                .record(Event {
+                    kind: "access_decision".into(),
+                    scope: Some(sp),
+                    card_id: Some(card.id),
+                    card_read_counter: None,
+                    queue_key: None,
+                    idempotency_key: Some(key),
+                    payload: json!({"decision": rec.decision, "reason": "offline", "offline_seq": seq,
+                        "counter": tap.counter, "terminal_time_us": rec.time_us})
+                    .to_string(),
+                })
+                .await?;
+            Ok(RecordResult { seq, result: "logged".into(), entry_seq: None, shortfall_minor: None }).map(|mut x| {
+                x.result = format!("logged:event:{}", recorded.event.id);
+                x
+            })
+        }
+        RecordKind::Payment => {
+            let merchant_id = caller.merchant_id()?;
+            let currency = ledger::money::Currency::parse(&rec.currency)
+                .map_err(|_| ApiError::unprocessable("invalid_amount", "currency"))?;
+            let amount = ledger::money::Amount::from_minor(rec.amount_minor, currency, state.settings.amount_max_minor)
+                .map_err(|e| ApiError::unprocessable("invalid_amount", e.to_string()))?;
+            let st = state.clone();
+            let (merchant, fees, risk) = blocking(move || {
+                let m = st.merchant(merchant_id)?.ok_or_else(|| ApiError::forbidden("merchant gone"))?;
+                Ok((
+                    m,
+                    st.system_account(AccountKind::FeeRevenue, currency)?,
+                    st.system_account(AccountKind::OfflineRisk, currency)?,
+                ))
+            })
+            .await?;
+            let rate = ledger::money::FeeRate::parse(&merchant.fee_rate).map_err(ApiError::internal)?;
+            let request = Request::new(Command::OfflinePayment {
+                wallet: AccountId(card.account_id),
+                merchant: AccountId(merchant.account_id),
+                fee_account: fees,
+                risk_account: risk,
+                amount,
+                fee_minor: rate.fee_minor(amount.minor()),
+            })
+            .with_key(key)
+            .with_references(References {
+                terminal_id: Some(caller.reference()),
+                card_id: Some(card.id),
+                card_read_counter: Some(tap.counter),
+                merchant_reference: rec.reference.clone(),
+                memo: Some(format!("offline record {seq}")),
+            });
+            let posted = match state.ledger.submit(request).await {
+                Ok(p) => p,
+                Err(LedgerError::Rejected(Rejection::CardReplay)) => return Ok(refused("card_replay")),
+                Err(LedgerError::Rejected(r)) => return Ok(refused(r.code())),
+                Err(e) => return Err(e.into()),
+            };
+            state.metrics.payment("offline_payment", "approved");
+            let shortfall: i64 =
+                -posted.entry.postings.iter().filter(|p| p.account_id == risk).map(|p| p.amount_minor).sum::<i64>();
+            if shortfall > 0 {
+                let st = state.clone();
+                let (entry, card_id) = (posted.entry.seq, card.id);
+                blocking(move || Ok(st.ledger.registry(|x| x.add_card_debt(entry, card_id, shortfall))?)).await?;
+            }
+            Ok(RecordResult {
+                seq,
+                result: if shortfall > 0 { "posted_with_shortfall".into() } else { "posted".into() },
+                entry_seq: Some(posted.entry.seq),
+                shortfall_minor: (shortfall > 0).then_some(shortfall),
+            })
+        }
+    }
+}
