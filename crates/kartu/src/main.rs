@@ -31,6 +31,40 @@ enum Cmd {
         #[arg(long, default_value = "KARTU-MKS")]
         system_identifier: String,
     },
+    /// Run a terminal (POS, gate, kiosk, top-up agent) over a PC/SC reader; offline within
+    /// its limits when the server cannot be reached.
+    Terminal {
+        /// pos, gate, kiosk or agent.
+        #[arg(long)]
+        mode: String,
+        /// The API's base URL.
+        #[arg(long, env = "KARTU_SERVER")]
+        server: String,
+        /// The terminal's credential token.
+        #[arg(long, env = "KARTU_TOKEN")]
+        token: String,
+        /// The reader's name (the first reader with a card when omitted).
+        #[arg(long)]
+        reader: Option<String>,
+        /// Where the terminal keeps its key and offline journal.
+        #[arg(long, default_value = ".kartu-terminal")]
+        data_dir: std::path::PathBuf,
+        /// The amount of every tap (POS, agent), for scripted use; else asked on stdin.
+        #[arg(long)]
+        amount: Option<String>,
+        /// Stop after this many taps.
+        #[arg(long)]
+        taps: Option<usize>,
+        /// Currency.
+        #[arg(long, default_value = "IDR")]
+        currency: String,
+        /// How long to wait for the server before deciding offline, ms.
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+        /// Print the terminal's Ed25519 public key (to register with its credential) and exit.
+        #[arg(long)]
+        print_public_key: bool,
+    },
     /// Serve the HTTP API until SIGINT or SIGTERM; in-flight requests finish first.
     Serve {
         #[arg(long, env = "KARTU_DATA_DIR")]
@@ -146,6 +180,36 @@ fn run(cli: Cli) -> Result<()> {
             eprintln!("kartu: checkpoint verifier key: {}", done.verifier_key);
             eprintln!("kartu: the first operator token follows; it is shown this once:");
             println!("{}", done.operator_token);
+            Ok(())
+        }
+        Cmd::Terminal {
+            mode,
+            server,
+            token,
+            reader,
+            data_dir,
+            amount,
+            taps,
+            currency,
+            timeout_ms,
+            print_public_key,
+        } => {
+            let mode = terminal::Mode::parse(&mode).context("--mode must be pos, gate, kiosk or agent")?;
+            let amount = amount.as_deref().map(terminal::parse_amount).transpose()?;
+            let config = terminal::Config {
+                mode,
+                server,
+                token,
+                data_dir,
+                currency,
+                timeout: std::time::Duration::from_millis(timeout_ms),
+            };
+            let mut t = terminal::Terminal::open(config)?;
+            if print_public_key {
+                println!("{}", t.public_key_hex());
+                return Ok(());
+            }
+            terminal::run(&mut t, reader.as_deref(), amount, taps, &mut std::io::stdout())?;
             Ok(())
         }
         Cmd::Serve { data_dir, listen, database_url, demo_city } => serve(&data_dir, listen, database_url, demo_city),

@@ -1,0 +1,489 @@
+//! `kartu terminal`: what a shop's POS, a parking or library gate, a clinic desk, a kiosk
+//! or a top-up counter runs. It reads a tap through the reader crate, calls the API, and
+//! shows the result. When the server cannot be reached, a POS takes payments within its
+//! risk limits and a gate decides from its last synced deny list; each offline tap is a
+//! record of the terminal's signed, hash-chained journal (`kartu-offline`), kept in a file
+//! and uploaded when the server is back.
+//!
+//! [`Terminal::handle`] is the logic for one tap (no PC/SC, so it is tested against a real
+//! server with taps made in the test); [`run`] is the loop over a real reader.
+
+use std::collections::HashSet;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use offline::{JournalWriter, NewRecord, RecordKind, RiskLimits, RiskState, SignedRecord};
+use serde_json::{json, Value};
+
+/// What the terminal is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A merchant's point of sale: amount, tap, payment.
+    Pos,
+    /// A service point's gate or desk: tap, allow or deny.
+    Gate,
+    /// A balance kiosk.
+    Kiosk,
+    /// A top-up counter.
+    Agent,
+}
+
+impl Mode {
+    /// Parses `pos`, `gate`, `kiosk`, `agent`.
+    pub fn parse(s: &str) -> Option<Mode> {
+        match s {
+            "pos" => Some(Mode::Pos),
+            "gate" => Some(Mode::Gate),
+            "kiosk" => Some(Mode::Kiosk),
+            "agent" => Some(Mode::Agent),
+            _ => None,
+        }
+    }
+}
+
+/// Errors of the terminal.
+#[derive(Debug, thiserror::Error)]
+pub enum TerminalError {
+    /// The reader failed.
+    #[error("reader: {0}")]
+    Reader(#[from] reader::ReaderError),
+    /// The local journal or key file failed.
+    #[error("local storage: {0}")]
+    Storage(String),
+    /// The journal refused a record.
+    #[error("offline journal: {0}")]
+    Journal(#[from] offline::JournalError),
+    /// Bad input (amount, mode).
+    #[error("{0}")]
+    Input(String),
+}
+
+/// One card read: the UID from the reader and the SUN tap from the card's URL.
+#[derive(Debug, Clone)]
+pub struct CardRead {
+    /// UID, 14 hex.
+    pub uid: String,
+    /// PICCData, 32 hex.
+    pub picc_data: String,
+    /// SUN MAC, 16 hex.
+    pub cmac: String,
+}
+
+/// What happened at one tap, for the display.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Approved / allowed / shown.
+    pub ok: bool,
+    /// Whether the server answered (false: decided offline).
+    pub online: bool,
+    /// One line for the screen.
+    pub line: String,
+    /// The server's answer (or the offline record).
+    pub detail: Value,
+}
+
+/// The terminal's settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// What it is.
+    pub mode: Mode,
+    /// The API's base URL.
+    pub server: String,
+    /// Its credential's token.
+    pub token: String,
+    /// Where it keeps its key, journal and deny list.
+    pub data_dir: PathBuf,
+    /// The installation's currency.
+    pub currency: String,
+    /// How long to wait for the server before deciding offline.
+    pub timeout: Duration,
+}
+
+/// The terminal's state.
+pub struct Terminal {
+    config: Config,
+    http: ureq::Agent,
+    writer: JournalWriter,
+    journal_path: PathBuf,
+    risk: RiskState,
+    limits: Option<RiskLimits>,
+    deny: HashSet<String>,
+    /// Records not yet uploaded.
+    pending: Vec<SignedRecord>,
+    next_key: u64,
+}
+
+impl std::fmt::Debug for Terminal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Terminal").field("mode", &self.config.mode).field("pending", &self.pending.len()).finish()
+    }
+}
+
+fn storage(e: impl std::fmt::Display) -> TerminalError {
+    TerminalError::Storage(e.to_string())
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
+}
+
+/// Parses a decimal amount into minor units (2 decimals).
+pub fn parse_amount(text: &str) -> Result<i64, TerminalError> {
+    let bad = || TerminalError::Input(format!("{text:?} is not an amount like 12500.00"));
+    let (whole, frac) = text.trim().split_once('.').unwrap_or((text.trim(), ""));
+    if whole.is_empty()
+        || frac.len() > 2
+        || !whole.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(bad());
+    }
+    let frac = format!("{frac:0<2}");
+    let v = whole
+        .parse::<i64>()
+        .map_err(|_| bad())?
+        .checked_mul(100)
+        .and_then(|v| v.checked_add(frac.parse::<i64>().unwrap_or(0)));
+    v.filter(|v| *v > 0).ok_or_else(bad)
+}
+
+fn format_minor(minor: i64) -> String {
+    format!("{}.{:02}", minor / 100, minor % 100)
+}
+
+impl Terminal {
+    /// Opens the terminal's data directory: its Ed25519 key (created on first use; register
+    /// the printed public key with the terminal's credential) and its journal.
+    pub fn open(config: Config) -> Result<Terminal, TerminalError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(storage)?;
+        let key_path = config.data_dir.join("terminal.key");
+        let key = match std::fs::read_to_string(&key_path) {
+            Ok(text) => hex::decode(text.trim()).map_err(storage)?,
+            Err(_) => {
+                let key = offline::generate_key()?;
+                write_private(&key_path, &hex::encode(&key))?;
+                key
+            }
+        };
+        let journal_path = config.data_dir.join("journal.jsonl");
+        let records = read_journal(&journal_path)?;
+        let writer = JournalWriter::new(&key, records.last().map(|r| &r.record))?;
+        let uploaded = std::fs::read_to_string(config.data_dir.join("uploaded"))
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        let pending: Vec<SignedRecord> = records.into_iter().filter(|r| r.record.seq > uploaded).collect();
+        let mut risk = RiskState::default();
+        for r in &pending {
+            if r.record.kind == RecordKind::Payment {
+                risk.record(&r.record.uid, r.record.time_us / 86_400_000_000, r.record.amount_minor);
+            }
+        }
+        let cached: Value = std::fs::read_to_string(config.data_dir.join("deny-list.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(Value::Null);
+        let deny = cached["uids"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|u| u.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default();
+        let limits = serde_json::from_value(cached["limits"].clone()).ok();
+        let http = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(config.timeout))
+            .build()
+            .into();
+        Ok(Terminal { config, http, writer, journal_path, risk, limits, deny, pending, next_key: now_us() as u64 })
+    }
+
+    /// The public key to register with the terminal's credential (hex).
+    pub fn public_key_hex(&self) -> String {
+        self.writer.public_key_hex()
+    }
+
+    /// Offline records not yet uploaded.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    fn key(&mut self) -> String {
+        self.next_key += 1;
+        format!("term-{}", self.next_key)
+    }
+
+    /// A request; `None` when the server could not be reached (or answered 5xx).
+    fn call(&self, method: &str, path: &str, key: Option<&str>, body: Option<&Value>) -> Option<(u16, Value)> {
+        let url = format!("{}{path}", self.config.server.trim_end_matches('/'));
+        let auth = format!("Bearer {}", self.config.token);
+        let result = match (method, body) {
+            ("GET", _) => self.http.get(&url).header("Authorization", &auth).call(),
+            (_, Some(b)) => self
+                .http
+                .post(&url)
+                .header("Authorization", &auth)
+                .header("Idempotency-Key", key.unwrap_or("none"))
+                .send_json(b),
+            _ => return None,
+        };
+        let mut response = result.ok()?;
+        let status = response.status().as_u16();
+        if status >= 500 {
+            return None;
+        }
+        let value = response.body_mut().read_json::<Value>().unwrap_or(Value::Null);
+        Some((status, value))
+    }
+
+    /// Uploads pending offline records and refreshes the deny list and limits. Returns how
+    /// many records the server posted; `None` when the server could not be reached.
+    pub fn sync(&mut self) -> Result<Option<usize>, TerminalError> {
+        let mut posted = 0;
+        if !self.pending.is_empty() {
+            let body = json!({"records": self.pending});
+            let key = format!("upload-{}", self.pending[0].record.seq);
+            let Some((status, answer)) = self.call("POST", "/v1/offline/journals", Some(&key), Some(&body)) else {
+                return Ok(None);
+            };
+            // Whatever the answer, ask where the server stands: records at or below its
+            // head are posted (and kept there), so they are no longer ours to send.
+            let head = match self.call("GET", "/v1/offline/head", None, None) {
+                Some((200, h)) => h["seq"].as_u64().unwrap_or(0),
+                _ => return Ok(None),
+            };
+            let before = self.pending.len();
+            let done: i64 = self
+                .pending
+                .iter()
+                .filter(|r| r.record.seq <= head && r.record.kind == RecordKind::Payment)
+                .map(|r| r.record.amount_minor)
+                .sum();
+            self.pending.retain(|r| r.record.seq > head);
+            self.risk.uploaded(done);
+            posted = before - self.pending.len();
+            std::fs::write(self.config.data_dir.join("uploaded"), head.to_string()).map_err(storage)?;
+            if status != 200 {
+                tracing::error!(%status, answer = %answer, "the server refused part of the offline journal");
+                return Err(TerminalError::Storage(format!("the server refused the journal: {answer}")));
+            }
+        }
+        if let Some((200, list)) = self.call("GET", "/v1/offline/deny-list", None, None) {
+            self.deny = list["uids"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|u| u.as_str().map(str::to_owned)).collect())
+                .unwrap_or_default();
+            self.limits = serde_json::from_value(list["limits"].clone()).ok();
+            std::fs::write(self.config.data_dir.join("deny-list.json"), list.to_string()).map_err(storage)?;
+        } else {
+            return Ok(None);
+        }
+        Ok(Some(posted))
+    }
+
+    /// Handles one tap: online when the server answers, else offline within the limits.
+    pub fn handle(
+        &mut self,
+        read: &CardRead,
+        amount_minor: Option<i64>,
+        reference: Option<&str>,
+    ) -> Result<Outcome, TerminalError> {
+        let tap = json!({"picc_data": read.picc_data, "cmac": read.cmac});
+        let amount = amount_minor.map(format_minor);
+        let (path, body) = match self.config.mode {
+            Mode::Pos => {
+                let a = amount.clone().ok_or_else(|| TerminalError::Input("a payment needs an amount".into()))?;
+                (
+                    "/v1/payments",
+                    json!({"tap": tap, "amount": a, "currency": self.config.currency, "reference": reference}),
+                )
+            }
+            Mode::Agent => {
+                let a = amount.clone().ok_or_else(|| TerminalError::Input("a top-up needs an amount".into()))?;
+                ("/v1/topups", json!({"tap": tap, "amount": a, "currency": self.config.currency}))
+            }
+            Mode::Gate => ("/v1/access-checks", json!({"tap": tap})),
+            Mode::Kiosk => ("/v1/balance-inquiries", json!({"tap": tap})),
+        };
+        // Before a new online request, send what was taken offline (the server is back).
+        if !self.pending.is_empty() {
+            let _ = self.sync();
+        }
+        let key = self.key();
+        if let Some((status, answer)) = self.call("POST", path, Some(&key), Some(&body)) {
+            let ok = (200..300).contains(&status) && answer["decision"].as_str().is_none_or(|d| d == "allow");
+            let line = match (self.config.mode, ok) {
+                (Mode::Pos, true) => format!(
+                    "APPROVED {} — balance {} — receipt #{}",
+                    answer["amount"]["amount"].as_str().unwrap_or(""),
+                    answer["balance"]["amount"].as_str().unwrap_or(""),
+                    answer["entry_seq"]
+                ),
+                (Mode::Agent, true) => format!(
+                    "TOPPED UP {} — balance {} — receipt #{}",
+                    answer["amount"]["amount"].as_str().unwrap_or(""),
+                    answer["balance"]["amount"].as_str().unwrap_or(""),
+                    answer["entry_seq"]
+                ),
+                (Mode::Gate, _) => format!(
+                    "{} ({}){}",
+                    answer["decision"].as_str().unwrap_or("deny").to_uppercase(),
+                    answer["reason"].as_str().or(answer["code"].as_str()).unwrap_or(""),
+                    answer["queue_number"].as_i64().map(|q| format!(" — queue number {q}")).unwrap_or_default()
+                ),
+                (Mode::Kiosk, true) => format!(
+                    "BALANCE {} {}",
+                    answer["balance"].as_str().unwrap_or(""),
+                    answer["currency"].as_str().unwrap_or("")
+                ),
+                (_, false) => format!(
+                    "REFUSED ({}): {}",
+                    answer["code"].as_str().unwrap_or(""),
+                    answer["detail"].as_str().unwrap_or("")
+                ),
+            };
+            return Ok(Outcome { ok, online: true, line, detail: answer });
+        }
+        self.offline(read, amount_minor, reference)
+    }
+
+    fn offline(
+        &mut self,
+        read: &CardRead,
+        amount_minor: Option<i64>,
+        reference: Option<&str>,
+    ) -> Result<Outcome, TerminalError> {
+        let uid = read.uid.to_ascii_uppercase();
+        let now = now_us();
+        let refuse = |why: String| Outcome {
+            ok: false,
+            online: false,
+            line: format!("REFUSED offline: {why}"),
+            detail: Value::Null,
+        };
+        let (kind, amount, decision) = match self.config.mode {
+            Mode::Pos => {
+                let amount = amount_minor.ok_or_else(|| TerminalError::Input("a payment needs an amount".into()))?;
+                let Some(limits) = self.limits else {
+                    return Ok(refuse("this terminal has no offline limits".into()));
+                };
+                if let Err(r) = self.risk.check(&limits, &self.deny, &uid, now / 86_400_000_000, amount) {
+                    return Ok(refuse(r.to_string()));
+                }
+                (RecordKind::Payment, amount, None)
+            }
+            Mode::Gate => {
+                let allow = !self.deny.contains(&uid);
+                (RecordKind::Access, 0, Some(if allow { "allow" } else { "deny" }.to_owned()))
+            }
+            Mode::Kiosk | Mode::Agent => return Ok(refuse("the server cannot be reached; try again later".into())),
+        };
+        let signed = self.writer.append(NewRecord {
+            time_us: now,
+            kind,
+            uid: uid.clone(),
+            picc_data: read.picc_data.clone(),
+            cmac: read.cmac.clone(),
+            amount_minor: amount,
+            currency: self.config.currency.clone(),
+            reference: reference.map(str::to_owned),
+            decision: decision.clone(),
+        })?;
+        append_journal(&self.journal_path, &signed)?;
+        if kind == RecordKind::Payment {
+            self.risk.record(&uid, now / 86_400_000_000, amount);
+        }
+        let seq = signed.record.seq;
+        let detail = serde_json::to_value(&signed).unwrap_or(Value::Null);
+        self.pending.push(signed);
+        let line = match kind {
+            RecordKind::Payment => format!("APPROVED OFFLINE {} — offline record #{seq}", format_minor(amount)),
+            RecordKind::Access => {
+                format!("{} (offline) — offline record #{seq}", decision.unwrap_or_default().to_uppercase())
+            }
+        };
+        Ok(Outcome { ok: kind == RecordKind::Payment || !self.deny.contains(&uid), online: false, line, detail })
+    }
+}
+
+fn write_private(path: &Path, text: &str) -> Result<(), TerminalError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(storage)?;
+    f.write_all(text.as_bytes()).map_err(storage)
+}
+
+fn read_journal(path: &Path) -> Result<Vec<SignedRecord>, TerminalError> {
+    let Ok(file) = std::fs::File::open(path) else { return Ok(Vec::new()) };
+    let mut out = Vec::new();
+    for line in std::io::BufReader::new(file).lines() {
+        let line = line.map_err(storage)?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        // A torn last line (power cut mid-write) was never acknowledged: stop there.
+        match serde_json::from_str::<SignedRecord>(&line) {
+            Ok(r) => out.push(r),
+            Err(_) => break,
+        }
+    }
+    Ok(out)
+}
+
+/// Appends a record and syncs it to disk before the customer is told "approved".
+fn append_journal(path: &Path, record: &SignedRecord) -> Result<(), TerminalError> {
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(storage)?;
+    let mut line = serde_json::to_string(record).map_err(storage)?;
+    line.push('\n');
+    f.write_all(line.as_bytes()).map_err(storage)?;
+    f.sync_all().map_err(storage)
+}
+
+/// The loop over a PC/SC reader: wait for a card, read it, handle it, show the result, wait
+/// for the card to go. `amount` gives every POS/agent tap the same amount (scripted use);
+/// otherwise the amount is read from stdin before each tap. `taps` stops after that many.
+pub fn run(
+    terminal: &mut Terminal,
+    reader_name: Option<&str>,
+    amount: Option<i64>,
+    taps: Option<usize>,
+    out: &mut dyn Write,
+) -> Result<(), TerminalError> {
+    let pcsc = reader::Terminal::establish()?;
+    let mut done = 0;
+    let _ = terminal.sync();
+    while taps.is_none_or(|n| done < n) {
+        let amount = match (terminal.config.mode, amount) {
+            (Mode::Pos | Mode::Agent, Some(a)) => Some(a),
+            (Mode::Pos | Mode::Agent, None) => {
+                write!(out, "amount> ").map_err(storage)?;
+                out.flush().map_err(storage)?;
+                let mut line = String::new();
+                if std::io::stdin().read_line(&mut line).map_err(storage)? == 0 {
+                    return Ok(());
+                }
+                Some(parse_amount(&line)?)
+            }
+            _ => None,
+        };
+        writeln!(out, "tap a card…").map_err(storage)?;
+        let name = pcsc.wait_for_card(reader_name, Duration::from_secs(3600))?;
+        let started = Instant::now();
+        let read = {
+            let mut card = pcsc.connect(&name)?;
+            let uid = card.read_uid()?;
+            let sun = card.read_sun()?;
+            CardRead { uid: hex::encode_upper(uid.as_bytes()), picc_data: sun.picc_data_hex(), cmac: sun.cmac_hex() }
+        };
+        let outcome = terminal.handle(&read, amount, None)?;
+        writeln!(
+            out,
+            "{}  [{} ms{}]",
+            outcome.line,
+            started.elapsed().as_millis(),
+            if outcome.online { "" } else { ", offline" }
+        )
+        .map_err(storage)?;
+        done += 1;
+        let _ = pcsc.wait_for_removal(&name, Duration::from_secs(60));
+    }
+    Ok(())
+}
