@@ -1,0 +1,272 @@
+//! The terminal against a real server (in-process actix on a random port, SQLite): online
+//! payments; the server goes away and the POS takes payments offline within its limits;
+//! the server comes back and the journal is posted exactly once, a shortfall goes to the
+//! offline-risk account and puts the card on the deny list; a tampered journal is refused
+//! with a clear error and the good records before the damage are kept.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::time::Duration;
+
+use card::keyfile::KeyFile;
+use card::sun::{encrypt_picc_data, sdm_mac};
+use card::{diversify_card_key, CardUid, ReadCounter};
+use serde_json::{json, Value};
+use terminal::{CardRead, Config, Mode, Terminal};
+
+const UID: &str = "04A1B2C3D4E501";
+
+struct Server {
+    handle: actix_web::dev::ServerHandle,
+    thread: std::thread::JoinHandle<()>,
+}
+
+fn start(data: &Path, listener: TcpListener) -> Server {
+    let loaded = api::server::load(data, None).expect("load");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let state = loaded.state.clone();
+    let thread = std::thread::spawn(move || {
+        let s2 = state.clone();
+        actix_web::rt::System::new().block_on(async move {
+            let server = api::server::server(s2, listener, 2).expect("server");
+            tx.send(server.handle()).expect("handle");
+            server.await.expect("serve");
+        });
+        state.ledger.shutdown();
+    });
+    Server { handle: rx.recv().expect("handle"), thread }
+}
+
+fn stop(s: Server) {
+    actix_web::rt::System::new().block_on(s.handle.stop(true));
+    s.thread.join().expect("server thread");
+}
+
+fn tap(keys: &KeyFile, counter: u32) -> CardRead {
+    let set = keys.newest();
+    let uid = CardUid::from_hex(UID).expect("uid");
+    let ctr = ReadCounter::new(counter).expect("counter");
+    let key =
+        diversify_card_key(set.sdm_file_read_master_key(), &uid, 2, keys.system_identifier().as_bytes()).expect("key");
+    CardRead {
+        uid: UID.into(),
+        picc_data: hex::encode_upper(encrypt_picc_data(set.sdm_meta_read_key(), &uid, ctr, [0; 5])),
+        cmac: hex::encode_upper(sdm_mac(&key, &uid, ctr, &[])),
+    }
+}
+
+struct Http {
+    agent: ureq::Agent,
+    base: String,
+}
+
+impl Http {
+    fn send(&self, method: &str, token: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let url = format!("{}{path}", self.base);
+        let auth = format!("Bearer {token}");
+        let mut r = match body {
+            Some(b) => self
+                .agent
+                .post(&url)
+                .header("Authorization", &auth)
+                .header("Idempotency-Key", &format!("k{}", rand_key()))
+                .send_json(&b)
+                .expect("post"),
+            None if method == "GET" => self.agent.get(&url).header("Authorization", &auth).call().expect("get"),
+            None => panic!("no body"),
+        };
+        (r.status().as_u16(), r.body_mut().read_json().unwrap_or(Value::Null))
+    }
+    fn ok(&self, token: &str, path: &str, body: Value) -> Value {
+        let (status, v) = self.send("POST", token, path, Some(body));
+        assert!((200..300).contains(&status), "{path}: {status} {v}");
+        v
+    }
+}
+
+fn rand_key() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::SeqCst)
+}
+
+#[test]
+fn offline_payments_are_posted_once_and_shortfalls_deny_the_card() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("city");
+    let init = api::server::init(&data, None, "KARTU-MKS").expect("init");
+    let op = init.operator_token;
+    let keys = KeyFile::parse(&std::fs::read_to_string(data.join("keys.toml")).expect("keys")).expect("key file");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = start(&data, listener);
+    let http = Http {
+        agent: ureq::Agent::config_builder().http_status_as_error(false).build().into(),
+        base: format!("http://{addr}"),
+    };
+
+    let merchant = http.ok(&op, "/v1/merchants", json!({"name": "Warung", "category": "grocery", "fee_rate": "0"}));
+    let holder =
+        http.ok(&op, "/v1/holders", json!({"name": "Ani", "nik": "7371010101900001", "categories": ["resident"]}));
+    let card = http.ok(&op, "/v1/cards", json!({"uid": UID, "holder_id": holder["id"]}));
+    let agent = http.ok(&op, "/v1/agents", json!({"name": "Agen"}));
+    http.ok(&op, &format!("/v1/agents/{}/float", agent["id"].as_str().expect("id")), json!({"amount": "1000.00"}));
+    let agent_token =
+        http.ok(&op, "/v1/credentials", json!({"role": "top_up_agent", "name": "a", "agent_id": agent["id"]}))["token"]
+            .as_str()
+            .expect("token")
+            .to_owned();
+    http.ok(&agent_token, "/v1/topups", json!({"card_id": card["id"], "amount": "50.00"}));
+
+    let term_dir = dir.path().join("pos");
+    let config = |token: &str| Config {
+        mode: Mode::Pos,
+        server: format!("http://{addr}"),
+        token: token.to_owned(),
+        data_dir: term_dir.clone(),
+        currency: "IDR".into(),
+        timeout: Duration::from_millis(500),
+    };
+    let public_key = Terminal::open(config("kt_placeholder")).expect("terminal").public_key_hex();
+    let limits = json!({"per_tap_minor": 5_000, "per_card_per_day_minor": 8_000, "outstanding_minor": 20_000});
+    let pos_token = http.ok(
+        &op,
+        "/v1/credentials",
+        json!({"role": "merchant_terminal", "name": "till", "merchant_id": merchant["id"],
+        "public_key": public_key, "offline_limits": limits}),
+    )["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let mut pos = Terminal::open(config(&pos_token)).expect("terminal");
+    assert_eq!(pos.sync().expect("sync"), Some(0), "the limits and deny list are synced");
+
+    // Online.
+    let paid = pos.handle(&tap(&keys, 1), Some(1_000), Some("r1")).expect("online");
+    assert!(paid.ok && paid.online, "{}", paid.line);
+    assert_eq!(paid.detail["balance"]["amount"], "40.00");
+
+    // The server goes away: offline within the limits.
+    stop(server);
+    let a = pos.handle(&tap(&keys, 2), Some(3_000), Some("r2")).expect("offline 1");
+    assert!(a.ok && !a.online, "{}", a.line);
+    let b = pos.handle(&tap(&keys, 3), Some(4_000), Some("r3")).expect("offline 2");
+    assert!(b.ok && !b.online, "{}", b.line);
+    let c = pos.handle(&tap(&keys, 4), Some(2_000), None).expect("offline 3");
+    assert!(!c.ok && c.line.contains("today"), "the card's daily offline limit (80.00): {}", c.line);
+    let d = pos.handle(&tap(&keys, 5), Some(6_000), None).expect("offline 4");
+    assert!(!d.ok && d.line.contains("per tap"), "{}", d.line);
+    assert_eq!(pos.pending(), 2);
+    // The journal survives a restart of the terminal.
+    drop(pos);
+    let mut pos = Terminal::open(config(&pos_token)).expect("terminal again");
+    assert_eq!(pos.pending(), 2);
+
+    // The server is back (same port): the journal is posted once.
+    let listener = TcpListener::bind(addr).expect("rebind");
+    let server = start(&data, listener);
+    assert_eq!(pos.sync().expect("sync"), Some(2));
+    assert_eq!(pos.pending(), 0);
+    assert_eq!(pos.sync().expect("sync again"), Some(0));
+    let auditor = http.ok(&op, "/v1/credentials", json!({"role": "auditor", "name": "aud"}))["token"]
+        .as_str()
+        .expect("t")
+        .to_owned();
+    let (_, entries) = http.send("GET", &auditor, "/v1/audit/entries?limit=1000", None);
+    let offline_entries: Vec<&Value> = entries["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["memo"].as_str().is_some_and(|m| m.starts_with("offline")))
+        .collect();
+    assert_eq!(offline_entries.len(), 2, "each offline record posted exactly once");
+    // 40.00 held; 30.00 then 40.00 offline: the second has a 30.00 shortfall.
+    let (_, card_now) = http.send("GET", &op, &format!("/v1/cards/{}", card["id"].as_str().expect("id")), None);
+    assert_eq!(card_now["balance"]["amount"], "0.00");
+    let (_, deny) = http.send("GET", &pos_token, "/v1/offline/deny-list", None);
+    assert!(deny["uids"].as_array().expect("uids").iter().any(|u| u == UID), "the card owes: {deny}");
+    let (_, tb) = http.send("GET", &auditor, "/v1/audit/trial-balance", None);
+    assert_eq!(tb["currencies"][0]["balanced"], true);
+    // Now the card is on the terminal's deny list: refused offline.
+    stop(server);
+    let e = pos.handle(&tap(&keys, 6), Some(100), None).expect("offline deny");
+    assert!(!e.ok && e.line.contains("deny"), "{}", e.line);
+
+    // A tampered journal: an edited amount in the second of two new records.
+    let listener = TcpListener::bind(addr).expect("rebind");
+    let server = start(&data, listener);
+    let _ = pos.sync();
+    let journal = std::fs::read_to_string(term_dir.join("journal.jsonl")).expect("journal");
+    assert_eq!(journal.lines().count(), 2, "the refused taps were never journaled");
+
+    // A second till goes offline for three taps of a topped-up card; its journal is then
+    // damaged before upload.
+    http.ok(&agent_token, "/v1/topups", json!({"card_id": card["id"], "amount": "300.00"}));
+    let till2 = dir.path().join("till2");
+    let config2 = |token: &str| Config { data_dir: till2.clone(), token: token.to_owned(), ..config(token) };
+    let pk2 = Terminal::open(config2("kt_placeholder")).expect("t2").public_key_hex();
+    let limits2 = json!({"per_tap_minor": 5_000, "per_card_per_day_minor": 100_000, "outstanding_minor": 100_000});
+    let t2_token = http.ok(
+        &op,
+        "/v1/credentials",
+        json!({"role": "merchant_terminal", "name": "till 2", "merchant_id": merchant["id"],
+        "public_key": pk2, "offline_limits": limits2}),
+    )["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let mut t2 = Terminal::open(config2(&t2_token)).expect("t2");
+    t2.sync().expect("sync t2");
+    stop(server);
+    // The deny list t2 synced holds the owing card: use a second card's taps? The debt was
+    // repaid by the top-up only if top-ups repay debts; the journal check does not depend
+    // on the card, so clear t2's deny list cache to take the taps.
+    std::fs::remove_file(till2.join("deny-list.json")).ok();
+    let limits_only = json!({"uids": [], "limits": limits2});
+    std::fs::write(till2.join("deny-list.json"), limits_only.to_string()).expect("cache");
+    let mut t2 = Terminal::open(config2(&t2_token)).expect("t2 again");
+    for (i, counter) in [10u32, 11, 12].into_iter().enumerate() {
+        let o = t2.handle(&tap(&keys, counter), Some(1_000 + i as i64), None).expect("offline");
+        assert!(o.ok && !o.online, "{}", o.line);
+    }
+    let lines: Vec<Value> = std::fs::read_to_string(till2.join("journal.jsonl"))
+        .expect("journal")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("record"))
+        .collect();
+    let listener = TcpListener::bind(addr).expect("rebind");
+    let server = start(&data, listener);
+    let upload =
+        |records: Vec<Value>| http.send("POST", &t2_token, "/v1/offline/journals", Some(json!({"records": records})));
+    // Record 2's amount edited: refused at 2, record 1 kept.
+    let mut edited = lines.clone();
+    edited[1]["record"]["amount_minor"] = json!(999_999);
+    let (status, problem) = upload(edited);
+    assert_eq!((status, problem["code"].as_str()), (422, Some("offline_bad_signature")), "{problem}");
+    let (_, head) = http.send("GET", &t2_token, "/v1/offline/head", None);
+    assert_eq!(head["seq"], 1, "the good record before the damage is kept");
+    // Record 2 removed: a gap at 3.
+    let (status, problem) = upload(vec![lines[0].clone(), lines[2].clone()]);
+    assert_eq!((status, problem["code"].as_str()), (422, Some("offline_gap")), "{problem}");
+    // Reordered: 3 before 2.
+    let (status, problem) = upload(vec![lines[2].clone(), lines[1].clone()]);
+    assert_eq!((status, problem["code"].as_str()), (422, Some("offline_gap")), "{problem}");
+    // Signed by another terminal's key: the first till's journal under the second's token.
+    let other: Vec<Value> = journal.lines().map(|l| serde_json::from_str(l).expect("record")).collect();
+    let (status, problem) = upload(vec![other[1].clone()]);
+    assert_eq!((status, problem["code"].as_str()), (422, Some("offline_bad_signature")), "{problem}");
+    // The honest journal: 2 and 3 are posted, 1 is not posted twice.
+    let (status, done) = upload(lines.clone());
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["records"].as_array().map(Vec::len), Some(2));
+    let (_, entries) = http.send("GET", &auditor, "/v1/audit/entries?limit=1000", None);
+    let offline_now = entries["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["memo"].as_str().is_some_and(|m| m.starts_with("offline")))
+        .count();
+    assert_eq!(offline_now, 5, "2 from the first till, 3 from the second, none twice");
+    stop(server);
+    drop(dir);
+}
