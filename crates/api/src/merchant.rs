@@ -533,6 +533,9 @@ pub struct TopupView {
     pub float: Money,
     /// The card.
     pub card_id: String,
+    /// What went to repay an offline shortfall the card owed (the card is off the deny
+    /// list once nothing is owed).
+    pub repaid: Money,
     /// Receipt.
     #[serde(flatten)]
     pub receipt: Receipt,
@@ -568,33 +571,55 @@ pub async fn topup(
         _ => return Err(ApiError::unprocessable("invalid_body", "send either tap or card_id")),
     };
     let st = state.clone();
-    let agent = blocking(move || Ok(st.ledger.registry(|r| r.agent(agent_id))?))
-        .await?
-        .ok_or_else(|| ApiError::forbidden("the credential's agent is gone"))?;
-    let request = Request::new(Command::Transfer {
-        kind: EntryKind::Topup,
-        legs: vec![
-            Leg { account: AccountId(card.account_id), amount_minor: amount.minor() },
-            Leg { account: AccountId(agent.account_id), amount_minor: -amount.minor() },
-        ],
+    let card_id = card.id;
+    let (agent, owed, risk) = blocking(move || {
+        let agent = st.ledger.registry(|r| r.agent(agent_id))?;
+        let owed = st.ledger.registry(|r| r.card_debt(card_id))?;
+        let risk = if owed > 0 { Some(st.system_account(AccountKind::OfflineRisk, currency)?) } else { None };
+        Ok((agent, owed, risk))
     })
-    .with_key(key(&caller, &idem)?)
-    .with_references(References {
-        terminal_id: Some(caller.reference()),
-        card_id: Some(card.id),
-        card_read_counter: counter,
-        ..Default::default()
-    });
+    .await?;
+    let agent = agent.ok_or_else(|| ApiError::forbidden("the credential's agent is gone"))?;
+    // A card that owes an offline shortfall repays it first, out of the top-up.
+    let repay = owed.clamp(0, amount.minor());
+    let mut legs = vec![Leg { account: AccountId(agent.account_id), amount_minor: -amount.minor() }];
+    if amount.minor() > repay {
+        legs.push(Leg { account: AccountId(card.account_id), amount_minor: amount.minor() - repay });
+    }
+    if let (Some(risk), true) = (risk, repay > 0) {
+        legs.push(Leg { account: risk, amount_minor: repay });
+    }
+    let request = Request::new(Command::Transfer { kind: EntryKind::Topup, legs })
+        .with_key(key(&caller, &idem)?)
+        .with_references(References {
+            terminal_id: Some(caller.reference()),
+            card_id: Some(card.id),
+            card_read_counter: counter,
+            memo: (repay > 0).then(|| format!("repays an offline shortfall of {}", currency.format_minor(repay))),
+            ..Default::default()
+        });
     let result = state.ledger.submit(request).await;
     count(&state, "topup", &result);
     let posted = result?;
     let e = &posted.entry;
+    if repay > 0 {
+        let st = state.clone();
+        let seq = e.seq;
+        blocking(move || Ok(st.ledger.registry(|r| r.add_card_debt(seq, card_id, -repay))?)).await?;
+    }
+    let balance = if amount.minor() > repay {
+        balance_after(e, card.account_id)
+    } else {
+        let st = state.clone();
+        blocking(move || Ok(st.ledger.balance(AccountId(card.account_id))?)).await?
+    };
     Ok(HttpResponse::Created().json(TopupView {
         id: e.seq.to_string(),
         amount: money(amount.minor(), currency),
-        balance: money(balance_after(e, card.account_id), currency),
+        balance: money(balance, currency),
         float: money(balance_after(e, agent.account_id), currency),
         card_id: card.id.to_string(),
+        repaid: money(repay, currency),
         receipt: receipt(e),
     }))
 }
