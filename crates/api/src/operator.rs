@@ -865,10 +865,17 @@ pub async fn create_credential_inner(
         }
     }
     let limits = match &body.offline_limits {
-        Some(v) if !v.is_object() => {
-            return Err(ApiError::unprocessable("invalid_field", "offline_limits must be an object"));
-        }
-        Some(v) => Some(v.to_string()),
+        Some(v) => match serde_json::from_value::<offline::RiskLimits>(v.clone()) {
+            Ok(l) if l.per_tap_minor >= 0 && l.per_card_per_day_minor >= 0 && l.outstanding_minor >= 0 => {
+                Some(serde_json::to_string(&l).map_err(ApiError::internal)?)
+            }
+            _ => {
+                return Err(ApiError::unprocessable(
+                    "invalid_field",
+                    "offline_limits is {per_tap_minor, per_card_per_day_minor, outstanding_minor}, each 0 or more",
+                ))
+            }
+        },
         None => None,
     };
     let st = state.clone();
