@@ -253,6 +253,7 @@ fn init_serve_and_verify_a_live_server() {
     let mut server = Command::new(env!("CARGO_BIN_EXE_kartu"))
         .args(["serve", "--data-dir", &data_s, "--listen", "127.0.0.1:0"])
         .env("KARTU_CHECKPOINT_INTERVAL_MS", "200")
+        .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("serve");
@@ -308,4 +309,227 @@ fn init_serve_and_verify_a_live_server() {
     let status = server.wait().expect("wait");
     assert!(status.success(), "serve must exit cleanly on SIGTERM: {status}");
     assert!(lines.map_while(Result::ok).any(|l| l.contains("stopped")), "the server says it stopped");
+}
+
+/// A server process that dies with the test, even when the test fails.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `kill -9` of the server in the middle of an offline upload, then a restart and the same
+/// upload again: every offline record is posted exactly once, nothing is lost, the books
+/// balance and the audit log verifies.
+#[test]
+fn offline_upload_survives_kill_9() {
+    use card::keyfile::KeyFile;
+    use card::sun::{encrypt_picc_data, sdm_mac};
+    use card::{diversify_card_key, CardUid, ReadCounter};
+    use std::io::BufRead;
+    const RECORDS: u32 = 300;
+    const UID: &str = "04A1B2C3D4E5A1";
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("city");
+    let data_s = data.display().to_string();
+    let (ok, out, err) = kartu(&["init", "--data-dir", &data_s]);
+    assert!(ok, "{err}");
+    let op = out.trim().to_owned();
+    let verifier = err.lines().find_map(|l| l.split("verifier key: ").nth(1)).expect("verifier").to_owned();
+    let serve = |port: u16| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kartu"))
+            .args(["serve", "--data-dir", &data_s, "--listen", &format!("127.0.0.1:{port}")])
+            .env("KARTU_CHECKPOINT_INTERVAL_MS", "100")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("serve");
+        let mut lines = std::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let base = lines.by_ref().map_while(Result::ok).find_map(|l| l.split("serving on ").nth(1).map(str::to_owned));
+        std::thread::spawn(move || lines.for_each(drop));
+        (KillOnDrop(child), base.expect("serving"))
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let (mut server, base) = serve(port);
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let post = |token: &str, path: &str, key: &str, body: serde_json::Value| -> (u16, serde_json::Value) {
+        match agent
+            .post(&format!("{base}{path}"))
+            .header("Authorization", &format!("Bearer {token}"))
+            .header("Idempotency-Key", key)
+            .send_json(&body)
+        {
+            Ok(mut r) => (r.status().as_u16(), r.body_mut().read_json().unwrap_or_default()),
+            Err(_) => (0, serde_json::Value::Null),
+        }
+    };
+    let ok200 = |r: (u16, serde_json::Value)| {
+        assert!((200..300).contains(&r.0), "{r:?}");
+        r.1
+    };
+    let m = ok200(post(
+        &op,
+        "/v1/merchants",
+        "m",
+        serde_json::json!({"name": "Toko", "category": "grocery", "fee_rate": "0.007"}),
+    ));
+    let h = ok200(post(
+        &op,
+        "/v1/holders",
+        "h",
+        serde_json::json!({"name": "A", "nik": "7371010101900009", "categories": []}),
+    ));
+    let c = ok200(post(&op, "/v1/cards", "c", serde_json::json!({"uid": UID, "holder_id": h["id"]})));
+    let a = ok200(post(&op, "/v1/agents", "a", serde_json::json!({"name": "Agen"})));
+    ok200(post(
+        &op,
+        &format!("/v1/agents/{}/float", a["id"].as_str().expect("id")),
+        "f",
+        serde_json::json!({"amount": "1000000.00"}),
+    ));
+    let at = ok200(post(
+        &op,
+        "/v1/credentials",
+        "ca",
+        serde_json::json!({"role": "top_up_agent", "name": "a", "agent_id": a["id"]}),
+    ));
+    ok200(post(
+        at["token"].as_str().expect("t"),
+        "/v1/topups",
+        "t1",
+        serde_json::json!({"card_id": c["id"], "amount": "500000.00"}),
+    ));
+    let key = offline::generate_key().expect("key");
+    let mut writer = offline::JournalWriter::new(&key, None).expect("writer");
+    let term = ok200(post(
+        &op,
+        "/v1/credentials",
+        "ct",
+        serde_json::json!({"role": "merchant_terminal", "name": "till",
+        "merchant_id": m["id"], "public_key": writer.public_key_hex(),
+        "offline_limits": {"per_tap_minor": 100000, "per_card_per_day_minor": 100000000, "outstanding_minor": 100000000}}),
+    ));
+    let term_token = term["token"].as_str().expect("token").to_owned();
+    let auditor = ok200(post(&op, "/v1/credentials", "cu", serde_json::json!({"role": "auditor", "name": "u"})));
+    let auditor = auditor["token"].as_str().expect("token").to_owned();
+    // The terminal's offline journal: RECORDS payments of 10.00 + i.
+    let keys = KeyFile::parse(&std::fs::read_to_string(data.join("keys.toml")).expect("keys")).expect("key file");
+    let set = keys.newest();
+    let uid = CardUid::from_hex(UID).expect("uid");
+    let card_key =
+        diversify_card_key(set.sdm_file_read_master_key(), &uid, 2, keys.system_identifier().as_bytes()).expect("div");
+    let records: Vec<offline::SignedRecord> = (1..=RECORDS)
+        .map(|i| {
+            let ctr = ReadCounter::new(i).expect("ctr");
+            writer
+                .append(offline::NewRecord {
+                    time_us: 1_800_000_000_000_000 + i64::from(i),
+                    kind: offline::RecordKind::Payment,
+                    uid: UID.into(),
+                    picc_data: hex::encode_upper(encrypt_picc_data(set.sdm_meta_read_key(), &uid, ctr, [0; 5])),
+                    cmac: hex::encode_upper(sdm_mac(&card_key, &uid, ctr, &[])),
+                    amount_minor: 1_000 + i64::from(i),
+                    currency: "IDR".into(),
+                    reference: Some(format!("r{i}")),
+                    decision: None,
+                })
+                .expect("append")
+        })
+        .collect();
+    let body = serde_json::json!({"records": records});
+    // Upload in one thread; kill -9 the server in the middle.
+    let uploader = {
+        let (body, base, token) = (body.clone(), base.clone(), term_token.clone());
+        std::thread::spawn(move || {
+            let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+            agent
+                .post(&format!("{base}/v1/offline/journals"))
+                .header("Authorization", &format!("Bearer {token}"))
+                .header("Idempotency-Key", "up-1")
+                .send_json(&body)
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        })
+    };
+    let head = |base: &str| -> i64 {
+        agent
+            .get(&format!("{base}/v1/offline/head"))
+            .header("Authorization", &format!("Bearer {term_token}"))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_json::<serde_json::Value>().ok())
+            .and_then(|v| v["seq"].as_i64())
+            .unwrap_or(-1)
+    };
+    let started = std::time::Instant::now();
+    while head(&base) < 20 && started.elapsed() < std::time::Duration::from_secs(20) {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    server.0.kill().expect("kill -9");
+    server.0.wait().expect("wait");
+    let status = uploader.join().expect("uploader");
+    assert_ne!(status, 200, "the upload must have been cut short (it finished before the kill)");
+    // Restart; the terminal sends the whole journal again.
+    let (mut server, base2) = serve(port);
+    assert_eq!(base2, base);
+    let cut_at = head(&base);
+    assert!(cut_at >= 20 && cut_at < i64::from(RECORDS), "cut at {cut_at}");
+    let (status, done) = post(&term_token, "/v1/offline/journals", "up-2", body.clone());
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(head(&base), i64::from(RECORDS));
+    // Again: nothing more.
+    let (status, again) = post(&term_token, "/v1/offline/journals", "up-3", body);
+    assert_eq!((status, again["records"].as_array().map(Vec::len)), (200, Some(0)));
+    // Exactly once each, read from the auditor's entries.
+    let mut seen = std::collections::BTreeMap::new();
+    let mut cursor = String::new();
+    loop {
+        let mut r = agent
+            .get(&format!("{base}/v1/audit/entries?limit=1000{cursor}"))
+            .header("Authorization", &format!("Bearer {auditor}"))
+            .call()
+            .expect("entries");
+        let page: serde_json::Value = r.body_mut().read_json().expect("json");
+        for e in page["entries"].as_array().expect("entries") {
+            if let Some(memo) = e["memo"].as_str().and_then(|m| m.strip_prefix("offline record ")) {
+                *seen.entry(memo.parse::<u32>().expect("seq")).or_insert(0) += 1;
+            }
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), RECORDS as usize, "every record posted");
+    assert!(seen.values().all(|n| *n == 1), "none twice: {seen:?}");
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let key_file = dir.path().join("log.pub");
+    std::fs::write(&key_file, format!("{verifier}\n")).expect("key");
+    let (ok, out, err) = kartu(&[
+        "audit",
+        "verify",
+        "--url",
+        &base,
+        "--token",
+        &auditor,
+        "--public-key",
+        &key_file.display().to_string(),
+    ]);
+    assert!(ok, "{out} {err}");
+    server.0.kill().expect("kill");
+    server.0.wait().expect("wait");
+    // And the database itself verifies after the crash.
+    let (ok, out, err) = kartu(&[
+        "audit",
+        "verify",
+        "--database-url",
+        &format!("sqlite://{}", data.join("kartu.db").display()),
+        "--public-key",
+        &key_file.display().to_string(),
+        "--allow-unsigned-tail",
+    ]);
+    assert!(ok, "{out} {err}");
 }
