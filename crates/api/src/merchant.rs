@@ -258,7 +258,9 @@ pub async fn refund(
     let currency = wire::currency(body.currency.as_deref(), state.settings.currency)?;
     let amount = wire::amount(&body.amount, currency, state.settings.amount_max_minor)?;
     let reason = body.reason.as_deref().map(|r| wire::text("reason", r, 200)).transpose()?;
-    let payment = own_entry(&state, &caller, &id, &[EntryKind::Payment, EntryKind::Capture]).await?;
+    // Only payments: the ledger refunds payments (a capture's id is a 404 like any other
+    // id that is not one of this merchant's payments).
+    let payment = own_entry(&state, &caller, &id, &[EntryKind::Payment]).await?;
     let request = Request::new(Command::Refund { payment_seq: payment.seq, amount })
         .with_key(key(&caller, &idem)?)
         .with_references(References {
