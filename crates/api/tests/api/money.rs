@@ -350,6 +350,18 @@ pub fn card_lifecycle(backend: Backend) -> TestResult {
     let r = c.pay(&new_card, "9000.00")?;
     check_eq!(r.expect(201)?["balance"], idr("240000.00"));
     check_eq!(s.get(&format!("/v1/cards/{new_id}"), op)?.expect(200)?["balance"], idr("240000.00"));
+    // A lost card: blocked first, then replaced; its balance follows the holder.
+    let h2 = s.holder("Lost Card Holder", "7371121212120012", &["resident"])?;
+    let lost = s.card(&h2, 4)?;
+    s.post("/v1/topups", &c.teller, &json!({"card_id": lost.id, "amount": "1234.56"}))?.expect(201)?;
+    s.post(&format!("/v1/cards/{}/block", lost.id), op, &json!({"reason": "lost"}))?.expect(200)?;
+    let r = s.post(&format!("/v1/cards/{}/replace", lost.id), op, &json!({"new_uid": "04777777777777"}))?;
+    let v = r.expect(201)?;
+    check_eq!(v["moved"], idr("1234.56"));
+    check_eq!(v["old_card"]["status"], json!("replaced"));
+    check_eq!(v["new_card"]["status"], json!("active"));
+    check_eq!(v["new_card"]["balance"], idr("1234.56"));
+    c.pay(&lost, "1.00")?.problem(422, "card_blocked")?;
     // An empty card is replaced without an entry.
     let h = s.holder("Budi Santoso", "7371020202020003", &["senior"])?;
     let empty = s.card(&h, 3)?;
