@@ -191,6 +191,24 @@ pub async fn access_check(
     let sp_id = caller.credential.service_point_id.ok_or_else(|| ApiError::forbidden("no service point"))?;
     let tap = state.taps.verify(&body.tap)?;
     let st = state.clone();
+    let k = caller.key(&idem.0);
+    if let Some(earlier) = blocking(move || Ok(st.ledger.event_by_key(&k)?)).await? {
+        // A retry gets the first decision, not a new one (which could differ: a passback
+        // gate would now say no, a clinic would give another number).
+        let p: serde_json::Value = serde_json::from_str(&earlier.payload).unwrap_or_default();
+        let same = earlier.kind == "access_decision"
+            && earlier.scope.as_deref() == Some(format!("service_point:{sp_id}").as_str())
+            && p["uid"] == tap.uid.as_str()
+            && p["counter"] == tap.counter;
+        if !same {
+            return Err(ApiError::conflict(
+                "idempotency_conflict",
+                "this Idempotency-Key was already used for another request",
+            ));
+        }
+        return Ok(HttpResponse::Ok().json(decision_view(&earlier)?));
+    }
+    let st = state.clone();
     let uid = tap.uid.clone();
     let now_us = state.ledger.now_us();
     let (decision, reason, card_id, queue) = blocking(move || {
@@ -227,14 +245,19 @@ pub async fn access_check(
         }
         other => other?,
     };
-    let payload: serde_json::Value = serde_json::from_str(&recorded.event.payload).map_err(ApiError::internal)?;
-    Ok(HttpResponse::Ok().json(Decision {
+    Ok(HttpResponse::Ok().json(decision_view(&recorded.event)?))
+}
+
+/// The decision an access_decision event recorded.
+fn decision_view(event: &ledger::domain::EventRecord) -> Result<Decision, ApiError> {
+    let payload: serde_json::Value = serde_json::from_str(&event.payload).map_err(ApiError::internal)?;
+    Ok(Decision {
         decision: payload["decision"].as_str().unwrap_or("deny").to_owned(),
         reason: payload["reason"].as_str().unwrap_or("").to_owned(),
-        queue_number: recorded.event.queue_number,
-        card_id: recorded.event.card_id.map(|c| c.to_string()),
-        checked_at: wire::time(recorded.event.time_us),
-        leaf_index: recorded.event.audit.map(|a| a.leaf_index),
-        leaf_hash: recorded.event.audit.map(|a| hex::encode(a.leaf_hash)),
-    }))
+        queue_number: event.queue_number,
+        card_id: event.card_id.map(|c| c.to_string()),
+        checked_at: wire::time(event.time_us),
+        leaf_index: event.audit.map(|a| a.leaf_index),
+        leaf_hash: event.audit.map(|a| hex::encode(a.leaf_hash)),
+    })
 }

@@ -18,7 +18,7 @@ use crate::AppState;
 pub const TOKEN_PREFIX: &str = "kt_";
 
 /// What a credential may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// The city: issues cards, registers merchants, approves adjustments.
@@ -53,6 +53,16 @@ impl Role {
         [Role::Operator, Role::MerchantTerminal, Role::ServicePoint, Role::TopUpAgent, Role::Kiosk, Role::Auditor]
             .into_iter()
             .find(|r| r.as_str() == s)
+    }
+}
+
+/// Read from a string, so that a role of the wrong JSON type is a 422 like every other
+/// field of the wrong type (serde's derived enum reports a number as a syntax error).
+impl<'de> Deserialize<'de> for Role {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Role, D::Error> {
+        const NAMES: &[&str] = &["operator", "merchant_terminal", "service_point", "top_up_agent", "kiosk", "auditor"];
+        let name = String::deserialize(d)?;
+        Role::parse(&name).ok_or_else(|| serde::de::Error::unknown_variant(&name, NAMES))
     }
 }
 

@@ -19,7 +19,10 @@ pub mod wire;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use actix_web::{web, HttpResponse};
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{web, HttpResponse, ResponseError};
 use ledger::domain::{AccountId, AccountKind};
 use ledger::money::Currency;
 use ledger::registry::Merchant;
@@ -133,6 +136,29 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(metrics::routes)
         .configure(openapi::routes)
         .default_service(web::to(not_found));
+}
+
+/// Middleware: refuses any request that declares a body larger than [`BODY_LIMIT_BYTES`]
+/// with 413 `body_too_large`. JSON bodies are limited by their extractor too; this covers
+/// the writes that take no body, which would otherwise accept any size.
+pub async fn limit_body<B: MessageBody + 'static>(
+    req: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
+    let declared = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > BODY_LIMIT_BYTES as u64) {
+        let e = ApiError::new(
+            actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("a request body may be at most {BODY_LIMIT_BYTES} bytes"),
+        );
+        return Ok(req.into_response(e.error_response()).map_into_right_body());
+    }
+    next.call(req).await.map(ServiceResponse::map_into_left_body)
 }
 
 async fn not_found() -> Result<HttpResponse, ApiError> {

@@ -162,8 +162,8 @@ pub async fn pay(
     let result = state.ledger.submit(request).await;
     count(&state, "payment", &result);
     let posted = result?;
-    let status = if posted.replayed { actix_web::http::StatusCode::OK } else { actix_web::http::StatusCode::CREATED };
-    Ok(HttpResponse::build(status).json(view(&posted.entry, "approved", Some(card.account_id))))
+    // A retry gets the first answer whole, status included (as every other write does).
+    Ok(HttpResponse::Created().json(view(&posted.entry, "approved", Some(card.account_id))))
 }
 
 /// The merchant's payments (and captures), newest first.
@@ -258,7 +258,9 @@ pub async fn refund(
     let currency = wire::currency(body.currency.as_deref(), state.settings.currency)?;
     let amount = wire::amount(&body.amount, currency, state.settings.amount_max_minor)?;
     let reason = body.reason.as_deref().map(|r| wire::text("reason", r, 200)).transpose()?;
-    let payment = own_entry(&state, &caller, &id, &[EntryKind::Payment, EntryKind::Capture]).await?;
+    // Only payments: the ledger refunds payments (a capture's id is a 404 like any other
+    // id that is not one of this merchant's payments).
+    let payment = own_entry(&state, &caller, &id, &[EntryKind::Payment]).await?;
     let request = Request::new(Command::Refund { payment_seq: payment.seq, amount })
         .with_key(key(&caller, &idem)?)
         .with_references(References {
@@ -311,21 +313,31 @@ pub async fn hold(
     let merchant_reference = reference(&body.reference)?;
     let (tap, card) = card_of_tap(&state, &body.tap).await?;
     let st = state.clone();
-    let merchant =
-        blocking(move || st.merchant(merchant_id)?.ok_or_else(|| ApiError::forbidden("merchant gone"))).await?;
+    let ledger_key = key(&caller, &idem)?;
+    let k = ledger_key.as_str().to_owned();
+    let (merchant, earlier) = blocking(move || {
+        let m = st.merchant(merchant_id)?.ok_or_else(|| ApiError::forbidden("merchant gone"))?;
+        Ok((m, st.ledger.entry_by_key(&k)?))
+    })
+    .await?;
+    // The expiry is computed from the time of the request, so a retry takes the first
+    // request's expiry (else it would differ and be refused as another request); the
+    // minutes asked for are in the memo, so a retry asking for others is still refused.
+    let expires_at_us =
+        earlier.and_then(|e| e.expires_at_us).unwrap_or_else(|| state.ledger.now_us() + minutes * 60_000_000);
     let request = Request::new(Command::Hold {
         wallet: AccountId(card.account_id),
         merchant: AccountId(merchant.account_id),
         amount,
-        expires_at_us: state.ledger.now_us() + minutes * 60_000_000,
+        expires_at_us,
     })
-    .with_key(key(&caller, &idem)?)
+    .with_key(ledger_key)
     .with_references(References {
         terminal_id: Some(caller.reference()),
         card_id: Some(card.id),
         card_read_counter: Some(tap.counter),
         merchant_reference,
-        memo: None,
+        memo: Some(format!("expires in {minutes} min")),
     });
     let result = state.ledger.submit(request).await;
     count(&state, "hold", &result);

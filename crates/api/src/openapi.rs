@@ -93,7 +93,13 @@ pub const ROUTES: &[(&str, &str)] = &[
 /// Registers `/openapi.json` and `/docs`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/openapi.json", web::get().to(document))
+        .route("/docs", web::get().to(docs))
         .service(utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", ApiDoc::openapi()));
+}
+
+/// `/docs` (SPEC §9) is the UI's home: the UI itself is served under `/docs/`.
+async fn docs() -> HttpResponse {
+    HttpResponse::PermanentRedirect().insert_header((actix_web::http::header::LOCATION, "/docs/")).finish()
 }
 
 async fn document() -> HttpResponse {

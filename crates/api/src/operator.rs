@@ -141,10 +141,10 @@ pub async fn create_holder(
         Ok(holder.map(|h| (mine == Some(h.event_id), h)))
     })
     .await?;
-    match existing {
-        Some((true, h)) => return Ok(HttpResponse::Created().json(holder_view(&h))),
-        Some((false, _)) => return Err(ApiError::conflict("holder_exists", "a holder with this NIK is registered")),
-        None => {}
+    // A holder made by this key is a retry: the logged action below tells a retry of the
+    // same request (its holder comes back) from another request with the same key (409).
+    if let Some((false, _)) = existing {
+        return Err(ApiError::conflict("holder_exists", "a holder with this NIK is registered"));
     }
     // The NIK is not in the log: the log is read by auditors, the NIK is personal data.
     let details = json!({"name": name, "categories": categories, "nik_hash": hex::encode(&nik_hash)});
@@ -444,7 +444,16 @@ pub async fn replace_card(
     let mut posted = None;
     for attempt in 0..3 {
         let st = state.clone();
-        let balance = blocking(move || Ok(st.ledger.balance(AccountId(old.account_id))?)).await?;
+        let k = ledger_key(&caller, &key, &format!(":move{attempt}"))?;
+        let (balance, earlier) =
+            blocking(move || Ok((st.ledger.balance(AccountId(old.account_id))?, st.ledger.entry_by_key(k.as_str())?)))
+                .await?;
+        // A retry of this replacement reports the move it made, which emptied the old card.
+        if let Some(e) = earlier {
+            moved = e.amount_minor;
+            posted = Some(e);
+            break;
+        }
         if balance == 0 {
             break;
         }
@@ -1155,54 +1164,68 @@ pub async fn settle(state: web::Data<AppState>, caller: Caller, key: Idempotency
     for m in merchants {
         let st = state.clone();
         let mm = m.clone();
-        let (balance, gross, fee) = blocking(move || since_last_settlement(&st, &mm)).await?;
-        if balance <= 0 {
-            continue;
-        }
-        let request = Request::new(Command::Transfer {
-            kind: EntryKind::Settlement,
-            legs: vec![
-                Leg { account: AccountId(m.account_id), amount_minor: -balance },
-                Leg { account: bank, amount_minor: balance },
-            ],
+        let k = ledger_key(&caller, &key, &format!(":m{}", m.id))?;
+        let kk = k.clone();
+        let (earlier, (balance, gross, fee)) = blocking(move || {
+            let earlier = st.ledger.entry_by_key(kk.as_str())?;
+            let totals = since_last_settlement(&st, &mm, earlier.as_ref().map(|e| e.seq))?;
+            Ok((earlier, totals))
         })
-        .with_key(ledger_key(&caller, &key, &format!(":m{}", m.id))?)
-        .with_references(References {
-            terminal_id: Some(caller.reference()),
-            memo: Some(format!("settlement of merchant {}", m.id)),
-            ..Default::default()
-        });
-        let posted = match state.ledger.submit(request).await {
-            Ok(p) => p,
-            // A refund between the read and the settlement lowered the balance: skip this
-            // merchant; the next run settles it.
-            Err(LedgerError::Rejected(ledger::domain::Rejection::InsufficientFunds)) => continue,
-            Err(e) => return Err(e.into()),
+        .await?;
+        let entry = match earlier {
+            // A retry of this run: report what it paid for this merchant, pay nothing twice.
+            Some(e) => e,
+            None if balance <= 0 => continue,
+            None => {
+                let request = Request::new(Command::Transfer {
+                    kind: EntryKind::Settlement,
+                    legs: vec![
+                        Leg { account: AccountId(m.account_id), amount_minor: -balance },
+                        Leg { account: bank, amount_minor: balance },
+                    ],
+                })
+                .with_key(k)
+                .with_references(References {
+                    terminal_id: Some(caller.reference()),
+                    memo: Some(format!("settlement of merchant {}", m.id)),
+                    ..Default::default()
+                });
+                match state.ledger.submit(request).await {
+                    Ok(p) => p.entry,
+                    // A refund between the read and the settlement lowered the balance: skip
+                    // this merchant; the next run settles it.
+                    Err(LedgerError::Rejected(ledger::domain::Rejection::InsufficientFunds)) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
         };
-        let paid = posted.entry.amount_minor;
         lines.push(SettlementLine {
             merchant_id: m.id.to_string(),
             gross: money(gross, currency),
             fee: money(fee, currency),
-            net: money(paid, currency),
-            entry_seq: posted.entry.seq,
+            net: money(entry.amount_minor, currency),
+            entry_seq: entry.seq,
         });
     }
     Ok(HttpResponse::Created().json(Settlements { lines }))
 }
 
-/// The merchant's balance, and gross and fees of its payments since its last settlement.
-fn since_last_settlement(state: &AppState, m: &Merchant) -> Result<(i64, i64, i64), ApiError> {
+/// The merchant's balance, and gross and fees of its payments since its last settlement
+/// (before entry `upto`, when given: the period a settlement entry closed).
+fn since_last_settlement(state: &AppState, m: &Merchant, upto: Option<i64>) -> Result<(i64, i64, i64), ApiError> {
     let account = AccountId(m.account_id);
     let balance = state.ledger.balance(account)?;
     let (mut gross, mut fee) = (0i64, 0i64);
     let mut after = 0;
     let mut since_settlement: Vec<ledger::StatementLine> = Vec::new();
-    loop {
+    'pages: loop {
         let page = state.ledger.statement(account, 0, i64::MAX, after, ledger::PAGE_MAX)?;
         let Some(last) = page.lines.last() else { break };
         after = last.entry_seq;
         for line in page.lines {
+            if upto.is_some_and(|u| line.entry_seq >= u) {
+                break 'pages;
+            }
             if line.kind == EntryKind::Settlement {
                 since_settlement.clear();
             } else {

@@ -246,7 +246,11 @@ pub fn server(
 ) -> std::io::Result<actix_web::dev::Server> {
     let workers = if workers == 0 { std::thread::available_parallelism().map_or(2, |n| n.get()) } else { workers };
     let server = HttpServer::new(move || {
-        App::new().app_data(state.clone()).wrap(middleware::from_fn(crate::metrics::track)).configure(crate::configure)
+        App::new()
+            .app_data(state.clone())
+            .wrap(middleware::from_fn(crate::limit_body))
+            .wrap(middleware::from_fn(crate::metrics::track))
+            .configure(crate::configure)
     })
     .workers(workers)
     .backlog(4096)

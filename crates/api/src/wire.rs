@@ -38,11 +38,19 @@ fn money_error(e: MoneyError) -> ApiError {
     ApiError::unprocessable("invalid_amount", e.to_string())
 }
 
-/// The currency of a request (the installation's when omitted).
+/// The currency of a request (the installation's when omitted). Every account of an
+/// installation is in its currency, so another currency is refused here, before any
+/// amount is read in its minor units.
 pub fn currency(code: Option<&str>, default: Currency) -> Result<Currency, ApiError> {
     match code {
         None => Ok(default),
-        Some(c) => Currency::parse(c).map_err(money_error),
+        Some(c) => match Currency::parse(c).map_err(money_error)? {
+            c if c == default => Ok(c),
+            other => Err(ApiError::unprocessable(
+                "currency_mismatch",
+                format!("this installation keeps its accounts in {}, not {}", default.code(), other.code()),
+            )),
+        },
     }
 }
 

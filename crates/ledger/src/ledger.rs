@@ -143,7 +143,11 @@ impl Inner {
         let threads = self.background.lock().map(|mut b| std::mem::take(&mut *b)).unwrap_or_default();
         for (stop, handle) in threads {
             drop(stop);
-            let _ = handle.join();
+            // A background thread holds a strong handle while its task runs, so the last
+            // handle may be dropped there: that thread ends by itself (it cannot join itself).
+            if handle.thread().id() != std::thread::current().id() {
+                let _ = handle.join();
+            }
         }
         // Closing the queue lets the writer finish what is queued, then exit.
         drop(self.jobs.lock().map(|mut j| j.take()));

@@ -1,0 +1,117 @@
+//! 64 payments on one card at once, with money for exactly 10 of them.
+
+use std::sync::{Arc, Barrier};
+
+use serde_json::json;
+
+use crate::support::{idr, Backend, City, TestResult};
+
+pub fn concurrent_payments_one_card(backend: Backend) -> TestResult {
+    const THREADS: usize = 64;
+    const PRICE: &str = "1000.00";
+    let c = Arc::new(City::new(backend, "10000.00")?);
+    let (last_before, _) = c.s.trial(&c.auditor)?;
+    // Distinct taps with increasing counters, made before the start.
+    let taps: Vec<_> = (0..THREADS).map(|_| c.s.tap(&c.card)).collect();
+    let barrier = Arc::new(Barrier::new(THREADS));
+    let handles: Vec<_> = taps
+        .into_iter()
+        .enumerate()
+        .map(|(i, tap)| {
+            let (c, barrier) = (c.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                let r = c.s.post("/v1/payments", &c.pos_a, &json!({"tap": tap, "amount": PRICE}));
+                (i + 1, r)
+            })
+        })
+        .collect();
+    let mut approved = Vec::new();
+    let (mut insufficient, mut replays) = (0, 0);
+    for h in handles {
+        let (counter, r) = h.join().map_err(|_| "a thread panicked")?;
+        let r = r?;
+        match (r.status, r.json["code"].as_str()) {
+            (201, _) => approved.push((r.json["entry_seq"].as_i64().ok_or("entry_seq")?, counter)),
+            (422, Some("insufficient_funds")) => {
+                r.problem(422, "insufficient_funds")?;
+                insufficient += 1;
+            }
+            // A tap whose counter is not above the last accepted one is a replay (SPEC §6):
+            // when taps of one card race, the ones that lose are refused as such.
+            (409, Some("card_replay")) => {
+                r.problem(409, "card_replay")?;
+                replays += 1;
+            }
+            _ => return Err(format!("unexpected answer {}: {}", r.status, r.text)),
+        }
+    }
+    let s = &c.s;
+    check_eq!(approved.len() + insufficient + replays, THREADS);
+    // Never more than the money: the balance ends at exactly 10 000.00 minus what was
+    // approved, never below zero.
+    check!(approved.len() <= 10, "{} payments approved for money enough for 10", approved.len());
+    let left = 10 - approved.len() as i64;
+    check_eq!(s.balance(&c.auditor, &c.card.account_id)?, format!("{}.00", left * 1000));
+    // One entry per approved payment, and nothing else.
+    let (last, balanced) = s.trial(&c.auditor)?;
+    check!(balanced, "trial balance balanced");
+    check_eq!(last, last_before + approved.len() as i64);
+    // Approved counters increase with the entry sequence; every replay was flagged.
+    approved.sort();
+    check!(approved.windows(2).all(|w| w[0].1 < w[1].1), "accepted counters increase: {approved:?}");
+    let card = s.get(&format!("/v1/cards/{}", c.card.id), &s.operator)?;
+    let card = card.expect(200)?;
+    check_eq!(card["replays"], json!(replays));
+    check_eq!(card["last_counter"], json!(approved.last().map(|a| a.1)));
+    if approved.len() == 10 {
+        check_eq!(card["balance"], idr("0.00"));
+    }
+
+    Ok(())
+}
+
+/// The same race on the card's wallet without the tap counter in the way: 64 debits of
+/// the card approved at once (adjustments take no tap), money for exactly 10.
+pub fn concurrent_debits_one_card(backend: Backend) -> TestResult {
+    const THREADS: usize = 64;
+    let c = Arc::new(City::new(backend, "10000.00")?);
+    let s = &c.s;
+    let mut pending = Vec::new();
+    for i in 0..THREADS {
+        let body = json!({"account_id": c.card.account_id, "amount": "-1000.00", "reason": format!("debit {i}")});
+        pending.push(crate::support::id(s.post("/v1/adjustments", &s.operator, &body)?.expect(201)?)?);
+    }
+    let (last_before, _) = s.trial(&c.auditor)?;
+    let barrier = Arc::new(Barrier::new(THREADS));
+    let handles: Vec<_> = pending
+        .into_iter()
+        .map(|adjustment| {
+            let (c, barrier) = (c.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                c.s.post_empty(&format!("/v1/adjustments/{adjustment}/approve"), &c.operator2)
+            })
+        })
+        .collect();
+    let (mut posted, mut insufficient) = (0, 0);
+    for h in handles {
+        let r = h.join().map_err(|_| "a thread panicked")??;
+        match r.status {
+            200 => {
+                check_eq!(r.json["status"], json!("posted"));
+                posted += 1;
+            }
+            _ => {
+                r.problem(422, "insufficient_funds")?;
+                insufficient += 1;
+            }
+        }
+    }
+    check_eq!((posted, insufficient), (10, 54));
+    check_eq!(s.balance(&c.auditor, &c.card.account_id)?, "0.00".to_owned());
+    let (last, balanced) = s.trial(&c.auditor)?;
+    check!(balanced, "trial balance balanced");
+    check_eq!(last, last_before + 10);
+    Ok(())
+}

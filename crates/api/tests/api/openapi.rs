@@ -1,0 +1,160 @@
+//! The OpenAPI 3.1 document and the routes the server answers; health and metrics.
+
+use std::collections::BTreeSet;
+
+use serde_json::{json, Value};
+
+use crate::support::{Backend, Body, City, Server, TestResult};
+
+const METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
+
+/// Every `$ref` in the document, with where it was found.
+fn refs(v: &Value, at: &str, out: &mut Vec<(String, String)>) {
+    match v {
+        Value::Object(o) => {
+            for (k, x) in o {
+                if k == "$ref" {
+                    out.push((at.to_owned(), x.as_str().unwrap_or("<not a string>").to_owned()));
+                } else {
+                    refs(x, &format!("{at}/{k}"), out);
+                }
+            }
+        }
+        Value::Array(a) => a.iter().enumerate().for_each(|(i, x)| refs(x, &format!("{at}/{i}"), out)),
+        _ => {}
+    }
+}
+
+pub fn openapi_document_and_routes(backend: Backend) -> TestResult {
+    let c = City::new(backend, "0.00")?;
+    let s = &c.s;
+    let r = s.get_public("/openapi.json")?;
+    let doc = r.expect(200)?.clone();
+    check!(r.content_type.starts_with("application/json"), "content type {}", r.content_type);
+    check!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")), "openapi version {}", doc["openapi"]);
+    check!(doc["info"]["title"].is_string() && doc["info"]["version"].is_string(), "info: {}", doc["info"]);
+    let paths = doc["paths"].as_object().ok_or("paths")?;
+    let mut documented = BTreeSet::new();
+    for (path, item) in paths {
+        check!(path.starts_with('/'), "path {path}");
+        let item = item.as_object().ok_or_else(|| format!("path item {path}"))?;
+        let operations: Vec<&String> = item.keys().filter(|k| METHODS.contains(&k.as_str())).collect();
+        check!(!operations.is_empty(), "{path} has no operation");
+        for method in operations {
+            let op = &item[method];
+            let responses = op["responses"].as_object().ok_or_else(|| format!("{method} {path}: no responses"))?;
+            check!(!responses.is_empty(), "{method} {path}: empty responses");
+            for (status, resp) in responses {
+                check!(
+                    status == "default" || status.parse::<u16>().is_ok_and(|s| (100..600).contains(&s)),
+                    "{method} {path}: status {status}"
+                );
+                check!(
+                    resp["description"].is_string() || resp["$ref"].is_string(),
+                    "{method} {path} {status}: description"
+                );
+            }
+            // Path parameters are declared.
+            for seg in path.split('/').filter(|seg| seg.starts_with('{')) {
+                let name = seg.trim_matches(|c| c == '{' || c == '}');
+                let declared = op["parameters"].as_array().is_some_and(|ps| {
+                    ps.iter()
+                        .any(|p| p["name"] == json!(name) && p["in"] == json!("path") && p["required"] == json!(true))
+                });
+                check!(declared, "{method} {path}: path parameter {name} is not declared");
+            }
+            documented.insert((method.clone(), path.clone()));
+        }
+    }
+    let mut found = Vec::new();
+    refs(&doc, "#", &mut found);
+    check!(!found.is_empty(), "the document uses components");
+    for (at, target) in &found {
+        let pointer =
+            target.strip_prefix("#/components/").ok_or_else(|| format!("{at}: $ref {target} leaves the document"))?;
+        check!(doc.pointer(&format!("/components/{pointer}")).is_some(), "{at}: $ref {target} does not resolve");
+    }
+    // The problem document is described.
+    check!(doc.pointer("/components/schemas/Problem/properties/code").is_some(), "Problem schema");
+    check!(doc.pointer("/components/securitySchemes/bearer").is_some(), "bearer security scheme");
+    let routes: BTreeSet<(String, String)> =
+        api::openapi::ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+    check_eq!(documented, routes, "documented operations vs ROUTES");
+
+    // Every route answers (with a placeholder id and an operator token): never the
+    // default "no such route".
+    for (method, path) in api::openapi::ROUTES {
+        let concrete = path.replace("{id}", "1");
+        let query = if path.contains("inclusion") {
+            "?leaf_index=0&tree_size=1"
+        } else if path.contains("consistency") {
+            "?first=1&second=1"
+        } else {
+            ""
+        };
+        let body = json!({});
+        let r = s.send(
+            &method.to_uppercase(),
+            &format!("{concrete}{query}"),
+            Some(&s.operator),
+            Some(&s.key()),
+            if *method == "post" { Body::Json(&body) } else { Body::None },
+        )?;
+        check!(
+            !(r.status == 404 && r.json["detail"] == json!("no such route")),
+            "{method} {path} is not routed: {}",
+            r.text
+        );
+        check!(r.status != 405 && r.status < 500, "{method} {path}: {} {}", r.status, r.text);
+    }
+    // Unknown routes are problem+json 404s.
+    s.get("/v1/nothing-here", &s.operator)?.problem(404, "not_found")?;
+    let r = s.send("PUT", "/v1/holders", Some(&s.operator), None, Body::None)?;
+    check!(r.status == 404 || r.status == 405, "PUT /v1/holders: {}", r.status);
+    // The docs UI.
+    let r = s.get_public("/docs/")?;
+    check!(
+        r.status == 200 && r.text.to_lowercase().contains("swagger"),
+        "/docs/: {} {}",
+        r.status,
+        &r.text[..r.text.len().min(200)]
+    );
+    let r = s.get_public("/docs")?;
+    check!(r.status == 200 || (300..400).contains(&r.status), "/docs: {}", r.status);
+    Ok(())
+}
+
+pub fn health_and_metrics(backend: Backend) -> TestResult {
+    let c = City::new(backend, "10000.00")?;
+    let s: &Server = &c.s;
+    check_eq!(s.get_public("/healthz")?.expect(200)?["status"], json!("ok"));
+    let r = s.get_public("/readyz")?;
+    let v = r.expect(200)?;
+    check_eq!(v["status"], json!("ready"));
+    check!(v["tree_size"].as_i64().is_some_and(|n| n > 0), "tree size {v}");
+    c.pay(&c.card, "100.00")?.expect(201)?;
+    c.pay(&c.card, "100000.00")?.problem(422, "insufficient_funds")?;
+    s.get("/v1/cards/424242", &s.operator)?.problem(404, "not_found")?;
+    let r = s.get_public("/metrics")?;
+    check!(r.status == 200 && r.content_type.starts_with("text/plain"), "metrics: {} {}", r.status, r.content_type);
+    let m = &r.text;
+    let has = |needle: &str| m.lines().any(|l| l.starts_with(needle));
+    check!(has("kartu_payments_total{operation=\"payment\",result=\"approved\"} 1"), "approved payment counted:\n{m}");
+    check!(
+        has("kartu_payments_total{operation=\"payment\",result=\"insufficient_funds\"} 1"),
+        "refused payment counted:\n{m}"
+    );
+    // Requests by route pattern, never by raw path (which carries ids).
+    check!(
+        has("kartu_http_requests_total{method=\"POST\",route=\"/v1/payments\",status=\"201\"} 1"),
+        "requests by route:\n{m}"
+    );
+    check!(
+        has("kartu_http_requests_total{method=\"GET\",route=\"/v1/cards/{id}\",status=\"404\"} 1"),
+        "route pattern:\n{m}"
+    );
+    check!(!m.contains("/v1/cards/424242"), "a raw path in the metrics");
+    check!(has("kartu_http_request_duration_seconds_bucket"), "latency histogram");
+    check!(has("kartu_audit_tree_size "), "tree size gauge");
+    Ok(())
+}
