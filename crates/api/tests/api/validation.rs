@@ -77,6 +77,42 @@ pub fn bad_input_writes_nothing(backend: Backend) -> TestResult {
         tap_with(&meta, &file, b"KARTU-MKS", &c.card.uid, counter)
     };
     let unknown_card = || s.tap_at("04FEEDFACE0001", 5);
+    // A POS that may work offline, and a fresh one-record journal of a genuine tap.
+    let till_key = offline::generate_key().map_err(|e| e.to_string())?;
+    let till_pk = offline::JournalWriter::new(&till_key, None).map_err(|e| e.to_string())?.public_key_hex();
+    let till = s
+        .post(
+            "/v1/credentials",
+            &op,
+            &json!({"role": "merchant_terminal", "name": "offline till", "merchant_id": c.merchant_a,
+                "public_key": till_pk, "offline_limits": {"per_tap_minor": 100000, "per_card_per_day_minor": 100000, "outstanding_minor": 100000}}),
+        )?
+        .expect(201)?["token"]
+        .as_str()
+        .ok_or("token")?
+        .to_owned();
+    let journal = || -> Value {
+        let mut w = offline::JournalWriter::new(&till_key, None).expect("writer");
+        let tap = s.tap(&c.card);
+        let r = w
+            .append(offline::NewRecord {
+                time_us: 1_800_000_000_000_000,
+                kind: offline::RecordKind::Payment,
+                uid: c.card.uid.clone(),
+                picc_data: tap["picc_data"].as_str().unwrap_or_default().to_owned(),
+                cmac: tap["cmac"].as_str().unwrap_or_default().to_owned(),
+                amount_minor: 100,
+                currency: "IDR".into(),
+                reference: None,
+                decision: None,
+            })
+            .expect("record");
+        json!({"records": [r]})
+    };
+    let mut forged = journal();
+    forged["records"][0]["record"]["amount_minor"] = json!(99_999);
+    let mut late = journal();
+    late["records"][0]["record"]["seq"] = json!(2);
 
     let card_tap = || s.tap(&c.card);
     let policy = json!({"categories": ["resident"], "opens": "07:00", "closes": "16:00", "timezone": "Asia/Makassar",
@@ -559,6 +595,22 @@ pub fn bad_input_writes_nothing(backend: Backend) -> TestResult {
             amount: None,
             tap: Some(&c.card),
             invalid: vec![],
+            ok: 200,
+        },
+        Endpoint {
+            method: "POST",
+            path: "/v1/offline/journals".into(),
+            unknown: None,
+            token: till.clone(),
+            body: Some(Box::new(journal)),
+            required: &["records"],
+            amount: None,
+            tap: None,
+            invalid: vec![
+                ("edited record", forged, 422, "offline_bad_signature"),
+                ("record 2 first", late, 422, "offline_bad_signature"),
+                ("not a record", json!({"records": [{"record": {}, "signature": ""}]}), 422, "invalid_body"),
+            ],
             ok: 200,
         },
         Endpoint {
