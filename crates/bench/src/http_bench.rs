@@ -57,6 +57,8 @@ pub struct HttpOutcome {
 
 /// Fractions of the closed-loop maximum offered in the sweep.
 const SWEEP: [f64; 5] = [0.25, 0.5, 0.75, 0.9, 1.0];
+/// Idle time before each point of the sweep.
+const REST: Duration = Duration::from_secs(3);
 /// What each card is topped up with, and what each payment takes (IDR).
 const TOPUP: &str = "1000000.00";
 const AMOUNT: &str = "10.00";
@@ -100,14 +102,22 @@ pub fn measure(
         amount: AMOUNT.into(),
         server_pid: Some(pid),
     };
-    let (closed, sweep_runs) = rt.block_on(async {
+    let wal_path = data_dir.join("kartu.db-wal");
+    let wal_path = &wal_path;
+    let (closed, sweep_runs, wal) = rt.block_on(async {
         let fleet = loadgen::setup(addr, &server.operator_token, &keys, settings.cards, TOPUP, 8).await?;
         let token = fleet.merchant_token;
         let (closed, mut cards) = loadgen::run(addr, &token, &keys, fleet.cards, &spec).await?;
         eprintln!("bench: http {backend} {} conns, closed loop: {}", settings.conns, closed.summary());
+        // SQLite's WAL only restarts when the checkpointer catches up, which it does not
+        // under continuous load: its size after the closed loop shows how fast it grows.
+        let wal = std::fs::metadata(wal_path).map(|m| m.len()).ok();
         let mut sweep = Vec::new();
         if settings.sweep_seconds > 0.0 {
             for fraction in SWEEP {
+                // A rest between points, as between bursts in service: the WAL restarts,
+                // and each point starts from the same state.
+                tokio::time::sleep(REST).await;
                 let rate = (closed.throughput() * fraction).max(1.0);
                 let point = RunSpec {
                     rate: Some(rate),
@@ -121,7 +131,7 @@ pub fn measure(
                 sweep.push((fraction, r));
             }
         }
-        Ok::<_, anyhow::Error>((closed, sweep))
+        Ok::<_, anyhow::Error>((closed, sweep, wal))
     })?;
     let metrics = server.get("/metrics").unwrap_or_default();
     let rss_kib = loadgen::peak_rss_kib(pid).context("reading the server's VmHWM")?;
@@ -165,6 +175,14 @@ pub fn measure(
         },
         Row { name: name("server_peak_rss_mib"), value: rss_kib as f64 / 1024.0, unit: "MiB", goal: None },
     ];
+    if let Some(bytes) = wal.filter(|_| backend == "sqlite") {
+        rows.push(Row {
+            name: name("wal_mib_after_closed_loop"),
+            value: bytes as f64 / (1024.0 * 1024.0),
+            unit: "MiB",
+            goal: None,
+        });
+    }
     let mut sweep = Vec::new();
     for (fraction, r) in &sweep_runs {
         let pct = (fraction * 100.0).round();
@@ -195,7 +213,11 @@ pub fn measure(
     let _ = writeln!(details, "  server CPU by thread during the window:\n{}", thread_table(&closed));
     let _ = writeln!(details, "  server peak RSS (VmHWM): {:.1} MiB", rss_kib as f64 / 1024.0);
     if !sweep_runs.is_empty() {
-        let _ = writeln!(details, "  open loop (latency from when each request was due):");
+        let _ = writeln!(
+            details,
+            "  open loop (latency from when each request was due; {} s of rest before each point):",
+            REST.as_secs()
+        );
         let _ = writeln!(
             details,
             "    {:>8} {:>10} {:>10} {:>9} {:>9} {:>9}",

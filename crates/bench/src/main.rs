@@ -99,11 +99,11 @@ struct HttpArgs {
     #[arg(long)]
     url: String,
     /// An operator token (the one `kartu init` printed).
-    #[arg(long, env = "KARTU_BENCH_TOKEN")]
-    token: String,
+    #[arg(long, env = "KARTU_BENCH_TOKEN", required_unless_present = "bare")]
+    token: Option<String>,
     /// The server's key file (DATA/keys.toml): the virtual cards' keys.
-    #[arg(long)]
-    keys: std::path::PathBuf,
+    #[arg(long, required_unless_present = "bare")]
+    keys: Option<std::path::PathBuf>,
     /// Virtual cards.
     #[arg(long, default_value_t = 1024)]
     cards: usize,
@@ -134,6 +134,9 @@ struct HttpArgs {
     /// Load generator threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// No set-up: unknown cards against a server that does not check them (`kartu-bench bare`).
+    #[arg(long)]
+    bare: bool,
 }
 
 fn http_standalone(a: HttpArgs) -> Result<()> {
@@ -144,14 +147,22 @@ fn http_standalone(a: HttpArgs) -> Result<()> {
         .with_context(|| format!("{} is not host:port", a.url))?
         .next()
         .context("the URL names no address")?;
-    let keys = loadgen::CardKeys::load(&a.keys)?;
+    let keys = match &a.keys {
+        Some(path) if !a.bare => loadgen::CardKeys::load(path)?,
+        _ => loadgen::CardKeys::fixed(),
+    };
     let rt = if a.threads <= 1 {
         tokio::runtime::Builder::new_current_thread().enable_all().build()?
     } else {
         tokio::runtime::Builder::new_multi_thread().worker_threads(a.threads).enable_all().build()?
     };
     rt.block_on(async {
-        let fleet = loadgen::setup(addr, &a.token, &keys, a.cards, &a.topup, 8).await?;
+        let fleet = if a.bare {
+            loadgen::Fleet { merchant_token: "kt_bare".into(), cards: keys.offline_cards(a.cards.max(a.conns))? }
+        } else {
+            let token = a.token.as_deref().unwrap_or_default();
+            loadgen::setup(addr, token, &keys, a.cards, &a.topup, 8).await?
+        };
         let spec = loadgen::RunSpec {
             conns: a.conns,
             warmup: Duration::from_secs_f64(a.warmup),
