@@ -30,6 +30,10 @@ clippy:
 
 check: setup fmt clippy test
 
-# The benchmark report: bench-report/report.txt and report.csv.
+# The benchmark report: bench-report/report.txt and report.csv (and http.txt,
+# http_latency.png). The HTTP part serves the release `kartu` binary built here.
+# Extra flags: make bench BENCH_ARGS="--only http --http-seconds 20".
+BENCH_ARGS ?=
 bench: setup
-	scripts/with-postgres.sh $(CARGO) run --release -p kartu-bench -- --out bench-report
+	$(CARGO) build --release -p kartu -p kartu-bench
+	scripts/with-postgres.sh $(CARGO) run --release -p kartu-bench -- --out bench-report $(BENCH_ARGS)

@@ -1,7 +1,17 @@
 //! `make bench`: measures Kartu on this machine and writes a report (text and CSV).
 //!
 //! Ledger: payments/s with 64 concurrent single-payment callers, and payments/s in bulk
-//! batches of 1,000, on SQLite and on PostgreSQL.
+//! batches of 1,000, on SQLite and on PostgreSQL. HTTP: card payments/s with tap
+//! verification through a real `kartu serve` from 64 keep-alive connections, latency
+//! quantiles, and an open-loop sweep of offered load (plotted to a PNG).
+//!
+//! `kartu-bench http` is the load generator alone, against a server you run.
+
+mod client;
+mod http_bench;
+mod loadgen;
+mod plot;
+mod server;
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,8 +27,10 @@ use ledger::money::{Amount, Currency, AMOUNT_MAX_MINOR};
 use ledger::{Ledger, LedgerConfig};
 
 #[derive(Parser, Debug)]
-#[command(about = "Kartu benchmarks")]
+#[command(about = "Kartu benchmarks", args_conflicts_with_subcommands = true)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Sub>,
     /// Seconds per throughput measurement.
     #[arg(long, default_value_t = 5)]
     seconds: u64,
@@ -40,11 +52,141 @@ struct Args {
     /// Where the report goes.
     #[arg(long, default_value = "bench-report")]
     out: std::path::PathBuf,
+    /// Only these parts (ledger, tap, log, http); all when none is given.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// The `kartu` binary the HTTP measurements serve (default: next to this one).
+    #[arg(long)]
+    kartu: Option<std::path::PathBuf>,
+    /// HTTP: concurrent keep-alive connections.
+    #[arg(long, default_value_t = 64)]
+    http_conns: usize,
+    /// HTTP: virtual cards (each connection taps its own share).
+    #[arg(long, default_value_t = 1024)]
+    http_cards: usize,
+    /// HTTP: measured seconds of the closed-loop run (after 1 s of warm-up).
+    #[arg(long, default_value_t = 10.0)]
+    http_seconds: f64,
+    /// HTTP: seconds per point of the open-loop sweep (0 skips the sweep and the plot).
+    #[arg(long, default_value_t = 4.0)]
+    sweep_seconds: f64,
+    /// HTTP: load generator threads (1: one thread).
+    #[arg(long, default_value_t = 1)]
+    client_threads: usize,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Sub {
+    /// The load generator alone: set up a merchant, an agent and cards through the API of
+    /// a running server, then send card payments and report throughput and latency.
+    Http(HttpArgs),
+    /// A bare actix-web server whose `POST /v1/payments` answers 201 with a small JSON
+    /// body and does nothing else: what the load generator reaches when the server costs
+    /// (almost) nothing. `--only http` runs it as a calibration.
+    Bare {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+        /// Worker threads.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct HttpArgs {
+    /// The server, e.g. http://127.0.0.1:8080.
+    #[arg(long)]
+    url: String,
+    /// An operator token (the one `kartu init` printed).
+    #[arg(long, env = "KARTU_BENCH_TOKEN", required_unless_present = "bare")]
+    token: Option<String>,
+    /// The server's key file (DATA/keys.toml): the virtual cards' keys.
+    #[arg(long, required_unless_present = "bare")]
+    keys: Option<std::path::PathBuf>,
+    /// Virtual cards.
+    #[arg(long, default_value_t = 1024)]
+    cards: usize,
+    /// Concurrent keep-alive connections.
+    #[arg(long, default_value_t = 64)]
+    conns: usize,
+    /// Measured seconds (after the warm-up).
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Warm-up seconds, not measured.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Send this many payments instead of running for a time.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Open loop at this many requests/s in all (closed loop when not given).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Payment amount (IDR).
+    #[arg(long, default_value = "10.00")]
+    amount: String,
+    /// What each card is topped up with (IDR).
+    #[arg(long, default_value = "1000000.00")]
+    topup: String,
+    /// The server's pid, to report its CPU time per thread.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Load generator threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// No set-up: unknown cards against a server that does not check them (`kartu-bench bare`).
+    #[arg(long)]
+    bare: bool,
+}
+
+fn http_standalone(a: HttpArgs) -> Result<()> {
+    use std::net::ToSocketAddrs;
+    let hostport = a.url.trim_start_matches("http://").trim_end_matches('/');
+    let addr = hostport
+        .to_socket_addrs()
+        .with_context(|| format!("{} is not host:port", a.url))?
+        .next()
+        .context("the URL names no address")?;
+    let keys = match &a.keys {
+        Some(path) if !a.bare => loadgen::CardKeys::load(path)?,
+        _ => loadgen::CardKeys::fixed(),
+    };
+    let rt = if a.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(a.threads).enable_all().build()?
+    };
+    rt.block_on(async {
+        let fleet = if a.bare {
+            loadgen::Fleet { merchant_token: "kt_bare".into(), cards: keys.offline_cards(a.cards.max(a.conns))? }
+        } else {
+            let token = a.token.as_deref().unwrap_or_default();
+            loadgen::setup(addr, token, &keys, a.cards, &a.topup, 8).await?
+        };
+        let spec = loadgen::RunSpec {
+            conns: a.conns,
+            warmup: Duration::from_secs_f64(a.warmup),
+            duration: Duration::from_secs_f64(a.seconds),
+            count: a.count,
+            rate: a.rate,
+            amount: a.amount.clone(),
+            server_pid: a.server_pid,
+        };
+        let (r, _) = loadgen::run(addr, &fleet.merchant_token, &keys, fleet.cards, &spec).await?;
+        println!("{}", r.summary());
+        if a.server_pid.is_some() {
+            for (name, s) in &r.server_threads {
+                println!("  server thread {name:<28} {:>5.0}% of a core", 100.0 * s / r.window.as_secs_f64());
+            }
+        }
+        Ok(())
+    })
 }
 
 const WALLETS: usize = 10_000;
 const BULK_BATCH: usize = 1_000;
 
+#[derive(Debug)]
 struct Row {
     name: String,
     value: f64,
@@ -54,12 +196,18 @@ struct Row {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    match args.command {
+        Some(Sub::Http(a)) => return http_standalone(a),
+        Some(Sub::Bare { listen, workers }) => return http_bench::bare_server(&listen, workers),
+        None => {}
+    }
+    let part = |p: &str| args.only.is_empty() || args.only.iter().any(|o| o == p);
     std::fs::create_dir_all(&args.out)?;
     let mut rows = Vec::new();
     let dir = tempfile::tempdir()?;
     let duration = Duration::from_secs(args.seconds);
     for (backend, single_goal) in [("sqlite", 100_000.0), ("postgres", 40_000.0)] {
-        if args.backend.as_deref().is_some_and(|b| b != backend) {
+        if args.backend.as_deref().is_some_and(|b| b != backend) || !part("ledger") {
             continue;
         }
         let mut per_mode = Vec::new();
@@ -113,9 +261,43 @@ fn main() -> Result<()> {
             goal: None,
         });
     }
-    rows.push(tap_verification()?);
-    if args.backend.as_deref().is_none_or(|b| b == "sqlite") && args.log_leaves > 0 {
+    if part("tap") {
+        rows.push(tap_verification()?);
+    }
+    if part("log") && args.backend.as_deref().is_none_or(|b| b == "sqlite") && args.log_leaves > 0 {
         rows.extend(big_log(dir.path(), args.log_leaves)?);
+    }
+    if part("http") {
+        let settings = http_bench::HttpSettings {
+            kartu: args.kartu.clone().unwrap_or_else(server::default_kartu_binary),
+            conns: args.http_conns,
+            cards: args.http_cards.max(args.http_conns),
+            seconds: args.http_seconds,
+            sweep_seconds: args.sweep_seconds,
+            client_threads: args.client_threads,
+        };
+        let mut details = String::from("Kartu HTTP benchmark details\n\n");
+        let (bare_rows, bare_details) = http_bench::calibrate(&settings)?;
+        rows.extend(bare_rows);
+        details.push_str(&bare_details);
+        let mut sweeps = Vec::new();
+        for (backend, goal) in [("sqlite", 40_000.0), ("postgres", 25_000.0)] {
+            if args.backend.as_deref().is_some_and(|b| b != backend) {
+                continue;
+            }
+            let outcome = http_bench::measure(&settings, backend, dir.path(), &args.postgres_url, goal)?;
+            rows.extend(outcome.rows);
+            details.push_str(&outcome.details);
+            sweeps.push((backend, outcome.sweep));
+        }
+        std::fs::write(args.out.join("http.txt"), &details)?;
+        if sweeps.iter().any(|(_, s)| !s.is_empty()) {
+            let png = args.out.join("http_latency.png");
+            match plot::latency_vs_load(&png, &sweeps, args.http_conns) {
+                Ok(()) => eprintln!("bench: latency plot in {}", png.display()),
+                Err(e) => eprintln!("bench: no latency plot: {e:#}"),
+            }
+        }
     }
     report(&args.out, &rows)
 }
