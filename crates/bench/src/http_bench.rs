@@ -104,10 +104,12 @@ pub fn measure(
     };
     let wal_path = data_dir.join("kartu.db-wal");
     let wal_path = &wal_path;
-    let (closed, sweep_runs, wal) = rt.block_on(async {
+    let (closed, sweep_runs, wal, sessions) = rt.block_on(async {
         let fleet = loadgen::setup(addr, &server.operator_token, &keys, settings.cards, TOPUP, 8).await?;
         let token = fleet.merchant_token;
+        let sessions_before = pg_sessions(db.as_ref());
         let (closed, mut cards) = loadgen::run(addr, &token, &keys, fleet.cards, &spec).await?;
+        let sessions = pg_sessions(db.as_ref()).zip(sessions_before).map(|(a, b)| a - b);
         eprintln!("bench: http {backend} {} conns, closed loop: {}", settings.conns, closed.summary());
         // SQLite's WAL only restarts when the checkpointer catches up, which it does not
         // under continuous load: its size after the closed loop shows how fast it grows.
@@ -131,7 +133,7 @@ pub fn measure(
                 sweep.push((fraction, r));
             }
         }
-        Ok::<_, anyhow::Error>((closed, sweep, wal))
+        Ok::<_, anyhow::Error>((closed, sweep, wal, sessions))
     })?;
     let metrics = server.get("/metrics").unwrap_or_default();
     let rss_kib = loadgen::peak_rss_kib(pid).context("reading the server's VmHWM")?;
@@ -180,6 +182,15 @@ pub fn measure(
             name: name("wal_mib_after_closed_loop"),
             value: bytes as f64 / (1024.0 * 1024.0),
             unit: "MiB",
+            goal: None,
+        });
+    }
+    if let Some(n) = sessions {
+        // Each is a PostgreSQL backend forked and torn down: the read pool's overflow.
+        rows.push(Row {
+            name: name("new_db_sessions_per_1000_payments"),
+            value: 1000.0 * n as f64 / closed.approved().max(1) as f64,
+            unit: "sessions",
             goal: None,
         });
     }
@@ -251,6 +262,24 @@ pub fn measure(
     }
     details.push('\n');
     Ok(HttpOutcome { rows, sweep, details })
+}
+
+/// Sessions ever opened on the benchmark's PostgreSQL database (`pg_stat_database`).
+fn pg_sessions(db: Option<&BenchDb>) -> Option<i64> {
+    use diesel::{Connection, RunQueryDsl};
+    #[derive(diesel::QueryableByName)]
+    struct Sessions {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        sessions: i64,
+    }
+    let (admin, name) = db?.pg.as_ref()?;
+    let mut c = diesel::PgConnection::establish(admin).ok()?;
+    // Statistics reach the view within a second.
+    std::thread::sleep(Duration::from_millis(1100));
+    diesel::sql_query(format!("SELECT sessions FROM pg_stat_database WHERE datname = '{name}'"))
+        .get_result::<Sessions>(&mut c)
+        .ok()
+        .map(|s| s.sessions)
 }
 
 /// `kartu-bench bare`: a bare actix-web handler (JSON in, 201 and JSON out), printing its
