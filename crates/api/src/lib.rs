@@ -150,11 +150,13 @@ pub async fn limit_body<B: MessageBody + 'static>(
         .get(actix_web::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > BODY_LIMIT_BYTES as u64) {
+    // A terminal's offline journal is the one larger body (its own limit, per upload).
+    let limit = if req.path() == "/v1/offline/journals" { offline::UPLOAD_BYTES_MAX } else { BODY_LIMIT_BYTES };
+    if declared.is_some_and(|n| n > limit as u64) {
         let e = ApiError::new(
             actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
-            format!("a request body may be at most {BODY_LIMIT_BYTES} bytes"),
+            format!("a request body here may be at most {limit} bytes"),
         );
         return Ok(req.into_response(e.error_response()).map_into_right_body());
     }

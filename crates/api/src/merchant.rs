@@ -136,11 +136,19 @@ pub async fn pay(
     let currency = wire::currency(body.currency.as_deref(), state.settings.currency)?;
     let amount = wire::amount(&body.amount, currency, state.settings.amount_max_minor)?;
     let merchant_reference = reference(&body.reference)?;
-    let (tap, card) = card_of_tap(&state, &body.tap).await?;
+    let tap = state.taps.verify(&body.tap)?;
+    // One trip to the blocking pool for everything the payment reads (the merchant and the
+    // fee account come from caches after the first payment).
     let st = state.clone();
-    let (merchant, fees) = blocking(move || {
+    let uid = tap.uid.clone();
+    let (card, merchant, fees) = blocking(move || {
+        let card = st
+            .ledger
+            .registry(|r| r.card_by_uid(&uid))?
+            .ok_or_else(|| ApiError::unprocessable("card_unknown", "this card is not registered"))?;
+        check_active(&card)?;
         let m = st.merchant(merchant_id)?.ok_or_else(|| ApiError::forbidden("the terminal's merchant is gone"))?;
-        Ok((m, st.system_account(AccountKind::FeeRevenue, currency)?))
+        Ok((card, m, st.system_account(AccountKind::FeeRevenue, currency)?))
     })
     .await?;
     let rate = ledger::money::FeeRate::parse(&merchant.fee_rate).map_err(ApiError::internal)?;

@@ -21,12 +21,14 @@ use crate::{blocking, AppState};
 
 /// Most records in one upload.
 pub const UPLOAD_RECORDS_MAX: usize = 500;
+/// Largest upload body.
+pub const UPLOAD_BYTES_MAX: usize = 1024 * 1024;
 
 /// Registers the offline routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/v1/offline/journals")
-            .app_data(web::JsonConfig::default().limit(1024 * 1024).error_handler(crate::error::json_error))
+            .app_data(web::JsonConfig::default().limit(UPLOAD_BYTES_MAX).error_handler(crate::error::json_error))
             .route(web::post().to(upload)),
     )
     .route("/v1/offline/head", web::get().to(head))

@@ -466,6 +466,7 @@ fn offline_upload_survives_kill_9() {
     };
     let started = std::time::Instant::now();
     while head(&base) < 20 && started.elapsed() < std::time::Duration::from_secs(20) {
+        assert!(!uploader.is_finished(), "the upload ended before 20 records were posted");
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
     server.0.kill().expect("kill -9");

@@ -29,8 +29,9 @@ pub const BATCH_REQUESTS_MAX: usize = 8_192;
 pub const QUEUE_JOBS_MAX: usize = 65_536;
 /// How often SQLite's WAL is copied into the database file, off the write path.
 pub const WAL_CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
-/// Most idle read connections kept open.
-pub const READ_CONNECTIONS_MAX: usize = 16;
+/// Most idle read connections kept open (more than the blocking pool usually needs at
+/// once: a connection opened and dropped under load costs PostgreSQL a backend).
+pub const READ_CONNECTIONS_MAX: usize = 64;
 /// Most cached accounts in the writer before the cache is dropped and refilled.
 pub const ACCOUNT_CACHE_MAX: usize = 4_000_000;
 /// Most lines in one statement page and entries in one page.
@@ -210,8 +211,10 @@ impl Ledger {
         }
         if backend == Backend::Sqlite {
             let mut wal = Db::open(url)?;
+            let wal_path = format!("{}-wal", url.trim_start_matches("sqlite://"));
             ledger.every(WAL_CHECKPOINT_INTERVAL, "ledger-wal", move |_| {
-                if let Err(e) = wal.wal_checkpoint() {
+                let size = std::fs::metadata(&wal_path).map_or(0, |m| m.len());
+                if let Err(e) = wal.wal_checkpoint(size) {
                     tracing::warn!(error = %e, "WAL checkpoint failed; trying again");
                 }
             })?;

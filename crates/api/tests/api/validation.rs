@@ -689,7 +689,10 @@ pub fn bad_input_writes_nothing(backend: Backend) -> TestResult {
         run("Idempotency-Key with a space", tok, Some("a b"), body(), 400, "idempotency_key_invalid")?;
         run("Idempotency-Key too long", tok, Some(&"k".repeat(101)), body(), 400, "idempotency_key_invalid")?;
         // Size: 17 KiB, valid JSON.
-        let big = json!({"name": "x".repeat(17 * 1024)}).to_string();
+        // The offline journal upload has its own, larger limit.
+        let limit =
+            if e.path == "/v1/offline/journals" { api::offline::UPLOAD_BYTES_MAX } else { api::BODY_LIMIT_BYTES };
+        let big = json!({"name": "x".repeat(limit + 1024)}).to_string();
         run(
             "oversize body",
             tok,

@@ -189,8 +189,12 @@ impl Db {
 
     /// The last accepted counter of one card.
     pub fn card_last_counter(&mut self, card_id: i64) -> Result<Option<i64>, LedgerError> {
-        on_db!(self, |c| card_counters::table.find(card_id).select(card_counters::last_counter).first(c).optional())
-            .map_err(storage)
+        on_db!(self, |c| card_counters::table
+            .find(card_id)
+            .select(card_counters::last_counter)
+            .get_result(c)
+            .optional())
+        .map_err(storage)
     }
 
     pub fn insert_events(&mut self, events: &[EventRecord]) -> Result<(), LedgerError> {
@@ -203,7 +207,7 @@ impl Db {
 
     pub fn last_event_id(&mut self) -> Result<i64, LedgerError> {
         let max: Option<i64> =
-            on_db!(self, |c| audit_events::table.select(diesel::dsl::max(audit_events::id)).first(c))
+            on_db!(self, |c| audit_events::table.select(diesel::dsl::max(audit_events::id)).get_result(c))
                 .map_err(storage)?;
         Ok(max.unwrap_or(0))
     }
@@ -215,7 +219,7 @@ impl Db {
             let max: Option<i64> = on_db!(self, |c| audit_events::table
                 .filter(audit_events::queue_key.eq(q))
                 .select(diesel::dsl::max(audit_events::queue_number))
-                .first(c))
+                .get_result(c))
             .map_err(storage)?;
             out.insert(q.clone(), max.unwrap_or(0));
         }

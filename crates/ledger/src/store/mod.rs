@@ -28,6 +28,8 @@ const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrati
 /// Merkle nodes below this level are not stored: they are folded from at most
 /// 2^(level-1) leaf hashes when read, which saves a row per entry on the write path.
 pub(crate) const NODE_LEVEL_STORED_MIN: u8 = 4;
+/// Above this WAL size, the background checkpoint truncates the WAL.
+pub(crate) const WAL_TRUNCATE_BYTES: u64 = 64 * 1024 * 1024;
 /// How long a SQLite connection waits for a lock before giving up.
 const SQLITE_BUSY_TIMEOUT_MS: u32 = 10_000;
 /// SQLite page cache per connection: the postings index is written in account order, so
@@ -123,8 +125,14 @@ impl Db {
     }
 
     /// SQLite: copy committed WAL pages into the database file without blocking writers.
-    pub fn wal_checkpoint(&mut self) -> Result<(), LedgerError> {
+    /// Copies the WAL into the database file without waiting (PASSIVE). Under continuous
+    /// load the WAL never gets a moment to restart and would grow without end, so above
+    /// `WAL_TRUNCATE_BYTES` the checkpoint waits for readers and truncates it.
+    pub fn wal_checkpoint(&mut self, wal_bytes: u64) -> Result<(), LedgerError> {
         match self {
+            Db::Sqlite(c) if wal_bytes > WAL_TRUNCATE_BYTES => {
+                c.batch_execute("PRAGMA wal_checkpoint(TRUNCATE)").map_err(storage)
+            }
             Db::Sqlite(c) => c.batch_execute("PRAGMA wal_checkpoint(PASSIVE)").map_err(storage),
             Db::Pg(_) => Ok(()),
         }
@@ -196,8 +204,8 @@ impl Db {
         use ledger_head::dsl as h;
         let cols = (h::last_seq, h::last_time_us, h::tree_size);
         let row: (i64, i64, i64) = match self {
-            Db::Sqlite(c) => h::ledger_head.find(1).select(cols).first(c),
-            Db::Pg(c) => h::ledger_head.find(1).select(cols).for_update().first(c),
+            Db::Sqlite(c) => h::ledger_head.find(1).select(cols).get_result(c),
+            Db::Pg(c) => h::ledger_head.find(1).select(cols).for_update().get_result(c),
         }
         .map_err(storage)?;
         Ok(Head { last_seq: row.0, last_time_us: row.1, tree_size: row.2 })
@@ -419,7 +427,7 @@ impl Db {
         let found: AccountRow = on_db!(self, |c| accounts::table
             .filter(accounts::kind.eq(kind.as_str()).and(accounts::currency.eq(currency.code())))
             .select(AccountRow::as_select())
-            .first(c))
+            .get_result(c))
         .map_err(storage)?;
         found.into_account()
     }
@@ -673,7 +681,7 @@ struct TrialRow {
 /// Reads for statements, audits and maintenance.
 impl Db {
     pub fn last_seq(&mut self) -> Result<i64, LedgerError> {
-        on_db!(self, |c| ledger_head::table.find(1).select(ledger_head::last_seq).first(c)).map_err(storage)
+        on_db!(self, |c| ledger_head::table.find(1).select(ledger_head::last_seq).get_result(c)).map_err(storage)
     }
 
     /// The last entry recorded at or before `time_us`, or 0.
@@ -681,7 +689,7 @@ impl Db {
         let max: Option<i64> = on_db!(self, |c| journal_entries::table
             .filter(journal_entries::time_us.le(time_us))
             .select(diesel::dsl::max(journal_entries::seq))
-            .first(c))
+            .get_result(c))
         .map_err(storage)?;
         Ok(max.unwrap_or(0))
     }
@@ -942,7 +950,7 @@ impl Db {
     }
 
     pub fn tree_size(&mut self) -> Result<i64, LedgerError> {
-        on_db!(self, |c| ledger_head::table.find(1).select(ledger_head::tree_size).first(c)).map_err(storage)
+        on_db!(self, |c| ledger_head::table.find(1).select(ledger_head::tree_size).get_result(c)).map_err(storage)
     }
 
     pub fn leaves(&mut self, from: i64, limit: i64) -> Result<Vec<LeafRow>, LedgerError> {

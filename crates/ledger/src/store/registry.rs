@@ -183,7 +183,9 @@ macro_rules! insert_returning {
 
 macro_rules! find {
     ($self:expr, $q:expr, $ty:ty) => {
-        on_db!($self.0, |c| $q.select(<$ty>::as_select()).first(c).optional()).map_err(storage)
+        // get_result, not first: first binds LIMIT as a parameter, and SQLite re-prepares a
+        // statement whose LIMIT is rebound, on every call. These lookups are by unique keys.
+        on_db!($self.0, |c| $q.select(<$ty>::as_select()).get_result(c).optional()).map_err(storage)
     };
 }
 
@@ -481,7 +483,7 @@ impl Registry<'_> {
         on_db!(self.0, |c| offline_heads::table
             .find(credential_id)
             .select((offline_heads::last_seq, offline_heads::last_hash))
-            .first(c)
+            .get_result(c)
             .optional())
         .map_err(storage)
     }
