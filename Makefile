@@ -3,7 +3,7 @@ DATA_DIR ?= .kartu
 DATABASE_URL ?= sqlite://$(DATA_DIR)/kartu.db
 CARGO ?= cargo
 
-.PHONY: run test check bench setup fmt clippy
+.PHONY: run test check bench setup fmt clippy fuzz
 
 setup:
 	@scripts/setup.sh
@@ -37,3 +37,16 @@ BENCH_ARGS ?=
 bench: setup
 	$(CARGO) build --release -p kartu -p kartu-bench
 	scripts/with-postgres.sh $(CARGO) run --release -p kartu-bench -- --out bench-report $(BENCH_ARGS)
+
+# Each fuzz target (fuzz/, cargo fuzz on nightly) for FUZZ_SECONDS, from the committed seeds;
+# what it finds lands in fuzz/artifacts/<target>/. The seeds themselves run in `make test`
+# (crates/fuzz-checks). Example: make fuzz FUZZ_SECONDS=600 FUZZ_TARGETS=request_body
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= apdu sun amount request_body
+fuzz: setup
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	@for t in $(FUZZ_TARGETS); do \
+		mkdir -p target/fuzz-corpus/$$t || exit 1; \
+		$(CARGO) +nightly fuzz run --sanitizer none $$t target/fuzz-corpus/$$t fuzz/corpus/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -timeout=10 || exit 1; \
+	done
