@@ -26,7 +26,7 @@ use libtest_mimic::{Arguments, Failed, Trial};
 use pcsc_testkit::Pcscd;
 use reader::Terminal;
 use ring::rand::SecureRandom;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 const READER_NAME: &str = "Kartu CLI E2E PCD";
 const HOST: &str = "kartu.cli-e2e.example";
@@ -536,8 +536,23 @@ fn demo_day(outside: Option<&str>) -> Result<(), Failed> {
     if report["entries"] != seqs.len() || report["leaves"] != summary["verify"]["report"]["leaves"] {
         return Err(format!("audit verify reported {report}; the demo's summary {}", summary["verify"]).into());
     }
+    let codes = (summary["lost_card_tap"]["code"].as_str(), summary["replay"]["code"].as_str());
+    if codes != (Some("card_blocked"), Some("card_replay")) {
+        return Err(format!("the demo's summary says {codes:?}").into());
+    }
     if summary["verify"]["ok"] != true || summary["trial_balance_balanced"] != true {
         return Err(format!("the demo's summary: {summary}").into());
+    }
+    // The lost card takes no tap any more: a genuine, fresh tap of it (made here with the
+    // installation's keys, counter above its last) is refused at a kiosk. Last, because the
+    // kiosk's credential is a new leaf of the log.
+    let kiosk = http.post(&operator, "/v1/credentials", "e2e-kiosk", &json!({"role": "kiosk", "name": "e2e kiosk"}))?;
+    let kiosk = kiosk.1["token"].as_str().ok_or("no kiosk token")?.to_string();
+    let next = u32::try_from(cards[1]["last_counter"].as_i64().unwrap_or(0) + 1)?;
+    let tap = fresh_tap(&keys, DEMO_CARDS[1].0, next)?;
+    let (status, refused) = http.post(&kiosk, "/v1/balance-inquiries", "e2e-old-card", &json!({"tap": tap}))?;
+    if (status, refused["code"].as_str()) != (422, Some("card_blocked")) {
+        return Err(format!("a tap of the lost card gave {status} {refused}").into());
     }
     Ok(())
 }
@@ -548,6 +563,19 @@ type Decision<'a> = (Option<&'a str>, Option<&'a str>, Option<&'a str>, Option<i
 /// Minor units as the API writes amounts: 4550000 → "45500.00".
 fn minor_text(minor: i64) -> String {
     format!("{}.{:02}", minor / 100, minor % 100)
+}
+
+/// A genuine tap of card `uid` with read counter `counter`, as the card would mirror it.
+fn fresh_tap(keys: &KeyFile, uid: &str, counter: u32) -> Result<Value, Failed> {
+    let set = keys.newest();
+    let uid = card::CardUid::from_hex(uid).map_err(|error| error.to_string())?;
+    let counter = card::ReadCounter::new(counter).ok_or("counter out of range")?;
+    let file_key =
+        card::diversify_card_key(set.sdm_file_read_master_key(), &uid, 2, keys.system_identifier().as_bytes())
+            .map_err(|error| error.to_string())?;
+    let picc = card::sun::encrypt_picc_data(set.sdm_meta_read_key(), &uid, counter, [0; 5]);
+    let mac = card::sun::sdm_mac(&file_key, &uid, counter, &[]);
+    Ok(json!({"picc_data": hex::encode_upper(picc), "cmac": hex::encode_upper(mac)}))
 }
 
 /// `kartu serve --data-dir DIR` on a free port; returns it and its base URL.
@@ -599,6 +627,17 @@ impl Http {
             return Err(format!("GET {path}: {status}: {body}").into());
         }
         Ok(body)
+    }
+
+    fn post(&self, token: &str, path: &str, key: &str, body: &Value) -> Result<(u16, Value), Failed> {
+        let mut response = self
+            .agent
+            .post(&format!("{}{path}", self.base))
+            .header("Authorization", &format!("Bearer {token}"))
+            .header("Idempotency-Key", key)
+            .send_json(body)?;
+        let status = response.status().as_u16();
+        Ok((status, response.body_mut().read_json()?))
     }
 
     fn get_text(&self, path: &str) -> Result<String, Failed> {
