@@ -3,7 +3,7 @@ DATA_DIR ?= .kartu
 DATABASE_URL ?= sqlite://$(DATA_DIR)/kartu.db
 CARGO ?= cargo
 
-.PHONY: run test check bench setup fmt clippy fuzz
+.PHONY: run test check bench demo setup fmt clippy fuzz
 
 setup:
 	@scripts/setup.sh
@@ -17,6 +17,13 @@ run: setup
 		mkdir -p $(DATA_DIR) && umask 077 && ./target/release/kartu init --data-dir $(DATA_DIR) > $(DATA_DIR)/operator.token; \
 	fi
 	./target/release/kartu serve --data-dir $(DATA_DIR) --listen $(LISTEN) --demo-city $(DATA_DIR)/operator.token
+
+# A scripted city day through a private pcscd, the vpcd driver, virtual cards and a kartu
+# server; prints the story. Needs root (private namespaces). Extra flags: DEMO_ARGS, e.g.
+# make demo DEMO_ARGS="--data-dir /tmp/city --json /tmp/day.json".
+DEMO_ARGS ?=
+demo: setup
+	$(CARGO) run -p kartu -- demo $(DEMO_ARGS)
 
 # Every test, on SQLite and PostgreSQL (a throwaway cluster is started if none runs).
 test: setup
