@@ -251,9 +251,11 @@ async fn post_record(state: &web::Data<AppState>, caller: &Caller, r: &SignedRec
                     .to_string(),
                 })
                 .await?;
-            Ok(RecordResult { seq, result: "logged".into(), entry_seq: None, shortfall_minor: None }).map(|mut x| {
-                x.result = format!("logged:event:{}", recorded.event.id);
-                x
+            Ok(RecordResult {
+                seq,
+                result: format!("logged:event:{}", recorded.event.id),
+                entry_seq: None,
+                shortfall_minor: None,
             })
         }
         RecordKind::Payment => {

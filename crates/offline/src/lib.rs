@@ -455,8 +455,8 @@ impl AccessRefusal {
 }
 
 impl OfflineAccess {
-    /// Decides for `uid` at `now_us`, given the deny list and the times (µs) this gate
-    /// allowed the card in before.
+    /// Decides for `uid` (hex, either case) at `now_us`, given the deny list (upper-case
+    /// UIDs, as synced) and the times (µs) this gate allowed the card in before.
     ///
     /// # Errors
     /// The [`AccessRefusal`] that applies first: deny list, entitlement, hours, passback,
@@ -469,17 +469,20 @@ impl OfflineAccess {
         allowed_before: &[i64],
     ) -> Result<(), AccessRefusal> {
         use chrono::{NaiveTime, TimeZone as _};
-        if deny.contains(uid) {
+        let uid = uid.to_ascii_uppercase();
+        if deny.contains(&uid) {
             return Err(AccessRefusal::CardBlocked);
         }
-        if !self.entitled.iter().any(|e| e == uid) {
+        if !self.entitled.iter().any(|e| e.eq_ignore_ascii_case(&uid)) {
             return Err(AccessRefusal::NotEntitled);
         }
         let tz: chrono_tz::Tz = self.timezone.parse().map_err(|_| AccessRefusal::BadPolicy)?;
         let local = |us: i64| tz.timestamp_micros(us).single().ok_or(AccessRefusal::BadPolicy);
         let now = local(now_us)?;
         let hhmm = |t: &Option<String>| {
-            t.as_deref().map(|t| NaiveTime::parse_from_str(t, "%H:%M").map_err(|_| AccessRefusal::BadPolicy)).transpose()
+            t.as_deref()
+                .map(|t| NaiveTime::parse_from_str(t, "%H:%M").map_err(|_| AccessRefusal::BadPolicy))
+                .transpose()
         };
         if let (Some(o), Some(c)) = (hhmm(&self.opens)?, hhmm(&self.closes)?) {
             let t = now.time();
