@@ -167,6 +167,21 @@ async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::not_found("not_found", "no such route"))
 }
 
+/// Runs the reads of a hot-path handler (the payment): on SQLite inline on the worker, since
+/// a lookup in the embedded database's cached pages takes a few microseconds and a trip to
+/// the blocking pool costs two thread switches more (the profile of the HTTP benchmark
+/// showed the server's time going to context switches); on PostgreSQL, whose reads wait on
+/// the network, on the blocking pool.
+pub async fn hot_reads<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    match state.ledger.backend() {
+        ledger::Backend::Sqlite => f(),
+        ledger::Backend::Postgres => blocking(f).await,
+    }
+}
+
 /// Runs `f` (blocking database work) on actix's blocking pool.
 pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,

@@ -10,7 +10,7 @@ use crate::auth::{BearerToken, Caller, IdempotencyKey, Role};
 use crate::error::ApiError;
 use crate::taps::VerifiedTap;
 use crate::wire::{self, money, receipt, Money, Page, Receipt, Tap};
-use crate::{blocking, AppState};
+use crate::{blocking, hot_reads, AppState};
 
 /// Registers the merchant, agent and kiosk routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -132,12 +132,12 @@ pub async fn pay(
     idem: IdempotencyKey,
     body: web::Json<NewPayment>,
 ) -> Result<HttpResponse, ApiError> {
-    // One trip to the blocking pool for everything the payment reads: the caller's
+    // One pass for everything the payment reads (see `hot_reads`): the caller's
     // credential (fresh, so a revoked token stops at once), the card, and the merchant and
     // fee account (cached after the first payment). The tap is checked after the caller,
     // so that no one without a token can ask which taps are genuine.
     let st = state.clone();
-    let (caller, tap, card, merchant, fees, amount, merchant_reference) = blocking(move || {
+    let (caller, tap, card, merchant, fees, amount, merchant_reference) = hot_reads(&state, move || {
         let caller = Caller::resolve(&st, token)?;
         let merchant_id = caller.merchant_id()?;
         let currency = wire::currency(body.currency.as_deref(), st.settings.currency)?;
