@@ -1025,6 +1025,7 @@ fn disk_full_sqlite() {
     let mut city = City::new_on(dir.path(), &fs, None, 1);
     let setup = started.elapsed();
     let load = city.start_load("diskfull");
+    let end = Instant::now() + Duration::from_secs_f64(seconds);
     let rounds = if soak { (seconds / 8.0).max(1.0) as u32 } else { 1 };
     let mut full_for = Duration::ZERO;
     let mut errors_while_full = 0;
@@ -1051,6 +1052,7 @@ fn disk_full_sqlite() {
         // Payments go through again, without a restart.
         load.wait_for_progress(50, &logs);
     }
+    std::thread::sleep(end.saturating_duration_since(Instant::now()));
     let result = load.finish();
     let full_codes: Vec<_> = result.errors.keys().filter(|k| k.starts_with('5')).cloned().collect();
     assert!(full_codes.contains(&"507 storage_full".to_owned()), "a full disk must say so: {full_codes:?}");
