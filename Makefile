@@ -3,7 +3,7 @@ DATA_DIR ?= .kartu
 DATABASE_URL ?= sqlite://$(DATA_DIR)/kartu.db
 CARGO ?= cargo
 
-.PHONY: run test check bench soak setup fmt clippy
+.PHONY: run test check bench soak demo setup fmt clippy fuzz
 
 setup:
 	@scripts/setup.sh
@@ -17,6 +17,13 @@ run: setup
 		mkdir -p $(DATA_DIR) && umask 077 && ./target/release/kartu init --data-dir $(DATA_DIR) > $(DATA_DIR)/operator.token; \
 	fi
 	./target/release/kartu serve --data-dir $(DATA_DIR) --listen $(LISTEN) --demo-city $(DATA_DIR)/operator.token
+
+# A scripted city day through a private pcscd, the vpcd driver, virtual cards and a kartu
+# server; prints the story. Needs root (private namespaces). Extra flags: DEMO_ARGS, e.g.
+# make demo DEMO_ARGS="--data-dir /tmp/city --json /tmp/day.json".
+DEMO_ARGS ?=
+demo: setup
+	$(CARGO) run -p kartu -- demo $(DEMO_ARGS)
 
 # Every test, on SQLite and PostgreSQL (a throwaway cluster is started if none runs).
 test: setup
@@ -44,3 +51,16 @@ bench: setup
 SOAK_SECONDS ?= 120
 soak: setup
 	KARTU_SOAK_SECONDS=$(SOAK_SECONDS) scripts/with-postgres.sh $(CARGO) test -p kartu --test crash -- --nocapture --test-threads 1
+
+# Each fuzz target (fuzz/, cargo fuzz on nightly) for FUZZ_SECONDS, from the committed seeds;
+# what it finds lands in fuzz/artifacts/<target>/. The seeds themselves run in `make test`
+# (crates/fuzz-checks). Example: make fuzz FUZZ_SECONDS=600 FUZZ_TARGETS=request_body
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= apdu sun amount request_body
+fuzz: setup
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	@for t in $(FUZZ_TARGETS); do \
+		mkdir -p target/fuzz-corpus/$$t || exit 1; \
+		$(CARGO) +nightly fuzz run --sanitizer none $$t target/fuzz-corpus/$$t fuzz/corpus/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -timeout=10 || exit 1; \
+	done

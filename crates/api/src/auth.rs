@@ -123,37 +123,63 @@ fn unauthorized(detail: &str) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
 }
 
+/// The bearer token of a request, checked for shape and hashed, not yet looked up: a
+/// handler on the hot path resolves it ([`Caller::resolve`]) in the same trip to the
+/// blocking pool as its other reads. Most handlers take [`Caller`], which does both.
+#[derive(Debug, Clone, Copy)]
+pub struct BearerToken {
+    hash: [u8; 32],
+}
+
+impl FromRequest for BearerToken {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<BearerToken, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let token = match req.headers().get(actix_web::http::header::AUTHORIZATION).map(|h| h.to_str()) {
+            None => Err(unauthorized("send Authorization: Bearer <token>")),
+            Some(Err(_)) => Err(unauthorized("the Authorization header is not ASCII")),
+            Some(Ok(header)) => header
+                .strip_prefix("Bearer ")
+                .filter(|t| t.starts_with(TOKEN_PREFIX) && t.len() < 100)
+                .map(|token| BearerToken { hash: token_hash(token) })
+                .ok_or_else(|| unauthorized("send Authorization: Bearer <token>")),
+        };
+        std::future::ready(token)
+    }
+}
+
+impl Caller {
+    /// Looks the token up (blocking: call it on the blocking pool). Unknown and revoked
+    /// tokens are refused; the stored hash is compared again in constant time.
+    pub fn resolve(state: &AppState, token: BearerToken) -> Result<Caller, ApiError> {
+        let hash = token.hash;
+        let found = state.ledger.registry(|r| r.credential_by_hash(&hash))?;
+        let credential = match found {
+            // The index lookup found it by hash; compare again in constant time so the
+            // decision never depends on a short-circuiting comparison.
+            Some(c) if bool::from(subtle::ConstantTimeEq::ct_eq(c.token_hash.as_slice(), hash.as_slice())) => c,
+            _ => return Err(unauthorized("unknown token")),
+        };
+        if credential.revoked_at_us.is_some() {
+            return Err(unauthorized("this token was revoked"));
+        }
+        let role = Role::parse(&credential.role).ok_or_else(|| ApiError::internal("credential with unknown role"))?;
+        Ok(Caller { credential, role })
+    }
+}
+
 impl FromRequest for Caller {
     type Error = ApiError;
     type Future = Pin<Box<dyn Future<Output = Result<Caller, ApiError>>>>;
 
-    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+    fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
         let state = req.app_data::<web::Data<AppState>>().cloned();
-        let header = req.headers().get(actix_web::http::header::AUTHORIZATION).map(|h| h.to_str().map(str::to_owned));
+        let token = BearerToken::from_request(req, payload).into_inner();
         Box::pin(async move {
             let state = state.ok_or_else(|| ApiError::internal("no app state"))?;
-            let header = header
-                .ok_or_else(|| unauthorized("send Authorization: Bearer <token>"))?
-                .map_err(|_| unauthorized("the Authorization header is not ASCII"))?;
-            let token = header
-                .strip_prefix("Bearer ")
-                .filter(|t| t.starts_with(TOKEN_PREFIX) && t.len() < 100)
-                .ok_or_else(|| unauthorized("send Authorization: Bearer <token>"))?;
-            let hash = token_hash(token);
-            let ledger = state.ledger.clone();
-            let found = web::block(move || ledger.registry(|r| r.credential_by_hash(&hash))).await??;
-            let credential = match found {
-                // The index lookup found it by hash; compare again in constant time so the
-                // decision never depends on a short-circuiting comparison.
-                Some(c) if bool::from(subtle::ConstantTimeEq::ct_eq(c.token_hash.as_slice(), hash.as_slice())) => c,
-                _ => return Err(unauthorized("unknown token")),
-            };
-            if credential.revoked_at_us.is_some() {
-                return Err(unauthorized("this token was revoked"));
-            }
-            let role =
-                Role::parse(&credential.role).ok_or_else(|| ApiError::internal("credential with unknown role"))?;
-            Ok(Caller { credential, role })
+            let token = token?;
+            web::block(move || Caller::resolve(&state, token)).await?
         })
     }
 }

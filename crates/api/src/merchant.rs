@@ -6,7 +6,7 @@ use ledger::domain::{AccountId, AccountKind, Command, Entry, EntryKind, Event, L
 use ledger::registry::Card;
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{Caller, IdempotencyKey, Role};
+use crate::auth::{BearerToken, Caller, IdempotencyKey, Role};
 use crate::error::ApiError;
 use crate::taps::VerifiedTap;
 use crate::wire::{self, money, receipt, Money, Page, Receipt, Tap};
@@ -128,27 +128,30 @@ fn view(e: &Entry, status: &str, wallet: Option<i64>) -> PaymentView {
     responses((status = 201, body = PaymentView), (status = 409, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
 pub async fn pay(
     state: web::Data<AppState>,
-    caller: Caller,
+    token: BearerToken,
     idem: IdempotencyKey,
     body: web::Json<NewPayment>,
 ) -> Result<HttpResponse, ApiError> {
-    let merchant_id = caller.merchant_id()?;
-    let currency = wire::currency(body.currency.as_deref(), state.settings.currency)?;
-    let amount = wire::amount(&body.amount, currency, state.settings.amount_max_minor)?;
-    let merchant_reference = reference(&body.reference)?;
-    let tap = state.taps.verify(&body.tap)?;
-    // One trip to the blocking pool for everything the payment reads (the merchant and the
-    // fee account come from caches after the first payment).
+    // One trip to the blocking pool for everything the payment reads: the caller's
+    // credential (fresh, so a revoked token stops at once), the card, and the merchant and
+    // fee account (cached after the first payment). The tap is checked after the caller,
+    // so that no one without a token can ask which taps are genuine.
     let st = state.clone();
-    let uid = tap.uid.clone();
-    let (card, merchant, fees) = blocking(move || {
+    let (caller, tap, card, merchant, fees, amount, merchant_reference) = blocking(move || {
+        let caller = Caller::resolve(&st, token)?;
+        let merchant_id = caller.merchant_id()?;
+        let currency = wire::currency(body.currency.as_deref(), st.settings.currency)?;
+        let amount = wire::amount(&body.amount, currency, st.settings.amount_max_minor)?;
+        let merchant_reference = reference(&body.reference)?;
+        let tap = st.taps.verify(&body.tap)?;
         let card = st
             .ledger
-            .registry(|r| r.card_by_uid(&uid))?
+            .registry(|r| r.card_by_uid(&tap.uid))?
             .ok_or_else(|| ApiError::unprocessable("card_unknown", "this card is not registered"))?;
         check_active(&card)?;
         let m = st.merchant(merchant_id)?.ok_or_else(|| ApiError::forbidden("the terminal's merchant is gone"))?;
-        Ok((card, m, st.system_account(AccountKind::FeeRevenue, currency)?))
+        let fees = st.system_account(AccountKind::FeeRevenue, currency)?;
+        Ok((caller, tap, card, m, fees, amount, merchant_reference))
     })
     .await?;
     let rate = ledger::money::FeeRate::parse(&merchant.fee_rate).map_err(ApiError::internal)?;

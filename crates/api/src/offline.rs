@@ -10,7 +10,7 @@
 use actix_web::{web, HttpResponse};
 use ledger::domain::{AccountId, AccountKind, Command, Event, References, Rejection, Request};
 use ledger::LedgerError;
-use offline::{check_upload, ChainHead, JournalError, RecordKind, RiskLimits, SignedRecord};
+use offline::{check_upload, ChainHead, JournalError, OfflineAccess, RecordKind, RiskLimits, SignedRecord};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -82,6 +82,9 @@ pub struct DenyList {
     /// This terminal's offline limits (none: it may not accept payments offline).
     #[schema(value_type = Option<Object>)]
     pub limits: Option<RiskLimits>,
+    /// For a service point's gate: its policy and who is entitled, to decide offline.
+    #[schema(value_type = Option<Object>)]
+    pub access: Option<OfflineAccess>,
     /// As of.
     pub as_of: String,
 }
@@ -92,8 +95,35 @@ pub async fn deny_list(state: web::Data<AppState>, caller: Caller) -> Result<Htt
     terminal(&caller)?;
     let limits = caller.credential.offline_limits.as_deref().and_then(|l| serde_json::from_str::<RiskLimits>(l).ok());
     let st = state.clone();
-    let uids = blocking(move || Ok(st.ledger.registry(|r| r.deny_list())?)).await?;
-    Ok(HttpResponse::Ok().json(DenyList { uids, limits, as_of: crate::wire::time(state.ledger.now_us()) }))
+    let service_point = caller.credential.service_point_id.filter(|_| caller.role == Role::ServicePoint);
+    let (uids, access) = blocking(move || {
+        let uids = st.ledger.registry(|r| r.deny_list())?;
+        let Some(sp_id) = service_point else { return Ok((uids, None)) };
+        let sp =
+            st.ledger.registry(|r| r.service_point(sp_id))?.ok_or_else(|| ApiError::forbidden("service point gone"))?;
+        let policy: crate::access::Policy = serde_json::from_str(&sp.policy).map_err(ApiError::internal)?;
+        let entitled = st
+            .ledger
+            .registry(|r| r.active_cards_with_categories())?
+            .into_iter()
+            .filter(|(_, categories)| {
+                policy.categories.is_empty()
+                    || crate::operator::split_categories(categories).iter().any(|c| policy.categories.contains(c))
+            })
+            .map(|(uid, _)| uid)
+            .collect();
+        let access = OfflineAccess {
+            entitled,
+            opens: policy.opens,
+            closes: policy.closes,
+            timezone: policy.timezone,
+            daily_quota: policy.daily_quota,
+            anti_passback_minutes: policy.anti_passback_minutes,
+        };
+        Ok((uids, Some(access)))
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(DenyList { uids, limits, access, as_of: crate::wire::time(state.ledger.now_us()) }))
 }
 
 /// An upload.
@@ -221,9 +251,11 @@ async fn post_record(state: &web::Data<AppState>, caller: &Caller, r: &SignedRec
                     .to_string(),
                 })
                 .await?;
-            Ok(RecordResult { seq, result: "logged".into(), entry_seq: None, shortfall_minor: None }).map(|mut x| {
-                x.result = format!("logged:event:{}", recorded.event.id);
-                x
+            Ok(RecordResult {
+                seq,
+                result: format!("logged:event:{}", recorded.event.id),
+                entry_seq: None,
+                shortfall_minor: None,
             })
         }
         RecordKind::Payment => {

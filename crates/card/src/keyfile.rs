@@ -343,6 +343,26 @@ impl KeyFile {
         }
         invalid.ok_or(first_error.unwrap_or(SunError::MacMismatch))
     }
+
+    /// The tap a card personalised with the newest keys mirrors at `counter` (no file
+    /// data; `padding` is PICCData's random tail): what demos, load generators and tests
+    /// present in place of a card.
+    ///
+    /// # Errors
+    /// [`crate::DiversifyError`] when the diversification input is invalid.
+    pub fn make_tap(
+        &self,
+        uid: &crate::CardUid,
+        counter: crate::ReadCounter,
+        padding: [u8; 5],
+    ) -> Result<SunTap, crate::DiversifyError> {
+        let set = &self.newest;
+        let card_key =
+            crate::diversify_card_key(&set.sdm_file_read_master_key, uid, 2, self.system_identifier.as_bytes())?;
+        let picc = crate::sun::encrypt_picc_data(&set.sdm_meta_read_key, uid, counter, padding);
+        let mac = crate::sun::sdm_mac(&card_key, uid, counter, &[]);
+        Ok(SunTap::without_file_data(picc, mac))
+    }
 }
 
 impl FromStr for KeyFile {

@@ -401,6 +401,12 @@ impl SunTap {
         Ok(Self { picc_data, sdm_mac, enc_file_data })
     }
 
+    /// A tap without file data (Kartu's URL form), which is always whole.
+    #[must_use]
+    pub const fn without_file_data(picc_data: [u8; PICC_DATA_LEN], sdm_mac: [u8; MAC_LEN]) -> Self {
+        Self { picc_data, sdm_mac, enc_file_data: None }
+    }
+
     /// Parses the hex fields of a tap (either case): `picc_data` 32 characters, `cmac` 16,
     /// `enc_data` (optional) a multiple of 32 up to 256.
     ///

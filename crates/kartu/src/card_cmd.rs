@@ -144,7 +144,6 @@ fn personalize(
         None => key_file.newest(),
     };
     card::ndef::kartu_tap_url_file(host).with_context(|| format!("--host {host:?} cannot be the tap URL's host"))?;
-    let master = MasterKeys::from(set);
 
     let terminal = Terminal::establish().map_err(|error| explain(error, "connecting to the PC/SC service"))?;
     let readers = terminal.list_readers().map_err(|error| explain(error, "listing the card readers"))?;
@@ -163,7 +162,32 @@ fn personalize(
         Err(error) => return Err(explain(error, "waiting for a card")),
     };
 
-    let mut connection = terminal.connect(&reader).map_err(|error| explain(error, "connecting to the card"))?;
+    let (uid, version, counter) =
+        personalize_in(&terminal, &reader, &key_file, set, &keys_path.display().to_string(), host)?;
+    let out = serde_json::json!({
+        "uid": uid.to_string(),
+        "key_version": version,
+        "reader": reader,
+        "tap_verified": true,
+        "counter": counter.value(),
+    });
+    println!("{out}");
+    Ok(())
+}
+
+/// Personalises the blank card in `reader` with key version `set` of `key_file` (named
+/// `keys_label` in messages), then reads one tap back and checks it as the server would:
+/// the card's UID, key version and counter. `kartu card personalize` and `kartu demo`.
+pub(crate) fn personalize_in(
+    terminal: &Terminal,
+    reader: &str,
+    key_file: &KeyFile,
+    set: &MasterKeySet,
+    keys_label: &str,
+    host: &str,
+) -> Result<(card::CardUid, u8, card::ReadCounter)> {
+    let master = MasterKeys::from(set);
+    let mut connection = terminal.connect(reader).map_err(|error| explain(error, "connecting to the card"))?;
     let result =
         connection.transaction(|channel| reader::personalize(channel, &master, key_file.system_identifier(), host));
     // A reset ends the card's authenticated session whatever happened.
@@ -171,12 +195,11 @@ fn personalize(
     let done = match result {
         Ok(done) => done,
         Err(ReaderError::NotBlank { key_version }) => {
-            let verdict = match tap_with_key_file(&terminal, &reader, &key_file) {
+            let verdict = match tap_with_key_file(terminal, reader, key_file) {
                 Ok((uid, version, _)) => format!(
-                    "it is card {uid}, already personalised: its taps verify with key version {version} of {}",
-                    keys_path.display()
+                    "it is card {uid}, already personalised: its taps verify with key version {version} of {keys_label}"
                 ),
-                Err(error) => format!("its taps do not verify with {} ({error:#})", keys_path.display()),
+                Err(error) => format!("its taps do not verify with {keys_label} ({error:#})"),
             };
             let key_0 = if key_version == 0 {
                 "its application master key is not the factory key".to_string()
@@ -193,18 +216,10 @@ fn personalize(
     };
 
     // One tap as a terminal reads it, checked as the server checks it.
-    let (uid, version, counter) = tap_with_key_file(&terminal, &reader, &key_file)
+    let (uid, version, counter) = tap_with_key_file(terminal, reader, key_file)
         .context("the card was personalised, but the tap read back does not verify")?;
     check_read_back(&done, set.version(), uid, version, counter)?;
-    let out = serde_json::json!({
-        "uid": uid.to_string(),
-        "key_version": version,
-        "reader": reader,
-        "tap_verified": true,
-        "counter": counter.value(),
-    });
-    println!("{out}");
-    Ok(())
+    Ok((uid, version, counter))
 }
 
 /// Reads one tap from the card in `reader` and checks it against every version of the

@@ -18,13 +18,22 @@ pub const CARDS: [(&str, &str, &str, &[&str]); 3] = [
     ("Citra Dewi", "7371010101900003", "04A1B2C3D4E503", &["senior"]),
 ];
 
-struct Client {
+/// A small API client: a write with its idempotency key, a read; a non-2xx answer is an
+/// error that names the call and holds the problem document.
+pub(crate) struct Client {
     agent: ureq::Agent,
     base: String,
 }
 
 impl Client {
-    fn post(&self, token: &str, path: &str, key: &str, body: Value) -> Result<Value> {
+    pub(crate) fn new(base: &str) -> Self {
+        Client {
+            agent: ureq::Agent::config_builder().http_status_as_error(false).build().into(),
+            base: base.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    pub(crate) fn post(&self, token: &str, path: &str, key: &str, body: Value) -> Result<Value> {
         let mut r = self
             .agent
             .post(&format!("{}{path}", self.base))
@@ -39,7 +48,7 @@ impl Client {
         }
         Ok(v)
     }
-    fn get(&self, token: &str, path: &str) -> Result<Value> {
+    pub(crate) fn get(&self, token: &str, path: &str) -> Result<Value> {
         let mut r = self
             .agent
             .get(&format!("{}{path}", self.base))
@@ -55,7 +64,7 @@ impl Client {
     }
 }
 
-fn id(v: &Value) -> Result<String> {
+pub(crate) fn id(v: &Value) -> Result<String> {
     v["id"].as_str().map(str::to_owned).context("no id in the answer")
 }
 
@@ -71,35 +80,50 @@ pub fn tap(keys: &KeyFile, uid: &str, counter: u32) -> Result<Value> {
     Ok(json!({"picc_data": hex::encode_upper(picc), "cmac": hex::encode_upper(mac)}))
 }
 
+/// The demo city's places, as the API returned them.
+pub(crate) struct Places {
+    pub(crate) grocery: Value,
+    pub(crate) parking: Value,
+    pub(crate) clinic: Value,
+    pub(crate) agent: Value,
+}
+
+/// Registers the grocery (fee 0.7 %), the parking operator (0.5 %), the clinic (insured and
+/// senior holders, queue numbers) and the top-up agent with Rp 10,000,000 of float.
+pub(crate) fn create_places(c: &Client, op: &str) -> Result<Places> {
+    let grocery = c.post(
+        op,
+        "/v1/merchants",
+        "demo-grocery",
+        json!({"name": "Toko Sembako Losari", "category": "grocery", "fee_rate": "0.007"}),
+    )?;
+    let parking = c.post(
+        op,
+        "/v1/merchants",
+        "demo-parking",
+        json!({"name": "Parkir Pantai Losari", "category": "parking", "fee_rate": "0.005"}),
+    )?;
+    let clinic = c.post(op, "/v1/service-points", "demo-clinic", json!({"name": "Puskesmas Kassi-Kassi", "service": "clinic",
+        "policy": {"categories": ["insured", "senior"], "timezone": "Asia/Makassar", "daily_quota": 2, "issues_queue_numbers": true}}))?;
+    let agent = c.post(op, "/v1/agents", "demo-agent", json!({"name": "Agen BRILink Panakkukang"}))?;
+    c.post(op, &format!("/v1/agents/{}/float", id(&agent)?), "demo-float", json!({"amount": AGENT_FLOAT}))?;
+    Ok(Places { grocery, parking, clinic, agent })
+}
+
+/// The agent's float.
+pub(crate) const AGENT_FLOAT: &str = "10000000.00";
+
 /// Seeds the city (first run) and prints how to try it.
 pub fn seed_and_print(base: &str, data_dir: &Path, operator_token: &str) -> Result<()> {
     let keys_text = std::fs::read_to_string(data_dir.join("keys.toml")).context("reading keys.toml")?;
     let keys = KeyFile::parse(&keys_text).map_err(|e| anyhow::anyhow!("keys.toml: {e}"))?;
-    let c = Client {
-        agent: ureq::Agent::config_builder().http_status_as_error(false).build().into(),
-        base: base.to_owned(),
-    };
+    let c = Client::new(base);
     let saved = data_dir.join("demo-city.json");
     let city: Value = if saved.exists() {
         serde_json::from_str(&std::fs::read_to_string(&saved)?)?
     } else {
         let op = operator_token;
-        let grocery = c.post(
-            op,
-            "/v1/merchants",
-            "demo-grocery",
-            json!({"name": "Toko Sembako Losari", "category": "grocery", "fee_rate": "0.007"}),
-        )?;
-        let parking = c.post(
-            op,
-            "/v1/merchants",
-            "demo-parking",
-            json!({"name": "Parkir Pantai Losari", "category": "parking", "fee_rate": "0.005"}),
-        )?;
-        let clinic = c.post(op, "/v1/service-points", "demo-clinic", json!({"name": "Puskesmas Kassi-Kassi", "service": "clinic",
-            "policy": {"categories": ["insured", "senior"], "timezone": "Asia/Makassar", "daily_quota": 2, "issues_queue_numbers": true}}))?;
-        let agent = c.post(op, "/v1/agents", "demo-agent", json!({"name": "Agen BRILink Panakkukang"}))?;
-        c.post(op, &format!("/v1/agents/{}/float", id(&agent)?), "demo-float", json!({"amount": "10000000.00"}))?;
+        let Places { grocery, parking, clinic, agent } = create_places(&c, op)?;
         let mut cards = Vec::new();
         for (i, (name, nik, uid, categories)) in CARDS.iter().enumerate() {
             let h = c.post(

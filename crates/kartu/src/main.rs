@@ -7,6 +7,7 @@ use ledger::domain::AccountId;
 use ledger::{Ledger, LedgerConfig};
 
 mod card_cmd;
+mod demo;
 mod demo_city;
 mod verify_url;
 
@@ -95,6 +96,11 @@ enum Cmd {
         #[command(subcommand)]
         command: AuditCmd,
     },
+    /// A scripted day in the city through a private pcscd, the vpcd driver, virtual cards
+    /// and a kartu server: personalise, issue, top up, pay, park, clinic, library, a lost
+    /// card, a cloned card, an outage with offline payments, and the audit verified. Prints
+    /// the story; needs root (private namespaces), pcscd and vsmartcard-vpcd.
+    Demo(demo::DemoArgs),
     /// Read the ledger.
     Ledger {
         #[arg(long, env = "KARTU_DATABASE_URL", global = true)]
@@ -174,6 +180,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Card { command } => card_cmd::run(command),
+        Cmd::Demo(args) => demo::run(args),
         Cmd::Init { data_dir, database_url, system_identifier } => {
             let done = api::server::init(&data_dir, database_url.as_deref(), &system_identifier)?;
             eprintln!("kartu: initialised {} ({})", data_dir.display(), done.config.database_url);

@@ -9,6 +9,10 @@
 //!
 //! The trials share one pcscd and one personalised card (slot 0), and take turns; the
 //! interrupted-personalisation trial brings a second blank card in slot 1.
+//!
+//! One trial runs `kartu demo` (a scripted city day with its own pcscd, in namespaces of its
+//! own nested in the test's), then serves the installation it leaves and checks the day's
+//! final state through the API against figures computed here.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -22,7 +26,7 @@ use libtest_mimic::{Arguments, Failed, Trial};
 use pcsc_testkit::Pcscd;
 use reader::Terminal;
 use ring::rand::SecureRandom;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 const READER_NAME: &str = "Kartu CLI E2E PCD";
 const HOST: &str = "kartu.cli-e2e.example";
@@ -45,8 +49,8 @@ fn main() {
             Err(reason) => Some(reason),
         }
     };
-    let world = Arc::new(Mutex::new(Lazy::Pending(outside_reason)));
-    let conclusion = libtest_mimic::run(&arguments, trials(&world));
+    let world = Arc::new(Mutex::new(Lazy::Pending(outside_reason.clone())));
+    let conclusion = libtest_mimic::run(&arguments, trials(&world, outside_reason));
     {
         let mut lazy = lock(&world);
         if let Lazy::Ready(world) = &*lazy {
@@ -103,7 +107,7 @@ fn with_world(world: &Shared, body: fn(&mut World) -> Result<(), Failed>) -> Res
     }
 }
 
-fn trials(world: &Shared) -> Vec<Trial> {
+fn trials(world: &Shared, outside_reason: Option<String>) -> Vec<Trial> {
     type Body = fn(&mut World) -> Result<(), Failed>;
     let bodies: [(&str, Body); 6] = [
         ("personalize_prints_the_sims_uid_and_a_verified_tap", personalize_output),
@@ -119,6 +123,10 @@ fn trials(world: &Shared) -> Vec<Trial> {
             let world = Arc::clone(world);
             Trial::test(name, move || with_world(&world, body))
         })
+        .chain(std::iter::once(Trial::test(
+            "kartu_demo_plays_the_city_day_and_its_final_state_checks_through_the_api",
+            move || demo_day(outside_reason.as_deref()),
+        )))
         .collect()
 }
 
@@ -298,6 +306,344 @@ fn unknown_reader(world: &mut World) -> Result<(), Failed> {
         return Err(format!("an unknown reader gave {}: {stdout} {stderr}", output.status).into());
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// `kartu demo`.
+
+/// The demo's cards as the test knows them: UID, holder, NIK (which must never be printed).
+const DEMO_CARDS: [(&str, &str, &str); 3] = [
+    ("04A1B2C3D4E501", "Ani Wijaya", "7371010101900001"),
+    ("04A1B2C3D4E502", "Budi Santoso", "7371010101900002"),
+    ("04A1B2C3D4E503", "Citra Dewi", "7371010101900003"),
+];
+/// The blank card that replaces Budi's lost one.
+const DEMO_REPLACEMENT_UID: &str = "04A1B2C3D4E504";
+/// The day's amounts in minor units (IDR), as the demo's script says: top-ups for Ani, Budi,
+/// Citra; Ani's groceries; Budi's parking hold and capture; Citra's groceries online (whose
+/// tap a clone replays) and offline.
+const DEMO_TOPUPS: [i64; 3] = [20_000_000, 15_000_000, 10_000_000];
+const DEMO_GROCERY_ANI: i64 = 4_550_000;
+const DEMO_PARKING_HOLD: i64 = 2_000_000;
+const DEMO_PARKING_CAPTURE: i64 = 1_200_000;
+const DEMO_GROCERY_CITRA: i64 = 3_000_000;
+const DEMO_OFFLINE_CITRA: i64 = 2_500_000;
+/// How long `kartu serve` may take to say where it listens.
+const SERVE_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn demo_day(outside: Option<&str>) -> Result<(), Failed> {
+    if let Some(reason) = outside {
+        return Err(format!("not inside a private namespace: {reason}").into());
+    }
+    let directory = tempfile::tempdir()?;
+    let data = directory.path().join("city");
+    let summary_path = directory.path().join("day.json");
+
+    // Bad input first: a data directory that is not empty is refused before anything starts.
+    let busy = directory.path().join("busy");
+    std::fs::create_dir(&busy)?;
+    std::fs::write(busy.join("something"), "x")?;
+    let output = Command::new(env!("CARGO_BIN_EXE_kartu"))
+        .arg("demo")
+        .arg("--data-dir")
+        .arg(&busy)
+        .stdin(Stdio::null())
+        .output()?;
+    let (stdout, stderr) = texts(&output);
+    if output.status.success() || !stdout.is_empty() || !stderr.contains("is not empty") {
+        return Err(format!("kartu demo on a non-empty directory gave {}: {stdout} {stderr}", output.status).into());
+    }
+
+    let started = Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_kartu"))
+        .arg("demo")
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--json")
+        .arg(&summary_path)
+        .stdin(Stdio::null())
+        .output()?;
+    let (story, stderr) = texts(&output);
+    if !output.status.success() {
+        return Err(format!("kartu demo failed ({}):\n{story}\n{stderr}", output.status).into());
+    }
+    eprintln!("card_e2e: kartu demo took {} ms", started.elapsed().as_millis());
+    let summary: Value = serde_json::from_str(&read(&summary_path))?;
+    let tokens_path = data.join("demo-tokens.json");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&tokens_path)?.permissions());
+    if mode & 0o077 != 0 {
+        return Err(format!("{} has mode {mode:o}, not 0600", tokens_path.display()).into());
+    }
+    let tokens: Value = serde_json::from_str(&read(&tokens_path))?;
+    let operator = tokens["operator"].as_str().ok_or("no operator token")?.to_owned();
+    let auditor = tokens["auditor"].as_str().ok_or("no auditor token")?.to_owned();
+
+    // No secret in what the demo printed: tokens, NIKs, card master keys.
+    let printed = format!("{story}{stderr}");
+    let keys = KeyFile::parse(&read(&data.join("keys.toml"))).map_err(|error| error.to_string())?;
+    let mut secrets: Vec<String> = vec![operator.clone(), auditor.clone()];
+    secrets.extend(DEMO_CARDS.iter().map(|(_, _, nik)| (*nik).to_string()));
+    for set in keys.versions() {
+        for key in [set.sdm_meta_read_key(), set.sdm_file_read_master_key(), set.app_master_key()] {
+            secrets.push(hex::encode_upper(key.expose_secret()));
+        }
+    }
+    if let Some(secret) = secrets.iter().find(|s| printed.to_uppercase().contains(&s.to_uppercase())) {
+        return Err(format!("kartu demo printed a secret ({} characters)", secret.len()).into());
+    }
+    for (what, needle) in [
+        ("the clinic's queue number", "queue number 1"),
+        ("the library's refusal", "not_entitled"),
+        ("the replay's refusal", "409 card_replay"),
+        ("the lost card's refusal", "card_blocked"),
+        ("the offline approval", "approved offline"),
+        ("the verification", "OK: "),
+    ] {
+        if !story.contains(needle) {
+            return Err(format!("the story does not tell {what} ({needle:?}):\n{story}").into());
+        }
+    }
+
+    // The day's figures, computed here.
+    let card_of = |uid: &str| -> Result<String, Failed> {
+        summary["cards"]
+            .as_array()
+            .and_then(|cards| cards.iter().find(|c| c["uid"] == uid))
+            .and_then(|c| c["card_id"].as_str())
+            .map(str::to_string)
+            .ok_or_else(|| format!("the summary has no card {uid}: {summary}").into())
+    };
+    let (ani, budi, citra) = (card_of(DEMO_CARDS[0].0)?, card_of(DEMO_CARDS[1].0)?, card_of(DEMO_CARDS[2].0)?);
+    let budi_new = card_of(DEMO_REPLACEMENT_UID)?;
+    let expected: [(&str, &str, &str, i64); 4] = [
+        (ani.as_str(), DEMO_CARDS[0].0, "active", DEMO_TOPUPS[0] - DEMO_GROCERY_ANI),
+        (budi.as_str(), DEMO_CARDS[1].0, "replaced", 0),
+        (citra.as_str(), DEMO_CARDS[2].0, "active", DEMO_TOPUPS[2] - DEMO_GROCERY_CITRA - DEMO_OFFLINE_CITRA),
+        (budi_new.as_str(), DEMO_REPLACEMENT_UID, "active", DEMO_TOPUPS[1] - DEMO_PARKING_CAPTURE),
+    ];
+
+    // The installation the demo left, served again; checked through the API.
+    let (server, base) = serve(&data)?;
+    let _server = KillOnDrop(server);
+    let http = Http { agent: ureq::Agent::config_builder().http_status_as_error(false).build().into(), base };
+    let mut cards = Vec::new();
+    for (id, uid, status, balance) in expected {
+        let card = http.get(&operator, &format!("/v1/cards/{id}"))?;
+        let found = (card["uid"].as_str(), card["status"].as_str(), card["balance"]["amount"].as_str());
+        let want = (Some(uid), Some(status), Some(minor_text(balance)));
+        if found != (want.0, want.1, want.2.as_deref()) {
+            return Err(format!("card {id}: {card}, expected {want:?}").into());
+        }
+        cards.push(card);
+    }
+    // The lost card: replaced by the new one, which belongs to the same holder; it was
+    // blocked as lost first (the operator's log says so), and a tap of it was refused.
+    let (old, new) = (&cards[1], &cards[3]);
+    if old["replaced_by"].as_str() != Some(budi_new.as_str()) || old["holder_id"] != new["holder_id"] {
+        return Err(format!("the lost card {old} is not replaced by {new}").into());
+    }
+    // The clone's replayed tap was refused and recorded; nobody else's was.
+    let replays: Vec<u64> = cards.iter().map(|c| c["replays"].as_u64().unwrap_or(u64::MAX)).collect();
+    if replays != [0, 0, 1, 0] || cards[2]["suspected_clone"] != true {
+        return Err(format!("replays per card {replays:?}, expected [0, 0, 1, 0]: {}", cards[2]).into());
+    }
+
+    // The journal: every entry of the day, each once.
+    let entries = http.get(&auditor, "/v1/audit/entries?limit=1000")?;
+    let entries = entries["entries"].as_array().ok_or("no entries")?.clone();
+    let kinds: Vec<&str> = entries.iter().map(|e| e["kind"].as_str().unwrap_or("?")).collect();
+    let expected_kinds = [
+        "transfer", // the agent's float
+        "topup",
+        "topup",
+        "topup",
+        "payment",
+        "hold",
+        "capture",
+        "card_replacement",
+        "payment",
+        "payment", // offline, uploaded
+    ];
+    if kinds != expected_kinds {
+        return Err(format!("entry kinds {kinds:?}, expected {expected_kinds:?}").into());
+    }
+    let seqs: Vec<i64> = entries.iter().filter_map(|e| e["entry_seq"].as_i64()).collect();
+    if seqs != (1..=expected_kinds.len() as i64).collect::<Vec<_>>() || summary["entries"] != seqs.len() {
+        return Err(format!("entry sequence {seqs:?}; the demo reported {} entries", summary["entries"]).into());
+    }
+    let of_card = |id: &str, kind: &str| -> Vec<String> {
+        entries
+            .iter()
+            .filter(|e| e["card_id"].as_str() == Some(id) && e["kind"] == kind)
+            .map(|e| e["amount"]["amount"].as_str().unwrap_or("?").to_string())
+            .collect()
+    };
+    let texts_of = |v: &[i64]| v.iter().map(|m| minor_text(*m)).collect::<Vec<_>>();
+    let figures = [
+        (of_card(&ani, "payment"), texts_of(&[DEMO_GROCERY_ANI])),
+        (of_card(&budi, "hold"), texts_of(&[DEMO_PARKING_HOLD])),
+        (of_card(&budi_new, "card_replacement"), texts_of(&[DEMO_TOPUPS[1] - DEMO_PARKING_CAPTURE])),
+        (of_card(&citra, "payment"), texts_of(&[DEMO_GROCERY_CITRA, DEMO_OFFLINE_CITRA])),
+    ];
+    for (found, want) in figures {
+        if found != want {
+            return Err(format!("entry amounts {found:?}, expected {want:?}").into());
+        }
+    }
+    // The offline payment: posted exactly once, for Citra's card.
+    let offline: Vec<&Value> =
+        entries.iter().filter(|e| e["memo"].as_str().is_some_and(|m| m.starts_with("offline"))).collect();
+    let posted_once = offline.len() == 1
+        && offline[0]["card_id"].as_str() == Some(citra.as_str())
+        && offline[0]["amount"]["amount"].as_str() == Some(minor_text(DEMO_OFFLINE_CITRA).as_str());
+    if !posted_once || summary["offline"]["posted"] != 1 {
+        return Err(format!("offline entries {offline:?}, summary {}", summary["offline"]).into());
+    }
+
+    // The access log: the clinic let Ani in with queue number 1; the library refused her.
+    let log = http.get(&auditor, "/v1/audit/access-log?limit=100")?;
+    let decisions: Vec<Decision<'_>> = log["decisions"]
+        .as_array()
+        .ok_or("no decisions")?
+        .iter()
+        .map(|d| (d["card_id"].as_str(), d["decision"].as_str(), d["reason"].as_str(), d["queue_number"].as_i64()))
+        .collect();
+    let want = vec![
+        (Some(ani.as_str()), Some("allow"), Some("entitled"), Some(1)),
+        (Some(ani.as_str()), Some("deny"), Some("not_entitled"), None),
+    ];
+    if decisions != want {
+        return Err(format!("access log {decisions:?}, expected {want:?}").into());
+    }
+
+    // The auditor's check, as a separate process against the served installation.
+    let key_file = data.join("checkpoint-verifier.pub");
+    let public_key = http.get_text("/v1/audit/public-key")?;
+    if public_key.trim() != read(&key_file).trim() {
+        return Err(format!("the server's verifier key {public_key:?} is not the one the demo saved").into());
+    }
+    let url = http.base.clone();
+    let output = Command::new(env!("CARGO_BIN_EXE_kartu"))
+        .args(["audit", "verify", "--url", &url, "--token", &auditor, "--public-key"])
+        .arg(&key_file)
+        .stdin(Stdio::null())
+        .output()?;
+    let (stdout, stderr) = texts(&output);
+    if !output.status.success() || !stderr.contains("the log verifies") {
+        return Err(format!("kartu audit verify --url gave {}: {stdout} {stderr}", output.status).into());
+    }
+    let report: Value = serde_json::from_str(&stdout)?;
+    if report["entries"] != seqs.len() || report["leaves"] != summary["verify"]["report"]["leaves"] {
+        return Err(format!("audit verify reported {report}; the demo's summary {}", summary["verify"]).into());
+    }
+    let codes = (summary["lost_card_tap"]["code"].as_str(), summary["replay"]["code"].as_str());
+    if codes != (Some("card_blocked"), Some("card_replay")) {
+        return Err(format!("the demo's summary says {codes:?}").into());
+    }
+    if summary["verify"]["ok"] != true || summary["trial_balance_balanced"] != true {
+        return Err(format!("the demo's summary: {summary}").into());
+    }
+    // The lost card takes no tap any more: a genuine, fresh tap of it (made here with the
+    // installation's keys, counter above its last) is refused at a kiosk. Last, because the
+    // kiosk's credential is a new leaf of the log.
+    let kiosk = http.post(&operator, "/v1/credentials", "e2e-kiosk", &json!({"role": "kiosk", "name": "e2e kiosk"}))?;
+    let kiosk = kiosk.1["token"].as_str().ok_or("no kiosk token")?.to_string();
+    let next = u32::try_from(cards[1]["last_counter"].as_i64().unwrap_or(0) + 1)?;
+    let tap = fresh_tap(&keys, DEMO_CARDS[1].0, next)?;
+    let (status, refused) = http.post(&kiosk, "/v1/balance-inquiries", "e2e-old-card", &json!({"tap": tap}))?;
+    if (status, refused["code"].as_str()) != (422, Some("card_blocked")) {
+        return Err(format!("a tap of the lost card gave {status} {refused}").into());
+    }
+    Ok(())
+}
+
+/// An access decision as the test compares it: card, decision, reason, queue number.
+type Decision<'a> = (Option<&'a str>, Option<&'a str>, Option<&'a str>, Option<i64>);
+
+/// Minor units as the API writes amounts: 4550000 → "45500.00".
+fn minor_text(minor: i64) -> String {
+    format!("{}.{:02}", minor / 100, minor % 100)
+}
+
+/// A genuine tap of card `uid` with read counter `counter`, as the card would mirror it.
+fn fresh_tap(keys: &KeyFile, uid: &str, counter: u32) -> Result<Value, Failed> {
+    let set = keys.newest();
+    let uid = card::CardUid::from_hex(uid).map_err(|error| error.to_string())?;
+    let counter = card::ReadCounter::new(counter).ok_or("counter out of range")?;
+    let file_key =
+        card::diversify_card_key(set.sdm_file_read_master_key(), &uid, 2, keys.system_identifier().as_bytes())
+            .map_err(|error| error.to_string())?;
+    let picc = card::sun::encrypt_picc_data(set.sdm_meta_read_key(), &uid, counter, [0; 5]);
+    let mac = card::sun::sdm_mac(&file_key, &uid, counter, &[]);
+    Ok(json!({"picc_data": hex::encode_upper(picc), "cmac": hex::encode_upper(mac)}))
+}
+
+/// `kartu serve --data-dir DIR` on a free port; returns it and its base URL.
+fn serve(data: &Path) -> Result<(Child, String), Failed> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kartu"))
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stderr = child.stderr.take().ok_or("no stderr")?;
+    let (sender, receiver) = std::sync::mpsc::channel();
+    // Reads the server's stderr to the end, so that it never blocks on a full pipe.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(url) = line.strip_prefix("kartu: serving on ") {
+                let _ = sender.send(url.trim().to_string());
+            }
+        }
+    });
+    match receiver.recv_timeout(SERVE_TIMEOUT) {
+        Ok(url) => Ok((child, url)),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(format!("kartu serve did not start within {SERVE_TIMEOUT:?}").into())
+        }
+    }
+}
+
+struct Http {
+    agent: ureq::Agent,
+    base: String,
+}
+
+impl Http {
+    fn get(&self, token: &str, path: &str) -> Result<Value, Failed> {
+        let mut response = self
+            .agent
+            .get(&format!("{}{path}", self.base))
+            .header("Authorization", &format!("Bearer {token}"))
+            .call()?;
+        let status = response.status();
+        let body: Value = response.body_mut().read_json()?;
+        if !status.is_success() {
+            return Err(format!("GET {path}: {status}: {body}").into());
+        }
+        Ok(body)
+    }
+
+    fn post(&self, token: &str, path: &str, key: &str, body: &Value) -> Result<(u16, Value), Failed> {
+        let mut response = self
+            .agent
+            .post(&format!("{}{path}", self.base))
+            .header("Authorization", &format!("Bearer {token}"))
+            .header("Idempotency-Key", key)
+            .send_json(body)?;
+        let status = response.status().as_u16();
+        Ok((status, response.body_mut().read_json()?))
+    }
+
+    fn get_text(&self, path: &str) -> Result<String, Failed> {
+        let mut response = self.agent.get(&format!("{}{path}", self.base)).call()?;
+        Ok(response.body_mut().read_to_string()?)
+    }
 }
 
 // ---------------------------------------------------------------------------------------

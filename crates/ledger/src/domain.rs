@@ -12,6 +12,10 @@ use crate::money::{Amount, Currency};
 pub const WALLET_BALANCE_MAX_DEFAULT_MINOR: i64 = 200_000_000;
 /// Longest idempotency key accepted.
 pub const IDEMPOTENCY_KEY_MAX: usize = 128;
+/// How far below a card's last read counter a tap may still be accepted, once: taps of one
+/// card that race to the server arrive out of order (RFC 4303's anti-replay window, here
+/// for SDM read counters). A counter used before, or further below, is a replay.
+pub const TAP_WINDOW: i64 = 64;
 /// Longest free-text reference (terminal id, merchant reference, memo).
 pub const REFERENCE_TEXT_MAX: usize = 200;
 /// Most postings in one entry.

@@ -940,7 +940,12 @@ fn load(
         }
     }
     state.last_counters = db.card_counters(&needs.cards)?;
-    state.used_taps = db.used_counters(&needs.offline_taps)?;
+    // Only taps that are not above their card's last counter can have been used; the
+    // usual tap, above it, costs no lookup.
+    let mut maybe_used = needs.offline_taps.clone();
+    maybe_used
+        .extend(needs.taps.iter().filter(|(card, ctr)| state.last_counters.get(card).is_some_and(|last| ctr <= last)));
+    state.used_taps = db.used_counters(&maybe_used)?;
     if needs.events {
         state.next_event_id = db.last_event_id()? + 1;
         state.queue_max = db.queue_max(&needs.queues)?;

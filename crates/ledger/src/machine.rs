@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::domain::{
     Account, AccountId, AccountKind, CardReplay, Command, Entry, EntryKind, Event, EventRecord, IdempotencyKey, Op,
-    Posted, Posting, Recorded, Rejection, Request,
+    Posted, Posting, Recorded, Rejection, Request, TAP_WINDOW,
 };
 use crate::money::Currency;
 
@@ -57,6 +57,9 @@ pub(crate) struct Needs {
     pub events: bool,
     /// `(card, counter)` of offline payments: they must not have been used by any entry.
     pub offline_taps: HashSet<(i64, i64)>,
+    /// `(card, counter)` of every tap: those at or below their card's last counter are
+    /// looked up as used or not.
+    pub taps: HashSet<(i64, i64)>,
 }
 
 impl Needs {
@@ -69,6 +72,7 @@ impl Needs {
                     n.events = true;
                     n.keys.extend(e.idempotency_key.clone());
                     n.cards.extend(e.card_id.filter(|_| e.card_read_counter.is_some()));
+                    n.taps.extend(e.card_id.zip(e.card_read_counter));
                     n.queues.extend(e.queue_key.clone());
                     continue;
                 }
@@ -78,6 +82,7 @@ impl Needs {
             }
             if let (Some(card), Some(ctr)) = (r.references.card_id, r.references.card_read_counter) {
                 n.cards.insert(card);
+                n.taps.insert((card, ctr));
                 if matches!(r.command, Command::OfflinePayment { .. }) {
                     n.offline_taps.insert((card, ctr));
                 }
@@ -161,12 +166,17 @@ impl<'s> Machine<'s> {
         }
     }
 
-    /// Checks a tap's counter against the card's last; a replay is remembered for the
-    /// operator.
+    /// Checks a tap's counter against the card's: above the last one it is fresh; within
+    /// [`TAP_WINDOW`] below it, fresh if no entry or event has used it (taps of one card
+    /// that race to the server arrive out of order); further below, or used, it is a replay,
+    /// remembered for the operator.
     fn check_tap(&mut self, tap: Option<(i64, i64)>, source: Option<&str>) -> Result<(), Rejection> {
         let Some((card, counter)) = tap else { return Ok(()) };
         match self.state.last_counters.get(&card) {
-            Some(&last) if counter <= last => {
+            Some(&last)
+                if counter <= last
+                    && (counter <= last - TAP_WINDOW || self.state.used_taps.contains(&(card, counter))) =>
+            {
                 self.replays.push(CardReplay {
                     card_id: card,
                     counter,

@@ -393,3 +393,121 @@ impl RiskState {
         self.outstanding_minor
     }
 }
+
+/// A service point's access policy as its gate applies it offline (SPEC §7), synced with
+/// the deny list: who is entitled (the UIDs of active cards whose holders the policy's
+/// categories admit), opening hours, and the per-holder rules the gate can keep alone.
+/// Offline, a gate knows only its own decisions, so quota and passback count the entries
+/// it allowed itself; it gives no queue numbers (the server numbers queues).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OfflineAccess {
+    /// UIDs the policy admits, upper-case hex.
+    pub entitled: Vec<String>,
+    /// Opening time, local "HH:MM".
+    pub opens: Option<String>,
+    /// Closing time, local "HH:MM" (exclusive).
+    pub closes: Option<String>,
+    /// IANA time zone of the hours and of the day.
+    pub timezone: String,
+    /// Entries allowed per card per local day.
+    pub daily_quota: Option<u32>,
+    /// No second entry within this many minutes.
+    pub anti_passback_minutes: Option<u32>,
+}
+
+/// Why a gate refuses a card offline; [`AccessRefusal::code`] matches the server's reasons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AccessRefusal {
+    /// On the deny list.
+    #[error("this card is on the deny list")]
+    CardBlocked,
+    /// The policy does not admit the holder.
+    #[error("the holder is not entitled here")]
+    NotEntitled,
+    /// Outside the opening hours.
+    #[error("closed")]
+    Closed,
+    /// Allowed in too recently.
+    #[error("entered too recently")]
+    Passback,
+    /// The day's entries are used up.
+    #[error("today's entries are used up")]
+    QuotaReached,
+    /// The synced policy cannot be read (a bad time zone or time).
+    #[error("the synced policy is unreadable")]
+    BadPolicy,
+}
+
+impl AccessRefusal {
+    /// The reason code, as the server's access decisions give it.
+    #[must_use]
+    pub const fn code(self) -> &'static str {
+        match self {
+            AccessRefusal::CardBlocked => "card_blocked",
+            AccessRefusal::NotEntitled => "not_entitled",
+            AccessRefusal::Closed => "closed",
+            AccessRefusal::Passback => "passback",
+            AccessRefusal::QuotaReached => "quota_reached",
+            AccessRefusal::BadPolicy => "bad_policy",
+        }
+    }
+}
+
+impl OfflineAccess {
+    /// Decides for `uid` (hex, either case) at `now_us`, given the deny list (upper-case
+    /// UIDs, as synced) and the times (µs) this gate allowed the card in before.
+    ///
+    /// # Errors
+    /// The [`AccessRefusal`] that applies first: deny list, entitlement, hours, passback,
+    /// quota (the server's order).
+    pub fn decide(
+        &self,
+        uid: &str,
+        now_us: i64,
+        deny: &std::collections::HashSet<String>,
+        allowed_before: &[i64],
+    ) -> Result<(), AccessRefusal> {
+        use chrono::{NaiveTime, TimeZone as _};
+        let uid = uid.to_ascii_uppercase();
+        if deny.contains(&uid) {
+            return Err(AccessRefusal::CardBlocked);
+        }
+        if !self.entitled.iter().any(|e| e.eq_ignore_ascii_case(&uid)) {
+            return Err(AccessRefusal::NotEntitled);
+        }
+        let tz: chrono_tz::Tz = self.timezone.parse().map_err(|_| AccessRefusal::BadPolicy)?;
+        let local = |us: i64| tz.timestamp_micros(us).single().ok_or(AccessRefusal::BadPolicy);
+        let now = local(now_us)?;
+        let hhmm = |t: &Option<String>| {
+            t.as_deref()
+                .map(|t| NaiveTime::parse_from_str(t, "%H:%M").map_err(|_| AccessRefusal::BadPolicy))
+                .transpose()
+        };
+        if let (Some(o), Some(c)) = (hhmm(&self.opens)?, hhmm(&self.closes)?) {
+            let t = now.time();
+            let open = if o <= c { t >= o && t < c } else { t >= o || t < c };
+            if !open {
+                return Err(AccessRefusal::Closed);
+            }
+        }
+        if let (Some(minutes), Some(last)) = (self.anti_passback_minutes, allowed_before.iter().max()) {
+            if now_us - last < i64::from(minutes) * 60_000_000 {
+                return Err(AccessRefusal::Passback);
+            }
+        }
+        if let Some(quota) = self.daily_quota {
+            let today = now.date_naive();
+            let mut used = 0_u32;
+            for t in allowed_before {
+                if local(*t)?.date_naive() == today {
+                    used += 1;
+                }
+            }
+            if used >= quota {
+                return Err(AccessRefusal::QuotaReached);
+            }
+        }
+        Ok(())
+    }
+}

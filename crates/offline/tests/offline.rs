@@ -145,3 +145,43 @@ fn risk_limits_refuse_in_order_and_count_what_was_taken() {
     s.uploaded(120_000);
     s.check(&limits, &deny, "04A1B2C3D4E503", 1, 1).expect("after the upload");
 }
+
+/// A gate's offline decisions in the server's order, with hours and days in the policy's
+/// time zone (Asia/Makassar is UTC+8, no daylight saving: local 08:00 on 2026-11-28 is
+/// 00:00 UTC, Unix time 1_795_824_000).
+#[test]
+fn offline_access_decides_like_the_server() {
+    use offline::{AccessRefusal, OfflineAccess};
+    const UTC_MIDNIGHT_US: i64 = 1_795_824_000 * 1_000_000;
+    let hour = 3_600_000_000_i64;
+    let local = |h: i64, m: i64| UTC_MIDNIGHT_US + (h - 8) * hour + m * 60_000_000;
+    let access = OfflineAccess {
+        entitled: vec!["04A1B2C3D4E501".into(), "04A1B2C3D4E502".into()],
+        opens: Some("07:30".into()),
+        closes: Some("16:00".into()),
+        timezone: "Asia/Makassar".into(),
+        daily_quota: Some(2),
+        anti_passback_minutes: Some(30),
+    };
+    let mut deny = std::collections::HashSet::new();
+    deny.insert("04A1B2C3D4E502".to_owned());
+    let ani = "04a1b2c3d4e501";
+    assert_eq!(access.decide(ani, local(9, 0), &deny, &[]), Ok(()));
+    assert_eq!(access.decide("04A1B2C3D4E502", local(9, 0), &deny, &[]), Err(AccessRefusal::CardBlocked));
+    assert_eq!(access.decide("04A1B2C3D4E503", local(9, 0), &deny, &[]), Err(AccessRefusal::NotEntitled));
+    // 07:29 is before opening, 16:00 is closing (exclusive); 07:30 is open.
+    assert_eq!(access.decide(ani, local(7, 29), &deny, &[]), Err(AccessRefusal::Closed));
+    assert_eq!(access.decide(ani, local(16, 0), &deny, &[]), Err(AccessRefusal::Closed));
+    assert_eq!(access.decide(ani, local(7, 30), &deny, &[]), Ok(()));
+    // Passback: 29 minutes after an entry no, 30 yes.
+    assert_eq!(access.decide(ani, local(9, 29), &deny, &[local(9, 0)]), Err(AccessRefusal::Passback));
+    assert_eq!(access.decide(ani, local(9, 30), &deny, &[local(9, 0)]), Ok(()));
+    // Quota 2 per local day. 07:00 local today is 23:00 UTC yesterday: it counts (a UTC day
+    // would not); 23:00 local yesterday does not.
+    assert_eq!(access.decide(ani, local(15, 0), &deny, &[local(7, 0), local(9, 0)]), Err(AccessRefusal::QuotaReached));
+    assert_eq!(access.decide(ani, local(15, 0), &deny, &[local(-1, 0), local(9, 0)]), Ok(()));
+    assert_eq!(AccessRefusal::QuotaReached.code(), "quota_reached");
+    // A policy with a bad time zone refuses rather than guessing.
+    let bad = OfflineAccess { timezone: "Mars/Olympus".into(), ..access };
+    assert_eq!(bad.decide(ani, local(9, 0), &deny, &[]), Err(AccessRefusal::BadPolicy));
+}

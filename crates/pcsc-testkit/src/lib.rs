@@ -1,8 +1,9 @@
 //! # kartu-pcsc-testkit
 //!
-//! Test support, used only as a dev-dependency: the real pcscd with the vpcd driver,
-//! private to one test process, for the end-to-end card tests of `kartu-reader`
-//! (`crates/reader/tests/e2e.rs`) and of the `kartu` binary (`crates/kartu/tests/card_e2e.rs`).
+//! The real pcscd with the vpcd driver, private to one process: for the end-to-end card
+//! tests of `kartu-reader` (`crates/reader/tests/e2e.rs`) and of the `kartu` binary
+//! (`crates/kartu/tests/card_e2e.rs`), and for `kartu demo`, which runs a city day through
+//! the same private pcscd and virtual cards.
 //!
 //! Isolation. Debian's pcscd always uses `/run/pcscd/pcscd.comm`, and so does the PC/SC
 //! client library. So that a test never meets a system pcscd (nor the other way round), the
@@ -62,10 +63,13 @@ pub const START_ATTEMPTS_MAX: usize = 3;
 /// Lines of pcscd's log shown when a test failed.
 pub const LOG_TAIL_LINES: usize = 60;
 
-/// Whether this process is the re-executed test, inside the private namespaces.
+/// Whether this process is the re-executed program, inside the private namespaces: the
+/// marker is set and this process is PID 1 of its PID namespace. A child of that process
+/// (say a `kartu demo` run by a test) inherits the marker but is not PID 1, so it is not
+/// inside and may enter namespaces of its own, with a pcscd of its own.
 #[must_use]
 pub fn is_inside() -> bool {
-    std::env::var_os(NAMESPACE_ENV).is_some()
+    std::env::var_os(NAMESPACE_ENV).is_some() && std::process::id() == 1
 }
 
 /// Re-executes this test binary, with the same arguments, inside new mount and PID
@@ -220,7 +224,7 @@ static RUN_MOUNTED: AtomicBool = AtomicBool::new(false);
 /// Mounts a private tmpfs on `/run`, so that pcscd's socket `/run/pcscd/pcscd.comm` is
 /// this test's own. Refuses to run outside the namespace [`reexec_in_namespace`] created.
 fn mount_private_run() -> Result<(), String> {
-    if !is_inside() || std::process::id() != 1 {
+    if !is_inside() {
         return Err("refusing to mount over /run outside the test's own namespace".to_string());
     }
     if RUN_MOUNTED.load(Ordering::SeqCst) {

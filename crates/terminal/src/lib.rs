@@ -8,12 +8,14 @@
 //! [`Terminal::handle`] is the logic for one tap (no PC/SC, so it is tested against a real
 //! server with taps made in the test); [`run`] is the loop over a real reader.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use offline::{JournalWriter, NewRecord, RecordKind, RiskLimits, RiskState, SignedRecord};
+use offline::{
+    AccessRefusal, JournalWriter, NewRecord, OfflineAccess, RecordKind, RiskLimits, RiskState, SignedRecord,
+};
 use serde_json::{json, Value};
 
 /// What the terminal is.
@@ -109,6 +111,10 @@ pub struct Terminal {
     risk: RiskState,
     limits: Option<RiskLimits>,
     deny: HashSet<String>,
+    /// A gate's policy and entitled cards, as last synced.
+    access: Option<OfflineAccess>,
+    /// When this gate let each card in offline (its own journal): for quota and passback.
+    allowed: HashMap<String, Vec<i64>>,
     /// Records not yet uploaded.
     pending: Vec<SignedRecord>,
     next_key: u64,
@@ -173,6 +179,12 @@ impl Terminal {
             .ok()
             .and_then(|t| t.trim().parse::<u64>().ok())
             .unwrap_or(0);
+        let mut allowed: HashMap<String, Vec<i64>> = HashMap::new();
+        for r in records.iter().filter(|r| r.record.kind == RecordKind::Access) {
+            if r.record.decision.as_deref() == Some("allow") {
+                allowed.entry(r.record.uid.clone()).or_default().push(r.record.time_us);
+            }
+        }
         let pending: Vec<SignedRecord> = records.into_iter().filter(|r| r.record.seq > uploaded).collect();
         let mut risk = RiskState::default();
         for r in &pending {
@@ -189,12 +201,25 @@ impl Terminal {
             .map(|a| a.iter().filter_map(|u| u.as_str().map(str::to_owned)).collect())
             .unwrap_or_default();
         let limits = serde_json::from_value(cached["limits"].clone()).ok();
+        let access = serde_json::from_value(cached["access"].clone()).ok();
         let http = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(config.timeout))
             .build()
             .into();
-        Ok(Terminal { config, http, writer, journal_path, risk, limits, deny, pending, next_key: now_us() as u64 })
+        Ok(Terminal {
+            config,
+            http,
+            writer,
+            journal_path,
+            risk,
+            limits,
+            deny,
+            access,
+            allowed,
+            pending,
+            next_key: now_us() as u64,
+        })
     }
 
     /// The public key to register with the terminal's credential (hex).
@@ -273,6 +298,7 @@ impl Terminal {
                 .map(|a| a.iter().filter_map(|u| u.as_str().map(str::to_owned)).collect())
                 .unwrap_or_default();
             self.limits = serde_json::from_value(list["limits"].clone()).ok();
+            self.access = serde_json::from_value(list["access"].clone()).ok();
             std::fs::write(self.config.data_dir.join("deny-list.json"), list.to_string()).map_err(storage)?;
         } else {
             return Ok(None);
@@ -360,6 +386,7 @@ impl Terminal {
             line: format!("REFUSED offline: {why}"),
             detail: Value::Null,
         };
+        let mut reason = "";
         let (kind, amount, decision) = match self.config.mode {
             Mode::Pos => {
                 let amount = amount_minor.ok_or_else(|| TerminalError::Input("a payment needs an amount".into()))?;
@@ -372,8 +399,17 @@ impl Terminal {
                 (RecordKind::Payment, amount, None)
             }
             Mode::Gate => {
-                let allow = !self.deny.contains(&uid);
-                (RecordKind::Access, 0, Some(if allow { "allow" } else { "deny" }.to_owned()))
+                // The last synced policy decides; a gate that never synced one goes by the
+                // deny list alone.
+                let before = self.allowed.get(&uid).map_or(&[][..], Vec::as_slice);
+                let decided = match &self.access {
+                    Some(access) => access.decide(&uid, now, &self.deny, before),
+                    None if self.deny.contains(&uid) => Err(AccessRefusal::CardBlocked),
+                    None => Ok(()),
+                };
+                reason = decided.err().map_or("entitled", AccessRefusal::code);
+                let decision = if decided.is_ok() { "allow" } else { "deny" };
+                (RecordKind::Access, 0, Some(decision.to_owned()))
             }
             Mode::Kiosk | Mode::Agent => return Ok(refuse("the server cannot be reached; try again later".into())),
         };
@@ -392,16 +428,20 @@ impl Terminal {
         if kind == RecordKind::Payment {
             self.risk.record(&uid, now / 86_400_000_000, amount);
         }
+        let allowed = decision.as_deref() == Some("allow");
+        if allowed {
+            self.allowed.entry(uid.clone()).or_default().push(now);
+        }
         let seq = signed.record.seq;
         let detail = serde_json::to_value(&signed).unwrap_or(Value::Null);
         self.pending.push(signed);
         let line = match kind {
             RecordKind::Payment => format!("APPROVED OFFLINE {} — offline record #{seq}", format_minor(amount)),
             RecordKind::Access => {
-                format!("{} (offline) — offline record #{seq}", decision.unwrap_or_default().to_uppercase())
+                format!("{} ({reason}, offline) — offline record #{seq}", decision.unwrap_or_default().to_uppercase())
             }
         };
-        Ok(Outcome { ok: kind == RecordKind::Payment || !self.deny.contains(&uid), online: false, line, detail })
+        Ok(Outcome { ok: kind == RecordKind::Payment || allowed, online: false, line, detail })
     }
 }
 

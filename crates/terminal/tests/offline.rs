@@ -9,8 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use card::keyfile::KeyFile;
-use card::sun::{encrypt_picc_data, sdm_mac};
-use card::{diversify_card_key, CardUid, ReadCounter};
+use card::{CardUid, ReadCounter};
 use serde_json::{json, Value};
 use terminal::{CardRead, Config, Mode, Terminal};
 
@@ -43,15 +42,16 @@ fn stop(s: Server) {
 }
 
 fn tap(keys: &KeyFile, counter: u32) -> CardRead {
-    let set = keys.newest();
-    let uid = CardUid::from_hex(UID).expect("uid");
-    let ctr = ReadCounter::new(counter).expect("counter");
-    let key =
-        diversify_card_key(set.sdm_file_read_master_key(), &uid, 2, keys.system_identifier().as_bytes()).expect("key");
+    tap_of(keys, UID, counter)
+}
+
+fn tap_of(keys: &KeyFile, uid: &str, counter: u32) -> CardRead {
+    let card = CardUid::from_hex(uid).expect("uid");
+    let made = keys.make_tap(&card, ReadCounter::new(counter).expect("counter"), [0; 5]).expect("tap");
     CardRead {
-        uid: UID.into(),
-        picc_data: hex::encode_upper(encrypt_picc_data(set.sdm_meta_read_key(), &uid, ctr, [0; 5])),
-        cmac: hex::encode_upper(sdm_mac(&key, &uid, ctr, &[])),
+        uid: uid.into(),
+        picc_data: hex::encode_upper(made.picc_data()),
+        cmac: hex::encode_upper(made.sdm_mac()),
     }
 }
 
@@ -272,4 +272,94 @@ fn offline_payments_are_posted_once_and_shortfalls_deny_the_card() {
     assert_eq!(offline_now, 5, "2 from the first till, 3 from the second, none twice");
     stop(server);
     drop(dir);
+}
+
+/// A clinic gate offline: it decides by the policy and entitled list it last synced (the
+/// insured holder in, once a day; the student not entitled; a blocked card refused), then
+/// uploads its decisions, which the server logs as the gate's.
+#[test]
+fn a_gate_decides_offline_by_its_synced_policy_and_uploads_its_decisions() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("city");
+    let init = api::server::init(&data, None, "KARTU-MKS").expect("init");
+    let op = init.operator_token;
+    let keys = KeyFile::parse(&std::fs::read_to_string(data.join("keys.toml")).expect("keys")).expect("key file");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = start(&data, listener);
+    let http = Http {
+        agent: ureq::Agent::config_builder().http_status_as_error(false).build().into(),
+        base: format!("http://{addr}"),
+    };
+    let clinic = http.ok(
+        &op,
+        "/v1/service-points",
+        json!({"name": "Puskesmas", "service": "clinic",
+            "policy": {"categories": ["insured"], "timezone": "Asia/Makassar", "daily_quota": 1}}),
+    );
+    let (insured, student, blocked) = ("04A1B2C3D4E501", "04A1B2C3D4E502", "04A1B2C3D4E503");
+    for (i, (uid, category)) in [(insured, "insured"), (student, "student"), (blocked, "insured")].iter().enumerate() {
+        let holder = http.ok(
+            &op,
+            "/v1/holders",
+            json!({"name": format!("h{i}"), "nik": format!("737101010190000{i}"), "categories": [category]}),
+        );
+        let card = http.ok(&op, "/v1/cards", json!({"uid": uid, "holder_id": holder["id"]}));
+        if *uid == blocked {
+            let path = format!("/v1/cards/{}/block", card["id"].as_str().expect("id"));
+            http.ok(&op, &path, json!({"reason": "lost"}));
+        }
+    }
+    let gate_dir = dir.path().join("gate");
+    let config = |token: &str| Config {
+        mode: Mode::Gate,
+        server: format!("http://{addr}"),
+        token: token.to_owned(),
+        data_dir: gate_dir.clone(),
+        currency: "IDR".into(),
+        timeout: Duration::from_millis(500),
+    };
+    let public_key = Terminal::open(config("kt_placeholder")).expect("terminal").public_key_hex();
+    let token = http.ok(
+        &op,
+        "/v1/credentials",
+        json!({"role": "service_point", "name": "gate", "service_point_id": clinic["id"], "public_key": public_key}),
+    )["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let mut gate = Terminal::open(config(&token)).expect("gate");
+    assert_eq!(gate.sync().expect("sync"), Some(0));
+    let (_, synced) = http.send("GET", &token, "/v1/offline/deny-list", None);
+    assert_eq!(synced["access"]["entitled"], json!([insured]), "only the insured active card: {synced}");
+    assert_eq!(synced["uids"], json!([blocked]));
+
+    stop(server);
+    // The gate restarts offline: what it synced is on its disk.
+    drop(gate);
+    let mut gate = Terminal::open(config(&token)).expect("gate again");
+    let first = gate.handle(&tap_of(&keys, insured, 1), None, None).expect("insured");
+    assert!(first.ok && !first.online, "{}", first.line);
+    let again = gate.handle(&tap_of(&keys, insured, 2), None, None).expect("insured again");
+    assert!(!again.ok && again.line.contains("quota_reached"), "{}", again.line);
+    let s = gate.handle(&tap_of(&keys, student, 1), None, None).expect("student");
+    assert!(!s.ok && s.line.contains("not_entitled"), "{}", s.line);
+    let b = gate.handle(&tap_of(&keys, blocked, 1), None, None).expect("blocked");
+    assert!(!b.ok && b.line.contains("card_blocked"), "{}", b.line);
+    assert_eq!(gate.pending(), 4);
+
+    let listener = TcpListener::bind(addr).expect("rebind");
+    let server = start(&data, listener);
+    assert_eq!(gate.sync().expect("upload"), Some(4));
+    let auditor = http.ok(&op, "/v1/credentials", json!({"role": "auditor", "name": "aud"}))["token"]
+        .as_str()
+        .expect("t")
+        .to_owned();
+    let (status, log) = http.send("GET", &auditor, "/v1/audit/access-log?limit=100", None);
+    assert_eq!(status, 200, "{log}");
+    let decisions: Vec<&str> =
+        log["decisions"].as_array().expect("access log").iter().filter_map(|d| d["decision"].as_str()).collect();
+    let allowed = decisions.iter().filter(|d| **d == "allow").count();
+    assert_eq!((decisions.len(), allowed), (4, 1), "the gate's four offline decisions, one allow: {log}");
+    stop(server);
 }

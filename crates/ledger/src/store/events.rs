@@ -106,7 +106,7 @@ impl Db {
         Ok(rows.into_iter().collect())
     }
 
-    /// Which of these `(card, counter)` pairs an entry already used.
+    /// Which of these `(card, counter)` pairs an entry or an event already used.
     pub fn used_counters(&mut self, pairs: &HashSet<(i64, i64)>) -> Result<HashSet<(i64, i64)>, LedgerError> {
         use super::schema::journal_entries;
         if pairs.is_empty() {
@@ -120,7 +120,18 @@ impl Db {
             .select((journal_entries::card_id, journal_entries::card_read_counter))
             .load(c))
         .map_err(storage)?;
-        Ok(found.into_iter().filter_map(|(card, ctr)| card.zip(ctr)).filter(|p| pairs.contains(p)).collect())
+        let events: Vec<(Option<i64>, Option<i64>)> = on_db!(self, |c| audit_events::table
+            .filter(audit_events::card_id.eq_any(&cards))
+            .filter(audit_events::card_read_counter.eq_any(&counters))
+            .select((audit_events::card_id, audit_events::card_read_counter))
+            .load(c))
+        .map_err(storage)?;
+        Ok(found
+            .into_iter()
+            .chain(events)
+            .filter_map(|(card, ctr)| card.zip(ctr))
+            .filter(|p| pairs.contains(p))
+            .collect())
     }
 
     /// Moves cards' last counters forward (a trigger refuses any step back).

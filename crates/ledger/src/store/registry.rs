@@ -585,6 +585,22 @@ impl Registry<'_> {
         Ok(deltas.iter().sum())
     }
 
+    /// Every active card's UID with its holder's categories (as stored, comma-separated):
+    /// what a service point's gate needs to apply its policy offline.
+    pub fn active_cards_with_categories(&mut self) -> Result<Vec<(String, String)>, LedgerError> {
+        let cards: Vec<(String, i64)> = on_db!(self.0, |c| cards::table
+            .filter(cards::status.eq("active"))
+            .select((cards::uid, cards::holder_id))
+            .load(c))
+        .map_err(storage)?;
+        let holders: std::collections::HashMap<i64, String> =
+            on_db!(self.0, |c| holders::table.select((holders::id, holders::categories)).load::<(i64, String)>(c))
+                .map_err(storage)?
+                .into_iter()
+                .collect();
+        Ok(cards.into_iter().map(|(uid, holder)| (uid, holders.get(&holder).cloned().unwrap_or_default())).collect())
+    }
+
     /// Cards terminals must refuse offline: blocked or replaced, or owing after a shortfall.
     pub fn deny_list(&mut self) -> Result<Vec<String>, LedgerError> {
         let mut uids: Vec<String> =
