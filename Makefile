@@ -3,7 +3,7 @@ DATA_DIR ?= .kartu
 DATABASE_URL ?= sqlite://$(DATA_DIR)/kartu.db
 CARGO ?= cargo
 
-.PHONY: run test check bench demo setup fmt clippy fuzz
+.PHONY: run test check bench soak demo setup fmt clippy fuzz
 
 setup:
 	@scripts/setup.sh
@@ -44,6 +44,13 @@ BENCH_ARGS ?=
 bench: setup
 	$(CARGO) build --release -p kartu -p kartu-bench
 	scripts/with-postgres.sh $(CARGO) run --release -p kartu-bench -- --out bench-report $(BENCH_ARGS)
+
+# The crash, restart and two-process tests (crates/kartu/tests/crash.rs) with long load:
+# SOAK_SECONDS of payments per scenario, a crash every few seconds. `make test` runs the
+# same tests with a few seconds each. Needs root (the disk-full test mounts a tmpfs).
+SOAK_SECONDS ?= 120
+soak: setup
+	KARTU_SOAK_SECONDS=$(SOAK_SECONDS) scripts/with-postgres.sh $(CARGO) test -p kartu --test crash -- --nocapture --test-threads 1
 
 # Each fuzz target (fuzz/, cargo fuzz on nightly) for FUZZ_SECONDS, from the committed seeds;
 # what it finds lands in fuzz/artifacts/<target>/. The seeds themselves run in `make test`

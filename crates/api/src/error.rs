@@ -106,6 +106,24 @@ impl From<LedgerError> for ApiError {
             LedgerError::Unavailable => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the ledger is shutting down; retry")
             }
+            // The database failed (a write's whole batch was rolled back) or cannot be
+            // reached: the client may retry with the same key, which never charges twice.
+            LedgerError::Storage(detail) if detail.contains("database or disk is full") => {
+                tracing::error!(error = %detail, "storage full");
+                ApiError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "storage_full",
+                    "the database's disk is full; retry later with the same Idempotency-Key",
+                )
+            }
+            LedgerError::Storage(detail) => {
+                tracing::error!(error = %detail, "storage error");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_unavailable",
+                    "the database failed or cannot be reached; retry with the same Idempotency-Key",
+                )
+            }
             other => ApiError::internal(other),
         }
     }

@@ -51,6 +51,11 @@ impl CardKeys {
 }
 
 impl CardKeys {
+    /// The SDM meta-read key: [`VirtualCard::tap`] encrypts PICCData with it.
+    pub fn meta_read_key(&self) -> &Key {
+        &self.meta
+    }
+
     /// Fixed keys, for a server that does not check taps (the calibration).
     pub fn fixed() -> CardKeys {
         CardKeys {
@@ -94,7 +99,7 @@ impl VirtualCard {
     }
 
     /// The next tap's JSON (`{"picc_data": ..., "cmac": ...}`) into `out`: the counter goes up.
-    fn tap(&mut self, meta: &Key, out: &mut Vec<u8>) -> Result<()> {
+    pub fn tap(&mut self, meta: &Key, out: &mut Vec<u8>) -> Result<()> {
         self.counter += 1;
         let counter = ReadCounter::new(self.counter).ok_or_else(|| anyhow!("read counter overflow"))?;
         let padding = self.counter.to_le_bytes();

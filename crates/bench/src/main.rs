@@ -7,11 +7,11 @@
 //!
 //! `kartu-bench http` is the load generator alone, against a server you run.
 
-mod client;
 mod http_bench;
-mod loadgen;
 mod plot;
 mod server;
+
+use kartu_bench::loadgen;
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -178,6 +178,7 @@ impl Ledger {
         let writer = Writer {
             stats: stats.clone(),
             db,
+            url: url.to_owned(),
             clock: config.clock.clone(),
             audit_log: config.audit_log,
             cache: HashMap::new(),
@@ -690,6 +691,8 @@ pub struct WriterStats {
 struct Writer {
     stats: Arc<WriterStats>,
     db: Db,
+    /// Where `db` came from: a failed batch reconnects (see [`Writer::reconnect`]).
+    url: String,
     clock: Clock,
     audit_log: bool,
     /// The Merkle tree's right edge (the perfect subtrees of the current size), valid with
@@ -720,6 +723,19 @@ impl Writer {
         }
     }
 
+    /// Replaces the connection after a failed batch. It may be dead (the database was
+    /// restarted) or unusable (diesel marks its transaction manager broken when a COMMIT or
+    /// ROLLBACK fails, e.g. on a full disk), and would fail every later batch. When the
+    /// database cannot be reached, the old one stays and the next failed batch tries again.
+    fn reconnect(&mut self) {
+        match Db::open(&self.url).and_then(|mut db| db.disable_wal_autocheckpoint().map(|()| db)) {
+            Ok(db) => self.db = db,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reconnect to the database; trying again after the next failure")
+            }
+        }
+    }
+
     fn process(&mut self, jobs: Vec<Job>) {
         let started = std::time::Instant::now();
         let mut requests = Vec::with_capacity(jobs.iter().map(|j| j.ops.len()).sum());
@@ -734,6 +750,7 @@ impl Writer {
                 tracing::error!(error = %e, requests = requests.len(), "ledger batch failed; nothing of it was written");
                 self.cache.clear();
                 self.cache_seq = None;
+                self.reconnect();
                 vec![Err(e); requests.len()]
             }
         };
