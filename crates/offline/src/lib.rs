@@ -479,7 +479,9 @@ impl OfflineAccess {
         let local = |us: i64| tz.timestamp_micros(us).single().ok_or(AccessRefusal::BadPolicy);
         let now = local(now_us)?;
         let hhmm = |t: &Option<String>| {
-            t.as_deref().map(|t| NaiveTime::parse_from_str(t, "%H:%M").map_err(|_| AccessRefusal::BadPolicy)).transpose()
+            t.as_deref()
+                .map(|t| NaiveTime::parse_from_str(t, "%H:%M").map_err(|_| AccessRefusal::BadPolicy))
+                .transpose()
         };
         if let (Some(o), Some(c)) = (hhmm(&self.opens)?, hhmm(&self.closes)?) {
             let t = now.time();
