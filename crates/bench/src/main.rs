@@ -10,6 +10,7 @@
 mod http_bench;
 mod plot;
 mod server;
+mod terminal_bench;
 
 use kartu_bench::loadgen;
 
@@ -52,7 +53,7 @@ struct Args {
     /// Where the report goes.
     #[arg(long, default_value = "bench-report")]
     out: std::path::PathBuf,
-    /// Only these parts (ledger, tap, log, http); all when none is given.
+    /// Only these parts (ledger, tap, log, http, terminal); all when none is given.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// The `kartu` binary the HTTP measurements serve (default: next to this one).
@@ -73,6 +74,9 @@ struct Args {
     /// HTTP: load generator threads (1: one thread).
     #[arg(long, default_value_t = 1)]
     client_threads: usize,
+    /// Terminal: taps of each kind (POS, gate) through pcscd and a virtual card.
+    #[arg(long, default_value_t = 100)]
+    terminal_taps: u32,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -298,6 +302,10 @@ fn main() -> Result<()> {
                 Err(e) => eprintln!("bench: no latency plot: {e:#}"),
             }
         }
+    }
+    if part("terminal") {
+        let kartu = args.kartu.clone().unwrap_or_else(server::default_kartu_binary);
+        rows.extend(terminal_bench::measure(&kartu, args.terminal_taps, &args.out)?);
     }
     report(&args.out, &rows)
 }

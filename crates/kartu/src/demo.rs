@@ -67,6 +67,13 @@ pub struct DemoArgs {
     /// access decisions, the replay, the offline payment, the audit verification.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Instead of the day, time the terminal's taps (`make bench`): one card with money is
+    /// presented N times to a POS (a payment each) and N times to a gate (an access check
+    /// each), each tap timed from PC/SC reporting the card present to the server's answer;
+    /// --json gets every tap's time (see `crate::tap_bench`).
+    #[arg(long, value_name = "N", conflicts_with = "data_dir",
+        value_parser = clap::value_parser!(u32).range(1..=crate::tap_bench::TAPS_MAX as i64))]
+    pub tap_bench: Option<u32>,
 }
 
 /// Runs the demo: outside the private namespaces, re-executes itself inside them.
@@ -95,7 +102,10 @@ pub fn run(args: DemoArgs) -> Result<()> {
     };
     let pcscd = pcsc_testkit::Pcscd::start(&work.path().join("pcscd"), READER)
         .map_err(|e| anyhow!("starting pcscd with the vpcd driver: {e}"))?;
-    let result = day(&pcscd, work.path(), &data, args.data_dir.is_some());
+    let result = match args.tap_bench {
+        Some(taps) => crate::tap_bench::run(&pcscd, work.path(), &data, taps),
+        None => day(&pcscd, work.path(), &data, args.data_dir.is_some()),
+    };
     pcscd.finish(result.is_err());
     let summary = match result {
         Ok(summary) => summary,
@@ -187,23 +197,31 @@ fn amount_of(v: &Value) -> &str {
 // ---------------------------------------------------------------------------------------
 // The cards: virtual cards that take turns in the reader's slot 0.
 
-struct Wallet {
-    holder: &'static str,
-    uid: String,
+pub(crate) struct Wallet {
+    pub(crate) holder: &'static str,
+    pub(crate) uid: String,
     state: PathBuf,
     sim: Option<cardsim::SimHandle>,
-    card_id: String,
+    pub(crate) card_id: String,
 }
 
-struct Reader {
+impl Wallet {
+    /// A card not yet in the reader (a virtual card kept in the `state` file).
+    pub(crate) fn new(holder: &'static str, uid: &str, state: PathBuf) -> Wallet {
+        Wallet { holder, uid: uid.to_owned(), state, sim: None, card_id: String::new() }
+    }
+}
+
+pub(crate) struct Reader {
     pcsc: reader::Terminal,
     name: String,
     vpcd: String,
 }
 
 impl Reader {
-    /// Puts the card into the reader, runs `f` with it there, and takes it out.
-    fn present<T>(&self, card: &mut Wallet, f: impl FnOnce(&Self) -> Result<T>) -> Result<T> {
+    /// Puts the card into the reader, runs `f` with it there, and takes it out. `f` starts
+    /// as soon as PC/SC reports the card present.
+    pub(crate) fn present<T>(&self, card: &mut Wallet, f: impl FnOnce(&Self) -> Result<T>) -> Result<T> {
         match &card.sim {
             Some(sim) => sim.insert(),
             None => {
@@ -223,8 +241,24 @@ impl Reader {
         result
     }
 
+    /// Personalises the blank card with the installation's newest keys (SUN on the NDEF
+    /// file) and checks that the card in the reader was that one; returns its UID, key
+    /// version and the read counter of its check tap.
+    pub(crate) fn personalize(
+        &self,
+        key_file: &card::keyfile::KeyFile,
+        card: &mut Wallet,
+    ) -> Result<(card::CardUid, u8, card::ReadCounter)> {
+        let expected = card.uid.clone();
+        let (uid, version, counter) = self.present(card, |r| {
+            crate::card_cmd::personalize_in(&r.pcsc, &r.name, key_file, key_file.newest(), "keys.toml", HOST)
+        })?;
+        ensure!(uid.to_string() == expected, "the card personalised is {uid}, not {expected}");
+        Ok((uid, version, counter))
+    }
+
     /// One tap as a terminal reads it: the UID, and the SUN message from the card's URL.
-    fn tap(&self) -> Result<CardRead> {
+    pub(crate) fn tap(&self) -> Result<CardRead> {
         let mut connection = self.pcsc.connect(&self.name).context("connecting to the card")?;
         let uid = connection.read_uid().context("reading the card's UID")?;
         let sun = connection.read_sun().context("reading the card's tap")?;
@@ -236,7 +270,7 @@ impl Reader {
 // ---------------------------------------------------------------------------------------
 // `kartu serve` as a child process.
 
-struct Server {
+pub(crate) struct Server {
     child: Option<Child>,
     data: PathBuf,
     database_url: String,
@@ -257,7 +291,7 @@ impl Server {
         Ok(server)
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.listen)
     }
 
@@ -306,7 +340,7 @@ impl Server {
     }
 
     /// A clean stop: SIGTERM, in-flight requests finish, queued writes are written.
-    fn stop(&mut self) -> Result<()> {
+    pub(crate) fn stop(&mut self) -> Result<()> {
         let Some(mut child) = self.child.take() else { return Ok(()) };
         let sent = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
         if !sent.is_ok_and(|s| s.success()) {
@@ -345,7 +379,7 @@ fn free_listen_address() -> Result<String> {
 // ---------------------------------------------------------------------------------------
 // The terminals.
 
-fn open_terminal(work: &Path, name: &str, mode: Mode, server: &str, token: &str) -> Result<Terminal> {
+pub(crate) fn open_terminal(work: &Path, name: &str, mode: Mode, server: &str, token: &str) -> Result<Terminal> {
     let config = terminal::Config {
         mode,
         server: server.to_owned(),
@@ -357,13 +391,43 @@ fn open_terminal(work: &Path, name: &str, mode: Mode, server: &str, token: &str)
     Terminal::open(config).with_context(|| format!("opening the {name} terminal"))
 }
 
-fn minor(amount: &str) -> Result<i64> {
+pub(crate) fn minor(amount: &str) -> Result<i64> {
     terminal::parse_amount(amount).map_err(|e| anyhow!("{e}"))
 }
 
-fn token(c: &Client, op: &str, key: &str, body: Value) -> Result<String> {
+pub(crate) fn token(c: &Client, op: &str, key: &str, body: Value) -> Result<String> {
     let v = c.post(op, "/v1/credentials", key, body)?;
     v["token"].as_str().map(str::to_owned).context("a credential came back without its token")
+}
+
+// ---------------------------------------------------------------------------------------
+// The stage: what every run of the demo starts with.
+
+/// The reader of the demo's pcscd, a new installation (as `kartu init` makes it) and
+/// `kartu serve` on it.
+pub(crate) struct Stage {
+    pub(crate) reader: Reader,
+    pub(crate) init: api::server::Initialised,
+    pub(crate) key_file: card::keyfile::KeyFile,
+    pub(crate) server: Server,
+    /// An API client for the server.
+    pub(crate) client: Client,
+}
+
+impl Stage {
+    pub(crate) fn open(pcscd: &pcsc_testkit::Pcscd, work: &Path, data: &Path) -> Result<Stage> {
+        let reader = Reader {
+            pcsc: reader::Terminal::establish().context("connecting to the demo's pcscd")?,
+            name: pcscd.reader_name(0),
+            vpcd: pcscd.vpcd_address(0),
+        };
+        let init = api::server::init(data, None, SYSTEM_IDENTIFIER).context("kartu init")?;
+        let key_file = crate::card_cmd::read_key_file(&data.join("keys.toml"))?;
+        let listen = free_listen_address()?;
+        let server = Server::start(data, &init.config.database_url, &listen, &work.join("server.log"))?;
+        let client = Client::new(&server.url());
+        Ok(Stage { reader, init, key_file, server, client })
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -372,52 +436,26 @@ fn token(c: &Client, op: &str, key: &str, body: Value) -> Result<String> {
 #[allow(clippy::too_many_lines)]
 fn day(pcscd: &pcsc_testkit::Pcscd, work: &Path, data: &Path, keep: bool) -> Result<Value> {
     let started = Instant::now();
-    let reader = Reader {
-        pcsc: reader::Terminal::establish().context("connecting to the demo's pcscd")?,
-        name: pcscd.reader_name(0),
-        vpcd: pcscd.vpcd_address(0),
-    };
+    let Stage { reader, init, key_file, mut server, client: c } = Stage::open(pcscd, work, data)?;
     println!("Kartu demo: a day in the city, through pcscd, the vpcd driver, virtual NTAG 424 DNA cards");
     println!("and a kartu server (reader {:?}).", reader.name);
-
-    // The installation, as `kartu init` makes it, and `kartu serve` on it.
-    let init = api::server::init(data, None, SYSTEM_IDENTIFIER).context("kartu init")?;
     let op = init.operator_token.clone();
     let verifier_path = data.join("checkpoint-verifier.pub");
     std::fs::write(&verifier_path, format!("{}\n", init.verifier_key))
         .with_context(|| format!("writing {}", verifier_path.display()))?;
-    let key_file = crate::card_cmd::read_key_file(&data.join("keys.toml"))?;
-    let listen = free_listen_address()?;
-    let mut server = Server::start(data, &init.config.database_url, &listen, &work.join("server.log"))?;
     let url = server.url();
-    let c = Client::new(&url);
     say(format!("kartu init made a new installation; kartu serve answers on {url}"));
 
     let mut cards: Vec<Wallet> = CARDS
         .iter()
         .enumerate()
-        .map(|(i, (holder, _, uid, _))| Wallet {
-            holder,
-            uid: (*uid).to_owned(),
-            state: work.join(format!("card-{i}.json")),
-            sim: None,
-            card_id: String::new(),
-        })
+        .map(|(i, (holder, _, uid, _))| Wallet::new(holder, uid, work.join(format!("card-{i}.json"))))
         .collect();
-    let mut replacement = Wallet {
-        holder: CARDS[1].0,
-        uid: REPLACEMENT_UID.to_owned(),
-        state: work.join("card-replacement.json"),
-        sim: None,
-        card_id: String::new(),
-    };
+    let mut replacement = Wallet::new(CARDS[1].0, REPLACEMENT_UID, work.join("card-replacement.json"));
 
     chapter(1, "Three blank cards are personalised (diversified AES keys, SUN on the NDEF file)");
     let personalize = |card: &mut Wallet| -> Result<()> {
-        let (uid, version, counter) = reader.present(card, |r| {
-            crate::card_cmd::personalize_in(&r.pcsc, &r.name, &key_file, key_file.newest(), "keys.toml", HOST)
-        })?;
-        ensure!(uid.to_string() == card.uid, "the card personalised is {uid}, not {}", card.uid);
+        let (uid, version, counter) = reader.personalize(&key_file, card)?;
         say(format!("card {uid}: key version {version}, check tap verified (read counter {})", counter.value()));
         Ok(())
     };

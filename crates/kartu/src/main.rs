@@ -9,6 +9,7 @@ use ledger::{Ledger, LedgerConfig};
 mod card_cmd;
 mod demo;
 mod demo_city;
+mod tap_bench;
 mod verify_url;
 
 #[derive(Parser, Debug)]

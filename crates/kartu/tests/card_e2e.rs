@@ -12,7 +12,8 @@
 //!
 //! One trial runs `kartu demo` (a scripted city day with its own pcscd, in namespaces of its
 //! own nested in the test's), then serves the installation it leaves and checks the day's
-//! final state through the API against figures computed here.
+//! final state through the API against figures computed here. Another runs its tap
+//! benchmark (`kartu demo --tap-bench`, what `make bench` times) for a few taps.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -123,9 +124,15 @@ fn trials(world: &Shared, outside_reason: Option<String>) -> Vec<Trial> {
             let world = Arc::clone(world);
             Trial::test(name, move || with_world(&world, body))
         })
+        .chain(std::iter::once({
+            let outside = outside_reason.clone();
+            Trial::test("kartu_demo_plays_the_city_day_and_its_final_state_checks_through_the_api", move || {
+                demo_day(outside.as_deref())
+            })
+        }))
         .chain(std::iter::once(Trial::test(
-            "kartu_demo_plays_the_city_day_and_its_final_state_checks_through_the_api",
-            move || demo_day(outside_reason.as_deref()),
+            "kartu_demo_tap_bench_times_approved_payments_and_allowed_entries",
+            move || demo_tap_bench(outside_reason.as_deref()),
         )))
         .collect()
 }
@@ -561,6 +568,59 @@ fn demo_day(outside: Option<&str>) -> Result<(), Failed> {
 type Decision<'a> = (Option<&'a str>, Option<&'a str>, Option<&'a str>, Option<i64>);
 
 /// Minor units as the API writes amounts: 4550000 → "45500.00".
+/// Taps of each kind in the tap benchmark trial, and a generous bound on each (a debug
+/// build on a busy machine; `make bench` holds the release build to 100 ms).
+const BENCH_TAPS: usize = 5;
+const BENCH_TAP_MS_MAX: f64 = 1000.0;
+
+fn demo_tap_bench(outside: Option<&str>) -> Result<(), Failed> {
+    if let Some(reason) = outside {
+        return Err(format!("not inside a private namespace: {reason}").into());
+    }
+    let directory = tempfile::tempdir()?;
+    let result_path = directory.path().join("taps.json");
+    let started = Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_kartu"))
+        .args(["demo", "--tap-bench", &BENCH_TAPS.to_string(), "--json"])
+        .arg(&result_path)
+        .stdin(Stdio::null())
+        .output()?;
+    let (stdout, stderr) = texts(&output);
+    if !output.status.success() {
+        return Err(format!("kartu demo --tap-bench failed ({}):\n{stdout}\n{stderr}", output.status).into());
+    }
+    eprintln!("card_e2e: kartu demo --tap-bench {BENCH_TAPS} took {} ms", started.elapsed().as_millis());
+    let result: Value = serde_json::from_str(&read(&result_path))?;
+    for (kind, flag) in [("pos", "approved"), ("gate", "allowed")] {
+        let taps = result[kind].as_array().ok_or_else(|| format!("no {kind} taps: {result}"))?;
+        if taps.len() != BENCH_TAPS {
+            return Err(format!("{} {kind} taps, {BENCH_TAPS} made: {result}", taps.len()).into());
+        }
+        for tap in taps {
+            let ms = |f: &str| tap[f].as_f64().filter(|v| *v > 0.0 && *v < BENCH_TAP_MS_MAX);
+            let (Some(total), Some(card), Some(http)) = (ms("ms"), ms("card_ms"), ms("http_ms")) else {
+                return Err(format!("a {kind} tap's times are not in (0, {BENCH_TAP_MS_MAX}) ms: {tap}").into());
+            };
+            if tap[flag] != true || (card + http - total).abs() > 0.01 {
+                return Err(format!("a {kind} tap is not {flag}, or its parts do not add up: {tap}").into());
+            }
+        }
+    }
+    let paid: Vec<i64> =
+        result["pos"].as_array().into_iter().flatten().filter_map(|t| t["entry_seq"].as_i64()).collect();
+    let distinct: std::collections::BTreeSet<i64> = paid.iter().copied().collect();
+    let spent = result["balance_before_minor"].as_i64().zip(result["balance_after_minor"].as_i64()).map(|(b, a)| b - a);
+    if distinct.len() != BENCH_TAPS || spent != Some(100_000 * BENCH_TAPS as i64) {
+        return Err(format!("the payments are not {BENCH_TAPS} receipts of Rp 1,000.00 each: {result}").into());
+    }
+    // Bad input: no taps at all is refused before anything starts.
+    let output = kartu(&["demo", "--tap-bench", "0"])?;
+    if output.status.success() || !texts(&output).1.contains("--tap-bench") {
+        return Err(format!("kartu demo --tap-bench 0 gave {}", output.status).into());
+    }
+    Ok(())
+}
+
 fn minor_text(minor: i64) -> String {
     format!("{}.{:02}", minor / 100, minor % 100)
 }
