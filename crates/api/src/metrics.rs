@@ -23,6 +23,9 @@ pub struct Metrics {
     leaves_unsigned: IntGauge,
     tree_size: IntGauge,
     checkpoint_age: IntGauge,
+    writer_batches: IntGauge,
+    writer_requests: IntGauge,
+    writer_busy_us: IntGauge,
 }
 
 impl Default for Metrics {
@@ -57,6 +60,17 @@ impl Metrics {
         let tree_size = IntGauge::new("kartu_audit_tree_size", "Leaves in the audit log").expect("valid metric");
         let checkpoint_age = IntGauge::new("kartu_audit_checkpoint_age_seconds", "Age of the newest signed checkpoint")
             .expect("valid metric");
+        let writer_batches =
+            IntGauge::new("kartu_writer_batches_total", "Ledger writer transactions (batches) since start")
+                .expect("valid metric");
+        let writer_requests =
+            IntGauge::new("kartu_writer_requests_total", "Requests the ledger writer applied since start")
+                .expect("valid metric");
+        let writer_busy_us = IntGauge::new(
+            "kartu_writer_busy_microseconds_total",
+            "Time the ledger writer spent inside batch transactions since start, µs",
+        )
+        .expect("valid metric");
         for m in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -64,10 +78,24 @@ impl Metrics {
             Box::new(leaves_unsigned.clone()),
             Box::new(tree_size.clone()),
             Box::new(checkpoint_age.clone()),
+            Box::new(writer_batches.clone()),
+            Box::new(writer_requests.clone()),
+            Box::new(writer_busy_us.clone()),
         ] {
             registry.register(m).expect("metric registered once");
         }
-        Metrics { registry, requests, latency, payments, leaves_unsigned, tree_size, checkpoint_age }
+        Metrics {
+            registry,
+            requests,
+            latency,
+            payments,
+            leaves_unsigned,
+            tree_size,
+            checkpoint_age,
+            writer_batches,
+            writer_requests,
+            writer_busy_us,
+        }
     }
 
     /// Counts a payment-like operation's result (`approved` or the error code).
@@ -131,6 +159,13 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
     m.leaves_unsigned.set(size - checkpoint.as_ref().map_or(0, |c| c.tree_size));
     let now = state.ledger.now_us();
     m.checkpoint_age.set(checkpoint.map_or(0, |c| (now - c.time_us) / 1_000_000));
+    let stats = state.ledger.writer_stats();
+    let get = |a: &std::sync::atomic::AtomicU64| {
+        i64::try_from(a.load(std::sync::atomic::Ordering::Relaxed)).unwrap_or(i64::MAX)
+    };
+    m.writer_batches.set(get(&stats.batches));
+    m.writer_requests.set(get(&stats.requests));
+    m.writer_busy_us.set(get(&stats.busy_us));
     let mut out = Vec::new();
     prometheus::TextEncoder::new().encode(&m.registry.gather(), &mut out).map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(out))

@@ -252,6 +252,7 @@ pub fn measure(
     for line in metrics.lines().filter(|l| {
         !l.starts_with('#')
             && (l.starts_with("kartu_payments_total")
+                || l.starts_with("kartu_writer_")
                 || (l.contains("/v1/payments")
                     && (l.contains("_sum")
                         || l.contains("_count")
