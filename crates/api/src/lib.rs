@@ -44,6 +44,8 @@ pub struct Settings {
     pub hold_minutes_max: i64,
     /// The checkpoint verifier key line (`<name>+<id>+<key>`), served to anyone.
     pub verifier_key: Option<String>,
+    /// How often `server` voids expired holds (`None`: never).
+    pub hold_sweep_interval: Option<std::time::Duration>,
 }
 
 impl Default for Settings {
@@ -53,6 +55,7 @@ impl Default for Settings {
             amount_max_minor: ledger::money::AMOUNT_MAX_MINOR,
             hold_minutes_max: 7 * 24 * 60,
             verifier_key: None,
+            hold_sweep_interval: None,
         }
     }
 }

@@ -43,6 +43,13 @@ pub struct Config {
     /// HTTP worker threads (0: one per core).
     #[serde(default)]
     pub workers: usize,
+    /// How often expired holds are voided (their money goes back to the card).
+    #[serde(default = "default_hold_sweep_interval_ms")]
+    pub hold_sweep_interval_ms: u64,
+}
+
+fn default_hold_sweep_interval_ms() -> u64 {
+    30_000
 }
 
 /// Errors of set-up, with a message for the operator.
@@ -65,6 +72,7 @@ impl Config {
             checkpoint_interval_ms: 1000,
             wallet_balance_max: "2000000.00".into(),
             workers: 0,
+            hold_sweep_interval_ms: default_hold_sweep_interval_ms(),
         }
     }
 
@@ -86,6 +94,9 @@ impl Config {
         }
         if let Some(v) = var("CHECKPOINT_INTERVAL_MS") {
             c.checkpoint_interval_ms = v.parse().map_err(|e| err("KARTU_CHECKPOINT_INTERVAL_MS", e))?;
+        }
+        if let Some(v) = var("HOLD_SWEEP_INTERVAL_MS") {
+            c.hold_sweep_interval_ms = v.parse().map_err(|e| err("KARTU_HOLD_SWEEP_INTERVAL_MS", e))?;
         }
         if let Some(v) = var("WORKERS") {
             c.workers = v.parse().map_err(|e| err("KARTU_WORKERS", e))?;
@@ -231,19 +242,26 @@ pub fn load(data_dir: &Path, database_url: Option<&str>) -> Result<Loaded, Setup
     };
     ledger::migrate(&config.database_url).map_err(|e| err("migrating the database", e))?;
     let ledger = Ledger::open(&config.database_url, ledger_config).map_err(|e| err("opening the ledger", e))?;
-    let settings = Settings { currency, verifier_key, ..Settings::default() };
+    let settings = Settings {
+        currency,
+        verifier_key,
+        hold_sweep_interval: Some(Duration::from_millis(config.hold_sweep_interval_ms.max(10))),
+        ..Settings::default()
+    };
     let state = web::Data::new(AppState::new(ledger, settings, TapKeys(keys), &nik_key));
     Ok(Loaded { config, state })
 }
 
 /// Serves on `listener` until SIGINT/SIGTERM (or the returned server handle stops it):
 /// stops accepting, lets in-flight requests finish (up to 30 s), then stops the ledger's
-/// writer after it has written everything queued.
+/// writer after it has written everything queued. While it serves, expired holds are
+/// voided every `settings.hold_sweep_interval` (call it inside an actix System).
 pub fn server(
     state: web::Data<AppState>,
     listener: TcpListener,
     workers: usize,
 ) -> std::io::Result<actix_web::dev::Server> {
+    let (sweep, sweep_state) = (state.settings.hold_sweep_interval, state.clone());
     let workers = if workers == 0 { std::thread::available_parallelism().map_or(2, |n| n.get()) } else { workers };
     let server = HttpServer::new(move || {
         App::new()
@@ -257,10 +275,30 @@ pub fn server(
     .shutdown_timeout(30)
     .listen(listener)?
     .run();
+    if let Some(every) = sweep {
+        actix_web::rt::spawn(sweep_expired_holds(sweep_state, every));
+    }
     Ok(server)
 }
 
 /// The data directory's path, absolute.
 pub fn data_dir(path: &Path) -> PathBuf {
     path.canonicalize().unwrap_or_else(|_| path.to_owned())
+}
+
+/// Voids expired holds now and then, so that a hold nobody captured gives its money back
+/// (the ledger refuses to capture it once expired; this moves the money). Each server does
+/// it; a hold voided by another is refused as closed, which is fine.
+async fn sweep_expired_holds(state: web::Data<AppState>, every: Duration) {
+    let mut tick = actix_web::rt::time::interval(every);
+    loop {
+        tick.tick().await;
+        let st = state.clone();
+        match web::block(move || st.ledger.expire_holds()).await {
+            Ok(Ok(voided)) if !voided.is_empty() => tracing::info!(voided = voided.len(), "expired holds voided"),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "voiding expired holds failed; trying again later"),
+            Err(e) => tracing::warn!(error = %e, "voiding expired holds did not run; trying again later"),
+        }
+    }
 }

@@ -29,6 +29,7 @@ const CASES: &[(&str, Case)] = &[
     ("payments_fees_and_refunds", money::payments_fees_and_refunds),
     ("topups_and_limits", money::topups_and_limits),
     ("holds_capture_void", money::holds_capture_void),
+    ("holds_expire_on_their_own", money::holds_expire_on_their_own),
     ("card_lifecycle", money::card_lifecycle),
     ("settlement_lines", money::settlement_lines),
     ("adjustments_two_operators", money::adjustments_two_operators),

@@ -278,6 +278,47 @@ pub fn holds_capture_void(backend: Backend) -> TestResult {
     Ok(())
 }
 
+/// A hold nobody captures gives its money back on its own: the server voids it once it has
+/// expired (every 200 ms in the tests' configuration), with the memo `expired`, and it can
+/// no longer be captured. Holds last at least a minute, so this waits for one.
+pub fn holds_expire_on_their_own(backend: Backend) -> TestResult {
+    let c = City::new(backend, "100000.00")?;
+    let s = &c.s;
+    let body = json!({"tap": s.tap(&c.card), "amount": "30000.00", "expires_in_minutes": 1});
+    let h = s.post("/v1/holds", &c.pos_b, &body)?.expect(201)?.clone();
+    check_eq!(h["balance"], idr("70000.00"));
+    let started = std::time::Instant::now();
+    loop {
+        let balance = s.balance(&c.auditor, &c.card.account_id)?;
+        if balance == "100000.00" {
+            break;
+        }
+        check_eq!(balance, "70000.00".to_owned(), "the hold's money is held until it expires");
+        check!(
+            started.elapsed() < std::time::Duration::from_secs(90),
+            "the hold was not voided 90 s after it was made"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    check!(
+        started.elapsed() >= std::time::Duration::from_secs(55),
+        "voided before it expired: {:?}",
+        started.elapsed()
+    );
+    let entries = s.entries(&c.auditor)?;
+    let voids: Vec<&serde_json::Value> = entries
+        .iter()
+        .filter(|e| e["kind"] == json!("void") && e["related_seq"] == json!(seq(&h).unwrap_or(-1)))
+        .collect();
+    check_eq!(voids.len(), 1, "one void of the hold: {entries:?}");
+    check_eq!(voids[0]["memo"], json!("expired"));
+    let hold_id = id(&h)?;
+    let r = s.post(&format!("/v1/holds/{hold_id}/capture"), &c.pos_b, &json!({"amount": "1.00"}))?;
+    check!(r.status == 409, "capturing an expired, voided hold: {} {}", r.status, r.text);
+    check!(s.trial(&c.auditor)?.1, "balanced");
+    Ok(())
+}
+
 pub fn card_lifecycle(backend: Backend) -> TestResult {
     let c = City::new(backend, "250000.00")?;
     let s = &c.s;

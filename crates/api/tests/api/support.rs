@@ -187,8 +187,10 @@ impl Server {
         let config_path = data.path().join(api::server::CONFIG_FILE);
         let config = std::fs::read_to_string(&config_path).map_err(s)?;
         check!(config.contains("checkpoint_interval_ms = 1000"), "config has the default interval: {config}");
+        check!(config.contains("hold_sweep_interval_ms = 30000"), "config has the default hold sweep: {config}");
         let config = config
-            .replace("checkpoint_interval_ms = 1000", &format!("checkpoint_interval_ms = {CHECKPOINT_INTERVAL_MS}"));
+            .replace("checkpoint_interval_ms = 1000", &format!("checkpoint_interval_ms = {CHECKPOINT_INTERVAL_MS}"))
+            .replace("hold_sweep_interval_ms = 30000", "hold_sweep_interval_ms = 200");
         std::fs::write(&config_path, config).map_err(s)?;
         let loaded = api::server::load(data.path(), None).map_err(s)?;
         let keys =
