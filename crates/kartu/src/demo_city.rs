@@ -7,8 +7,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use card::keyfile::KeyFile;
-use card::sun::{encrypt_picc_data, sdm_mac};
-use card::{diversify_card_key, CardUid, ReadCounter};
+use card::{CardUid, ReadCounter};
 use serde_json::{json, Value};
 
 /// The three demo cards' UIDs.
@@ -70,14 +69,10 @@ pub(crate) fn id(v: &Value) -> Result<String> {
 
 /// A tap of a demo card with `counter`, as the card would mirror it.
 pub fn tap(keys: &KeyFile, uid: &str, counter: u32) -> Result<Value> {
-    let set = keys.newest();
     let uid = CardUid::from_hex(uid).map_err(|e| anyhow::anyhow!("{e}"))?;
     let counter = ReadCounter::new(counter).context("counter")?;
-    let card_key = diversify_card_key(set.sdm_file_read_master_key(), &uid, 2, keys.system_identifier().as_bytes())
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let picc = encrypt_picc_data(set.sdm_meta_read_key(), &uid, counter, [0; 5]);
-    let mac = sdm_mac(&card_key, &uid, counter, &[]);
-    Ok(json!({"picc_data": hex::encode_upper(picc), "cmac": hex::encode_upper(mac)}))
+    let tap = keys.make_tap(&uid, counter, [0; 5]).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(json!({"picc_data": hex::encode_upper(tap.picc_data()), "cmac": hex::encode_upper(tap.sdm_mac())}))
 }
 
 /// The demo city's places, as the API returned them.

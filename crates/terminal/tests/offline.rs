@@ -90,20 +90,38 @@ fn rand_key() -> u64 {
     N.fetch_add(1, Ordering::SeqCst)
 }
 
+/// A fresh installation served on a random port: the first operator's token, the card keys
+/// and a client.
+struct Stage {
+    dir: tempfile::TempDir,
+    data: std::path::PathBuf,
+    op: String,
+    keys: KeyFile,
+    addr: std::net::SocketAddr,
+    server: Server,
+    http: Http,
+}
+
+impl Stage {
+    fn new() -> Stage {
+        let dir = tempfile::tempdir().expect("dir");
+        let data = dir.path().join("city");
+        let op = api::server::init(&data, None, "KARTU-MKS").expect("init").operator_token;
+        let keys = KeyFile::parse(&std::fs::read_to_string(data.join("keys.toml")).expect("keys")).expect("key file");
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = start(&data, listener);
+        let http = Http {
+            agent: ureq::Agent::config_builder().http_status_as_error(false).build().into(),
+            base: format!("http://{addr}"),
+        };
+        Stage { dir, data, op, keys, addr, server, http }
+    }
+}
+
 #[test]
 fn offline_payments_are_posted_once_and_shortfalls_deny_the_card() {
-    let dir = tempfile::tempdir().expect("dir");
-    let data = dir.path().join("city");
-    let init = api::server::init(&data, None, "KARTU-MKS").expect("init");
-    let op = init.operator_token;
-    let keys = KeyFile::parse(&std::fs::read_to_string(data.join("keys.toml")).expect("keys")).expect("key file");
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let server = start(&data, listener);
-    let http = Http {
-        agent: ureq::Agent::config_builder().http_status_as_error(false).build().into(),
-        base: format!("http://{addr}"),
-    };
+    let Stage { dir, data, op, keys, addr, server, http } = Stage::new();
 
     let merchant = http.ok(&op, "/v1/merchants", json!({"name": "Warung", "category": "grocery", "fee_rate": "0"}));
     let holder =
@@ -279,18 +297,7 @@ fn offline_payments_are_posted_once_and_shortfalls_deny_the_card() {
 /// uploads its decisions, which the server logs as the gate's.
 #[test]
 fn a_gate_decides_offline_by_its_synced_policy_and_uploads_its_decisions() {
-    let dir = tempfile::tempdir().expect("dir");
-    let data = dir.path().join("city");
-    let init = api::server::init(&data, None, "KARTU-MKS").expect("init");
-    let op = init.operator_token;
-    let keys = KeyFile::parse(&std::fs::read_to_string(data.join("keys.toml")).expect("keys")).expect("key file");
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let server = start(&data, listener);
-    let http = Http {
-        agent: ureq::Agent::config_builder().http_status_as_error(false).build().into(),
-        base: format!("http://{addr}"),
-    };
+    let Stage { dir, data, op, keys, addr, server, http } = Stage::new();
     let clinic = http.ok(
         &op,
         "/v1/service-points",
