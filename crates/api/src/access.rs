@@ -3,9 +3,9 @@
 
 use actix_web::{web, HttpResponse};
 use chrono::{NaiveTime, TimeZone};
-use ledger::domain::{Event, Rejection};
+use ledger::domain::{AccessLimit, Event, Rejection};
 use ledger::registry::ServicePoint;
-use ledger::{EventFilter, LedgerError};
+use ledger::LedgerError;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -109,17 +109,19 @@ pub struct Decision {
     pub leaf_hash: Option<String>,
 }
 
-/// The decision a policy gives a holder now, before the tap's freshness is known.
+/// The decision a policy gives a holder now by who they are and the opening hours, before
+/// the tap's freshness is known; with the holder's quota and passback for the writer to
+/// check against the decisions it already recorded (so concurrent checks cannot exceed
+/// them).
 fn decide(
-    state: &AppState,
     sp: &ServicePoint,
     policy: &Policy,
+    holder_id: i64,
     holder_categories: &[String],
-    cards: &[i64],
     now_us: i64,
-) -> Result<(&'static str, Option<String>), ApiError> {
+) -> Result<(&'static str, Option<String>, Option<AccessLimit>), ApiError> {
     if !policy.categories.is_empty() && !holder_categories.iter().any(|c| policy.categories.contains(c)) {
-        return Ok(("not_entitled", None));
+        return Ok(("not_entitled", None, None));
     }
     let tz = policy.tz()?;
     let now = tz.timestamp_micros(now_us).single().ok_or_else(|| ApiError::internal("time"))?;
@@ -127,7 +129,7 @@ fn decide(
         let t = now.time();
         let open = if o <= c { t >= o && t < c } else { t >= o || t < c };
         if !open {
-            return Ok(("closed", None));
+            return Ok(("closed", None, None));
         }
     }
     let day = now.date_naive();
@@ -137,44 +139,14 @@ fn decide(
         .map(|d| d.timestamp_micros())
         .unwrap_or(now_us);
     let queue = policy.issues_queue_numbers.then(|| format!("service_point:{}:{}", sp.id, day.format("%Y-%m-%d")));
-    if policy.daily_quota.is_none() && policy.anti_passback_minutes.is_none() {
-        return Ok(("entitled", queue));
-    }
-    // The holder's allowed entries today (all the holder's cards: a replaced card does
-    // not reset the quota).
-    let mut allowed_today = 0u32;
-    let mut last_allowed = None;
-    for card in cards {
-        let filter = EventFilter {
-            kind: Some("access_decision".into()),
-            scope: Some(format!("service_point:{}", sp.id)),
-            card_id: Some(*card),
-            since_us: Some(day_start),
-        };
-        let mut after = 0;
-        loop {
-            let page = state.ledger.events(&filter, after, ledger::PAGE_MAX)?;
-            let Some(last) = page.last() else { break };
-            after = last.id;
-            for e in &page {
-                let allowed =
-                    serde_json::from_str::<serde_json::Value>(&e.payload).is_ok_and(|p| p["decision"] == "allow");
-                if allowed {
-                    allowed_today += 1;
-                    last_allowed = last_allowed.max(Some(e.time_us));
-                }
-            }
-        }
-    }
-    if let (Some(minutes), Some(last)) = (policy.anti_passback_minutes, last_allowed) {
-        if now_us - last < i64::from(minutes) * 60_000_000 {
-            return Ok(("passback", None));
-        }
-    }
-    if policy.daily_quota.is_some_and(|q| allowed_today >= q) {
-        return Ok(("quota_reached", None));
-    }
-    Ok(("entitled", queue))
+    // The holder, not the card: a replaced card does not reset the quota.
+    let limit = (policy.daily_quota.is_some() || policy.anti_passback_minutes.is_some()).then(|| AccessLimit {
+        holder_key: format!("service_point:{}:holder:{holder_id}", sp.id),
+        day_start_us: day_start,
+        daily_quota: policy.daily_quota,
+        passback_us: policy.anti_passback_minutes.map(|m| i64::from(m) * 60_000_000),
+    });
+    Ok(("entitled", queue, limit))
 }
 
 /// Decides whether a card holder may enter or be served, logs the decision, and gives a
@@ -211,24 +183,23 @@ pub async fn access_check(
     let st = state.clone();
     let uid = tap.uid.clone();
     let now_us = state.ledger.now_us();
-    let (decision, reason, card_id, queue) = blocking(move || {
+    let (decision, reason, card_id, queue, limit) = blocking(move || {
         let sp =
             st.ledger.registry(|r| r.service_point(sp_id))?.ok_or_else(|| ApiError::forbidden("service point gone"))?;
         let policy: Policy = serde_json::from_str(&sp.policy).map_err(ApiError::internal)?;
         let Some(card) = st.ledger.registry(|r| r.card_by_uid(&uid))? else {
-            return Ok(("deny", "card_unknown", None, None));
+            return Ok(("deny", "card_unknown", None, None, None));
         };
         if card.status != "active" {
-            return Ok(("deny", "card_blocked", Some(card.id), None));
+            return Ok(("deny", "card_blocked", Some(card.id), None, None));
         }
         let holder = st.ledger.registry(|r| r.holder(card.holder_id))?.ok_or_else(|| ApiError::internal("holder"))?;
-        let cards: Vec<i64> = st.ledger.registry(|r| r.cards_of_holder(holder.id))?.iter().map(|c| c.id).collect();
-        let (reason, queue) = decide(&st, &sp, &policy, &split_categories(&holder.categories), &cards, now_us)?;
-        Ok((if reason == "entitled" { "allow" } else { "deny" }, reason, Some(card.id), queue))
+        let (reason, queue, limit) = decide(&sp, &policy, holder.id, &split_categories(&holder.categories), now_us)?;
+        Ok((if reason == "entitled" { "allow" } else { "deny" }, reason, Some(card.id), queue, limit))
     })
     .await?;
     let key = ledger::domain::IdempotencyKey::parse(&caller.key(&idem.0)).map_err(|_| ApiError::internal("key"))?;
-    let event = |decision: &str, reason: &str, counter: Option<i64>, queue: Option<String>| Event {
+    let event = |decision: &str, reason: &str, counter: Option<i64>, queue: Option<String>, limit| Event {
         kind: "access_decision".into(),
         scope: Some(format!("service_point:{sp_id}")),
         card_id,
@@ -236,12 +207,18 @@ pub async fn access_check(
         queue_key: queue,
         idempotency_key: Some(key.clone()),
         payload: json!({"decision": decision, "reason": reason, "uid": tap.uid, "counter": tap.counter}).to_string(),
+        access: limit,
     };
     let counter = card_id.map(|_| tap.counter);
-    let recorded = match state.ledger.record(event(decision, reason, counter, queue)).await {
+    let recorded = match state.ledger.record(event(decision, reason, counter, queue, limit)).await {
         // The tap is not fresh: a replay or a clone. The refusal is itself a decision.
         Err(LedgerError::Rejected(Rejection::CardReplay)) => {
-            state.ledger.record(event("deny", "replay", None, None)).await?
+            state.ledger.record(event("deny", "replay", None, None, None)).await?
+        }
+        // The writer found the holder's quota used up or the passback window open: a
+        // refusal too, and the tap is spent.
+        Err(LedgerError::Rejected(r @ (Rejection::QuotaReached | Rejection::Passback))) => {
+            state.ledger.record(event("deny", r.code(), counter, None, None)).await?
         }
         other => other?,
     };

@@ -46,6 +46,47 @@ pub struct Settings {
     pub verifier_key: Option<String>,
     /// How often `server` voids expired holds (`None`: never).
     pub hold_sweep_interval: Option<std::time::Duration>,
+    /// Money limits (`[limits]` in `kartu.toml`).
+    pub limits: MoneyLimits,
+}
+
+/// The installation's money limits, minor units: an amount above them is refused with
+/// `422 amount_too_large` and writes nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MoneyLimits {
+    /// Largest card payment, hold or offline payment.
+    pub payment_max_minor: i64,
+    /// Largest top-up.
+    pub topup_max_minor: i64,
+    /// Largest funding of an agent's float.
+    pub float_funding_max_minor: i64,
+    /// Most the city covers in shortfalls of one merchant's offline payments in 24 hours.
+    pub offline_risk_per_merchant_minor: i64,
+    /// Oldest offline record accepted when a terminal's limits do not say (µs).
+    pub offline_max_age_us: i64,
+}
+
+impl Default for MoneyLimits {
+    fn default() -> Self {
+        MoneyLimits {
+            payment_max_minor: 1_000_000_000,
+            topup_max_minor: 200_000_000,
+            float_funding_max_minor: 100_000_000_000,
+            offline_risk_per_merchant_minor: 500_000_000,
+            offline_max_age_us: 72 * 3600 * 1_000_000,
+        }
+    }
+}
+
+/// Refuses an amount above a configured limit.
+pub fn within(amount: &ledger::money::Amount, max_minor: i64, what: &str) -> Result<(), ApiError> {
+    if amount.minor() > max_minor {
+        return Err(ApiError::unprocessable(
+            "amount_too_large",
+            format!("{what} may be at most {}", amount.currency().format_minor(max_minor)),
+        ));
+    }
+    Ok(())
 }
 
 impl Default for Settings {
@@ -56,6 +97,7 @@ impl Default for Settings {
             hold_minutes_max: 7 * 24 * 60,
             verifier_key: None,
             hold_sweep_interval: None,
+            limits: MoneyLimits::default(),
         }
     }
 }

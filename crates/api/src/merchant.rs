@@ -2,7 +2,7 @@
 //! top-ups at agents; balance inquiries at kiosks; the merchant's own reads.
 
 use actix_web::{web, HttpResponse};
-use ledger::domain::{AccountId, AccountKind, Command, Entry, EntryKind, Event, Leg, References, Request};
+use ledger::domain::{AccountId, AccountKind, Command, Entry, EntryKind, Event, Posted, References, Request};
 use ledger::registry::Card;
 use serde::{Deserialize, Serialize};
 
@@ -10,7 +10,7 @@ use crate::auth::{BearerToken, Caller, IdempotencyKey, Role};
 use crate::error::ApiError;
 use crate::taps::VerifiedTap;
 use crate::wire::{self, money, receipt, Money, Page, Receipt, Tap};
-use crate::{blocking, hot_reads, AppState};
+use crate::{blocking, hot_reads, within, AppState};
 
 /// Registers the merchant, agent and kiosk routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -107,6 +107,23 @@ pub struct PaymentView {
     pub receipt: Receipt,
 }
 
+/// The answer of a card write: the card's balance is the writer's (the new card's when the
+/// card was replaced), or, for a retried request, read now.
+async fn posted_view(state: &web::Data<AppState>, posted: &Posted, status: &str) -> Result<PaymentView, ApiError> {
+    let e = &posted.entry;
+    let balance = match (posted.wallet_balance_minor, e.account_id) {
+        (Some(b), _) => b,
+        (None, Some(wallet)) => {
+            let st = state.clone();
+            blocking(move || Ok(st.ledger.balance(wallet)?)).await?
+        }
+        (None, None) => 0,
+    };
+    let mut v = view(e, status, None);
+    v.balance = money(balance, e.currency);
+    Ok(v)
+}
+
 fn view(e: &Entry, status: &str, wallet: Option<i64>) -> PaymentView {
     PaymentView {
         id: e.seq.to_string(),
@@ -142,6 +159,7 @@ pub async fn pay(
         let merchant_id = caller.merchant_id()?;
         let currency = wire::currency(body.currency.as_deref(), st.settings.currency)?;
         let amount = wire::amount(&body.amount, currency, st.settings.amount_max_minor)?;
+        within(&amount, st.settings.limits.payment_max_minor, "a payment")?;
         let merchant_reference = reference(&body.reference)?;
         let tap = st.taps.verify(&body.tap)?;
         let card = st
@@ -174,7 +192,11 @@ pub async fn pay(
     count(&state, "payment", &result);
     let posted = result?;
     // A retry gets the first answer whole, status included (as every other write does).
-    Ok(HttpResponse::Created().json(view(&posted.entry, "approved", Some(card.account_id))))
+    let mut v = view(&posted.entry, "approved", Some(card.account_id));
+    if let Some(b) = posted.wallet_balance_minor {
+        v.balance = money(b, posted.entry.currency);
+    }
+    Ok(HttpResponse::Created().json(v))
 }
 
 /// The merchant's payments (and captures), newest first.
@@ -269,9 +291,9 @@ pub async fn refund(
     let currency = wire::currency(body.currency.as_deref(), state.settings.currency)?;
     let amount = wire::amount(&body.amount, currency, state.settings.amount_max_minor)?;
     let reason = body.reason.as_deref().map(|r| wire::text("reason", r, 200)).transpose()?;
-    // Only payments: the ledger refunds payments (a capture's id is a 404 like any other
-    // id that is not one of this merchant's payments).
-    let payment = own_entry(&state, &caller, &id, &[EntryKind::Payment]).await?;
+    // Payments and captures (a capture is the merchant's payment of a hold: a hotel's early
+    // check-out, a parking overcharge); the writer refunds at most what was taken.
+    let payment = own_entry(&state, &caller, &id, &[EntryKind::Payment, EntryKind::Capture]).await?;
     let request = Request::new(Command::Refund { payment_seq: payment.seq, amount })
         .with_key(key(&caller, &idem)?)
         .with_references(References {
@@ -283,7 +305,7 @@ pub async fn refund(
     let result = state.ledger.submit(request).await;
     count(&state, "refund", &result);
     let posted = result?;
-    Ok(HttpResponse::Created().json(view(&posted.entry, "refunded", payment.account_id.map(|a| a.0))))
+    Ok(HttpResponse::Created().json(posted_view(&state, &posted, "refunded").await?))
 }
 
 /// `POST /v1/holds`.
@@ -314,6 +336,7 @@ pub async fn hold(
     let merchant_id = caller.merchant_id()?;
     let currency = wire::currency(body.currency.as_deref(), state.settings.currency)?;
     let amount = wire::amount(&body.amount, currency, state.settings.amount_max_minor)?;
+    within(&amount, state.settings.limits.payment_max_minor, "a hold")?;
     let minutes = body.expires_in_minutes.unwrap_or(24 * 60);
     if !(1..=state.settings.hold_minutes_max).contains(&minutes) {
         return Err(ApiError::unprocessable(
@@ -353,7 +376,7 @@ pub async fn hold(
     let result = state.ledger.submit(request).await;
     count(&state, "hold", &result);
     let posted = result?;
-    Ok(HttpResponse::Created().json(view(&posted.entry, "held", Some(card.account_id))))
+    Ok(HttpResponse::Created().json(posted_view(&state, &posted, "held").await?))
 }
 
 /// `POST /v1/holds/{id}/capture`.
@@ -402,7 +425,7 @@ pub async fn capture(
     let result = state.ledger.submit(request).await;
     count(&state, "capture", &result);
     let posted = result?;
-    Ok(HttpResponse::Created().json(view(&posted.entry, "captured", hold.account_id.map(|a| a.0))))
+    Ok(HttpResponse::Created().json(posted_view(&state, &posted, "captured").await?))
 }
 
 /// Voids a hold: everything goes back to the card.
@@ -422,7 +445,7 @@ pub async fn void(
             ..Default::default()
         });
     let posted = state.ledger.submit(request).await?;
-    Ok(HttpResponse::Created().json(view(&posted.entry, "voided", hold.account_id.map(|a| a.0))))
+    Ok(HttpResponse::Created().json(posted_view(&state, &posted, "voided").await?))
 }
 
 /// Statement query.
@@ -577,6 +600,7 @@ pub async fn topup(
     let agent_id = caller.credential.agent_id.ok_or_else(|| ApiError::forbidden("this credential has no agent"))?;
     let currency = wire::currency(body.currency.as_deref(), state.settings.currency)?;
     let amount = wire::amount(&body.amount, currency, state.settings.amount_max_minor)?;
+    within(&amount, state.settings.limits.topup_max_minor, "a top-up")?;
     let (counter, card) = match (&body.tap, &body.card_id) {
         (Some(tap), None) => {
             let (t, c) = card_of_tap(&state, tap).await?;
@@ -594,47 +618,40 @@ pub async fn topup(
         _ => return Err(ApiError::unprocessable("invalid_body", "send either tap or card_id")),
     };
     let st = state.clone();
-    let card_id = card.id;
-    let (agent, owed, risk) = blocking(move || {
-        let agent = st.ledger.registry(|r| r.agent(agent_id))?;
-        let owed = st.ledger.registry(|r| r.card_debt(card_id))?;
-        let risk = if owed > 0 { Some(st.system_account(AccountKind::OfflineRisk, currency)?) } else { None };
-        Ok((agent, owed, risk))
+    let agent = blocking(move || Ok(st.ledger.registry(|r| r.agent(agent_id))?))
+        .await?
+        .ok_or_else(|| ApiError::forbidden("the credential's agent is gone"))?;
+    // The writer repays what the card owes after an offline shortfall first, out of the
+    // top-up, and credits the rest (to the new card, if this one was replaced meanwhile).
+    let request = Request::new(Command::Topup {
+        source: AccountId(agent.account_id),
+        wallet: AccountId(card.account_id),
+        amount,
     })
-    .await?;
-    let agent = agent.ok_or_else(|| ApiError::forbidden("the credential's agent is gone"))?;
-    // A card that owes an offline shortfall repays it first, out of the top-up.
-    let repay = owed.clamp(0, amount.minor());
-    let mut legs = vec![Leg { account: AccountId(agent.account_id), amount_minor: -amount.minor() }];
-    if amount.minor() > repay {
-        legs.push(Leg { account: AccountId(card.account_id), amount_minor: amount.minor() - repay });
-    }
-    if let (Some(risk), true) = (risk, repay > 0) {
-        legs.push(Leg { account: risk, amount_minor: repay });
-    }
-    let request = Request::new(Command::Transfer { kind: EntryKind::Topup, legs })
-        .with_key(key(&caller, &idem)?)
-        .with_references(References {
-            terminal_id: Some(caller.reference()),
-            card_id: Some(card.id),
-            card_read_counter: counter,
-            memo: (repay > 0).then(|| format!("repays an offline shortfall of {}", currency.format_minor(repay))),
-            ..Default::default()
-        });
+    .with_key(key(&caller, &idem)?)
+    .with_references(References {
+        terminal_id: Some(caller.reference()),
+        card_id: Some(card.id),
+        card_read_counter: counter,
+        ..Default::default()
+    });
     let result = state.ledger.submit(request).await;
     count(&state, "topup", &result);
     let posted = result?;
     let e = &posted.entry;
-    if repay > 0 {
-        let st = state.clone();
-        let seq = e.seq;
-        blocking(move || Ok(st.ledger.registry(|r| r.add_card_debt(seq, card_id, -repay))?)).await?;
-    }
-    let balance = if amount.minor() > repay {
-        balance_after(e, card.account_id)
-    } else {
-        let st = state.clone();
-        blocking(move || Ok(st.ledger.balance(AccountId(card.account_id))?)).await?
+    let repaid: i64 = e
+        .postings
+        .iter()
+        .filter(|p| p.amount_minor > 0 && Some(p.account_id) != e.account_id && p.account_id.0 != agent.account_id)
+        .map(|p| p.amount_minor)
+        .sum();
+    let balance = match (posted.wallet_balance_minor, e.account_id) {
+        (Some(b), _) => b,
+        (None, Some(wallet)) => {
+            let st = state.clone();
+            blocking(move || Ok(st.ledger.balance(wallet)?)).await?
+        }
+        (None, None) => 0,
     };
     Ok(HttpResponse::Created().json(TopupView {
         id: e.seq.to_string(),
@@ -642,7 +659,7 @@ pub async fn topup(
         balance: money(balance, currency),
         float: money(balance_after(e, agent.account_id), currency),
         card_id: card.id.to_string(),
-        repaid: money(repay, currency),
+        repaid: money(repaid, currency),
         receipt: receipt(e),
     }))
 }
@@ -701,6 +718,7 @@ pub async fn balance_inquiry(
             queue_key: None,
             idempotency_key: Some(key(&caller, &idem)?),
             payload: "{}".into(),
+            access: None,
         })
         .await?;
     let st = state.clone();

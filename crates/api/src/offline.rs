@@ -8,7 +8,7 @@
 //! account, the card owes it and is on the deny list until a top-up repays it.
 
 use actix_web::{web, HttpResponse};
-use ledger::domain::{AccountId, AccountKind, Command, Event, References, Rejection, Request};
+use ledger::domain::{AccountId, AccountKind, Command, Event, OfflineTerms, References, Request};
 use ledger::LedgerError;
 use offline::{check_upload, ChainHead, JournalError, OfflineAccess, RecordKind, RiskLimits, SignedRecord};
 use serde::{Deserialize, Serialize};
@@ -87,6 +87,9 @@ pub struct DenyList {
     pub access: Option<OfflineAccess>,
     /// As of.
     pub as_of: String,
+    /// This sync's id: every offline record names the sync it was taken under, and the
+    /// server judges it by what this sync said (these UIDs, these limits).
+    pub sync_id: i64,
 }
 
 /// The deny list and the terminal's limits, to sync while online.
@@ -96,9 +99,12 @@ pub async fn deny_list(state: web::Data<AppState>, caller: Caller) -> Result<Htt
     let limits = caller.credential.offline_limits.as_deref().and_then(|l| serde_json::from_str::<RiskLimits>(l).ok());
     let st = state.clone();
     let service_point = caller.credential.service_point_id.filter(|_| caller.role == Role::ServicePoint);
-    let (uids, access) = blocking(move || {
+    let (cred, limits_json) = (caller.credential.id, caller.credential.offline_limits.clone());
+    let (uids, access, sync_id) = blocking(move || {
         let uids = st.ledger.registry(|r| r.deny_list())?;
-        let Some(sp_id) = service_point else { return Ok((uids, None)) };
+        let now = st.ledger.now_us();
+        let sync_id = st.ledger.registry(|r| r.insert_offline_sync(cred, now, limits_json.as_deref(), &uids))?;
+        let Some(sp_id) = service_point else { return Ok((uids, None, sync_id)) };
         let sp =
             st.ledger.registry(|r| r.service_point(sp_id))?.ok_or_else(|| ApiError::forbidden("service point gone"))?;
         let policy: crate::access::Policy = serde_json::from_str(&sp.policy).map_err(ApiError::internal)?;
@@ -120,10 +126,16 @@ pub async fn deny_list(state: web::Data<AppState>, caller: Caller) -> Result<Htt
             daily_quota: policy.daily_quota,
             anti_passback_minutes: policy.anti_passback_minutes,
         };
-        Ok((uids, Some(access)))
+        Ok((uids, Some(access), sync_id))
     })
     .await?;
-    Ok(HttpResponse::Ok().json(DenyList { uids, limits, access, as_of: crate::wire::time(state.ledger.now_us()) }))
+    Ok(HttpResponse::Ok().json(DenyList {
+        uids,
+        limits,
+        access,
+        as_of: crate::wire::time(state.ledger.now_us()),
+        sync_id,
+    }))
 }
 
 /// An upload.
@@ -141,13 +153,21 @@ pub struct Upload {
 pub struct RecordResult {
     /// The record.
     pub seq: i64,
-    /// `posted`, `posted_with_shortfall`, `logged` (access), or `refused:<code>` (the
-    /// tap was not genuine, the card unknown, the tap already used).
+    /// `posted`, `posted_with_shortfall`, `logged:event:<id>` (access), or
+    /// `refused:<code>`: the tap was not genuine (`tap_mac_invalid`), the card unknown, the
+    /// tap used or older than the sync (`card_replay`), the card denied at the sync
+    /// (`card_denied_at_sync`), the record stale (`offline_record_stale`) or under an
+    /// unknown sync (`offline_sync_unknown`), above a limit (`amount_too_large`,
+    /// `offline_limit_per_tap`, `offline_limit_card_day`, `offline_limit_outstanding`,
+    /// `offline_risk_cap`), or of a kind this credential may not upload
+    /// (`offline_not_allowed`).
     pub result: String,
     /// The entry, when one was posted.
     pub entry_seq: Option<i64>,
     /// What the card could not cover (the card owes it).
     pub shortfall_minor: Option<i64>,
+    /// The audit event of a refused record or an access record.
+    pub event_id: Option<i64>,
 }
 
 /// The upload's outcome when every record was good.
@@ -195,9 +215,10 @@ pub async fn upload(
         let hash = r.record.hash();
         let st = state.clone();
         let (seq, old, res, entry) = (r.record.seq as i64, at.seq as i64, result.result.clone(), result.entry_seq);
+        let event = result.event_id;
         blocking(move || {
             let now = st.ledger.now_us();
-            st.ledger.registry(|x| x.insert_offline_record(cred, seq, &hash, &res, entry, None, now))?;
+            st.ledger.registry(|x| x.insert_offline_record(cred, seq, &hash, &res, entry, event, now))?;
             // Another upload of the same journal may have moved the head first: both post
             // the same records (same keys), so either move is the same move.
             st.ledger.registry(|x| x.advance_offline_head(cred, old, seq, &hash, now))?;
@@ -214,22 +235,95 @@ pub async fn upload(
         .json(Uploaded { records: results, head: Head { seq: at.seq as i64, hash: hex::encode(at.hash) } }))
 }
 
+/// What became of a record the server refuses: nothing is posted, the refusal is a leaf of
+/// the audit log (`offline_record_refused`), and the terminal's chain goes on.
+async fn refuse(
+    state: &web::Data<AppState>,
+    caller: &Caller,
+    rec: &offline::Record,
+    code: &str,
+) -> Result<RecordResult, ApiError> {
+    let seq = rec.seq as i64;
+    let key = ledger::domain::IdempotencyKey::parse(&format!("offline:c{}:{seq}:refused", caller.credential.id))
+        .map_err(|_| ApiError::internal("key"))?;
+    let recorded = state
+        .ledger
+        .record(Event {
+            kind: "offline_record_refused".into(),
+            scope: Some(caller.reference()),
+            card_id: None,
+            card_read_counter: None,
+            queue_key: None,
+            idempotency_key: Some(key),
+            payload: json!({"offline_seq": seq, "code": code, "uid": rec.uid, "amount_minor": rec.amount_minor,
+                "currency": rec.currency, "sync_id": rec.sync_id, "terminal_time_us": rec.time_us})
+            .to_string(),
+            access: None,
+        })
+        .await?;
+    state.metrics.payment("offline_payment", code);
+    Ok(RecordResult {
+        seq,
+        result: format!("refused:{code}"),
+        entry_seq: None,
+        shortfall_minor: None,
+        event_id: Some(recorded.event.id),
+    })
+}
+
+/// The sync an offline payment record names, checked against the record: it must be the
+/// terminal's, the last one before the record, with offline limits; the record must be no
+/// older than the terminal's maximum offline age and not dated after the upload.
+async fn record_sync(
+    state: &web::Data<AppState>,
+    caller: &Caller,
+    rec: &offline::Record,
+) -> Result<Result<(ledger::registry::OfflineSync, RiskLimits), &'static str>, ApiError> {
+    let (st, cred, sync_id, time) = (state.clone(), caller.credential.id, rec.sync_id as i64, rec.time_us);
+    let (sync, last_before) = blocking(move || {
+        let sync = st.ledger.registry(|r| r.offline_sync(cred, sync_id))?;
+        let last_before = st.ledger.registry(|r| r.offline_sync_before(cred, time))?;
+        Ok((sync, last_before))
+    })
+    .await?;
+    let Some(sync) = sync else { return Ok(Err("offline_sync_unknown")) };
+    let Some(limits) = sync.limits.as_deref().and_then(|l| serde_json::from_str::<RiskLimits>(l).ok()) else {
+        return Ok(Err("offline_not_allowed"));
+    };
+    let now = state.ledger.now_us();
+    let max_age = limits
+        .max_offline_hours
+        .map_or(state.settings.limits.offline_max_age_us, |h| i64::from(h) * 3_600_000_000);
+    // Dated before the sync it names (or a later sync came before it), after the upload,
+    // or older than the terminal may stay offline.
+    if rec.time_us < sync.time_us || last_before != Some(sync.id) || rec.time_us > now || now - rec.time_us > max_age {
+        return Ok(Err("offline_record_stale"));
+    }
+    Ok(Ok((sync, limits)))
+}
+
 async fn post_record(state: &web::Data<AppState>, caller: &Caller, r: &SignedRecord) -> Result<RecordResult, ApiError> {
     let rec = &r.record;
     let seq = rec.seq as i64;
-    let refused =
-        |code: &str| RecordResult { seq, result: format!("refused:{code}"), entry_seq: None, shortfall_minor: None };
     let key = ledger::domain::IdempotencyKey::parse(&format!("offline:c{}:{seq}", caller.credential.id))
         .map_err(|_| ApiError::internal("key"))?;
+    // Only a gate's credential may log access records, only a POS's may take payments.
+    let allowed = match rec.kind {
+        RecordKind::Access => caller.role == Role::ServicePoint,
+        RecordKind::Payment => caller.role == Role::MerchantTerminal,
+    };
+    if !allowed {
+        return refuse(state, caller, rec, "offline_not_allowed").await;
+    }
     let tap = match state.taps.verify(&Tap { picc_data: rec.picc_data.clone(), cmac: rec.cmac.clone() }) {
         Ok(t) if t.uid == rec.uid.to_ascii_uppercase() => t,
         // A fake card taken offline: nothing is posted; the terminal's risk.
-        _ => return Ok(refused("tap_mac_invalid")),
+        _ => return refuse(state, caller, rec, "tap_mac_invalid").await,
     };
     let st = state.clone();
     let uid = tap.uid.clone();
     let Some(card) = blocking(move || Ok(st.ledger.registry(|x| x.card_by_uid(&uid))?)).await? else {
-        return Ok(refused("card_unknown"));
+        return refuse(state, caller, rec, "card_unknown").await;
     };
     match rec.kind {
         RecordKind::Access => {
@@ -249,6 +343,7 @@ async fn post_record(state: &web::Data<AppState>, caller: &Caller, r: &SignedRec
                     payload: json!({"decision": rec.decision, "reason": "offline", "offline_seq": seq,
                         "counter": tap.counter, "terminal_time_us": rec.time_us})
                     .to_string(),
+                    access: None,
                 })
                 .await?;
             Ok(RecordResult {
@@ -256,25 +351,53 @@ async fn post_record(state: &web::Data<AppState>, caller: &Caller, r: &SignedRec
                 result: format!("logged:event:{}", recorded.event.id),
                 entry_seq: None,
                 shortfall_minor: None,
+                event_id: Some(recorded.event.id),
             })
         }
         RecordKind::Payment => {
             let merchant_id = caller.merchant_id()?;
-            let currency = ledger::money::Currency::parse(&rec.currency)
-                .map_err(|_| ApiError::unprocessable("invalid_amount", "currency"))?;
-            let amount = ledger::money::Amount::from_minor(rec.amount_minor, currency, state.settings.amount_max_minor)
-                .map_err(|e| ApiError::unprocessable("invalid_amount", e.to_string()))?;
+            let (sync, limits) = match record_sync(state, caller, rec).await? {
+                Ok(found) => found,
+                Err(code) => return refuse(state, caller, rec, code).await,
+            };
+            if sync.denied.iter().any(|u| u.eq_ignore_ascii_case(&tap.uid)) {
+                return refuse(state, caller, rec, "card_denied_at_sync").await;
+            }
+            let Ok(currency) = ledger::money::Currency::parse(&rec.currency) else {
+                return refuse(state, caller, rec, "invalid_amount").await;
+            };
+            if currency != state.settings.currency {
+                return refuse(state, caller, rec, "currency_mismatch").await;
+            }
+            let amount = match ledger::money::Amount::from_minor(rec.amount_minor, currency, state.settings.amount_max_minor)
+            {
+                Ok(a) if a.minor() <= state.settings.limits.payment_max_minor => a,
+                _ => return refuse(state, caller, rec, "amount_too_large").await,
+            };
             let st = state.clone();
-            let (merchant, fees, risk) = blocking(move || {
+            let (card_id, sync_time) = (card.id, sync.time_us);
+            let (merchant, fees, risk, floor) = blocking(move || {
                 let m = st.merchant(merchant_id)?.ok_or_else(|| ApiError::forbidden("merchant gone"))?;
                 Ok((
                     m,
                     st.system_account(AccountKind::FeeRevenue, currency)?,
                     st.system_account(AccountKind::OfflineRisk, currency)?,
+                    st.ledger.card_counter_at(card_id, sync_time)?,
                 ))
             })
             .await?;
             let rate = ledger::money::FeeRate::parse(&merchant.fee_rate).map_err(ApiError::internal)?;
+            let terms = OfflineTerms {
+                credential_id: caller.credential.id,
+                record_seq: seq,
+                record_time_us: rec.time_us,
+                sync_id: sync.id,
+                counter_floor: floor,
+                per_tap_minor: limits.per_tap_minor,
+                per_card_per_day_minor: limits.per_card_per_day_minor,
+                outstanding_minor: limits.outstanding_minor,
+                merchant_risk_cap_minor: state.settings.limits.offline_risk_per_merchant_minor,
+            };
             let request = Request::new(Command::OfflinePayment {
                 wallet: AccountId(card.account_id),
                 merchant: AccountId(merchant.account_id),
@@ -282,6 +405,7 @@ async fn post_record(state: &web::Data<AppState>, caller: &Caller, r: &SignedRec
                 risk_account: risk,
                 amount,
                 fee_minor: rate.fee_minor(amount.minor()),
+                terms,
             })
             .with_key(key)
             .with_references(References {
@@ -293,23 +417,18 @@ async fn post_record(state: &web::Data<AppState>, caller: &Caller, r: &SignedRec
             });
             let posted = match state.ledger.submit(request).await {
                 Ok(p) => p,
-                Err(LedgerError::Rejected(Rejection::CardReplay)) => return Ok(refused("card_replay")),
-                Err(LedgerError::Rejected(r)) => return Ok(refused(r.code())),
+                Err(LedgerError::Rejected(r)) => return refuse(state, caller, rec, r.code()).await,
                 Err(e) => return Err(e.into()),
             };
             state.metrics.payment("offline_payment", "approved");
             let shortfall: i64 =
                 -posted.entry.postings.iter().filter(|p| p.account_id == risk).map(|p| p.amount_minor).sum::<i64>();
-            if shortfall > 0 {
-                let st = state.clone();
-                let (entry, card_id) = (posted.entry.seq, card.id);
-                blocking(move || Ok(st.ledger.registry(|x| x.add_card_debt(entry, card_id, shortfall))?)).await?;
-            }
             Ok(RecordResult {
                 seq,
                 result: if shortfall > 0 { "posted_with_shortfall".into() } else { "posted".into() },
                 entry_seq: Some(posted.entry.seq),
                 shortfall_minor: (shortfall > 0).then_some(shortfall),
+                event_id: None,
             })
         }
     }

@@ -58,6 +58,7 @@ pub async fn log_action(
             ledger::domain::IdempotencyKey::parse(&caller.key(&key.0)).map_err(|_| ApiError::internal("key"))?,
         ),
         payload,
+        access: None,
     };
     Ok(state.ledger.record(event).await?)
 }
@@ -438,48 +439,23 @@ pub async fn replace_card(
         Ok(())
     })
     .await?;
-    // Move the balance. The old card takes no more taps, so its balance only falls (a
-    // payment already in flight); if one lands between the read and the move, read again.
-    let mut moved = 0;
-    let mut posted = None;
-    for attempt in 0..3 {
-        let st = state.clone();
-        let k = ledger_key(&caller, &key, &format!(":move{attempt}"))?;
-        let (balance, earlier) =
-            blocking(move || Ok((st.ledger.balance(AccountId(old.account_id))?, st.ledger.entry_by_key(k.as_str())?)))
-                .await?;
-        // A retry of this replacement reports the move it made, which emptied the old card.
-        if let Some(e) = earlier {
-            moved = e.amount_minor;
-            posted = Some(e);
-            break;
-        }
-        if balance == 0 {
-            break;
-        }
-        let request = Request::new(Command::Transfer {
-            kind: EntryKind::CardReplacement,
-            legs: vec![
-                Leg { account: AccountId(old.account_id), amount_minor: -balance },
-                Leg { account: AccountId(new.account_id), amount_minor: balance },
-            ],
-        })
-        .with_key(ledger_key(&caller, &key, &format!(":move{attempt}"))?)
-        .with_references(References {
-            card_id: Some(new.id),
-            memo: Some(format!("replaces card {}", old.id)),
-            ..Default::default()
-        });
-        match state.ledger.submit(request).await {
-            Ok(p) => {
-                moved = balance;
-                posted = Some(p.entry);
-                break;
-            }
-            Err(LedgerError::Rejected(ledger::domain::Rejection::InsufficientFunds)) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
+    // The writer moves whatever the old wallet holds at that point of the log, with what
+    // it owes; from then on the old wallet pays nothing and every credit to it (a refund, a
+    // released hold) goes to the new card in the same entry. A retry finds its entry by key.
+    let request = Request::new(Command::ReplaceCard {
+        old_wallet: AccountId(old.account_id),
+        new_wallet: AccountId(new.account_id),
+    })
+    .with_key(ledger_key(&caller, &key, ":move")?)
+    .with_references(References {
+        terminal_id: Some(caller.reference()),
+        card_id: Some(new.id),
+        memo: Some(format!("replaces card {}", old.id)),
+        ..Default::default()
+    });
+    let posted = state.ledger.submit(request).await?;
+    let moved = posted.entry.amount_minor;
+    let posted = Some(posted.entry);
     let st = state.clone();
     let (old_view, new_view) = blocking(move || {
         let old = st.ledger.registry(|r| r.card(old.id))?.ok_or_else(|| ApiError::internal("card vanished"))?;
@@ -1162,43 +1138,25 @@ pub async fn settle(state: web::Data<AppState>, caller: Caller, key: Idempotency
     let bank = blocking(move || st.system_account(AccountKind::CityBank, currency)).await?;
     let mut lines = Vec::new();
     for m in merchants {
-        let st = state.clone();
-        let mm = m.clone();
-        let k = ledger_key(&caller, &key, &format!(":m{}", m.id))?;
-        let kk = k.clone();
-        let (earlier, (balance, gross, fee)) = blocking(move || {
-            let earlier = st.ledger.entry_by_key(kk.as_str())?;
-            let totals = since_last_settlement(&st, &mm, earlier.as_ref().map(|e| e.seq))?;
-            Ok((earlier, totals))
-        })
-        .await?;
-        let entry = match earlier {
-            // A retry of this run: report what it paid for this merchant, pay nothing twice.
-            Some(e) => e,
-            None if balance <= 0 => continue,
-            None => {
-                let request = Request::new(Command::Transfer {
-                    kind: EntryKind::Settlement,
-                    legs: vec![
-                        Leg { account: AccountId(m.account_id), amount_minor: -balance },
-                        Leg { account: bank, amount_minor: balance },
-                    ],
-                })
-                .with_key(k)
-                .with_references(References {
-                    terminal_id: Some(caller.reference()),
-                    memo: Some(format!("settlement of merchant {}", m.id)),
-                    ..Default::default()
-                });
-                match state.ledger.submit(request).await {
-                    Ok(p) => p.entry,
-                    // A refund between the read and the settlement lowered the balance: skip
-                    // this merchant; the next run settles it.
-                    Err(LedgerError::Rejected(ledger::domain::Rejection::InsufficientFunds)) => continue,
-                    Err(e) => return Err(e.into()),
-                }
-            }
+        // The writer pays exactly the merchant's payable balance at this point of the log;
+        // a retry of this run finds the entry it made by key and pays nothing twice.
+        let request = Request::new(Command::Settle { merchant: AccountId(m.account_id), bank })
+            .with_key(ledger_key(&caller, &key, &format!(":m{}", m.id))?)
+            .with_references(References {
+                terminal_id: Some(caller.reference()),
+                memo: Some(format!("settlement of merchant {}", m.id)),
+                ..Default::default()
+            });
+        let entry = match state.ledger.submit(request).await {
+            Ok(p) => p.entry,
+            Err(LedgerError::Rejected(ledger::domain::Rejection::NothingToSettle)) => continue,
+            Err(e) => return Err(e.into()),
         };
+        // The report: what the period this settlement closed held (read after the fact,
+        // pinned to the entry; it decides nothing).
+        let st = state.clone();
+        let (mm, upto) = (m.clone(), entry.seq);
+        let (gross, fee) = blocking(move || since_last_settlement(&st, &mm, upto)).await?;
         lines.push(SettlementLine {
             merchant_id: m.id.to_string(),
             gross: money(gross, currency),
@@ -1210,11 +1168,10 @@ pub async fn settle(state: web::Data<AppState>, caller: Caller, key: Idempotency
     Ok(HttpResponse::Created().json(Settlements { lines }))
 }
 
-/// The merchant's balance, and gross and fees of its payments since its last settlement
-/// (before entry `upto`, when given: the period a settlement entry closed).
-fn since_last_settlement(state: &AppState, m: &Merchant, upto: Option<i64>) -> Result<(i64, i64, i64), ApiError> {
+/// Gross and fees of a merchant's payments, captures and refunds between its settlement
+/// before entry `upto` and `upto` (the settlement entry that closed the period).
+fn since_last_settlement(state: &AppState, m: &Merchant, upto: i64) -> Result<(i64, i64), ApiError> {
     let account = AccountId(m.account_id);
-    let balance = state.ledger.balance(account)?;
     let (mut gross, mut fee) = (0i64, 0i64);
     let mut after = 0;
     let mut since_settlement: Vec<ledger::StatementLine> = Vec::new();
@@ -1223,7 +1180,7 @@ fn since_last_settlement(state: &AppState, m: &Merchant, upto: Option<i64>) -> R
         let Some(last) = page.lines.last() else { break };
         after = last.entry_seq;
         for line in page.lines {
-            if upto.is_some_and(|u| line.entry_seq >= u) {
+            if line.entry_seq >= upto {
                 break 'pages;
             }
             if line.kind == EntryKind::Settlement {
@@ -1249,5 +1206,5 @@ fn since_last_settlement(state: &AppState, m: &Merchant, upto: Option<i64>) -> R
             }
         }
     }
-    Ok((balance, gross, fee))
+    Ok((gross, fee))
 }

@@ -46,10 +46,68 @@ pub struct Config {
     /// How often expired holds are voided (their money goes back to the card).
     #[serde(default = "default_hold_sweep_interval_ms")]
     pub hold_sweep_interval_ms: u64,
+    /// Money and tap limits.
+    #[serde(default)]
+    pub limits: LimitsConfig,
 }
 
 fn default_hold_sweep_interval_ms() -> u64 {
     30_000
+}
+
+/// `[limits]` in `kartu.toml`: decimal amounts in the installation's currency.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest card payment, hold or offline payment.
+    pub payment_max: String,
+    /// Largest top-up.
+    pub topup_max: String,
+    /// Largest funding of an agent's float.
+    pub float_funding_max: String,
+    /// Most the city covers in shortfalls of one merchant's offline payments in 24 hours.
+    pub offline_risk_per_merchant: String,
+    /// Oldest offline record accepted, hours (a terminal's own `max_offline_hours` wins).
+    pub offline_max_age_hours: u32,
+    /// How far below a card's last read counter an unused tap racing to the server is
+    /// still accepted.
+    pub tap_race_counters: i64,
+    /// For how long after the tap that raised the last counter, ms.
+    pub tap_race_window_ms: i64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            payment_max: "10000000.00".into(),
+            topup_max: "2000000.00".into(),
+            float_funding_max: "1000000000.00".into(),
+            offline_risk_per_merchant: "5000000.00".into(),
+            offline_max_age_hours: 72,
+            tap_race_counters: ledger::domain::TAP_RACE_COUNTERS_DEFAULT,
+            tap_race_window_ms: ledger::domain::TAP_RACE_WINDOW_US_DEFAULT / 1000,
+        }
+    }
+}
+
+impl LimitsConfig {
+    fn money(&self, currency: Currency) -> Result<crate::MoneyLimits, SetupError> {
+        let amount = |field: &str, text: &str| {
+            ledger::money::Amount::parse(text, currency, ledger::money::AMOUNT_MAX_MINOR)
+                .map(|a| a.minor())
+                .map_err(|e| err(&format!("limits.{field}"), e))
+        };
+        if self.tap_race_counters < 0 || self.tap_race_window_ms < 0 {
+            return Err(SetupError("limits.tap_race_counters and tap_race_window_ms must be 0 or more".into()));
+        }
+        Ok(crate::MoneyLimits {
+            payment_max_minor: amount("payment_max", &self.payment_max)?,
+            topup_max_minor: amount("topup_max", &self.topup_max)?,
+            float_funding_max_minor: amount("float_funding_max", &self.float_funding_max)?,
+            offline_risk_per_merchant_minor: amount("offline_risk_per_merchant", &self.offline_risk_per_merchant)?,
+            offline_max_age_us: i64::from(self.offline_max_age_hours) * 3_600_000_000,
+        })
+    }
 }
 
 /// Errors of set-up, with a message for the operator.
@@ -73,6 +131,7 @@ impl Config {
             wallet_balance_max: "2000000.00".into(),
             workers: 0,
             hold_sweep_interval_ms: default_hold_sweep_interval_ms(),
+            limits: LimitsConfig::default(),
         }
     }
 
@@ -173,6 +232,7 @@ pub fn init(data_dir: &Path, database_url: Option<&str>, system_identifier: &str
             payload: serde_json::json!({"action": "create_credential", "by": "kartu init",
                 "details": {"role": "operator", "name": "first operator"}})
             .to_string(),
+            access: None,
         })
         .map_err(|e| err("logging the first credential", e))?;
     let now = ledger.now_us();
@@ -238,14 +298,20 @@ pub fn load(data_dir: &Path, database_url: Option<&str>) -> Result<Loaded, Setup
             origin: config.origin.clone(),
             interval: Duration::from_millis(config.checkpoint_interval_ms.max(10)),
         }),
+        tap_rules: ledger::TapRules {
+            race_counters: config.limits.tap_race_counters,
+            race_window_us: config.limits.tap_race_window_ms.saturating_mul(1000),
+        },
         ..LedgerConfig::default()
     };
+    let limits = config.limits.money(currency)?;
     ledger::migrate(&config.database_url).map_err(|e| err("migrating the database", e))?;
     let ledger = Ledger::open(&config.database_url, ledger_config).map_err(|e| err("opening the ledger", e))?;
     let settings = Settings {
         currency,
         verifier_key,
         hold_sweep_interval: Some(Duration::from_millis(config.hold_sweep_interval_ms.max(10))),
+        limits,
         ..Settings::default()
     };
     let state = web::Data::new(AppState::new(ledger, settings, TapKeys(keys), &nik_key));

@@ -415,6 +415,17 @@ fn offline_upload_survives_kill_9() {
     let term_token = term["token"].as_str().expect("token").to_owned();
     let auditor = ok200(post(&op, "/v1/credentials", "cu", serde_json::json!({"role": "auditor", "name": "u"})));
     let auditor = auditor["token"].as_str().expect("token").to_owned();
+    // The terminal syncs before it goes offline; its records name that sync.
+    let sync: serde_json::Value = agent
+        .get(&format!("{base}/v1/offline/deny-list"))
+        .header("Authorization", &format!("Bearer {term_token}"))
+        .call()
+        .expect("sync")
+        .body_mut()
+        .read_json()
+        .expect("sync json");
+    let sync_id = sync["sync_id"].as_u64().expect("sync_id");
+    let taken_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_micros() as i64;
     // The terminal's offline journal: RECORDS payments of 10.00 + i.
     let keys = KeyFile::parse(&std::fs::read_to_string(data.join("keys.toml")).expect("keys")).expect("key file");
     let set = keys.newest();
@@ -426,7 +437,7 @@ fn offline_upload_survives_kill_9() {
             let ctr = ReadCounter::new(i).expect("ctr");
             writer
                 .append(offline::NewRecord {
-                    time_us: 1_800_000_000_000_000 + i64::from(i),
+                    time_us: taken_at + i64::from(i),
                     kind: offline::RecordKind::Payment,
                     uid: UID.into(),
                     picc_data: hex::encode_upper(encrypt_picc_data(set.sdm_meta_read_key(), &uid, ctr, [0; 5])),
@@ -435,6 +446,7 @@ fn offline_upload_survives_kill_9() {
                     currency: "IDR".into(),
                     reference: Some(format!("r{i}")),
                     decision: None,
+                    sync_id,
                 })
                 .expect("append")
         })

@@ -191,6 +191,7 @@ pub fn decode_event_leaf(bytes: &[u8]) -> Result<EventRecord, LeafError> {
         idempotency_key,
         request_hash: None,
         payload,
+        holder_key: None,
         audit: None,
     })
 }

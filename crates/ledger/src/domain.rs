@@ -12,10 +12,15 @@ use crate::money::{Amount, Currency};
 pub const WALLET_BALANCE_MAX_DEFAULT_MINOR: i64 = 200_000_000;
 /// Longest idempotency key accepted.
 pub const IDEMPOTENCY_KEY_MAX: usize = 128;
-/// How far below a card's last read counter a tap may still be accepted, once: taps of one
-/// card that race to the server arrive out of order (RFC 4303's anti-replay window, here
-/// for SDM read counters). A counter used before, or further below, is a replay.
-pub const TAP_WINDOW: i64 = 64;
+/// How far below a card's last read counter an unused tap is still accepted online, by
+/// default: taps of one card that race to the server arrive out of order.
+pub const TAP_RACE_COUNTERS_DEFAULT: i64 = 4;
+/// How long after the tap that raised a card's last counter a lower one may still race in,
+/// by default (µs).
+pub const TAP_RACE_WINDOW_US_DEFAULT: i64 = 10_000_000;
+/// The window of a merchant's offline-risk exposure: shortfalls of its offline payments
+/// posted in the last 24 hours.
+pub const OFFLINE_RISK_WINDOW_US: i64 = 24 * 3600 * 1_000_000;
 /// Longest free-text reference (terminal id, merchant reference, memo).
 pub const REFERENCE_TEXT_MAX: usize = 200;
 /// Most postings in one entry.
@@ -49,7 +54,8 @@ pub enum AccountKind {
     Suspense,
     /// Funds reserved by holds (pre-authorisations): one system account per currency.
     Holds,
-    /// Shortfalls of offline taps that a wallet could not cover.
+    /// Shortfalls of offline taps that a wallet could not cover: its balance is minus what
+    /// cards owe (each card's debt is kept by the writer beside it, see `wallet_debts`).
     OfflineRisk,
 }
 
@@ -321,9 +327,10 @@ pub enum Command {
     },
     /// A payment a terminal accepted offline, posted when it is uploaded: the merchant is
     /// paid in full; the wallet pays what it holds and the offline-risk account the rest
-    /// (the shortfall, which the card owes until a top-up repays it).
+    /// (the shortfall, which the card owes until a top-up repays it). The writer checks the
+    /// record against the terminal's limits as of the sync it names ([`OfflineTerms`]).
     OfflinePayment {
-        /// The paying card's wallet.
+        /// The paying card's wallet (a replaced card's successor pays).
         wallet: AccountId,
         /// The merchant.
         merchant: AccountId,
@@ -335,7 +342,59 @@ pub enum Command {
         amount: Amount,
         /// Merchant discount, part of the amount.
         fee_minor: i64,
+        /// What the record is checked against.
+        terms: OfflineTerms,
     },
+    /// Money loaded onto a card: what the card owes after an offline shortfall is repaid
+    /// first (to the offline-risk account), the rest goes to the wallet.
+    Topup {
+        /// Where the money comes from: an agent's float or the city bank.
+        source: AccountId,
+        /// The card's wallet (a replaced card's successor is credited).
+        wallet: AccountId,
+        /// How much.
+        amount: Amount,
+    },
+    /// A card replaced by a new one: whatever the old wallet holds, and whatever it owes,
+    /// moves to the new wallet; from then on the old wallet pays nothing and every credit
+    /// to it goes to its successor.
+    ReplaceCard {
+        /// The old card's wallet.
+        old_wallet: AccountId,
+        /// The new card's wallet.
+        new_wallet: AccountId,
+    },
+    /// Pays a merchant's whole payable balance at this point of the log to the city bank.
+    Settle {
+        /// The merchant's account.
+        merchant: AccountId,
+        /// The city bank account of its currency.
+        bank: AccountId,
+    },
+}
+
+/// What the server knows of an offline record when it posts it: the terminal's limits and
+/// the card's counter as of the sync the record names (the terminal could know no newer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OfflineTerms {
+    /// The terminal's credential.
+    pub credential_id: i64,
+    /// The record's number in the terminal's journal.
+    pub record_seq: i64,
+    /// When the terminal took it (terminal clock), µs.
+    pub record_time_us: i64,
+    /// The sync the record names.
+    pub sync_id: i64,
+    /// The card's last read counter at that sync: the tap must be above it.
+    pub counter_floor: Option<i64>,
+    /// The terminal's largest offline payment.
+    pub per_tap_minor: i64,
+    /// Most one card may spend offline at this terminal per UTC day (by record time).
+    pub per_card_per_day_minor: i64,
+    /// Most the terminal may take offline between two syncs.
+    pub outstanding_minor: i64,
+    /// Most the city covers in shortfalls of this merchant's offline payments in 24 hours.
+    pub merchant_risk_cap_minor: i64,
 }
 
 /// A write request: a command, its references and an optional idempotency key.
@@ -402,7 +461,12 @@ impl Request {
                     Ok(())
                 }
             }
-            Command::Refund { .. } | Command::Hold { .. } | Command::Void { .. } => Ok(()),
+            Command::Refund { .. }
+            | Command::Hold { .. }
+            | Command::Void { .. }
+            | Command::Topup { .. }
+            | Command::ReplaceCard { .. }
+            | Command::Settle { .. } => Ok(()),
         }
     }
 
@@ -450,10 +514,34 @@ impl Request {
                 e.text("void");
                 e.int(*hold_seq);
             }
-            Command::OfflinePayment { wallet, merchant, fee_account, risk_account, amount, fee_minor } => {
+            Command::OfflinePayment { wallet, merchant, fee_account, risk_account, amount, fee_minor, terms } => {
                 e.text("offline_payment");
                 e.ints(&[wallet.0, merchant.0, fee_account.0, risk_account.0, amount.minor(), *fee_minor]);
                 e.text(amount.currency().code());
+                e.ints(&[
+                    terms.credential_id,
+                    terms.record_seq,
+                    terms.record_time_us,
+                    terms.sync_id,
+                    terms.per_tap_minor,
+                    terms.per_card_per_day_minor,
+                    terms.outstanding_minor,
+                    terms.merchant_risk_cap_minor,
+                ]);
+                e.opt_int(terms.counter_floor);
+            }
+            Command::Topup { source, wallet, amount } => {
+                e.text("topup");
+                e.ints(&[source.0, wallet.0, amount.minor()]);
+                e.text(amount.currency().code());
+            }
+            Command::ReplaceCard { old_wallet, new_wallet } => {
+                e.text("replace_card");
+                e.ints(&[old_wallet.0, new_wallet.0]);
+            }
+            Command::Settle { merchant, bank } => {
+                e.text("settle");
+                e.ints(&[merchant.0, bank.0]);
             }
         }
         let digest = ring::digest::digest(&ring::digest::SHA256, &e.0);
@@ -560,6 +648,9 @@ pub struct Posted {
     pub entry: Entry,
     /// True when this is the stored result of an earlier request with the same key.
     pub replayed: bool,
+    /// The card wallet's balance right after the entry, for card operations (the successor's
+    /// when the card was replaced); none for a replayed request.
+    pub wallet_balance_minor: Option<i64>,
 }
 
 /// Why a request was refused. The numbers and codes are stable: clients may rely on them
@@ -589,6 +680,9 @@ pub enum Rejection {
     /// tap or a cloned card. Recorded for the operator (see `Ledger::card_replays`).
     #[error("this card's read counter is not above the last one seen: a replayed tap or a cloned card")]
     CardReplay = 11,
+    /// The card was replaced: its wallet pays nothing more (credits go to its successor).
+    #[error("this card was replaced; its balance is on the new card")]
+    CardReplaced = 12,
     /// An account does not exist.
     #[error("account not found")]
     AccountNotFound = 20,
@@ -628,6 +722,27 @@ pub enum Rejection {
     /// A balance would overflow.
     #[error("a balance would overflow")]
     Overflow = 52,
+    /// A settlement of a merchant whose payable balance is zero.
+    #[error("the merchant has nothing to settle")]
+    NothingToSettle = 53,
+    /// An offline payment above the terminal's per-tap limit.
+    #[error("the offline payment is above the terminal's per-tap limit")]
+    OfflineLimitPerTap = 60,
+    /// An offline payment above what the card may spend offline at this terminal per day.
+    #[error("the offline payment is above the card's daily offline limit at this terminal")]
+    OfflineLimitCardDay = 61,
+    /// The terminal took more offline since its last sync than its outstanding limit.
+    #[error("the terminal's offline total since its last sync is above its limit")]
+    OfflineLimitOutstanding = 62,
+    /// The city's offline-risk cap for this merchant would be exceeded.
+    #[error("the city's offline-risk cap for this merchant is reached")]
+    OfflineRiskCap = 63,
+    /// A service point's daily quota for this holder is used up.
+    #[error("today's entries are used up")]
+    QuotaReached = 70,
+    /// The holder was let in too recently.
+    #[error("the holder entered too recently")]
+    Passback = 71,
 }
 
 impl Rejection {
@@ -641,6 +756,7 @@ impl Rejection {
             Rejection::InvalidEvent => "invalid_event",
             Rejection::IdempotencyConflict => "idempotency_conflict",
             Rejection::CardReplay => "card_replay",
+            Rejection::CardReplaced => "card_replaced",
             Rejection::AccountNotFound => "account_not_found",
             Rejection::AccountKindMismatch => "account_kind_mismatch",
             Rejection::CurrencyMismatch => "currency_mismatch",
@@ -654,6 +770,13 @@ impl Rejection {
             Rejection::InsufficientFunds => "insufficient_funds",
             Rejection::ExceedsMaxBalance => "exceeds_max_balance",
             Rejection::Overflow => "overflow",
+            Rejection::NothingToSettle => "nothing_to_settle",
+            Rejection::OfflineLimitPerTap => "offline_limit_per_tap",
+            Rejection::OfflineLimitCardDay => "offline_limit_card_day",
+            Rejection::OfflineLimitOutstanding => "offline_limit_outstanding",
+            Rejection::OfflineRiskCap => "offline_risk_cap",
+            Rejection::QuotaReached => "quota_reached",
+            Rejection::Passback => "passback",
         }
     }
 
@@ -689,6 +812,24 @@ pub struct Event {
     pub idempotency_key: Option<IdempotencyKey>,
     /// The details, JSON text.
     pub payload: String,
+    /// For an allowed access decision: the holder's quota and passback at the service
+    /// point, checked by the writer against the decisions it already recorded.
+    pub access: Option<AccessLimit>,
+}
+
+/// A holder's limits at a service point, decided in the writer so that concurrent checks
+/// cannot exceed them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLimit {
+    /// Names the holder at the service point, e.g. `service_point:7:holder:12`; every
+    /// allowed decision recorded with it counts.
+    pub holder_key: String,
+    /// Start of the holder's local day at the service point, µs.
+    pub day_start_us: i64,
+    /// Entries allowed per local day.
+    pub daily_quota: Option<u32>,
+    /// No second entry within this many µs.
+    pub passback_us: Option<i64>,
 }
 
 impl Event {
@@ -702,7 +843,10 @@ impl Event {
                 .is_none_or(|t| !t.is_empty() && t.len() <= EVENT_TEXT_MAX && t.bytes().all(|b| b.is_ascii_graphic()))
         };
         let payload_ok = self.payload.len() <= EVENT_PAYLOAD_MAX;
-        if !(kind_ok && text_ok(&self.scope) && text_ok(&self.queue_key) && payload_ok) || self.kind == "entry" {
+        let access_ok = self.access.as_ref().is_none_or(|a| text_ok(&Some(a.holder_key.clone())));
+        if !(kind_ok && text_ok(&self.scope) && text_ok(&self.queue_key) && payload_ok && access_ok)
+            || self.kind == "entry"
+        {
             return Err(Rejection::InvalidEvent);
         }
         let bad_counter = self.card_read_counter.is_some_and(|c| !(0..=0xFF_FFFF).contains(&c));
@@ -722,6 +866,12 @@ impl Event {
         e.opt_int(self.card_read_counter);
         e.opt_text(&self.queue_key);
         e.text(&self.payload);
+        if let Some(a) = &self.access {
+            e.text(&a.holder_key);
+            e.int(a.day_start_us);
+            e.opt_int(a.daily_quota.map(i64::from));
+            e.opt_int(a.passback_us);
+        }
         let digest = ring::digest::digest(&ring::digest::SHA256, &e.0);
         let mut out = [0u8; 32];
         out.copy_from_slice(digest.as_ref());
@@ -754,6 +904,8 @@ pub struct EventRecord {
     pub request_hash: Option<[u8; 32]>,
     /// The details, JSON text.
     pub payload: String,
+    /// The holder's key at a service point, when the decision counts against its limits.
+    pub holder_key: Option<String>,
     /// Where it stands in the audit log.
     pub audit: Option<AuditRef>,
 }

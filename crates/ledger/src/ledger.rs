@@ -18,7 +18,7 @@ use crate::domain::{
     Account, AccountId, AccountKind, AuditRef, CardReplay, Command, Entry, EntryKind, Event, EventRecord, NewAccount,
     Op, Outcome, Posted, Recorded, Request, WALLET_BALANCE_MAX_DEFAULT_MINOR,
 };
-use crate::machine::{AccountState, Machine, Needs, State};
+use crate::machine::{AccountState, Machine, Needs, State, TapRules};
 use crate::money::Currency;
 use crate::store::{Backend, Db, Head};
 use crate::LedgerError;
@@ -61,6 +61,8 @@ pub struct LedgerConfig {
     /// Sign checkpoints of the audit log with this key (none: this process does not sign;
     /// another may).
     pub checkpoints: Option<CheckpointSettings>,
+    /// How far a racing tap may fall below its card's last counter, and for how long.
+    pub tap_rules: TapRules,
 }
 
 /// How this process signs checkpoints.
@@ -97,6 +99,7 @@ impl Default for LedgerConfig {
             clock: system_clock(),
             audit_log: true,
             checkpoints: None,
+            tap_rules: TapRules::default(),
         }
     }
 }
@@ -181,6 +184,7 @@ impl Ledger {
             url: url.to_owned(),
             clock: config.clock.clone(),
             audit_log: config.audit_log,
+            rules: config.tap_rules,
             cache: HashMap::new(),
             cache_seq: None,
             holds: HashMap::new(),
@@ -578,6 +582,21 @@ impl Ledger {
         self.read(|db| db.card_last_counter(card_id))
     }
 
+    /// What a card wallet owes after offline shortfalls (0: nothing).
+    pub fn wallet_debt(&self, wallet: AccountId) -> Result<i64, LedgerError> {
+        self.read(|db| db.wallet_debt(wallet))
+    }
+
+    /// The wallet that took over a replaced card's wallet, if any.
+    pub fn wallet_successor(&self, wallet: AccountId) -> Result<Option<AccountId>, LedgerError> {
+        self.read(|db| db.successor(wallet))
+    }
+
+    /// A card's last read counter as of `time_us` (entries and events recorded by then).
+    pub fn card_counter_at(&self, card_id: i64, time_us: i64) -> Result<Option<i64>, LedgerError> {
+        self.read(|db| db.card_counter_at(card_id, time_us))
+    }
+
     /// Taps of a card refused as replays (suspected clones), oldest first.
     pub fn card_replays(&self, card_id: i64, limit: i64) -> Result<Vec<CardReplay>, LedgerError> {
         self.read(|db| db.card_replays(card_id, limit.clamp(1, PAGE_MAX)))
@@ -695,6 +714,7 @@ struct Writer {
     url: String,
     clock: Clock,
     audit_log: bool,
+    rules: TapRules,
     /// The Merkle tree's right edge (the perfect subtrees of the current size), valid with
     /// the account cache.
     edge: HashMap<merkle::NodeCoord, merkle::Hash>,
@@ -769,6 +789,7 @@ impl Writer {
     fn apply(&mut self, requests: &[Op]) -> Result<Vec<Result<Outcome, crate::domain::Rejection>>, LedgerError> {
         let now = (self.clock)();
         let audit_log = self.audit_log;
+        let rules = self.rules;
         let Writer { db, cache, cache_seq, holds, edge, .. } = self;
         let (mut results, state, new_seq, receipts, event_receipts) = db.write_transaction(|db, head| {
             if *cache_seq != Some(head.last_seq) {
@@ -778,13 +799,16 @@ impl Writer {
             }
             let mut state = load(db, cache, holds, requests, now)?;
             let time_us = now.max(head.last_time_us);
-            let mut machine = Machine::new(&mut state, head.last_seq + 1, time_us);
+            let mut machine = Machine::new(&mut state, head.last_seq + 1, time_us, rules);
             let results: Vec<_> = requests.iter().map(|r| machine.apply_op(r)).collect();
             let mut written = std::mem::take(&mut machine.written);
             let mut events = std::mem::take(&mut machine.events);
             let order = std::mem::take(&mut machine.leaf_order);
             let replays = std::mem::take(&mut machine.replays);
             let counters = std::mem::take(&mut machine.counters);
+            let debt_rows = std::mem::take(&mut machine.debt_rows);
+            let successor_rows = std::mem::take(&mut machine.successor_rows);
+            let offline_rows = std::mem::take(&mut machine.offline_rows);
             let new_seq = head.last_seq + written.len() as i64;
             let mut tree_size = head.tree_size;
             let mut receipts = HashMap::new();
@@ -797,6 +821,7 @@ impl Writer {
                 }
                 db.insert_entries(&written)?;
                 db.insert_events(&events)?;
+                db.insert_integrity(&debt_rows, &successor_rows, &offline_rows)?;
                 db.set_card_counters(&counters, time_us)?;
                 db.advance_head(head, Head { last_seq: new_seq, last_time_us: time_us, tree_size })?;
             }
@@ -891,9 +916,43 @@ fn load(
     let payment_seqs: Vec<i64> = needs.payments.iter().copied().collect();
     state.payments = db.payments(&payment_seqs)?;
 
-    let mut ids = needs.accounts;
+    let mut ids = needs.accounts.clone();
     ids.extend(state.holds.values().flat_map(|h| [h.wallet, h.merchant, h.holds_account]));
     ids.extend(state.payments.values().flat_map(|p| [p.wallet, p.merchant, p.fee_account]));
+    // Replaced wallets pass credits to their successors, which must be loaded too, with
+    // what every wallet of the batch owes.
+    let mut wallets = needs.wallets.clone();
+    wallets.extend(state.holds.values().map(|h| h.wallet));
+    wallets.extend(state.payments.values().map(|p| p.wallet));
+    state.successors = db.successors(&wallets)?;
+    wallets.extend(state.successors.values().copied());
+    ids.extend(wallets.iter().copied());
+    let wallet_list: Vec<AccountId> = wallets.into_iter().collect();
+    state.debts = db.debts(&wallet_list)?;
+    for currency in &needs.risk_currencies {
+        let id = db.system_account(AccountKind::OfflineRisk, *currency, now_us)?.id;
+        state.risk_accounts.insert(*currency, id);
+        ids.insert(id);
+    }
+    for (terms, card) in &needs.offline {
+        let day = (terms.credential_id, *card, crate::machine::utc_day(terms.record_time_us));
+        if !state.offline_card_day.contains_key(&day) {
+            let spent = db.offline_card_day(terms.credential_id, *card, terms.record_time_us)?;
+            state.offline_card_day.insert(day, spent);
+        }
+        let sync = (terms.credential_id, terms.sync_id);
+        if !state.offline_sync_total.contains_key(&sync) {
+            let total = db.offline_sync_total(terms.credential_id, terms.sync_id)?;
+            state.offline_sync_total.insert(sync, total);
+        }
+    }
+    for merchant in &needs.offline_merchants {
+        let since = now_us - crate::domain::OFFLINE_RISK_WINDOW_US - 60_000_000;
+        state.merchant_shortfalls.insert(*merchant, db.merchant_shortfalls(*merchant, since)?);
+    }
+    for (key, since) in &needs.access {
+        state.access_times.insert(key.clone(), db.access_times(key, *since)?);
+    }
     for r in requests {
         if let Op::Entry(Request { command: Command::Hold { amount, .. }, .. }) = r {
             let currency = amount.currency();
@@ -943,8 +1002,9 @@ fn load(
     // Only taps that are not above their card's last counter can have been used; the
     // usual tap, above it, costs no lookup.
     let mut maybe_used = needs.offline_taps.clone();
-    maybe_used
-        .extend(needs.taps.iter().filter(|(card, ctr)| state.last_counters.get(card).is_some_and(|last| ctr <= last)));
+    maybe_used.extend(
+        needs.taps.iter().filter(|(card, ctr)| state.last_counters.get(card).is_some_and(|last| *ctr <= last.0)),
+    );
     state.used_taps = db.used_counters(&maybe_used)?;
     if needs.events {
         state.next_event_id = db.last_event_id()? + 1;

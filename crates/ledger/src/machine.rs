@@ -6,8 +6,8 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::domain::{
-    Account, AccountId, AccountKind, CardReplay, Command, Entry, EntryKind, Event, EventRecord, IdempotencyKey, Op,
-    Posted, Posting, Recorded, Rejection, Request, TAP_WINDOW,
+    Account, AccountId, AccountKind, CardReplay, Command, Entry, EntryKind, Event, EventRecord, IdempotencyKey,
+    OfflineTerms, Op, Posted, Posting, Recorded, Rejection, Request, OFFLINE_RISK_WINDOW_US,
 };
 use crate::money::Currency;
 
@@ -40,6 +40,53 @@ pub(crate) struct PaymentState {
     pub amount_minor: i64,
     pub fee_minor: i64,
     pub refunded_minor: i64,
+    /// What of an offline payment's shortfall is still owed and was not repaid by a refund
+    /// of this payment (0 for others).
+    pub shortfall_outstanding: i64,
+}
+
+/// How taps that race to the server are judged: a counter at most `race_counters` below
+/// the card's last, never used, within `race_window_us` of the tap that raised the last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TapRules {
+    /// How far below the last counter.
+    pub race_counters: i64,
+    /// How long after the last counter was raised, µs.
+    pub race_window_us: i64,
+}
+
+impl Default for TapRules {
+    fn default() -> Self {
+        TapRules {
+            race_counters: crate::domain::TAP_RACE_COUNTERS_DEFAULT,
+            race_window_us: crate::domain::TAP_RACE_WINDOW_US_DEFAULT,
+        }
+    }
+}
+
+/// A change of a wallet's debt, written beside its entry (`wallet_debts`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DebtRow {
+    pub entry_seq: i64,
+    pub wallet: AccountId,
+    pub delta_minor: i64,
+    pub payment_seq: Option<i64>,
+    pub merchant: Option<AccountId>,
+    pub time_us: i64,
+}
+
+/// An offline payment as posted (`offline_payments`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OfflineRow {
+    pub entry_seq: i64,
+    pub terms: OfflineTerms,
+    pub card_id: i64,
+    pub amount_minor: i64,
+}
+
+/// Days since the Unix epoch (UTC) of a time in µs.
+pub(crate) fn utc_day(time_us: i64) -> i64 {
+    time_us.div_euclid(86_400_000_000)
 }
 
 /// What a batch needs loaded before it can be applied.
@@ -60,6 +107,16 @@ pub(crate) struct Needs {
     /// `(card, counter)` of every tap: those at or below their card's last counter are
     /// looked up as used or not.
     pub taps: HashSet<(i64, i64)>,
+    /// Card wallets named by the batch: their successors (replaced cards) and debts.
+    pub wallets: HashSet<AccountId>,
+    /// Currencies whose offline-risk account the batch needs (top-ups and refunds).
+    pub risk_currencies: HashSet<Currency>,
+    /// Offline records: `(credential, card, UTC day)` totals and `(credential, sync)` totals.
+    pub offline: Vec<(OfflineTerms, i64)>,
+    /// Merchants with offline payments: their shortfalls of the last 24 hours.
+    pub offline_merchants: HashSet<AccountId>,
+    /// Holder keys of access decisions with limits, and the earliest time that matters.
+    pub access: HashMap<String, i64>,
 }
 
 impl Needs {
@@ -74,6 +131,13 @@ impl Needs {
                     n.cards.extend(e.card_id.filter(|_| e.card_read_counter.is_some()));
                     n.taps.extend(e.card_id.zip(e.card_read_counter));
                     n.queues.extend(e.queue_key.clone());
+                    if let Some(a) = &e.access {
+                        // Decisions that count: today's for the quota, recent ones for passback
+                        // (the writer's clock is never far from the caller's; a day is ample).
+                        let from = a.day_start_us.min(a.day_start_us - a.passback_us.unwrap_or(0).max(0));
+                        let at = n.access.entry(a.holder_key.clone()).or_insert(from);
+                        *at = (*at).min(from);
+                    }
                     continue;
                 }
             };
@@ -91,14 +155,33 @@ impl Needs {
                 Command::Transfer { legs, .. } => n.accounts.extend(legs.iter().map(|l| l.account)),
                 Command::Payment { wallet, merchant, fee_account, .. } => {
                     n.accounts.extend([*wallet, *merchant, *fee_account]);
+                    n.wallets.insert(*wallet);
                 }
-                Command::OfflinePayment { wallet, merchant, fee_account, risk_account, .. } => {
+                Command::OfflinePayment { wallet, merchant, fee_account, risk_account, amount, terms, .. } => {
                     n.accounts.extend([*wallet, *merchant, *fee_account, *risk_account]);
+                    n.wallets.insert(*wallet);
+                    n.offline.push((*terms, r.references.card_id.unwrap_or(0)));
+                    n.offline_merchants.insert(*merchant);
+                    n.risk_currencies.insert(amount.currency());
                 }
-                Command::Refund { payment_seq, .. } => {
+                Command::Refund { payment_seq, amount } => {
                     n.payments.insert(*payment_seq);
+                    n.risk_currencies.insert(amount.currency());
                 }
-                Command::Hold { wallet, merchant, .. } => n.accounts.extend([*wallet, *merchant]),
+                Command::Hold { wallet, merchant, .. } => {
+                    n.accounts.extend([*wallet, *merchant]);
+                    n.wallets.insert(*wallet);
+                }
+                Command::Topup { source, wallet, amount } => {
+                    n.accounts.extend([*source, *wallet]);
+                    n.wallets.insert(*wallet);
+                    n.risk_currencies.insert(amount.currency());
+                }
+                Command::ReplaceCard { old_wallet, new_wallet } => {
+                    n.accounts.extend([*old_wallet, *new_wallet]);
+                    n.wallets.extend([*old_wallet, *new_wallet]);
+                }
+                Command::Settle { merchant, bank } => n.accounts.extend([*merchant, *bank]),
                 Command::Capture { hold_seq, fee_account, .. } => {
                     n.holds.insert(*hold_seq);
                     n.accounts.insert(*fee_account);
@@ -122,8 +205,9 @@ pub(crate) struct State {
     pub keyed: HashMap<IdempotencyKey, Entry>,
     /// Events already written with these keys.
     pub keyed_events: HashMap<IdempotencyKey, EventRecord>,
-    /// The last accepted read counter of each tapped card that has one.
-    pub last_counters: HashMap<i64, i64>,
+    /// The last accepted read counter of each tapped card that has one, and when it was
+    /// raised (µs).
+    pub last_counters: HashMap<i64, (i64, i64)>,
     /// The highest number taken so far in each queue of the batch.
     pub queue_max: HashMap<String, i64>,
     /// The next event id.
@@ -132,6 +216,22 @@ pub(crate) struct State {
     pub used_taps: HashSet<(i64, i64)>,
     /// The holds account of each currency.
     pub holds_accounts: HashMap<Currency, AccountId>,
+    /// The offline-risk account of each currency the batch needs.
+    pub risk_accounts: HashMap<Currency, AccountId>,
+    /// Replaced wallets and the wallet that took over (loaded for every wallet named and
+    /// every successor found, so chains resolve in memory).
+    pub successors: HashMap<AccountId, AccountId>,
+    /// What each loaded wallet owes (absent: nothing).
+    pub debts: HashMap<AccountId, i64>,
+    /// Offline payments posted per `(credential, card, UTC day of the record)`.
+    pub offline_card_day: HashMap<(i64, i64, i64), i64>,
+    /// Offline payments posted per `(credential, sync)`.
+    pub offline_sync_total: HashMap<(i64, i64), i64>,
+    /// Shortfalls of each merchant's offline payments posted in the last 24 hours, as
+    /// `(time, amount)`.
+    pub merchant_shortfalls: HashMap<AccountId, Vec<(i64, i64)>>,
+    /// Times of the decisions recorded under each holder key (allowed entries that count).
+    pub access_times: HashMap<String, Vec<i64>>,
 }
 
 /// Applies requests one after another, numbering new entries from `next_seq`.
@@ -150,10 +250,17 @@ pub(crate) struct Machine<'s> {
     pub replays: Vec<CardReplay>,
     /// Cards whose last counter moved, and where to.
     pub counters: HashMap<i64, i64>,
+    /// Changes of wallets' debts made by this batch.
+    pub debt_rows: Vec<DebtRow>,
+    /// Wallets replaced by this batch: `(old, new, entry)`.
+    pub successor_rows: Vec<(AccountId, AccountId, i64)>,
+    /// Offline payments posted by this batch.
+    pub offline_rows: Vec<OfflineRow>,
+    rules: TapRules,
 }
 
 impl<'s> Machine<'s> {
-    pub fn new(state: &'s mut State, next_seq: i64, time_us: i64) -> Machine<'s> {
+    pub fn new(state: &'s mut State, next_seq: i64, time_us: i64, rules: TapRules) -> Machine<'s> {
         Machine {
             state,
             next_seq,
@@ -163,40 +270,83 @@ impl<'s> Machine<'s> {
             leaf_order: Vec::new(),
             replays: Vec::new(),
             counters: HashMap::new(),
+            debt_rows: Vec::new(),
+            successor_rows: Vec::new(),
+            offline_rows: Vec::new(),
+            rules,
         }
     }
 
-    /// Checks a tap's counter against the card's: above the last one it is fresh; within
-    /// [`TAP_WINDOW`] below it, fresh if no entry or event has used it (taps of one card
-    /// that race to the server arrive out of order); further below, or used, it is a replay,
-    /// remembered for the operator.
+    /// The wallet that holds a card's money now: the wallet itself, or the last of its
+    /// successors when the card was replaced (perhaps more than once).
+    fn current_wallet(&self, wallet: AccountId) -> AccountId {
+        let mut w = wallet;
+        // A chain is as long as a holder's replacements; the bound only stops a cycle,
+        // which the unique successor column and the writer's checks never allow.
+        for _ in 0..64 {
+            match self.state.successors.get(&w) {
+                Some(next) => w = *next,
+                None => break,
+            }
+        }
+        w
+    }
+
+    fn refuse_replaced(&self, wallet: AccountId) -> Result<(), Rejection> {
+        if self.state.successors.contains_key(&wallet) {
+            Err(Rejection::CardReplaced)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn debt(&self, wallet: AccountId) -> i64 {
+        self.state.debts.get(&wallet).copied().unwrap_or(0)
+    }
+
+    fn balance(&self, id: AccountId) -> i64 {
+        self.state.accounts.get(&id).map_or(0, |a| a.balance_minor)
+    }
+
+    fn risk_account(&self, currency: Currency) -> Result<AccountId, Rejection> {
+        self.state.risk_accounts.get(&currency).copied().ok_or(Rejection::AccountNotFound)
+    }
+
+    /// Checks a tap's counter against the card's: above the last one it is fresh. A lower
+    /// one is fresh only when no entry or event used it, it is at most
+    /// [`TapRules::race_counters`] below the last, and the last was raised less than
+    /// [`TapRules::race_window_us`] ago: taps of one card that race to the server. Anything
+    /// else is a replay (a skimmed tap held back, a clone), remembered for the operator.
     fn check_tap(&mut self, tap: Option<(i64, i64)>, source: Option<&str>) -> Result<(), Rejection> {
         let Some((card, counter)) = tap else { return Ok(()) };
-        match self.state.last_counters.get(&card) {
-            Some(&last)
-                if counter <= last
-                    && (counter <= last - TAP_WINDOW || self.state.used_taps.contains(&(card, counter))) =>
-            {
-                self.replays.push(CardReplay {
-                    card_id: card,
-                    counter,
-                    last_counter: last,
-                    time_us: self.time_us,
-                    source: source.map(str::to_owned),
-                });
-                Err(Rejection::CardReplay)
-            }
-            _ => Ok(()),
+        let Some(&(last, raised_us)) = self.state.last_counters.get(&card) else { return Ok(()) };
+        let racing = last - counter <= self.rules.race_counters
+            && self.time_us - raised_us < self.rules.race_window_us
+            && !self.state.used_taps.contains(&(card, counter));
+        if counter > last || racing {
+            return Ok(());
         }
+        self.replay(card, counter, last, source)
+    }
+
+    fn replay(&mut self, card: i64, counter: i64, last: i64, source: Option<&str>) -> Result<(), Rejection> {
+        self.replays.push(CardReplay {
+            card_id: card,
+            counter,
+            last_counter: last,
+            time_us: self.time_us,
+            source: source.map(str::to_owned),
+        });
+        Err(Rejection::CardReplay)
     }
 
     fn accept_tap(&mut self, tap: Option<(i64, i64)>) {
         if let Some((card, counter)) = tap {
             // An offline tap may be older than the card's last online one: the counter
             // never moves back.
-            let last = self.state.last_counters.get(&card).copied();
+            let last = self.state.last_counters.get(&card).map(|l| l.0);
             if last.is_none_or(|l| counter > l) {
-                self.state.last_counters.insert(card, counter);
+                self.state.last_counters.insert(card, (counter, self.time_us));
                 self.counters.insert(card, counter);
             }
             self.state.used_taps.insert((card, counter));
@@ -204,18 +354,73 @@ impl<'s> Machine<'s> {
     }
 
     /// An offline tap is uploaded after the fact, maybe after newer online taps of the same
-    /// card: it is checked for single use, not for order.
-    fn check_offline_tap(&mut self, tap: Option<(i64, i64)>, source: Option<&str>) -> Result<(), Rejection> {
+    /// card: it must be unused, and above the card's last counter as of the terminal's last
+    /// sync (a tap skimmed before it is refused).
+    fn check_offline_tap(
+        &mut self,
+        tap: Option<(i64, i64)>,
+        floor: Option<i64>,
+        source: Option<&str>,
+    ) -> Result<(), Rejection> {
         let Some((card, counter)) = tap else { return Ok(()) };
-        if self.state.used_taps.contains(&(card, counter)) {
-            self.replays.push(CardReplay {
-                card_id: card,
-                counter,
-                last_counter: self.state.last_counters.get(&card).copied().unwrap_or(counter),
-                time_us: self.time_us,
-                source: source.map(str::to_owned),
-            });
-            return Err(Rejection::CardReplay);
+        let stale = floor.is_some_and(|f| counter <= f);
+        if self.state.used_taps.contains(&(card, counter)) || stale {
+            let last = self.state.last_counters.get(&card).map_or(counter, |l| l.0);
+            return self.replay(card, counter, last.max(floor.unwrap_or(0)), source);
+        }
+        Ok(())
+    }
+
+    /// The writer's checks of an offline record: the terminal's limits as of its sync and
+    /// the city's cap on one merchant's shortfalls. `shortfall` is what the wallet cannot
+    /// cover.
+    fn check_offline(
+        &self,
+        terms: &OfflineTerms,
+        card: i64,
+        merchant: AccountId,
+        amount: i64,
+        shortfall: i64,
+    ) -> Result<(), Rejection> {
+        if amount > terms.per_tap_minor {
+            return Err(Rejection::OfflineLimitPerTap);
+        }
+        let day = (terms.credential_id, card, utc_day(terms.record_time_us));
+        let spent = self.state.offline_card_day.get(&day).copied().unwrap_or(0);
+        if spent.saturating_add(amount) > terms.per_card_per_day_minor {
+            return Err(Rejection::OfflineLimitCardDay);
+        }
+        let since_sync = self.state.offline_sync_total.get(&(terms.credential_id, terms.sync_id)).copied().unwrap_or(0);
+        if since_sync.saturating_add(amount) > terms.outstanding_minor {
+            return Err(Rejection::OfflineLimitOutstanding);
+        }
+        if shortfall > 0 {
+            let from = self.time_us - OFFLINE_RISK_WINDOW_US;
+            let exposure: i64 = self
+                .state
+                .merchant_shortfalls
+                .get(&merchant)
+                .map_or(0, |v| v.iter().filter(|(t, _)| *t > from).map(|(_, a)| a).sum());
+            if exposure.saturating_add(shortfall) > terms.merchant_risk_cap_minor {
+                return Err(Rejection::OfflineRiskCap);
+            }
+        }
+        Ok(())
+    }
+
+    /// The writer's check of a holder's quota and passback at a service point.
+    fn check_access(&self, access: &crate::domain::AccessLimit) -> Result<(), Rejection> {
+        let times = self.state.access_times.get(&access.holder_key).map(Vec::as_slice).unwrap_or(&[]);
+        if let Some(window) = access.passback_us {
+            if times.iter().any(|t| self.time_us - t < window) {
+                return Err(Rejection::Passback);
+            }
+        }
+        if let Some(quota) = access.daily_quota {
+            let today = times.iter().filter(|t| **t >= access.day_start_us).count();
+            if today >= quota as usize {
+                return Err(Rejection::QuotaReached);
+            }
         }
         Ok(())
     }
@@ -246,6 +451,9 @@ impl<'s> Machine<'s> {
         }
         let tap = event.card_id.zip(event.card_read_counter);
         self.check_tap(tap, event.scope.as_deref())?;
+        if let Some(access) = &event.access {
+            self.check_access(access)?;
+        }
         let queue_number = match &event.queue_key {
             Some(q) => {
                 let n = self.state.queue_max.entry(q.clone()).or_insert(0);
@@ -267,8 +475,12 @@ impl<'s> Machine<'s> {
             idempotency_key: event.idempotency_key.clone(),
             request_hash: Some(fingerprint),
             payload: event.payload.clone(),
+            holder_key: event.access.as_ref().map(|a| a.holder_key.clone()),
             audit: None,
         };
+        if let Some(access) = &event.access {
+            self.state.access_times.entry(access.holder_key.clone()).or_default().push(self.time_us);
+        }
         self.state.next_event_id += 1;
         if let Some(key) = &event.idempotency_key {
             self.state.keyed_events.insert(key.clone(), record.clone());
@@ -286,7 +498,7 @@ impl<'s> Machine<'s> {
         if let Some(key) = &request.idempotency_key {
             if let Some(entry) = self.state.keyed.get(key) {
                 return if entry.request_hash == Some(fingerprint) {
-                    Ok(Posted { entry: entry.clone(), replayed: true })
+                    Ok(Posted { entry: entry.clone(), replayed: true, wallet_balance_minor: None })
                 } else {
                     Err(Rejection::IdempotencyConflict)
                 };
@@ -297,12 +509,12 @@ impl<'s> Machine<'s> {
         }
         let counter = request.references.card_id.zip(request.references.card_read_counter);
         let source = request.references.terminal_id.as_deref();
-        if matches!(request.command, Command::OfflinePayment { .. }) {
-            self.check_offline_tap(counter, source)?;
+        if let Command::OfflinePayment { terms, .. } = &request.command {
+            self.check_offline_tap(counter, terms.counter_floor, source)?;
         } else {
             self.check_tap(counter, source)?;
         }
-        let draft = self.draft(&request.command)?;
+        let draft = self.draft(&request.command, request.references.card_id)?;
         let postings = self.post(&draft.legs, draft.kind)?;
         // Past this point nothing can fail: record the entry and its consequences.
         let entry = Entry {
@@ -323,18 +535,19 @@ impl<'s> Machine<'s> {
             audit: None,
         };
         self.next_seq += 1;
-        self.remember(&entry, &request.command);
+        self.remember(&entry, &request.command, &draft);
         self.accept_tap(counter);
         if let Some(key) = &request.idempotency_key {
             self.state.keyed.insert(key.clone(), entry.clone());
         }
         self.written.push(entry.clone());
         self.leaf_order.push(true);
-        Ok(Posted { entry, replayed: false })
+        let wallet_balance_minor = draft.wallet.map(|w| self.balance(w));
+        Ok(Posted { entry, replayed: false, wallet_balance_minor })
     }
 
     /// Turns a command into legs, checking everything about the referenced objects.
-    fn draft(&self, command: &Command) -> Result<Draft, Rejection> {
+    fn draft(&self, command: &Command, card: Option<i64>) -> Result<Draft, Rejection> {
         match command {
             Command::Transfer { kind, legs } => {
                 let first = self.account(legs[0].account)?;
@@ -354,58 +567,47 @@ impl<'s> Machine<'s> {
                     })
                     .map(|l| l.amount_minor)
                     .sum();
-                Ok(Draft {
-                    kind: *kind,
-                    currency: first.currency,
-                    amount_minor,
-                    fee_minor: 0,
-                    account: Some(legs[0].account),
-                    counterparty: Some(legs[1].account),
-                    related_seq: None,
-                    expires_at_us: None,
-                    legs: legs.iter().map(|l| (l.account, l.amount_minor)).collect(),
-                })
+                let mut d = Draft::new(*kind, first.currency, amount_minor, 0);
+                d.account = Some(legs[0].account);
+                d.counterparty = Some(legs[1].account);
+                d.legs = legs.iter().map(|l| (l.account, l.amount_minor)).collect();
+                Ok(d)
             }
             Command::Payment { wallet, merchant, fee_account, amount, fee_minor } => {
                 self.expect(*wallet, AccountKind::CardWallet, amount.currency())?;
                 self.expect(*merchant, AccountKind::Merchant, amount.currency())?;
                 self.expect(*fee_account, AccountKind::FeeRevenue, amount.currency())?;
+                self.refuse_replaced(*wallet)?;
                 let mut legs = vec![(*wallet, -amount.minor()), (*merchant, amount.minor() - fee_minor)];
                 if *fee_minor > 0 {
                     legs.push((*fee_account, *fee_minor));
                 }
-                Ok(Draft::card(
-                    EntryKind::Payment,
-                    *wallet,
-                    *merchant,
-                    amount.currency(),
-                    amount.minor(),
-                    *fee_minor,
-                    legs,
-                ))
+                Ok(Draft::card(EntryKind::Payment, *wallet, *merchant, amount.currency(), amount.minor(), *fee_minor, legs))
             }
-            Command::OfflinePayment { wallet, merchant, fee_account, risk_account, amount, fee_minor } => {
+            Command::OfflinePayment { wallet, merchant, fee_account, risk_account, amount, fee_minor, terms } => {
                 self.expect(*wallet, AccountKind::CardWallet, amount.currency())?;
                 self.expect(*merchant, AccountKind::Merchant, amount.currency())?;
                 self.expect(*fee_account, AccountKind::FeeRevenue, amount.currency())?;
                 self.expect(*risk_account, AccountKind::OfflineRisk, amount.currency())?;
-                let held = self.state.accounts.get(wallet).map_or(0, |a| a.balance_minor).max(0);
-                let from_wallet = held.min(amount.minor());
+                // The card may have been replaced after the terminal's sync: its money, and
+                // so its debt, is on the new card.
+                let wallet = self.current_wallet(*wallet);
+                let from_wallet = self.balance(wallet).max(0).min(amount.minor());
+                let shortfall = amount.minor() - from_wallet;
+                self.check_offline(terms, card.unwrap_or(0), *merchant, amount.minor(), shortfall)?;
                 let legs = vec![
-                    (*wallet, -from_wallet),
-                    (*risk_account, -(amount.minor() - from_wallet)),
+                    (wallet, -from_wallet),
+                    (*risk_account, -shortfall),
                     (*merchant, amount.minor() - fee_minor),
                     (*fee_account, *fee_minor),
                 ];
-                Ok(Draft::card(
-                    EntryKind::Payment,
-                    *wallet,
-                    *merchant,
-                    amount.currency(),
-                    amount.minor(),
-                    *fee_minor,
-                    legs,
-                ))
+                let mut d =
+                    Draft::card(EntryKind::Payment, wallet, *merchant, amount.currency(), amount.minor(), *fee_minor, legs);
+                if shortfall > 0 {
+                    d.debts.push((wallet, shortfall, Some(self.next_seq), Some(*merchant)));
+                }
+                d.offline = Some((*terms, card.unwrap_or(0), amount.minor(), shortfall));
+                Ok(d)
             }
             Command::Refund { payment_seq, amount } => {
                 let p = self.state.payments.get(payment_seq).ok_or(Rejection::PaymentNotFound)?;
@@ -420,22 +622,29 @@ impl<'s> Machine<'s> {
                 // payment returns exactly the whole fee.
                 let fee_back = fee_share(p.fee_minor, refunded_after, p.amount_minor)
                     - fee_share(p.fee_minor, p.refunded_minor, p.amount_minor);
-                let mut legs = vec![(p.wallet, amount.minor()), (p.merchant, -(amount.minor() - fee_back))];
+                // The money goes to whoever holds the card's money now, and repays first
+                // what the card still owes of this payment's shortfall.
+                let wallet = self.current_wallet(p.wallet);
+                let repay = amount.minor().min(p.shortfall_outstanding).min(self.debt(wallet)).max(0);
+                let mut legs = vec![(wallet, amount.minor() - repay), (p.merchant, -(amount.minor() - fee_back))];
                 if fee_back > 0 {
                     legs.push((p.fee_account, -fee_back));
                 }
-                let mut d =
-                    Draft::card(EntryKind::Refund, p.wallet, p.merchant, p.currency, amount.minor(), fee_back, legs);
+                let mut d = Draft::card(EntryKind::Refund, wallet, p.merchant, p.currency, amount.minor(), fee_back, legs);
+                if repay > 0 {
+                    d.legs.push((self.risk_account(p.currency)?, repay));
+                    d.debts.push((wallet, -repay, Some(*payment_seq), None));
+                }
                 d.related_seq = Some(*payment_seq);
                 Ok(d)
             }
             Command::Hold { wallet, merchant, amount, expires_at_us } => {
                 self.expect(*wallet, AccountKind::CardWallet, amount.currency())?;
                 self.expect(*merchant, AccountKind::Merchant, amount.currency())?;
+                self.refuse_replaced(*wallet)?;
                 let holds = *self.state.holds_accounts.get(&amount.currency()).ok_or(Rejection::AccountNotFound)?;
                 let legs = vec![(*wallet, -amount.minor()), (holds, amount.minor())];
-                let mut d =
-                    Draft::card(EntryKind::Hold, *wallet, *merchant, amount.currency(), amount.minor(), 0, legs);
+                let mut d = Draft::card(EntryKind::Hold, *wallet, *merchant, amount.currency(), amount.minor(), 0, legs);
                 d.expires_at_us = Some(*expires_at_us);
                 Ok(d)
             }
@@ -451,23 +660,82 @@ impl<'s> Machine<'s> {
                 if amount.minor() > h.amount_minor {
                     return Err(Rejection::CaptureExceedsHold);
                 }
+                let wallet = self.current_wallet(h.wallet);
                 let mut legs = vec![(h.holds_account, -h.amount_minor), (h.merchant, amount.minor() - fee_minor)];
                 if *fee_minor > 0 {
                     legs.push((*fee_account, *fee_minor));
                 }
                 if h.amount_minor > amount.minor() {
-                    legs.push((h.wallet, h.amount_minor - amount.minor()));
+                    legs.push((wallet, h.amount_minor - amount.minor()));
                 }
-                let mut d =
-                    Draft::card(EntryKind::Capture, h.wallet, h.merchant, h.currency, amount.minor(), *fee_minor, legs);
+                let mut d = Draft::card(EntryKind::Capture, wallet, h.merchant, h.currency, amount.minor(), *fee_minor, legs);
                 d.related_seq = Some(*hold_seq);
                 Ok(d)
             }
             Command::Void { hold_seq } => {
                 let h = self.open_hold(*hold_seq)?;
-                let legs = vec![(h.holds_account, -h.amount_minor), (h.wallet, h.amount_minor)];
-                let mut d = Draft::card(EntryKind::Void, h.wallet, h.merchant, h.currency, h.amount_minor, 0, legs);
+                let wallet = self.current_wallet(h.wallet);
+                let legs = vec![(h.holds_account, -h.amount_minor), (wallet, h.amount_minor)];
+                let mut d = Draft::card(EntryKind::Void, wallet, h.merchant, h.currency, h.amount_minor, 0, legs);
                 d.related_seq = Some(*hold_seq);
+                Ok(d)
+            }
+            Command::Topup { source, wallet, amount } => {
+                self.expect(*wallet, AccountKind::CardWallet, amount.currency())?;
+                let src = self.account(*source)?;
+                if !matches!(src.kind, AccountKind::AgentFloat | AccountKind::CityBank) {
+                    return Err(Rejection::AccountKindMismatch);
+                }
+                if src.currency != amount.currency() {
+                    return Err(Rejection::CurrencyMismatch);
+                }
+                let wallet = self.current_wallet(*wallet);
+                let repay = self.debt(wallet).clamp(0, amount.minor());
+                let mut legs = vec![(*source, -amount.minor()), (wallet, amount.minor() - repay)];
+                let mut d = Draft::card(EntryKind::Topup, wallet, *source, amount.currency(), amount.minor(), 0, legs.clone());
+                if repay > 0 {
+                    legs.push((self.risk_account(amount.currency())?, repay));
+                    d.legs = legs;
+                    d.debts.push((wallet, -repay, None, None));
+                }
+                Ok(d)
+            }
+            Command::ReplaceCard { old_wallet, new_wallet } => {
+                let old = self.account(*old_wallet)?;
+                let currency = old.currency;
+                self.expect(*old_wallet, AccountKind::CardWallet, currency)?;
+                self.expect(*new_wallet, AccountKind::CardWallet, currency)?;
+                let new_is_old = self.state.successors.values().any(|w| w == new_wallet);
+                if old_wallet == new_wallet || new_is_old {
+                    return Err(Rejection::AccountKindMismatch);
+                }
+                self.refuse_replaced(*old_wallet)?;
+                self.refuse_replaced(*new_wallet)?;
+                let balance = self.balance(*old_wallet).max(0);
+                let legs = vec![(*old_wallet, -balance), (*new_wallet, balance)];
+                let mut d = Draft::card(EntryKind::CardReplacement, *old_wallet, *new_wallet, currency, balance, 0, legs);
+                let owed = self.debt(*old_wallet);
+                if owed != 0 {
+                    d.debts.push((*old_wallet, -owed, None, None));
+                    d.debts.push((*new_wallet, owed, None, None));
+                }
+                d.successor = Some((*old_wallet, *new_wallet));
+                d.wallet = Some(*new_wallet);
+                Ok(d)
+            }
+            Command::Settle { merchant, bank } => {
+                let m = self.account(*merchant)?;
+                let currency = m.currency;
+                self.expect(*merchant, AccountKind::Merchant, currency)?;
+                self.expect(*bank, AccountKind::CityBank, currency)?;
+                let payable = self.balance(*merchant);
+                if payable <= 0 {
+                    return Err(Rejection::NothingToSettle);
+                }
+                let mut d = Draft::new(EntryKind::Settlement, currency, payable, 0);
+                d.account = Some(*merchant);
+                d.counterparty = Some(*bank);
+                d.legs = vec![(*merchant, -payable), (*bank, payable)];
                 Ok(d)
             }
         }
@@ -502,7 +770,8 @@ impl<'s> Machine<'s> {
     fn post(&mut self, legs: &[(AccountId, i64)], kind: EntryKind) -> Result<Vec<Posting>, Rejection> {
         // Money coming back to a holder (refunds, released holds) is never refused for
         // the wallet's maximum: refusing it would trap the holder's own money.
-        let enforce_max = !matches!(kind, EntryKind::Refund | EntryKind::Capture | EntryKind::Void);
+        let enforce_max =
+            !matches!(kind, EntryKind::Refund | EntryKind::Capture | EntryKind::Void | EntryKind::CardReplacement);
         let mut after: Vec<(AccountId, i64)> = Vec::with_capacity(legs.len());
         let mut postings = Vec::with_capacity(legs.len());
         // Computed legs can be zero (a fee of the whole amount leaves the merchant nothing;
@@ -530,20 +799,50 @@ impl<'s> Machine<'s> {
         Ok(postings)
     }
 
-    fn remember(&mut self, entry: &Entry, command: &Command) {
+    fn remember(&mut self, entry: &Entry, command: &Command, draft: &Draft) {
+        for &(wallet, delta, payment_seq, merchant) in &draft.debts {
+            *self.state.debts.entry(wallet).or_default() += delta;
+            if let Some(p) = payment_seq.and_then(|s| self.state.payments.get_mut(&s)) {
+                p.shortfall_outstanding += delta;
+            }
+            self.debt_rows.push(DebtRow {
+                entry_seq: entry.seq,
+                wallet,
+                delta_minor: delta,
+                payment_seq,
+                merchant,
+                time_us: entry.time_us,
+            });
+        }
+        if let Some((old, new)) = draft.successor {
+            self.state.successors.insert(old, new);
+            self.successor_rows.push((old, new, entry.seq));
+        }
+        if let Some((terms, card, amount, shortfall)) = draft.offline {
+            let day = (terms.credential_id, card, utc_day(terms.record_time_us));
+            *self.state.offline_card_day.entry(day).or_default() += amount;
+            *self.state.offline_sync_total.entry((terms.credential_id, terms.sync_id)).or_default() += amount;
+            if shortfall > 0 {
+                if let Some(merchant) = entry.counterparty_id {
+                    self.state.merchant_shortfalls.entry(merchant).or_default().push((entry.time_us, shortfall));
+                }
+            }
+            self.offline_rows.push(OfflineRow { entry_seq: entry.seq, terms, card_id: card, amount_minor: amount });
+        }
         match command {
-            Command::Payment { wallet, merchant, fee_account, .. }
-            | Command::OfflinePayment { wallet, merchant, fee_account, .. } => {
+            Command::Payment { merchant, fee_account, .. } | Command::OfflinePayment { merchant, fee_account, .. } => {
+                let shortfall = draft.debts.iter().map(|d| d.1).sum::<i64>().max(0);
                 self.state.payments.insert(
                     entry.seq,
                     PaymentState {
-                        wallet: *wallet,
+                        wallet: entry.account_id.unwrap_or(*merchant),
                         merchant: *merchant,
                         fee_account: *fee_account,
                         currency: entry.currency,
                         amount_minor: entry.amount_minor,
                         fee_minor: entry.fee_minor,
                         refunded_minor: 0,
+                        shortfall_outstanding: shortfall,
                     },
                 );
             }
@@ -567,12 +866,33 @@ impl<'s> Machine<'s> {
                     },
                 );
             }
-            Command::Capture { hold_seq, .. } | Command::Void { hold_seq } => {
+            Command::Capture { hold_seq, fee_account, .. } => {
+                if let Some(h) = self.state.holds.get_mut(hold_seq) {
+                    h.closed = true;
+                }
+                // A capture is the merchant's payment: it can be refunded like one.
+                if let (Some(wallet), Some(merchant)) = (entry.account_id, entry.counterparty_id) {
+                    self.state.payments.insert(
+                        entry.seq,
+                        PaymentState {
+                            wallet,
+                            merchant,
+                            fee_account: *fee_account,
+                            currency: entry.currency,
+                            amount_minor: entry.amount_minor,
+                            fee_minor: entry.fee_minor,
+                            refunded_minor: 0,
+                            shortfall_outstanding: 0,
+                        },
+                    );
+                }
+            }
+            Command::Void { hold_seq } => {
                 if let Some(h) = self.state.holds.get_mut(hold_seq) {
                     h.closed = true;
                 }
             }
-            Command::Transfer { .. } => {}
+            Command::Transfer { .. } | Command::Topup { .. } | Command::ReplaceCard { .. } | Command::Settle { .. } => {}
         }
     }
 }
@@ -600,6 +920,8 @@ fn assert_balanced(postings: &[Posting]) {
     assert!(sums.values().all(|s| *s == 0), "entry does not sum to zero: {postings:?}");
 }
 
+/// What a command becomes: the entry's fields, its legs, and the state it changes besides
+/// balances.
 struct Draft {
     kind: EntryKind,
     currency: Currency,
@@ -610,29 +932,50 @@ struct Draft {
     related_seq: Option<i64>,
     expires_at_us: Option<i64>,
     legs: Vec<(AccountId, i64)>,
+    /// The card wallet whose balance the answer reports.
+    wallet: Option<AccountId>,
+    /// Debt changes: `(wallet, delta, offline payment, merchant)`.
+    debts: Vec<(AccountId, i64, Option<i64>, Option<AccountId>)>,
+    /// A replacement: `(old wallet, new wallet)`.
+    successor: Option<(AccountId, AccountId)>,
+    /// An offline payment: its terms, card, amount and shortfall.
+    offline: Option<(OfflineTerms, i64, i64, i64)>,
 }
 
 impl Draft {
-    fn card(
-        kind: EntryKind,
-        wallet: AccountId,
-        merchant: AccountId,
-        currency: Currency,
-        amount_minor: i64,
-        fee_minor: i64,
-        legs: Vec<(AccountId, i64)>,
-    ) -> Draft {
+    fn new(kind: EntryKind, currency: Currency, amount_minor: i64, fee_minor: i64) -> Draft {
         Draft {
             kind,
             currency,
             amount_minor,
             fee_minor,
-            account: Some(wallet),
-            counterparty: Some(merchant),
+            account: None,
+            counterparty: None,
             related_seq: None,
             expires_at_us: None,
-            legs,
+            legs: Vec::new(),
+            wallet: None,
+            debts: Vec::new(),
+            successor: None,
+            offline: None,
         }
+    }
+
+    fn card(
+        kind: EntryKind,
+        wallet: AccountId,
+        counterparty: AccountId,
+        currency: Currency,
+        amount_minor: i64,
+        fee_minor: i64,
+        legs: Vec<(AccountId, i64)>,
+    ) -> Draft {
+        let mut d = Draft::new(kind, currency, amount_minor, fee_minor);
+        d.account = Some(wallet);
+        d.counterparty = Some(counterparty);
+        d.wallet = Some(wallet);
+        d.legs = legs;
+        d
     }
 }
 

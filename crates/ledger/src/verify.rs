@@ -10,7 +10,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::audit::{decode_entry_leaf, decode_event_leaf, entry_leaf, event_leaf};
-use crate::domain::{Account, AccountId, Entry, EventRecord};
+use crate::domain::{Account, AccountId, AccountKind, Entry, EntryKind, EventRecord};
 use crate::money::Currency;
 use crate::store::{CheckpointRow, Db};
 use crate::LedgerError;
@@ -98,6 +98,7 @@ pub fn verify(
         accounts: &accounts,
         tree: merkle::MemoryTree::new(),
         balances: HashMap::new(),
+        debts: HashMap::new(),
         next_seq: 1,
         last_time_us: i64::MIN,
         checkpoints: VecDeque::new(),
@@ -127,6 +128,9 @@ struct Auditor<'a> {
     accounts: &'a HashMap<AccountId, Account>,
     tree: merkle::MemoryTree,
     balances: HashMap<AccountId, i64>,
+    /// What each card wallet owes, recomputed from the entries: an offline-risk posting of
+    /// an entry is a change of its card wallet's debt; a replacement moves the debt.
+    debts: HashMap<AccountId, i64>,
     next_seq: i64,
     last_time_us: i64,
     /// Checkpoints not yet reached, in size order (paged in).
@@ -255,9 +259,13 @@ impl Auditor<'_> {
             return Err("time goes backwards".into());
         }
         self.last_time_us = e.time_us;
-        if e.postings.len() < 2 {
+        // A replacement of a card that held nothing moves nothing, but is still recorded:
+        // from then on the old card's credits go to the new one.
+        let empty_replacement = e.kind == EntryKind::CardReplacement && e.amount_minor == 0;
+        if e.postings.len() < 2 && !(empty_replacement && e.postings.is_empty()) {
             return Err("fewer than two postings".into());
         }
+        self.debts_of(e);
         let mut sums: HashMap<Currency, i128> = HashMap::new();
         for p in &e.postings {
             *sums.entry(p.currency).or_default() += i128::from(p.amount_minor);
@@ -285,6 +293,31 @@ impl Auditor<'_> {
             return Err(format!("postings in {c} sum to {s}, not zero"));
         }
         Ok(())
+    }
+
+    /// Follows what cards owe: each entry that posts to an offline-risk account changes its
+    /// card wallet's debt by the opposite amount; a replacement moves the old wallet's debt
+    /// to the new one.
+    fn debts_of(&mut self, e: &Entry) {
+        let is_wallet = |a: &AccountId| self.accounts.get(a).is_some_and(|a| a.kind == AccountKind::CardWallet);
+        let wallet = e
+            .account_id
+            .filter(is_wallet)
+            .or_else(|| e.postings.iter().map(|p| p.account_id).find(is_wallet));
+        let Some(wallet) = wallet else { return };
+        if e.kind == EntryKind::CardReplacement {
+            let owed = self.debts.remove(&wallet).unwrap_or(0);
+            if let (Some(new), true) = (e.counterparty_id, owed != 0) {
+                *self.debts.entry(new).or_default() += owed;
+            }
+            return;
+        }
+        for p in &e.postings {
+            let risk = self.accounts.get(&p.account_id).is_some_and(|a| a.kind == AccountKind::OfflineRisk);
+            if risk {
+                *self.debts.entry(wallet).or_default() -= p.amount_minor;
+            }
+        }
     }
 
     /// Checks every checkpoint whose size the tree has just reached.
@@ -396,6 +429,28 @@ impl Auditor<'_> {
         }
         if let Some((c, t)) = totals.iter().find(|(_, t)| **t != 0) {
             return fail(None, None, format!("the balances in {c} sum to {t}, not zero"));
+        }
+        let stored = db.all_debts()?;
+        let owed = |m: &HashMap<AccountId, i64>| -> std::collections::BTreeMap<AccountId, i64> {
+            m.iter().filter(|(_, d)| **d != 0).map(|(a, d)| (*a, *d)).collect()
+        };
+        let (computed, stored) = (owed(&self.debts), owed(&stored));
+        if computed != stored {
+            let wallet = computed
+                .iter()
+                .chain(&stored)
+                .map(|(a, _)| *a)
+                .find(|a| computed.get(a) != stored.get(a))
+                .unwrap_or(AccountId(0));
+            return fail(
+                None,
+                None,
+                format!(
+                    "wallet {wallet} owes {} by the entries but {} by the wallet_debts table",
+                    computed.get(&wallet).copied().unwrap_or(0),
+                    stored.get(&wallet).copied().unwrap_or(0)
+                ),
+            );
         }
         Ok(VerifyReport {
             entries: self.next_seq - 1,

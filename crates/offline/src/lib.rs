@@ -9,8 +9,8 @@
 use ring::signature::{Ed25519KeyPair, KeyPair as _, UnparsedPublicKey, ED25519};
 use serde::{Deserialize, Serialize};
 
-/// Format of the canonical bytes.
-pub const RECORD_FORMAT: u8 = 1;
+/// Format of the canonical bytes (2: records name the sync they were taken under).
+pub const RECORD_FORMAT: u8 = 2;
 /// Longest merchant reference.
 pub const REFERENCE_MAX: usize = 120;
 
@@ -59,6 +59,10 @@ pub struct Record {
     pub reference: Option<String>,
     /// For access records: the terminal's decision, `allow` or `deny`.
     pub decision: Option<String>,
+    /// The sync (deny list and limits) the terminal took it under; the server judges the
+    /// record by what that sync said (0: none, which the server refuses).
+    #[serde(default)]
+    pub sync_id: u64,
 }
 
 /// Why a record or a journal is refused.
@@ -140,6 +144,7 @@ impl Record {
         b.extend_from_slice(&self.seq.to_be_bytes());
         b.extend_from_slice(&hex::decode(&self.prev_hash).unwrap_or_default());
         b.extend_from_slice(&self.time_us.to_be_bytes());
+        b.extend_from_slice(&self.sync_id.to_be_bytes());
         b.push(self.kind.tag());
         for text in [Some(&self.uid), Some(&self.picc_data), Some(&self.cmac), Some(&self.currency)] {
             let t = text.map_or("", |s| s.as_str()).to_ascii_uppercase();
@@ -213,6 +218,8 @@ pub struct NewRecord {
     pub reference: Option<String>,
     /// For access: allow or deny.
     pub decision: Option<String>,
+    /// The sync it was taken under.
+    pub sync_id: u64,
 }
 
 /// A new Ed25519 key for a terminal (PKCS#8 bytes; keep them secret).
@@ -252,6 +259,7 @@ impl JournalWriter {
             currency: new.currency,
             reference: new.reference,
             decision: new.decision,
+            sync_id: new.sync_id,
         };
         record.check()?;
         let signature = hex::encode(self.key.sign(&record.canonical_bytes()).as_ref());
@@ -320,8 +328,12 @@ pub struct RiskLimits {
     pub per_tap_minor: i64,
     /// Most one card may spend offline at this terminal per day.
     pub per_card_per_day_minor: i64,
-    /// Most this terminal may hold in offline payments not yet uploaded.
+    /// Most this terminal may take offline between two syncs (the server counts the
+    /// records that name one sync).
     pub outstanding_minor: i64,
+    /// Oldest record the server accepts, hours (the installation's default when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_offline_hours: Option<u32>,
 }
 
 /// Why an offline tap is refused.

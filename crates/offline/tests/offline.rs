@@ -17,6 +17,7 @@ fn pay(i: i64) -> NewRecord {
         currency: "IDR".into(),
         reference: Some(format!("r{i}")),
         decision: None,
+        sync_id: 7,
     }
 }
 
@@ -55,6 +56,11 @@ fn each_kind_of_damage_is_found_and_what_came_before_is_kept() {
     edited[3].record.amount_minor += 1;
     let (good, err) = check_upload(&pk, ChainHead::EMPTY, &edited);
     assert_eq!((good.len(), err), (3, Some(JournalError::BadSignature { seq: 4 })));
+    // Another sync named (to be judged by older limits or an older deny list): the same.
+    let mut resynced = records.clone();
+    resynced[2].record.sync_id = 6;
+    let (good, err) = check_upload(&pk, ChainHead::EMPTY, &resynced);
+    assert_eq!((good.len(), err), (2, Some(JournalError::BadSignature { seq: 3 })));
     // A removed record: a gap.
     let mut removed = records.clone();
     removed.remove(2);
@@ -128,7 +134,7 @@ proptest! {
 #[test]
 fn risk_limits_refuse_in_order_and_count_what_was_taken() {
     use offline::{Refusal, RiskLimits, RiskState};
-    let limits = RiskLimits { per_tap_minor: 50_000, per_card_per_day_minor: 80_000, outstanding_minor: 120_000 };
+    let limits = RiskLimits { per_tap_minor: 50_000, per_card_per_day_minor: 80_000, outstanding_minor: 120_000, max_offline_hours: None };
     let mut deny = std::collections::HashSet::new();
     deny.insert("04A1B2C3D4E5FF".to_owned());
     let mut s = RiskState::default();

@@ -113,6 +113,8 @@ pub struct Terminal {
     deny: HashSet<String>,
     /// A gate's policy and entitled cards, as last synced.
     access: Option<OfflineAccess>,
+    /// The last sync's id: offline records name it, and the server judges them by it.
+    sync_id: u64,
     /// When this gate let each card in offline (its own journal): for quota and passback.
     allowed: HashMap<String, Vec<i64>>,
     /// Records not yet uploaded.
@@ -202,6 +204,7 @@ impl Terminal {
             .unwrap_or_default();
         let limits = serde_json::from_value(cached["limits"].clone()).ok();
         let access = serde_json::from_value(cached["access"].clone()).ok();
+        let sync_id = cached["sync_id"].as_u64().unwrap_or(0);
         let http = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(config.timeout))
@@ -216,6 +219,7 @@ impl Terminal {
             limits,
             deny,
             access,
+            sync_id,
             allowed,
             pending,
             next_key: now_us() as u64,
@@ -299,6 +303,7 @@ impl Terminal {
                 .unwrap_or_default();
             self.limits = serde_json::from_value(list["limits"].clone()).ok();
             self.access = serde_json::from_value(list["access"].clone()).ok();
+            self.sync_id = list["sync_id"].as_u64().unwrap_or(0);
             std::fs::write(self.config.data_dir.join("deny-list.json"), list.to_string()).map_err(storage)?;
         } else {
             return Ok(None);
@@ -423,6 +428,7 @@ impl Terminal {
             currency: self.config.currency.clone(),
             reference: reference.map(str::to_owned),
             decision: decision.clone(),
+            sync_id: self.sync_id,
         })?;
         append_journal(&self.journal_path, &signed)?;
         if kind == RecordKind::Payment {

@@ -91,12 +91,14 @@ pub fn bad_input_writes_nothing(backend: Backend) -> TestResult {
         .as_str()
         .ok_or("token")?
         .to_owned();
+    let sync_id = s.get("/v1/offline/deny-list", &till)?.expect(200)?["sync_id"].as_u64().ok_or("sync_id")?;
+    let taken_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_err(|e| e.to_string())?.as_micros() as i64;
     let journal = || -> Value {
         let mut w = offline::JournalWriter::new(&till_key, None).expect("writer");
         let tap = s.tap(&c.card);
         let r = w
             .append(offline::NewRecord {
-                time_us: 1_800_000_000_000_000,
+                time_us: taken_at,
                 kind: offline::RecordKind::Payment,
                 uid: c.card.uid.clone(),
                 picc_data: tap["picc_data"].as_str().unwrap_or_default().to_owned(),
@@ -105,6 +107,7 @@ pub fn bad_input_writes_nothing(backend: Backend) -> TestResult {
                 currency: "IDR".into(),
                 reference: None,
                 decision: None,
+                sync_id,
             })
             .expect("record");
         json!({"records": [r]})

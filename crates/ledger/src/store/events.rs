@@ -25,6 +25,7 @@ struct EventRow {
     request_hash: Option<Vec<u8>>,
     payload: String,
     leaf_index: Option<i64>,
+    holder_key: Option<String>,
 }
 
 impl EventRow {
@@ -42,6 +43,7 @@ impl EventRow {
             request_hash: e.request_hash.map(|h| h.to_vec()),
             payload: e.payload.clone(),
             leaf_index: e.audit.map(|a| a.leaf_index),
+            holder_key: e.holder_key.clone(),
         }
     }
 
@@ -63,6 +65,7 @@ impl EventRow {
             idempotency_key,
             request_hash,
             payload: self.payload,
+            holder_key: self.holder_key,
             audit: self.leaf_index.zip(leaf_hash).map(|(leaf_index, leaf_hash)| AuditRef { leaf_index, leaf_hash }),
         })
     }
@@ -92,18 +95,38 @@ pub struct EventFilter {
 }
 
 impl Db {
-    /// The last accepted counter of each of these cards that has one.
-    pub fn card_counters(&mut self, cards: &HashSet<i64>) -> Result<HashMap<i64, i64>, LedgerError> {
+    /// The last accepted counter of each of these cards that has one, and when it was
+    /// raised.
+    pub fn card_counters(&mut self, cards: &HashSet<i64>) -> Result<HashMap<i64, (i64, i64)>, LedgerError> {
         if cards.is_empty() {
             return Ok(HashMap::new());
         }
         let ids: Vec<i64> = cards.iter().copied().collect();
-        let rows: Vec<(i64, i64)> = on_db!(self, |c| card_counters::table
+        let rows: Vec<(i64, i64, i64)> = on_db!(self, |c| card_counters::table
             .filter(card_counters::card_id.eq_any(&ids))
-            .select((card_counters::card_id, card_counters::last_counter))
+            .select((card_counters::card_id, card_counters::last_counter, card_counters::time_us))
             .load(c))
         .map_err(storage)?;
-        Ok(rows.into_iter().collect())
+        Ok(rows.into_iter().map(|(card, last, t)| (card, (last, t))).collect())
+    }
+
+    /// The highest read counter of a card used by an entry or event recorded at or before
+    /// `time_us`: the card's last counter as of then.
+    pub fn card_counter_at(&mut self, card_id: i64, time_us: i64) -> Result<Option<i64>, LedgerError> {
+        use super::schema::journal_entries;
+        let entries: Option<i64> = on_db!(self, |c| journal_entries::table
+            .filter(journal_entries::card_id.eq(card_id))
+            .filter(journal_entries::time_us.le(time_us))
+            .select(diesel::dsl::max(journal_entries::card_read_counter))
+            .get_result(c))
+        .map_err(storage)?;
+        let events: Option<i64> = on_db!(self, |c| audit_events::table
+            .filter(audit_events::card_id.eq(card_id))
+            .filter(audit_events::time_us.le(time_us))
+            .select(diesel::dsl::max(audit_events::card_read_counter))
+            .get_result(c))
+        .map_err(storage)?;
+        Ok(entries.max(events))
     }
 
     /// Which of these `(card, counter)` pairs an entry or an event already used.

@@ -84,6 +84,7 @@ macro_rules! on_db {
 }
 
 mod events;
+mod integrity;
 pub mod registry;
 
 fn storage(e: impl std::fmt::Display) -> LedgerError {
@@ -600,8 +601,10 @@ impl Db {
         for (seq, amount) in self.related(seqs, &["refund"])? {
             *refunded.entry(seq).or_default() += amount;
         }
+        let shortfalls = self.payment_shortfalls(seqs)?;
         let mut out = HashMap::new();
-        for e in self.entries_by_seq(seqs)?.into_iter().filter(|e| e.kind == EntryKind::Payment) {
+        // A capture is the merchant's payment of a hold, refunded like a payment.
+        for e in self.entries_by_seq(seqs)?.into_iter().filter(|e| matches!(e.kind, EntryKind::Payment | EntryKind::Capture)) {
             let (Some(wallet), Some(merchant)) = (e.account_id, e.counterparty_id) else {
                 return Err(corrupt("payment entry", &e.seq.to_string()));
             };
@@ -628,6 +631,7 @@ impl Db {
                     amount_minor: e.amount_minor,
                     fee_minor: e.fee_minor,
                     refunded_minor: refunded.get(&e.seq).copied().unwrap_or(0),
+                    shortfall_outstanding: shortfalls.get(&e.seq).copied().unwrap_or(0).max(0),
                 },
             );
         }

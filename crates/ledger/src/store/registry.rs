@@ -4,11 +4,24 @@
 use diesel::prelude::*;
 
 use super::schema::{
-    adjustments, agents, card_debts, cards, credentials, holders, merchants, offline_heads, offline_records,
-    service_points,
+    adjustments, agents, cards, credentials, holders, merchants, offline_heads, offline_records, offline_syncs,
+    service_points, wallet_debts,
 };
 use super::{storage, Db};
 use crate::LedgerError;
+
+/// What a terminal received when it synced before going offline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfflineSync {
+    /// Id, named by the terminal's offline records.
+    pub id: i64,
+    /// When, µs (server clock).
+    pub time_us: i64,
+    /// The terminal's offline limits then (JSON), none when it had none.
+    pub limits: Option<String>,
+    /// UIDs it had to refuse.
+    pub denied: Vec<String>,
+}
 
 /// A card holder. The NIK is kept only as a keyed hash.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
@@ -561,28 +574,55 @@ impl Registry<'_> {
         .map_err(storage)
     }
 
-    /// Records a change of a card's debt made by an entry (once per entry).
-    pub fn add_card_debt(&mut self, entry_seq: i64, card_id: i64, delta_minor: i64) -> Result<(), LedgerError> {
-        on_db!(self.0, |c| diesel::insert_into(card_debts::table)
-            .values((
-                card_debts::entry_seq.eq(entry_seq),
-                card_debts::card_id.eq(card_id),
-                card_debts::delta_minor.eq(delta_minor)
-            ))
-            .on_conflict_do_nothing()
-            .execute(c))
-        .map_err(storage)?;
-        Ok(())
+    /// Records what a terminal received at a sync (its limits, JSON, and the UIDs it must
+    /// refuse); returns the sync's id, which its offline records name.
+    pub fn insert_offline_sync(
+        &mut self,
+        credential_id: i64,
+        time_us: i64,
+        limits: Option<&str>,
+        denied: &[String],
+    ) -> Result<i64, LedgerError> {
+        let denied = serde_json::to_string(denied).map_err(storage)?;
+        let row = (
+            offline_syncs::credential_id.eq(credential_id),
+            offline_syncs::time_us.eq(time_us),
+            offline_syncs::limits.eq(limits),
+            offline_syncs::denied.eq(&denied),
+        );
+        on_db!(self.0, |c| diesel::insert_into(offline_syncs::table)
+            .values(row)
+            .returning(offline_syncs::id)
+            .get_result(c))
+        .map_err(storage)
     }
 
-    /// What a card owes after offline shortfalls and repayments.
-    pub fn card_debt(&mut self, card_id: i64) -> Result<i64, LedgerError> {
-        let deltas: Vec<i64> = on_db!(self.0, |c| card_debts::table
-            .filter(card_debts::card_id.eq(card_id))
-            .select(card_debts::delta_minor)
-            .load(c))
+    /// A terminal's sync: `(time, limits, denied UIDs)`.
+    pub fn offline_sync(&mut self, credential_id: i64, id: i64) -> Result<Option<OfflineSync>, LedgerError> {
+        let row: Option<(i64, i64, Option<String>, String)> = on_db!(self.0, |c| offline_syncs::table
+            .filter(offline_syncs::id.eq(id))
+            .filter(offline_syncs::credential_id.eq(credential_id))
+            .select((offline_syncs::id, offline_syncs::time_us, offline_syncs::limits, offline_syncs::denied))
+            .first(c)
+            .optional())
         .map_err(storage)?;
-        Ok(deltas.iter().sum())
+        row.map(|(id, time_us, limits, denied)| {
+            let denied: Vec<String> = serde_json::from_str(&denied).map_err(storage)?;
+            Ok(OfflineSync { id, time_us, limits, denied })
+        })
+        .transpose()
+    }
+
+    /// The terminal's last sync at or before `time_us`, if any.
+    pub fn offline_sync_before(&mut self, credential_id: i64, time_us: i64) -> Result<Option<i64>, LedgerError> {
+        on_db!(self.0, |c| offline_syncs::table
+            .filter(offline_syncs::credential_id.eq(credential_id))
+            .filter(offline_syncs::time_us.le(time_us))
+            .order((offline_syncs::time_us.desc(), offline_syncs::id.desc()))
+            .select(offline_syncs::id)
+            .first(c)
+            .optional())
+        .map_err(storage)
     }
 
     /// Every active card's UID with its holder's categories (as stored, comma-separated):
@@ -606,19 +646,20 @@ impl Registry<'_> {
         let mut uids: Vec<String> =
             on_db!(self.0, |c| cards::table.filter(cards::status.ne("active")).select(cards::uid).load(c))
                 .map_err(storage)?;
-        let rows: Vec<(i64, i64)> =
-            on_db!(self.0, |c| card_debts::table.select((card_debts::card_id, card_debts::delta_minor)).load(c))
-                .map_err(storage)?;
+        let rows: Vec<(i64, i64)> = on_db!(self.0, |c| wallet_debts::table
+            .select((wallet_debts::wallet_id, wallet_debts::delta_minor))
+            .load(c))
+        .map_err(storage)?;
         let mut owing: std::collections::BTreeMap<i64, i64> = std::collections::BTreeMap::new();
-        for (card, delta) in rows {
-            *owing.entry(card).or_default() += delta;
+        for (wallet, delta) in rows {
+            *owing.entry(wallet).or_default() += delta;
         }
-        for (card, owed) in owing {
-            if owed > 0 {
-                if let Some(c) = self.card(card)? {
-                    uids.push(c.uid);
-                }
-            }
+        let wallets: Vec<i64> = owing.into_iter().filter(|(_, owed)| *owed > 0).map(|(w, _)| w).collect();
+        if !wallets.is_empty() {
+            let owing_uids: Vec<String> =
+                on_db!(self.0, |c| cards::table.filter(cards::account_id.eq_any(&wallets)).select(cards::uid).load(c))
+                    .map_err(storage)?;
+            uids.extend(owing_uids);
         }
         uids.sort();
         uids.dedup();

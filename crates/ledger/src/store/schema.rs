@@ -125,6 +125,7 @@ diesel::table! {
         request_hash -> Nullable<Binary>,
         payload -> Text,
         leaf_index -> Nullable<BigInt>,
+        holder_key -> Nullable<Text>,
     }
 }
 
@@ -248,5 +249,46 @@ diesel::table! {
         entry_seq -> BigInt,
         card_id -> BigInt,
         delta_minor -> BigInt,
+    }
+}
+
+diesel::table! {
+    wallet_debts (entry_seq, wallet_id) {
+        entry_seq -> BigInt,
+        wallet_id -> BigInt,
+        delta_minor -> BigInt,
+        payment_seq -> Nullable<BigInt>,
+        merchant_id -> Nullable<BigInt>,
+        time_us -> BigInt,
+    }
+}
+
+diesel::table! {
+    wallet_successors (wallet_id) {
+        wallet_id -> BigInt,
+        successor_id -> BigInt,
+        entry_seq -> BigInt,
+    }
+}
+
+diesel::table! {
+    offline_payments (entry_seq) {
+        entry_seq -> BigInt,
+        credential_id -> BigInt,
+        record_seq -> BigInt,
+        sync_id -> BigInt,
+        card_id -> BigInt,
+        record_time_us -> BigInt,
+        amount_minor -> BigInt,
+    }
+}
+
+diesel::table! {
+    offline_syncs (id) {
+        id -> BigInt,
+        credential_id -> BigInt,
+        time_us -> BigInt,
+        limits -> Nullable<Text>,
+        denied -> Text,
     }
 }

@@ -131,6 +131,21 @@ impl City {
     }
 }
 
+/// Offline terms that let any record through: each test that needs a limit sets it.
+pub fn open_terms(record_seq: i64, record_time_us: i64) -> ledger::domain::OfflineTerms {
+    ledger::domain::OfflineTerms {
+        credential_id: 1,
+        record_seq,
+        record_time_us,
+        sync_id: 1,
+        counter_floor: None,
+        per_tap_minor: i64::MAX / 4,
+        per_card_per_day_minor: i64::MAX / 4,
+        outstanding_minor: i64::MAX / 4,
+        merchant_risk_cap_minor: i64::MAX / 4,
+    }
+}
+
 /// `to` +minor, `from` -minor.
 pub fn transfer(kind: EntryKind, to: AccountId, from: AccountId, minor: i64) -> Request {
     Request::new(Command::Transfer {

@@ -42,12 +42,14 @@ fn event(kind: &str, card: Option<(i64, i64)>, queue: Option<&str>, payload: &st
         queue_key: queue.map(str::to_owned),
         idempotency_key: None,
         payload: payload.into(),
+        access: None,
     }
 }
 
-/// A tap is accepted with a counter above the card's last, or once with an unused one
-/// less than 64 below it (taps of one card racing to the server); a used one, or one
-/// further below, is refused, recorded as a suspected clone, and writes nothing else.
+/// A tap is accepted with a counter above the card's last, or once with an unused one at
+/// most 4 below it less than 10 s after the last rose (taps of one card racing to the
+/// server); a used one, one further below, or one that comes later, is refused, recorded
+/// as a suspected clone, and writes nothing else.
 pub fn strictly_increasing(backend: Backend) -> TestResult {
     let db = TestDb::fresh(backend)?;
     let clock = TestClock::new();
@@ -58,7 +60,7 @@ pub fn strictly_increasing(backend: Backend) -> TestResult {
     ledger.submit_blocking(pay(tap(7, 141))).map_err(s)?;
     let before = ledger.last_seq().map_err(s)?;
     check_eq!(rejection(ledger.submit_blocking(pay(tap(7, 141)))), Some(Rejection::CardReplay));
-    // 64 below the last is outside the window, never used or not.
+    // Below the last is a replay unless it races the last tap: far below, never used or not.
     check_eq!(rejection(ledger.submit_blocking(pay(tap(7, 77)))), Some(Rejection::CardReplay));
     check_eq!(rejection(ledger.submit_blocking(pay(tap(7, 3)))), Some(Rejection::CardReplay));
     check_eq!(ledger.last_seq().map_err(s)?, before);
@@ -66,11 +68,20 @@ pub fn strictly_increasing(backend: Backend) -> TestResult {
     // independent.
     ledger.submit_blocking(pay(tap(7, 145))).map_err(s)?;
     ledger.submit_blocking(pay(tap(8, 141))).map_err(s)?;
-    // Within the window an unused counter is accepted once, and the last one stays.
+    // Racing the last tap: an unused counter at most 4 below is accepted once, and the
+    // last one stays; 5 below is a replay.
     ledger.submit_blocking(pay(tap(7, 144))).map_err(s)?;
-    ledger.submit_blocking(pay(tap(7, 82))).map_err(s)?;
+    ledger.submit_blocking(pay(tap(7, 141 + 1))).map_err(s)?;
     check_eq!(rejection(ledger.submit_blocking(pay(tap(7, 144)))), Some(Rejection::CardReplay));
-    check_eq!(rejection(ledger.submit_blocking(pay(tap(7, 81)))), Some(Rejection::CardReplay));
+    check_eq!(rejection(ledger.submit_blocking(pay(tap(7, 140)))), Some(Rejection::CardReplay));
+    // 10 s after the last rose, nothing below it races any more: a skimmed tap held back
+    // is refused, however close its counter.
+    clock.advance_us(10_000_000);
+    check_eq!(rejection(ledger.submit_blocking(pay(tap(7, 143)))), Some(Rejection::CardReplay));
+    // A newer tap opens a new window: the same counter is now a genuine race.
+    ledger.submit_blocking(pay(tap(7, 146))).map_err(s)?;
+    clock.advance_us(9_999_999);
+    ledger.submit_blocking(pay(tap(7, 143))).map_err(s)?;
     // Twice in one batch: the second is refused.
     let results = ledger.submit_many_blocking(vec![pay(tap(9, 1)), pay(tap(9, 1)), pay(tap(9, 2))]).map_err(s)?;
     check!(results[0].is_ok() && results[2].is_ok(), "first and third in the batch");
@@ -80,14 +91,14 @@ pub fn strictly_increasing(backend: Backend) -> TestResult {
     check!(results.iter().all(|r| r.is_ok()), "4 after 5 in one batch: {results:?}");
     let results = ledger.submit_many_blocking(vec![pay(tap(9, 4)), pay(tap(9, 5))]).map_err(s)?;
     check!(results.iter().all(|r| rejection(r.clone()) == Some(Rejection::CardReplay)), "{results:?}");
-    check_eq!(ledger.card_last_counter(7).map_err(s)?, Some(145));
+    check_eq!(ledger.card_last_counter(7).map_err(s)?, Some(146));
     check_eq!(ledger.card_last_counter(9).map_err(s)?, Some(5));
     check_eq!(ledger.card_last_counter(10).map_err(s)?, None);
     // The refusals are on record for the operator, with what the card had reached.
     let replays = ledger.card_replays(7, 100).map_err(s)?;
     let seen: Vec<(i64, i64, Option<&str>)> =
         replays.iter().map(|r| (r.counter, r.last_counter, r.source.as_deref())).collect();
-    let expected = [(141, 141), (77, 141), (3, 141), (144, 145), (81, 145)];
+    let expected = [(141, 141), (77, 141), (3, 141), (144, 145), (140, 145), (143, 145)];
     check_eq!(seen, expected.iter().map(|&(c, l)| (c, l, Some("pos-1"))).collect::<Vec<_>>());
     check_eq!(ledger.card_replays(9, 100).map_err(s)?.len(), 3);
     // A rejected payment (no funds) does not use up its tap: the holder tops up and the
@@ -104,7 +115,7 @@ pub fn strictly_increasing(backend: Backend) -> TestResult {
     // The database itself refuses to move a counter back.
     let back = raw_sql(&db, "UPDATE card_counters SET last_counter = 1 WHERE card_id = 7");
     check!(back.is_err(), "moving a counter back must fail");
-    check_eq!(ledger.card_last_counter(7).map_err(s)?, Some(145));
+    check_eq!(ledger.card_last_counter(7).map_err(s)?, Some(146));
     Ok(())
 }
 
@@ -173,13 +184,14 @@ pub fn concurrent(backend: Backend) -> TestResult {
     check!(counters.windows(2).all(|w| w[0] < w[1]), "a counter was accepted twice: {counters:?}");
     let last = counters.last().copied();
     check_eq!(ledger.card_last_counter(5).map_err(s)?, last);
-    // A counter is refused only if it was 64 or more below the last accepted at the time,
-    // so at least that far below the final last one (each was presented once).
+    // A counter is refused only if it was more than 4 below the last accepted at the time
+    // (the clock stands still, so every race is within 10 s), so at least that far below
+    // the final last one (each was presented once).
     let refused_counters: Vec<i64> = ledger.card_replays(5, 1_000).map_err(s)?.iter().map(|r| r.counter).collect();
     let last = last.unwrap_or(0);
     check!(
-        refused_counters.iter().all(|c| *c <= last - ledger::domain::TAP_WINDOW),
-        "refused within the window: {refused_counters:?} (last {last})"
+        refused_counters.iter().all(|c| *c < last - ledger::domain::TAP_RACE_COUNTERS_DEFAULT),
+        "refused within the race allowance: {refused_counters:?} (last {last})"
     );
 
     // One counter, sixteen presenters at once.
@@ -353,6 +365,7 @@ pub fn zero_legs_and_offline_payments(backend: Backend) -> TestResult {
             risk_account: risk,
             amount: Amount::from_minor(minor, Currency::IDR, AMOUNT_MAX_MINOR).expect("amount"),
             fee_minor: 10,
+            terms: crate::support::open_terms(minor, clock.now()),
         })
     };
     let p = ledger.submit_blocking(offline(2_500)).map_err(s)?;
@@ -364,7 +377,7 @@ pub fn zero_legs_and_offline_payments(backend: Backend) -> TestResult {
     let p = ledger.submit_blocking(offline(100)).map_err(s)?;
     check_eq!(p.entry.postings.iter().map(|x| x.account_id).collect::<Vec<_>>(), vec![risk, m, city.fees]);
     ledger.submit_blocking(city.topup(w2, 5_000)).map_err(s)?;
-    let p = ledger.submit_blocking(offline(100)).map_err(s)?;
+    let p = ledger.submit_blocking(offline(101)).map_err(s)?;
     check!(p.entry.postings.iter().all(|x| x.account_id != risk), "covered: no shortfall leg");
     let tb = ledger.trial_balance().map_err(s)?;
     check!(tb.iter().all(|l| l.balances_sum_minor == 0), "books balance");
@@ -392,6 +405,7 @@ pub fn offline_taps_once_not_in_order(backend: Backend) -> TestResult {
             risk_account: risk,
             amount: Amount::from_minor(1_000, Currency::IDR, AMOUNT_MAX_MINOR).expect("amount"),
             fee_minor: 0,
+            terms: crate::support::open_terms(counter, clock.now()),
         })
         .with_references(tap(1, counter))
     };
