@@ -280,6 +280,10 @@ pub struct TrialLine {
     pub credits: String,
     /// balances_sum is zero.
     pub balanced: bool,
+    /// What cards owe the city after offline payments their balances could not cover: minus
+    /// the offline-risk account's balance (every card's debt is kept beside its wallet and
+    /// recomputed by `kartu audit verify`).
+    pub owed_by_cards: String,
 }
 
 /// The trial balance.
@@ -296,11 +300,21 @@ pub struct TrialBalance {
 pub async fn trial_balance(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
     auditor(&caller)?;
     let st = state.clone();
-    let (lines, last) = blocking(move || Ok((st.ledger.trial_balance()?, st.ledger.last_seq()?))).await?;
+    let (lines, last, owed) = blocking(move || {
+        let lines = st.ledger.trial_balance()?;
+        let mut owed = std::collections::HashMap::new();
+        for l in &lines {
+            let risk = st.system_account(ledger::domain::AccountKind::OfflineRisk, l.currency)?;
+            owed.insert(l.currency, -st.ledger.balance(risk)?);
+        }
+        Ok((lines, st.ledger.last_seq()?, owed))
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(TrialBalance {
         currencies: lines
             .iter()
             .map(|l| TrialLine {
+                owed_by_cards: l.currency.format_minor(owed.get(&l.currency).copied().unwrap_or(0)),
                 currency: l.currency.code().to_owned(),
                 balances_sum: l.currency.format_minor(l.balances_sum_minor),
                 debits: l.currency.format_minor(l.debits_minor),

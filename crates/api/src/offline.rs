@@ -291,9 +291,8 @@ async fn record_sync(
         return Ok(Err("offline_not_allowed"));
     };
     let now = state.ledger.now_us();
-    let max_age = limits
-        .max_offline_hours
-        .map_or(state.settings.limits.offline_max_age_us, |h| i64::from(h) * 3_600_000_000);
+    let max_age =
+        limits.max_offline_hours.map_or(state.settings.limits.offline_max_age_us, |h| i64::from(h) * 3_600_000_000);
     // Dated before the sync it names (or a later sync came before it), after the upload,
     // or older than the terminal may stay offline.
     if rec.time_us < sync.time_us || last_before != Some(sync.id) || rec.time_us > now || now - rec.time_us > max_age {
@@ -369,11 +368,11 @@ async fn post_record(state: &web::Data<AppState>, caller: &Caller, r: &SignedRec
             if currency != state.settings.currency {
                 return refuse(state, caller, rec, "currency_mismatch").await;
             }
-            let amount = match ledger::money::Amount::from_minor(rec.amount_minor, currency, state.settings.amount_max_minor)
-            {
-                Ok(a) if a.minor() <= state.settings.limits.payment_max_minor => a,
-                _ => return refuse(state, caller, rec, "amount_too_large").await,
-            };
+            let amount =
+                match ledger::money::Amount::from_minor(rec.amount_minor, currency, state.settings.amount_max_minor) {
+                    Ok(a) if a.minor() <= state.settings.limits.payment_max_minor => a,
+                    _ => return refuse(state, caller, rec, "amount_too_large").await,
+                };
             let st = state.clone();
             let (card_id, sync_time) = (card.id, sync.time_us);
             let (merchant, fees, risk, floor) = blocking(move || {

@@ -199,6 +199,9 @@ pub struct CardView {
     pub account_id: String,
     /// Balance now.
     pub balance: Money,
+    /// What the card owes after offline payments its balance could not cover (repaid
+    /// first by the next top-up or a refund of that payment).
+    pub owed: Money,
     /// Last accepted tap counter.
     pub last_counter: Option<i64>,
     /// Taps refused as replays: a possible clone.
@@ -219,6 +222,7 @@ fn card_view(state: &AppState, c: &Card) -> Result<CardView, ApiError> {
         replaced_by: c.replaced_by.map(|r| r.to_string()),
         account_id: c.account_id.to_string(),
         balance: money(balance, state.settings.currency),
+        owed: money(state.ledger.wallet_debt(AccountId(c.account_id))?, state.settings.currency),
         last_counter: state.ledger.card_last_counter(c.id)?,
         suspected_clone: replays > 0,
         replays,

@@ -425,7 +425,8 @@ fn offline_upload_survives_kill_9() {
         .read_json()
         .expect("sync json");
     let sync_id = sync["sync_id"].as_u64().expect("sync_id");
-    let taken_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_micros() as i64;
+    let taken_at =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_micros() as i64;
     // The terminal's offline journal: RECORDS payments of 10.00 + i.
     let keys = KeyFile::parse(&std::fs::read_to_string(data.join("keys.toml")).expect("keys")).expect("key file");
     let set = keys.newest();

@@ -19,8 +19,8 @@ pub mod verify;
 pub use ledger::{
     migrate, system_clock, CheckpointSettings, Clock, Ledger, LedgerConfig, Statement, StatementLine, TrialBalanceLine,
 };
-pub use machine::TapRules;
 pub use ledger::{WriterStats, BATCH_REQUESTS_MAX, PAGE_MAX, QUEUE_JOBS_MAX, WAL_CHECKPOINT_INTERVAL};
+pub use machine::TapRules;
 pub use store::registry;
 pub use store::{Backend, CheckpointRow, EventFilter, LeafRow};
 

@@ -582,7 +582,15 @@ impl<'s> Machine<'s> {
                 if *fee_minor > 0 {
                     legs.push((*fee_account, *fee_minor));
                 }
-                Ok(Draft::card(EntryKind::Payment, *wallet, *merchant, amount.currency(), amount.minor(), *fee_minor, legs))
+                Ok(Draft::card(
+                    EntryKind::Payment,
+                    *wallet,
+                    *merchant,
+                    amount.currency(),
+                    amount.minor(),
+                    *fee_minor,
+                    legs,
+                ))
             }
             Command::OfflinePayment { wallet, merchant, fee_account, risk_account, amount, fee_minor, terms } => {
                 self.expect(*wallet, AccountKind::CardWallet, amount.currency())?;
@@ -601,8 +609,15 @@ impl<'s> Machine<'s> {
                     (*merchant, amount.minor() - fee_minor),
                     (*fee_account, *fee_minor),
                 ];
-                let mut d =
-                    Draft::card(EntryKind::Payment, wallet, *merchant, amount.currency(), amount.minor(), *fee_minor, legs);
+                let mut d = Draft::card(
+                    EntryKind::Payment,
+                    wallet,
+                    *merchant,
+                    amount.currency(),
+                    amount.minor(),
+                    *fee_minor,
+                    legs,
+                );
                 if shortfall > 0 {
                     d.debts.push((wallet, shortfall, Some(self.next_seq), Some(*merchant)));
                 }
@@ -630,7 +645,8 @@ impl<'s> Machine<'s> {
                 if fee_back > 0 {
                     legs.push((p.fee_account, -fee_back));
                 }
-                let mut d = Draft::card(EntryKind::Refund, wallet, p.merchant, p.currency, amount.minor(), fee_back, legs);
+                let mut d =
+                    Draft::card(EntryKind::Refund, wallet, p.merchant, p.currency, amount.minor(), fee_back, legs);
                 if repay > 0 {
                     d.legs.push((self.risk_account(p.currency)?, repay));
                     d.debts.push((wallet, -repay, Some(*payment_seq), None));
@@ -644,7 +660,8 @@ impl<'s> Machine<'s> {
                 self.refuse_replaced(*wallet)?;
                 let holds = *self.state.holds_accounts.get(&amount.currency()).ok_or(Rejection::AccountNotFound)?;
                 let legs = vec![(*wallet, -amount.minor()), (holds, amount.minor())];
-                let mut d = Draft::card(EntryKind::Hold, *wallet, *merchant, amount.currency(), amount.minor(), 0, legs);
+                let mut d =
+                    Draft::card(EntryKind::Hold, *wallet, *merchant, amount.currency(), amount.minor(), 0, legs);
                 d.expires_at_us = Some(*expires_at_us);
                 Ok(d)
             }
@@ -668,7 +685,8 @@ impl<'s> Machine<'s> {
                 if h.amount_minor > amount.minor() {
                     legs.push((wallet, h.amount_minor - amount.minor()));
                 }
-                let mut d = Draft::card(EntryKind::Capture, wallet, h.merchant, h.currency, amount.minor(), *fee_minor, legs);
+                let mut d =
+                    Draft::card(EntryKind::Capture, wallet, h.merchant, h.currency, amount.minor(), *fee_minor, legs);
                 d.related_seq = Some(*hold_seq);
                 Ok(d)
             }
@@ -692,7 +710,8 @@ impl<'s> Machine<'s> {
                 let wallet = self.current_wallet(*wallet);
                 let repay = self.debt(wallet).clamp(0, amount.minor());
                 let mut legs = vec![(*source, -amount.minor()), (wallet, amount.minor() - repay)];
-                let mut d = Draft::card(EntryKind::Topup, wallet, *source, amount.currency(), amount.minor(), 0, legs.clone());
+                let mut d =
+                    Draft::card(EntryKind::Topup, wallet, *source, amount.currency(), amount.minor(), 0, legs.clone());
                 if repay > 0 {
                     legs.push((self.risk_account(amount.currency())?, repay));
                     d.legs = legs;
@@ -713,7 +732,8 @@ impl<'s> Machine<'s> {
                 self.refuse_replaced(*new_wallet)?;
                 let balance = self.balance(*old_wallet).max(0);
                 let legs = vec![(*old_wallet, -balance), (*new_wallet, balance)];
-                let mut d = Draft::card(EntryKind::CardReplacement, *old_wallet, *new_wallet, currency, balance, 0, legs);
+                let mut d =
+                    Draft::card(EntryKind::CardReplacement, *old_wallet, *new_wallet, currency, balance, 0, legs);
                 let owed = self.debt(*old_wallet);
                 if owed != 0 {
                     d.debts.push((*old_wallet, -owed, None, None));
@@ -892,7 +912,8 @@ impl<'s> Machine<'s> {
                     h.closed = true;
                 }
             }
-            Command::Transfer { .. } | Command::Topup { .. } | Command::ReplaceCard { .. } | Command::Settle { .. } => {}
+            Command::Transfer { .. } | Command::Topup { .. } | Command::ReplaceCard { .. } | Command::Settle { .. } => {
+            }
         }
     }
 }

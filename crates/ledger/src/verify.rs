@@ -300,10 +300,7 @@ impl Auditor<'_> {
     /// to the new one.
     fn debts_of(&mut self, e: &Entry) {
         let is_wallet = |a: &AccountId| self.accounts.get(a).is_some_and(|a| a.kind == AccountKind::CardWallet);
-        let wallet = e
-            .account_id
-            .filter(is_wallet)
-            .or_else(|| e.postings.iter().map(|p| p.account_id).find(is_wallet));
+        let wallet = e.account_id.filter(is_wallet).or_else(|| e.postings.iter().map(|p| p.account_id).find(is_wallet));
         let Some(wallet) = wallet else { return };
         if e.kind == EntryKind::CardReplacement {
             let owed = self.debts.remove(&wallet).unwrap_or(0);

@@ -134,7 +134,12 @@ proptest! {
 #[test]
 fn risk_limits_refuse_in_order_and_count_what_was_taken() {
     use offline::{Refusal, RiskLimits, RiskState};
-    let limits = RiskLimits { per_tap_minor: 50_000, per_card_per_day_minor: 80_000, outstanding_minor: 120_000, max_offline_hours: None };
+    let limits = RiskLimits {
+        per_tap_minor: 50_000,
+        per_card_per_day_minor: 80_000,
+        outstanding_minor: 120_000,
+        max_offline_hours: None,
+    };
     let mut deny = std::collections::HashSet::new();
     deny.insert("04A1B2C3D4E5FF".to_owned());
     let mut s = RiskState::default();

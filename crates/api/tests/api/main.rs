@@ -13,6 +13,7 @@ mod access;
 mod audit;
 mod concurrency;
 mod idempotency;
+mod integrity;
 mod money;
 mod openapi;
 mod rfc9162;
@@ -42,6 +43,14 @@ const CASES: &[(&str, Case)] = &[
     ("auditor_reads_and_proofs", audit::auditor_reads_and_proofs),
     ("receipts_are_provable", audit::receipts_are_provable),
     ("transparency_and_secrets", audit::transparency_and_secrets),
+    ("offline_uploads_cannot_mint", integrity::offline_uploads_cannot_mint),
+    ("offline_debt_repaid_once", integrity::offline_debt_repaid_once),
+    ("replacement_follows_credits", integrity::replacement_follows_credits),
+    ("settlement_pays_the_balance_at_its_sequence", integrity::settlement_pays_the_balance_at_its_sequence),
+    ("skimmed_tap_is_refused", integrity::skimmed_tap_is_refused),
+    ("access_quota_holds_under_concurrency", integrity::access_quota_holds_under_concurrency),
+    ("captures_can_be_refunded", integrity::captures_can_be_refunded),
+    ("amounts_above_the_limits", integrity::amounts_above_the_limits),
     ("openapi_document_and_routes", openapi::openapi_document_and_routes),
     ("health_and_metrics", openapi::health_and_metrics),
 ];

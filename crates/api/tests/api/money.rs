@@ -246,10 +246,12 @@ pub fn holds_capture_void(backend: Backend) -> TestResult {
     check!(legs.contains(&(c.merchant_b_account.clone(), "344750.00".into())), "merchant leg: {legs:?}");
     check!(legs.contains(&(c.card.account_id.clone(), "50000.00".into())), "the rest returns: {legs:?}");
     check_eq!(s.balance(&c.auditor, &c.merchant_b_account)?, "344750.00".to_owned());
-    // Refunds are for payments: a capture is not refundable (the ledger refunds payments
-    // only), and says so with the same 404 as any id that is not a payment.
-    let r = s.post(&format!("/v1/payments/{}/refunds", id(v)?), &c.pos_b, &json!({"amount": "1.00"}))?;
+    // A capture is the merchant's payment of the hold: refundable by that merchant only,
+    // never above what was captured (the full refund trials are in integrity.rs).
+    let r = s.post(&format!("/v1/payments/{}/refunds", id(v)?), &c.pos_a, &json!({"amount": "1.00"}))?;
     r.problem(404, "not_found")?;
+    let r = s.post(&format!("/v1/payments/{}/refunds", id(v)?), &c.pos_b, &json!({"amount": "350000.01"}))?;
+    r.problem(422, "refund_exceeds_payment")?;
     // A captured hold is closed.
     let r = s.post(&format!("/v1/holds/{hold_id}/capture"), &c.pos_b, &json!({"amount": "1.00"}))?;
     r.problem(409, "hold_closed")?;
@@ -403,15 +405,19 @@ pub fn card_lifecycle(backend: Backend) -> TestResult {
     check_eq!(v["new_card"]["status"], json!("active"));
     check_eq!(v["new_card"]["balance"], idr("1234.56"));
     c.pay(&lost, "1.00")?.problem(422, "card_blocked")?;
-    // An empty card is replaced without an entry.
+    // An empty card is replaced by an entry that moves nothing: it records, in the log,
+    // that the old card's later credits go to the new one.
     let h = s.holder("Budi Santoso", "7371020202020003", &["senior"])?;
     let empty = s.card(&h, 3)?;
     let (last, _) = s.trial(&c.auditor)?;
     let r = s.post(&format!("/v1/cards/{}/replace", empty.id), op, &json!({"new_uid": "04ABCDEF012345"}))?;
     let v = r.expect(201)?;
     check_eq!(v["moved"], idr("0.00"));
-    check!(v["receipt"].is_null(), "no entry for an empty card: {v}");
-    check_eq!(s.trial(&c.auditor)?.0, last);
+    check_eq!(v["receipt"]["entry_seq"], json!(last + 1));
+    let entries = s.entries(&c.auditor)?;
+    let e = entry(&entries, last + 1)?;
+    check_eq!((e["kind"].clone(), postings(e).len()), (json!("card_replacement"), 0));
+    check_eq!(s.trial(&c.auditor)?.0, last + 1);
     check!(s.trial(&c.auditor)?.1, "balanced");
     Ok(())
 }

@@ -178,6 +178,11 @@ pub const CHECKPOINT_INTERVAL_MS: u64 = 100;
 impl Server {
     /// `init` + `load` + `server` on a random port, 2 workers, on its own thread and System.
     pub fn start(backend: Backend) -> Result<Server, String> {
+        Server::start_with(backend, |config| config)
+    }
+
+    /// [`Server::start`] with the installation's `kartu.toml` edited first (limits).
+    pub fn start_with(backend: Backend, edit: impl FnOnce(String) -> String) -> Result<Server, String> {
         let db = TestDb::fresh(backend)?;
         let data = tempfile::tempdir().map_err(s)?;
         let init = api::server::init(data.path(), Some(&db.url), "KARTU-MKS").map_err(s)?;
@@ -191,7 +196,7 @@ impl Server {
         let config = config
             .replace("checkpoint_interval_ms = 1000", &format!("checkpoint_interval_ms = {CHECKPOINT_INTERVAL_MS}"))
             .replace("hold_sweep_interval_ms = 30000", "hold_sweep_interval_ms = 200");
-        std::fs::write(&config_path, config).map_err(s)?;
+        std::fs::write(&config_path, edit(config)).map_err(s)?;
         let loaded = api::server::load(data.path(), None).map_err(s)?;
         let keys =
             KeyFile::parse(&std::fs::read_to_string(data.path().join(api::server::KEY_FILE)).map_err(s)?).map_err(s)?;
@@ -514,7 +519,11 @@ pub const AGENT_FLOAT: &str = "50000000.00";
 impl City {
     /// A server and a city; the card is topped up with `card_balance` (none for "0.00").
     pub fn new(backend: Backend, card_balance: &str) -> Result<City, String> {
-        let s = Server::start(backend)?;
+        City::on(Server::start(backend)?, card_balance)
+    }
+
+    /// A city on a server already started.
+    pub fn on(s: Server, card_balance: &str) -> Result<City, String> {
         let op = s.operator.clone();
         let (merchant_a, merchant_a_account) = s.merchant("Toko Sinar", "grocery", "0.007")?;
         let (merchant_b, merchant_b_account) = s.merchant("Hotel Losari", "hotel", "0.015")?;

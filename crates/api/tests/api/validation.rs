@@ -92,7 +92,9 @@ pub fn bad_input_writes_nothing(backend: Backend) -> TestResult {
         .ok_or("token")?
         .to_owned();
     let sync_id = s.get("/v1/offline/deny-list", &till)?.expect(200)?["sync_id"].as_u64().ok_or("sync_id")?;
-    let taken_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_err(|e| e.to_string())?.as_micros() as i64;
+    let taken_at =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_err(|e| e.to_string())?.as_micros()
+            as i64;
     let journal = || -> Value {
         let mut w = offline::JournalWriter::new(&till_key, None).expect("writer");
         let tap = s.tap(&c.card);

@@ -142,8 +142,7 @@ impl Db {
                 wallet_successors::successor_id.eq(new.0),
                 wallet_successors::entry_seq.eq(*seq),
             );
-            on_db!(self, |c| diesel::insert_into(wallet_successors::table).values(row).execute(c))
-                .map_err(storage)?;
+            on_db!(self, |c| diesel::insert_into(wallet_successors::table).values(row).execute(c)).map_err(storage)?;
         }
         for o in offline {
             let row = (
@@ -155,18 +154,16 @@ impl Db {
                 offline_payments::record_time_us.eq(o.terms.record_time_us),
                 offline_payments::amount_minor.eq(o.amount_minor),
             );
-            on_db!(self, |c| diesel::insert_into(offline_payments::table).values(row).execute(c))
-                .map_err(storage)?;
+            on_db!(self, |c| diesel::insert_into(offline_payments::table).values(row).execute(c)).map_err(storage)?;
         }
         Ok(())
     }
 
     /// What every wallet owes, by the `wallet_debts` table.
     pub fn all_debts(&mut self) -> Result<HashMap<AccountId, i64>, LedgerError> {
-        let rows: Vec<(i64, i64)> = on_db!(self, |c| wallet_debts::table
-            .select((wallet_debts::wallet_id, wallet_debts::delta_minor))
-            .load(c))
-        .map_err(storage)?;
+        let rows: Vec<(i64, i64)> =
+            on_db!(self, |c| wallet_debts::table.select((wallet_debts::wallet_id, wallet_debts::delta_minor)).load(c))
+                .map_err(storage)?;
         let mut out = HashMap::new();
         for (w, d) in rows {
             *out.entry(AccountId(w)).or_default() += d;

@@ -604,7 +604,9 @@ impl Db {
         let shortfalls = self.payment_shortfalls(seqs)?;
         let mut out = HashMap::new();
         // A capture is the merchant's payment of a hold, refunded like a payment.
-        for e in self.entries_by_seq(seqs)?.into_iter().filter(|e| matches!(e.kind, EntryKind::Payment | EntryKind::Capture)) {
+        for e in
+            self.entries_by_seq(seqs)?.into_iter().filter(|e| matches!(e.kind, EntryKind::Payment | EntryKind::Capture))
+        {
             let (Some(wallet), Some(merchant)) = (e.account_id, e.counterparty_id) else {
                 return Err(corrupt("payment entry", &e.seq.to_string()));
             };

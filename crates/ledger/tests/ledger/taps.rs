@@ -429,3 +429,168 @@ pub fn offline_taps_once_not_in_order(backend: Backend) -> TestResult {
     check_eq!(ledger.card_replays(1, 100).map_err(s)?.len(), 3);
     Ok(())
 }
+
+/// A replaced card's wallet pays nothing more; whatever it held moved with what it owed,
+/// and every later credit to it (a hold released at expiry, a refund) lands on the new
+/// wallet in the same entry. Verify recomputes the debts from the entries.
+pub fn replaced_wallets_pass_credits_on(backend: Backend) -> TestResult {
+    use ledger::domain::{AccountKind, Command};
+    use ledger::money::Currency;
+    let db = TestDb::fresh(backend)?;
+    let clock = TestClock::new();
+    let ledger = crate::support::open(&db, &clock)?;
+    let city = City::new(&ledger, 3, 1, 10_000_000)?;
+    let (old, new, m) = (city.wallets[0], city.wallets[1], city.merchants[0]);
+    ledger.submit_blocking(city.topup(old, 10_000)).map_err(s)?;
+    let paid = ledger.submit_blocking(city.pay(old, m, 1_000, 0)).map_err(s)?;
+    let hold = Request::new(Command::Hold {
+        wallet: old,
+        merchant: m,
+        amount: crate::support::idr(4_000),
+        expires_at_us: clock.now() + 60_000_000,
+    });
+    ledger.submit_blocking(hold).map_err(s)?;
+    // An offline payment the wallet cannot cover leaves a debt of 2,000.
+    let risk = ledger.system_account(AccountKind::OfflineRisk, Currency::IDR).map_err(s)?.id;
+    let offline = Request::new(Command::OfflinePayment {
+        wallet: old,
+        merchant: m,
+        fee_account: city.fees,
+        risk_account: risk,
+        amount: crate::support::idr(7_000),
+        fee_minor: 0,
+        terms: crate::support::open_terms(1, clock.now()),
+    });
+    ledger.submit_blocking(offline).map_err(s)?;
+    check_eq!((ledger.balance(old).map_err(s)?, ledger.wallet_debt(old).map_err(s)?), (0, 2_000));
+    let replaced =
+        ledger.submit_blocking(Request::new(Command::ReplaceCard { old_wallet: old, new_wallet: new })).map_err(s)?;
+    // Nothing to move but the debt: an entry without postings records the replacement.
+    check_eq!((replaced.entry.amount_minor, replaced.entry.postings.len()), (0, 0));
+    check_eq!((ledger.wallet_debt(old).map_err(s)?, ledger.wallet_debt(new).map_err(s)?), (0, 2_000));
+    check_eq!(ledger.wallet_successor(old).map_err(s)?, Some(new));
+    // The old wallet pays nothing and cannot be replaced again; the new one cannot be a
+    // second card's successor.
+    check_eq!(rejection(ledger.submit_blocking(city.pay(old, m, 1, 0))), Some(Rejection::CardReplaced));
+    let again = Request::new(Command::ReplaceCard { old_wallet: old, new_wallet: city.wallets[2] });
+    check_eq!(rejection(ledger.submit_blocking(again)), Some(Rejection::CardReplaced));
+    // The refund of the online payment repays nothing (it was no shortfall) and lands on
+    // the new wallet.
+    let refund = Request::new(Command::Refund { payment_seq: paid.entry.seq, amount: crate::support::idr(1_000) });
+    let r = ledger.submit_blocking(refund).map_err(s)?;
+    check_eq!((r.entry.account_id, r.wallet_balance_minor), (Some(new), Some(1_000)));
+    // The hold expires: its money goes to the new wallet.
+    clock.advance_us(61_000_000);
+    let voided = ledger.expire_holds().map_err(s)?;
+    check_eq!(voided.len(), 1);
+    check!(voided[0].entry.postings.iter().any(|p| p.account_id == new && p.amount_minor == 4_000), "{voided:?}");
+    check_eq!((ledger.balance(old).map_err(s)?, ledger.balance(new).map_err(s)?), (0, 5_000));
+    // A top-up through the new card repays the debt first.
+    let topup = Request::new(Command::Topup { source: city.agent, wallet: old, amount: crate::support::idr(3_000) });
+    let t = ledger.submit_blocking(topup).map_err(s)?;
+    check_eq!(t.entry.account_id, Some(new));
+    check_eq!((ledger.balance(new).map_err(s)?, ledger.wallet_debt(new).map_err(s)?), (6_000, 0));
+    check_eq!(ledger.balance(risk).map_err(s)?, 0);
+    let tb = ledger.trial_balance().map_err(s)?;
+    check!(tb.iter().all(|l| l.balances_sum_minor == 0), "books balance");
+    Ok(())
+}
+
+/// The writer checks offline records against the terminal's limits as of its sync: per
+/// tap, per card per UTC day, in total since the sync, the merchant's shortfalls in 24
+/// hours, and the card's counter at the sync. A refused record changes nothing.
+pub fn offline_terms_are_enforced(backend: Backend) -> TestResult {
+    use ledger::domain::{AccountKind, Command, OfflineTerms};
+    use ledger::money::Currency;
+    let db = TestDb::fresh(backend)?;
+    let clock = TestClock::new();
+    let ledger = crate::support::open(&db, &clock)?;
+    let city = City::new(&ledger, 2, 1, 10_000_000)?;
+    let (w, empty, m) = (city.wallets[0], city.wallets[1], city.merchants[0]);
+    ledger.submit_blocking(city.topup(w, 100_000)).map_err(s)?;
+    let risk = ledger.system_account(AccountKind::OfflineRisk, Currency::IDR).map_err(s)?.id;
+    let terms = OfflineTerms {
+        credential_id: 9,
+        record_seq: 0,
+        record_time_us: clock.now(),
+        sync_id: 3,
+        counter_floor: Some(10),
+        per_tap_minor: 5_000,
+        per_card_per_day_minor: 8_000,
+        outstanding_minor: 12_000,
+        merchant_risk_cap_minor: 3_000,
+    };
+    let seq = AtomicI64::new(0);
+    let offline = |wallet, card: i64, counter: i64, minor: i64, t: OfflineTerms| {
+        let record_seq = seq.fetch_add(1, Ordering::SeqCst) + 1;
+        Request::new(Command::OfflinePayment {
+            wallet,
+            merchant: m,
+            fee_account: city.fees,
+            risk_account: risk,
+            amount: crate::support::idr(minor),
+            fee_minor: 0,
+            terms: OfflineTerms { record_seq, ..t },
+        })
+        .with_references(tap(card, counter))
+    };
+    let outcome = |r: Request| match ledger.submit_blocking(r) {
+        Ok(_) => None,
+        Err(e) => rejection(Err::<(), _>(e)),
+    };
+    let before = ledger.last_seq().map_err(s)?;
+    check_eq!(outcome(offline(w, 1, 11, 5_001, terms)), Some(Rejection::OfflineLimitPerTap));
+    check_eq!(outcome(offline(w, 1, 10, 100, terms)), Some(Rejection::CardReplay));
+    check_eq!(outcome(offline(w, 1, 11, 5_000, terms)), None);
+    check_eq!(outcome(offline(w, 1, 12, 3_001, terms)), Some(Rejection::OfflineLimitCardDay));
+    // The next UTC day is another day for the card, but not for the terminal's total.
+    let tomorrow = OfflineTerms { record_time_us: terms.record_time_us + 86_400_000_000, ..terms };
+    check_eq!(outcome(offline(w, 1, 12, 3_000, tomorrow)), None);
+    check_eq!(outcome(offline(w, 1, 13, 4_001, tomorrow)), Some(Rejection::OfflineLimitOutstanding));
+    // A new sync starts a new total.
+    let next_sync = OfflineTerms { sync_id: 4, ..tomorrow };
+    // The empty wallet's shortfalls: 3,000 is the merchant's cap for 24 hours.
+    check_eq!(outcome(offline(empty, 2, 11, 3_000, next_sync)), None);
+    check_eq!(outcome(offline(empty, 2, 12, 1, next_sync)), Some(Rejection::OfflineRiskCap));
+    check_eq!(ledger.last_seq().map_err(s)?, before + 3);
+    check_eq!(ledger.balance(risk).map_err(s)?, -3_000);
+    check_eq!(ledger.wallet_debt(empty).map_err(s)?, 3_000);
+    // 24 hours later the cap is free again.
+    clock.advance_us(86_400_000_000 + 1);
+    check_eq!(outcome(offline(empty, 2, 13, 1, OfflineTerms { sync_id: 5, ..next_sync })), None);
+    Ok(())
+}
+
+/// Access decisions with a holder's limits are decided in the writer: the daily quota
+/// counts the holder's recorded entries since the local day's start, passback the recent
+/// ones; a refused decision takes no queue number.
+pub fn access_limits_in_the_writer(backend: Backend) -> TestResult {
+    use ledger::domain::AccessLimit;
+    let db = TestDb::fresh(backend)?;
+    let clock = TestClock::new();
+    let ledger = crate::support::open(&db, &clock)?;
+    let day_start = clock.now() - 3_600_000_000;
+    let limit = AccessLimit {
+        holder_key: "service_point:1:holder:7".into(),
+        day_start_us: day_start,
+        daily_quota: Some(2),
+        passback_us: Some(600_000_000),
+    };
+    let check = |counter: i64| {
+        let mut e = event("access_decision", Some((7, counter)), Some("service_point:1:2027-01-15"), "{}");
+        e.access = Some(limit.clone());
+        ledger.record_blocking(e)
+    };
+    check_eq!(check(1).map_err(s)?.event.queue_number, Some(1));
+    check_eq!(rejection(check(2)), Some(Rejection::Passback));
+    clock.advance_us(600_000_000);
+    check_eq!(check(3).map_err(s)?.event.queue_number, Some(2));
+    clock.advance_us(600_000_000);
+    check_eq!(rejection(check(4)), Some(Rejection::QuotaReached));
+    // A refused decision used neither its tap nor a queue number: the next holder gets 3.
+    let mut other = event("access_decision", Some((8, 1)), Some("service_point:1:2027-01-15"), "{}");
+    other.access = Some(AccessLimit { holder_key: "service_point:1:holder:8".into(), ..limit.clone() });
+    check_eq!(ledger.record_blocking(other).map_err(s)?.event.queue_number, Some(3));
+    check_eq!(ledger.card_last_counter(7).map_err(s)?, Some(3));
+    Ok(())
+}
