@@ -7,7 +7,7 @@
 //! While one batch commits, the next one gathers, so throughput grows with concurrency
 //! instead of collapsing to one fsync per payment.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -925,6 +925,16 @@ fn load(
     wallets.extend(state.holds.values().map(|h| h.wallet));
     wallets.extend(state.payments.values().map(|p| p.wallet));
     state.successors = db.successors(&wallets)?;
+    // A wallet that already took over from a card cannot take over from another: the
+    // writer must see, for each wallet a replacement names, whether it is a successor.
+    let new_wallets: HashSet<AccountId> = requests
+        .iter()
+        .filter_map(|op| match op {
+            Op::Entry(Request { command: Command::ReplaceCard { new_wallet, .. }, .. }) => Some(*new_wallet),
+            _ => None,
+        })
+        .collect();
+    state.successors.extend(db.predecessors(&new_wallets)?);
     wallets.extend(state.successors.values().copied());
     ids.extend(wallets.iter().copied());
     let wallet_list: Vec<AccountId> = wallets.into_iter().collect();

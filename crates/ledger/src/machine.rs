@@ -724,12 +724,13 @@ impl<'s> Machine<'s> {
                 let currency = old.currency;
                 self.expect(*old_wallet, AccountKind::CardWallet, currency)?;
                 self.expect(*new_wallet, AccountKind::CardWallet, currency)?;
+                // The lowest number first: a replaced card (12) before a wrong wallet (21).
+                self.refuse_replaced(*old_wallet)?;
+                self.refuse_replaced(*new_wallet)?;
                 let new_is_old = self.state.successors.values().any(|w| w == new_wallet);
                 if old_wallet == new_wallet || new_is_old {
                     return Err(Rejection::AccountKindMismatch);
                 }
-                self.refuse_replaced(*old_wallet)?;
-                self.refuse_replaced(*new_wallet)?;
                 let balance = self.balance(*old_wallet).max(0);
                 let legs = vec![(*old_wallet, -balance), (*new_wallet, balance)];
                 let mut d =

@@ -35,6 +35,20 @@ impl Db {
         Ok(out)
     }
 
+    /// The replaced wallets whose successor is one of these, as `(replaced, successor)`.
+    pub fn predecessors(&mut self, wallets: &HashSet<AccountId>) -> Result<Vec<(AccountId, AccountId)>, LedgerError> {
+        let ids: Vec<i64> = wallets.iter().map(|w| w.0).collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<(i64, i64)> = on_db!(self, |c| wallet_successors::table
+            .filter(wallet_successors::successor_id.eq_any(&ids))
+            .select((wallet_successors::wallet_id, wallet_successors::successor_id))
+            .load(c))
+        .map_err(storage)?;
+        Ok(rows.into_iter().map(|(w, s)| (AccountId(w), AccountId(s))).collect())
+    }
+
     /// What each of these wallets owes (only those that owe something, or owed and repaid).
     pub fn debts(&mut self, wallets: &[AccountId]) -> Result<HashMap<AccountId, i64>, LedgerError> {
         if wallets.is_empty() {

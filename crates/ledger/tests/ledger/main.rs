@@ -8,6 +8,7 @@
 
 mod audit;
 mod cases;
+mod integrity_model;
 mod model;
 mod support;
 mod taps;
@@ -43,6 +44,7 @@ const CASES: &[(&str, Case)] = &[
     ("urls_and_migrations", cases::urls_and_migrations),
     ("currencies", cases::currencies),
     ("agrees_with_model", model::agrees_with_model),
+    ("integrity_agrees_with_model", integrity_model::integrity_agrees_with_model),
     ("audit_proofs", audit::proofs),
     ("audit_checkpoints_every_interval", audit::checkpoints_every_interval),
     ("audit_tampering_is_detected", audit::tampering_is_detected),
