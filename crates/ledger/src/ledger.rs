@@ -946,14 +946,12 @@ fn load(
     }
     for (terms, card) in &needs.offline {
         let day = (terms.credential_id, *card, crate::machine::utc_day(terms.record_time_us));
-        if !state.offline_card_day.contains_key(&day) {
-            let spent = db.offline_card_day(terms.credential_id, *card, terms.record_time_us)?;
-            state.offline_card_day.insert(day, spent);
+        if let std::collections::hash_map::Entry::Vacant(v) = state.offline_card_day.entry(day) {
+            v.insert(db.offline_card_day(terms.credential_id, *card, terms.record_time_us)?);
         }
         let sync = (terms.credential_id, terms.sync_id);
-        if !state.offline_sync_total.contains_key(&sync) {
-            let total = db.offline_sync_total(terms.credential_id, terms.sync_id)?;
-            state.offline_sync_total.insert(sync, total);
+        if let std::collections::hash_map::Entry::Vacant(v) = state.offline_sync_total.entry(sync) {
+            v.insert(db.offline_sync_total(terms.credential_id, terms.sync_id)?);
         }
     }
     for merchant in &needs.offline_merchants {

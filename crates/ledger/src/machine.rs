@@ -152,7 +152,11 @@ impl Needs {
                 }
             }
             match &r.command {
-                Command::Transfer { legs, .. } => n.accounts.extend(legs.iter().map(|l| l.account)),
+                Command::Transfer { legs, .. } => {
+                    n.accounts.extend(legs.iter().map(|l| l.account));
+                    // Any leg may name a replaced card's wallet (an adjustment, a top-up).
+                    n.wallets.extend(legs.iter().map(|l| l.account));
+                }
                 Command::Payment { wallet, merchant, fee_account, .. } => {
                     n.accounts.extend([*wallet, *merchant, *fee_account]);
                     n.wallets.insert(*wallet);
@@ -567,10 +571,18 @@ impl<'s> Machine<'s> {
                     })
                     .map(|l| l.amount_minor)
                     .sum();
+                // A replaced card's wallet pays nothing; a credit to it goes to its successor.
+                let mut moved = Vec::with_capacity(legs.len());
+                for l in legs {
+                    if self.state.successors.contains_key(&l.account) && l.amount_minor < 0 {
+                        return Err(Rejection::CardReplaced);
+                    }
+                    moved.push((self.current_wallet(l.account), l.amount_minor));
+                }
                 let mut d = Draft::new(*kind, first.currency, amount_minor, 0);
-                d.account = Some(legs[0].account);
-                d.counterparty = Some(legs[1].account);
-                d.legs = legs.iter().map(|l| (l.account, l.amount_minor)).collect();
+                d.account = Some(moved[0].0);
+                d.counterparty = Some(moved[1].0);
+                d.legs = moved;
                 Ok(d)
             }
             Command::Payment { wallet, merchant, fee_account, amount, fee_minor } => {
