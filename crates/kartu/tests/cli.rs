@@ -402,7 +402,7 @@ fn offline_upload_survives_kill_9() {
         at["token"].as_str().expect("t"),
         "/v1/topups",
         "t1",
-        serde_json::json!({"card_id": c["id"], "amount": "500000.00"}),
+        serde_json::json!({"card_id": c["id"], "amount": "2000.00"}),
     ));
     let key = offline::generate_key().expect("key");
     let mut writer = offline::JournalWriter::new(&key, None).expect("writer");
@@ -521,6 +521,19 @@ fn offline_upload_survives_kill_9() {
     }
     assert_eq!(seen.len(), RECORDS as usize, "every record posted");
     assert!(seen.values().all(|n| *n == 1), "none twice: {seen:?}");
+    // The card held 2,000.00 and the records come to 300 x 10.00 + (1 + ... + 300) x 0.01 =
+    // 3,451.50: the card owes the 1,451.50 shortfall, written by the writer with each entry,
+    // so the crash left debt and ledger agreeing (the database verification below
+    // recomputes every debt from the entries).
+    let card: serde_json::Value = agent
+        .get(&format!("{base}/v1/cards/{}", c["id"].as_str().expect("id")))
+        .header("Authorization", &format!("Bearer {op}"))
+        .call()
+        .expect("card")
+        .body_mut()
+        .read_json()
+        .expect("json");
+    assert_eq!((card["balance"]["amount"].as_str(), card["owed"]["amount"].as_str()), (Some("0.00"), Some("1451.50")));
     std::thread::sleep(std::time::Duration::from_millis(400));
     let key_file = dir.path().join("log.pub");
     std::fs::write(&key_file, format!("{verifier}\n")).expect("key");

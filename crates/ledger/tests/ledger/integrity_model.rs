@@ -60,7 +60,8 @@ enum Op {
         minor: i64,
         from_bank: bool,
     },
-    /// A plain transfer of kind top-up: credits exactly the named wallet, repays nothing.
+    /// A plain transfer of kind top-up: credits the named wallet (its successor, if the card
+    /// was replaced), repays nothing.
     PlainTopup {
         card: usize,
         minor: i64,
@@ -297,13 +298,16 @@ impl Model {
                 Ok(Some(self.get(w)))
             }
             Resolved::PlainTopup { wallet, minor } => {
+                // A plain transfer's credit to a replaced card's wallet goes to its successor.
+                let w = self.current(wallet);
+                self.noted(w != wallet, "plain credit to successor");
                 if self.get(self.agent) < minor {
                     return Err(Rejection::InsufficientFunds);
                 }
-                if self.get(wallet) + minor > WALLET_MAX {
+                if self.get(w) + minor > WALLET_MAX {
                     return Err(Rejection::ExceedsMaxBalance);
                 }
-                self.add(wallet, minor);
+                self.add(w, minor);
                 self.add(self.agent, -minor);
                 Ok(None)
             }
