@@ -4,6 +4,7 @@
 //! writer decides (funds, limits, replays) and its answer is the response.
 
 pub mod access;
+pub mod approvals;
 pub mod audit;
 pub mod auth;
 pub mod error;
@@ -46,6 +47,8 @@ pub struct Settings {
     pub verifier_key: Option<String>,
     /// How often `server` voids expired holds (`None`: never).
     pub hold_sweep_interval: Option<std::time::Duration>,
+    /// An agent float above this (minor units) waits for a second operator's approval.
+    pub float_approval_threshold_minor: i64,
 }
 
 impl Default for Settings {
@@ -56,6 +59,7 @@ impl Default for Settings {
             hold_minutes_max: 7 * 24 * 60,
             verifier_key: None,
             hold_sweep_interval: None,
+            float_approval_threshold_minor: server::DEFAULT_FLOAT_APPROVAL_THRESHOLD_MINOR,
         }
     }
 }
@@ -132,6 +136,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .app_data(web::QueryConfig::default().error_handler(error::query_error))
         .app_data(web::PathConfig::default().error_handler(error::path_error))
         .configure(operator::routes)
+        .configure(approvals::routes)
         .configure(merchant::routes)
         .configure(access::routes)
         .configure(audit::routes)
