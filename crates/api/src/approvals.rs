@@ -99,7 +99,9 @@ impl Refusal {
             Refusal::CreatedRequester => {
                 "the operator who created the requester's credential may not approve the requester's requests"
             }
-            Refusal::CreatedByRequester => "a credential the requester created may not approve the requester's requests",
+            Refusal::CreatedByRequester => {
+                "a credential the requester created may not approve the requester's requests"
+            }
         }
     }
 }
@@ -292,7 +294,9 @@ pub async fn list(
     let status = match query.status.as_deref() {
         None => None,
         Some(s) if STATUSES.contains(&s) => Some(s.to_owned()),
-        Some(_) => return Err(ApiError::unprocessable("invalid_field", "status must be pending, approved or rejected")),
+        Some(_) => {
+            return Err(ApiError::unprocessable("invalid_field", "status must be pending, approved or rejected"))
+        }
     };
     let after = match query.cursor.as_deref() {
         None => 0,
@@ -344,7 +348,12 @@ pub async fn approve(
 }
 
 /// The approval's decision event if it was made by this caller under this key (a retry).
-async fn own_decision(state: &web::Data<AppState>, caller: &Caller, key: &IdempotencyKey, a: &Approval) -> Result<bool, ApiError> {
+async fn own_decision(
+    state: &web::Data<AppState>,
+    caller: &Caller,
+    key: &IdempotencyKey,
+    a: &Approval,
+) -> Result<bool, ApiError> {
     let st = state.clone();
     let k = caller.key(&key.0);
     let mine = blocking(move || Ok(st.ledger.event_by_key(&k)?.map(|e| e.id))).await?;
@@ -366,8 +375,7 @@ pub async fn approve_inner(
     if a.status != "pending" && !(a.status == "approved" && own_decision(state, caller, key, &a).await?) {
         return Err(closed(&a));
     }
-    let rec =
-        log_action(state, caller, key, "approve_request", json!({"approval_id": a.id, "kind": a.kind})).await?;
+    let rec = log_action(state, caller, key, "approve_request", json!({"approval_id": a.id, "kind": a.kind})).await?;
     let decision = (caller.credential.id, person_of(&caller.credential).to_owned(), rec.event.id);
     match a.kind.as_str() {
         CREATE_OPERATOR_CREDENTIAL => create_operator(state, a, decision).await,
@@ -414,31 +422,33 @@ async fn create_operator(state: &web::Data<AppState>, a: Approval, d: Decider) -
     let st = state.clone();
     let (approval, credential, fresh) = blocking(move || {
         let now = st.ledger.now_us();
-        st.ledger.registry_transaction(|r| {
-            if let Some(c) = r.credential_by_event(d.2)? {
-                return Ok(Ok((c, false)));
-            }
-            if let Err(e) = decide(r, &a, "approved", &d, now)? {
-                return Ok(Err(e));
-            }
-            let row = NewCredentialRow {
-                role: Role::Operator.as_str(),
-                name: &name,
-                token_hash: &hash,
-                scope: (None, None, None),
-                public_key: None,
-                offline_limits: None,
-                person: Some(&person),
-                created_by: Some(a.requested_by),
-            };
-            let c = r.insert_credential(row, now, d.2)?;
-            r.set_approval_result(a.id, &json!({"credential_id": c.id.to_string()}).to_string())?;
-            Ok(Ok((c, true)))
-        })?
-        .and_then(|(c, fresh)| {
-            let a = st.ledger.registry(|r| r.approval(a.id))?.ok_or_else(|| ApiError::internal("approval vanished"))?;
-            Ok((a, c, fresh))
-        })
+        st.ledger
+            .registry_transaction(|r| {
+                if let Some(c) = r.credential_by_event(d.2)? {
+                    return Ok(Ok((c, false)));
+                }
+                if let Err(e) = decide(r, &a, "approved", &d, now)? {
+                    return Ok(Err(e));
+                }
+                let row = NewCredentialRow {
+                    role: Role::Operator.as_str(),
+                    name: &name,
+                    token_hash: &hash,
+                    scope: (None, None, None),
+                    public_key: None,
+                    offline_limits: None,
+                    person: Some(&person),
+                    created_by: Some(a.requested_by),
+                };
+                let c = r.insert_credential(row, now, d.2)?;
+                r.set_approval_result(a.id, &json!({"credential_id": c.id.to_string()}).to_string())?;
+                Ok(Ok((c, true)))
+            })?
+            .and_then(|(c, fresh)| {
+                let a =
+                    st.ledger.registry(|r| r.approval(a.id))?.ok_or_else(|| ApiError::internal("approval vanished"))?;
+                Ok((a, c, fresh))
+            })
     })
     .await?;
     let mut view = approval_view(&approval);
@@ -480,7 +490,7 @@ async fn post_money(state: &web::Data<AppState>, a: Approval, d: Decider) -> Res
             if let Err(e) = decide(r, &aa, "approved", &dd, now)? {
                 return Ok(Err(e));
             }
-            Ok(Ok(r.approval(aa.id)?.ok_or_else(|| ApiError::internal("approval vanished"))?))
+            Ok(r.approval(aa.id)?.ok_or_else(|| ApiError::internal("approval vanished")))
         })?
     })
     .await?;
@@ -548,8 +558,8 @@ async fn money_request(state: &web::Data<AppState>, a: &Approval) -> Result<Requ
         let v: Value = serde_json::from_str(&a.payload).map_err(ApiError::internal)?;
         let agent_id = payload_id(&a, "agent_id")?;
         let amount = v["amount_minor"].as_i64().ok_or_else(|| ApiError::internal("no amount"))?;
-        let currency = ledger::money::Currency::parse(v["currency"].as_str().unwrap_or_default())
-            .map_err(ApiError::internal)?;
+        let currency =
+            ledger::money::Currency::parse(v["currency"].as_str().unwrap_or_default()).map_err(ApiError::internal)?;
         let agent = st.ledger.registry(|r| r.agent(agent_id))?.ok_or_else(|| ApiError::internal("no agent"))?;
         let bank = st.system_account(AccountKind::CityBank, currency)?;
         Ok(Request::new(Command::Transfer {
@@ -648,7 +658,14 @@ mod tests {
         let unnamed = cred(8, "operator", None, None);
         let budi_second = cred(9, "operator", Some("Budi"), Some(1));
         #[allow(clippy::type_complexity)]
-        let cases: &[(&str, &Credential, Option<&Credential>, &Credential, Option<&Credential>, Result<(), Refusal>)] = &[
+        let cases: &[(
+            &str,
+            &Credential,
+            Option<&Credential>,
+            &Credential,
+            Option<&Credential>,
+            Result<(), Refusal>,
+        )] = &[
             ("another person approves", &ani, None, &budi, None, Ok(())),
             ("the requester itself", &ani, None, &ani, None, Err(Refusal::OwnRequest)),
             ("the requester's second token", &ani, None, &ani_again, Some(&budi), Err(Refusal::SamePerson)),

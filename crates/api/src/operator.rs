@@ -923,11 +923,14 @@ async fn create_credential_inner(
     };
     if let Some(person) = person {
         if body.public_key.is_some() || limits.is_some() {
-            return Err(ApiError::unprocessable("invalid_field", "an operator credential takes no terminal keys or limits"));
+            return Err(ApiError::unprocessable(
+                "invalid_field",
+                "an operator credential takes no terminal keys or limits",
+            ));
         }
         let payload = json!({"role": "operator", "name": name, "person": person});
-        let a =
-            crate::approvals::request(state, caller, key, crate::approvals::CREATE_OPERATOR_CREDENTIAL, payload).await?;
+        let a = crate::approvals::request(state, caller, key, crate::approvals::CREATE_OPERATOR_CREDENTIAL, payload)
+            .await?;
         return Ok(Created::Requested(Box::new(a)));
     }
     let st = state.clone();
@@ -1013,9 +1016,8 @@ pub async fn revoke_credential(
         .ok_or_else(|| ApiError::not_found("not_found", "no such credential"))?;
     if c.role == Role::Operator.as_str() && c.revoked_at_us.is_none() {
         let payload = json!({"credential_id": c.id, "name": c.name, "person": crate::approvals::person_of(&c)});
-        let a =
-            crate::approvals::request(&state, &caller, &key, crate::approvals::REVOKE_OPERATOR_CREDENTIAL, payload)
-                .await?;
+        let a = crate::approvals::request(&state, &caller, &key, crate::approvals::REVOKE_OPERATOR_CREDENTIAL, payload)
+            .await?;
         return Ok(crate::approvals::accepted(&a));
     }
     let rec = log_action(&state, &caller, &key, "revoke_credential", json!({"credential_id": c.id})).await?;
