@@ -671,7 +671,7 @@ mod tests {
             ("the requester's second token", &ani, None, &ani_again, Some(&budi), Err(Refusal::SamePerson)),
             ("second token asks, first approves", &ani_again, Some(&budi), &ani, None, Err(Refusal::SamePerson)),
             ("a credential the requester made", &ani, None, &made_by_ani, Some(&ani), Err(Refusal::CreatedByRequester)),
-            ("its maker approves its request", &made_by_ani, Some(&ani), &ani, None, Err(Refusal::SamePerson)),
+            ("its maker approves its request", &made_by_ani, Some(&ani), &ani, None, Err(Refusal::CreatedRequester)),
             (
                 "the maker's other token approves its request",
                 &made_by_ani,
