@@ -4,6 +4,7 @@
 //! writer decides (funds, limits, replays) and its answer is the response.
 
 pub mod access;
+pub mod approvals;
 pub mod audit;
 pub mod auth;
 pub mod error;
@@ -48,6 +49,8 @@ pub struct Settings {
     pub hold_sweep_interval: Option<std::time::Duration>,
     /// Money limits (`[limits]` in `kartu.toml`).
     pub limits: MoneyLimits,
+    /// An agent float above this (minor units) waits for a second operator's approval.
+    pub float_approval_threshold_minor: i64,
 }
 
 /// The installation's money limits, minor units: an amount above them is refused with
@@ -97,6 +100,7 @@ impl Default for Settings {
             hold_minutes_max: 7 * 24 * 60,
             verifier_key: None,
             hold_sweep_interval: None,
+            float_approval_threshold_minor: server::DEFAULT_FLOAT_APPROVAL_THRESHOLD_MINOR,
             limits: MoneyLimits::default(),
         }
     }
@@ -174,6 +178,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .app_data(web::QueryConfig::default().error_handler(error::query_error))
         .app_data(web::PathConfig::default().error_handler(error::path_error))
         .configure(operator::routes)
+        .configure(approvals::routes)
         .configure(merchant::routes)
         .configure(access::routes)
         .configure(audit::routes)

@@ -5,7 +5,7 @@ use actix_web::{web, HttpResponse};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{access, audit, merchant, metrics, offline, operator};
+use crate::{access, approvals, audit, merchant, metrics, offline, operator};
 
 /// The document.
 #[derive(OpenApi)]
@@ -16,6 +16,7 @@ use crate::{access, audit, merchant, metrics, offline, operator};
         operator::replace_card, operator::create_merchant, operator::create_service_point, operator::create_agent,
         operator::fund_agent, operator::create_credential, operator::revoke_credential, operator::request_adjustment,
         operator::approve_adjustment, operator::settle,
+        approvals::list, approvals::get, approvals::approve, approvals::reject,
         merchant::pay, merchant::list_payments, merchant::refund, merchant::hold, merchant::capture, merchant::void,
         merchant::merchant_statement, merchant::topup, merchant::balance_inquiry,
         access::access_check,
@@ -61,6 +62,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/adjustments"),
     ("post", "/v1/adjustments/{id}/approve"),
     ("post", "/v1/settlements"),
+    ("get", "/v1/approvals"),
+    ("get", "/v1/approvals/{id}"),
+    ("post", "/v1/approvals/{id}/approve"),
+    ("post", "/v1/approvals/{id}/reject"),
     ("post", "/v1/payments"),
     ("get", "/v1/payments"),
     ("post", "/v1/payments/{id}/refunds"),

@@ -9,7 +9,7 @@ use actix_web::{web, HttpResponse};
 use ledger::domain::{
     AccountId, AccountKind, Command, EntryKind, Event, Leg, NewAccount, Recorded, References, Request,
 };
-use ledger::registry::{Agent, Card, Credential, Holder, Merchant, ServicePoint};
+use ledger::registry::{Agent, Card, Credential, Holder, Merchant, NewCredentialRow, ServicePoint};
 use ledger::LedgerError;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -714,9 +714,11 @@ pub struct Posting {
     pub balance: Money,
 }
 
-/// Funds an agent's float from the city bank (the agent paid the city).
+/// Funds an agent's float from the city bank (the agent paid the city). Above
+/// `float_approval_threshold_minor` it is a request (202) that a second operator approves
+/// (`POST /v1/approvals/{id}/approve`); at or below it is posted at once.
 #[utoipa::path(post, path = "/v1/agents/{id}/float", tag = "operator", request_body = AmountBody, params(("id" = String, Path), ("Idempotency-Key" = String, Header)),
-    responses((status = 201, body = Posting), (status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+    responses((status = 201, body = Posting), (status = 202, body = crate::approvals::ApprovalView), (status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
 pub async fn fund_agent(
     state: web::Data<AppState>,
     caller: Caller,
@@ -728,10 +730,17 @@ pub async fn fund_agent(
     let agent_id = wire::id(&id)?;
     let currency = wire::currency(body.currency.as_deref(), state.settings.currency)?;
     let amount = wire::amount(&body.amount, currency, state.settings.amount_max_minor)?;
+    crate::within(&amount, state.settings.limits.float_funding_max_minor, "a float funding")?;
     let st = state.clone();
     let agent = blocking(move || Ok(st.ledger.registry(|r| r.agent(agent_id))?))
         .await?
         .ok_or_else(|| ApiError::not_found("not_found", "no such agent"))?;
+    if amount.minor() > state.settings.float_approval_threshold_minor {
+        let payload = json!({"agent_id": agent.id, "amount_minor": amount.minor(), "currency": currency.code(),
+            "amount": currency.format_minor(amount.minor())});
+        let a = crate::approvals::request(&state, &caller, &key, crate::approvals::FUND_AGENT, payload).await?;
+        return Ok(crate::approvals::accepted(&a));
+    }
     let st = state.clone();
     let bank = blocking(move || st.system_account(AccountKind::CityBank, currency)).await?;
     let request = Request::new(Command::Transfer {
@@ -778,6 +787,8 @@ pub struct NewCredential {
     /// Offline risk limits of a terminal.
     #[schema(value_type = Option<Object>)]
     pub offline_limits: Option<serde_json::Value>,
+    /// For role operator (required): the named person the credential belongs to.
+    pub person: Option<String>,
 }
 
 /// A credential as returned; `token` only in the response that created it.
@@ -800,9 +811,14 @@ pub struct CredentialView {
     pub token: Option<String>,
     /// Revoked.
     pub revoked: bool,
+    /// The person an operator credential belongs to.
+    pub person: Option<String>,
+    /// The credential that created it (null: made on the host).
+    pub created_by: Option<String>,
 }
 
-fn credential_view(c: &Credential, token: Option<String>) -> CredentialView {
+/// The view of a credential, with its token when just created.
+pub fn credential_view(c: &Credential, token: Option<String>) -> CredentialView {
     CredentialView {
         id: c.id.to_string(),
         role: c.role.clone(),
@@ -812,20 +828,39 @@ fn credential_view(c: &Credential, token: Option<String>) -> CredentialView {
         agent_id: c.agent_id.map(|v| v.to_string()),
         token,
         revoked: c.revoked_at_us.is_some(),
+        person: c.person.clone(),
+        created_by: c.created_by.map(|v| v.to_string()),
     }
+}
+
+/// What `create_credential` does with a valid body: an operator credential is a request
+/// for a second operator's approval; any other is made at once.
+enum Created {
+    Credential(Box<CredentialView>),
+    Requested(Box<ledger::registry::Approval>),
 }
 
 /// Creates a credential; its token is in this response only. A retried request returns
 /// the credential without the token (it cannot be shown twice): revoke it and create
-/// another if the first response was lost.
-pub async fn create_credential_inner(
+/// another if the first response was lost. An operator credential is only requested here.
+async fn create_credential_inner(
     state: &web::Data<AppState>,
     caller: &Caller,
     key: &IdempotencyKey,
     body: &NewCredential,
-) -> Result<CredentialView, ApiError> {
+) -> Result<Created, ApiError> {
     caller.require(&[Role::Operator])?;
     let name = wire::text("name", &body.name, 200)?;
+    let person = match (body.role, body.person.as_deref()) {
+        (Role::Operator, Some(p)) => Some(crate::approvals::person_name(p)?),
+        (Role::Operator, None) => {
+            return Err(ApiError::unprocessable("invalid_field", "an operator credential needs person: who holds it"))
+        }
+        (_, Some(_)) => {
+            return Err(ApiError::unprocessable("invalid_field", "only an operator credential names a person"))
+        }
+        (_, None) => None,
+    };
     let scope_id = |v: &Option<String>, field: &str| -> Result<Option<i64>, ApiError> {
         v.as_deref()
             .map(|t| {
@@ -867,6 +902,18 @@ pub async fn create_credential_inner(
         },
         None => None,
     };
+    if let Some(person) = person {
+        if body.public_key.is_some() || limits.is_some() {
+            return Err(ApiError::unprocessable(
+                "invalid_field",
+                "an operator credential takes no terminal keys or limits",
+            ));
+        }
+        let payload = json!({"role": "operator", "name": name, "person": person});
+        let a = crate::approvals::request(state, caller, key, crate::approvals::CREATE_OPERATOR_CREDENTIAL, payload)
+            .await?;
+        return Ok(Created::Requested(Box::new(a)));
+    }
     let st = state.clone();
     let exists = blocking(move || {
         Ok(st.ledger.registry(|r| {
@@ -887,18 +934,23 @@ pub async fn create_credential_inner(
     let hash = token_hash(&token);
     let public_key = body.public_key.clone();
     let st = state.clone();
+    let by = caller.credential.id;
     let (credential, fresh) = blocking(move || {
         let now = st.ledger.now_us();
         Ok(st.ledger.registry_transaction(|r| match r.credential_by_event(rec.event.id)? {
             Some(c) => Ok((c, false)),
             None => r
                 .insert_credential(
-                    role.as_str(),
-                    &name,
-                    &hash,
-                    (merchant, service_point, agent),
-                    public_key.as_deref(),
-                    limits.as_deref(),
+                    NewCredentialRow {
+                        role: role.as_str(),
+                        name: &name,
+                        token_hash: &hash,
+                        scope: (merchant, service_point, agent),
+                        public_key: public_key.as_deref(),
+                        offline_limits: limits.as_deref(),
+                        person: None,
+                        created_by: Some(by),
+                    },
                     now,
                     rec.event.id,
                 )
@@ -906,25 +958,31 @@ pub async fn create_credential_inner(
         })?)
     })
     .await?;
-    Ok(credential_view(&credential, fresh.then_some(token)))
+    Ok(Created::Credential(Box::new(credential_view(&credential, fresh.then_some(token)))))
 }
 
-/// Creates a credential (a token for a terminal or a person), shown once.
+/// Creates a credential (a token for a terminal or a person), shown once. An operator
+/// credential (which names its `person`) is a request instead: 202 with the pending
+/// approval; the token comes in the response of the second operator's approval.
 #[utoipa::path(post, path = "/v1/credentials", tag = "operator", request_body = NewCredential, params(("Idempotency-Key" = String, Header)),
-    responses((status = 201, body = CredentialView), (status = 422, body = crate::error::Problem)))]
+    responses((status = 201, body = CredentialView), (status = 202, body = crate::approvals::ApprovalView), (status = 422, body = crate::error::Problem)))]
 pub async fn create_credential(
     state: web::Data<AppState>,
     caller: Caller,
     key: IdempotencyKey,
     body: web::Json<NewCredential>,
 ) -> Result<HttpResponse, ApiError> {
-    let view = create_credential_inner(&state, &caller, &key, &body).await?;
-    Ok(HttpResponse::Created().json(view))
+    Ok(match create_credential_inner(&state, &caller, &key, &body).await? {
+        Created::Credential(view) => HttpResponse::Created().json(view),
+        Created::Requested(a) => crate::approvals::accepted(&a),
+    })
 }
 
-/// Revokes a credential: it stops working at once.
+/// Revokes a credential: it stops working at once. Revoking an operator credential is a
+/// request instead: 202 with the pending approval; it is revoked when a second operator
+/// approves.
 #[utoipa::path(delete, path = "/v1/credentials/{id}", tag = "operator", params(("id" = String, Path), ("Idempotency-Key" = String, Header)),
-    responses((status = 200, body = CredentialView), (status = 404, body = crate::error::Problem)))]
+    responses((status = 200, body = CredentialView), (status = 202, body = crate::approvals::ApprovalView), (status = 404, body = crate::error::Problem)))]
 pub async fn revoke_credential(
     state: web::Data<AppState>,
     caller: Caller,
@@ -937,6 +995,12 @@ pub async fn revoke_credential(
     let c = blocking(move || Ok(st.ledger.registry(|r| r.credential(id))?))
         .await?
         .ok_or_else(|| ApiError::not_found("not_found", "no such credential"))?;
+    if c.role == Role::Operator.as_str() && c.revoked_at_us.is_none() {
+        let payload = json!({"credential_id": c.id, "name": c.name, "person": crate::approvals::person_of(&c)});
+        let a = crate::approvals::request(&state, &caller, &key, crate::approvals::REVOKE_OPERATOR_CREDENTIAL, payload)
+            .await?;
+        return Ok(crate::approvals::accepted(&a));
+    }
     let rec = log_action(&state, &caller, &key, "revoke_credential", json!({"credential_id": c.id})).await?;
     let st = state.clone();
     let c = blocking(move || {
@@ -1036,18 +1100,29 @@ pub async fn request_adjustment(
     .await?;
     let st = state.clone();
     let by = caller.credential.id;
+    let person = crate::approvals::person_of(&caller.credential).to_owned();
+    // The adjustment and its approval request, both keyed by the request's event.
     let a = blocking(move || {
         let now = st.ledger.now_us();
-        Ok(st.ledger.registry_transaction(|r| match r.adjustment_by_event(rec.event.id)? {
-            Some(a) => Ok(a),
-            None => r.insert_adjustment(account_id, amount, currency.code(), &reason, by, now, rec.event.id),
+        Ok(st.ledger.registry_transaction(|r| {
+            let a = match r.adjustment_by_event(rec.event.id)? {
+                Some(a) => a,
+                None => r.insert_adjustment(account_id, amount, currency.code(), &reason, by, now, rec.event.id)?,
+            };
+            if r.approval_by_event(rec.event.id)?.is_none() {
+                let payload = json!({"adjustment_id": a.id, "account_id": account_id, "amount_minor": amount,
+                    "currency": currency.code(), "reason": reason});
+                r.insert_approval(crate::approvals::ADJUSTMENT, &payload.to_string(), by, &person, now, rec.event.id)?;
+            }
+            Ok(a)
         })?)
     })
     .await?;
     Ok(HttpResponse::Created().json(adjustment_view(&a, currency)))
 }
 
-/// Approves an adjustment: another operator than the one who asked; posts it against the
+/// Approves an adjustment: the approval request of the adjustment
+/// (`POST /v1/approvals/{id}/approve`, the same per-person rule); posts it against the
 /// suspense account.
 #[utoipa::path(post, path = "/v1/adjustments/{id}/approve", tag = "operator", params(("id" = String, Path), ("Idempotency-Key" = String, Header)),
     responses((status = 200, body = AdjustmentView), (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem)))]
@@ -1060,45 +1135,33 @@ pub async fn approve_adjustment(
     caller.require(&[Role::Operator])?;
     let id = wire::id(&id)?;
     let st = state.clone();
-    let a = blocking(move || Ok(st.ledger.registry(|r| r.adjustment(id))?))
-        .await?
-        .ok_or_else(|| ApiError::not_found("not_found", "no such adjustment"))?;
-    if a.requested_by == caller.credential.id {
-        return Err(ApiError::new(
-            actix_web::http::StatusCode::FORBIDDEN,
-            "second_operator_required",
-            "an adjustment must be approved by another operator than the one who asked",
-        ));
-    }
+    let (a, approval) = blocking(move || {
+        Ok(st.ledger.registry(|r| {
+            let a = r.adjustment(id)?;
+            let approval = match &a {
+                Some(a) => r.approval_by_event(a.event_id)?,
+                None => None,
+            };
+            Ok((a, approval))
+        })?)
+    })
+    .await?;
+    let a = a.ok_or_else(|| ApiError::not_found("not_found", "no such adjustment"))?;
     let currency = ledger::money::Currency::parse(&a.currency).map_err(ApiError::internal)?;
+    let Some(approval) = approval else {
+        // Decided before approvals were recorded.
+        return Ok(HttpResponse::Ok().json(adjustment_view(&a, currency)));
+    };
     if a.status != "pending" {
+        // The rule first: the requester learns nothing it could not approve anyway.
+        let st = state.clone();
+        let approver = caller.credential.clone();
+        blocking(move || crate::approvals::check_rule(&st, &approval, &approver)).await?;
         return Ok(HttpResponse::Ok().json(adjustment_view(&a, currency)));
     }
-    log_action(&state, &caller, &key, "approve_adjustment", json!({"adjustment_id": a.id})).await?;
+    crate::approvals::approve_inner(&state, &caller, &key, approval.id).await?;
     let st = state.clone();
-    let suspense = blocking(move || st.system_account(AccountKind::Suspense, currency)).await?;
-    // The entry's key is the adjustment's own: two approvals can never post it twice.
-    let request = Request::new(Command::Transfer {
-        kind: EntryKind::Adjustment,
-        legs: vec![
-            Leg { account: AccountId(a.account_id), amount_minor: a.amount_minor },
-            Leg { account: suspense, amount_minor: -a.amount_minor },
-        ],
-    })
-    .with_key(
-        ledger::domain::IdempotencyKey::parse(&format!("adjustment:{}", a.id))
-            .map_err(|_| ApiError::internal("key"))?,
-    )
-    .with_references(References {
-        terminal_id: Some(caller.reference()),
-        memo: Some(format!("adjustment {}: {}", a.id, a.reason)),
-        ..Default::default()
-    });
-    let posted = state.ledger.submit(request).await?;
-    let st = state.clone();
-    let by = caller.credential.id;
     let a = blocking(move || {
-        st.ledger.registry(|r| r.adjustment_posted(id, by, posted.entry.seq))?;
         st.ledger.registry(|r| r.adjustment(id))?.ok_or_else(|| ApiError::internal("adjustment vanished"))
     })
     .await?;

@@ -46,6 +46,10 @@ pub struct Config {
     /// How often expired holds are voided (their money goes back to the card).
     #[serde(default = "default_hold_sweep_interval_ms")]
     pub hold_sweep_interval_ms: u64,
+    /// An agent float funding above this, in minor units, waits for a second operator's
+    /// approval (at or below it is posted at once).
+    #[serde(default = "default_float_approval_threshold_minor")]
+    pub float_approval_threshold_minor: i64,
     /// Money and tap limits.
     #[serde(default)]
     pub limits: LimitsConfig,
@@ -55,6 +59,15 @@ fn default_hold_sweep_interval_ms() -> u64 {
     30_000
 }
 
+/// The default float approval threshold: Rp 50,000,000.00.
+pub const DEFAULT_FLOAT_APPROVAL_THRESHOLD_MINOR: i64 = 5_000_000_000;
+
+fn default_float_approval_threshold_minor() -> i64 {
+    DEFAULT_FLOAT_APPROVAL_THRESHOLD_MINOR
+}
+
+/// The person of the first operator when `kartu init` is given none.
+pub const FIRST_OPERATOR: &str = "first operator";
 /// `[limits]` in `kartu.toml`: decimal amounts in the installation's currency.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -131,6 +144,7 @@ impl Config {
             wallet_balance_max: "2000000.00".into(),
             workers: 0,
             hold_sweep_interval_ms: default_hold_sweep_interval_ms(),
+            float_approval_threshold_minor: DEFAULT_FLOAT_APPROVAL_THRESHOLD_MINOR,
             limits: LimitsConfig::default(),
         }
     }
@@ -156,6 +170,12 @@ impl Config {
         }
         if let Some(v) = var("HOLD_SWEEP_INTERVAL_MS") {
             c.hold_sweep_interval_ms = v.parse().map_err(|e| err("KARTU_HOLD_SWEEP_INTERVAL_MS", e))?;
+        }
+        if let Some(v) = var("FLOAT_APPROVAL_THRESHOLD_MINOR") {
+            c.float_approval_threshold_minor = v.parse().map_err(|e| err("KARTU_FLOAT_APPROVAL_THRESHOLD_MINOR", e))?;
+        }
+        if c.float_approval_threshold_minor < 0 {
+            return Err(SetupError("float_approval_threshold_minor must be 0 or more".into()));
         }
         if let Some(v) = var("WORKERS") {
             c.workers = v.parse().map_err(|e| err("KARTU_WORKERS", e))?;
@@ -195,9 +215,20 @@ pub struct Initialised {
 }
 
 /// Creates the data directory, its configuration, the key file (new random card master
-/// keys and checkpoint key), the NIK key, the database, and the first operator credential.
-/// Refuses a directory that already has a configuration.
+/// keys and checkpoint key), the NIK key, the database, and the first operator credential
+/// (its person [`FIRST_OPERATOR`]). Refuses a directory that already has a configuration.
 pub fn init(data_dir: &Path, database_url: Option<&str>, system_identifier: &str) -> Result<Initialised, SetupError> {
+    init_with(data_dir, database_url, system_identifier, FIRST_OPERATOR)
+}
+
+/// [`init`], the first operator credential belonging to `operator_name`.
+pub fn init_with(
+    data_dir: &Path,
+    database_url: Option<&str>,
+    system_identifier: &str,
+    operator_name: &str,
+) -> Result<Initialised, SetupError> {
+    let person = crate::approvals::person_name(operator_name).map_err(|e| err("operator name", e.detail))?;
     std::fs::create_dir_all(data_dir).map_err(|e| err(&format!("creating {}", data_dir.display()), e))?;
     let data_dir = data_dir.canonicalize().map_err(|e| err("data directory", e))?;
     if data_dir.join(CONFIG_FILE).exists() {
@@ -220,39 +251,65 @@ pub fn init(data_dir: &Path, database_url: Option<&str>, system_identifier: &str
     let signer = merkle::Signer::from_pkcs8(&config.origin, &pkcs8).map_err(|e| err("checkpoint key", e))?;
     let ledger =
         Ledger::open(&config.database_url, LedgerConfig::default()).map_err(|e| err("opening the ledger", e))?;
+    let made = create_operator(&ledger, &person, "kartu init", "system:init");
+    ledger.shutdown();
+    let (_, token) = made?;
+    Ok(Initialised { config, operator_token: token, verifier_key: signer.verifier_key() })
+}
+
+/// Creates an operator credential for `person` directly, without a second operator's
+/// approval: what whoever holds the data directory (and so the database) may do. Logs an
+/// `operator_action` event first (scope `scope`, by `by`); returns (credential id, token).
+pub fn create_operator(ledger: &Ledger, person: &str, by: &str, scope: &str) -> Result<(i64, String), SetupError> {
+    let person = crate::approvals::person_name(person).map_err(|e| err("operator name", e.detail))?;
     let token = new_token().map_err(|e| SetupError(e.detail))?;
     let event = ledger
         .record_blocking(Event {
             kind: "operator_action".into(),
-            scope: Some("system:init".into()),
+            scope: Some(scope.into()),
             card_id: None,
             card_read_counter: None,
             queue_key: None,
             idempotency_key: None,
-            payload: serde_json::json!({"action": "create_credential", "by": "kartu init",
-                "details": {"role": "operator", "name": "first operator"}})
+            payload: serde_json::json!({"action": "create_credential", "by": by,
+                "details": {"role": "operator", "name": person, "person": person}})
             .to_string(),
             access: None,
         })
-        .map_err(|e| err("logging the first credential", e))?;
+        .map_err(|e| err("logging the operator credential", e))?;
     let now = ledger.now_us();
     let hash = token_hash(&token);
-    ledger
-        .registry(|r| {
-            r.insert_credential(
-                Role::Operator.as_str(),
-                "first operator",
-                &hash,
-                (None, None, None),
-                None,
-                None,
-                now,
-                event.event.id,
-            )
-        })
-        .map_err(|e| err("creating the first credential", e))?;
+    let row = ledger::registry::NewCredentialRow {
+        role: Role::Operator.as_str(),
+        name: &person,
+        token_hash: &hash,
+        scope: (None, None, None),
+        public_key: None,
+        offline_limits: None,
+        person: Some(&person),
+        created_by: None,
+    };
+    let c = ledger
+        .registry(|r| r.insert_credential(row, now, event.event.id))
+        .map_err(|e| err("creating the operator credential", e))?;
+    Ok((c.id, token))
+}
+
+/// `kartu operator add`: an operator credential for `person` in the installation of
+/// `data_dir` (its database, or `database_url`), made on the host. This is how a second
+/// person becomes an operator when only one exists: nobody could approve the request.
+/// Returns (credential id, token).
+pub fn add_operator(data_dir: &Path, database_url: Option<&str>, person: &str) -> Result<(i64, String), SetupError> {
+    let mut config = Config::load(data_dir)?;
+    if let Some(url) = database_url {
+        config.database_url = url.to_owned();
+    }
+    ledger::migrate(&config.database_url).map_err(|e| err("migrating the database", e))?;
+    let ledger =
+        Ledger::open(&config.database_url, LedgerConfig::default()).map_err(|e| err("opening the ledger", e))?;
+    let made = create_operator(&ledger, person, "kartu operator add", "system:operator-add");
     ledger.shutdown();
-    Ok(Initialised { config, operator_token: token, verifier_key: signer.verifier_key() })
+    made
 }
 
 /// Everything `serve` needs, loaded from the data directory.
@@ -311,6 +368,7 @@ pub fn load(data_dir: &Path, database_url: Option<&str>) -> Result<Loaded, Setup
         currency,
         verifier_key,
         hold_sweep_interval: Some(Duration::from_millis(config.hold_sweep_interval_ms.max(10))),
+        float_approval_threshold_minor: config.float_approval_threshold_minor,
         limits,
         ..Settings::default()
     };

@@ -235,7 +235,7 @@ pub async fn setup(
             .await?;
     let agent_id = field(&agent, "id")?;
     let per_card: f64 = topup.parse().context("top-up amount")?;
-    call(
+    let float = call(
         &mut conn,
         addr,
         "POST",
@@ -245,6 +245,14 @@ pub async fn setup(
         &json!({"amount": format!("{:.2}", per_card * cards as f64), "currency": "IDR"}),
     )
     .await?;
+    if float["status"] == "pending" {
+        bail!(
+            "the agent's float ({:.2}) is above the server's float_approval_threshold_minor and waits for a second \
+             operator (approval {}): raise the threshold for a bench installation, or use fewer cards",
+            per_card * cards as f64,
+            float["id"]
+        );
+    }
     let agent_cred = call(
         &mut conn,
         addr,

@@ -32,6 +32,14 @@ enum Cmd {
         /// The system identifier in the card key diversification input (ASCII).
         #[arg(long, default_value = "KARTU-MKS")]
         system_identifier: String,
+        /// The person the first operator credential belongs to.
+        #[arg(long, default_value = api::server::FIRST_OPERATOR)]
+        operator_name: String,
+    },
+    /// Operator credentials made on the host, without a second operator's approval.
+    Operator {
+        #[command(subcommand)]
+        command: OperatorCmd,
     },
     /// Run a terminal (POS, gate, kiosk, top-up agent) over a PC/SC reader; offline within
     /// its limits when the server cannot be reached.
@@ -112,6 +120,24 @@ enum Cmd {
 }
 
 #[derive(Subcommand, Debug)]
+enum OperatorCmd {
+    /// Create an operator credential for a person and print its token (once). Over the
+    /// API, a new operator credential needs a second operator's approval; with one person
+    /// only, nobody could give it. Whoever holds the data directory holds the database, so
+    /// this is done here. The creation is logged in the audit log.
+    Add {
+        #[arg(long, env = "KARTU_DATA_DIR")]
+        data_dir: std::path::PathBuf,
+        /// The person the credential belongs to.
+        #[arg(long)]
+        person: String,
+        /// Database URL (overrides kartu.toml and KARTU_DATABASE_URL).
+        #[arg(long)]
+        database_url: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum AuditCmd {
     /// Recompute every leaf hash, the root at every signed checkpoint, every signature,
     /// every balance chain, zero sums and the gapless sequence; name the first entry that
@@ -182,8 +208,14 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Card { command } => card_cmd::run(command),
         Cmd::Demo(args) => demo::run(args),
-        Cmd::Init { data_dir, database_url, system_identifier } => {
-            let done = api::server::init(&data_dir, database_url.as_deref(), &system_identifier)?;
+        Cmd::Operator { command: OperatorCmd::Add { data_dir, person, database_url } } => {
+            let (id, token) = api::server::add_operator(&data_dir, database_url.as_deref(), &person)?;
+            eprintln!("kartu: operator credential {id} for {person:?}; its token follows, shown this once:");
+            println!("{token}");
+            Ok(())
+        }
+        Cmd::Init { data_dir, database_url, system_identifier, operator_name } => {
+            let done = api::server::init_with(&data_dir, database_url.as_deref(), &system_identifier, &operator_name)?;
             eprintln!("kartu: initialised {} ({})", data_dir.display(), done.config.database_url);
             eprintln!("kartu: checkpoint verifier key: {}", done.verifier_key);
             eprintln!("kartu: the first operator token follows; it is shown this once:");

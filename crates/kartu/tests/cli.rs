@@ -562,3 +562,60 @@ fn offline_upload_survives_kill_9() {
     ]);
     assert!(ok, "{out} {err}");
 }
+
+/// `kartu init --operator-name` and `kartu operator add`: with one person nobody can approve
+/// a second operator, so the host adds one; its token is printed once, and over the API the
+/// two persons approve each other's requests, never their own.
+#[test]
+fn operator_add_makes_a_second_person() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("city");
+    let data_s = data.display().to_string();
+    let (ok, out, err) = kartu(&["init", "--data-dir", &data_s, "--operator-name", "Ani"]);
+    assert!(ok, "{err}");
+    let ani = out.trim().to_owned();
+    let (ok, out, err) = kartu(&["operator", "add", "--data-dir", &data_s, "--person", "Budi"]);
+    assert!(ok, "{err}");
+    let budi = out.trim().to_owned();
+    assert!(budi.starts_with("kt_") && out.lines().count() == 1 && budi != ani, "only the token on stdout: {out}");
+    assert!(err.contains("\"Budi\""), "{err}");
+    let (bad, _, err) = kartu(&["operator", "add", "--data-dir", &data_s, "--person", "  "]);
+    assert!(!bad && err.contains("person"), "an empty person is refused: {err}");
+
+    let mut server = Command::new(env!("CARGO_BIN_EXE_kartu"))
+        .args(["serve", "--data-dir", &data_s, "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("serve");
+    let mut lines = std::io::BufReader::new(server.stderr.take().expect("stderr")).lines();
+    let base = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.split("serving on ").nth(1).map(str::to_owned))
+        .expect("the server says where it serves");
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let post = |token: &str, path: &str, key: &str, body: serde_json::Value| -> (u16, serde_json::Value) {
+        let mut r = agent
+            .post(&format!("{base}{path}"))
+            .header("Authorization", &format!("Bearer {token}"))
+            .header("Idempotency-Key", key)
+            .send_json(&body)
+            .expect("post");
+        (r.status().as_u16(), r.body_mut().read_json().unwrap_or_default())
+    };
+    let (status, request) =
+        post(&ani, "/v1/credentials", "o1", serde_json::json!({"role": "operator", "name": "c", "person": "Citra"}));
+    assert_eq!(status, 202, "{request}");
+    assert_eq!(request["requested_person"], "Ani");
+    let approve = format!("/v1/approvals/{}/approve", request["id"].as_str().expect("id"));
+    let (status, refused) = post(&ani, &approve, "a1", serde_json::json!({}));
+    assert_eq!((status, refused["code"].as_str()), (403, Some("second_operator_required")), "{refused}");
+    let (status, approved) = post(&budi, &approve, "a2", serde_json::json!({}));
+    assert_eq!(status, 200, "{approved}");
+    assert_eq!(approved["decided_person"], "Budi");
+    assert!(approved["credential"]["token"].as_str().is_some_and(|t| t.starts_with("kt_")), "{approved}");
+    server.kill().expect("stop the server");
+    let _ = server.wait();
+}

@@ -10,6 +10,7 @@
 #[macro_use]
 mod support;
 mod access;
+mod approvals;
 mod audit;
 mod concurrency;
 mod idempotency;
@@ -34,6 +35,8 @@ const CASES: &[(&str, Case)] = &[
     ("card_lifecycle", money::card_lifecycle),
     ("settlement_lines", money::settlement_lines),
     ("adjustments_two_operators", money::adjustments_two_operators),
+    ("approvals_review_chain_refused", approvals::the_review_chain_is_refused),
+    ("approvals_float_threshold", approvals::float_threshold),
     ("bad_input_writes_nothing", validation::bad_input_writes_nothing),
     ("idempotent_retries", idempotency::idempotent_retries),
     ("concurrent_payments_one_card", concurrency::concurrent_payments_one_card),

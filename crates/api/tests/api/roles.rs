@@ -149,9 +149,13 @@ pub fn roles_and_scopes(backend: Backend) -> TestResult {
     s.send("DELETE", &format!("/v1/credentials/{aud_id}"), Some(&c.operator2), Some("rev-aud"), Body::None)?
         .expect(200)?;
     s.get("/v1/audit/trial-balance", &aud)?.problem(401, "unauthorized")?;
-    let (op3_id, op3) = s.credential_with_id("operator", "leaving operator")?;
+    let (op3_id, op3) = s.add_operator("leaving operator")?;
     s.post("/v1/agents", &op3, &json!({"name": "ok"}))?.expect(201)?;
-    s.send("DELETE", &format!("/v1/credentials/{op3_id}"), Some(&op), Some("rev-op3"), Body::None)?.expect(200)?;
+    // Revoking an operator is a request; it takes effect when another person approves.
+    let r = s.send("DELETE", &format!("/v1/credentials/{op3_id}"), Some(&op), Some("rev-op3"), Body::None)?;
+    let approval = id(r.expect(202)?)?;
+    s.post("/v1/agents", &op3, &json!({"name": "still ok"}))?.expect(201)?;
+    s.post_empty(&format!("/v1/approvals/{approval}/approve"), &c.operator2)?.expect(200)?;
     s.post("/v1/agents", &op3, &json!({"name": "not ok"}))?.problem(401, "unauthorized")?;
     s.send("DELETE", "/v1/credentials/99999", Some(&op), Some("rev-x"), Body::None)?.problem(404, "not_found")?;
 

@@ -354,6 +354,20 @@ impl Server {
         Ok((id(v)?, v["token"].as_str().ok_or("token")?.to_owned()))
     }
 
+    /// An operator credential for another person, made on the host as `kartu operator add`
+    /// makes it (over the API it needs a second person's approval): (id, token).
+    pub fn add_operator(&self, person: &str) -> Result<(String, String), String> {
+        let (id, token) = api::server::add_operator(self._data.path(), None, person).map_err(s)?;
+        check!(token.starts_with("kt_"), "token {token:?}");
+        Ok((id.to_string(), token))
+    }
+
+    /// A DELETE with a fresh Idempotency-Key.
+    pub fn delete(&self, path: &str, token: &str) -> Result<Resp, String> {
+        let key = self.key();
+        self.send("DELETE", path, Some(token), Some(&key), Body::None)
+    }
+
     /// A genuine tap of `card` with its next read counter.
     pub fn tap(&self, card: &TestCard) -> Value {
         let counter = card.counter.fetch_add(1, Ordering::SeqCst) + 1;
@@ -509,6 +523,7 @@ pub struct City {
     pub kiosk: String,
     pub auditor: String,
     pub operator2: String,
+    pub operator2_id: String,
     pub holder: String,
     pub card: TestCard,
 }
@@ -539,7 +554,7 @@ impl City {
         let teller = s.credential("top_up_agent", "teller 1", Some(("agent_id", &agent)))?;
         let kiosk = s.credential("kiosk", "kiosk 1", None)?;
         let auditor = s.credential("auditor", "BPK auditor", None)?;
-        let operator2 = s.credential("operator", "second operator", None)?;
+        let (operator2_id, operator2) = s.add_operator("second operator")?;
         let holder = s.holder("Andi Wijaya", "7371010101900001", &["resident"])?;
         let card = s.card(&holder, 1)?;
         if card_balance != "0.00" {
@@ -560,6 +575,7 @@ impl City {
             kiosk,
             auditor,
             operator2,
+            operator2_id,
             holder,
             card,
         })

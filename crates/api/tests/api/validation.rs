@@ -67,6 +67,10 @@ pub fn bad_input_writes_nothing(backend: Backend) -> TestResult {
         .post("/v1/adjustments", &op, &json!({"account_id": c.card.account_id, "amount": "10.00", "reason": "fix"}))?
         .expect(201)?)?;
     let (throwaway, _) = s.credential_with_id("kiosk", "old kiosk")?;
+    // Two requests for a second operator: a float above the threshold, and another.
+    let float_path = format!("/v1/agents/{}/float", c.agent);
+    let to_approve = id(s.post(&float_path, &op, &idr("50000001.00"))?.expect(202)?)?;
+    let to_reject = id(s.post(&float_path, &op, &idr("50000002.00"))?.expect(202)?)?;
     let sp =
         s.post("/v1/service-points", &op, &json!({"name": "Perpustakaan Kota", "service": "library", "policy": {}}))?;
     let sp = id(sp.expect(201)?)?;
@@ -426,6 +430,30 @@ pub fn bad_input_writes_nothing(backend: Backend) -> TestResult {
             method: "POST",
             path: format!("/v1/adjustments/{adjustment}/approve"),
             unknown: Some("/v1/adjustments/98765/approve".into()),
+            token: c.operator2.clone(),
+            body: None,
+            required: &[],
+            amount: None,
+            tap: None,
+            invalid: vec![],
+            ok: 200,
+        },
+        Endpoint {
+            method: "POST",
+            path: format!("/v1/approvals/{to_approve}/approve"),
+            unknown: Some("/v1/approvals/98765/approve".into()),
+            token: c.operator2.clone(),
+            body: None,
+            required: &[],
+            amount: None,
+            tap: None,
+            invalid: vec![],
+            ok: 200,
+        },
+        Endpoint {
+            method: "POST",
+            path: format!("/v1/approvals/{to_reject}/reject"),
+            unknown: Some("/v1/approvals/98765/reject".into()),
             token: c.operator2.clone(),
             body: None,
             required: &[],

@@ -4,8 +4,8 @@
 use diesel::prelude::*;
 
 use super::schema::{
-    adjustments, agents, cards, credentials, holders, merchants, offline_heads, offline_records, offline_syncs,
-    service_points, wallet_debts,
+    adjustments, agents, approvals, cards, credentials, holders, merchants, offline_heads, offline_records,
+    offline_syncs, service_points, wallet_debts,
 };
 use super::{storage, Db};
 use crate::LedgerError;
@@ -153,6 +153,79 @@ pub struct Credential {
     pub event_id: i64,
     /// The event that revoked it.
     pub revoked_event_id: Option<i64>,
+    /// The named person an operator credential belongs to (NULL for other roles).
+    pub person: Option<String>,
+    /// The credential that created it (NULL: made on the host by `kartu init` or `kartu
+    /// operator add`). For an operator credential made through an approval, the requester.
+    pub created_by: Option<i64>,
+}
+
+/// What a new credential is: role, name, scope, keys, and who it belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewCredentialRow<'a> {
+    /// Role.
+    pub role: &'a str,
+    /// Name (a terminal, a person).
+    pub name: &'a str,
+    /// SHA-256 of the token.
+    pub token_hash: &'a [u8],
+    /// Merchant, service point, agent.
+    pub scope: (Option<i64>, Option<i64>, Option<i64>),
+    /// Ed25519 public key of a terminal, hex.
+    pub public_key: Option<&'a str>,
+    /// Offline risk limits, JSON.
+    pub offline_limits: Option<&'a str>,
+    /// The person an operator credential belongs to.
+    pub person: Option<&'a str>,
+    /// The credential that created it.
+    pub created_by: Option<i64>,
+}
+
+/// A request that needs a second operator's approval.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = approvals)]
+pub struct Approval {
+    /// Id.
+    pub id: i64,
+    /// `create_operator_credential`, `revoke_operator_credential`, `adjustment` or `fund_agent`.
+    pub kind: String,
+    /// The request, JSON.
+    pub payload: String,
+    /// `pending`, `approved` or `rejected`.
+    pub status: String,
+    /// The operator credential that asked.
+    pub requested_by: i64,
+    /// Its person.
+    pub requested_person: String,
+    /// The operator credential that decided.
+    pub decided_by: Option<i64>,
+    /// Its person.
+    pub decided_person: Option<String>,
+    /// What the approval did, JSON (credential id, entry seq, or the ledger's refusal).
+    pub result: Option<String>,
+    /// Asked, µs.
+    pub created_at_us: i64,
+    /// Decided, µs.
+    pub decided_at_us: Option<i64>,
+    /// The request's operator_action event.
+    pub event_id: i64,
+    /// The decision's operator_action event.
+    pub decided_event_id: Option<i64>,
+}
+
+/// Who decided an approval, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision<'a> {
+    /// `approved` or `rejected`.
+    pub status: &'a str,
+    /// The deciding operator credential.
+    pub by: i64,
+    /// Its person.
+    pub person: &'a str,
+    /// When, µs.
+    pub now_us: i64,
+    /// The decision's operator_action event.
+    pub event_id: i64,
 }
 
 /// An adjustment awaiting (or past) a second operator's approval.
@@ -399,29 +472,25 @@ impl Registry<'_> {
     }
 
     /// Adds a credential.
-    #[allow(clippy::too_many_arguments)]
     pub fn insert_credential(
         &mut self,
-        role: &str,
-        name: &str,
-        token_hash: &[u8],
-        scope: (Option<i64>, Option<i64>, Option<i64>),
-        public_key: Option<&str>,
-        offline_limits: Option<&str>,
+        new: NewCredentialRow<'_>,
         now_us: i64,
         event_id: i64,
     ) -> Result<Credential, LedgerError> {
         let values = (
-            credentials::role.eq(role),
-            credentials::name.eq(name),
-            credentials::token_hash.eq(token_hash),
-            credentials::merchant_id.eq(scope.0),
-            credentials::service_point_id.eq(scope.1),
-            credentials::agent_id.eq(scope.2),
-            credentials::public_key.eq(public_key),
-            credentials::offline_limits.eq(offline_limits),
+            credentials::role.eq(new.role),
+            credentials::name.eq(new.name),
+            credentials::token_hash.eq(new.token_hash),
+            credentials::merchant_id.eq(new.scope.0),
+            credentials::service_point_id.eq(new.scope.1),
+            credentials::agent_id.eq(new.scope.2),
+            credentials::public_key.eq(new.public_key),
+            credentials::offline_limits.eq(new.offline_limits),
             credentials::created_at_us.eq(now_us),
             credentials::event_id.eq(event_id),
+            credentials::person.eq(new.person),
+            credentials::created_by.eq(new.created_by),
         );
         insert_returning!(self, credentials::table, values, Credential)
     }
@@ -488,6 +557,100 @@ impl Registry<'_> {
                 ))
                 .execute(c))
             .map_err(storage)?;
+        Ok(n == 1)
+    }
+
+    /// Marks a pending adjustment rejected (its approval was refused, or the ledger refused
+    /// to post it); false when it was not pending any more.
+    pub fn adjustment_rejected(&mut self, id: i64) -> Result<bool, LedgerError> {
+        let n =
+            on_db!(self.0, |c| diesel::update(adjustments::table.find(id).filter(adjustments::status.eq("pending")))
+                .set(adjustments::status.eq("rejected"))
+                .execute(c))
+            .map_err(storage)?;
+        Ok(n == 1)
+    }
+
+    /// Active operator credentials.
+    pub fn active_operators(&mut self) -> Result<Vec<Credential>, LedgerError> {
+        on_db!(self.0, |c| credentials::table
+            .filter(credentials::role.eq("operator"))
+            .filter(credentials::revoked_at_us.is_null())
+            .order(credentials::id)
+            .select(Credential::as_select())
+            .load(c))
+        .map_err(storage)
+    }
+
+    /// Adds a pending approval request.
+    #[allow(clippy::too_many_arguments)]
+    pub fn insert_approval(
+        &mut self,
+        kind: &str,
+        payload: &str,
+        requested_by: i64,
+        requested_person: &str,
+        now_us: i64,
+        event_id: i64,
+    ) -> Result<Approval, LedgerError> {
+        let values = (
+            approvals::kind.eq(kind),
+            approvals::payload.eq(payload),
+            approvals::status.eq("pending"),
+            approvals::requested_by.eq(requested_by),
+            approvals::requested_person.eq(requested_person),
+            approvals::created_at_us.eq(now_us),
+            approvals::event_id.eq(event_id),
+        );
+        insert_returning!(self, approvals::table, values, Approval)
+    }
+
+    /// An approval by id.
+    pub fn approval(&mut self, id: i64) -> Result<Option<Approval>, LedgerError> {
+        find!(self, approvals::table.find(id), Approval)
+    }
+
+    /// The approval requested by this event, if one was.
+    pub fn approval_by_event(&mut self, event_id: i64) -> Result<Option<Approval>, LedgerError> {
+        find!(self, approvals::table.filter(approvals::event_id.eq(event_id)), Approval)
+    }
+
+    /// Approvals by id after `after`, of one status or all, at most `limit`.
+    pub fn approvals(&mut self, status: Option<&str>, after: i64, limit: i64) -> Result<Vec<Approval>, LedgerError> {
+        // A boxed query is typed by its backend: build it once per backend.
+        macro_rules! query {
+            () => {{
+                let mut q = approvals::table.filter(approvals::id.gt(after)).into_boxed();
+                if let Some(st) = status {
+                    q = q.filter(approvals::status.eq(st.to_owned()));
+                }
+                q.order(approvals::id).limit(limit).select(Approval::as_select())
+            }};
+        }
+        on_db!(self.0, |c| query!().load(c)).map_err(storage)
+    }
+
+    /// Decides a pending approval (once: false when it was decided already).
+    pub fn decide_approval(&mut self, id: i64, d: Decision<'_>) -> Result<bool, LedgerError> {
+        let n = on_db!(self.0, |c| diesel::update(approvals::table.find(id).filter(approvals::status.eq("pending")))
+            .set((
+                approvals::status.eq(d.status),
+                approvals::decided_by.eq(d.by),
+                approvals::decided_person.eq(d.person),
+                approvals::decided_at_us.eq(d.now_us),
+                approvals::decided_event_id.eq(d.event_id),
+            ))
+            .execute(c))
+        .map_err(storage)?;
+        Ok(n == 1)
+    }
+
+    /// Records what an approval did (once: false when a result is there already).
+    pub fn set_approval_result(&mut self, id: i64, result: &str) -> Result<bool, LedgerError> {
+        let n = on_db!(self.0, |c| diesel::update(approvals::table.find(id).filter(approvals::result.is_null()))
+            .set(approvals::result.eq(result))
+            .execute(c))
+        .map_err(storage)?;
         Ok(n == 1)
     }
 

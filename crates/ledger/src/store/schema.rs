@@ -204,6 +204,26 @@ diesel::table! {
         revoked_at_us -> Nullable<BigInt>,
         event_id -> BigInt,
         revoked_event_id -> Nullable<BigInt>,
+        person -> Nullable<Text>,
+        created_by -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    approvals (id) {
+        id -> BigInt,
+        kind -> Text,
+        payload -> Text,
+        status -> Text,
+        requested_by -> BigInt,
+        requested_person -> Text,
+        decided_by -> Nullable<BigInt>,
+        decided_person -> Nullable<Text>,
+        result -> Nullable<Text>,
+        created_at_us -> BigInt,
+        decided_at_us -> Nullable<BigInt>,
+        event_id -> BigInt,
+        decided_event_id -> Nullable<BigInt>,
     }
 }
 
