@@ -341,7 +341,7 @@ pub fn settlement_pays_the_balance_at_its_sequence(backend: Backend) -> TestResu
     }
     let barrier = Arc::new(Barrier::new(4));
     let mut handles = Vec::new();
-    for p in payments.iter().take(3).cloned() {
+    for p in payments.into_iter().take(3) {
         let (c, barrier) = (c.clone(), barrier.clone());
         handles.push(std::thread::spawn(move || {
             barrier.wait();
