@@ -301,9 +301,32 @@ async fn record_sync(
     Ok(Ok((sync, limits)))
 }
 
+/// A refusal already recorded for this record (an upload cut short after it and sent
+/// again): the record keeps its first outcome, whatever the time is now.
+async fn refused_before(
+    state: &web::Data<AppState>,
+    caller: &Caller,
+    seq: i64,
+) -> Result<Option<RecordResult>, ApiError> {
+    let (st, key) = (state.clone(), format!("offline:c{}:{seq}:refused", caller.credential.id));
+    let Some(event) = blocking(move || Ok(st.ledger.event_by_key(&key)?)).await? else { return Ok(None) };
+    let payload: serde_json::Value = serde_json::from_str(&event.payload).map_err(ApiError::internal)?;
+    let code = payload["code"].as_str().ok_or_else(|| ApiError::internal("refusal without a code"))?;
+    Ok(Some(RecordResult {
+        seq,
+        result: format!("refused:{code}"),
+        entry_seq: None,
+        shortfall_minor: None,
+        event_id: Some(event.id),
+    }))
+}
+
 async fn post_record(state: &web::Data<AppState>, caller: &Caller, r: &SignedRecord) -> Result<RecordResult, ApiError> {
     let rec = &r.record;
     let seq = rec.seq as i64;
+    if let Some(earlier) = refused_before(state, caller, seq).await? {
+        return Ok(earlier);
+    }
     let key = ledger::domain::IdempotencyKey::parse(&format!("offline:c{}:{seq}", caller.credential.id))
         .map_err(|_| ApiError::internal("key"))?;
     // Only a gate's credential may log access records, only a POS's may take payments.
