@@ -107,20 +107,23 @@ pub struct PaymentView {
     pub receipt: Receipt,
 }
 
-/// The answer of a card write: the card's balance is the writer's (the new card's when the
-/// card was replaced), or, for a retried request, read now.
-async fn posted_view(state: &web::Data<AppState>, posted: &Posted, status: &str) -> Result<PaymentView, ApiError> {
-    let e = &posted.entry;
-    let balance = match (posted.wallet_balance_minor, e.account_id) {
-        (Some(b), _) => b,
+/// The card's balance after a card write: the writer's (the new card's when the card was
+/// replaced), or, for a retried request, read now.
+async fn card_balance(state: &web::Data<AppState>, posted: &Posted) -> Result<i64, ApiError> {
+    match (posted.wallet_balance_minor, posted.entry.account_id) {
+        (Some(b), _) => Ok(b),
         (None, Some(wallet)) => {
             let st = state.clone();
-            blocking(move || Ok(st.ledger.balance(wallet)?)).await?
+            blocking(move || Ok(st.ledger.balance(wallet)?)).await
         }
-        (None, None) => 0,
-    };
-    let mut v = view(e, status, None);
-    v.balance = money(balance, e.currency);
+        (None, None) => Ok(0),
+    }
+}
+
+/// The answer of a card write, with the card's balance after it.
+async fn posted_view(state: &web::Data<AppState>, posted: &Posted, status: &str) -> Result<PaymentView, ApiError> {
+    let mut v = view(&posted.entry, status, None);
+    v.balance = money(card_balance(state, posted).await?, posted.entry.currency);
     Ok(v)
 }
 
@@ -645,14 +648,7 @@ pub async fn topup(
         .filter(|p| p.amount_minor > 0 && Some(p.account_id) != e.account_id && p.account_id.0 != agent.account_id)
         .map(|p| p.amount_minor)
         .sum();
-    let balance = match (posted.wallet_balance_minor, e.account_id) {
-        (Some(b), _) => b,
-        (None, Some(wallet)) => {
-            let st = state.clone();
-            blocking(move || Ok(st.ledger.balance(wallet)?)).await?
-        }
-        (None, None) => 0,
-    };
+    let balance = card_balance(&state, &posted).await?;
     Ok(HttpResponse::Created().json(TopupView {
         id: e.seq.to_string(),
         amount: money(amount.minor(), currency),
