@@ -234,6 +234,8 @@ pub fn init_with(
     if data_dir.join(CONFIG_FILE).exists() {
         return Err(SetupError(format!("{} already holds a Kartu installation", data_dir.display())));
     }
+    // The data directory holds the keys and (on SQLite) the money: its owner only.
+    set_mode(&data_dir, 0o700)?;
     let mut config = Config::defaults(&data_dir);
     if let Some(url) = database_url {
         config.database_url = url.to_owned();
@@ -247,7 +249,10 @@ pub fn init_with(
     write_secret(&data_dir.join(KEY_FILE), &keys.to_toml())?;
     write_secret(&data_dir.join(NIK_KEY_FILE), &format!("{}\n", hex::encode(random::<32>()?)))?;
     let text = toml::to_string(&config).map_err(|e| err("configuration", e))?;
-    std::fs::write(data_dir.join(CONFIG_FILE), text).map_err(|e| err("writing the configuration", e))?;
+    write_secret(&data_dir.join(CONFIG_FILE), &text)?;
+    if let Some(path) = config.database_url.strip_prefix("sqlite://") {
+        set_mode(Path::new(path), 0o600)?;
+    }
     let signer = merkle::Signer::from_pkcs8(&config.origin, &pkcs8).map_err(|e| err("checkpoint key", e))?;
     let ledger =
         Ledger::open(&config.database_url, LedgerConfig::default()).map_err(|e| err("opening the ledger", e))?;
@@ -321,12 +326,44 @@ pub struct Loaded {
     pub state: web::Data<AppState>,
 }
 
+fn set_mode(path: &Path, mode: u32) -> Result<(), SetupError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| err(&format!("setting the mode of {}", path.display()), e))?;
+    }
+    Ok(())
+}
+
+/// Refuses a secret file that anyone but its owner may read: a key lifted by another local
+/// user is lifted for good.
+pub fn check_private(path: &Path) -> Result<(), SetupError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(path).map_err(|e| err(&format!("reading {}", path.display()), e))?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(SetupError(format!(
+                "{} is readable by group or others (mode {mode:03o}); run `chmod 600 {}`",
+                path.display(),
+                path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Loads the configuration and keys and opens the ledger (which signs checkpoints).
+/// Refuses key files that group or others may read.
 pub fn load(data_dir: &Path, database_url: Option<&str>) -> Result<Loaded, SetupError> {
     let mut config = Config::load(data_dir)?;
     if let Some(url) = database_url {
         config.database_url = url.to_owned();
     }
+    check_private(&data_dir.join(KEY_FILE))?;
+    check_private(&data_dir.join(NIK_KEY_FILE))?;
     let key_path = data_dir.join(KEY_FILE);
     let key_text =
         std::fs::read_to_string(&key_path).map_err(|e| err(&format!("reading {}", key_path.display()), e))?;

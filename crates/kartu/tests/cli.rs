@@ -244,13 +244,23 @@ fn init_serve_and_verify_a_live_server() {
         "only the token on stdout: {out}"
     );
     let verifier = err.lines().find_map(|l| l.split("verifier key: ").nth(1)).expect("verifier key line").to_owned();
-    for secret in ["keys.toml", "nik.key"] {
+    for secret in ["keys.toml", "nik.key", "kartu.toml", "kartu.db"] {
         let mode = std::fs::metadata(data.join(secret)).expect("secret file").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{secret} must be private");
     }
+    let mode = std::fs::metadata(&data).expect("data dir").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "the data directory must be its owner's only");
     assert!(!std::fs::read_to_string(data.join("kartu.toml")).expect("config").contains("kt_"));
     let (again, _, err2) = kartu(&["init", "--data-dir", &data_s]);
     assert!(!again && err2.contains("already"), "a second init must refuse: {err2}");
+    // A key file others may read: `kartu serve` refuses to start and says how to fix it.
+    for secret in ["keys.toml", "nik.key"] {
+        let path = data.join(secret);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        let (ok, _, err) = kartu(&["serve", "--data-dir", &data_s, "--listen", "127.0.0.1:0"]);
+        assert!(!ok && err.contains("readable by group or others") && err.contains("chmod 600"), "{secret}: {err}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
 
     let mut server = Command::new(env!("CARGO_BIN_EXE_kartu"))
         .args(["serve", "--data-dir", &data_s, "--listen", "127.0.0.1:0"])

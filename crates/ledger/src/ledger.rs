@@ -1014,8 +1014,11 @@ fn load(
         needs.taps.iter().filter(|(card, ctr)| state.last_counters.get(card).is_some_and(|last| *ctr <= last.0)),
     );
     state.used_taps = db.used_counters(&maybe_used)?;
-    if needs.events {
+    // A batch with taps may refuse one as a replay, which is an event too.
+    if needs.events || !needs.cards.is_empty() {
         state.next_event_id = db.last_event_id()? + 1;
+    }
+    if needs.events {
         state.queue_max = db.queue_max(&needs.queues)?;
     }
     Ok(state)

@@ -333,6 +333,9 @@ impl<'s> Machine<'s> {
         self.replay(card, counter, last, source)
     }
 
+    /// Refuses a tap as a replay: the refusal is recorded for the operator (`card_replays`)
+    /// and is a leaf of the audit log (a `card_replay` event, which uses no counter), so an
+    /// auditor sees every suspected clone, though nothing else of the request is written.
     fn replay(&mut self, card: i64, counter: i64, last: i64, source: Option<&str>) -> Result<(), Rejection> {
         self.replays.push(CardReplay {
             card_id: card,
@@ -341,6 +344,24 @@ impl<'s> Machine<'s> {
             time_us: self.time_us,
             source: source.map(str::to_owned),
         });
+        let payload = serde_json::json!({"counter": counter, "last_counter": last, "source": source}).to_string();
+        self.events.push(EventRecord {
+            id: self.state.next_event_id,
+            kind: "card_replay".into(),
+            time_us: self.time_us,
+            scope: None,
+            card_id: Some(card),
+            card_read_counter: None,
+            queue_key: None,
+            queue_number: None,
+            idempotency_key: None,
+            request_hash: None,
+            payload,
+            holder_key: None,
+            audit: None,
+        });
+        self.state.next_event_id += 1;
+        self.leaf_order.push(false);
         Err(Rejection::CardReplay)
     }
 

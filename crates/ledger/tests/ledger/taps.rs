@@ -100,6 +100,18 @@ pub fn strictly_increasing(backend: Backend) -> TestResult {
         replays.iter().map(|r| (r.counter, r.last_counter, r.source.as_deref())).collect();
     let expected = [(141, 141), (77, 141), (3, 141), (144, 145), (140, 145), (143, 145)];
     check_eq!(seen, expected.iter().map(|&(c, l)| (c, l, Some("pos-1"))).collect::<Vec<_>>());
+    // Each refusal is also a leaf of the audit log, which uses no counter.
+    let filter = EventFilter { kind: Some("card_replay".into()), card_id: Some(7), ..Default::default() };
+    let leaves = ledger.events(&filter, 0, 100).map_err(s)?;
+    let logged: Vec<(i64, i64)> = leaves
+        .iter()
+        .map(|e| {
+            let p: serde_json::Value = serde_json::from_str(&e.payload).unwrap_or_default();
+            (p["counter"].as_i64().unwrap_or(-1), p["last_counter"].as_i64().unwrap_or(-1))
+        })
+        .collect();
+    check_eq!(logged, expected.to_vec());
+    check!(leaves.iter().all(|e| e.audit.is_some() && e.card_read_counter.is_none()), "{leaves:?}");
     check_eq!(ledger.card_replays(9, 100).map_err(s)?.len(), 3);
     // A rejected payment (no funds) does not use up its tap: the holder tops up and the
     // same tap goes through.
@@ -166,6 +178,8 @@ pub fn concurrent(backend: Backend) -> TestResult {
     }
     check_eq!(accepted + refused, THREADS * TAPS);
     check_eq!(ledger.card_replays(5, 1_000).map_err(s)?.len(), refused);
+    let replay_leaves = EventFilter { kind: Some("card_replay".into()), card_id: Some(5), ..Default::default() };
+    check_eq!(ledger.events(&replay_leaves, 0, 1_000).map_err(s)?.len(), refused);
     // Accepted counters, in the order the log recorded them, strictly increase.
     let mut order: Vec<(i64, i64)> = Vec::new(); // (leaf index, counter)
     for e in ledger.entries(1, 1_000).map_err(s)? {
@@ -173,7 +187,8 @@ pub fn concurrent(backend: Backend) -> TestResult {
             order.push((a.leaf_index, c));
         }
     }
-    for e in ledger.events(&EventFilter { card_id: Some(5), ..Default::default() }, 0, 1_000).map_err(s)? {
+    let inquiries = EventFilter { kind: Some("balance_inquiry".into()), card_id: Some(5), ..Default::default() };
+    for e in ledger.events(&inquiries, 0, 1_000).map_err(s)? {
         order.push((e.audit.ok_or("event without leaf")?.leaf_index, e.card_read_counter.ok_or("no counter")?));
     }
     order.sort();
