@@ -183,6 +183,7 @@ pub async fn access_check(
     let st = state.clone();
     let uid = tap.uid.clone();
     let now_us = state.ledger.now_us();
+    let tap_key = tap.clone();
     let (decision, reason, card_id, queue, limit) = blocking(move || {
         let sp =
             st.ledger.registry(|r| r.service_point(sp_id))?.ok_or_else(|| ApiError::forbidden("service point gone"))?;
@@ -192,6 +193,9 @@ pub async fn access_check(
         };
         if card.status != "active" {
             return Ok(("deny", "card_blocked", Some(card.id), None, None));
+        }
+        if crate::merchant::check_tap_key(&tap_key, &card).is_err() {
+            return Ok(("deny", "tap_key_outdated", Some(card.id), None, None));
         }
         let holder = st.ledger.registry(|r| r.holder(card.holder_id))?.ok_or_else(|| ApiError::internal("holder"))?;
         let (reason, queue, limit) = decide(&sp, &policy, holder.id, &split_categories(&holder.categories), now_us)?;

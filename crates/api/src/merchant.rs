@@ -34,7 +34,24 @@ pub async fn card_of_tap(state: &web::Data<AppState>, tap: &Tap) -> Result<(Veri
         .await?
         .ok_or_else(|| ApiError::unprocessable("card_unknown", "this card is not registered"))?;
     check_active(&card)?;
+    check_tap_key(&verified, &card)?;
     Ok((verified, card))
+}
+
+/// Refuses a tap that verifies only with an older card key version than the card was
+/// personalised (or rotated) with: it was made with keys the card no longer holds, so it
+/// is a copy, not the card.
+pub fn check_tap_key(tap: &VerifiedTap, card: &Card) -> Result<(), ApiError> {
+    if i32::from(tap.key_version) < card.key_version {
+        return Err(ApiError::unprocessable(
+            "tap_key_outdated",
+            format!(
+                "this tap verifies with card key version {} but the card holds version {}: not the card",
+                tap.key_version, card.key_version
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Refuses blocked and replaced cards.
@@ -170,6 +187,7 @@ pub async fn pay(
             .registry(|r| r.card_by_uid(&tap.uid))?
             .ok_or_else(|| ApiError::unprocessable("card_unknown", "this card is not registered"))?;
         check_active(&card)?;
+        check_tap_key(&tap, &card)?;
         let m = st.merchant(merchant_id)?.ok_or_else(|| ApiError::forbidden("the terminal's merchant is gone"))?;
         let fees = st.system_account(AccountKind::FeeRevenue, currency)?;
         Ok((caller, tap, card, m, fees, amount, merchant_reference))

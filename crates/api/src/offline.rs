@@ -347,6 +347,9 @@ async fn post_record(state: &web::Data<AppState>, caller: &Caller, r: &SignedRec
     let Some(card) = blocking(move || Ok(st.ledger.registry(|x| x.card_by_uid(&uid))?)).await? else {
         return refuse(state, caller, rec, "card_unknown").await;
     };
+    if crate::merchant::check_tap_key(&tap, &card).is_err() {
+        return refuse(state, caller, rec, "tap_key_outdated").await;
+    }
     match rec.kind {
         RecordKind::Access => {
             let sp = caller

@@ -178,6 +178,10 @@ pub struct NewCard {
     pub uid: String,
     /// The holder.
     pub holder_id: String,
+    /// The card key version it was personalised with (`kartu card personalize
+    /// --key-version`); the key file's newest when omitted. A tap that verifies only with
+    /// an older version is refused.
+    pub key_version: Option<u8>,
 }
 
 /// A card as returned.
@@ -202,6 +206,8 @@ pub struct CardView {
     /// What the card owes after offline payments its balance could not cover (repaid
     /// first by the next top-up or a refund of that payment).
     pub owed: Money,
+    /// The card key version it was personalised with.
+    pub key_version: i32,
     /// Last accepted tap counter.
     pub last_counter: Option<i64>,
     /// Taps refused as replays: a possible clone.
@@ -223,6 +229,7 @@ fn card_view(state: &AppState, c: &Card) -> Result<CardView, ApiError> {
         account_id: c.account_id.to_string(),
         balance: money(balance, state.settings.currency),
         owed: money(state.ledger.wallet_debt(AccountId(c.account_id))?, state.settings.currency),
+        key_version: c.key_version,
         last_counter: state.ledger.card_last_counter(c.id)?,
         suspected_clone: replays > 0,
         replays,
@@ -238,7 +245,7 @@ fn parse_uid(uid: &str) -> Result<String, ApiError> {
 }
 
 /// Creates the wallet and the card row for an issue or a replacement, keyed by the event.
-fn create_card(state: &AppState, uid: &str, holder_id: i64, event_id: i64) -> Result<Card, ApiError> {
+fn create_card(state: &AppState, uid: &str, holder_id: i64, key_version: u8, event_id: i64) -> Result<Card, ApiError> {
     if let Some(c) = state.ledger.registry(|r| r.card_by_event(event_id))? {
         return Ok(c);
     }
@@ -252,7 +259,8 @@ fn create_card(state: &AppState, uid: &str, holder_id: i64, event_id: i64) -> Re
         balance_max_minor: None,
     })?;
     let now = state.ledger.now_us();
-    Ok(state.ledger.registry(|r| r.insert_card(uid, holder_id, account.id.0, now, event_id))?)
+    let version = i32::from(key_version);
+    Ok(state.ledger.registry(|r| r.insert_card(uid, holder_id, account.id.0, version, now, event_id))?)
 }
 
 /// Issues a card to a holder: a new wallet at zero.
@@ -269,6 +277,13 @@ pub async fn issue_card(
     let uid = parse_uid(&body.uid)?;
     let holder_id =
         wire::id(&body.holder_id).map_err(|_| ApiError::unprocessable("holder_unknown", "no holder has this id"))?;
+    let key_version = match body.key_version {
+        None => state.taps.0.newest().version(),
+        Some(v) if state.taps.0.version(v).is_some() => v,
+        Some(v) => {
+            return Err(ApiError::unprocessable("invalid_field", format!("the key file has no card key version {v}")))
+        }
+    };
     let st = state.clone();
     let (u, k) = (uid.clone(), caller.key(&key.0));
     let (holder, taken, mine) = blocking(move || {
@@ -284,10 +299,11 @@ pub async fn issue_card(
             return Err(ApiError::conflict("card_exists", "a card with this UID is registered"));
         }
     }
-    let rec = log_action(&state, &caller, &key, "issue_card", json!({"uid": uid, "holder_id": holder_id})).await?;
+    let details = json!({"uid": uid, "holder_id": holder_id, "key_version": key_version});
+    let rec = log_action(&state, &caller, &key, "issue_card", details).await?;
     let st = state.clone();
     let view = blocking(move || {
-        let card = create_card(&st, &uid, holder_id, rec.event.id)?;
+        let card = create_card(&st, &uid, holder_id, key_version, rec.event.id)?;
         card_view(&st, &card)
     })
     .await?;
@@ -434,7 +450,8 @@ pub async fn replace_card(
     }
     let rec = log_action(&state, &caller, &key, "replace_card", json!({"card_id": old.id, "new_uid": new_uid})).await?;
     let st = state.clone();
-    let new = blocking(move || create_card(&st, &new_uid, old.holder_id, rec.event.id)).await?;
+    let version = state.taps.0.newest().version();
+    let new = blocking(move || create_card(&st, &new_uid, old.holder_id, version, rec.event.id)).await?;
     let st = state.clone();
     let now = state.ledger.now_us();
     let new_id = new.id;

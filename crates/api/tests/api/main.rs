@@ -13,6 +13,7 @@ mod access;
 mod approvals;
 mod audit;
 mod concurrency;
+mod custody;
 mod idempotency;
 mod integrity;
 mod money;
@@ -54,6 +55,7 @@ const CASES: &[(&str, Case)] = &[
     ("access_quota_holds_under_concurrency", integrity::access_quota_holds_under_concurrency),
     ("captures_can_be_refunded", integrity::captures_can_be_refunded),
     ("amounts_above_the_limits", integrity::amounts_above_the_limits),
+    ("card_key_versions", custody::card_key_versions),
     ("openapi_document_and_routes", openapi::openapi_document_and_routes),
     ("health_and_metrics", openapi::health_and_metrics),
 ];

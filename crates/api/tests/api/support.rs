@@ -183,6 +183,15 @@ impl Server {
 
     /// [`Server::start`] with the installation's `kartu.toml` edited first (limits).
     pub fn start_with(backend: Backend, edit: impl FnOnce(String) -> String) -> Result<Server, String> {
+        Server::start_edited(backend, edit, |keys| keys)
+    }
+
+    /// [`Server::start`] with `kartu.toml` and `keys.toml` edited first.
+    pub fn start_edited(
+        backend: Backend,
+        edit: impl FnOnce(String) -> String,
+        edit_keys: impl FnOnce(String) -> String,
+    ) -> Result<Server, String> {
         let db = TestDb::fresh(backend)?;
         let data = tempfile::tempdir().map_err(s)?;
         let init = api::server::init(data.path(), Some(&db.url), "KARTU-MKS").map_err(s)?;
@@ -197,6 +206,9 @@ impl Server {
             .replace("checkpoint_interval_ms = 1000", &format!("checkpoint_interval_ms = {CHECKPOINT_INTERVAL_MS}"))
             .replace("hold_sweep_interval_ms = 30000", "hold_sweep_interval_ms = 200");
         std::fs::write(&config_path, edit(config)).map_err(s)?;
+        let keys_path = data.path().join(api::server::KEY_FILE);
+        let keys = std::fs::read_to_string(&keys_path).map_err(s)?;
+        std::fs::write(&keys_path, edit_keys(keys)).map_err(s)?;
         let loaded = api::server::load(data.path(), None).map_err(s)?;
         let keys =
             KeyFile::parse(&std::fs::read_to_string(data.path().join(api::server::KEY_FILE)).map_err(s)?).map_err(s)?;

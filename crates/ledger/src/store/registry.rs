@@ -67,6 +67,9 @@ pub struct Card {
     pub event_id: i64,
     /// The event of the last status change.
     pub status_event_id: i64,
+    /// The card key version it was personalised with (0: not known): a tap that verifies
+    /// only with an older version is refused.
+    pub key_version: i32,
 }
 
 /// A merchant.
@@ -328,10 +331,12 @@ impl Registry<'_> {
         uid: &str,
         holder_id: i64,
         account_id: i64,
+        key_version: i32,
         now_us: i64,
         event_id: i64,
     ) -> Result<Card, LedgerError> {
         let values = (
+            cards::key_version.eq(key_version),
             cards::uid.eq(uid),
             cards::holder_id.eq(holder_id),
             cards::account_id.eq(account_id),

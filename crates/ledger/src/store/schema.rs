@@ -153,6 +153,7 @@ diesel::table! {
         updated_at_us -> BigInt,
         event_id -> BigInt,
         status_event_id -> BigInt,
+        key_version -> Integer,
     }
 }
 
