@@ -129,6 +129,9 @@ fn unauthorized(detail: &str) -> ApiError {
 #[derive(Debug, Clone, Copy)]
 pub struct BearerToken {
     hash: [u8; 32],
+    /// The request came from this machine (loopback): exempt from the per-credential rate
+    /// limit unless `limits.rate_limit_loopback` says otherwise.
+    loopback: bool,
 }
 
 impl FromRequest for BearerToken {
@@ -142,7 +145,10 @@ impl FromRequest for BearerToken {
             Some(Ok(header)) => header
                 .strip_prefix("Bearer ")
                 .filter(|t| t.starts_with(TOKEN_PREFIX) && t.len() < 100)
-                .map(|token| BearerToken { hash: token_hash(token) })
+                .map(|token| BearerToken {
+                    hash: token_hash(token),
+                    loopback: req.peer_addr().is_some_and(|a| a.ip().is_loopback()),
+                })
                 .ok_or_else(|| unauthorized("send Authorization: Bearer <token>")),
         };
         std::future::ready(token)
@@ -165,6 +171,7 @@ impl Caller {
             return Err(unauthorized("this token was revoked"));
         }
         let role = Role::parse(&credential.role).ok_or_else(|| ApiError::internal("credential with unknown role"))?;
+        state.admit(credential.id, token.loopback)?;
         Ok(Caller { credential, role })
     }
 }

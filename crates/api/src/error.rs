@@ -82,7 +82,11 @@ impl ResponseError for ApiError {
             detail: self.detail.clone(),
             code: self.code.to_owned(),
         };
-        HttpResponse::build(self.status).content_type("application/problem+json").json(body)
+        let mut response = HttpResponse::build(self.status);
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            response.insert_header((actix_web::http::header::RETRY_AFTER, "1"));
+        }
+        response.content_type("application/problem+json").json(body)
     }
 }
 

@@ -51,6 +51,16 @@ pub struct Settings {
     pub limits: MoneyLimits,
     /// An agent float above this (minor units) waits for a second operator's approval.
     pub float_approval_threshold_minor: i64,
+    /// Requests per second each credential may make (0: no limit), and the burst.
+    pub rate_limit: (u32, u32),
+    /// Whether the rate limit applies to requests from this machine too.
+    pub rate_limit_loopback: bool,
+    /// The bearer token `/metrics` requires (none: open).
+    pub metrics_token: Option<String>,
+    /// How long a client may take to send a request's headers (then `408`).
+    pub request_timeout: std::time::Duration,
+    /// Most open connections per worker.
+    pub max_connections: usize,
 }
 
 /// The installation's money limits, minor units: an amount above them is refused with
@@ -101,6 +111,11 @@ impl Default for Settings {
             verifier_key: None,
             hold_sweep_interval: None,
             float_approval_threshold_minor: server::DEFAULT_FLOAT_APPROVAL_THRESHOLD_MINOR,
+            rate_limit: (0, 0),
+            rate_limit_loopback: false,
+            metrics_token: None,
+            request_timeout: std::time::Duration::from_secs(5),
+            max_connections: 25_000,
             limits: MoneyLimits::default(),
         }
     }
@@ -120,6 +135,8 @@ pub struct AppState {
     pub metrics: metrics::Metrics,
     merchants: Mutex<HashMap<i64, Merchant>>,
     system: Mutex<HashMap<(AccountKind, Currency), AccountId>>,
+    /// Token buckets of the per-credential rate limit: (tokens, last refill).
+    buckets: Mutex<HashMap<i64, (f64, std::time::Instant)>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -139,6 +156,7 @@ impl AppState {
             metrics: metrics::Metrics::new(),
             merchants: Mutex::new(HashMap::new()),
             system: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(HashMap::new()),
         }
     }
 
@@ -164,6 +182,29 @@ impl AppState {
             cache.insert((kind, currency), id);
         }
         Ok(id)
+    }
+
+    /// The per-credential rate limit (a token bucket): `429 rate_limited` with
+    /// `Retry-After` beyond it. Requests from this machine pass unless configured otherwise.
+    pub fn admit(&self, credential: i64, loopback: bool) -> Result<(), ApiError> {
+        let (rate, burst) = self.settings.rate_limit;
+        if rate == 0 || (loopback && !self.settings.rate_limit_loopback) {
+            return Ok(());
+        }
+        let now = std::time::Instant::now();
+        let mut buckets = self.buckets.lock().map_err(|_| ApiError::internal("rate limiter"))?;
+        let (tokens, last) = buckets.entry(credential).or_insert((f64::from(burst.max(1)), now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * f64::from(rate)).min(f64::from(burst.max(1)));
+        *last = now;
+        if *tokens < 1.0 {
+            return Err(ApiError::new(
+                actix_web::http::StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("at most {rate} requests a second per credential; retry after the Retry-After seconds"),
+            ));
+        }
+        *tokens -= 1.0;
+        Ok(())
     }
 
     /// The keyed hash of a NIK.

@@ -151,7 +151,23 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
 
 /// Prometheus text exposition.
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
-pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn metrics(state: web::Data<AppState>, req: actix_web::HttpRequest) -> Result<HttpResponse, ApiError> {
+    // With `metrics_token` set, only a scraper that knows it reads the figures.
+    if let Some(expected) = &state.settings.metrics_token {
+        let given = req.headers().get(actix_web::http::header::AUTHORIZATION).and_then(|h| h.to_str().ok());
+        let given = given.and_then(|h| h.strip_prefix("Bearer ")).unwrap_or("");
+        let same = subtle::ConstantTimeEq::ct_eq(
+            crate::auth::token_hash(given).as_slice(),
+            crate::auth::token_hash(expected).as_slice(),
+        );
+        if !bool::from(same) {
+            return Err(ApiError::new(
+                actix_web::http::StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "send Authorization: Bearer <metrics_token>",
+            ));
+        }
+    }
     let ledger = state.ledger.clone();
     let (size, checkpoint) = crate::blocking(move || Ok((ledger.tree_size()?, ledger.latest_checkpoint()?))).await?;
     let m = &state.metrics;

@@ -46,6 +46,9 @@ pub struct Config {
     /// How often expired holds are voided (their money goes back to the card).
     #[serde(default = "default_hold_sweep_interval_ms")]
     pub hold_sweep_interval_ms: u64,
+    /// The bearer token `/metrics` requires; open when absent (`KARTU_METRICS_TOKEN`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_token: Option<String>,
     /// An agent float funding above this, in minor units, waits for a second operator's
     /// approval (at or below it is posted at once).
     #[serde(default = "default_float_approval_threshold_minor")]
@@ -87,6 +90,16 @@ pub struct LimitsConfig {
     pub tap_race_counters: i64,
     /// For how long after the tap that raised the last counter, ms.
     pub tap_race_window_ms: i64,
+    /// Requests a second each credential may make (0: no limit).
+    pub rate_limit_per_second: u32,
+    /// How many at once before the limit applies.
+    pub rate_limit_burst: u32,
+    /// Whether requests from this machine (loopback) are limited too.
+    pub rate_limit_loopback: bool,
+    /// How long a client may take to send a request's headers, ms (then 408).
+    pub request_timeout_ms: u64,
+    /// Most open connections per worker.
+    pub max_connections: usize,
 }
 
 impl Default for LimitsConfig {
@@ -99,6 +112,11 @@ impl Default for LimitsConfig {
             offline_max_age_hours: 72,
             tap_race_counters: ledger::domain::TAP_RACE_COUNTERS_DEFAULT,
             tap_race_window_ms: ledger::domain::TAP_RACE_WINDOW_US_DEFAULT / 1000,
+            rate_limit_per_second: 100,
+            rate_limit_burst: 200,
+            rate_limit_loopback: false,
+            request_timeout_ms: 5_000,
+            max_connections: 25_000,
         }
     }
 }
@@ -144,6 +162,7 @@ impl Config {
             wallet_balance_max: "2000000.00".into(),
             workers: 0,
             hold_sweep_interval_ms: default_hold_sweep_interval_ms(),
+            metrics_token: None,
             float_approval_threshold_minor: DEFAULT_FLOAT_APPROVAL_THRESHOLD_MINOR,
             limits: LimitsConfig::default(),
         }
@@ -176,6 +195,9 @@ impl Config {
         }
         if c.float_approval_threshold_minor < 0 {
             return Err(SetupError("float_approval_threshold_minor must be 0 or more".into()));
+        }
+        if let Some(v) = var("METRICS_TOKEN") {
+            c.metrics_token = Some(v);
         }
         if let Some(v) = var("WORKERS") {
             c.workers = v.parse().map_err(|e| err("KARTU_WORKERS", e))?;
@@ -407,6 +429,11 @@ pub fn load(data_dir: &Path, database_url: Option<&str>) -> Result<Loaded, Setup
         hold_sweep_interval: Some(Duration::from_millis(config.hold_sweep_interval_ms.max(10))),
         float_approval_threshold_minor: config.float_approval_threshold_minor,
         limits,
+        rate_limit: (config.limits.rate_limit_per_second, config.limits.rate_limit_burst),
+        rate_limit_loopback: config.limits.rate_limit_loopback,
+        metrics_token: config.metrics_token.clone(),
+        request_timeout: Duration::from_millis(config.limits.request_timeout_ms.max(1)),
+        max_connections: config.limits.max_connections.max(1),
         ..Settings::default()
     };
     let state = web::Data::new(AppState::new(ledger, settings, TapKeys(keys), &nik_key));
@@ -423,6 +450,7 @@ pub fn server(
     workers: usize,
 ) -> std::io::Result<actix_web::dev::Server> {
     let (sweep, sweep_state) = (state.settings.hold_sweep_interval, state.clone());
+    let (request_timeout, max_connections) = (state.settings.request_timeout, state.settings.max_connections);
     let workers = if workers == 0 { std::thread::available_parallelism().map_or(2, |n| n.get()) } else { workers };
     let server = HttpServer::new(move || {
         App::new()
@@ -432,6 +460,8 @@ pub fn server(
             .configure(crate::configure)
     })
     .workers(workers)
+    .client_request_timeout(request_timeout)
+    .max_connections(max_connections)
     .backlog(4096)
     .shutdown_timeout(30)
     .listen(listener)?

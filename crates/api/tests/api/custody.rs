@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::support::{idr, tap_with, Backend, City, Server, TestResult};
+use crate::support::{idr, tap_with, Backend, Body, City, Server, TestResult};
 
 /// A card issued at key version 2 refuses a tap that verifies only with version 1 (a copy
 /// made with keys the card no longer holds); a card still at version 1 pays with it.
@@ -38,5 +38,62 @@ pub fn card_key_versions(backend: Backend) -> TestResult {
     // A version the key file does not hold cannot be issued.
     let r = s.post("/v1/cards", &s.operator, &json!({"uid": "04C0FFEE000142", "holder_id": h, "key_version": 3}))?;
     r.problem(422, "invalid_field")?;
+    Ok(())
+}
+
+fn set(config: String, from: &str, to: &str) -> String {
+    assert!(config.contains(from), "kartu.toml has no {from:?}: {config}");
+    config.replace(from, to)
+}
+
+/// Exposure: a per-credential rate limit (`429 rate_limited` with `Retry-After`), a token
+/// on `/metrics`, and a client that never finishes its headers is cut off.
+pub fn exposure_limits(backend: Backend) -> TestResult {
+    const METRICS_TOKEN: &str = "m-0123456789abcdef";
+    let s = Server::start_with(backend, |c| {
+        let c = set(c, "rate_limit_per_second = 100", "rate_limit_per_second = 5");
+        let c = set(c, "rate_limit_burst = 200", "rate_limit_burst = 5");
+        let c = set(c, "rate_limit_loopback = false", "rate_limit_loopback = true");
+        let c = set(c, "request_timeout_ms = 5000", "request_timeout_ms = 500");
+        set(
+            c,
+            "hold_sweep_interval_ms = 200\n",
+            &format!("hold_sweep_interval_ms = 200\nmetrics_token = \"{METRICS_TOKEN}\"\n"),
+        )
+    })?;
+    // A burst of 5, then 5 a second: the sixth request at once is refused, and says when
+    // to come back.
+    let mut statuses = Vec::new();
+    let mut retry = None;
+    for _ in 0..8 {
+        let r = s.get("/v1/cards/999999", &s.operator)?;
+        if r.status == 429 {
+            r.problem(429, "rate_limited")?;
+            retry = r.retry_after.clone();
+        }
+        statuses.push(r.status);
+    }
+    check_eq!(statuses[..5].to_vec(), vec![404; 5]);
+    check!(statuses[5..].iter().all(|s| *s == 429), "{statuses:?}");
+    check_eq!(retry.as_deref(), Some("1"));
+    std::thread::sleep(std::time::Duration::from_millis(1_100));
+    check_eq!(s.get("/v1/cards/999999", &s.operator)?.status, 404);
+    // /metrics with its token only.
+    s.send("GET", "/metrics", None, None, Body::None)?.problem(401, "unauthorized")?;
+    s.send("GET", "/metrics", Some("kt_wrong"), None, Body::None)?.problem(401, "unauthorized")?;
+    let m = s.send("GET", "/metrics", Some(METRICS_TOKEN), None, Body::None)?;
+    check!(m.status == 200 && m.text.contains("kartu_"), "{} {}", m.status, m.text);
+    // Headers never finished: the server answers 408 and closes, it does not wait forever.
+    use std::io::{Read, Write};
+    let addr = s.base.trim_start_matches("http://");
+    let mut conn = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(5))).map_err(|e| e.to_string())?;
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: kartu\r\n").map_err(|e| e.to_string())?;
+    let started = std::time::Instant::now();
+    let mut answer = String::new();
+    let read = conn.read_to_string(&mut answer);
+    check!(read.is_ok(), "the server kept the half-sent request open: {read:?}");
+    check!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "{answer}");
+    check!(started.elapsed() < std::time::Duration::from_secs(3), "cut off after {:?}", started.elapsed());
     Ok(())
 }

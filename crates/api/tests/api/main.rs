@@ -56,6 +56,7 @@ const CASES: &[(&str, Case)] = &[
     ("captures_can_be_refunded", integrity::captures_can_be_refunded),
     ("amounts_above_the_limits", integrity::amounts_above_the_limits),
     ("card_key_versions", custody::card_key_versions),
+    ("exposure_limits", custody::exposure_limits),
     ("openapi_document_and_routes", openapi::openapi_document_and_routes),
     ("health_and_metrics", openapi::health_and_metrics),
 ];

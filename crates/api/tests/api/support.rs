@@ -120,6 +120,8 @@ pub struct Resp {
     pub content_type: String,
     pub text: String,
     pub json: Value,
+    /// The `Retry-After` header, when there is one.
+    pub retry_after: Option<String>,
 }
 
 impl Resp {
@@ -282,9 +284,10 @@ impl Server {
         let status = response.status().as_u16();
         let content_type =
             response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let text = response.body_mut().read_to_string().map_err(|e| format!("{method} {path}: body: {e}"))?;
         let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Ok(Resp { status, content_type, text, json })
+        Ok(Resp { status, content_type, text, json, retry_after })
     }
 
     pub fn get(&self, path: &str, token: &str) -> Result<Resp, String> {
