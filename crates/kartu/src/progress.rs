@@ -40,7 +40,7 @@ impl Progress {
         let mut err = std::io::stderr().lock();
         if self.tty {
             const WIDTH: u64 = 30;
-            let filled = if total == 0 { WIDTH } else { done.saturating_mul(WIDTH) / total };
+            let filled = done.saturating_mul(WIDTH).checked_div(total).unwrap_or(WIDTH);
             let bar: String = (0..WIDTH).map(|i| if i < filled { '#' } else { '-' }).collect();
             let _ = write!(err, "\r{} [{bar}] {done}/{total} leaves", self.label);
             let _ = err.flush();
