@@ -810,6 +810,27 @@ fn rewritten_history_is_refused(pg: Option<&PgDb>) {
     assert!(ok && out.contains(&format!("verified: {size} leaves")), "{out} {err}");
     let (ok, out, err) = watch();
     assert!(ok && out.contains("unchanged"), "{out} {err}");
+    // A watcher holding another key: the server's checkpoint has a bad signature for it.
+    let other = merkle::Signer::generate_pkcs8(&ring::rand::SystemRandom::new()).expect("key");
+    let other = merkle::Signer::from_pkcs8("other.example", &other).expect("signer");
+    let other_key = dir.path().join("other.pub");
+    std::fs::write(&other_key, format!("{}\n", other.verifier_key())).expect("key");
+    let other_state = dir.path().join("other.json").display().to_string();
+    let (ok, out, err) = kartu(&[
+        "audit",
+        "watch",
+        "--url",
+        &base,
+        "--state",
+        &other_state,
+        "--token",
+        &auditor,
+        "--public-key",
+        &other_key.display().to_string(),
+        "--once",
+    ]);
+    assert!(!ok && err.contains("BAD SIGNATURE"), "{out} {err}");
+    assert!(!std::path::Path::new(&other_state).exists(), "a failed watch saved a state");
     let verify_db = |extra: &[&str]| {
         let mut args = vec!["audit", "verify", "--database-url", &url, "--public-key", &key_s];
         args.extend_from_slice(extra);
