@@ -26,6 +26,7 @@ pub struct Metrics {
     writer_batches: IntGauge,
     writer_requests: IntGauge,
     writer_busy_us: IntGauge,
+    checkpoint_refused: IntGauge,
 }
 
 impl Default for Metrics {
@@ -71,6 +72,11 @@ impl Metrics {
             "Time the ledger writer spent inside batch transactions since start, µs",
         )
         .expect("valid metric");
+        let checkpoint_refused = IntGauge::new(
+            "kartu_checkpoint_refused",
+            "1 when the checkpoint signer refuses to sign: the log does not extend the last checkpoint it signed",
+        )
+        .expect("valid metric");
         for m in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -81,6 +87,7 @@ impl Metrics {
             Box::new(writer_batches.clone()),
             Box::new(writer_requests.clone()),
             Box::new(writer_busy_us.clone()),
+            Box::new(checkpoint_refused.clone()),
         ] {
             registry.register(m).expect("metric registered once");
         }
@@ -95,6 +102,7 @@ impl Metrics {
             writer_batches,
             writer_requests,
             writer_busy_us,
+            checkpoint_refused,
         }
     }
 
@@ -139,9 +147,18 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
-/// The database answers and the writer takes requests.
+/// The database answers, the writer takes requests, and the checkpoint signer does not
+/// refuse (a log that does not extend the last signed checkpoint is not ready: 503 with the
+/// reason).
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "ready"), (status = 503, description = "not ready", body = crate::error::Problem)))]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    if let Some(reason) = state.ledger.checkpoint_refusal() {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            "checkpoint_refused",
+            format!("the checkpoint signer refuses to sign: {reason}"),
+        ));
+    }
     let ledger = state.ledger.clone();
     let size = crate::blocking(move || Ok(ledger.tree_size()?)).await.map_err(|e| {
         ApiError::new(actix_web::http::StatusCode::SERVICE_UNAVAILABLE, "not_ready", format!("database: {}", e.detail))
@@ -182,6 +199,7 @@ pub async fn metrics(state: web::Data<AppState>, req: actix_web::HttpRequest) ->
     m.writer_batches.set(get(&stats.batches));
     m.writer_requests.set(get(&stats.requests));
     m.writer_busy_us.set(get(&stats.busy_us));
+    m.checkpoint_refused.set(i64::from(state.ledger.checkpoint_refusal().is_some()));
     let mut out = Vec::new();
     prometheus::TextEncoder::new().encode(&m.registry.gather(), &mut out).map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(out))

@@ -413,6 +413,7 @@ pub fn load(data_dir: &Path, database_url: Option<&str>) -> Result<Loaded, Setup
             signer,
             origin: config.origin.clone(),
             interval: Duration::from_millis(config.checkpoint_interval_ms.max(10)),
+            trusted_file: Some(data_dir.join(ledger::signer::TRUSTED_CHECKPOINT_FILE)),
         }),
         tap_rules: ledger::TapRules {
             race_counters: config.limits.tap_race_counters,

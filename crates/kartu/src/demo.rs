@@ -745,7 +745,8 @@ fn day(pcscd: &pcsc_testkit::Pcscd, work: &Path, data: &Path, keep: bool) -> Res
     let verifier = merkle::Verifier::parse(&init.verifier_key).context("the checkpoint verifier key")?;
     let deadline = Instant::now() + CHECKPOINT_TIMEOUT;
     let report = loop {
-        match crate::verify_url::verify(&url, &auditor_token, &verifier, false, Some(init.config.origin.as_str())) {
+        match crate::verify_url::verify(&url, &auditor_token, &verifier, false, Some(init.config.origin.as_str()), None)
+        {
             Ok(report) => break report,
             Err(e) if format!("{e:#}").contains("not yet covered") && Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(200));

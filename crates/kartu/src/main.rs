@@ -9,8 +9,10 @@ use ledger::{Ledger, LedgerConfig};
 mod card_cmd;
 mod demo;
 mod demo_city;
+mod progress;
 mod tap_bench;
 mod verify_url;
+mod watch;
 
 #[derive(Parser, Debug)]
 #[command(name = "kartu", version, about = "Kartu: the city smart card backend")]
@@ -161,6 +163,34 @@ enum AuditCmd {
         /// Require checkpoints to carry this origin line.
         #[arg(long)]
         origin: Option<String>,
+        /// An earlier signed checkpoint you kept (the note as served by
+        /// /v1/audit/checkpoints/latest): the log must extend it.
+        #[arg(long)]
+        trusted_checkpoint: Option<std::path::PathBuf>,
+    },
+    /// Poll a server and check that each new signed checkpoint extends the last one
+    /// verified (kept in --state): signature, consistency proof, and the new leaves
+    /// rehashed. Exits non-zero on a rollback, a fork or a bad signature.
+    Watch {
+        /// The server's base URL.
+        #[arg(long)]
+        url: String,
+        /// The file keeping the last verified checkpoint (created on the first run).
+        #[arg(long)]
+        state: std::path::PathBuf,
+        /// Seconds between polls.
+        #[arg(long, default_value_t = 60)]
+        interval: u64,
+        /// File holding the checkpoint verifier key line; else the key pinned in the
+        /// state, or on the first run the server's /v1/audit/public-key.
+        #[arg(long)]
+        public_key: Option<std::path::PathBuf>,
+        /// An auditor (or operator) token: the leaves need one.
+        #[arg(long, env = "KARTU_TOKEN")]
+        token: String,
+        /// Poll once and exit (0 when the log extends the state).
+        #[arg(long)]
+        once: bool,
     },
 }
 
@@ -254,19 +284,25 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Serve { data_dir, listen, database_url, demo_city } => serve(&data_dir, listen, database_url, demo_city),
         Cmd::Audit {
-            command: AuditCmd::Verify { database_url, url, token, public_key, allow_unsigned_tail, origin },
+            command:
+                AuditCmd::Verify { database_url, url, token, public_key, allow_unsigned_tail, origin, trusted_checkpoint },
         } => match (database_url, url) {
-            (Some(db), None) => audit_verify(&db, &public_key, allow_unsigned_tail, origin),
+            (Some(db), None) => audit_verify(&db, &public_key, allow_unsigned_tail, origin, trusted_checkpoint),
             (None, Some(url)) => {
                 let text = std::fs::read_to_string(&public_key)
                     .with_context(|| format!("reading {}", public_key.display()))?;
                 let verifier = merkle::Verifier::parse(text.trim()).context("the public key file")?;
+                let trusted = trusted_checkpoint
+                    .map(|f| open_trusted(&verifier, &f, origin.as_deref()))
+                    .transpose()
+                    .context("audit verify FAILED")?;
                 let report = verify_url::verify(
                     &url,
                     token.as_deref().unwrap_or_default(),
                     &verifier,
                     allow_unsigned_tail,
                     origin.as_deref(),
+                    trusted.as_ref(),
                 )
                 .context("audit verify FAILED")?;
                 println!("{}", serde_json::to_string_pretty(&report)?);
@@ -275,6 +311,9 @@ fn run(cli: Cli) -> Result<()> {
             }
             _ => anyhow::bail!("give --database-url or --url"),
         },
+        Cmd::Audit { command: AuditCmd::Watch { url, state, interval, public_key, token, once } } => {
+            watch::run(&watch::Args { url, state, interval, public_key, token, once }).context("audit watch FAILED")
+        }
         Cmd::Ledger { database_url, read } => {
             let url = database_url.context("--database-url or KARTU_DATABASE_URL is required")?;
             let ledger = Ledger::open(&url, LedgerConfig::default()).context("opening the ledger")?;
@@ -323,18 +362,25 @@ fn audit_verify(
     key_file: &std::path::Path,
     allow_unsigned_tail: bool,
     origin: Option<String>,
+    trusted_checkpoint: Option<std::path::PathBuf>,
 ) -> Result<()> {
     let text = std::fs::read_to_string(key_file).with_context(|| format!("reading {}", key_file.display()))?;
     let verifier = merkle::Verifier::parse(text.trim()).context("the public key file does not hold a verifier key")?;
-    let options = ledger::verify::VerifyOptions { allow_unsigned_tail, origin };
-    let mut last_report = std::time::Instant::now();
+    let trusted = trusted_checkpoint
+        .map(|f| open_trusted(&verifier, &f, origin.as_deref()))
+        .transpose()
+        .context("audit verification FAILED")?;
+    let options = ledger::verify::VerifyOptions { allow_unsigned_tail, origin, trusted };
+    let (mut bar, mut last_done): (Option<progress::Progress>, u64) = (None, 0);
     let progress = |done: i64, total: i64| {
-        if last_report.elapsed() >= std::time::Duration::from_secs(1) {
-            eprintln!("verified {done} of {total} leaves");
-            last_report = std::time::Instant::now();
-        }
+        last_done = done as u64;
+        bar.get_or_insert_with(|| progress::Progress::new("verified", total as u64)).set(done as u64);
     };
-    match ledger::verify::verify(url, &verifier, &options, progress) {
+    let result = ledger::verify::verify(url, &verifier, &options, progress);
+    if let Some(b) = bar.as_mut() {
+        b.finish(last_done);
+    }
+    match result {
         Ok(r) => {
             let rate = r.leaves as f64 / r.elapsed.as_secs_f64().max(1e-9);
             println!(
@@ -351,6 +397,22 @@ fn audit_verify(
         }
         Err(e) => anyhow::bail!("audit verification FAILED: {e}"),
     }
+}
+
+/// Reads a signed checkpoint an auditor kept and checks its signature (and origin).
+fn open_trusted(
+    verifier: &merkle::Verifier,
+    file: &std::path::Path,
+    origin: Option<&str>,
+) -> Result<merkle::Checkpoint> {
+    let note = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let checkpoint = verifier
+        .open(&note)
+        .map_err(|e| anyhow::anyhow!("the trusted checkpoint {} does not verify: {e}", file.display()))?;
+    if let Some(origin) = origin.filter(|o| *o != checkpoint.origin()) {
+        anyhow::bail!("the trusted checkpoint's origin is {:?}, expected {origin:?}", checkpoint.origin());
+    }
+    Ok(checkpoint)
 }
 
 fn hex_lower(bytes: &[u8]) -> String {

@@ -50,7 +50,7 @@ pub struct Report {
 
 const PAGE: i64 = 1000;
 
-fn get(agent: &ureq::Agent, url: &str, token: &str) -> Result<String> {
+pub(crate) fn get(agent: &ureq::Agent, url: &str, token: &str) -> Result<String> {
     let mut response = agent
         .get(url)
         .header("Authorization", &format!("Bearer {token}"))
@@ -71,6 +71,7 @@ pub fn verify(
     verifier: &merkle::Verifier,
     allow_unsigned_tail: bool,
     origin: Option<&str>,
+    trusted: Option<&merkle::Checkpoint>,
 ) -> Result<Report> {
     let base = base.trim_end_matches('/');
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
@@ -85,8 +86,11 @@ pub fn verify(
     let mut balances: HashMap<i64, (String, i64)> = HashMap::new();
     let (mut next_seq, mut next_event, mut last_time) = (1i64, 1i64, i64::MIN);
     let mut checked_root = checkpoint.size() == 0;
+    let total = checkpoint.size().max(trusted.map_or(0, |t| t.size()));
+    let mut progress = crate::progress::Progress::new("verified", total);
     loop {
         let from = tree.size();
+        progress.set(from);
         let page: Leaves =
             serde_json::from_str(&get(&agent, &format!("{base}/v1/audit/leaves?from={from}&limit={PAGE}"), token)?)
                 .context("the leaves page is not the documented JSON")?;
@@ -159,7 +163,26 @@ pub fn verify(
                 }
                 checked_root = true;
             }
+            if let Some(t) = trusted.filter(|t| t.size() == tree.size()) {
+                if &tree.root() != t.root() {
+                    // The server's own checkpoint, if smaller and matching, vouches for the
+                    // leaves before it: the first difference is after.
+                    let from = if checkpoint.size() < t.size() && checked_root { checkpoint.size() } else { 0 };
+                    let to = t.size() - 1;
+                    let place = if from == to { format!("leaf {from}") } else { format!("a leaf in {from}..={to}") };
+                    bail!(
+                        "the log does not extend the trusted checkpoint of size {}: the root of its first {} leaves \
+                         differs from the trusted root; the first difference is {place}",
+                        t.size(),
+                        t.size()
+                    );
+                }
+            }
         }
+    }
+    progress.finish(tree.size());
+    if let Some(t) = trusted.filter(|t| t.size() > tree.size()) {
+        bail!("rollback: the server has {} leaves, fewer than the {} of the trusted checkpoint", tree.size(), t.size());
     }
     if !checked_root {
         bail!("the server has {} leaves, fewer than its signed checkpoint's {}", tree.size(), checkpoint.size());

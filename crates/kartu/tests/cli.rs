@@ -31,6 +31,7 @@ fn signed_ledger(dir: &Path) -> (String, String) {
             signer,
             origin: "cli.kartu.example/log".into(),
             interval: std::time::Duration::from_secs(60),
+            trusted_file: None,
         }),
         ..LedgerConfig::default()
     };
@@ -628,4 +629,364 @@ fn operator_add_makes_a_second_person() {
     assert!(approved["credential"]["token"].as_str().is_some_and(|t| t.starts_with("kt_")), "{approved}");
     server.kill().expect("stop the server");
     let _ = server.wait();
+}
+
+/// A throwaway PostgreSQL database (`KARTU_TEST_POSTGRES_URL`), dropped at the end.
+struct PgDb {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl PgDb {
+    fn create(tag: &str) -> PgDb {
+        use diesel::connection::SimpleConnection;
+        use diesel::Connection;
+        let admin = std::env::var("KARTU_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let name = format!("kartu_cli_{tag}_{}", std::process::id());
+        let mut c = diesel::PgConnection::establish(&admin).unwrap_or_else(|e| panic!("PostgreSQL at {admin}: {e}"));
+        c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).expect("drop database");
+        c.batch_execute(&format!("CREATE DATABASE {name}")).expect("create database");
+        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b).to_owned();
+        PgDb { url: format!("{base}/{name}"), admin, name }
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        use diesel::connection::SimpleConnection;
+        use diesel::Connection;
+        if let Ok(mut c) = diesel::PgConnection::establish(&self.admin) {
+            let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+        }
+    }
+}
+
+/// Runs SQL as the database owner.
+fn owner_sql(url: &str, sql: &str) {
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let mut c = diesel::sqlite::SqliteConnection::establish(path).expect("open sqlite");
+        c.batch_execute(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    } else {
+        let mut c = diesel::PgConnection::establish(url).expect("open postgres");
+        c.batch_execute(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+}
+
+/// A blob literal for either backend.
+fn blob(url: &str, bytes: &[u8]) -> String {
+    if url.starts_with("sqlite://") {
+        format!("X'{}'", hex::encode(bytes))
+    } else {
+        format!("'\\x{}'::bytea", hex::encode(bytes))
+    }
+}
+
+/// A `kartu serve` whose stderr lines are collected.
+struct Served {
+    child: KillOnDrop,
+    base: String,
+    log: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+fn serve_collecting(data: &str, port: u16) -> Served {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kartu"))
+        .args(["serve", "--data-dir", data, "--listen", &format!("127.0.0.1:{port}")])
+        .env("KARTU_CHECKPOINT_INTERVAL_MS", "100")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("serve");
+    let mut lines = std::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut base = None;
+    for line in lines.by_ref().map_while(Result::ok) {
+        log.lock().expect("log").push(line.clone());
+        if let Some(b) = line.split("serving on ").nth(1) {
+            base = Some(b.to_owned());
+            break;
+        }
+    }
+    let sink = log.clone();
+    std::thread::spawn(move || lines.map_while(Result::ok).for_each(|l| sink.lock().expect("log").push(l)));
+    let base = base.unwrap_or_else(|| panic!("the server did not start: {:?}", log.lock().expect("log")));
+    Served { child: KillOnDrop(child), base, log }
+}
+
+impl Served {
+    fn stop(mut self) {
+        let pid = self.child.0.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+        let status = self.child.0.wait().expect("wait");
+        assert!(status.success(), "serve must stop cleanly: {status}");
+    }
+}
+
+fn http(agent: &ureq::Agent, url: &str, token: Option<&str>) -> (u16, String) {
+    let mut req = agent.get(url);
+    if let Some(t) = token {
+        req = req.header("Authorization", &format!("Bearer {t}"));
+    }
+    let mut r = req.call().expect("get");
+    (r.status().as_u16(), r.body_mut().read_to_string().unwrap_or_default())
+}
+
+/// Waits until the newest checkpoint covers the whole log; returns its note.
+fn signed_to_the_end(agent: &ureq::Agent, base: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, ready) = http(agent, &format!("{base}/readyz"), None);
+        let size = serde_json::from_str::<serde_json::Value>(&ready).ok().and_then(|v| v["tree_size"].as_u64());
+        let (status, note) = http(agent, &format!("{base}/v1/audit/checkpoints/latest"), None);
+        if status == 200 && size.is_some_and(|s| note.lines().nth(1) == Some(&s.to_string())) {
+            return note;
+        }
+        assert!(std::time::Instant::now() < deadline, "no checkpoint covers the log: {ready} {note}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Issue 13: after a day, a database owner deletes the last checkpoints and rewrites a
+/// posting and its leaf consistently (journal, leaf, leaf hash, Merkle nodes). The
+/// restarted server signs nothing and is not ready, naming each tamper; `audit verify
+/// --trusted-checkpoint` fails naming where the log first differs; `audit watch` exits
+/// non-zero (a rollback). With the data directory's checkpoint file gone too, the server
+/// signs the rewritten log, and the watcher calls it a fork.
+fn rewritten_history_is_refused(pg: Option<&PgDb>) {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("city");
+    let data_s = data.display().to_string();
+    let mut init = vec!["init", "--data-dir", &data_s];
+    if let Some(db) = pg {
+        init.extend(["--database-url", &db.url]);
+    }
+    let (ok, out, err) = kartu(&init);
+    assert!(ok, "{err}");
+    let op = out.trim().to_owned();
+    let url = pg.map_or_else(|| format!("sqlite://{}", data.join("kartu.db").display()), |db| db.url.clone());
+    let verifier = err.lines().find_map(|l| l.split("verifier key: ").nth(1)).expect("verifier").to_owned();
+    let key_file = dir.path().join("log.pub");
+    std::fs::write(&key_file, format!("{verifier}\n")).expect("key");
+    let key_s = key_file.display().to_string();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+
+    // The day: floats to an agent, signed in two parts.
+    let server = serve_collecting(&data_s, port);
+    let base = server.base.clone();
+    let post = |path: &str, key: &str, body: serde_json::Value| -> serde_json::Value {
+        let mut r = agent
+            .post(&format!("{base}{path}"))
+            .header("Authorization", &format!("Bearer {op}"))
+            .header("Idempotency-Key", key)
+            .send_json(&body)
+            .expect("post");
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        r.body_mut().read_json().expect("json")
+    };
+    let auditor = post("/v1/credentials", "c1", serde_json::json!({"role": "auditor", "name": "auditor"}));
+    let auditor = auditor["token"].as_str().expect("token").to_owned();
+    let a = post("/v1/agents", "a1", serde_json::json!({"name": "agent"}));
+    let float = format!("/v1/agents/{}/float", a["id"].as_str().expect("id"));
+    for i in 0..4 {
+        post(&float, &format!("f{i}"), serde_json::json!({"amount": format!("{}.00", 100 + i)}));
+    }
+    let early = signed_to_the_end(&agent, &base);
+    let early_size: i64 = early.lines().nth(1).and_then(|l| l.parse().ok()).expect("size");
+    for i in 4..8 {
+        post(&float, &format!("f{i}"), serde_json::json!({"amount": format!("{}.00", 100 + i)}));
+    }
+    let note = signed_to_the_end(&agent, &base);
+    let size: i64 = note.lines().nth(1).and_then(|l| l.parse().ok()).expect("size");
+    assert!(size > early_size + 3, "{early_size} {size}");
+    // The signer keeps its last note outside the database, privately.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let file = data.join("checkpoint.latest");
+        assert_eq!(std::fs::read_to_string(&file).expect("checkpoint.latest"), note);
+        assert_eq!(std::fs::metadata(&file).expect("meta").permissions().mode() & 0o777, 0o600);
+    }
+    // The auditor keeps the note and starts watching.
+    let trusted = dir.path().join("trusted.note");
+    std::fs::write(&trusted, &note).expect("trusted");
+    let trusted_s = trusted.display().to_string();
+    let state = dir.path().join("watch.json").display().to_string();
+    let watch = || kartu(&["audit", "watch", "--url", &base, "--state", &state, "--token", &auditor, "--once"]);
+    let (ok, out, err) = watch();
+    assert!(ok && out.contains(&format!("verified: {size} leaves")), "{out} {err}");
+    let (ok, out, err) = watch();
+    assert!(ok && out.contains("unchanged"), "{out} {err}");
+    // A watcher holding another key: the server's checkpoint has a bad signature for it.
+    let other = merkle::Signer::generate_pkcs8(&ring::rand::SystemRandom::new()).expect("key");
+    let other = merkle::Signer::from_pkcs8("other.example", &other).expect("signer");
+    let other_key = dir.path().join("other.pub");
+    std::fs::write(&other_key, format!("{}\n", other.verifier_key())).expect("key");
+    let other_state = dir.path().join("other.json").display().to_string();
+    let (ok, out, err) = kartu(&[
+        "audit",
+        "watch",
+        "--url",
+        &base,
+        "--state",
+        &other_state,
+        "--token",
+        &auditor,
+        "--public-key",
+        &other_key.display().to_string(),
+        "--once",
+    ]);
+    assert!(!ok && err.contains("BAD SIGNATURE"), "{out} {err}");
+    assert!(!std::path::Path::new(&other_state).exists(), "a failed watch saved a state");
+    let verify_db = |extra: &[&str]| {
+        let mut args = vec!["audit", "verify", "--database-url", &url, "--public-key", &key_s];
+        args.extend_from_slice(extra);
+        kartu(&args)
+    };
+    let (ok, out, err) = verify_db(&["--trusted-checkpoint", &trusted_s, "--allow-unsigned-tail"]);
+    assert!(ok, "{out} {err}");
+    server.stop();
+
+    // The tamper, as the database owner: delete the checkpoints after the early one, and
+    // make the last float bigger, in the tables, its leaf, its hash and the tree.
+    let ledger = Ledger::open(&url, LedgerConfig::default()).expect("open");
+    let last_seq = ledger.last_seq().expect("seq");
+    let mut entry = ledger.entry(last_seq).expect("entry").expect("exists");
+    let leaf_index = entry.audit.expect("leaf").leaf_index;
+    assert!(leaf_index >= early_size, "the rewritten leaf is after the early checkpoint");
+    let mut hashes: Vec<merkle::Hash> = Vec::new();
+    for page in 0.. {
+        let rows = ledger.leaves(page * 1000, 1000).expect("leaves");
+        if rows.is_empty() {
+            break;
+        }
+        hashes.extend(rows.iter().map(|r| merkle::leaf_hash(&r.leaf)));
+    }
+    ledger.shutdown();
+    const DELTA: i64 = 100_000_000;
+    entry.amount_minor += DELTA;
+    for p in &mut entry.postings {
+        let d = if p.amount_minor > 0 { DELTA } else { -DELTA };
+        p.amount_minor += d;
+        p.balance_after_minor += d;
+    }
+    let leaf = ledger::audit::entry_leaf(&entry);
+    hashes[leaf_index as usize] = merkle::leaf_hash(&leaf);
+    let tree = merkle::MemoryTree::from_leaf_hashes(&hashes).expect("tree");
+    let tables = ["journal_entries", "postings", "audit_leaves", "merkle_nodes", "checkpoints"];
+    let mut sql = String::new();
+    for t in tables {
+        if pg.is_some() {
+            sql.push_str(&format!("ALTER TABLE {t} DISABLE TRIGGER USER;"));
+        } else {
+            sql.push_str(&format!("DROP TRIGGER {t}_no_update; DROP TRIGGER {t}_no_delete;"));
+        }
+    }
+    sql.push_str(&format!("DELETE FROM checkpoints WHERE tree_size > {early_size};"));
+    sql.push_str(&format!("UPDATE journal_entries SET amount_minor = {} WHERE seq = {last_seq};", entry.amount_minor));
+    for (leg, p) in entry.postings.iter().enumerate() {
+        sql.push_str(&format!(
+            "UPDATE postings SET amount_minor = {}, balance_after_minor = {} WHERE entry_seq = {last_seq} AND leg = {leg};",
+            p.amount_minor, p.balance_after_minor
+        ));
+    }
+    sql.push_str(&format!(
+        "UPDATE audit_leaves SET leaf = {}, leaf_hash = {} WHERE leaf_index = {leaf_index};",
+        blob(&url, &leaf),
+        blob(&url, &hashes[leaf_index as usize])
+    ));
+    sql.push_str("DELETE FROM merkle_nodes;");
+    for level in 4..64u8 {
+        for index in 0.. {
+            match tree.node(merkle::NodeCoord::new(level, index)) {
+                Some(h) => sql.push_str(&format!(
+                    "INSERT INTO merkle_nodes (level, idx, hash) VALUES ({level}, {index}, {});",
+                    blob(&url, &h)
+                )),
+                None => break,
+            }
+        }
+    }
+    owner_sql(&url, &sql);
+    // Without a trusted checkpoint, the rewritten log verifies as "not yet signed".
+    let (ok, out, err) = verify_db(&["--allow-unsigned-tail"]);
+    assert!(ok, "the consistent rewrite should pass a plain verify: {out} {err}");
+
+    // The restarted server refuses: nothing signed, not ready, the reason named, once.
+    let server = serve_collecting(&data_s, port);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (status, body) = loop {
+        let (status, body) = http(&agent, &format!("{base}/readyz"), None);
+        if status != 200 || std::time::Instant::now() > deadline {
+            break (status, body);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("checkpoint_refused"), "{body}");
+    assert!(body.contains("rewritten") && body.contains(&format!("first {size} leaves")), "{body}");
+    assert!(body.contains("deleted") && body.contains(&format!("size {size}")), "{body}");
+    let (_, metrics) = http(&agent, &format!("{base}/metrics"), None);
+    assert!(metrics.lines().any(|l| l == "kartu_checkpoint_refused 1"), "{metrics}");
+    post(&float, "f-after", serde_json::json!({"amount": "1.00"}));
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let (_, latest) = http(&agent, &format!("{base}/v1/audit/checkpoints/latest"), None);
+    assert_eq!(latest, early, "the refusing signer signed something");
+    let errors: Vec<String> = server.log.lock().expect("log").iter().filter(|l| l.contains("ERROR")).cloned().collect();
+    assert_eq!(errors.len(), 1, "one error, once: {errors:?}");
+    assert!(errors[0].contains("does not extend the last signed checkpoint"), "{errors:?}");
+
+    // The auditor's kept checkpoint names where the log first differs, on the database
+    // and through the API.
+    let (ok, out, err) = verify_db(&["--trusted-checkpoint", &trusted_s, "--allow-unsigned-tail"]);
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains(&format!("does not extend the trusted checkpoint of size {size}"))
+            && err.contains(&format!("first difference is a leaf in {early_size}..={}", size - 1)),
+        "{err}"
+    );
+    let (ok, out, err) = kartu(&[
+        "audit",
+        "verify",
+        "--url",
+        &base,
+        "--token",
+        &auditor,
+        "--public-key",
+        &key_s,
+        "--allow-unsigned-tail",
+        "--trusted-checkpoint",
+        &trusted_s,
+    ]);
+    assert!(!ok && err.contains(&format!("does not extend the trusted checkpoint of size {size}")), "{out} {err}");
+    let (ok, out, err) = watch();
+    assert!(!ok && err.contains("ROLLBACK") && err.contains(&format!("fewer than the {size}")), "{out} {err}");
+    server.stop();
+
+    // An owner of the data directory too deletes the signer's file: the server then
+    // trusts the database's newest checkpoint and signs the rewritten log. The watcher,
+    // which kept the old one, calls it a fork.
+    std::fs::remove_file(data.join("checkpoint.latest")).expect("rm");
+    let server = serve_collecting(&data_s, port);
+    let resigned = signed_to_the_end(&agent, &base);
+    assert_ne!(resigned, early);
+    let (ok, out, err) = watch();
+    assert!(!ok && err.contains("FORK"), "{out} {err}");
+    let (ok, _, err) = verify_db(&["--trusted-checkpoint", &trusted_s]);
+    assert!(!ok && err.contains("does not extend the trusted checkpoint"), "{err}");
+    server.stop();
+}
+
+#[test]
+fn rewritten_history_is_refused_on_sqlite() {
+    rewritten_history_is_refused(None);
+}
+
+#[test]
+fn rewritten_history_is_refused_on_postgres() {
+    let db = PgDb::create("history");
+    rewritten_history_is_refused(Some(&db));
 }

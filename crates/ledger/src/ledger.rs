@@ -74,11 +74,20 @@ pub struct CheckpointSettings {
     pub origin: String,
     /// How often to check for new leaves.
     pub interval: std::time::Duration,
+    /// The file outside the database that keeps the last checkpoint signed (the data
+    /// directory's [`crate::signer::TRUSTED_CHECKPOINT_FILE`]), written atomically after
+    /// each signature and trusted on start. `None`: memory only (tests, benchmarks); on
+    /// start the database's newest checkpoint is trusted then.
+    pub trusted_file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for CheckpointSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CheckpointSettings").field("origin", &self.origin).field("interval", &self.interval).finish()
+        f.debug_struct("CheckpointSettings")
+            .field("origin", &self.origin)
+            .field("interval", &self.interval)
+            .field("trusted_file", &self.trusted_file)
+            .finish()
     }
 }
 
@@ -128,6 +137,8 @@ struct Inner {
     backend: Backend,
     reads: Mutex<Vec<Db>>,
     config: LedgerConfig,
+    /// What the checkpoint signer trusts, and whether it refuses.
+    signer: Mutex<crate::signer::SignerState>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -204,11 +215,16 @@ impl Ledger {
                 backend,
                 reads: Mutex::new(Vec::new()),
                 config,
+                signer: Mutex::new(Default::default()),
             }),
         };
         if let Some(settings) = ledger.inner.config.checkpoints.clone() {
             let interval = settings.interval;
             ledger.every(interval, "ledger-checkpointer", move |ledger| {
+                // A refusal is logged once, when it happens; then the signer only waits.
+                if ledger.checkpoint_refusal().is_some() {
+                    return;
+                }
                 if let Err(e) = ledger.checkpoint_now() {
                     tracing::warn!(error = %e, "checkpoint failed; trying again");
                 }
@@ -524,30 +540,36 @@ impl Ledger {
 
     /// Signs and stores a checkpoint of the current tree if it grew since the last one.
     /// Returns the new checkpoint, or `None` when there was nothing new (or no signer).
+    ///
+    /// It signs only a tree that extends the last checkpoint it signed (see
+    /// [`crate::signer`]): otherwise it refuses from then on, logs an error once, and
+    /// [`Ledger::checkpoint_refusal`] says why; this returns an error while it refuses.
     pub fn checkpoint_now(&self) -> Result<Option<crate::store::CheckpointRow>, LedgerError> {
         let Some(settings) = self.inner.config.checkpoints.clone() else { return Ok(None) };
         let now_us = (self.inner.config.clock)();
-        self.read(|db| {
-            let size = db.tree_size()?;
-            let last = db.latest_checkpoint()?.map_or(0, |c| c.tree_size);
-            if size == 0 || size <= last {
-                return Ok(None);
+        let mut state = self.inner.signer.lock().map_err(|_| LedgerError::Unavailable)?;
+        if let Some(reason) = &state.refused {
+            return Err(LedgerError::Storage(format!("the checkpoint signer refuses: {reason}")));
+        }
+        match self.read(|db| crate::signer::step(db, &settings, &mut state, now_us))? {
+            crate::signer::Step::Signed(row) => Ok(Some(row)),
+            crate::signer::Step::Nothing => Ok(None),
+            crate::signer::Step::Refuse(reason) => {
+                tracing::error!(
+                    reason = %reason,
+                    "the audit log does not extend the last signed checkpoint: signing nothing until an operator \
+                     has looked"
+                );
+                state.refused = Some(reason.clone());
+                Err(LedgerError::Storage(format!("the checkpoint signer refuses: {reason}")))
             }
-            let nodes = db.nodes(&merkle::nodes_needed_for_root(size as u64))?;
-            let root = merkle::root(size as u64, |c| nodes.get(&c).copied()).map_err(tree_error)?;
-            let time = std::time::UNIX_EPOCH + std::time::Duration::from_micros(now_us.max(0) as u64);
-            let extension = format!("time {}", humantime::format_rfc3339_seconds(time));
-            let checkpoint = merkle::Checkpoint::new(&settings.origin, size as u64, root, vec![extension])
-                .map_err(|e| LedgerError::Storage(format!("checkpoint: {e}")))?;
-            let row = crate::store::CheckpointRow {
-                tree_size: size,
-                root: root.to_vec(),
-                time_us: now_us,
-                note: checkpoint.sign(&settings.signer),
-            };
-            db.insert_checkpoint(&row)?;
-            Ok(Some(row))
-        })
+        }
+    }
+
+    /// Why the checkpoint signer refuses to sign (the log does not extend the last
+    /// checkpoint it signed), if it does.
+    pub fn checkpoint_refusal(&self) -> Option<String> {
+        self.inner.signer.lock().ok().and_then(|s| s.refused.clone())
     }
 
     /// Runs `f` on the registry (holders, cards, merchants, credentials...), each statement

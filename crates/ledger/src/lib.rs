@@ -6,13 +6,15 @@
 //! - `store`: the only module that knows SQL (SQLite and PostgreSQL through diesel);
 //! - [`audit`]: the canonical leaf bytes of the Merkle audit log (docs/AUDIT.md);
 //! - [`verify`]: the auditor's check of a whole database;
-//! - [`Ledger`]: the group-committing writer, the reads, proofs and signed checkpoints.
+//! - [`Ledger`]: the group-committing writer, the reads, proofs and signed checkpoints;
+//! - [`signer`]: what the checkpoint signer trusts, and why it may refuse to sign.
 
 pub mod audit;
 pub mod domain;
 mod ledger;
 mod machine;
 pub mod money;
+pub mod signer;
 mod store;
 pub mod verify;
 

@@ -26,6 +26,9 @@ pub struct VerifyOptions {
     pub allow_unsigned_tail: bool,
     /// The origin line checkpoints must carry, if given.
     pub origin: Option<String>,
+    /// An earlier signed checkpoint the auditor kept (its signature already checked): the
+    /// log must extend it — at least its size, and the first `size` leaves hash to its root.
+    pub trusted: Option<merkle::Checkpoint>,
 }
 
 /// What was checked, when everything holds.
@@ -169,7 +172,31 @@ impl Auditor<'_> {
             leaf_index: at,
             reason: e.to_string(),
         })?;
+        self.trusted_at()?;
         self.checkpoints_at(db)
+    }
+
+    /// When the tree reaches the trusted checkpoint's size, its root must be the trusted one.
+    fn trusted_at(&self) -> Result<(), VerifyError> {
+        let Some(trusted) = &self.options.trusted else { return Ok(()) };
+        if self.tree.size() != trusted.size() || &self.tree.root() == trusted.root() {
+            return Ok(());
+        }
+        // Every leaf up to the last checkpoint verified so far is as signed then: the first
+        // difference is after it.
+        let (from, to) = (self.last_checked_size, trusted.size() as i64 - 1);
+        let place = if from == to { format!("leaf {from}") } else { format!("a leaf in {from}..={to}") };
+        fail(
+            None,
+            Some(from),
+            format!(
+                "the log does not extend the trusted checkpoint of size {}: the root of its first {} leaves \
+                 differs from the trusted root; the first difference is {place} (leaves before {from} match the \
+                 last signed checkpoint that verifies)",
+                trusted.size(),
+                trusted.size()
+            ),
+        )
     }
 
     fn entry(&mut self, db: &mut Db, row: &crate::store::LeafRow, hash: [u8; 32]) -> Result<(), VerifyError> {
@@ -374,6 +401,18 @@ impl Auditor<'_> {
         started: Instant,
     ) -> Result<VerifyReport, VerifyError> {
         let size = self.tree.size() as i64;
+        if let Some(trusted) = &self.options.trusted {
+            if trusted.size() > size as u64 {
+                return fail(
+                    None,
+                    Some(size),
+                    format!(
+                        "rollback: the log holds {size} leaves, fewer than the {} of the trusted checkpoint",
+                        trusted.size()
+                    ),
+                );
+            }
+        }
         if self.journal.is_empty() {
             self.journal.extend(db.entries_from(self.next_seq, 1)?);
         }

@@ -8,6 +8,8 @@
 //!   `nodes_needed_for_*` twin so a database fetches every node in one query.
 //! - [`verify_inclusion`], [`verify_consistency`]: the RFC 9162 verification algorithms.
 //! - [`MemoryTree`]: the same store in memory, for tests and for auditors.
+//! - [`CompactRange`]: only the right edge, in O(log n) memory: how the signer and a
+//!   watcher extend a tree they trust from the new leaves alone.
 //! - [`Checkpoint`], [`Signer`], [`Verifier`]: C2SP tlog-checkpoint bodies in C2SP
 //!   signed notes with Ed25519 keys, readable by existing transparency-log tools.
 //!
@@ -27,6 +29,7 @@
 //! ```
 
 mod checkpoint;
+mod compact;
 mod hash;
 mod memory;
 mod note;
@@ -34,6 +37,7 @@ pub mod tree;
 mod verify;
 
 pub use checkpoint::{Checkpoint, CHECKPOINT_BODY_BYTES_MAX};
+pub use compact::CompactRange;
 pub use hash::{empty_root, leaf_hash, node_hash, root_from_leaves, Hash};
 pub use memory::MemoryTree;
 pub use note::{KeyId, NoteError, Signer, Verifier, NOTE_BYTES_MAX, SIGNATURES_MAX};

@@ -36,7 +36,12 @@ pub fn open_signed(
 ) -> Result<Ledger, String> {
     let config = LedgerConfig {
         clock: clock.clock(),
-        checkpoints: Some(CheckpointSettings { signer: signer.clone(), origin: ORIGIN.into(), interval }),
+        checkpoints: Some(CheckpointSettings {
+            signer: signer.clone(),
+            origin: ORIGIN.into(),
+            interval,
+            trusted_file: None,
+        }),
         ..LedgerConfig::default()
     };
     Ledger::open(&db.url, config).map_err(s)

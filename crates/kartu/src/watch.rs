@@ -1,0 +1,232 @@
+//! `kartu audit watch`: an auditor's witness of a live server. It remembers the last
+//! checkpoint it verified (in a state file) and, at every poll, checks that the server's
+//! newest signed checkpoint extends it: the signature (with the key pinned on the first
+//! run), an RFC 9162 consistency proof from the server, and the new leaves fetched and
+//! rehashed onto the tree's right edge kept in the state. A smaller tree (rollback), a
+//! tree that does not extend the last one (fork), or a bad signature ends it with an error.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::verify_url::get;
+
+/// Leaves fetched per request.
+const PAGE: u64 = 1000;
+
+/// What `watch` was asked to do.
+#[derive(Debug)]
+pub struct Args {
+    /// The server's base URL.
+    pub url: String,
+    /// The state file.
+    pub state: PathBuf,
+    /// Seconds between polls.
+    pub interval: u64,
+    /// The verifier key file; otherwise the state's pinned key, or the server's on the first run.
+    pub public_key: Option<PathBuf>,
+    /// An auditor token (the leaves need one).
+    pub token: String,
+    /// One poll, then exit.
+    pub once: bool,
+}
+
+/// The last checkpoint verified.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct State {
+    /// The checkpoint verifier key line, pinned on the first run.
+    verifier_key: String,
+    /// The log's origin line.
+    origin: String,
+    /// Tree size of the last verified checkpoint.
+    size: u64,
+    /// Its root, hex.
+    root: String,
+    /// The tree's right edge at `size` (perfect subtrees, largest first), hex.
+    edge: Vec<String>,
+    /// The signed note itself (an auditor can keep it as a trusted checkpoint).
+    note: String,
+}
+
+#[derive(Deserialize)]
+struct Leaves {
+    leaves: Vec<Leaf>,
+}
+
+#[derive(Deserialize)]
+struct Leaf {
+    leaf_index: u64,
+    leaf: String,
+    leaf_hash: String,
+}
+
+#[derive(Deserialize)]
+struct Consistency {
+    hashes: Vec<String>,
+}
+
+fn hash_of(text: &str) -> Result<merkle::Hash> {
+    let bytes = hex::decode(text).map_err(|_| anyhow!("{text:?} is not hex"))?;
+    bytes.try_into().map_err(|_| anyhow!("{text:?} is not a 32-byte hash"))
+}
+
+fn read_state(path: &Path) -> Result<Option<State>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(
+            serde_json::from_str(&text).with_context(|| format!("{} is not a watch state file", path.display()))?,
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Polls until an error (or once).
+pub fn run(args: &Args) -> Result<()> {
+    let base = args.url.trim_end_matches('/');
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into();
+    let mut state = read_state(&args.state)?;
+    let key_line = match (&args.public_key, &state) {
+        (Some(file), pinned) => {
+            let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+            let line = text.trim().to_owned();
+            if let Some(s) = pinned.as_ref().filter(|s| s.verifier_key != line) {
+                bail!(
+                    "BAD KEY: {} holds another key than the one pinned in the state ({})",
+                    file.display(),
+                    s.verifier_key
+                );
+            }
+            line
+        }
+        (None, Some(s)) => s.verifier_key.clone(),
+        (None, None) => {
+            let line = get(&agent, &format!("{base}/v1/audit/public-key"), &args.token)?.trim().to_owned();
+            eprintln!("kartu: pinning the server's checkpoint key {line}");
+            line
+        }
+    };
+    let verifier = merkle::Verifier::parse(&key_line).context("the checkpoint verifier key")?;
+    loop {
+        poll(&agent, base, &args.token, &verifier, &key_line, &mut state, &args.state)?;
+        if args.once {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_secs(args.interval.max(1)));
+    }
+}
+
+fn poll(
+    agent: &ureq::Agent,
+    base: &str,
+    token: &str,
+    verifier: &merkle::Verifier,
+    key_line: &str,
+    state: &mut Option<State>,
+    path: &Path,
+) -> Result<()> {
+    let note = get(agent, &format!("{base}/v1/audit/checkpoints/latest"), token)?;
+    let checkpoint = verifier.open(&note).map_err(|e| {
+        anyhow!("BAD SIGNATURE: the server's newest checkpoint does not verify with the pinned key: {e}")
+    })?;
+    let (new_size, new_root) = (checkpoint.size(), *checkpoint.root());
+    let (old_size, old_root, mut edge) = match state.as_ref() {
+        Some(s) => {
+            if s.origin != checkpoint.origin() {
+                bail!(
+                    "FORK: the server's checkpoint is for origin {:?}, the watched log is {:?}",
+                    checkpoint.origin(),
+                    s.origin
+                );
+            }
+            let hashes = s.edge.iter().map(|h| hash_of(h)).collect::<Result<Vec<_>>>()?;
+            let edge = merkle::CompactRange::from_parts(s.size, hashes)
+                .ok_or_else(|| anyhow!("the state file's edge does not fit its size"))?;
+            (s.size, hash_of(&s.root)?, edge)
+        }
+        None => (0, merkle::empty_root(), merkle::CompactRange::new()),
+    };
+    if edge.root() != old_root {
+        bail!("the state file's edge does not give its root: the state file was changed");
+    }
+    if new_size < old_size {
+        bail!(
+            "ROLLBACK: the server's newest checkpoint has {new_size} leaves, fewer than the {old_size} of the \
+             checkpoint verified before (root {}): its log or its checkpoints were rolled back",
+            hex::encode(old_root)
+        );
+    }
+    if new_size == old_size {
+        if new_root != old_root {
+            bail!(
+                "FORK: the server signed another root ({}) for the size {old_size} already verified ({})",
+                hex::encode(new_root),
+                hex::encode(old_root)
+            );
+        }
+        println!("unchanged: {new_size} leaves, root {}", hex::encode(new_root));
+        return Ok(());
+    }
+    if old_size > 0 {
+        let body =
+            get(agent, &format!("{base}/v1/audit/proofs/consistency?first={old_size}&second={new_size}"), token)?;
+        let proof: Consistency =
+            serde_json::from_str(&body).context("the consistency proof is not the documented JSON")?;
+        let proof = proof.hashes.iter().map(|h| hash_of(h)).collect::<Result<Vec<_>>>()?;
+        merkle::verify_consistency(old_size, new_size, &old_root, &new_root, &proof).map_err(|e| {
+            anyhow!(
+                "FORK: the server's checkpoint of size {new_size} does not extend the one of size {old_size} verified \
+                 before: the consistency proof fails ({e})"
+            )
+        })?;
+    }
+    let mut progress = crate::progress::Progress::new("rehashed", new_size);
+    while edge.size() < new_size {
+        let from = edge.size();
+        progress.set(from);
+        let limit = PAGE.min(new_size - from);
+        let body = get(agent, &format!("{base}/v1/audit/leaves?from={from}&limit={limit}"), token)?;
+        let page: Leaves = serde_json::from_str(&body).context("the leaves page is not the documented JSON")?;
+        if page.leaves.is_empty() {
+            bail!("the server's leaves end at {from}, before its checkpoint's size {new_size}");
+        }
+        for leaf in page.leaves.into_iter().take(limit as usize) {
+            let at = edge.size();
+            if leaf.leaf_index != at {
+                bail!("leaf {at}: the server sent leaf {} instead", leaf.leaf_index);
+            }
+            let bytes = hex::decode(&leaf.leaf).map_err(|_| anyhow!("leaf {at} is not hex"))?;
+            let hash = merkle::leaf_hash(&bytes);
+            if hex::encode(hash) != leaf.leaf_hash {
+                bail!("leaf {at}: its leaf_hash is not SHA-256(0x00 || leaf)");
+            }
+            edge.append(hash).map_err(|e| anyhow!("leaf {at}: {e}"))?;
+        }
+    }
+    progress.finish(edge.size());
+    if edge.root() != new_root {
+        bail!(
+            "FORK: the leaves {old_size}..{new_size} the server serves, rehashed onto the tree verified before, do \
+             not give its checkpoint's root"
+        );
+    }
+    let next = State {
+        verifier_key: key_line.to_owned(),
+        origin: checkpoint.origin().to_owned(),
+        size: new_size,
+        root: hex::encode(new_root),
+        edge: edge.hashes().iter().map(hex::encode).collect(),
+        note,
+    };
+    let text = serde_json::to_string_pretty(&next)?;
+    ledger::signer::write_file_atomically(path, text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    *state = Some(next);
+    println!("verified: {new_size} leaves (from {old_size}), root {}", hex::encode(new_root));
+    Ok(())
+}

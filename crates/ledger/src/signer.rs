@@ -1,0 +1,236 @@
+//! The checkpoint signer's memory: the last checkpoint it signed, and the tree's right edge
+//! at that size recomputed from the leaves. Before it signs a larger tree it extends that
+//! edge with the leaves added since (each leaf hash recomputed from the leaf bytes), so the
+//! root it signs extends the one it signed before by construction; nothing stored about
+//! the tree (`merkle_nodes`, `leaf_hash`, `checkpoints`) is trusted.
+//!
+//! The last signed note is also kept in a file outside the database (the data directory's
+//! `checkpoint.latest`), so deleting checkpoints from the tables does not reset what the
+//! signer trusts. When the log no longer extends it — fewer leaves (a rollback), leaves that
+//! no longer hash to its root (a rewrite), its checkpoint row gone (deleted), or stored
+//! nodes that disagree with the leaves — the signer refuses: it signs nothing until an
+//! operator has looked (see docs/AUDIT.md).
+
+use std::io::Write as _;
+use std::path::Path;
+
+use crate::store::{CheckpointRow, Db};
+use crate::{CheckpointSettings, LedgerError};
+
+/// The file name of the last signed checkpoint in the data directory.
+pub const TRUSTED_CHECKPOINT_FILE: &str = "checkpoint.latest";
+
+/// Leaves read per query while extending the edge.
+const PAGE: i64 = 5_000;
+
+/// What the signer trusts.
+#[derive(Debug, Default)]
+pub(crate) struct SignerState {
+    /// The right edge at the last checkpoint signed; `None` until loaded (the first run).
+    trusted: Option<Trusted>,
+    /// Why it refuses to sign, once it does (sticky until a restart).
+    pub(crate) refused: Option<String>,
+    /// A signed note the file does not hold yet (its write failed): written again first.
+    file_behind: Option<String>,
+}
+
+#[derive(Debug)]
+struct Trusted {
+    edge: merkle::CompactRange,
+    root: merkle::Hash,
+}
+
+/// One step of the signer.
+pub(crate) enum Step {
+    /// Signed and stored.
+    Signed(CheckpointRow),
+    /// Nothing new to sign.
+    Nothing,
+    /// The log does not extend what the signer trusts: why.
+    Refuse(String),
+}
+
+/// Loads what to trust (on the first call), checks the log still extends it and signs the
+/// current tree when it grew.
+pub(crate) fn step(
+    db: &mut Db,
+    settings: &CheckpointSettings,
+    state: &mut SignerState,
+    now_us: i64,
+) -> Result<Step, LedgerError> {
+    if let (Some(note), Some(path)) = (state.file_behind.clone(), settings.trusted_file.as_deref()) {
+        write_file_atomically(path, note.as_bytes())
+            .map_err(|e| LedgerError::Storage(format!("writing {}: {e}", path.display())))?;
+        state.file_behind = None;
+    }
+    let size = db.tree_size()?;
+    if state.trusted.is_none() {
+        match load(db, settings, size)? {
+            Ok(trusted) => state.trusted = Some(trusted),
+            Err(reason) => return Ok(Step::Refuse(reason)),
+        }
+    }
+    let Some(trusted) = state.trusted.as_ref() else { return Ok(Step::Nothing) };
+    let trusted_size = trusted.edge.size() as i64;
+    if size < trusted_size {
+        return Ok(Step::Refuse(rollback(size, trusted_size)));
+    }
+    if let Some(reason) = missing_row(db, trusted_size, &trusted.root)? {
+        return Ok(Step::Refuse(reason));
+    }
+    let last = db.latest_checkpoint()?.map_or(0, |c| c.tree_size);
+    if size == 0 || size <= last || size == trusted_size {
+        return Ok(Step::Nothing);
+    }
+    let mut edge = trusted.edge.clone();
+    if let Err(reason) = extend(db, &mut edge, size)? {
+        return Ok(Step::Refuse(reason));
+    }
+    let root = edge.root();
+    let nodes = db.nodes(&merkle::nodes_needed_for_root(size as u64))?;
+    let stored = merkle::root(size as u64, |c| nodes.get(&c).copied()).ok();
+    if stored != Some(root) {
+        return Ok(Step::Refuse(format!(
+            "the stored Merkle nodes do not give the root of the first {size} leaves recomputed from the \
+             leaves: merkle_nodes was changed, or leaves before {trusted_size} were rewritten since this \
+             signer started"
+        )));
+    }
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_micros(now_us.max(0) as u64);
+    let extension = format!("time {}", humantime::format_rfc3339_seconds(time));
+    let checkpoint = merkle::Checkpoint::new(&settings.origin, size as u64, root, vec![extension])
+        .map_err(|e| LedgerError::Storage(format!("checkpoint: {e}")))?;
+    let row = CheckpointRow {
+        tree_size: size,
+        root: root.to_vec(),
+        time_us: now_us,
+        note: checkpoint.sign(&settings.signer),
+    };
+    // The row first: a file ahead of the table would look like a deleted checkpoint.
+    db.insert_checkpoint(&row)?;
+    state.trusted = Some(Trusted { edge, root });
+    if let Some(path) = settings.trusted_file.as_deref() {
+        if let Err(e) = write_file_atomically(path, row.note.as_bytes()) {
+            tracing::warn!(error = %e, file = %path.display(), "cannot write the last signed checkpoint; trying again");
+            state.file_behind = Some(row.note.clone());
+        }
+    }
+    Ok(Step::Signed(row))
+}
+
+fn rollback(size: i64, trusted: i64) -> String {
+    format!("rollback: the log holds {size} leaves, fewer than the {trusted} of the last checkpoint this signer signed")
+}
+
+/// What to trust on start: the file, else the database's newest checkpoint (first start),
+/// its edge recomputed from every leaf up to its size (once, O(n)). `Err(reason)`: refuse.
+fn load(db: &mut Db, settings: &CheckpointSettings, size: i64) -> Result<Result<Trusted, String>, LedgerError> {
+    let verifier = settings.signer.verifier();
+    let file_note = match settings.trusted_file.as_deref() {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) => Some((text, format!("the trusted checkpoint file {}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(LedgerError::Storage(format!("reading {}: {e}", path.display()))),
+        },
+        None => None,
+    };
+    let (note, from) = match file_note {
+        Some(found) => found,
+        None => match db.latest_checkpoint()? {
+            Some(row) => {
+                tracing::info!(
+                    size = row.tree_size,
+                    "no trusted checkpoint file: trusting the database's newest checkpoint once"
+                );
+                (row.note, format!("the database's newest checkpoint (size {})", row.tree_size))
+            }
+            None => return Ok(Ok(Trusted { edge: merkle::CompactRange::new(), root: merkle::empty_root() })),
+        },
+    };
+    let checkpoint = match verifier.open(&note) {
+        Ok(c) => c,
+        Err(e) => return Ok(Err(format!("{from} does not verify with this server's key: {e}"))),
+    };
+    if checkpoint.origin() != settings.origin {
+        return Ok(Err(format!("{from} is for origin {:?}, not {:?}", checkpoint.origin(), settings.origin)));
+    }
+    let trusted_size = checkpoint.size() as i64;
+    let mut reasons = Vec::new();
+    if size < trusted_size {
+        return Ok(Err(rollback(size, trusted_size)));
+    }
+    let mut edge = merkle::CompactRange::new();
+    if let Err(reason) = extend(db, &mut edge, trusted_size)? {
+        return Ok(Err(reason));
+    }
+    if edge.root() != *checkpoint.root() {
+        reasons.push(format!(
+            "rewritten: the first {trusted_size} leaves no longer hash to the root of the last checkpoint this \
+             signer signed"
+        ));
+    }
+    if let Some(reason) = missing_row(db, trusted_size, checkpoint.root())? {
+        reasons.push(reason);
+    }
+    if !reasons.is_empty() {
+        return Ok(Err(reasons.join("; ")));
+    }
+    Ok(Ok(Trusted { edge, root: *checkpoint.root() }))
+}
+
+/// The signed checkpoint of `size` must still be in the table, with its root.
+fn missing_row(db: &mut Db, size: i64, root: &merkle::Hash) -> Result<Option<String>, LedgerError> {
+    if size == 0 {
+        return Ok(None);
+    }
+    let row = db.checkpoints(size - 1, 1)?.pop();
+    Ok(match row {
+        Some(r) if r.tree_size == size && r.root == root.as_slice() => None,
+        Some(r) if r.tree_size == size => {
+            Some(format!("the checkpoints table holds another root for size {size}, which this signer signed"))
+        }
+        _ => Some(format!(
+            "deleted: the checkpoint of size {size} that this signer signed is gone from the checkpoints table"
+        )),
+    })
+}
+
+/// Extends `edge` with the leaves `[edge.size(), to)`, each hash recomputed from its bytes.
+fn extend(db: &mut Db, edge: &mut merkle::CompactRange, to: i64) -> Result<Result<(), String>, LedgerError> {
+    while (edge.size() as i64) < to {
+        let from = edge.size() as i64;
+        let page = db.leaves(from, PAGE.min(to - from))?;
+        if page.is_empty() {
+            return Ok(Err(format!("leaf {from} is missing")));
+        }
+        for row in page {
+            let expected = edge.size() as i64;
+            if row.leaf_index != expected {
+                return Ok(Err(format!("leaf {expected} is missing (the next stored leaf is {})", row.leaf_index)));
+            }
+            if expected >= to {
+                break;
+            }
+            edge.append(merkle::leaf_hash(&row.leaf)).map_err(|e| LedgerError::Storage(format!("audit log: {e}")))?;
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// Writes `bytes` to `path` so that a crash leaves the old file or the new one, never a
+/// mix: a private temporary file in the same directory, fsync, rename, fsync the directory.
+pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
