@@ -272,18 +272,21 @@ async fn refuse(
 }
 
 /// The sync an offline payment record names, checked against the record: it must be the
-/// terminal's, the last one before the record, with offline limits; the record must be no
-/// older than the terminal's maximum offline age and not dated after the upload.
+/// terminal's newest, with offline limits; the record must be dated after it, not after
+/// the upload, and no older than the terminal's maximum offline age. A terminal uploads
+/// before it syncs again, so an honest record always names the newest sync; one that names
+/// an older sync (to be judged by an older deny list or counter, with a date picked to
+/// fit) is refused.
 async fn record_sync(
     state: &web::Data<AppState>,
     caller: &Caller,
     rec: &offline::Record,
 ) -> Result<Result<(ledger::registry::OfflineSync, RiskLimits), &'static str>, ApiError> {
-    let (st, cred, sync_id, time) = (state.clone(), caller.credential.id, rec.sync_id as i64, rec.time_us);
-    let (sync, last_before) = blocking(move || {
+    let (st, cred, sync_id) = (state.clone(), caller.credential.id, rec.sync_id as i64);
+    let (sync, newest) = blocking(move || {
         let sync = st.ledger.registry(|r| r.offline_sync(cred, sync_id))?;
-        let last_before = st.ledger.registry(|r| r.offline_sync_before(cred, time))?;
-        Ok((sync, last_before))
+        let newest = st.ledger.registry(|r| r.offline_sync_latest(cred))?;
+        Ok((sync, newest))
     })
     .await?;
     let Some(sync) = sync else { return Ok(Err("offline_sync_unknown")) };
@@ -293,9 +296,9 @@ async fn record_sync(
     let now = state.ledger.now_us();
     let max_age =
         limits.max_offline_hours.map_or(state.settings.limits.offline_max_age_us, |h| i64::from(h) * 3_600_000_000);
-    // Dated before the sync it names (or a later sync came before it), after the upload,
-    // or older than the terminal may stay offline.
-    if rec.time_us < sync.time_us || last_before != Some(sync.id) || rec.time_us > now || now - rec.time_us > max_age {
+    // Under an older sync, dated before its sync, after the upload, or older than the
+    // terminal may stay offline.
+    if newest != Some(sync.id) || rec.time_us < sync.time_us || rec.time_us > now || now - rec.time_us > max_age {
         return Ok(Err("offline_record_stale"));
     }
     Ok(Ok((sync, limits)))

@@ -825,6 +825,14 @@ impl Writer {
             let results: Vec<_> = requests.iter().map(|r| machine.apply_op(r)).collect();
             let mut written = std::mem::take(&mut machine.written);
             let mut events = std::mem::take(&mut machine.events);
+            // Replay events of a batch without other events were numbered from 0, the next
+            // event id not being loaded: number them now (replays are rare).
+            if events.first().is_some_and(|e| e.id < 1) {
+                let next = db.last_event_id()? + 1;
+                for (i, e) in events.iter_mut().enumerate() {
+                    e.id = next + i as i64;
+                }
+            }
             let order = std::mem::take(&mut machine.leaf_order);
             let replays = std::mem::take(&mut machine.replays);
             let counters = std::mem::take(&mut machine.counters);
@@ -959,8 +967,18 @@ fn load(
     state.successors.extend(db.predecessors(&new_wallets)?);
     wallets.extend(state.successors.values().copied());
     ids.extend(wallets.iter().copied());
-    let wallet_list: Vec<AccountId> = wallets.into_iter().collect();
-    state.debts = db.debts(&wallet_list)?;
+    // Debts only where a command reads them, through any replacements: the usual payment
+    // batch costs no debt lookup.
+    let mut debtors: Vec<AccountId> = Vec::new();
+    for w in needs.debtors.iter().chain(state.payments.values().map(|p| &p.wallet)) {
+        let mut w = *w;
+        debtors.push(w);
+        while let Some(next) = state.successors.get(&w) {
+            w = *next;
+            debtors.push(w);
+        }
+    }
+    state.debts = db.debts(&debtors)?;
     for currency in &needs.risk_currencies {
         let id = db.system_account(AccountKind::OfflineRisk, *currency, now_us)?.id;
         state.risk_accounts.insert(*currency, id);
@@ -1036,11 +1054,10 @@ fn load(
         needs.taps.iter().filter(|(card, ctr)| state.last_counters.get(card).is_some_and(|last| *ctr <= last.0)),
     );
     state.used_taps = db.used_counters(&maybe_used)?;
-    // A batch with taps may refuse one as a replay, which is an event too.
-    if needs.events || !needs.cards.is_empty() {
-        state.next_event_id = db.last_event_id()? + 1;
-    }
+    // A batch of entries only learns the next event id if it refuses a tap (see `apply`):
+    // the usual payment batch costs no lookup.
     if needs.events {
+        state.next_event_id = db.last_event_id()? + 1;
         state.queue_max = db.queue_max(&needs.queues)?;
     }
     Ok(state)

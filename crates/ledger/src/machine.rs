@@ -107,8 +107,11 @@ pub(crate) struct Needs {
     /// `(card, counter)` of every tap: those at or below their card's last counter are
     /// looked up as used or not.
     pub taps: HashSet<(i64, i64)>,
-    /// Card wallets named by the batch: their successors (replaced cards) and debts.
+    /// Card wallets named by the batch: their successors (replaced cards).
     pub wallets: HashSet<AccountId>,
+    /// Wallets whose debt the batch reads (top-ups, offline payments, replacements; a
+    /// refund's wallet is known once its payment is loaded). A plain payment reads none.
+    pub debtors: HashSet<AccountId>,
     /// Currencies whose offline-risk account the batch needs (top-ups and refunds).
     pub risk_currencies: HashSet<Currency>,
     /// Offline records: `(credential, card, UTC day)` totals and `(credential, sync)` totals.
@@ -164,6 +167,7 @@ impl Needs {
                 Command::OfflinePayment { wallet, merchant, fee_account, risk_account, amount, terms, .. } => {
                     n.accounts.extend([*wallet, *merchant, *fee_account, *risk_account]);
                     n.wallets.insert(*wallet);
+                    n.debtors.insert(*wallet);
                     n.offline.push((*terms, r.references.card_id.unwrap_or(0)));
                     n.offline_merchants.insert(*merchant);
                     n.risk_currencies.insert(amount.currency());
@@ -179,11 +183,13 @@ impl Needs {
                 Command::Topup { source, wallet, amount } => {
                     n.accounts.extend([*source, *wallet]);
                     n.wallets.insert(*wallet);
+                    n.debtors.insert(*wallet);
                     n.risk_currencies.insert(amount.currency());
                 }
                 Command::ReplaceCard { old_wallet, new_wallet } => {
                     n.accounts.extend([*old_wallet, *new_wallet]);
                     n.wallets.extend([*old_wallet, *new_wallet]);
+                    n.debtors.extend([*old_wallet, *new_wallet]);
                 }
                 Command::Settle { merchant, bank } => n.accounts.extend([*merchant, *bank]),
                 Command::Capture { hold_seq, fee_account, .. } => {

@@ -202,6 +202,18 @@ pub fn offline_uploads_cannot_mint(backend: Backend) -> TestResult {
     let again = till.upload(s)?;
     check_eq!(again["head"]["seq"], json!(14));
     check_eq!(s.trial(&c.auditor)?.0, entries_after);
+    // After a new sync, a record naming the older one (its deny list and counters, a date
+    // picked to fit) is refused; one naming the new sync is posted.
+    let (sync2, _) = till.sync(s)?;
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let now = now_us();
+    till.pay(s, &a, 14, 1_000, now, sync); // 15: under the older sync
+    till.pay(s, &a, 15, 1_000, now + 1, sync2); // 16: posted
+    let up = till.upload(s)?;
+    check_eq!(results(&up), ["refused:offline_record_stale", "posted"]);
+    check_eq!(s.balance(&c.auditor, &c.card.account_id)?, "786.00");
+    let entries_after = entries_after + 1;
+    check_eq!(s.trial(&c.auditor)?.0, entries_after);
     // A till without offline limits cannot upload payments, and a POS no access records.
     let mut bare = Till::new(s, &c.merchant_a, None)?;
     let (bare_sync, _) = bare.sync(s)?;

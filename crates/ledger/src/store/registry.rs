@@ -781,11 +781,10 @@ impl Registry<'_> {
         .transpose()
     }
 
-    /// The terminal's last sync at or before `time_us`, if any.
-    pub fn offline_sync_before(&mut self, credential_id: i64, time_us: i64) -> Result<Option<i64>, LedgerError> {
+    /// The terminal's newest sync, if any.
+    pub fn offline_sync_latest(&mut self, credential_id: i64) -> Result<Option<i64>, LedgerError> {
         on_db!(self.0, |c| offline_syncs::table
             .filter(offline_syncs::credential_id.eq(credential_id))
-            .filter(offline_syncs::time_us.le(time_us))
             .order((offline_syncs::time_us.desc(), offline_syncs::id.desc()))
             .select(offline_syncs::id)
             .first(c)
