@@ -79,6 +79,9 @@ pub enum Refusal {
     NoPerson,
     /// The approver is the requester.
     OwnRequest,
+    /// The requester's credential was revoked after asking: a revoked operator's requests
+    /// are not carried out (another operator may ask again).
+    RequesterRevoked,
     /// The approver is the same person as the requester.
     SamePerson,
     /// The approver created (or is the person who created) the requester's credential.
@@ -95,6 +98,9 @@ impl Refusal {
             Refusal::Revoked => "this operator credential is revoked",
             Refusal::NoPerson => "this operator credential belongs to no named person",
             Refusal::OwnRequest => "a request must be approved by another operator than the one who asked",
+            Refusal::RequesterRevoked => {
+                "the operator who asked has been revoked since; a current operator must ask again"
+            }
             Refusal::SamePerson => "a request must be approved by another person than the one who asked",
             Refusal::CreatedRequester => {
                 "the operator who created the requester's credential may not approve the requester's requests"
@@ -125,6 +131,9 @@ pub fn may_approve(
     };
     if approver.id == requester.id {
         return Err(Refusal::OwnRequest);
+    }
+    if requester.revoked_at_us.is_some() {
+        return Err(Refusal::RequesterRevoked);
     }
     let requester_person = person_of(requester);
     if same_person(approver_person, requester_person) {
@@ -692,6 +701,7 @@ mod tests {
             ("an unrelated person", &made_by_budi, Some(&budi), &ani, None, Ok(())),
             ("two made by others", &made_by_ani, Some(&ani), &made_by_budi, Some(&budi), Ok(())),
             ("revoked approver", &ani, None, &revoked, None, Err(Refusal::Revoked)),
+            ("a revoked operator's request", &revoked, None, &ani, None, Err(Refusal::RequesterRevoked)),
             ("an auditor", &ani, None, &auditor, Some(&ani), Err(Refusal::NotAnOperator)),
             ("an operator without a person", &ani, None, &unnamed, None, Err(Refusal::NoPerson)),
             ("same person, other credential", &budi, None, &budi_second, Some(&ani), Err(Refusal::SamePerson)),

@@ -1,10 +1,8 @@
 //! Auditor reads (the whole ledger, read-only), proofs and checkpoints (anyone may check a
 //! receipt), and the public transparency totals.
 
-use std::collections::{BTreeMap, HashMap};
-
 use actix_web::{web, HttpResponse};
-use ledger::domain::{AccountId, Entry, EntryKind};
+use ledger::domain::{AccountId, Entry};
 use ledger::EventFilter;
 use serde::{Deserialize, Serialize};
 
@@ -26,7 +24,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/audit/proofs/consistency", web::get().to(consistency))
         .route("/v1/audit/access-log", web::get().to(access_log))
         .route("/v1/audit/public-key", web::get().to(public_key))
-        .route("/v1/transparency", web::get().to(transparency));
+        .route("/v1/transparency", web::get().to(crate::transparency::transparency));
 }
 
 fn auditor(caller: &Caller) -> Result<(), ApiError> {
@@ -501,145 +499,4 @@ pub async fn access_log(
         })
         .collect();
     Ok(HttpResponse::Ok().json(AccessLog { decisions, next_cursor }))
-}
-
-/// Transparency query.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub struct DayQuery {
-    /// The UTC day, YYYY-MM-DD; today when omitted.
-    pub date: Option<String>,
-}
-
-/// Totals of one merchant category.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct CategoryTotal {
-    /// Category.
-    pub category: String,
-    /// Payments and captures.
-    pub payments: u64,
-    /// Their total.
-    pub amount: Money,
-    /// Refunded.
-    pub refunded: Money,
-}
-
-/// Totals of one public service.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ServiceTotal {
-    /// Service.
-    pub service: String,
-    /// Allowed.
-    pub allowed: u64,
-    /// Denied.
-    pub denied: u64,
-}
-
-/// The day's totals, with no personal data.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Transparency {
-    /// The day.
-    pub date: String,
-    /// Per merchant category.
-    pub merchants: Vec<CategoryTotal>,
-    /// Per public service.
-    pub services: Vec<ServiceTotal>,
-    /// Top-ups on the day.
-    pub topups: Money,
-    /// The audit log's size now.
-    pub tree_size: i64,
-}
-
-/// Daily totals per merchant category and public service: no personal data, for anyone.
-#[utoipa::path(get, path = "/v1/transparency", tag = "public", params(DayQuery), responses((status = 200, body = Transparency)))]
-pub async fn transparency(state: web::Data<AppState>, q: web::Query<DayQuery>) -> Result<HttpResponse, ApiError> {
-    let day = match &q.date {
-        Some(d) => chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")
-            .map_err(|_| ApiError::bad_request("invalid_query", "date must be YYYY-MM-DD"))?,
-        None => {
-            chrono::DateTime::from_timestamp_micros(state.ledger.now_us()).map(|t| t.date_naive()).unwrap_or_default()
-        }
-    };
-    let start = day.and_hms_opt(0, 0, 0).map(|t| t.and_utc().timestamp_micros()).unwrap_or(0);
-    let end = start + 86_400_000_000;
-    let st = state.clone();
-    let currency = state.settings.currency;
-    let t = blocking(move || {
-        let categories: HashMap<i64, String> =
-            st.ledger.registry(|r| r.merchants())?.into_iter().map(|m| (m.account_id, m.category)).collect();
-        let services: HashMap<String, String> = st
-            .ledger
-            .registry(|r| r.service_points())?
-            .into_iter()
-            .map(|s| (format!("service_point:{}", s.id), s.service))
-            .collect();
-        let mut merchants: BTreeMap<String, (u64, i64, i64)> = BTreeMap::new();
-        let mut topups = 0i64;
-        let mut next = st.ledger.seq_at(start - 1)? + 1;
-        'entries: loop {
-            let page = st.ledger.entries(next, ledger::PAGE_MAX)?;
-            let Some(last) = page.last() else { break };
-            next = last.seq + 1;
-            for e in &page {
-                if e.time_us >= end {
-                    break 'entries;
-                }
-                if e.currency != currency {
-                    continue;
-                }
-                let category = e.counterparty_id.and_then(|a| categories.get(&a.0)).cloned();
-                match (e.kind, category) {
-                    (EntryKind::Payment | EntryKind::Capture, Some(c)) => {
-                        let t = merchants.entry(c).or_default();
-                        t.0 += 1;
-                        t.1 += e.amount_minor;
-                    }
-                    (EntryKind::Refund, Some(c)) => merchants.entry(c).or_default().2 += e.amount_minor,
-                    (EntryKind::Topup, _) => topups += e.amount_minor,
-                    _ => {}
-                }
-            }
-        }
-        let mut by_service: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-        let filter = EventFilter { kind: Some("access_decision".into()), since_us: Some(start), ..Default::default() };
-        let mut after = 0;
-        'events: loop {
-            let page = st.ledger.events(&filter, after, ledger::PAGE_MAX)?;
-            let Some(last) = page.last() else { break };
-            after = last.id;
-            for e in &page {
-                if e.time_us >= end {
-                    break 'events;
-                }
-                let service = e.scope.as_ref().and_then(|s| services.get(s)).cloned().unwrap_or_else(|| "other".into());
-                let allowed =
-                    serde_json::from_str::<serde_json::Value>(&e.payload).is_ok_and(|p| p["decision"] == "allow");
-                let t = by_service.entry(service).or_default();
-                if allowed {
-                    t.0 += 1;
-                } else {
-                    t.1 += 1;
-                }
-            }
-        }
-        Ok(Transparency {
-            date: day.format("%Y-%m-%d").to_string(),
-            merchants: merchants
-                .into_iter()
-                .map(|(category, (n, amount, refunded))| CategoryTotal {
-                    category,
-                    payments: n,
-                    amount: money(amount, currency),
-                    refunded: money(refunded, currency),
-                })
-                .collect(),
-            services: by_service
-                .into_iter()
-                .map(|(service, (allowed, denied))| ServiceTotal { service, allowed, denied })
-                .collect(),
-            topups: money(topups, currency),
-            tree_size: st.ledger.tree_size()?,
-        })
-    })
-    .await?;
-    Ok(HttpResponse::Ok().json(t))
 }

@@ -15,6 +15,7 @@ pub mod openapi;
 pub mod operator;
 pub mod server;
 pub mod taps;
+pub mod transparency;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -61,6 +62,8 @@ pub struct Settings {
     pub request_timeout: std::time::Duration,
     /// Most open connections per worker.
     pub max_connections: usize,
+    /// How long `/v1/transparency` may answer today's totals from its cache.
+    pub transparency_cache: std::time::Duration,
 }
 
 /// The installation's money limits, minor units: an amount above them is refused with
@@ -116,6 +119,7 @@ impl Default for Settings {
             metrics_token: None,
             request_timeout: std::time::Duration::from_secs(5),
             max_connections: 25_000,
+            transparency_cache: std::time::Duration::from_secs(5),
             limits: MoneyLimits::default(),
         }
     }
@@ -137,6 +141,8 @@ pub struct AppState {
     system: Mutex<HashMap<(AccountKind, Currency), AccountId>>,
     /// Token buckets of the per-credential rate limit: (tokens, last refill).
     buckets: Mutex<HashMap<i64, (f64, std::time::Instant)>>,
+    /// `/v1/transparency` answers by day.
+    pub transparency: transparency::TransparencyCache,
 }
 
 impl std::fmt::Debug for AppState {
@@ -157,6 +163,7 @@ impl AppState {
             merchants: Mutex::new(HashMap::new()),
             system: Mutex::new(HashMap::new()),
             buckets: Mutex::new(HashMap::new()),
+            transparency: transparency::TransparencyCache::default(),
         }
     }
 

@@ -5,7 +5,7 @@ use actix_web::{web, HttpResponse};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{access, approvals, audit, merchant, metrics, offline, operator};
+use crate::{access, approvals, audit, merchant, metrics, offline, operator, transparency};
 
 /// The document.
 #[derive(OpenApi)]
@@ -22,7 +22,7 @@ use crate::{access, approvals, audit, merchant, metrics, offline, operator};
         access::access_check,
         audit::leaves, audit::entries, audit::balance, audit::account_statement, audit::trial_balance,
         audit::latest_checkpoint, audit::inclusion, audit::consistency, audit::access_log, audit::public_key,
-        audit::transparency,
+        transparency::transparency,
         offline::upload, offline::head, offline::deny_list,
         metrics::healthz, metrics::readyz, metrics::metrics,
     ),

@@ -19,8 +19,13 @@ use crate::{AppState, Settings};
 
 /// The configuration file name in the data directory.
 pub const CONFIG_FILE: &str = "kartu.toml";
-/// The key file name in the data directory (card master keys, checkpoint key).
+/// The server's key file name in the data directory: the SDM keys that verify taps and
+/// the checkpoint key; never a card's key 0 ([`load`] refuses an `app_master_key`).
 pub const KEY_FILE: &str = "keys.toml";
+/// The issuance key file `kartu init` writes beside it: every card key including key 0
+/// (`app_master_key`), for `kartu card personalize` on the personalisation workstation.
+/// `kartu serve` never reads it; it belongs off the server.
+pub const ISSUANCE_KEY_FILE: &str = "issuance-keys.toml";
 /// The NIK hashing key file name.
 pub const NIK_KEY_FILE: &str = "nik.key";
 
@@ -53,9 +58,17 @@ pub struct Config {
     /// approval (at or below it is posted at once).
     #[serde(default = "default_float_approval_threshold_minor")]
     pub float_approval_threshold_minor: i64,
+    /// How long `/v1/transparency` answers today's totals from its cache, ms (closed days
+    /// are computed once).
+    #[serde(default = "default_transparency_cache_ms")]
+    pub transparency_cache_ms: u64,
     /// Money and tap limits.
     #[serde(default)]
     pub limits: LimitsConfig,
+}
+
+fn default_transparency_cache_ms() -> u64 {
+    5_000
 }
 
 fn default_hold_sweep_interval_ms() -> u64 {
@@ -164,6 +177,7 @@ impl Config {
             hold_sweep_interval_ms: default_hold_sweep_interval_ms(),
             metrics_token: None,
             float_approval_threshold_minor: DEFAULT_FLOAT_APPROVAL_THRESHOLD_MINOR,
+            transparency_cache_ms: default_transparency_cache_ms(),
             limits: LimitsConfig::default(),
         }
     }
@@ -234,6 +248,8 @@ pub struct Initialised {
     pub operator_token: String,
     /// The checkpoint verifier key line.
     pub verifier_key: String,
+    /// The issuance key file (card key 0 of every card), to be moved off the server.
+    pub issuance_key_file: PathBuf,
 }
 
 /// Creates the data directory, its configuration, the key file (new random card master
@@ -268,7 +284,10 @@ pub fn init_with(
     let keys = KeyFile::generate(sysid, &random::<{ card::keyfile::GENERATE_RANDOM_LEN }>()?)
         .with_checkpoint(CheckpointSecret::from_bytes(pkcs8.clone()));
     ledger::migrate(&config.database_url).map_err(|e| err("migrating the database", e))?;
-    write_secret(&data_dir.join(KEY_FILE), &keys.to_toml())?;
+    // Apart: the server verifies taps and signs; only issuance rewrites cards.
+    write_secret(&data_dir.join(KEY_FILE), &keys.server_part().to_toml())?;
+    let issuance_key_file = data_dir.join(ISSUANCE_KEY_FILE);
+    write_secret(&issuance_key_file, &keys.issuance_part().to_toml())?;
     write_secret(&data_dir.join(NIK_KEY_FILE), &format!("{}\n", hex::encode(random::<32>()?)))?;
     let text = toml::to_string(&config).map_err(|e| err("configuration", e))?;
     write_secret(&data_dir.join(CONFIG_FILE), &text)?;
@@ -281,7 +300,7 @@ pub fn init_with(
     let made = create_operator(&ledger, &person, "kartu init", "system:init");
     ledger.shutdown();
     let (_, token) = made?;
-    Ok(Initialised { config, operator_token: token, verifier_key: signer.verifier_key() })
+    Ok(Initialised { config, operator_token: token, verifier_key: signer.verifier_key(), issuance_key_file })
 }
 
 /// Creates an operator credential for `person` directly, without a second operator's
@@ -390,6 +409,21 @@ pub fn load(data_dir: &Path, database_url: Option<&str>) -> Result<Loaded, Setup
     let key_text =
         std::fs::read_to_string(&key_path).map_err(|e| err(&format!("reading {}", key_path.display()), e))?;
     let keys = KeyFile::parse(&key_text).map_err(|e| err(&format!("{}", key_path.display()), e))?;
+    if keys.holds_app_master_keys() {
+        return Err(SetupError(format!(
+            "{} holds app_master_key (card key 0, which rewrites cards): the server must not hold it. \
+             Keep the full file as the issuance key file on the personalisation workstation and \
+             delete every app_master_key line from the server's copy",
+            key_path.display()
+        )));
+    }
+    if data_dir.join(ISSUANCE_KEY_FILE).exists() {
+        tracing::warn!(
+            file = %data_dir.join(ISSUANCE_KEY_FILE).display(),
+            "the issuance key file (card key 0 of every card) is in the server's data directory: \
+             move it to the personalisation workstation"
+        );
+    }
     let nik_path = data_dir.join(NIK_KEY_FILE);
     let nik_key = std::fs::read_to_string(&nik_path)
         .ok()
@@ -435,6 +469,7 @@ pub fn load(data_dir: &Path, database_url: Option<&str>) -> Result<Loaded, Setup
         metrics_token: config.metrics_token.clone(),
         request_timeout: Duration::from_millis(config.limits.request_timeout_ms.max(1)),
         max_connections: config.limits.max_connections.max(1),
+        transparency_cache: Duration::from_millis(config.transparency_cache_ms),
         ..Settings::default()
     };
     let state = web::Data::new(AppState::new(ledger, settings, TapKeys(keys), &nik_key));

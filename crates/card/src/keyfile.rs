@@ -6,10 +6,17 @@
 //! [cards.1]                                # key version 1 (1 to 255)
 //! sdm_meta_read_key = "<32 hex>"           # shared by all cards: decrypts PICCData
 //! sdm_file_read_master_key = "<32 hex>"    # diversified per card: SUN MAC
-//! app_master_key = "<32 hex>"              # diversified per card: key 0, personalisation
-//! [checkpoint]                             # optional
+//! app_master_key = "<32 hex>"              # issuance file only: key 0, personalisation
+//! [checkpoint]                             # server file only
 //! ed25519_pkcs8 = "<hex>"                  # signs audit checkpoints
 //! ```
+//!
+//! One installation has two key files, kept apart ([`KeyFile::server_part`],
+//! [`KeyFile::issuance_part`]). The **server's** file holds what verifying taps and signing
+//! checkpoints need: the SDM keys and the checkpoint key. The **issuance** file, on the
+//! personalisation workstation, also holds every version's `app_master_key` (card key 0:
+//! ChangeKey, rewriting the card's URL); whoever holds it can rewrite cards, so the
+//! internet-facing server never does ([`KeyFile::holds_app_master_keys`]).
 //!
 //! This module turns text into a [`KeyFile`] and back ([`KeyFile::parse`],
 //! [`KeyFile::generate`], [`KeyFile::to_toml`]); reading and writing the file itself is
@@ -113,7 +120,8 @@ pub struct MasterKeySet {
     version: u8,
     sdm_meta_read_key: Key,
     sdm_file_read_master_key: Key,
-    app_master_key: Key,
+    /// Only in the issuance key file.
+    app_master_key: Option<Key>,
 }
 
 impl MasterKeySet {
@@ -135,10 +143,11 @@ impl MasterKeySet {
         &self.sdm_file_read_master_key
     }
 
-    /// The master of the per-card application master keys (card key 0).
+    /// The master of the per-card application master keys (card key 0), which only the
+    /// issuance key file holds.
     #[must_use]
-    pub const fn app_master_key(&self) -> &Key {
-        &self.app_master_key
+    pub const fn app_master_key(&self) -> Option<&Key> {
+        self.app_master_key.as_ref()
     }
 
     fn verify_tap(&self, tap: &SunTap, system_identifier: &SystemIdentifier) -> Result<SunMessage, SunError> {
@@ -246,7 +255,7 @@ impl KeyFile {
             version: FIRST_KEY_VERSION,
             sdm_meta_read_key: key(0),
             sdm_file_read_master_key: key(1),
-            app_master_key: key(2),
+            app_master_key: Some(key(2)),
         };
         Self { system_identifier, newest: set, older: Vec::new(), checkpoint: None }
     }
@@ -256,6 +265,32 @@ impl KeyFile {
     pub fn with_checkpoint(mut self, secret: CheckpointSecret) -> Self {
         self.checkpoint = Some(secret);
         self
+    }
+
+    /// Whether any key version holds its `app_master_key`: an issuance key file, which
+    /// `kartu serve` refuses.
+    #[must_use]
+    pub fn holds_app_master_keys(&self) -> bool {
+        self.versions().any(|set| set.app_master_key.is_some())
+    }
+
+    /// The server's part: every version's SDM keys and the checkpoint key, without any
+    /// `app_master_key`.
+    #[must_use]
+    pub fn server_part(&self) -> Self {
+        let strip = |set: &MasterKeySet| MasterKeySet { app_master_key: None, ..set.clone() };
+        Self {
+            system_identifier: self.system_identifier.clone(),
+            newest: strip(&self.newest),
+            older: self.older.iter().map(strip).collect(),
+            checkpoint: self.checkpoint.clone(),
+        }
+    }
+
+    /// The issuance part: every version's card keys, without the checkpoint key.
+    #[must_use]
+    pub fn issuance_part(&self) -> Self {
+        Self { checkpoint: None, ..self.clone() }
     }
 
     /// The key file as TOML, as [`KeyFile::parse`] reads it (keys in upper-case hex,
@@ -268,8 +303,13 @@ impl KeyFile {
         let checkpoint_len = self.checkpoint.as_ref().map_or(0, |secret| secret.expose_secret().len());
         let capacity = 512 + 256 * (1 + self.older.len()) + 2 * checkpoint_len;
         let mut out = Zeroizing::new(String::with_capacity(capacity));
-        out.push_str("# Kartu key file (SPEC §6). Secret: readable by the Kartu service only,\n");
-        out.push_str("# never stored in the database, never logged.\n");
+        if self.holds_app_master_keys() {
+            out.push_str("# Kartu issuance key file (SPEC §6): card key 0 of every card. Secret: keep it on\n");
+            out.push_str("# the personalisation workstation, never on the server (kartu serve refuses it).\n");
+        } else {
+            out.push_str("# Kartu server key file (SPEC §6). Secret: readable by the Kartu service only,\n");
+            out.push_str("# never stored in the database, never logged.\n");
+        }
         out.push_str(SYSTEM_IDENTIFIER);
         out.push_str(" = ");
         push_toml_string(&mut out, self.system_identifier.as_str());
@@ -278,7 +318,9 @@ impl KeyFile {
             out.push_str(&format!("\n[{CARDS}.{}]\n", set.version));
             push_hex_field(&mut out, SDM_META_READ_KEY, set.sdm_meta_read_key.expose_secret());
             push_hex_field(&mut out, SDM_FILE_READ_MASTER_KEY, set.sdm_file_read_master_key.expose_secret());
-            push_hex_field(&mut out, APP_MASTER_KEY, set.app_master_key.expose_secret());
+            if let Some(app_master_key) = &set.app_master_key {
+                push_hex_field(&mut out, APP_MASTER_KEY, app_master_key.expose_secret());
+            }
         }
         if let Some(checkpoint) = &self.checkpoint {
             out.push_str(&format!("\n[{CHECKPOINT}]\n"));
@@ -400,7 +442,7 @@ fn parse_version(name: &str, value: &toml::Value) -> Result<MasterKeySet, KeyFil
         version,
         sdm_meta_read_key: key(SDM_META_READ_KEY)?,
         sdm_file_read_master_key: key(SDM_FILE_READ_MASTER_KEY)?,
-        app_master_key: key(APP_MASTER_KEY)?,
+        app_master_key: if table.contains_key(APP_MASTER_KEY) { Some(key(APP_MASTER_KEY)?) } else { None },
     })
 }
 

@@ -81,7 +81,7 @@ fn start() -> Result<Harness, String> {
     let init = api::server::init(dir.path(), None, "KARTU-MKS").map_err(|e| e.to_string())?;
     // Fixed card keys, so that the seeds' taps are genuine.
     let keys = crate::fixed_key_file();
-    std::fs::write(dir.path().join("keys.toml"), keys.to_toml().as_bytes()).map_err(|e| e.to_string())?;
+    std::fs::write(dir.path().join("keys.toml"), keys.server_part().to_toml().as_bytes()).map_err(|e| e.to_string())?;
     let loaded = api::server::load(dir.path(), None).map_err(|e| e.to_string())?;
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     let base = format!("http://{}", listener.local_addr().map_err(|e| e.to_string())?);

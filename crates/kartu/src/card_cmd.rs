@@ -143,6 +143,12 @@ fn personalize(
             .with_context(|| format!("{} has no key version {version} ([cards.{version}])", keys_path.display()))?,
         None => key_file.newest(),
     };
+    anyhow::ensure!(
+        set.app_master_key().is_some(),
+        "{} is the server's key file (no app_master_key); personalise with the issuance key file \
+         (issuance-keys.toml, written by `kartu init`)",
+        keys_path.display()
+    );
     card::ndef::kartu_tap_url_file(host).with_context(|| format!("--host {host:?} cannot be the tap URL's host"))?;
 
     let terminal = Terminal::establish().map_err(|error| explain(error, "connecting to the PC/SC service"))?;
@@ -186,7 +192,7 @@ pub(crate) fn personalize_in(
     keys_label: &str,
     host: &str,
 ) -> Result<(card::CardUid, u8, card::ReadCounter)> {
-    let master = MasterKeys::from(set);
+    let master = MasterKeys::try_from(set).map_err(|error| explain(error, keys_label))?;
     let mut connection = terminal.connect(reader).map_err(|error| explain(error, "connecting to the card"))?;
     let result =
         connection.transaction(|channel| reader::personalize(channel, &master, key_file.system_identifier(), host));

@@ -251,7 +251,14 @@ impl Reader {
     ) -> Result<(card::CardUid, u8, card::ReadCounter)> {
         let expected = card.uid.clone();
         let (uid, version, counter) = self.present(card, |r| {
-            crate::card_cmd::personalize_in(&r.pcsc, &r.name, key_file, key_file.newest(), "keys.toml", HOST)
+            crate::card_cmd::personalize_in(
+                &r.pcsc,
+                &r.name,
+                key_file,
+                key_file.newest(),
+                api::server::ISSUANCE_KEY_FILE,
+                HOST,
+            )
         })?;
         ensure!(uid.to_string() == expected, "the card personalised is {uid}, not {expected}");
         Ok((uid, version, counter))
@@ -422,7 +429,8 @@ impl Stage {
             vpcd: pcscd.vpcd_address(0),
         };
         let init = api::server::init(data, None, SYSTEM_IDENTIFIER).context("kartu init")?;
-        let key_file = crate::card_cmd::read_key_file(&data.join("keys.toml"))?;
+        // The demo plays the personalisation workstation too: it issues with the issuance file.
+        let key_file = crate::card_cmd::read_key_file(&init.issuance_key_file)?;
         let listen = free_listen_address()?;
         let server = Server::start(data, &init.config.database_url, &listen, &work.join("server.log"))?;
         let client = Client::new(&server.url());

@@ -52,9 +52,13 @@ enum Cmd {
         /// The API's base URL.
         #[arg(long, env = "KARTU_SERVER")]
         server: String,
-        /// The terminal's credential token.
-        #[arg(long, env = "KARTU_TOKEN")]
-        token: String,
+        /// The terminal's credential token (better: --token-file or KARTU_TOKEN, which `ps`
+        /// does not show).
+        #[arg(long, env = "KARTU_TOKEN", required_unless_present_any = ["token_file", "print_public_key"])]
+        token: Option<String>,
+        /// A file holding the token (one line; mode 0600).
+        #[arg(long, env = "KARTU_TOKEN_FILE")]
+        token_file: Option<std::path::PathBuf>,
         /// The reader's name (the first reader with a card when omitted).
         #[arg(long)]
         reader: Option<String>,
@@ -149,11 +153,14 @@ enum AuditCmd {
         #[arg(long, env = "KARTU_DATABASE_URL", required_unless_present = "url", conflicts_with = "url")]
         database_url: Option<String>,
         /// Verify a live server through its API (auditor token needed).
-        #[arg(long, requires = "token")]
+        #[arg(long)]
         url: Option<String>,
-        /// An auditor (or operator) token for --url.
+        /// An auditor (or operator) token for --url (better: --token-file or KARTU_TOKEN).
         #[arg(long, env = "KARTU_TOKEN")]
         token: Option<String>,
+        /// A file holding the token for --url (one line; mode 0600).
+        #[arg(long, env = "KARTU_TOKEN_FILE")]
+        token_file: Option<std::path::PathBuf>,
         /// File holding the checkpoint verifier key line (`<name>+<key id>+<base64 key>`).
         #[arg(long)]
         public_key: std::path::PathBuf,
@@ -185,9 +192,13 @@ enum AuditCmd {
         /// state, or on the first run the server's /v1/audit/public-key.
         #[arg(long)]
         public_key: Option<std::path::PathBuf>,
-        /// An auditor (or operator) token: the leaves need one.
-        #[arg(long, env = "KARTU_TOKEN")]
-        token: String,
+        /// An auditor (or operator) token: the leaves need one (better: --token-file or
+        /// KARTU_TOKEN).
+        #[arg(long, env = "KARTU_TOKEN", required_unless_present = "token_file")]
+        token: Option<String>,
+        /// A file holding the token (one line; mode 0600).
+        #[arg(long, env = "KARTU_TOKEN_FILE")]
+        token_file: Option<std::path::PathBuf>,
         /// Poll once and exit (0 when the log extends the state).
         #[arg(long)]
         once: bool,
@@ -248,6 +259,15 @@ fn run(cli: Cli) -> Result<()> {
             let done = api::server::init_with(&data_dir, database_url.as_deref(), &system_identifier, &operator_name)?;
             eprintln!("kartu: initialised {} ({})", data_dir.display(), done.config.database_url);
             eprintln!("kartu: checkpoint verifier key: {}", done.verifier_key);
+            eprintln!(
+                "kartu: {} is the server's key file (verifies taps, signs checkpoints); it stays here",
+                data_dir.join(api::server::KEY_FILE).display()
+            );
+            eprintln!(
+                "kartu: {} holds card key 0 of every card, for `kartu card personalize`: move it to the \
+                 personalisation workstation; `kartu serve` does not need it",
+                done.issuance_key_file.display()
+            );
             eprintln!("kartu: the first operator token follows; it is shown this once:");
             println!("{}", done.operator_token);
             Ok(())
@@ -256,6 +276,7 @@ fn run(cli: Cli) -> Result<()> {
             mode,
             server,
             token,
+            token_file,
             reader,
             data_dir,
             amount,
@@ -266,6 +287,7 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let mode = terminal::Mode::parse(&mode).context("--mode must be pos, gate, kiosk or agent")?;
             let amount = amount.as_deref().map(terminal::parse_amount).transpose()?;
+            let token = if print_public_key { token.unwrap_or_default() } else { secret(token, token_file, "token")? };
             let config = terminal::Config {
                 mode,
                 server,
@@ -285,10 +307,20 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Serve { data_dir, listen, database_url, demo_city } => serve(&data_dir, listen, database_url, demo_city),
         Cmd::Audit {
             command:
-                AuditCmd::Verify { database_url, url, token, public_key, allow_unsigned_tail, origin, trusted_checkpoint },
+                AuditCmd::Verify {
+                    database_url,
+                    url,
+                    token,
+                    token_file,
+                    public_key,
+                    allow_unsigned_tail,
+                    origin,
+                    trusted_checkpoint,
+                },
         } => match (database_url, url) {
             (Some(db), None) => audit_verify(&db, &public_key, allow_unsigned_tail, origin, trusted_checkpoint),
             (None, Some(url)) => {
+                let token = secret(token, token_file, "token")?;
                 let text = std::fs::read_to_string(&public_key)
                     .with_context(|| format!("reading {}", public_key.display()))?;
                 let verifier = merkle::Verifier::parse(text.trim()).context("the public key file")?;
@@ -298,7 +330,7 @@ fn run(cli: Cli) -> Result<()> {
                     .context("audit verify FAILED")?;
                 let report = verify_url::verify(
                     &url,
-                    token.as_deref().unwrap_or_default(),
+                    &token,
                     &verifier,
                     allow_unsigned_tail,
                     origin.as_deref(),
@@ -311,7 +343,8 @@ fn run(cli: Cli) -> Result<()> {
             }
             _ => anyhow::bail!("give --database-url or --url"),
         },
-        Cmd::Audit { command: AuditCmd::Watch { url, state, interval, public_key, token, once } } => {
+        Cmd::Audit { command: AuditCmd::Watch { url, state, interval, public_key, token, token_file, once } } => {
+            let token = secret(token, token_file, "token")?;
             watch::run(&watch::Args { url, state, interval, public_key, token, once }).context("audit watch FAILED")
         }
         Cmd::Ledger { database_url, read } => {
@@ -319,6 +352,31 @@ fn run(cli: Cli) -> Result<()> {
             let ledger = Ledger::open(&url, LedgerConfig::default()).context("opening the ledger")?;
             ledger_read(&ledger, read)
         }
+    }
+}
+
+/// A secret given on the command line or in the environment (`value`), or in a file: the
+/// file's first line. A file others may read is refused, as `kartu serve` refuses its keys.
+fn secret(value: Option<String>, file: Option<std::path::PathBuf>, what: &str) -> Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    match (value, file) {
+        (Some(v), None) if !v.trim().is_empty() => Ok(v.trim().to_owned()),
+        (_, Some(path)) => {
+            let mode =
+                std::fs::metadata(&path).with_context(|| format!("reading {}", path.display()))?.permissions().mode();
+            anyhow::ensure!(
+                mode & 0o077 == 0,
+                "{} holds a {what} and is readable by group or others (mode {:o}); run `chmod 600 {}`",
+                path.display(),
+                mode & 0o777,
+                path.display()
+            );
+            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+            let line = text.lines().next().unwrap_or("").trim().to_owned();
+            anyhow::ensure!(!line.is_empty(), "{} is empty: it must hold the {what} on its first line", path.display());
+            Ok(line)
+        }
+        _ => anyhow::bail!("give the {what} with --{what}-file FILE (or KARTU_TOKEN_FILE / KARTU_TOKEN)"),
     }
 }
 

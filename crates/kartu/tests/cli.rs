@@ -218,6 +218,17 @@ fn personalize_and_sim_refuse_bad_arguments_before_touching_a_card() {
     assert!(!ok && err.contains("cannot be the tap URL's host"), "{err}");
     let (ok, _, err) = kartu(&["card", "personalize", "--keys", "/nonexistent/keys.toml", "--host", "kartu.example"]);
     assert!(!ok && err.contains("reading /nonexistent/keys.toml"), "{err}");
+    // The server's key file has no card key 0: personalising with it is refused at once.
+    let server_keys = dir.path().join("server-keys.toml");
+    std::fs::write(
+        &server_keys,
+        "system_identifier = \"KARTU-MKS\"\n[cards.1]\nsdm_meta_read_key = \"11111111111111111111111111111111\"\n\
+         sdm_file_read_master_key = \"22222222222222222222222222222222\"\n",
+    )
+    .expect("write keys");
+    let server_keys = server_keys.display().to_string();
+    let (ok, out, err) = kartu(&["card", "personalize", "--keys", &server_keys, "--host", "kartu.example"]);
+    assert!(!ok && out.is_empty() && err.contains("server's key file") && err.contains("issuance"), "{out} {err}");
 
     let state = dir.path().join("card.json").display().to_string();
     let (ok, out, err) = kartu(&["card", "sim", "--state", &state, "--vpcd", "127.0.0.1:1", "--uid", "04XYZ"]);
@@ -245,7 +256,7 @@ fn init_serve_and_verify_a_live_server() {
         "only the token on stdout: {out}"
     );
     let verifier = err.lines().find_map(|l| l.split("verifier key: ").nth(1)).expect("verifier key line").to_owned();
-    for secret in ["keys.toml", "nik.key", "kartu.toml", "kartu.db"] {
+    for secret in ["keys.toml", "issuance-keys.toml", "nik.key", "kartu.toml", "kartu.db"] {
         let mode = std::fs::metadata(data.join(secret)).expect("secret file").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{secret} must be private");
     }
@@ -262,6 +273,9 @@ fn init_serve_and_verify_a_live_server() {
         assert!(!ok && err.contains("readable by group or others") && err.contains("chmod 600"), "{secret}: {err}");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     }
+    // init said where each key file belongs; the server's holds no card key 0.
+    assert!(err.contains("issuance-keys.toml") && err.contains("personalisation workstation"), "{err}");
+    assert!(!std::fs::read_to_string(data.join("keys.toml")).expect("keys").contains("app_master_key"));
 
     let mut server = Command::new(env!("CARGO_BIN_EXE_kartu"))
         .args(["serve", "--data-dir", &data_s, "--listen", "127.0.0.1:0"])
@@ -300,8 +314,16 @@ fn init_serve_and_verify_a_live_server() {
     let key_file = dir.path().join("log.pub");
     std::fs::write(&key_file, format!("{verifier}\n")).expect("key");
     let key_s = key_file.display().to_string();
-    let (ok, out, err) = kartu(&["audit", "verify", "--url", &base, "--token", &auditor, "--public-key", &key_s]);
-    assert!(ok, "verify --url: {out} {err}");
+    // The token from a private file (not on the command line, where `ps` shows it).
+    let token_file = dir.path().join("auditor.token");
+    std::fs::write(&token_file, format!("{auditor}\n")).expect("token file");
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let token_s = token_file.display().to_string();
+    let (ok, _, err) = kartu(&["audit", "verify", "--url", &base, "--token-file", &token_s, "--public-key", &key_s]);
+    assert!(!ok && err.contains("readable by group or others") && err.contains("chmod 600"), "{err}");
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let (ok, out, err) = kartu(&["audit", "verify", "--url", &base, "--token-file", &token_s, "--public-key", &key_s]);
+    assert!(ok, "verify --url --token-file: {out} {err}");
     let report: serde_json::Value = serde_json::from_str(&out).expect("report");
     assert_eq!(report["entries"], 1);
     assert!(report["leaves"].as_u64().expect("leaves") >= 4, "{report}");

@@ -102,6 +102,15 @@ pub enum ReaderError {
         /// The rejected version.
         version: u8,
     },
+    /// The key file is the server's: it has no `app_master_key`, which personalising and
+    /// rotating a card need.
+    #[error(
+        "key version {version} has no app_master_key: this is the server's key file; personalise with the issuance key file"
+    )]
+    NoAppMasterKey {
+        /// The key version.
+        version: u8,
+    },
     /// A per-card key could not be derived.
     #[error("cannot derive the card keys: {0}")]
     Diversify(#[from] DiversifyError),

@@ -129,16 +129,24 @@ impl MasterKeys {
     }
 }
 
-impl From<&MasterKeySet> for MasterKeys {
-    /// The master keys of one `[cards.N]` table of the key file (N is 1 to 255, never the
-    /// factory version).
-    fn from(set: &MasterKeySet) -> Self {
-        Self {
+impl TryFrom<&MasterKeySet> for MasterKeys {
+    type Error = ReaderError;
+
+    /// The master keys of one `[cards.N]` table of the issuance key file (N is 1 to 255,
+    /// never the factory version).
+    ///
+    /// # Errors
+    /// [`ReaderError::NoAppMasterKey`] for a table of the server's key file, which has no
+    /// `app_master_key`.
+    fn try_from(set: &MasterKeySet) -> Result<Self, ReaderError> {
+        let app_master_key =
+            set.app_master_key().ok_or(ReaderError::NoAppMasterKey { version: set.version() })?.clone();
+        Ok(Self {
             version: set.version(),
             sdm_meta_read_key: set.sdm_meta_read_key().clone(),
             sdm_file_read_master_key: set.sdm_file_read_master_key().clone(),
-            app_master_key: set.app_master_key().clone(),
-        }
+            app_master_key,
+        })
     }
 }
 

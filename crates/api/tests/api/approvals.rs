@@ -144,6 +144,11 @@ pub fn the_review_chain_is_refused(backend: Backend) -> TestResult {
     let r = s.post_empty(&format!("/v1/approvals/{}/approve", revocations[1]), &b)?;
     check_eq!(r.expect(200)?["result"]["revoked"], json!(true));
     s.post("/v1/agents", &c_tok, &json!({"name": "C gone"}))?.problem(401, "unauthorized")?;
+    // C's own request to revoke A is not carried out now that C is revoked.
+    let r = s.post_empty(&format!("/v1/approvals/{revoke_a}/approve"), &b)?;
+    r.problem(403, "second_operator_required")?;
+    check!(r.json["detail"].as_str().is_some_and(|d| d.contains("revoked since")), "{}", r.text);
+    s.post("/v1/agents", &a, &json!({"name": "A kept"}))?.expect(201)?;
     // Left pending: C's request to revoke A, the puppet's adjustment.
     let left = pending_ids(&c, &c.auditor)?;
     check_eq!(left.len(), 2, "pending: {left:?}");

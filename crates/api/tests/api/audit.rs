@@ -268,6 +268,53 @@ pub fn receipts_are_provable(backend: Backend) -> TestResult {
     Ok(())
 }
 
+/// `/v1/transparency` answers from a per-day cache: a flood after the cache expired costs
+/// one computation (one `miss`, every other answer a `hit` with the same body); today's
+/// totals are at most `transparency_cache_ms` old and then show new payments; a closed day
+/// is computed once.
+pub fn transparency_cache(backend: Backend) -> TestResult {
+    let server = crate::support::Server::start_with(backend, |c| {
+        c.replace("transparency_cache_ms = 5000", "transparency_cache_ms = 1500")
+    })?;
+    let c = City::on(server, "100.00")?;
+    let s = &c.s;
+    c.pay(&c.card, "1.00")?.expect(201)?;
+    let grocery = |r: &crate::support::Resp| -> Result<Value, String> {
+        let t = r.expect(200)?;
+        let m = t["merchants"].as_array().ok_or("merchants")?;
+        Ok(m.iter().find(|m| m["category"] == json!("grocery")).map(|m| m["payments"].clone()).unwrap_or(json!(0)))
+    };
+    let first = s.get_public("/v1/transparency")?;
+    check_eq!(first.header("x-kartu-cache"), Some("miss"));
+    check_eq!(grocery(&first)?, json!(1));
+    // A payment within the cache's life is not shown yet; after it, it is.
+    c.pay(&c.card, "1.00")?.expect(201)?;
+    let cached = s.get_public("/v1/transparency")?;
+    check_eq!(cached.header("x-kartu-cache"), Some("hit"));
+    check_eq!(cached.text, first.text);
+    std::thread::sleep(std::time::Duration::from_millis(1600));
+    // The flood: 40 requests at once after the cache expired; one computes.
+    let answers: Vec<Result<crate::support::Resp, String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..40).map(|_| scope.spawn(|| s.get_public("/v1/transparency"))).collect();
+        handles.into_iter().map(|h| h.join().map_err(|_| "panicked".to_string())?).collect()
+    });
+    let answers = answers.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let misses = answers.iter().filter(|r| r.header("x-kartu-cache") == Some("miss")).count();
+    check_eq!(misses, 1);
+    for r in &answers {
+        check_eq!(grocery(r)?, json!(2));
+        check_eq!(&r.text, &answers[0].text);
+    }
+    // A closed day: computed once, then kept.
+    let past = s.get_public("/v1/transparency?date=2001-01-01")?;
+    check_eq!((past.status, past.header("x-kartu-cache")), (200, Some("miss")));
+    std::thread::sleep(std::time::Duration::from_millis(1600));
+    let again = s.get_public("/v1/transparency?date=2001-01-01")?;
+    check_eq!(again.header("x-kartu-cache"), Some("hit"));
+    check!(again.header("cache-control").is_some_and(|v| v.starts_with("public")), "cache-control");
+    Ok(())
+}
+
 pub fn transparency_and_secrets(backend: Backend) -> TestResult {
     let c = City::new(backend, "300000.00")?;
     let s = &c.s;

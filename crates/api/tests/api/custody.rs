@@ -9,8 +9,7 @@ use crate::support::{idr, tap_with, Backend, Body, City, Server, TestResult};
 /// made with keys the card no longer holds); a card still at version 1 pays with it.
 pub fn card_key_versions(backend: Backend) -> TestResult {
     let v2 = "\n[cards.2]\nsdm_meta_read_key = \"00112233445566778899AABBCCDDEEFF\"\n\
-        sdm_file_read_master_key = \"FFEEDDCCBBAA99887766554433221100\"\n\
-        app_master_key = \"0F1E2D3C4B5A69788796A5B4C3D2E1F0\"\n";
+        sdm_file_read_master_key = \"FFEEDDCCBBAA99887766554433221100\"\n";
     let server = Server::start_edited(backend, |c| c, |keys| format!("{keys}{v2}"))?;
     check_eq!(server.keys.newest().version(), 2);
     let c = City::on(server, "0.00")?;
@@ -38,6 +37,68 @@ pub fn card_key_versions(backend: Backend) -> TestResult {
     // A version the key file does not hold cannot be issued.
     let r = s.post("/v1/cards", &s.operator, &json!({"uid": "04C0FFEE000142", "holder_id": h, "key_version": 3}))?;
     r.problem(422, "invalid_field")?;
+    Ok(())
+}
+
+/// `kartu init` writes the server's key file and the issuance key file apart: the server's
+/// holds the SDM keys and the checkpoint key and no card key 0; the issuance file holds key
+/// 0 and the same SDM keys and no checkpoint key; both are 0600. `load` (what `kartu serve`
+/// runs) refuses a key file holding an app_master_key and names the fix.
+pub fn key_split(backend: Backend) -> TestResult {
+    use std::os::unix::fs::PermissionsExt;
+    let db = crate::support::TestDb::fresh(backend)?;
+    let data = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let init = api::server::init(data.path(), Some(&db.url), "KARTU-MKS").map_err(|e| e.to_string())?;
+    let server_path = data.path().join(api::server::KEY_FILE);
+    let issuance_path = data.path().join(api::server::ISSUANCE_KEY_FILE);
+    check_eq!(
+        init.issuance_key_file.canonicalize().map_err(|e| e.to_string())?,
+        issuance_path.canonicalize().map_err(|e| e.to_string())?
+    );
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
+    let (server_text, issuance_text) = (read(&server_path)?, read(&issuance_path)?);
+    check!(!server_text.contains("app_master_key"), "the server's key file holds key 0:\n{server_text}");
+    check!(server_text.contains("ed25519_pkcs8"), "the server's key file lacks the checkpoint key");
+    check!(issuance_text.contains("app_master_key"), "the issuance key file lacks key 0");
+    check!(!issuance_text.contains("ed25519_pkcs8"), "the issuance key file holds the checkpoint key");
+    for p in [&server_path, &issuance_path] {
+        let mode = std::fs::metadata(p).map_err(|e| e.to_string())?.permissions().mode() & 0o777;
+        check_eq!(mode, 0o600);
+    }
+    let server_keys = card::keyfile::KeyFile::parse(&server_text).map_err(|e| e.to_string())?;
+    let issuance_keys = card::keyfile::KeyFile::parse(&issuance_text).map_err(|e| e.to_string())?;
+    check!(!server_keys.holds_app_master_keys() && issuance_keys.holds_app_master_keys(), "holds_app_master_keys");
+    let (sv, iv) = (server_keys.newest(), issuance_keys.newest());
+    check_eq!(sv.version(), iv.version());
+    check!(
+        sv.sdm_meta_read_key() == iv.sdm_meta_read_key()
+            && sv.sdm_file_read_master_key() == iv.sdm_file_read_master_key(),
+        "the two files disagree on the SDM keys"
+    );
+    // A tap made with the issuance file's keys verifies with the server's.
+    let uid = card::CardUid::from_hex("04A1B2C3D4E5F6").map_err(|e| e.to_string())?;
+    let tap =
+        issuance_keys.make_tap(&uid, card::ReadCounter::new(7).ok_or("counter")?, [0; 5]).map_err(|e| e.to_string())?;
+    let (message, version) = server_keys.verify_tap(&tap).map_err(|e| e.to_string())?;
+    check!(message.mac_valid() && version == sv.version(), "the server's keys do not verify an issued card's tap");
+    // The server starts with its own file, and refuses the issuance file's key 0.
+    let loaded = api::server::load(data.path(), None).map_err(|e| e.to_string())?;
+    loaded.state.ledger.shutdown();
+    let key0 = issuance_text.lines().find(|l| l.starts_with("app_master_key")).ok_or("key 0 line")?;
+    let version_line = format!("[cards.{}]", sv.version());
+    std::fs::write(&server_path, server_text.replace(&version_line, &format!("{version_line}\n{key0}")))
+        .map_err(|e| e.to_string())?;
+    let refused = match api::server::load(data.path(), None) {
+        Ok(l) => {
+            l.state.ledger.shutdown();
+            return Err("load accepted a key file holding app_master_key".into());
+        }
+        Err(e) => e.to_string(),
+    };
+    check!(
+        refused.contains("app_master_key") && refused.contains("issuance key file") && !refused.contains(&key0[18..50]),
+        "refusal: {refused}"
+    );
     Ok(())
 }
 

@@ -47,6 +47,7 @@ const CASES: &[(&str, Case)] = &[
     ("auditor_reads_and_proofs", audit::auditor_reads_and_proofs),
     ("receipts_are_provable", audit::receipts_are_provable),
     ("transparency_and_secrets", audit::transparency_and_secrets),
+    ("transparency_cache", audit::transparency_cache),
     ("offline_uploads_cannot_mint", integrity::offline_uploads_cannot_mint),
     ("offline_debt_repaid_once", integrity::offline_debt_repaid_once),
     ("replacement_follows_credits", integrity::replacement_follows_credits),
@@ -57,6 +58,7 @@ const CASES: &[(&str, Case)] = &[
     ("amounts_above_the_limits", integrity::amounts_above_the_limits),
     ("card_key_versions", custody::card_key_versions),
     ("exposure_limits", custody::exposure_limits),
+    ("key_split", custody::key_split),
     ("openapi_document_and_routes", openapi::openapi_document_and_routes),
     ("health_and_metrics", openapi::health_and_metrics),
 ];

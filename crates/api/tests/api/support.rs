@@ -122,9 +122,16 @@ pub struct Resp {
     pub json: Value,
     /// The `Retry-After` header, when there is one.
     pub retry_after: Option<String>,
+    /// Every header (names in lower case).
+    pub headers: Vec<(String, String)>,
 }
 
 impl Resp {
+    /// A header's value (`name` in lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
     /// The JSON body if the status is `status`, else an error showing the body.
     pub fn expect(&self, status: u16) -> Result<&Value, String> {
         if self.status != status {
@@ -285,9 +292,14 @@ impl Server {
         let content_type =
             response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
         let retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+            .collect();
         let text = response.body_mut().read_to_string().map_err(|e| format!("{method} {path}: body: {e}"))?;
         let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Ok(Resp { status, content_type, text, json, retry_after })
+        Ok(Resp { status, content_type, text, json, retry_after, headers })
     }
 
     pub fn get(&self, path: &str, token: &str) -> Result<Resp, String> {

@@ -44,9 +44,9 @@ fn parses_the_spec_layout_newest_version_first() {
     let v1 = file.version(1).expect("version 1");
     assert_eq!(
         (v1.sdm_meta_read_key(), v1.sdm_file_read_master_key(), v1.app_master_key()),
-        (&key(META_1), &key(FILE_1), &key(APP_1))
+        (&key(META_1), &key(FILE_1), Some(&key(APP_1)))
     );
-    assert_eq!(file.newest().app_master_key(), &key(APP_2));
+    assert_eq!(file.newest().app_master_key(), Some(&key(APP_2)));
     assert!(file.version(3).is_none());
     assert_eq!(file.checkpoint().map(CheckpointSecret::expose_secret), Some(&[0x00, 0xFF, 0x10][..]));
     // The checkpoint table is optional.
@@ -156,7 +156,7 @@ fn generate_then_to_toml_round_trips() {
     let v1 = generated.newest();
     assert_eq!(v1.sdm_meta_read_key().expose_secret(), &random[..16]);
     assert_eq!(v1.sdm_file_read_master_key().expose_secret(), &random[16..32]);
-    assert_eq!(v1.app_master_key().expose_secret(), &random[32..]);
+    assert_eq!(v1.app_master_key().map(|k| k.expose_secret().to_vec()), Some(random[32..].to_vec()));
     assert!(generated.checkpoint().is_none());
 
     let text = generated.to_toml();
@@ -173,6 +173,42 @@ fn generate_then_to_toml_round_trips() {
     // Two versions survive the round trip too, newest first.
     let two = KeyFile::parse(&two_versions()).expect("parse");
     assert_eq!(KeyFile::parse(&two.to_toml()).expect("parse"), two);
+}
+
+/// The two files of an installation: the server's part has every version's SDM keys and
+/// the checkpoint key but no key 0; the issuance part has key 0 and no checkpoint key; each
+/// round-trips through TOML, and a file without `app_master_key` parses.
+#[test]
+fn server_and_issuance_parts_are_apart() {
+    let full = KeyFile::parse(&two_versions()).expect("parse");
+    assert!(full.holds_app_master_keys());
+    let server = full.server_part();
+    let text = server.to_toml();
+    assert!(!text.contains("app_master_key") && !text.contains(APP_1) && !text.contains(APP_2), "{}", *text);
+    assert!(text.contains("ed25519_pkcs8") && text.contains("server key file"), "{}", *text);
+    let parsed = KeyFile::parse(&text).expect("parse the server part");
+    assert_eq!(parsed, server);
+    assert!(!parsed.holds_app_master_keys());
+    assert_eq!(parsed.versions().map(|set| set.version()).collect::<Vec<_>>(), [2, 1]);
+    assert!(parsed.versions().all(|set| set.app_master_key().is_none()));
+    assert_eq!(parsed.version(1).map(|set| set.sdm_file_read_master_key()), Some(&key(FILE_1)));
+    assert!(parsed.checkpoint().is_some());
+    // The server's part verifies the taps of cards of either version.
+    let (_, version) = parsed.verify_tap(&tap(META_1, FILE_1, "04A1B2C3D4E5F6", 9)).expect("tap");
+    assert_eq!(version, 1);
+
+    let issuance = full.issuance_part();
+    let text = issuance.to_toml();
+    assert!(text.contains(APP_1) && text.contains(APP_2) && !text.contains("ed25519_pkcs8"), "{}", *text);
+    assert!(text.contains("issuance key file"), "{}", *text);
+    let parsed = KeyFile::parse(&text).expect("parse the issuance part");
+    assert_eq!(parsed, issuance);
+    assert!(parsed.checkpoint().is_none() && parsed.holds_app_master_keys());
+    // One version with key 0 and one without: the file still holds key 0.
+    let mixed = two_versions().replace(&format!("app_master_key = \"{APP_1}\"\n"), "");
+    let mixed = KeyFile::parse(&mixed).expect("parse");
+    assert!(mixed.holds_app_master_keys());
+    assert_eq!(mixed.version(1).and_then(|set| set.app_master_key()), None);
 }
 
 /// AN12196's SUN example (VECTORS.md): with the zero meta-read key the key file decrypts

@@ -1,0 +1,220 @@
+//! `GET /v1/transparency`: a day's totals per merchant category and public service, for
+//! anyone, with no personal data. Answers come from a per-day cache, so a flood of requests
+//! costs one computation: a closed day (ended over a minute ago; no entry can still be
+//! timed in it) is computed once and kept, today's totals at most
+//! `transparency_cache_ms` old. One computation runs at a time; requests that arrive
+//! meanwhile wait for it and take its answer. The `X-Kartu-Cache` header says `hit` or `miss`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::{web, HttpResponse};
+use ledger::domain::EntryKind;
+use ledger::EventFilter;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::wire::{money, Money};
+use crate::{blocking, AppState};
+
+/// Closed days kept at most; the oldest are dropped past it (each is a few hundred bytes).
+const CLOSED_DAYS_MAX: usize = 4096;
+/// How long after a day's end its totals are final.
+const CLOSE_AFTER_US: i64 = 60_000_000;
+
+/// The per-day cache of [`Transparency`] answers (serialised JSON).
+#[derive(Debug, Default)]
+pub struct TransparencyCache {
+    /// One computation at a time; the others wait here and then find its answer.
+    compute: tokio::sync::Mutex<()>,
+    days: std::sync::Mutex<HashMap<chrono::NaiveDate, Cached>>,
+}
+
+#[derive(Debug, Clone)]
+struct Cached {
+    json: Arc<[u8]>,
+    closed: bool,
+    made: Instant,
+}
+
+impl TransparencyCache {
+    fn get(&self, day: chrono::NaiveDate, fresh_for: Duration) -> Option<Arc<[u8]>> {
+        let days = self.days.lock().ok()?;
+        let c = days.get(&day)?;
+        (c.closed || c.made.elapsed() < fresh_for).then(|| c.json.clone())
+    }
+
+    fn put(&self, day: chrono::NaiveDate, json: Arc<[u8]>, closed: bool) {
+        if let Ok(mut days) = self.days.lock() {
+            if days.len() >= CLOSED_DAYS_MAX && !days.contains_key(&day) {
+                if let Some(oldest) = days.keys().min().copied() {
+                    days.remove(&oldest);
+                }
+            }
+            days.insert(day, Cached { json, closed, made: Instant::now() });
+        }
+    }
+}
+
+/// Transparency query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct DayQuery {
+    /// The UTC day, YYYY-MM-DD; today when omitted.
+    pub date: Option<String>,
+}
+
+/// Totals of one merchant category.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CategoryTotal {
+    /// Category.
+    pub category: String,
+    /// Payments and captures.
+    pub payments: u64,
+    /// Their total.
+    pub amount: Money,
+    /// Refunded.
+    pub refunded: Money,
+}
+
+/// Totals of one public service.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ServiceTotal {
+    /// Service.
+    pub service: String,
+    /// Allowed.
+    pub allowed: u64,
+    /// Denied.
+    pub denied: u64,
+}
+
+/// The day's totals, with no personal data.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Transparency {
+    /// The day.
+    pub date: String,
+    /// Per merchant category.
+    pub merchants: Vec<CategoryTotal>,
+    /// Per public service.
+    pub services: Vec<ServiceTotal>,
+    /// Top-ups on the day.
+    pub topups: Money,
+    /// The audit log's size when these totals were computed (a closed day's totals are
+    /// computed once; `/v1/audit/checkpoints/latest` has the size now).
+    pub tree_size: i64,
+}
+
+/// Daily totals per merchant category and public service: no personal data, for anyone.
+#[utoipa::path(get, path = "/v1/transparency", tag = "public", params(DayQuery), responses((status = 200, body = Transparency)))]
+pub async fn transparency(state: web::Data<AppState>, q: web::Query<DayQuery>) -> Result<HttpResponse, ApiError> {
+    let day = match &q.date {
+        Some(d) => chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")
+            .map_err(|_| ApiError::bad_request("invalid_query", "date must be YYYY-MM-DD"))?,
+        None => {
+            chrono::DateTime::from_timestamp_micros(state.ledger.now_us()).map(|t| t.date_naive()).unwrap_or_default()
+        }
+    };
+    let start = day.and_hms_opt(0, 0, 0).map(|t| t.and_utc().timestamp_micros()).unwrap_or(0);
+    let end = start + 86_400_000_000;
+    let cache = &state.transparency;
+    let fresh_for = state.settings.transparency_cache;
+    if let Some(json) = cache.get(day, fresh_for) {
+        return Ok(answer(json, true, fresh_for));
+    }
+    let _computing = cache.compute.lock().await;
+    if let Some(json) = cache.get(day, fresh_for) {
+        return Ok(answer(json, true, fresh_for));
+    }
+    let closed = state.ledger.now_us() >= end.saturating_add(CLOSE_AFTER_US);
+    let st = state.clone();
+    let currency = state.settings.currency;
+    let t = blocking(move || {
+        let categories: HashMap<i64, String> =
+            st.ledger.registry(|r| r.merchants())?.into_iter().map(|m| (m.account_id, m.category)).collect();
+        let services: HashMap<String, String> = st
+            .ledger
+            .registry(|r| r.service_points())?
+            .into_iter()
+            .map(|s| (format!("service_point:{}", s.id), s.service))
+            .collect();
+        let mut merchants: BTreeMap<String, (u64, i64, i64)> = BTreeMap::new();
+        let mut topups = 0i64;
+        let mut next = st.ledger.seq_at(start - 1)? + 1;
+        'entries: loop {
+            let page = st.ledger.entries(next, ledger::PAGE_MAX)?;
+            let Some(last) = page.last() else { break };
+            next = last.seq + 1;
+            for e in &page {
+                if e.time_us >= end {
+                    break 'entries;
+                }
+                if e.currency != currency {
+                    continue;
+                }
+                let category = e.counterparty_id.and_then(|a| categories.get(&a.0)).cloned();
+                match (e.kind, category) {
+                    (EntryKind::Payment | EntryKind::Capture, Some(c)) => {
+                        let t = merchants.entry(c).or_default();
+                        t.0 += 1;
+                        t.1 += e.amount_minor;
+                    }
+                    (EntryKind::Refund, Some(c)) => merchants.entry(c).or_default().2 += e.amount_minor,
+                    (EntryKind::Topup, _) => topups += e.amount_minor,
+                    _ => {}
+                }
+            }
+        }
+        let mut by_service: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        let filter = EventFilter { kind: Some("access_decision".into()), since_us: Some(start), ..Default::default() };
+        let mut after = 0;
+        'events: loop {
+            let page = st.ledger.events(&filter, after, ledger::PAGE_MAX)?;
+            let Some(last) = page.last() else { break };
+            after = last.id;
+            for e in &page {
+                if e.time_us >= end {
+                    break 'events;
+                }
+                let service = e.scope.as_ref().and_then(|s| services.get(s)).cloned().unwrap_or_else(|| "other".into());
+                let allowed =
+                    serde_json::from_str::<serde_json::Value>(&e.payload).is_ok_and(|p| p["decision"] == "allow");
+                let t = by_service.entry(service).or_default();
+                if allowed {
+                    t.0 += 1;
+                } else {
+                    t.1 += 1;
+                }
+            }
+        }
+        Ok(Transparency {
+            date: day.format("%Y-%m-%d").to_string(),
+            merchants: merchants
+                .into_iter()
+                .map(|(category, (n, amount, refunded))| CategoryTotal {
+                    category,
+                    payments: n,
+                    amount: money(amount, currency),
+                    refunded: money(refunded, currency),
+                })
+                .collect(),
+            services: by_service
+                .into_iter()
+                .map(|(service, (allowed, denied))| ServiceTotal { service, allowed, denied })
+                .collect(),
+            topups: money(topups, currency),
+            tree_size: st.ledger.tree_size()?,
+        })
+    })
+    .await?;
+    let json: Arc<[u8]> = serde_json::to_vec(&t).map_err(|_| ApiError::internal("transparency"))?.into();
+    cache.put(day, json.clone(), closed);
+    Ok(answer(json, false, fresh_for))
+}
+
+fn answer(json: Arc<[u8]>, hit: bool, fresh_for: Duration) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .insert_header(("x-kartu-cache", if hit { "hit" } else { "miss" }))
+        .insert_header(("cache-control", format!("public, max-age={}", fresh_for.as_secs().max(1))))
+        .body(json.to_vec())
+}
