@@ -2,7 +2,6 @@
 //! a reason code; a clinic gives queue numbers; every decision is a leaf of the audit log.
 
 use actix_web::{web, HttpResponse};
-use chrono::{NaiveTime, TimeZone};
 use ledger::domain::{AccessLimit, Event, Rejection};
 use ledger::registry::ServicePoint;
 use ledger::LedgerError;
@@ -11,7 +10,7 @@ use serde_json::json;
 
 use crate::auth::{Caller, IdempotencyKey, Role};
 use crate::error::ApiError;
-use crate::operator::{split_categories, CATEGORIES};
+use crate::operator::split_categories;
 use crate::wire::{self, Tap};
 use crate::{blocking, AppState};
 
@@ -20,65 +19,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/access-checks", web::post().to(access_check));
 }
 
-/// Who may enter a service point, and when.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Policy {
-    /// Holder categories admitted (resident, student, senior, insured, staff); empty admits
-    /// every registered holder.
-    #[serde(default)]
-    pub categories: Vec<String>,
-    /// Opening time, local "HH:MM".
-    pub opens: Option<String>,
-    /// Closing time, local "HH:MM" (exclusive).
-    pub closes: Option<String>,
-    /// IANA time zone of the opening hours and of the day (default Asia/Makassar).
-    #[serde(default = "default_tz")]
-    pub timezone: String,
-    /// Entries allowed per holder per local day.
-    pub daily_quota: Option<u32>,
-    /// A holder allowed in may not be allowed again within this many minutes.
-    pub anti_passback_minutes: Option<u32>,
-    /// Allowed entries get the day's next queue number.
-    #[serde(default)]
-    pub issues_queue_numbers: bool,
-}
+/// Who may enter a service point, and when: the domain layer's policy.
+pub use domain::access::Policy;
 
-fn default_tz() -> String {
-    "Asia/Makassar".into()
-}
-
-fn hhmm(field: &str, v: &Option<String>) -> Result<Option<NaiveTime>, ApiError> {
-    v.as_deref()
-        .map(|t| {
-            NaiveTime::parse_from_str(t, "%H:%M")
-                .map_err(|_| ApiError::unprocessable("invalid_field", format!("policy.{field} must be HH:MM")))
-        })
-        .transpose()
-}
-
-impl Policy {
-    /// Checks the policy.
-    pub fn check(&self) -> Result<(), ApiError> {
-        if let Some(bad) = self.categories.iter().find(|c| !CATEGORIES.contains(&c.as_str())) {
-            return Err(ApiError::unprocessable("invalid_field", format!("unknown category {bad:?}")));
-        }
-        let (o, c) = (hhmm("opens", &self.opens)?, hhmm("closes", &self.closes)?);
-        if o.is_some() != c.is_some() {
-            return Err(ApiError::unprocessable("invalid_field", "policy.opens and policy.closes go together"));
-        }
-        self.tz()?;
-        if self.daily_quota == Some(0) {
-            return Err(ApiError::unprocessable("invalid_field", "policy.daily_quota must be at least 1"));
-        }
-        Ok(())
-    }
-
-    fn tz(&self) -> Result<chrono_tz::Tz, ApiError> {
-        self.timezone
-            .parse::<chrono_tz::Tz>()
-            .map_err(|_| ApiError::unprocessable("invalid_field", "policy.timezone is not an IANA time zone"))
-    }
+/// A policy's rules, or `422 invalid_field` naming what is wrong.
+pub fn rules(policy: &Policy) -> Result<domain::access::Rules, ApiError> {
+    policy.rules().map_err(|e| ApiError::unprocessable("invalid_field", e.to_string()))
 }
 
 /// `POST /v1/access-checks`.
@@ -120,31 +66,18 @@ fn decide(
     holder_categories: &[String],
     now_us: i64,
 ) -> Result<(&'static str, Option<String>, Option<AccessLimit>), ApiError> {
-    if !policy.categories.is_empty() && !holder_categories.iter().any(|c| policy.categories.contains(c)) {
-        return Ok(("not_entitled", None, None));
-    }
-    let tz = policy.tz()?;
-    let now = tz.timestamp_micros(now_us).single().ok_or_else(|| ApiError::internal("time"))?;
-    if let (Some(o), Some(c)) = (hhmm("opens", &policy.opens)?, hhmm("closes", &policy.closes)?) {
-        let t = now.time();
-        let open = if o <= c { t >= o && t < c } else { t >= o || t < c };
-        if !open {
-            return Ok(("closed", None, None));
-        }
-    }
-    let day = now.date_naive();
-    let day_start = tz
-        .from_local_datetime(&day.and_time(NaiveTime::MIN))
-        .earliest()
-        .map(|d| d.timestamp_micros())
-        .unwrap_or(now_us);
-    let queue = policy.issues_queue_numbers.then(|| format!("service_point:{}:{}", sp.id, day.format("%Y-%m-%d")));
+    let rules = policy.rules().map_err(ApiError::internal)?;
+    let day = match rules.admit(holder_categories, now_us) {
+        Ok(day) => day,
+        Err(refusal) => return Ok((refusal.code(), None, None)),
+    };
+    let queue = rules.issues_queue_numbers.then(|| format!("service_point:{}:{}", sp.id, day.date.format("%Y-%m-%d")));
     // The holder, not the card: a replaced card does not reset the quota.
-    let limit = (policy.daily_quota.is_some() || policy.anti_passback_minutes.is_some()).then(|| AccessLimit {
+    let limit = rules.limits.any().then(|| AccessLimit {
         holder_key: format!("service_point:{}:holder:{holder_id}", sp.id),
-        day_start_us: day_start,
-        daily_quota: policy.daily_quota,
-        passback_us: policy.anti_passback_minutes.map(|m| i64::from(m) * 60_000_000),
+        day_start_us: day.start_us,
+        daily_quota: rules.limits.daily_quota,
+        passback_us: rules.limits.passback_us,
     });
     Ok(("entitled", queue, limit))
 }

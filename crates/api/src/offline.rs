@@ -108,14 +108,12 @@ pub async fn deny_list(state: web::Data<AppState>, caller: Caller) -> Result<Htt
         let sp =
             st.ledger.registry(|r| r.service_point(sp_id))?.ok_or_else(|| ApiError::forbidden("service point gone"))?;
         let policy: crate::access::Policy = serde_json::from_str(&sp.policy).map_err(ApiError::internal)?;
+        let rules = policy.rules().map_err(ApiError::internal)?;
         let entitled = st
             .ledger
             .registry(|r| r.active_cards_with_categories())?
             .into_iter()
-            .filter(|(_, categories)| {
-                policy.categories.is_empty()
-                    || crate::operator::split_categories(categories).iter().any(|c| policy.categories.contains(c))
-            })
+            .filter(|(_, categories)| rules.admits(&crate::operator::split_categories(categories)))
             .map(|(uid, _)| uid)
             .collect();
         let access = OfflineAccess {

@@ -71,7 +71,7 @@ fn ledger_key(caller: &Caller, key: &IdempotencyKey, suffix: &str) -> Result<led
 // ---- holders ----
 
 /// Holder categories that policies refer to.
-pub const CATEGORIES: [&str; 5] = ["resident", "student", "senior", "insured", "staff"];
+pub use domain::access::CATEGORIES;
 
 /// `POST /v1/holders`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -629,7 +629,7 @@ pub async fn create_service_point(
     if !["clinic", "library", "city_office", "other"].contains(&body.service.as_str()) {
         return Err(ApiError::unprocessable("invalid_field", "service must be clinic, library, city_office or other"));
     }
-    body.policy.check()?;
+    crate::access::rules(&body.policy)?;
     let policy = serde_json::to_string(&body.policy).map_err(ApiError::internal)?;
     let service = body.service.clone();
     let details = json!({"name": name, "service": service, "policy": body.policy});

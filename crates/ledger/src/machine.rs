@@ -439,21 +439,15 @@ impl<'s> Machine<'s> {
         Ok(())
     }
 
-    /// The writer's check of a holder's quota and passback at a service point.
+    /// The writer's check of a holder's quota and passback at a service point (the domain
+    /// rule, against every decision the writer recorded).
     fn check_access(&self, access: &crate::domain::AccessLimit) -> Result<(), Rejection> {
         let times = self.state.access_times.get(&access.holder_key).map(Vec::as_slice).unwrap_or(&[]);
-        if let Some(window) = access.passback_us {
-            if times.iter().any(|t| self.time_us - t < window) {
-                return Err(Rejection::Passback);
-            }
-        }
-        if let Some(quota) = access.daily_quota {
-            let today = times.iter().filter(|t| **t >= access.day_start_us).count();
-            if today >= quota as usize {
-                return Err(Rejection::QuotaReached);
-            }
-        }
-        Ok(())
+        let limits = domain::access::Limits { daily_quota: access.daily_quota, passback_us: access.passback_us };
+        limits.check(self.time_us, access.day_start_us, times).map_err(|refusal| match refusal {
+            domain::access::Refusal::QuotaReached => Rejection::QuotaReached,
+            _ => Rejection::Passback,
+        })
     }
 
     /// Applies one write of either kind.

@@ -480,7 +480,7 @@ impl OfflineAccess {
         deny: &std::collections::HashSet<String>,
         allowed_before: &[i64],
     ) -> Result<(), AccessRefusal> {
-        use chrono::{NaiveTime, TimeZone as _};
+        use domain::access::{hours, timezone, Limits, Refusal};
         let uid = uid.to_ascii_uppercase();
         if deny.contains(&uid) {
             return Err(AccessRefusal::CardBlocked);
@@ -488,38 +488,25 @@ impl OfflineAccess {
         if !self.entitled.iter().any(|e| e.eq_ignore_ascii_case(&uid)) {
             return Err(AccessRefusal::NotEntitled);
         }
-        let tz: chrono_tz::Tz = self.timezone.parse().map_err(|_| AccessRefusal::BadPolicy)?;
-        let local = |us: i64| tz.timestamp_micros(us).single().ok_or(AccessRefusal::BadPolicy);
-        let now = local(now_us)?;
-        let hhmm = |t: &Option<String>| {
-            t.as_deref()
-                .map(|t| NaiveTime::parse_from_str(t, "%H:%M").map_err(|_| AccessRefusal::BadPolicy))
-                .transpose()
+        // The same rules as the server's, from the synced fields.
+        let rules = domain::access::Rules {
+            categories: Vec::new(),
+            hours: hours(self.opens.as_deref(), self.closes.as_deref()).map_err(|_| AccessRefusal::BadPolicy)?,
+            timezone: timezone(&self.timezone).map_err(|_| AccessRefusal::BadPolicy)?,
+            limits: Limits {
+                daily_quota: self.daily_quota,
+                passback_us: self.anti_passback_minutes.map(|m| i64::from(m) * 60_000_000),
+            },
+            issues_queue_numbers: false,
         };
-        if let (Some(o), Some(c)) = (hhmm(&self.opens)?, hhmm(&self.closes)?) {
-            let t = now.time();
-            let open = if o <= c { t >= o && t < c } else { t >= o || t < c };
-            if !open {
-                return Err(AccessRefusal::Closed);
-            }
-        }
-        if let (Some(minutes), Some(last)) = (self.anti_passback_minutes, allowed_before.iter().max()) {
-            if now_us - last < i64::from(minutes) * 60_000_000 {
-                return Err(AccessRefusal::Passback);
-            }
-        }
-        if let Some(quota) = self.daily_quota {
-            let today = now.date_naive();
-            let mut used = 0_u32;
-            for t in allowed_before {
-                if local(*t)?.date_naive() == today {
-                    used += 1;
-                }
-            }
-            if used >= quota {
-                return Err(AccessRefusal::QuotaReached);
-            }
-        }
-        Ok(())
+        let refused = |r: Refusal| match r {
+            Refusal::Closed => AccessRefusal::Closed,
+            Refusal::Passback => AccessRefusal::Passback,
+            Refusal::QuotaReached => AccessRefusal::QuotaReached,
+            Refusal::NotEntitled => AccessRefusal::NotEntitled,
+            Refusal::CardBlocked => AccessRefusal::CardBlocked,
+        };
+        let day = rules.open_at(now_us).map_err(refused)?;
+        rules.limits.check(now_us, day.start_us, allowed_before).map_err(refused)
     }
 }

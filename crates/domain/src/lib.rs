@@ -1,0 +1,9 @@
+//! Kartu's domain rules: pure functions over typed values, with no I/O, no clock and no
+//! storage. Each rule lives here once and every part that applies it calls it: the API
+//! (online decisions), the ledger's writer (the decisions that must hold under
+//! concurrency) and offline terminals (the same decision with synced tables).
+//!
+//! - [`access`]: a service point's policy (who, when), and a holder's daily quota and
+//!   anti-passback window.
+
+pub mod access;
