@@ -221,15 +221,7 @@ impl Config {
 }
 
 fn write_secret(path: &Path, contents: &str) -> Result<(), SetupError> {
-    use std::io::Write;
-    #[cfg(unix)]
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    options.mode(0o600);
-    let mut f = options.open(path).map_err(|e| err(&format!("creating {}", path.display()), e))?;
-    f.write_all(contents.as_bytes()).map_err(|e| err(&format!("writing {}", path.display()), e))
+    files::create_private(path, contents.as_bytes()).map_err(|e| SetupError(e.to_string()))
 }
 
 fn random<const N: usize>() -> Result<[u8; N], SetupError> {
@@ -368,32 +360,13 @@ pub struct Loaded {
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<(), SetupError> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-            .map_err(|e| err(&format!("setting the mode of {}", path.display()), e))?;
-    }
-    Ok(())
+    files::set_mode(path, mode).map_err(|e| SetupError(e.to_string()))
 }
 
 /// Refuses a secret file that anyone but its owner may read: a key lifted by another local
 /// user is lifted for good.
 pub fn check_private(path: &Path) -> Result<(), SetupError> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let meta = std::fs::metadata(path).map_err(|e| err(&format!("reading {}", path.display()), e))?;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(SetupError(format!(
-                "{} is readable by group or others (mode {mode:03o}); run `chmod 600 {}`",
-                path.display(),
-                path.display()
-            )));
-        }
-    }
-    Ok(())
+    files::check_private(path).map_err(|e| SetupError(e.to_string()))
 }
 
 /// Loads the configuration and keys and opens the ledger (which signs checkpoints).

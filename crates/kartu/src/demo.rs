@@ -820,14 +820,7 @@ fn day(pcscd: &pcsc_testkit::Pcscd, work: &Path, data: &Path, keep: bool) -> Res
 }
 
 fn write_private(path: &Path, text: &str) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(text.as_bytes()).with_context(|| format!("writing {}", path.display()))
+    Ok(files::create_private(path, text.as_bytes())?)
 }
 
 #[cfg(test)]

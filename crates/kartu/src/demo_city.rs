@@ -197,9 +197,5 @@ pub fn seed_and_print(base: &str, data_dir: &Path, operator_token: &str) -> Resu
 }
 
 fn write_private(path: &Path, text: &str) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
-    f.write_all(text.as_bytes())?;
-    Ok(())
+    Ok(files::create_private(path, text.as_bytes())?)
 }

@@ -358,24 +358,9 @@ fn run(cli: Cli) -> Result<()> {
 /// A secret given on the command line or in the environment (`value`), or in a file: the
 /// file's first line. A file others may read is refused, as `kartu serve` refuses its keys.
 fn secret(value: Option<String>, file: Option<std::path::PathBuf>, what: &str) -> Result<String> {
-    use std::os::unix::fs::PermissionsExt;
     match (value, file) {
         (Some(v), None) if !v.trim().is_empty() => Ok(v.trim().to_owned()),
-        (_, Some(path)) => {
-            let mode =
-                std::fs::metadata(&path).with_context(|| format!("reading {}", path.display()))?.permissions().mode();
-            anyhow::ensure!(
-                mode & 0o077 == 0,
-                "{} holds a {what} and is readable by group or others (mode {:o}); run `chmod 600 {}`",
-                path.display(),
-                mode & 0o777,
-                path.display()
-            );
-            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-            let line = text.lines().next().unwrap_or("").trim().to_owned();
-            anyhow::ensure!(!line.is_empty(), "{} is empty: it must hold the {what} on its first line", path.display());
-            Ok(line)
-        }
+        (_, Some(path)) => Ok(files::read_secret_line(&path)?),
         _ => anyhow::bail!("give the {what} with --{what}-file FILE (or KARTU_TOKEN_FILE / KARTU_TOKEN)"),
     }
 }

@@ -11,7 +11,6 @@
 //! nodes that disagree with the leaves — the signer refuses: it signs nothing until an
 //! operator has looked (see docs/AUDIT.md).
 
-use std::io::Write as _;
 use std::path::Path;
 
 use crate::store::{CheckpointRow, Db};
@@ -218,19 +217,7 @@ fn extend(db: &mut Db, edge: &mut merkle::CompactRange, to: i64) -> Result<Resul
 }
 
 /// Writes `bytes` to `path` so that a crash leaves the old file or the new one, never a
-/// mix: a private temporary file in the same directory, fsync, rename, fsync the directory.
+/// mix ([`files::replace_private`]).
 pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
+    files::replace_private(path, bytes).map_err(std::io::Error::other)
 }

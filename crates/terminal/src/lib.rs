@@ -452,9 +452,7 @@ impl Terminal {
 }
 
 fn write_private(path: &Path, text: &str) -> Result<(), TerminalError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(storage)?;
-    f.write_all(text.as_bytes()).map_err(storage)
+    files::create_private(path, text.as_bytes()).map_err(storage)
 }
 
 fn read_journal(path: &Path) -> Result<Vec<SignedRecord>, TerminalError> {
