@@ -62,6 +62,11 @@ pub struct Config {
     /// are computed once).
     #[serde(default = "default_transparency_cache_ms")]
     pub transparency_cache_ms: u64,
+    /// Serve even when the database user owns the journal tables, is a superuser or may do
+    /// more than serving needs (PostgreSQL; `KARTU_ALLOW_OWNER`, `kartu serve
+    /// --allow-owner`): for a laptop demo only. See docs/OPERATIONS.md, "Database roles".
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_owner: bool,
     /// Money and tap limits.
     #[serde(default)]
     pub limits: LimitsConfig,
@@ -178,6 +183,7 @@ impl Config {
             metrics_token: None,
             float_approval_threshold_minor: DEFAULT_FLOAT_APPROVAL_THRESHOLD_MINOR,
             transparency_cache_ms: default_transparency_cache_ms(),
+            allow_owner: false,
             limits: LimitsConfig::default(),
         }
     }
@@ -213,6 +219,13 @@ impl Config {
         if let Some(v) = var("METRICS_TOKEN") {
             c.metrics_token = Some(v);
         }
+        if let Some(v) = var("ALLOW_OWNER") {
+            c.allow_owner = match v.as_str() {
+                "1" | "true" => true,
+                "0" | "false" | "" => false,
+                _ => return Err(SetupError(format!("KARTU_ALLOW_OWNER must be true or false, not {v:?}"))),
+            };
+        }
         if let Some(v) = var("WORKERS") {
             c.workers = v.parse().map_err(|e| err("KARTU_WORKERS", e))?;
         }
@@ -242,6 +255,18 @@ pub struct Initialised {
     pub verifier_key: String,
     /// The issuance key file (card key 0 of every card), to be moved off the server.
     pub issuance_key_file: PathBuf,
+    /// On PostgreSQL: the serving role set up, whose URL `kartu.toml` serves with.
+    pub serve_role: Option<ledger::roles::RoleReport>,
+}
+
+/// The serving role `kartu init` sets up on PostgreSQL.
+#[derive(Debug, Clone, Default)]
+pub struct ServeRole {
+    /// Its name; the database's name and `_serve` when none.
+    pub name: Option<String>,
+    /// Its password (from a file), written into `kartu.toml`'s URL; none: it logs in as
+    /// `pg_hba.conf` allows (peer, certificate, trust) or with `PGPASSWORD`/`~/.pgpass`.
+    pub password: Option<String>,
 }
 
 /// Creates the data directory, its configuration, the key file (new random card master
@@ -257,6 +282,18 @@ pub fn init_with(
     database_url: Option<&str>,
     system_identifier: &str,
     operator_name: &str,
+) -> Result<Initialised, SetupError> {
+    init_full(data_dir, database_url, system_identifier, operator_name, &ServeRole::default())
+}
+
+/// [`init_with`]; on PostgreSQL (`database_url` is then the tables' owner's) the serving
+/// role `serve_role` is created if missing and granted, and `kartu.toml` serves as it.
+pub fn init_full(
+    data_dir: &Path,
+    database_url: Option<&str>,
+    system_identifier: &str,
+    operator_name: &str,
+    serve_role: &ServeRole,
 ) -> Result<Initialised, SetupError> {
     let person = crate::approvals::person_name(operator_name).map_err(|e| err("operator name", e.detail))?;
     std::fs::create_dir_all(data_dir).map_err(|e| err(&format!("creating {}", data_dir.display()), e))?;
@@ -275,7 +312,23 @@ pub fn init_with(
         merkle::Signer::generate_pkcs8(&ring::rand::SystemRandom::new()).map_err(|e| err("checkpoint key", e))?;
     let keys = KeyFile::generate(sysid, &random::<{ card::keyfile::GENERATE_RANDOM_LEN }>()?)
         .with_checkpoint(CheckpointSecret::from_bytes(pkcs8.clone()));
-    ledger::migrate(&config.database_url).map_err(|e| err("migrating the database", e))?;
+    let owner_url = config.database_url.clone();
+    ledger::migrate(&owner_url).map_err(|e| err("migrating the database", e))?;
+    let serve_role =
+        if ledger::Backend::of_url(&owner_url).map_err(|e| err("database URL", e))? == ledger::Backend::Postgres {
+            let name = match &serve_role.name {
+                Some(n) => n.clone(),
+                None => ledger::roles::default_serve_role(&owner_url).map_err(|e| err("the serving role", e))?,
+            };
+            let password = serve_role.password.as_deref();
+            let report = ledger::roles::setup_serve_role(&owner_url, &name, password)
+                .map_err(|e| err("setting up the serving role", e))?;
+            config.database_url =
+                ledger::roles::serve_url(&owner_url, &name, password).map_err(|e| err("the serving role's URL", e))?;
+            Some(report)
+        } else {
+            None
+        };
     // Apart: the server verifies taps and signs; only issuance rewrites cards.
     write_secret(&data_dir.join(KEY_FILE), &keys.server_part().to_toml())?;
     let issuance_key_file = data_dir.join(ISSUANCE_KEY_FILE);
@@ -287,12 +340,17 @@ pub fn init_with(
         set_mode(Path::new(path), 0o600)?;
     }
     let signer = merkle::Signer::from_pkcs8(&config.origin, &pkcs8).map_err(|e| err("checkpoint key", e))?;
-    let ledger =
-        Ledger::open(&config.database_url, LedgerConfig::default()).map_err(|e| err("opening the ledger", e))?;
+    let ledger = Ledger::open(&owner_url, LedgerConfig::default()).map_err(|e| err("opening the ledger", e))?;
     let made = create_operator(&ledger, &person, "kartu init", "system:init");
     ledger.shutdown();
     let (_, token) = made?;
-    Ok(Initialised { config, operator_token: token, verifier_key: signer.verifier_key(), issuance_key_file })
+    Ok(Initialised {
+        config,
+        operator_token: token,
+        verifier_key: signer.verifier_key(),
+        issuance_key_file,
+        serve_role,
+    })
 }
 
 /// Creates an operator credential for `person` directly, without a second operator's
@@ -370,12 +428,22 @@ pub fn check_private(path: &Path) -> Result<(), SetupError> {
 }
 
 /// Loads the configuration and keys and opens the ledger (which signs checkpoints).
-/// Refuses key files that group or others may read.
+/// Refuses key files that group or others may read, and on PostgreSQL a database user that
+/// could edit the journal (see [`load_with`]).
 pub fn load(data_dir: &Path, database_url: Option<&str>) -> Result<Loaded, SetupError> {
+    load_with(data_dir, database_url, false)
+}
+
+/// [`load`]; `allow_owner` (or `allow_owner = true` in `kartu.toml`) lets a PostgreSQL user
+/// that owns the journal tables, is a superuser or may do more than [`ledger::roles::SERVE_GRANTS`]
+/// serve (a laptop demo), with a warning. Without it such a user is refused, naming what it
+/// could do and the fix. SQLite has no roles and is not checked.
+pub fn load_with(data_dir: &Path, database_url: Option<&str>, allow_owner: bool) -> Result<Loaded, SetupError> {
     let mut config = Config::load(data_dir)?;
     if let Some(url) = database_url {
         config.database_url = url.to_owned();
     }
+    config.allow_owner |= allow_owner;
     check_private(&data_dir.join(KEY_FILE))?;
     check_private(&data_dir.join(NIK_KEY_FILE))?;
     let key_path = data_dir.join(KEY_FILE);
@@ -430,6 +498,7 @@ pub fn load(data_dir: &Path, database_url: Option<&str>) -> Result<Loaded, Setup
     };
     let limits = config.limits.money(currency)?;
     ledger::migrate(&config.database_url).map_err(|e| err("migrating the database", e))?;
+    check_serving_user(&config)?;
     let ledger = Ledger::open(&config.database_url, ledger_config).map_err(|e| err("opening the ledger", e))?;
     let settings = Settings {
         currency,
@@ -447,6 +516,27 @@ pub fn load(data_dir: &Path, database_url: Option<&str>) -> Result<Loaded, Setup
     };
     let state = web::Data::new(AppState::new(ledger, settings, TapKeys(keys), &nik_key));
     Ok(Loaded { config, state })
+}
+
+/// On PostgreSQL: refuses a database user that could edit the journal unless allowed.
+fn check_serving_user(config: &Config) -> Result<(), SetupError> {
+    let Some(check) =
+        ledger::roles::check_serving(&config.database_url).map_err(|e| err("checking the database user", e))?
+    else {
+        return Ok(());
+    };
+    if check.is_ok() {
+        return Ok(());
+    }
+    if !config.allow_owner {
+        return Err(SetupError(check.refusal()));
+    }
+    tracing::warn!(
+        user = %check.user,
+        problems = %check.problems.join("; "),
+        "serving as a database user that can edit the journal (allow_owner): fine for a laptop demo, never for a city"
+    );
+    Ok(())
 }
 
 /// Serves on `listener` until SIGINT/SIGTERM (or the returned server handle stops it):

@@ -619,6 +619,8 @@ impl Drop for BenchDb {
         if let Some((admin, name)) = &self.pg {
             if let Ok(mut c) = diesel::PgConnection::establish(admin) {
                 let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+                // The serving role `kartu init` makes for an HTTP bench's database.
+                let _ = c.batch_execute(&format!("DROP ROLE IF EXISTS {name}_serve"));
             }
         }
     }

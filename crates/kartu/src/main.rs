@@ -37,6 +37,15 @@ enum Cmd {
         /// The person the first operator credential belongs to.
         #[arg(long, default_value = api::server::FIRST_OPERATOR)]
         operator_name: String,
+        /// PostgreSQL: the role `kartu serve` connects as, created if missing and granted
+        /// only what serving needs (default: the database's name and `_serve`);
+        /// --database-url is then the tables' owner's, and kartu.toml gets the role's URL.
+        #[arg(long)]
+        serve_role: Option<String>,
+        /// A file (mode 0600) holding the serving role's password, set on the role and
+        /// written into kartu.toml's database URL.
+        #[arg(long, requires = "serve_role")]
+        serve_password_file: Option<std::path::PathBuf>,
     },
     /// Operator credentials made on the host, without a second operator's approval.
     Operator {
@@ -95,11 +104,26 @@ enum Cmd {
         /// operator token in this file) and print tokens and a curl example.
         #[arg(long)]
         demo_city: Option<std::path::PathBuf>,
+        /// PostgreSQL: serve even as a database user that owns the journal tables (or is a
+        /// superuser): it could rewrite history. For a laptop demo only.
+        #[arg(long)]
+        allow_owner: bool,
     },
-    /// Create or upgrade the database schema (sqlite://PATH or postgres://...).
+    /// Create or upgrade the database schema (sqlite://PATH or postgres://...). On
+    /// PostgreSQL, run it as the tables' owner: serving roles already set up are granted
+    /// again, so new tables are covered.
     Migrate {
         #[arg(long, env = "KARTU_DATABASE_URL")]
         database_url: String,
+        /// PostgreSQL: create this role for `kartu serve` if missing (LOGIN NOSUPERUSER
+        /// NOCREATEDB NOCREATEROLE NOBYPASSRLS) and grant it only what serving needs:
+        /// SELECT and INSERT on the journal, UPDATE of a few columns where the design moves
+        /// rows forward, never DELETE or TRUNCATE, and ownership of nothing.
+        #[arg(long)]
+        serve_role: Option<String>,
+        /// A file (mode 0600) holding the serving role's password to set.
+        #[arg(long, requires = "serve_role")]
+        serve_password_file: Option<std::path::PathBuf>,
     },
     /// Card tools for operators.
     Card {
@@ -242,9 +266,28 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Cmd::Migrate { database_url } => {
+        Cmd::Migrate { database_url, serve_role, serve_password_file } => {
+            let password = serve_password_file.as_deref().map(read_password_file).transpose()?;
             let ran = ledger::migrate(&database_url).context("migrating the database")?;
             println!("migrated: {ran} migration(s) applied");
+            let mut reports =
+                ledger::roles::regrant_serve_roles(&database_url).context("granting the serving roles")?;
+            if let Some(role) = &serve_role {
+                reports.retain(|r| &r.role != role);
+                reports.push(
+                    ledger::roles::setup_serve_role(&database_url, role, password.as_deref())
+                        .context("setting up the serving role")?,
+                );
+            }
+            for r in &reports {
+                println!("{r}");
+            }
+            if let Some(role) = &serve_role {
+                let url = ledger::roles::serve_url(&database_url, role, None)?;
+                println!(
+                    "serve with: kartu serve --database-url {url} (its password from the URL, PGPASSWORD or ~/.pgpass)"
+                );
+            }
             Ok(())
         }
         Cmd::Card { command } => card_cmd::run(command),
@@ -255,9 +298,16 @@ fn run(cli: Cli) -> Result<()> {
             println!("{token}");
             Ok(())
         }
-        Cmd::Init { data_dir, database_url, system_identifier, operator_name } => {
-            let done = api::server::init_with(&data_dir, database_url.as_deref(), &system_identifier, &operator_name)?;
-            eprintln!("kartu: initialised {} ({})", data_dir.display(), done.config.database_url);
+        Cmd::Init { data_dir, database_url, system_identifier, operator_name, serve_role, serve_password_file } => {
+            let password = serve_password_file.as_deref().map(read_password_file).transpose()?;
+            let role = api::server::ServeRole { name: serve_role, password };
+            let done =
+                api::server::init_full(&data_dir, database_url.as_deref(), &system_identifier, &operator_name, &role)?;
+            eprintln!("kartu: initialised {} ({})", data_dir.display(), without_password(&done.config.database_url));
+            if let Some(r) = &done.serve_role {
+                eprintln!("kartu: {r}");
+                eprintln!("kartu: kartu.toml serves as {:?}; migrate as the owner", r.role);
+            }
             eprintln!("kartu: checkpoint verifier key: {}", done.verifier_key);
             eprintln!(
                 "kartu: {} is the server's key file (verifies taps, signs checkpoints); it stays here",
@@ -304,7 +354,9 @@ fn run(cli: Cli) -> Result<()> {
             terminal::run(&mut t, reader.as_deref(), amount, taps, &mut std::io::stdout())?;
             Ok(())
         }
-        Cmd::Serve { data_dir, listen, database_url, demo_city } => serve(&data_dir, listen, database_url, demo_city),
+        Cmd::Serve { data_dir, listen, database_url, demo_city, allow_owner } => {
+            serve(&data_dir, listen, database_url, demo_city, allow_owner)
+        }
         Cmd::Audit {
             command:
                 AuditCmd::Verify {
@@ -370,8 +422,9 @@ fn serve(
     listen: Option<String>,
     database_url: Option<String>,
     demo_city: Option<std::path::PathBuf>,
+    allow_owner: bool,
 ) -> Result<()> {
-    let loaded = api::server::load(data_dir, database_url.as_deref())?;
+    let loaded = api::server::load_with(data_dir, database_url.as_deref(), allow_owner)?;
     let listen = listen.unwrap_or_else(|| loaded.config.listen.clone());
     let listener = std::net::TcpListener::bind(&listen).with_context(|| format!("listening on {listen}"))?;
     let addr = listener.local_addr()?;
@@ -398,6 +451,28 @@ fn serve(
     loaded.state.ledger.shutdown();
     eprintln!("kartu: stopped");
     Ok(())
+}
+
+/// A password from a private file, without its line end.
+fn read_password_file(path: &std::path::Path) -> Result<String> {
+    api::server::check_private(path)?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let password = text.trim_end_matches(['\n', '\r']).to_owned();
+    anyhow::ensure!(!password.is_empty(), "{} holds no password", path.display());
+    Ok(password)
+}
+
+/// A database URL with its password, if any, replaced by `***` (for printing).
+fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..end].rsplit_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{host}{}", &rest[end..])
+        }
+        _ => url.to_owned(),
+    }
 }
 
 fn audit_verify(

@@ -681,6 +681,8 @@ impl Drop for PgDb {
         use diesel::Connection;
         if let Ok(mut c) = diesel::PgConnection::establish(&self.admin) {
             let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+            // The serving role `kartu init` makes by default (roles are cluster-wide).
+            let _ = c.batch_execute(&format!("DROP ROLE IF EXISTS {}_serve", self.name));
         }
     }
 }
@@ -1011,4 +1013,173 @@ fn rewritten_history_is_refused_on_sqlite() {
 fn rewritten_history_is_refused_on_postgres() {
     let db = PgDb::create("history");
     rewritten_history_is_refused(Some(&db));
+}
+
+/// Issue 13, database roles: `kartu migrate --serve-role` creates the serving role and
+/// grants it only what serving needs (and is idempotent); `kartu init --serve-role` writes
+/// its URL, with the password, into kartu.toml; `kartu serve` as the tables' owner refuses
+/// to start, naming a table and the fix, and starts with --allow-owner; a role granted too
+/// much is refused until `kartu migrate` grants it exactly the list again. SQLite has no
+/// roles, and says so.
+#[test]
+fn serving_role_on_postgres() {
+    use std::io::BufRead;
+    use std::os::unix::fs::PermissionsExt;
+    let db = PgDb::create("roles");
+    let role = format!("{}_serve", db.name);
+    let dir = tempfile::tempdir().expect("dir");
+    let password_file = dir.path().join("serve.password");
+    std::fs::write(&password_file, "s3cret/p@ss\n").expect("password");
+    let pw = password_file.display().to_string();
+    // Readable by others: refused.
+    std::fs::set_permissions(&password_file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let (ok, _, err) =
+        kartu(&["migrate", "--database-url", &db.url, "--serve-role", &role, "--serve-password-file", &pw]);
+    assert!(!ok && err.contains("readable by group or others"), "{err}");
+    std::fs::set_permissions(&password_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let (ok, out, err) =
+        kartu(&["migrate", "--database-url", &db.url, "--serve-role", &role, "--serve-password-file", &pw]);
+    assert!(ok, "{out} {err}");
+    for said in [
+        format!("serving role {role:?}: created (LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS"),
+        "password set".into(),
+        "SELECT, INSERT (append only) on accounts, journal_entries, postings, audit_leaves, merkle_nodes, checkpoints"
+            .into(),
+        "SELECT, UPDATE (last_seq, last_time_us, tree_size) on ledger_head".into(),
+        "SELECT, INSERT, UPDATE (last_counter, time_us) on card_counters".into(),
+        "SELECT, INSERT, UPDATE (revoked_at_us, revoked_event_id) on credentials".into(),
+        "nothing on card_debts".into(),
+        "DELETE, TRUNCATE, TRIGGER, REFERENCES on no table".into(),
+        format!("serve with: kartu serve --database-url postgres://{role}@"),
+    ] {
+        assert!(out.contains(&said), "{said:?} in {out}");
+    }
+    assert!(!out.contains("s3cret"), "the password is not printed: {out}");
+    #[derive(diesel::QueryableByName)]
+    struct Role {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        rolsuper: bool,
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        rolcreaterole: bool,
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        rolbypassrls: bool,
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        rolcanlogin: bool,
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        has_password: bool,
+    }
+    let role_row = || -> Role {
+        use diesel::{Connection, RunQueryDsl};
+        let mut c = diesel::PgConnection::establish(&db.url).expect("owner");
+        diesel::sql_query(
+            "SELECT rolsuper, rolcreaterole, rolbypassrls, rolcanlogin, rolpassword IS NOT NULL AS has_password
+             FROM pg_authid WHERE rolname = $1::name",
+        )
+        .bind::<diesel::sql_types::Text, _>(&role)
+        .get_result(&mut c)
+        .expect("the role exists")
+    };
+    let r = role_row();
+    assert!(!r.rolsuper && !r.rolcreaterole && !r.rolbypassrls && r.rolcanlogin && r.has_password);
+    // Again: nothing to migrate, the role exists, the same grants.
+    let (ok, out, err) = kartu(&["migrate", "--database-url", &db.url, "--serve-role", &role]);
+    assert!(
+        ok && out.contains("0 migration(s) applied") && out.contains(&format!("serving role {role:?}: exists")),
+        "{out} {err}"
+    );
+
+    // `kartu init` on the migrated database, serving as the role, its password in the URL.
+    let data = dir.path().join("city");
+    let data_s = data.display().to_string();
+    let (ok, out, err) = kartu(&[
+        "init",
+        "--data-dir",
+        &data_s,
+        "--database-url",
+        &db.url,
+        "--serve-role",
+        &role,
+        "--serve-password-file",
+        &pw,
+    ]);
+    assert!(ok, "{err}");
+    let token = out.trim().to_owned();
+    assert!(!err.contains("s3cret"), "init prints no password: {err}");
+    let config = std::fs::read_to_string(data.join("kartu.toml")).expect("config");
+    assert!(config.contains(&format!("postgres://{role}:s3cret%2Fp%40ss@")), "{config}");
+    assert!(!config.contains("allow_owner"), "{config}");
+    let serve_url = api::server::Config::load(&data).expect("config").database_url;
+    let check = ledger::roles::check_serving(&serve_url).expect("check").expect("postgres");
+    assert!(check.is_ok() && check.user == role, "{check:?}");
+
+    // As the owner: refused, naming a table and the fix; with --allow-owner it serves.
+    let (ok, _, err) = kartu(&["serve", "--data-dir", &data_s, "--listen", "127.0.0.1:0", "--database-url", &db.url]);
+    assert!(!ok, "the owner served");
+    for said in ["must not serve", "owns the journal table \"accounts\"", "--serve-role", "--allow-owner"] {
+        assert!(err.contains(said), "{said:?} in {err}");
+    }
+    // Starts `kartu serve`, makes an agent through it (a write), stops it: (created, log).
+    let writes = std::cell::Cell::new(0);
+    let started = |extra: &[&str]| -> (bool, String) {
+        let mut child = KillOnDrop(
+            Command::new(env!("CARGO_BIN_EXE_kartu"))
+                .args(["serve", "--data-dir", &data_s, "--listen", "127.0.0.1:0"])
+                .args(extra)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("serve"),
+        );
+        let mut log = String::new();
+        for line in std::io::BufReader::new(child.0.stderr.take().expect("stderr")).lines().map_while(Result::ok) {
+            log.push_str(&line);
+            log.push('\n');
+            if let Some(base) = line.split("serving on ").nth(1) {
+                let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+                let mut r = agent
+                    .post(&format!("{base}/v1/agents"))
+                    .header("Authorization", &format!("Bearer {token}"))
+                    .header("Idempotency-Key", &format!("a-{}", writes.replace(writes.get() + 1)))
+                    .send_json(serde_json::json!({"name": "agent"}))
+                    .expect("post");
+                let body = r.body_mut().read_to_string().unwrap_or_default();
+                return (r.status().as_u16() == 201, format!("{log}{body}"));
+            }
+        }
+        (false, log)
+    };
+    let (ok, log) = started(&["--database-url", &db.url, "--allow-owner"]);
+    assert!(ok && log.contains("allow_owner"), "the owner serves with --allow-owner, warned: {log}");
+    // As the role (kartu.toml): serves, and writes.
+    let (ok, log) = started(&[]);
+    assert!(ok, "{log}");
+
+    // The owner grants the role more (TRUNCATE on checkpoints) and takes some away (INSERT
+    // on audit_leaves): the server refuses to start, naming both.
+    owner_sql(&db.url, &format!("GRANT TRUNCATE ON checkpoints TO {role}; REVOKE INSERT ON audit_leaves FROM {role};"));
+    let (ok, _, err) = kartu(&["serve", "--data-dir", &data_s, "--listen", "127.0.0.1:0"]);
+    assert!(!ok && err.contains("TRUNCATE on checkpoints") && err.contains("INSERT on audit_leaves"), "{err}");
+    // `kartu migrate` as the owner grants every serving role exactly the list again.
+    let (ok, out, err) = kartu(&["migrate", "--database-url", &db.url]);
+    assert!(ok && out.contains(&format!("serving role {role:?}: exists")), "{out} {err}");
+    let (ok, log) = started(&[]);
+    assert!(ok, "{log}");
+    // A table a migration added without saying what the server may do with it: granting
+    // refuses, and so does the server.
+    owner_sql(&db.url, "CREATE TABLE kartu_unlisted (id BIGSERIAL PRIMARY KEY)");
+    let (ok, out, err) = kartu(&["migrate", "--database-url", &db.url]);
+    assert!(!ok && err.contains("not classified: table kartu_unlisted, sequence kartu_unlisted_id_seq"), "{out} {err}");
+    let (ok, _, err) = kartu(&["serve", "--data-dir", &data_s, "--listen", "127.0.0.1:0"]);
+    assert!(!ok && err.contains("\"kartu_unlisted\" is not in the serving role's grant list"), "{err}");
+    owner_sql(&db.url, "DROP TABLE kartu_unlisted");
+
+    // A role that could edit the journal is not made a serving role.
+    owner_sql(&db.url, &format!("CREATE ROLE {role}_x LOGIN SUPERUSER"));
+    let (ok, _, err) = kartu(&["migrate", "--database-url", &db.url, "--serve-role", &format!("{role}_x")]);
+    owner_sql(&db.url, &format!("DROP ROLE {role}_x"));
+    assert!(!ok && err.contains("is a superuser"), "{err}");
+    // SQLite has no roles.
+    let sqlite = format!("sqlite://{}", dir.path().join("k.db").display());
+    let (ok, _, err) = kartu(&["migrate", "--database-url", &sqlite, "--serve-role", "kartu_serve"]);
+    assert!(!ok && err.contains("SQLite has no database roles"), "{err}");
 }

@@ -234,6 +234,8 @@ impl Drop for PgDb {
         use diesel::Connection;
         if let Ok(mut c) = diesel::PgConnection::establish(&self.admin) {
             let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+            // The serving role `kartu init` makes by default (roles are cluster-wide).
+            let _ = c.batch_execute(&format!("DROP ROLE IF EXISTS {}_serve", self.name));
         }
     }
 }

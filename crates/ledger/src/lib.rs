@@ -4,6 +4,7 @@
 //! - [`domain`]: accounts, journal entries, postings, requests and rejection codes;
 //! - `machine`: the rules, a pure state machine applied to a batch of requests;
 //! - `store`: the only module that knows SQL (SQLite and PostgreSQL through diesel);
+//! - [`roles`]: what `kartu serve`'s database role may do on PostgreSQL, table by table;
 //! - [`audit`]: the canonical leaf bytes of the Merkle audit log (docs/AUDIT.md);
 //! - [`verify`]: the auditor's check of a whole database;
 //! - [`Ledger`]: the group-committing writer, the reads, proofs and signed checkpoints;
@@ -24,6 +25,7 @@ pub use ledger::{
 pub use ledger::{WriterStats, BATCH_REQUESTS_MAX, PAGE_MAX, QUEUE_JOBS_MAX, WAL_CHECKPOINT_INTERVAL};
 pub use machine::TapRules;
 pub use store::registry;
+pub use store::roles;
 pub use store::{Backend, CheckpointRow, EventFilter, LeafRow};
 
 /// Errors of the ledger as a service: a rejection of the request, or trouble underneath.
@@ -38,6 +40,9 @@ pub enum LedgerError {
     /// Migrations failed or are pending.
     #[error("migration: {0}")]
     Migration(String),
+    /// Database roles: the serving role could not be set up or checked.
+    #[error("database roles: {0}")]
+    Roles(String),
     /// The database failed; nothing of the batch the request was in was written.
     #[error("storage: {0}")]
     Storage(String),

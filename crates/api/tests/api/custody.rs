@@ -158,3 +158,192 @@ pub fn exposure_limits(backend: Backend) -> TestResult {
     check!(started.elapsed() < std::time::Duration::from_secs(3), "cut off after {:?}", started.elapsed());
     Ok(())
 }
+
+/// Issue 13: the server runs as a database role that cannot edit the journal. Serving
+/// works as that role (the harness serves every PostgreSQL trial so); every table of the
+/// schema is classified in `ledger::roles::SERVE_GRANTS`; and as the role, disabling
+/// triggers, TRUNCATE, DELETE, UPDATE of the journal, DROP and the like are refused as
+/// privilege errors (SQLSTATE 42501), for every table. On SQLite there are no roles: the
+/// same tables are classified, and whoever holds the file can drop a trigger and delete
+/// checkpoints, which is why the signer keeps its last checkpoint outside the database.
+pub fn serving_role_cannot_edit_the_journal(backend: Backend) -> TestResult {
+    use diesel::connection::SimpleConnection;
+    use diesel::{Connection, RunQueryDsl};
+    use ledger::roles::{check_serving, grant_of, SERVE_GRANTS};
+    let c = City::new(backend, "100.00")?;
+    let s = &c.s;
+    // Serving as the role: a payment, a block and a revocation (the UPDATEs the role has),
+    // and signed checkpoints covering them.
+    check_eq!(c.pay(&c.card, "10.00")?.expect(201)?["balance"], idr("90.00"));
+    let r = s.post(&format!("/v1/cards/{}/block", c.card.id), &s.operator, &json!({"reason": "lost"}))?;
+    check_eq!(r.expect(200)?["status"], json!("blocked"));
+    let (cred, _) = s.credential_with_id("kiosk", "kiosk 2")?;
+    s.delete(&format!("/v1/credentials/{cred}"), &s.operator)?.expect(200)?;
+    s.checkpoint_covering(s.tree_size()?)?;
+    let serve_url = s.serve_url()?;
+    let listed: std::collections::BTreeSet<&str> = SERVE_GRANTS.iter().map(|g| g.table).collect();
+
+    #[derive(diesel::QueryableByName)]
+    struct Name {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        name: String,
+    }
+    if backend == Backend::Sqlite {
+        check_eq!(serve_url, s.owner_url().to_owned(), "SQLite: the file is the database");
+        check!(check_serving(&serve_url).map_err(|e| e.to_string())?.is_none(), "SQLite has no roles to check");
+        let path = serve_url.trim_start_matches("sqlite://");
+        let mut db = diesel::SqliteConnection::establish(path).map_err(|e| e.to_string())?;
+        let tables: Vec<Name> = diesel::sql_query(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+        )
+        .load(&mut db)
+        .map_err(|e| e.to_string())?;
+        let tables: std::collections::BTreeSet<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+        check_eq!(tables, listed, "the SQLite schema and the grant list name the same tables");
+        // File access is full access: whoever can write the file drops the trigger and
+        // deletes checkpoints. The defence is outside the database.
+        db.batch_execute("DROP TRIGGER checkpoints_no_delete; DELETE FROM checkpoints;").map_err(|e| e.to_string())?;
+        return Ok(());
+    }
+
+    // PostgreSQL: the server's URL names the role made for this database.
+    let role = s.db().serve_role().ok_or("a serving role")?;
+    check!(serve_url.contains(&format!("://{role}@")), "kartu.toml serves as {role}: {serve_url}");
+    let served = check_serving(&serve_url).map_err(|e| e.to_string())?.ok_or("a PostgreSQL check")?;
+    check!(served.is_ok() && served.owned.is_empty(), "the role may serve: {served:?}");
+    check_eq!(served.user, role);
+    let owner = check_serving(s.owner_url()).map_err(|e| e.to_string())?.ok_or("a PostgreSQL check")?;
+    check!(!owner.is_ok(), "the owner may not serve");
+    let refusal = owner.refusal();
+    check!(refusal.contains("owns the journal table \"accounts\"") && refusal.contains("--serve-role"), "{refusal}");
+
+    // Every table and sequence of the schema is classified (a migration that adds one
+    // without saying what the server may do with it fails here, and in `kartu migrate`).
+    let mut owner_db = diesel::PgConnection::establish(s.owner_url()).map_err(|e| e.to_string())?;
+    let tables: Vec<Name> = diesel::sql_query(
+        "SELECT relname::text AS name FROM pg_class WHERE relnamespace = 'public'::regnamespace AND relkind IN ('r', 'p', 'v', 'm', 'f') ORDER BY 1",
+    )
+    .load(&mut owner_db)
+    .map_err(|e| e.to_string())?;
+    let tables: Vec<String> = tables.into_iter().map(|t| t.name).collect();
+    check_eq!(tables.iter().map(String::as_str).collect::<std::collections::BTreeSet<_>>(), listed);
+
+    // What the role holds, read from the catalogue, table by table: never DELETE,
+    // TRUNCATE, TRIGGER, REFERENCES or a table-wide UPDATE; UPDATE only of the listed
+    // columns; every sequence USAGE at most.
+    #[derive(diesel::QueryableByName)]
+    struct Held {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        name: String,
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        sel: bool,
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        ins: bool,
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        forbidden: bool,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        update_columns: String,
+    }
+    let held: Vec<Held> = diesel::sql_query(
+        "SELECT c.relname::text AS name, has_table_privilege($1::name, c.oid, 'SELECT') AS sel,
+                has_table_privilege($1::name, c.oid, 'INSERT') AS ins,
+                has_table_privilege($1::name, c.oid, 'UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER') AS forbidden,
+                COALESCE((SELECT string_agg(a.attname::text, ',' ORDER BY a.attname::text) FROM pg_attribute a
+                          WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+                            AND has_column_privilege($1::name, c.oid, a.attnum, 'UPDATE')), '') AS update_columns
+         FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r' ORDER BY 1",
+    )
+    .bind::<diesel::sql_types::Text, _>(&role)
+    .load(&mut owner_db)
+    .map_err(|e| e.to_string())?;
+    for h in &held {
+        let g = grant_of(&h.name).ok_or_else(|| format!("{} unclassified", h.name))?;
+        check!(!h.forbidden, "{role} may UPDATE (all), DELETE, TRUNCATE, REFERENCES or TRIGGER on {}", h.name);
+        check_eq!((h.sel, h.ins), (g.select, g.insert), "SELECT, INSERT on {}", h.name);
+        let mut want: Vec<&str> = g.update.to_vec();
+        want.sort_unstable();
+        check_eq!(h.update_columns, want.join(","), "UPDATE columns on {}", h.name);
+    }
+    let setval: Vec<Name> = diesel::sql_query(
+        "SELECT relname::text AS name FROM pg_class WHERE relnamespace = 'public'::regnamespace AND relkind = 'S'
+           AND CASE WHEN relkind = 'S' THEN has_sequence_privilege($1::name, oid, 'SELECT, UPDATE') END",
+    )
+    .bind::<diesel::sql_types::Text, _>(&role)
+    .load(&mut owner_db)
+    .map_err(|e| e.to_string())?;
+    check!(setval.is_empty(), "{role} may setval: {:?}", setval.iter().map(|n| &n.name).collect::<Vec<_>>());
+
+    // Runs `sql` and rolls it back: Ok when PostgreSQL refuses it as a privilege error
+    // (SQLSTATE 42501: "permission denied", "must be owner"), an error naming what
+    // happened otherwise (it ran, or failed for another reason such as a trigger).
+    fn refused(db: &mut diesel::PgConnection, sql: &str) -> TestResult {
+        let block = format!(
+            "DO $kartu_test$ BEGIN EXECUTE '{}'; RAISE EXCEPTION 'it ran'; \
+             EXCEPTION WHEN insufficient_privilege THEN NULL; END $kartu_test$",
+            sql.replace('\'', "''")
+        );
+        db.batch_execute(&block).map_err(|e| format!("`{sql}` is not refused as a privilege error: {e}"))
+    }
+    let mut as_role = diesel::PgConnection::establish(&serve_url).map_err(|e| e.to_string())?;
+    // The probe can tell: the owner may disable triggers, and the role may read.
+    check!(refused(&mut owner_db, "ALTER TABLE journal_entries DISABLE TRIGGER ALL").is_err(), "the owner may");
+    check!(refused(&mut as_role, "SELECT count(*) FROM journal_entries").is_err(), "the role may read");
+    #[derive(diesel::QueryableByName)]
+    struct FirstColumn {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        name: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        first: String,
+    }
+    let firsts: Vec<FirstColumn> = diesel::sql_query(
+        "SELECT c.relname::text AS name, a.attname::text AS first FROM pg_class c
+         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = 1
+         WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r' ORDER BY 1",
+    )
+    .load(&mut owner_db)
+    .map_err(|e| e.to_string())?;
+    check_eq!(firsts.len(), tables.len());
+    for FirstColumn { name: t, first } in &firsts {
+        for sql in [
+            format!("ALTER TABLE {t} DISABLE TRIGGER ALL"),
+            format!("ALTER TABLE {t} DISABLE TRIGGER USER"),
+            format!("TRUNCATE {t} CASCADE"),
+            format!("DELETE FROM {t}"),
+            // The first column (an id or key) is in no table's UPDATE list.
+            format!("UPDATE {t} SET {first} = {first}"),
+            format!("DROP TABLE {t} CASCADE"),
+            format!("ALTER TABLE {t} OWNER TO {role}"),
+            format!(
+                "CREATE TRIGGER kartu_probe BEFORE INSERT ON {t} FOR EACH ROW EXECUTE FUNCTION kartu_append_only()"
+            ),
+        ] {
+            refused(&mut as_role, &sql)?;
+        }
+    }
+    for sql in [
+        "UPDATE journal_entries SET amount_minor = amount_minor + 100",
+        "UPDATE postings SET balance_after_minor = 0",
+        "UPDATE audit_leaves SET leaf_hash = leaf_hash",
+        "UPDATE cards SET account_id = account_id",
+        "UPDATE credentials SET role = 'operator'",
+        "UPDATE credentials SET token_hash = token_hash",
+        "UPDATE merchants SET fee_rate = '0'",
+        "UPDATE ledger_head SET id = 1",
+        "INSERT INTO ledger_head (id, last_seq, last_time_us) VALUES (2, 0, 0)",
+        "SELECT setval('accounts_id_seq', 1)",
+        "CREATE TABLE kartu_probe (id int)",
+        "CREATE FUNCTION kartu_probe() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+        "DROP TRIGGER journal_entries_append_only ON journal_entries",
+        "DROP FUNCTION kartu_append_only() CASCADE",
+        &format!("SET ROLE {}", owner.user),
+    ] {
+        refused(&mut as_role, sql)?;
+    }
+    // Where the role may UPDATE, the triggers it cannot disable still hold: a card counter
+    // only moves forward.
+    let e = as_role.batch_execute("UPDATE card_counters SET last_counter = 0").map(|_| ()).err();
+    check!(e.as_ref().is_some_and(|e| e.to_string().contains("only moves forward")), "{e:?}");
+    // The server still serves, and the blocked card stays blocked.
+    c.pay(&c.card, "1.00")?.problem(422, "card_blocked")?;
+    Ok(())
+}

@@ -59,6 +59,7 @@ const CASES: &[(&str, Case)] = &[
     ("card_key_versions", custody::card_key_versions),
     ("exposure_limits", custody::exposure_limits),
     ("key_split", custody::key_split),
+    ("serving_role_cannot_edit_the_journal", custody::serving_role_cannot_edit_the_journal),
     ("openapi_document_and_routes", openapi::openapi_document_and_routes),
     ("health_and_metrics", openapi::health_and_metrics),
 ];

@@ -101,11 +101,20 @@ impl TestDb {
     }
 }
 
+impl TestDb {
+    /// The serving role `init` creates for this database (roles are cluster-wide: one per
+    /// test database, dropped with it).
+    pub fn serve_role(&self) -> Option<String> {
+        self.pg_name.as_ref().map(|n| format!("{n}_serve"))
+    }
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
         if let Some(name) = &self.pg_name {
             if let Ok(mut c) = PgConnection::establish(&postgres_admin_url()) {
                 let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+                let _ = c.batch_execute(&format!("DROP ROLE IF EXISTS {name}_serve"));
             }
         }
     }
@@ -186,6 +195,9 @@ pub const CHECKPOINT_INTERVAL_MS: u64 = 100;
 
 impl Server {
     /// `init` + `load` + `server` on a random port, 2 workers, on its own thread and System.
+    /// On PostgreSQL `init` migrates as the owner (the admin URL's user) and sets up the
+    /// serving role `<database>_serve`; the server connects as that role, so every trial
+    /// runs with exactly the privileges `kartu serve` has in a city.
     pub fn start(backend: Backend) -> Result<Server, String> {
         Server::start_with(backend, |config| config)
     }
@@ -252,6 +264,21 @@ impl Server {
             _data: data,
             _db: db,
         })
+    }
+
+    /// The database URL as the tables' owner (PostgreSQL) or the file (SQLite).
+    pub fn owner_url(&self) -> &str {
+        &self._db.url
+    }
+
+    /// The URL the server connects with (`database_url` in `kartu.toml`).
+    pub fn serve_url(&self) -> Result<String, String> {
+        Ok(api::server::Config::load(self._data.path()).map_err(s)?.database_url)
+    }
+
+    /// The test database (its serving role).
+    pub fn db(&self) -> &TestDb {
+        &self._db
     }
 
     /// A fresh Idempotency-Key.
