@@ -5,7 +5,8 @@
 //! - `machine`: the rules, a pure state machine applied to a batch of requests;
 //! - `store`: the only module that knows SQL (SQLite and PostgreSQL through diesel);
 //! - [`audit`]: the canonical leaf bytes of the Merkle audit log (docs/AUDIT.md);
-//! - [`verify`]: the auditor's check of a whole database;
+//! - [`verify`]: the auditor's check of a whole database (with `verify_registry`, the
+//!   registry recomputed from its operator-action leaves);
 //! - [`Ledger`]: the group-committing writer, the reads, proofs and signed checkpoints;
 //! - [`signer`]: what the checkpoint signer trusts, and why it may refuse to sign.
 
@@ -17,6 +18,7 @@ pub mod money;
 pub mod signer;
 mod store;
 pub mod verify;
+mod verify_registry;
 
 pub use ledger::{
     migrate, system_clock, CheckpointSettings, Clock, Ledger, LedgerConfig, Statement, StatementLine, TrialBalanceLine,
