@@ -18,6 +18,7 @@ mod idempotency;
 mod integrity;
 mod money;
 mod openapi;
+mod registry;
 mod rfc9162;
 mod roles;
 mod validation;
@@ -57,6 +58,7 @@ const CASES: &[(&str, Case)] = &[
     ("amounts_above_the_limits", integrity::amounts_above_the_limits),
     ("card_key_versions", custody::card_key_versions),
     ("exposure_limits", custody::exposure_limits),
+    ("verify_checks_the_registry", registry::verify_checks_the_registry),
     ("openapi_document_and_routes", openapi::openapi_document_and_routes),
     ("health_and_metrics", openapi::health_and_metrics),
 ];
