@@ -19,7 +19,7 @@ use ledger::LedgerError;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::auth::{new_token, token_hash, Caller, IdempotencyKey, Role};
+use crate::auth::{Caller, IdempotencyKey, Role};
 use crate::error::ApiError;
 use crate::operator::{credential_view, log_action, CredentialView};
 use crate::{blocking, wire, AppState};
@@ -384,13 +384,23 @@ pub async fn approve_inner(
     if a.status != "pending" && !(a.status == "approved" && own_decision(state, caller, key, &a).await?) {
         return Err(closed(&a));
     }
-    let rec = log_action(state, caller, key, "approve_request", json!({"approval_id": a.id, "kind": a.kind})).await?;
+    // The decision's leaf names the request's leaf, and for a new operator credential the
+    // hash of its token: `kartu audit verify` recomputes the credential from the two.
+    let mut details = json!({"approval_id": a.id, "kind": a.kind, "request_event_id": a.event_id});
+    let token = if a.kind == CREATE_OPERATOR_CREDENTIAL {
+        let (token, hash) = crate::operator::token_for(state, caller, key).await?;
+        details["token_hash"] = json!(hex::encode(hash));
+        Some((token, hash))
+    } else {
+        None
+    };
+    let rec = log_action(state, caller, key, "approve_request", details).await?;
     let decision = (caller.credential.id, person_of(&caller.credential).to_owned(), rec.event.id);
-    match a.kind.as_str() {
-        CREATE_OPERATOR_CREDENTIAL => create_operator(state, a, decision).await,
-        REVOKE_OPERATOR_CREDENTIAL => revoke_operator(state, a, decision).await,
-        ADJUSTMENT | FUND_AGENT => post_money(state, a, decision).await,
-        other => Err(ApiError::internal(format!("approval of unknown kind {other}"))),
+    match (a.kind.as_str(), token) {
+        (CREATE_OPERATOR_CREDENTIAL, Some((token, hash))) => create_operator(state, a, decision, token, hash).await,
+        (REVOKE_OPERATOR_CREDENTIAL, _) => revoke_operator(state, a, decision).await,
+        (ADJUSTMENT | FUND_AGENT, _) => post_money(state, a, decision).await,
+        (other, _) => Err(ApiError::internal(format!("approval of unknown kind {other}"))),
     }
 }
 
@@ -420,14 +430,20 @@ fn payload_id(a: &Approval, field: &str) -> Result<i64, ApiError> {
     v[field].as_i64().ok_or_else(|| ApiError::internal(format!("approval {} has no {field}", a.id)))
 }
 
-async fn create_operator(state: &web::Data<AppState>, a: Approval, d: Decider) -> Result<ApprovalView, ApiError> {
+/// Makes the operator credential an approval asked for, with the token whose hash the
+/// decision's leaf recorded (`token` is none on a retry: it was shown once).
+async fn create_operator(
+    state: &web::Data<AppState>,
+    a: Approval,
+    d: Decider,
+    token: Option<String>,
+    hash: [u8; 32],
+) -> Result<ApprovalView, ApiError> {
     let v: Value = serde_json::from_str(&a.payload).map_err(ApiError::internal)?;
     let (name, person) = match (v["name"].as_str(), v["person"].as_str()) {
         (Some(n), Some(p)) => (n.to_owned(), p.to_owned()),
         _ => return Err(ApiError::internal("operator request without name or person")),
     };
-    let token = new_token()?;
-    let hash = token_hash(&token);
     let st = state.clone();
     let (approval, credential, fresh) = blocking(move || {
         let now = st.ledger.now_us();
@@ -461,7 +477,7 @@ async fn create_operator(state: &web::Data<AppState>, a: Approval, d: Decider) -
     })
     .await?;
     let mut view = approval_view(&approval);
-    view.credential = Some(credential_view(&credential, fresh.then_some(token)));
+    view.credential = Some(credential_view(&credential, token.filter(|_| fresh)));
     Ok(view)
 }
 
@@ -605,7 +621,8 @@ pub async fn reject(
     if a.status != "pending" && !(a.status == "rejected" && own_decision(&state, &caller, &key, &a).await?) {
         return Err(closed(&a));
     }
-    let rec = log_action(&state, &caller, &key, "reject_request", json!({"approval_id": a.id, "kind": a.kind})).await?;
+    let details = json!({"approval_id": a.id, "kind": a.kind, "request_event_id": a.event_id});
+    let rec = log_action(&state, &caller, &key, "reject_request", details).await?;
     let d: Decider = (caller.credential.id, person_of(&caller.credential).to_owned(), rec.event.id);
     let adjustment = (a.kind == ADJUSTMENT).then(|| payload_id(&a, "adjustment_id")).transpose()?;
     let st = state.clone();

@@ -63,6 +63,33 @@ pub async fn log_action(
     Ok(state.ledger.record(event).await?)
 }
 
+/// The token of a credential about to be made, and the hash its operator_action leaf
+/// records (so `kartu audit verify` can tell a swapped token hash): a new token, or — when
+/// this caller's key already logged the request (a retry) — the hash logged then and no
+/// token (a token is shown once; a retry that finds no credential row makes it with the
+/// logged hash, and its token is lost like a lost response's). A retry with another body
+/// keeps its conflict: the logged hash is reused, the rest of the request differs.
+pub async fn token_for(
+    state: &AppState,
+    caller: &Caller,
+    key: &IdempotencyKey,
+) -> Result<(Option<String>, [u8; 32]), ApiError> {
+    let (ledger, k) = (state.ledger.clone(), caller.key(&key.0));
+    let earlier = blocking(move || Ok(ledger.event_by_key(&k)?)).await?;
+    let logged = earlier
+        .and_then(|e| serde_json::from_str::<serde_json::Value>(&e.payload).ok())
+        .and_then(|p| p["details"]["token_hash"].as_str().and_then(|h| hex::decode(h).ok()))
+        .and_then(|h| <[u8; 32]>::try_from(h).ok());
+    Ok(match logged {
+        Some(hash) => (None, hash),
+        None => {
+            let token = new_token()?;
+            let hash = token_hash(&token);
+            (Some(token), hash)
+        }
+    })
+}
+
 fn ledger_key(caller: &Caller, key: &IdempotencyKey, suffix: &str) -> Result<ledger::domain::IdempotencyKey, ApiError> {
     ledger::domain::IdempotencyKey::parse(&format!("{}{suffix}", caller.key(&key.0)))
         .map_err(|_| ApiError::internal("idempotency key"))
@@ -448,9 +475,10 @@ pub async fn replace_card(
             return Err(ApiError::conflict("card_exists", "a card with this UID is registered"));
         }
     }
-    let rec = log_action(&state, &caller, &key, "replace_card", json!({"card_id": old.id, "new_uid": new_uid})).await?;
-    let st = state.clone();
     let version = state.taps.0.newest().version();
+    let details = json!({"card_id": old.id, "new_uid": new_uid, "key_version": version});
+    let rec = log_action(&state, &caller, &key, "replace_card", details).await?;
+    let st = state.clone();
     let new = blocking(move || create_card(&st, &new_uid, old.holder_id, version, rec.event.id)).await?;
     let st = state.clone();
     let now = state.ledger.now_us();
@@ -944,11 +972,13 @@ async fn create_credential_inner(
         return Err(ApiError::unprocessable("invalid_field", "the merchant, service point or agent does not exist"));
     }
     let role = body.role;
+    // The leaf records the row as it will be: the limits as stored, the token's hash.
+    let logged_limits = limits.as_deref().map(serde_json::from_str::<serde_json::Value>).transpose();
+    let (token, hash) = token_for(state, caller, key).await?;
     let details = json!({"role": role, "name": name, "merchant_id": merchant, "service_point_id": service_point,
-        "agent_id": agent, "public_key": body.public_key, "offline_limits": body.offline_limits});
+        "agent_id": agent, "public_key": body.public_key, "offline_limits": logged_limits.map_err(ApiError::internal)?,
+        "token_hash": hex::encode(hash)});
     let rec = log_action(state, caller, key, "create_credential", details).await?;
-    let token = new_token()?;
-    let hash = token_hash(&token);
     let public_key = body.public_key.clone();
     let st = state.clone();
     let by = caller.credential.id;
@@ -975,7 +1005,7 @@ async fn create_credential_inner(
         })?)
     })
     .await?;
-    Ok(Created::Credential(Box::new(credential_view(&credential, fresh.then_some(token)))))
+    Ok(Created::Credential(Box::new(credential_view(&credential, token.filter(|_| fresh)))))
 }
 
 /// Creates a credential (a token for a terminal or a person), shown once. An operator

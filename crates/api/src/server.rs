@@ -359,6 +359,9 @@ pub fn init_full(
 pub fn create_operator(ledger: &Ledger, person: &str, by: &str, scope: &str) -> Result<(i64, String), SetupError> {
     let person = crate::approvals::person_name(person).map_err(|e| err("operator name", e.detail))?;
     let token = new_token().map_err(|e| SetupError(e.detail))?;
+    // The leaf records the token's hash (safe to publish: the token is 256 random bits), so
+    // `kartu audit verify` can tell a credential row whose hash was swapped.
+    let hash = token_hash(&token);
     let event = ledger
         .record_blocking(Event {
             kind: "operator_action".into(),
@@ -368,13 +371,12 @@ pub fn create_operator(ledger: &Ledger, person: &str, by: &str, scope: &str) -> 
             queue_key: None,
             idempotency_key: None,
             payload: serde_json::json!({"action": "create_credential", "by": by,
-                "details": {"role": "operator", "name": person, "person": person}})
+                "details": {"role": "operator", "name": person, "person": person, "token_hash": hex::encode(hash)}})
             .to_string(),
             access: None,
         })
         .map_err(|e| err("logging the operator credential", e))?;
     let now = ledger.now_us();
-    let hash = token_hash(&token);
     let row = ledger::registry::NewCredentialRow {
         role: Role::Operator.as_str(),
         name: &person,

@@ -502,17 +502,25 @@ fn audit_verify(
         Ok(r) => {
             let rate = r.leaves as f64 / r.elapsed.as_secs_f64().max(1e-9);
             println!(
-                "OK: {} entries, {} leaves, {} signed checkpoints, {} accounts; root {}; {:.2} s ({rate:.0} leaves/s){}",
+                "OK: {} entries, {} leaves, {} signed checkpoints, {} accounts; root {}; {} registry rows match \
+                 their {} operator actions; {:.2} s ({rate:.0} leaves/s){}",
                 r.entries,
                 r.leaves,
                 r.checkpoints,
                 r.accounts,
                 hex_lower(&r.root),
+                r.registry_rows,
+                r.operator_actions,
                 r.elapsed.as_secs_f64(),
-                if r.unsigned_tail > 0 { format!("; {} leaves not yet signed", r.unsigned_tail) } else { String::new() }
+                if r.unsigned_tail > 0 {
+                    format!("; {} leaves not yet signed", r.unsigned_tail)
+                } else {
+                    String::new()
+                }
             );
             Ok(())
         }
+        // Every registry finding, one a line (the error's text lists them all).
         Err(e) => anyhow::bail!("audit verification FAILED: {e}"),
     }
 }

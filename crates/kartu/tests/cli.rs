@@ -774,12 +774,15 @@ fn signed_to_the_end(agent: &ureq::Agent, base: &str) -> String {
     }
 }
 
-/// Issue 13: after a day, a database owner deletes the last checkpoints and rewrites a
-/// posting and its leaf consistently (journal, leaf, leaf hash, Merkle nodes). The
-/// restarted server signs nothing and is not ready, naming each tamper; `audit verify
-/// --trusted-checkpoint` fails naming where the log first differs; `audit watch` exits
-/// non-zero (a rollback). With the data directory's checkpoint file gone too, the server
-/// signs the rewritten log, and the watcher calls it a fork.
+/// Issue 13: after a day, a database owner deletes the last checkpoints, rewrites a
+/// posting and its leaf consistently (journal, leaf, leaf hash, Merkle nodes) and inserts
+/// an operator credential straight into the table. The restarted server signs nothing and
+/// is not ready, naming the two log tampers; `audit verify` reports the credential with its
+/// row (alone: the consistent rewrite passes as "not yet signed"), and with
+/// `--trusted-checkpoint` fails naming where the log first differs and reports the
+/// credential too; `audit watch` exits non-zero (a rollback). With the data directory's
+/// checkpoint file gone too, the server signs the rewritten log, and the watcher calls it a
+/// fork.
 fn rewritten_history_is_refused(pg: Option<&PgDb>) {
     let dir = tempfile::tempdir().expect("dir");
     let data = dir.path().join("city");
@@ -934,10 +937,26 @@ fn rewritten_history_is_refused(pg: Option<&PgDb>) {
             }
         }
     }
+    // And an operator credential for someone the API never made, with a token they know.
+    let mallory = api::auth::token_hash("kt_mallory-knows-this-token");
+    sql.push_str(&format!(
+        "INSERT INTO credentials (id, role, name, token_hash, created_at_us, event_id, person) \
+         VALUES (9001, 'operator', 'mallory', {}, 0, 900000001, 'mallory');",
+        blob(&url, &mallory)
+    ));
     owner_sql(&url, &sql);
-    // Without a trusted checkpoint, the rewritten log verifies as "not yet signed".
+    // Without a trusted checkpoint, the rewritten log verifies as "not yet signed"; the
+    // registry check reports the inserted credential with its row, and nothing else.
     let (ok, out, err) = verify_db(&["--allow-unsigned-tail"]);
-    assert!(ok, "the consistent rewrite should pass a plain verify: {out} {err}");
+    assert!(!ok, "an inserted credential passed: {out}");
+    let inserted = r#"credentials row 9001 (role operator, name "mallory") has no create_credential"#;
+    assert!(
+        err.contains("FAILED: 1 registry row(s) differ from their operator-action leaves") && err.contains(inserted),
+        "{err}"
+    );
+    let findings: Vec<&str> = err.lines().filter(|l| l.starts_with("  ")).collect();
+    assert_eq!(findings.len(), 1, "one finding: {err}");
+    assert!(!err.to_lowercase().contains(&hex::encode(mallory)), "the token hash is not printed: {err}");
 
     // The restarted server refuses: nothing signed, not ready, the reason named, once.
     let server = serve_collecting(&data_s, port);
@@ -972,6 +991,7 @@ fn rewritten_history_is_refused(pg: Option<&PgDb>) {
             && err.contains(&format!("first difference is a leaf in {early_size}..={}", size - 1)),
         "{err}"
     );
+    assert!(err.contains("and 1 registry row(s) differ") && err.contains(inserted), "{err}");
     let (ok, out, err) = kartu(&[
         "audit",
         "verify",
@@ -1000,7 +1020,7 @@ fn rewritten_history_is_refused(pg: Option<&PgDb>) {
     let (ok, out, err) = watch();
     assert!(!ok && err.contains("FORK"), "{out} {err}");
     let (ok, _, err) = verify_db(&["--trusted-checkpoint", &trusted_s]);
-    assert!(!ok && err.contains("does not extend the trusted checkpoint"), "{err}");
+    assert!(!ok && err.contains("does not extend the trusted checkpoint") && err.contains(inserted), "{err}");
     server.stop();
 }
 

@@ -6,7 +6,8 @@
 //! - `store`: the only module that knows SQL (SQLite and PostgreSQL through diesel);
 //! - [`roles`]: what `kartu serve`'s database role may do on PostgreSQL, table by table;
 //! - [`audit`]: the canonical leaf bytes of the Merkle audit log (docs/AUDIT.md);
-//! - [`verify`]: the auditor's check of a whole database;
+//! - [`verify`]: the auditor's check of a whole database (with `verify_registry`, the
+//!   registry recomputed from its operator-action leaves);
 //! - [`Ledger`]: the group-committing writer, the reads, proofs and signed checkpoints;
 //! - [`signer`]: what the checkpoint signer trusts, and why it may refuse to sign.
 
@@ -18,6 +19,7 @@ pub mod money;
 pub mod signer;
 mod store;
 pub mod verify;
+mod verify_registry;
 
 pub use ledger::{
     migrate, system_clock, CheckpointSettings, Clock, Ledger, LedgerConfig, Statement, StatementLine, TrialBalanceLine,

@@ -1,10 +1,13 @@
 //! `kartu audit verify`: recompute everything from the database and report the first thing
 //! that does not match — a leaf hash, a root at a signed checkpoint, a signature, a balance
-//! chain, a zero sum, the gapless sequence, or a journal row that differs from its leaf.
+//! chain, a zero sum, the gapless sequence, or a journal row that differs from its leaf —
+//! and every registry row that differs from its operator-action leaves (check 8, in
+//! `verify_registry`).
 //!
 //! The checks read the stored leaves and rebuild the Merkle tree in memory from them
-//! (nothing stored about the tree is trusted), and compare the journal tables with the
-//! leaves, so an attacker with write access to the database must also forge a signature.
+//! (nothing stored about the tree is trusted), and compare the journal and registry tables
+//! with the leaves, so an attacker with write access to the database must also forge a
+//! signature.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -13,6 +16,8 @@ use crate::audit::{decode_entry_leaf, decode_event_leaf, entry_leaf, event_leaf}
 use crate::domain::{Account, AccountId, AccountKind, Entry, EntryKind, EventRecord};
 use crate::money::Currency;
 use crate::store::{CheckpointRow, Db};
+pub use crate::verify_registry::RegistryFinding;
+use crate::verify_registry::{self, Collector};
 use crate::LedgerError;
 
 /// Leaves and entries read per query.
@@ -46,6 +51,10 @@ pub struct VerifyReport {
     pub root: [u8; 32],
     /// Leaves after the newest checkpoint (only with `allow_unsigned_tail`).
     pub unsigned_tail: i64,
+    /// Registry rows compared with their operator-action leaves (all matched).
+    pub registry_rows: usize,
+    /// Operator-action leaves read.
+    pub operator_actions: usize,
     /// Wall time.
     pub elapsed: Duration,
 }
@@ -53,8 +62,9 @@ pub struct VerifyReport {
 /// Why verification failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {
-    /// The log or the journal does not hold; names where.
-    #[error("{}", describe(.entry_seq, .leaf_index, .reason))]
+    /// The log or the journal does not hold; names where (and what the registry check
+    /// found besides, from the leaves as stored).
+    #[error("{}{}", describe(.entry_seq, .leaf_index, .reason), and_registry(.registry))]
     Failed {
         /// The first entry that fails, when one can be named.
         entry_seq: Option<i64>,
@@ -62,7 +72,13 @@ pub enum VerifyError {
         leaf_index: Option<i64>,
         /// What is wrong.
         reason: String,
+        /// Registry rows that differ from their operator-action leaves.
+        registry: Vec<RegistryFinding>,
     },
+    /// The log holds, but registry rows differ from their operator-action leaves: every
+    /// one, table by table.
+    #[error("{}", registry_text(.0))]
+    Registry(Vec<RegistryFinding>),
     /// The database could not be read.
     #[error("cannot read the database: {0}")]
     Storage(#[from] LedgerError),
@@ -77,8 +93,27 @@ fn describe(entry: &Option<i64>, leaf: &Option<i64>, reason: &str) -> String {
     }
 }
 
+fn registry_text(findings: &[RegistryFinding]) -> String {
+    let mut text = format!(
+        "{} registry row(s) differ from their operator-action leaves:",
+        findings.iter().map(|f| (f.table, f.row)).collect::<std::collections::BTreeSet<_>>().len()
+    );
+    for f in findings {
+        text.push_str(&format!("\n  {f}"));
+    }
+    text
+}
+
+fn and_registry(findings: &[RegistryFinding]) -> String {
+    if findings.is_empty() {
+        String::new()
+    } else {
+        format!("\nand {}", registry_text(findings))
+    }
+}
+
 fn fail<T>(entry_seq: Option<i64>, leaf_index: Option<i64>, reason: impl Into<String>) -> Result<T, VerifyError> {
-    Err(VerifyError::Failed { entry_seq, leaf_index, reason: reason.into() })
+    Err(VerifyError::Failed { entry_seq, leaf_index, reason: reason.into(), registry: Vec::new() })
 }
 
 /// Verifies the log and journal at `url` against the checkpoint key `verifier`.
@@ -112,17 +147,45 @@ pub fn verify(
         next_event_id: 1,
         events: VecDeque::new(),
     };
+    // One pass: the chain's checks stop at the first failure, the registry's collection of
+    // operator actions reads every leaf, so the registry is checked either way.
+    let mut registry = Collector::default();
+    let mut broken: Option<VerifyError> = None;
+    let mut next = 0;
     loop {
-        let page = db.leaves(audit.tree.size() as i64, VERIFY_PAGE)?;
-        if page.is_empty() {
-            break;
-        }
+        let page = db.leaves(next, VERIFY_PAGE)?;
+        let Some(last) = page.last() else { break };
+        next = last.leaf_index + 1;
         for leaf in &page {
-            audit.leaf(&mut reads, leaf)?;
+            registry.leaf(leaf);
+            if broken.is_none() {
+                match audit.leaf(&mut reads, leaf) {
+                    Ok(()) => {}
+                    Err(VerifyError::Storage(e)) => return Err(VerifyError::Storage(e)),
+                    Err(e) => broken = Some(e),
+                }
+            }
         }
-        progress(audit.tree.size() as i64, head_size);
+        progress(next, head_size);
     }
-    audit.finish(&mut reads, head_seq, head_size, started)
+    let chain = match broken {
+        Some(e) => Err(e),
+        None => audit.finish(&mut reads, head_seq, head_size, started),
+    };
+    let checked = verify_registry::check(&mut reads, registry)?;
+    match chain {
+        Ok(mut report) if checked.findings.is_empty() => {
+            report.registry_rows = checked.rows;
+            report.operator_actions = checked.actions;
+            report.elapsed = started.elapsed();
+            Ok(report)
+        }
+        Ok(_) => Err(VerifyError::Registry(checked.findings)),
+        Err(VerifyError::Failed { entry_seq, leaf_index, reason, .. }) => {
+            Err(VerifyError::Failed { entry_seq, leaf_index, reason, registry: checked.findings })
+        }
+        Err(e) => Err(e),
+    }
 }
 
 struct Auditor<'a> {
@@ -171,6 +234,7 @@ impl Auditor<'_> {
             entry_seq: None,
             leaf_index: at,
             reason: e.to_string(),
+            registry: Vec::new(),
         })?;
         self.trusted_at()?;
         self.checkpoints_at(db)
@@ -233,7 +297,12 @@ impl Auditor<'_> {
                 format!("the journal tables differ from the leaf: {}", first_difference(&stored, &leaf)),
             );
         }
-        self.rules(&leaf).map_err(|reason| VerifyError::Failed { entry_seq: seq, leaf_index: at, reason })?;
+        self.rules(&leaf).map_err(|reason| VerifyError::Failed {
+            entry_seq: seq,
+            leaf_index: at,
+            reason,
+            registry: Vec::new(),
+        })?;
         self.next_seq += 1;
         Ok(())
     }
@@ -371,6 +440,7 @@ impl Auditor<'_> {
             entry_seq: last_entry,
             leaf_index: at,
             reason: format!("checkpoint of size {}: {reason}", cp.tree_size),
+            registry: Vec::new(),
         };
         let opened = self.verifier.open(&cp.note).map_err(|e| named(format!("signature does not verify: {e}")))?;
         let root = self.tree.root();
@@ -495,6 +565,8 @@ impl Auditor<'_> {
             accounts: self.balances.len(),
             root: self.tree.root(),
             unsigned_tail,
+            registry_rows: 0,
+            operator_actions: 0,
             elapsed: started.elapsed(),
         })
     }

@@ -18,6 +18,7 @@ mod idempotency;
 mod integrity;
 mod money;
 mod openapi;
+mod registry;
 mod rfc9162;
 mod roles;
 mod validation;
@@ -60,6 +61,7 @@ const CASES: &[(&str, Case)] = &[
     ("exposure_limits", custody::exposure_limits),
     ("key_split", custody::key_split),
     ("serving_role_cannot_edit_the_journal", custody::serving_role_cannot_edit_the_journal),
+    ("verify_checks_the_registry", registry::verify_checks_the_registry),
     ("openapi_document_and_routes", openapi::openapi_document_and_routes),
     ("health_and_metrics", openapi::health_and_metrics),
 ];

@@ -10,7 +10,7 @@ use card::keyfile::KeyFile;
 use card::{CardUid, Key, ReadCounter};
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
-use diesel::Connection;
+use diesel::{Connection, RunQueryDsl};
 use serde_json::{json, Value};
 
 pub type TestResult = Result<(), String>;
@@ -279,6 +279,52 @@ impl Server {
     /// The test database (its serving role).
     pub fn db(&self) -> &TestDb {
         &self._db
+    }
+
+    /// The server's database.
+    pub fn database_url(&self) -> &str {
+        &self._db.url
+    }
+
+    /// Runs SQL on the server's database as its owner would: behind the API.
+    pub fn owner_sql(&self, sql: &str) -> TestResult {
+        let url = self.database_url();
+        match url.strip_prefix("sqlite://") {
+            Some(path) => {
+                let mut c = diesel::sqlite::SqliteConnection::establish(path).map_err(s)?;
+                // The running server signs checkpoints meanwhile: wait for its lock.
+                c.batch_execute(&format!("PRAGMA busy_timeout = 10000; {sql}"))
+            }
+            None => PgConnection::establish(url).map_err(s)?.batch_execute(sql),
+        }
+        .map_err(|e| format!("{sql}: {e}"))
+    }
+
+    /// The text a query selects as `v`, read as the database's owner.
+    pub fn owner_query(&self, sql: &str) -> Result<String, String> {
+        #[derive(diesel::QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            v: String,
+        }
+        let url = self.database_url();
+        let row: Row = match url.strip_prefix("sqlite://") {
+            Some(path) => {
+                diesel::sql_query(sql).get_result(&mut diesel::sqlite::SqliteConnection::establish(path).map_err(s)?)
+            }
+            None => diesel::sql_query(sql).get_result(&mut PgConnection::establish(url).map_err(s)?),
+        }
+        .map_err(|e| format!("{sql}: {e}"))?;
+        Ok(row.v)
+    }
+
+    /// A blob literal in the server's database's SQL.
+    pub fn blob(&self, bytes: &[u8]) -> String {
+        if self.database_url().starts_with("sqlite://") {
+            format!("X'{}'", hex::encode(bytes))
+        } else {
+            format!("'\\x{}'::bytea", hex::encode(bytes))
+        }
     }
 
     /// A fresh Idempotency-Key.

@@ -287,7 +287,22 @@ macro_rules! by_event {
     };
 }
 
+macro_rules! all_rows {
+    ($fn:ident, $table:ident, $ty:ty) => {
+        /// Every row, by id (what `kartu audit verify` compares with the leaves).
+        pub fn $fn(&mut self) -> Result<Vec<$ty>, LedgerError> {
+            on_db!(self.0, |c| $table::table.order($table::id).select(<$ty>::as_select()).load(c)).map_err(storage)
+        }
+    };
+}
+
 impl Registry<'_> {
+    all_rows!(all_holders, holders, Holder);
+    all_rows!(all_cards, cards, Card);
+    all_rows!(all_agents, agents, Agent);
+    all_rows!(all_credentials, credentials, Credential);
+    all_rows!(all_adjustments, adjustments, Adjustment);
+    all_rows!(all_approvals, approvals, Approval);
     by_event!(holder_by_event, holders, Holder);
     by_event!(card_by_event, cards, Card);
     by_event!(merchant_by_event, merchants, Merchant);
