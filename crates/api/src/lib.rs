@@ -15,6 +15,7 @@ pub mod openapi;
 pub mod operator;
 pub mod server;
 pub mod taps;
+pub mod tls;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -61,6 +62,11 @@ pub struct Settings {
     pub request_timeout: std::time::Duration,
     /// Most open connections per worker.
     pub max_connections: usize,
+    /// The certificate `server` serves HTTPS with (none: plain HTTP).
+    pub tls: Option<std::sync::Arc<tls::ReloadingCert>>,
+    /// Where `server` serves `/metrics` alone (plain HTTP); the main listener then answers
+    /// 404 for it. None: `/metrics` is on the main listener.
+    pub metrics_listen: Option<String>,
 }
 
 /// The installation's money limits, minor units: an amount above them is refused with
@@ -116,6 +122,8 @@ impl Default for Settings {
             metrics_token: None,
             request_timeout: std::time::Duration::from_secs(5),
             max_connections: 25_000,
+            tls: None,
+            metrics_listen: None,
             limits: MoneyLimits::default(),
         }
     }

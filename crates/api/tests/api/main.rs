@@ -20,6 +20,7 @@ mod money;
 mod openapi;
 mod rfc9162;
 mod roles;
+mod tls;
 mod validation;
 
 use libtest_mimic::{Arguments, Failed, Trial};
@@ -59,6 +60,8 @@ const CASES: &[(&str, Case)] = &[
     ("exposure_limits", custody::exposure_limits),
     ("openapi_document_and_routes", openapi::openapi_document_and_routes),
     ("health_and_metrics", openapi::health_and_metrics),
+    ("tls_https_and_sighup_reload", tls::https_and_sighup_reload),
+    ("tls_metrics_on_its_own_listener", tls::metrics_on_its_own_listener),
 ];
 
 fn main() {
