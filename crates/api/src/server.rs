@@ -487,7 +487,8 @@ pub fn load(data_dir: &Path, database_url: Option<&str>) -> Result<Loaded, Setup
 /// writer after it has written everything queued. While it serves, expired holds are
 /// voided every `settings.hold_sweep_interval` (call it inside an actix System).
 ///
-/// With `settings.tls`, `listener` speaks HTTPS only, and SIGHUP reloads the certificate.
+/// With `settings.tls`, `listener` speaks HTTPS only, and SIGHUP reloads the certificate
+/// (without, SIGHUP is logged and ignored).
 /// With `settings.metrics_listen`, that address is bound too and serves `/metrics` alone
 /// over plain HTTP; `listener` then answers 404 for `/metrics`.
 pub fn server(
@@ -508,17 +509,14 @@ pub fn server(
         None => None,
     };
     let tls = match &state.settings.tls {
-        Some(cert) => {
-            let config = cert.server_config().map_err(|e| std::io::Error::other(e.0))?;
-            // Registered now, before anyone is told the server is up: a SIGHUP from then on
-            // reloads the certificate instead of ending the process.
-            let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-                .map_err(io("listening for SIGHUP".into()))?;
-            actix_web::rt::spawn(crate::tls::reload_on_sighup(cert.clone(), hangup));
-            Some(config)
-        }
+        Some(cert) => Some(cert.server_config().map_err(|e| std::io::Error::other(e.0))?),
         None => None,
     };
+    // Registered now, before anyone is told the server is up: a SIGHUP from then on reloads
+    // the certificate (or, without TLS, is logged) instead of ending the process.
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(io("listening for SIGHUP".into()))?;
+    actix_web::rt::spawn(crate::tls::reload_on_sighup(state.settings.tls.clone(), hangup));
     let listeners = crate::metrics::Listeners { metrics: metrics_addr };
     let server = HttpServer::new(move || {
         App::new()

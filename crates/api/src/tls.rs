@@ -125,11 +125,16 @@ impl ResolvesServerCert for ReloadingCert {
     }
 }
 
-/// Reloads `cert` at every SIGHUP until the runtime stops. `hangup` must be registered
-/// before the server announces itself, so that a SIGHUP sent right after start is not the
-/// default action (which ends the process).
-pub async fn reload_on_sighup(cert: Arc<ReloadingCert>, mut hangup: tokio::signal::unix::Signal) {
+/// Reloads `cert` at every SIGHUP until the runtime stops (without a certificate, says
+/// there is nothing to reload). `hangup` must be registered before the server announces
+/// itself, so that a SIGHUP sent right after start is not the default action (which ends
+/// the process).
+pub async fn reload_on_sighup(cert: Option<Arc<ReloadingCert>>, mut hangup: tokio::signal::unix::Signal) {
     while hangup.recv().await.is_some() {
+        let Some(cert) = &cert else {
+            tracing::warn!("SIGHUP: plain HTTP, no TLS certificate to reload; nothing done");
+            continue;
+        };
         match cert.reload() {
             Ok(fingerprint) => {
                 tracing::info!(cert = %cert.cert_path.display(), sha256 = %fingerprint, "SIGHUP: TLS certificate reloaded")

@@ -1152,3 +1152,22 @@ fn serve_over_https_with_sighup_reload_and_ca_file_clients() {
     assert_eq!(probe(&ca2_file, &format!("{base}/healthz")), Ok(200));
     server.stop();
 }
+
+/// Issue 13: the PostgreSQL URL reaches libpq whole, so `sslmode` and `sslrootcert` in it
+/// are honoured: with `sslmode=disable` the migration runs; with `sslmode=verify-full` and
+/// a root certificate that did not sign the server's (or a server without TLS), the
+/// connection is refused and the error says why.
+#[test]
+fn postgres_sslmode_in_the_database_url_is_honoured() {
+    let db = PgDb::create("sslmode");
+    let (ok, out, err) = kartu(&["migrate", "--database-url", &format!("{}?sslmode=disable", db.url)]);
+    assert!(ok && out.contains("migration(s) applied"), "{out} {err}");
+    let dir = tempfile::tempdir().expect("dir");
+    let (ca_pem, _) = test_ca("Not the database's CA");
+    let ca = dir.path().join("not-the-db-ca.pem");
+    std::fs::write(&ca, ca_pem).expect("ca");
+    let url = format!("{}?sslmode=verify-full&sslrootcert={}", db.url, ca.display());
+    let (ok, out, err) = kartu(&["migrate", "--database-url", &url]);
+    assert!(!ok, "verify-full with a CA that did not sign the server's certificate connected: {out}");
+    assert!(err.contains("certificate verify failed") || err.contains("does not support SSL"), "{err}");
+}
