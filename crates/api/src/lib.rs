@@ -15,6 +15,7 @@ pub mod openapi;
 pub mod operator;
 pub mod server;
 pub mod taps;
+pub mod tls;
 pub mod transparency;
 pub mod wire;
 
@@ -64,6 +65,11 @@ pub struct Settings {
     pub max_connections: usize,
     /// How long `/v1/transparency` may answer today's totals from its cache.
     pub transparency_cache: std::time::Duration,
+    /// The certificate `server` serves HTTPS with (none: plain HTTP).
+    pub tls: Option<std::sync::Arc<tls::ReloadingCert>>,
+    /// Where `server` serves `/metrics` alone (plain HTTP); the main listener then answers
+    /// 404 for it. None: `/metrics` is on the main listener.
+    pub metrics_listen: Option<String>,
 }
 
 /// The installation's money limits, minor units: an amount above them is refused with
@@ -120,6 +126,8 @@ impl Default for Settings {
             request_timeout: std::time::Duration::from_secs(5),
             max_connections: 25_000,
             transparency_cache: std::time::Duration::from_secs(5),
+            tls: None,
+            metrics_listen: None,
             limits: MoneyLimits::default(),
         }
     }

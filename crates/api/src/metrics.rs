@@ -3,11 +3,11 @@
 
 use std::time::Instant;
 
-use actix_web::body::MessageBody;
+use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{web, HttpResponse};
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 use crate::error::ApiError;
 use crate::AppState;
@@ -27,6 +27,7 @@ pub struct Metrics {
     writer_requests: IntGauge,
     writer_busy_us: IntGauge,
     checkpoint_refused: IntGauge,
+    tls_reloads: IntGaugeVec,
 }
 
 impl Default for Metrics {
@@ -77,6 +78,14 @@ impl Metrics {
             "1 when the checkpoint signer refuses to sign: the log does not extend the last checkpoint it signed",
         )
         .expect("valid metric");
+        let tls_reloads = IntGaugeVec::new(
+            Opts::new(
+                "kartu_tls_reloads_total",
+                "TLS certificate reloads (SIGHUP) since start: ok, or failed (the old certificate stays)",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
         for m in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -88,6 +97,7 @@ impl Metrics {
             Box::new(writer_requests.clone()),
             Box::new(writer_busy_us.clone()),
             Box::new(checkpoint_refused.clone()),
+            Box::new(tls_reloads.clone()),
         ] {
             registry.register(m).expect("metric registered once");
         }
@@ -103,6 +113,7 @@ impl Metrics {
             writer_requests,
             writer_busy_us,
             checkpoint_refused,
+            tls_reloads,
         }
     }
 
@@ -132,6 +143,30 @@ pub async fn track(
         tracing::info!(method = %method, route = %route, status = %status, micros = elapsed.as_micros() as u64, "request");
     }
     Ok(res)
+}
+
+/// Where `/metrics` is served when it has a listener of its own (`metrics_listen`).
+#[derive(Debug, Clone, Copy)]
+pub struct Listeners {
+    /// The metrics listener's address; `None`: `/metrics` is on the main listener.
+    pub metrics: Option<std::net::SocketAddr>,
+}
+
+/// Middleware: with a metrics listener, `/metrics` is answered there only and that listener
+/// answers nothing else; both answer `404 not_found` for what is not theirs.
+pub async fn split_listeners<B: MessageBody + 'static>(
+    req: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
+    let metrics = req.app_data::<web::Data<Listeners>>().and_then(|l| l.metrics);
+    if let Some(metrics) = metrics {
+        let on_metrics_listener = req.app_config().local_addr() == metrics;
+        if on_metrics_listener != (req.path() == "/metrics") {
+            let e = ApiError::not_found("not_found", "no such route");
+            return Ok(req.into_response(actix_web::ResponseError::error_response(&e)).map_into_right_body());
+        }
+    }
+    next.call(req).await.map(ServiceResponse::map_into_left_body)
 }
 
 /// Registers the operational routes.
@@ -200,6 +235,11 @@ pub async fn metrics(state: web::Data<AppState>, req: actix_web::HttpRequest) ->
     m.writer_requests.set(get(&stats.requests));
     m.writer_busy_us.set(get(&stats.busy_us));
     m.checkpoint_refused.set(i64::from(state.ledger.checkpoint_refusal().is_some()));
+    if let Some(cert) = &state.settings.tls {
+        let (ok, failed) = cert.reloads();
+        m.tls_reloads.with_label_values(&["ok"]).set(i64::try_from(ok).unwrap_or(i64::MAX));
+        m.tls_reloads.with_label_values(&["failed"]).set(i64::try_from(failed).unwrap_or(i64::MAX));
+    }
     let mut out = Vec::new();
     prometheus::TextEncoder::new().encode(&m.registry.gather(), &mut out).map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(out))

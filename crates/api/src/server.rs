@@ -67,6 +67,19 @@ pub struct Config {
     /// --allow-owner`): for a laptop demo only. See docs/OPERATIONS.md, "Database roles".
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_owner: bool,
+    /// The PEM certificate chain to serve HTTPS with (with `tls_key`); relative to the data
+    /// directory (`KARTU_TLS_CERT`). Without it `kartu serve` speaks plain HTTP: for loopback
+    /// or behind a proxy that terminates TLS. Reloaded on SIGHUP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's PEM private key (PKCS#8, PKCS#1 or SEC1), readable by its owner only;
+    /// relative to the data directory (`KARTU_TLS_KEY`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// A second address serving `/metrics` only, plain HTTP (`KARTU_METRICS_LISTEN`); the
+    /// main listener then answers 404 for `/metrics`. `metrics_token` still applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
     /// Money and tap limits.
     #[serde(default)]
     pub limits: LimitsConfig,
@@ -184,6 +197,9 @@ impl Config {
             float_approval_threshold_minor: DEFAULT_FLOAT_APPROVAL_THRESHOLD_MINOR,
             transparency_cache_ms: default_transparency_cache_ms(),
             allow_owner: false,
+            tls_cert: None,
+            tls_key: None,
+            metrics_listen: None,
             limits: LimitsConfig::default(),
         }
     }
@@ -229,7 +245,26 @@ impl Config {
         if let Some(v) = var("WORKERS") {
             c.workers = v.parse().map_err(|e| err("KARTU_WORKERS", e))?;
         }
+        if let Some(v) = var("TLS_CERT") {
+            c.tls_cert = Some(v.into());
+        }
+        if let Some(v) = var("TLS_KEY") {
+            c.tls_key = Some(v.into());
+        }
+        if let Some(v) = var("METRICS_LISTEN") {
+            c.metrics_listen = Some(v);
+        }
         Ok(c)
+    }
+
+    /// The certificate and key files, made absolute against the data directory; `None`
+    /// without TLS. One without the other is an error.
+    pub fn tls_files(&self, data_dir: &Path) -> Result<Option<(PathBuf, PathBuf)>, SetupError> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some((data_dir.join(cert), data_dir.join(key)))),
+            (None, None) => Ok(None),
+            _ => Err(SetupError("tls_cert and tls_key go together: give both (HTTPS) or neither (plain HTTP)".into())),
+        }
     }
 }
 
@@ -499,6 +534,10 @@ pub fn load_with(data_dir: &Path, database_url: Option<&str>, allow_owner: bool)
         ..LedgerConfig::default()
     };
     let limits = config.limits.money(currency)?;
+    let tls = match config.tls_files(data_dir)? {
+        Some((cert, key)) => Some(crate::tls::ReloadingCert::load(&cert, &key)?),
+        None => None,
+    };
     ledger::migrate(&config.database_url).map_err(|e| err("migrating the database", e))?;
     check_serving_user(&config)?;
     let ledger = Ledger::open(&config.database_url, ledger_config).map_err(|e| err("opening the ledger", e))?;
@@ -514,6 +553,8 @@ pub fn load_with(data_dir: &Path, database_url: Option<&str>, allow_owner: bool)
         request_timeout: Duration::from_millis(config.limits.request_timeout_ms.max(1)),
         max_connections: config.limits.max_connections.max(1),
         transparency_cache: Duration::from_millis(config.transparency_cache_ms),
+        tls,
+        metrics_listen: config.metrics_listen.clone(),
         ..Settings::default()
     };
     let state = web::Data::new(AppState::new(ledger, settings, TapKeys(keys), &nik_key));
@@ -545,6 +586,11 @@ fn check_serving_user(config: &Config) -> Result<(), SetupError> {
 /// stops accepting, lets in-flight requests finish (up to 30 s), then stops the ledger's
 /// writer after it has written everything queued. While it serves, expired holds are
 /// voided every `settings.hold_sweep_interval` (call it inside an actix System).
+///
+/// With `settings.tls`, `listener` speaks HTTPS only, and SIGHUP reloads the certificate
+/// (without, SIGHUP is logged and ignored).
+/// With `settings.metrics_listen`, that address is bound too and serves `/metrics` alone
+/// over plain HTTP; `listener` then answers 404 for `/metrics`.
 pub fn server(
     state: web::Data<AppState>,
     listener: TcpListener,
@@ -553,10 +599,31 @@ pub fn server(
     let (sweep, sweep_state) = (state.settings.hold_sweep_interval, state.clone());
     let (request_timeout, max_connections) = (state.settings.request_timeout, state.settings.max_connections);
     let workers = if workers == 0 { std::thread::available_parallelism().map_or(2, |n| n.get()) } else { workers };
+    let io = |context: String| move |e: std::io::Error| std::io::Error::new(e.kind(), format!("{context}: {e}"));
+    let metrics_listener = match &state.settings.metrics_listen {
+        Some(address) => Some(TcpListener::bind(address).map_err(io(format!("metrics_listen {address}")))?),
+        None => None,
+    };
+    let metrics_addr = match &metrics_listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
+    let tls = match &state.settings.tls {
+        Some(cert) => Some(cert.server_config().map_err(|e| std::io::Error::other(e.0))?),
+        None => None,
+    };
+    // Registered now, before anyone is told the server is up: a SIGHUP from then on reloads
+    // the certificate (or, without TLS, is logged) instead of ending the process.
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(io("listening for SIGHUP".into()))?;
+    actix_web::rt::spawn(crate::tls::reload_on_sighup(state.settings.tls.clone(), hangup));
+    let listeners = crate::metrics::Listeners { metrics: metrics_addr };
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .app_data(web::Data::new(listeners))
             .wrap(middleware::from_fn(crate::limit_body))
+            .wrap(middleware::from_fn(crate::metrics::split_listeners))
             .wrap(middleware::from_fn(crate::metrics::track))
             .configure(crate::configure)
     })
@@ -564,9 +631,16 @@ pub fn server(
     .client_request_timeout(request_timeout)
     .max_connections(max_connections)
     .backlog(4096)
-    .shutdown_timeout(30)
-    .listen(listener)?
-    .run();
+    .shutdown_timeout(30);
+    let server = match tls {
+        Some(config) => server.listen_rustls_0_23(listener, config)?,
+        None => server.listen(listener)?,
+    };
+    let server = match metrics_listener {
+        Some(l) => server.listen(l)?,
+        None => server,
+    };
+    let server = server.run();
     if let Some(every) = sweep {
         actix_web::rt::spawn(sweep_expired_holds(sweep_state, every));
     }

@@ -74,6 +74,40 @@ pub struct DemoArgs {
     #[arg(long, value_name = "N", conflicts_with = "data_dir",
         value_parser = clap::value_parser!(u32).range(1..=crate::tap_bench::TAPS_MAX as i64))]
     pub tap_bench: Option<u32>,
+    /// Serve the demo's installation over HTTPS with this PEM certificate (for `localhost`)
+    /// and --tls-key; they go into its kartu.toml. Its clients trust --ca-file.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM, mode 0600).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// A PEM file of the CA certificates the demo's clients trust for https:// (else
+    /// Mozilla's roots).
+    #[arg(long, env = "KARTU_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// How the demo's clients reach its server: plain HTTP on loopback, or HTTPS with a
+/// certificate and the CA that signed it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Wire {
+    /// The server's certificate and key (absolute paths).
+    pub(crate) tls: Option<(PathBuf, PathBuf)>,
+    /// The CA file the clients trust.
+    pub(crate) ca_file: Option<PathBuf>,
+}
+
+impl Wire {
+    fn of(args: &DemoArgs) -> Result<Wire> {
+        let absolute = |p: &PathBuf| p.canonicalize().with_context(|| format!("{}", p.display()));
+        Ok(Wire {
+            tls: match (&args.tls_cert, &args.tls_key) {
+                (Some(c), Some(k)) => Some((absolute(c)?, absolute(k)?)),
+                _ => None,
+            },
+            ca_file: args.ca_file.as_ref().map(absolute).transpose()?,
+        })
+    }
 }
 
 /// Runs the demo: outside the private namespaces, re-executes itself inside them.
@@ -81,6 +115,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     if let Some(dir) = &args.data_dir {
         check_data_dir(dir)?;
     }
+    let wire = Wire::of(&args)?;
     if let Some(file) = &args.json {
         let parent = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         ensure!(parent.is_dir(), "--json {}: the directory {} does not exist", file.display(), parent.display());
@@ -103,8 +138,8 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let pcscd = pcsc_testkit::Pcscd::start(&work.path().join("pcscd"), READER)
         .map_err(|e| anyhow!("starting pcscd with the vpcd driver: {e}"))?;
     let result = match args.tap_bench {
-        Some(taps) => crate::tap_bench::run(&pcscd, work.path(), &data, taps),
-        None => day(&pcscd, work.path(), &data, args.data_dir.is_some()),
+        Some(taps) => crate::tap_bench::run(&pcscd, work.path(), &data, &wire, taps),
+        None => day(&pcscd, work.path(), &data, &wire, args.data_dir.is_some()),
     };
     pcscd.finish(result.is_err());
     let summary = match result {
@@ -283,23 +318,34 @@ pub(crate) struct Server {
     database_url: String,
     listen: String,
     log: PathBuf,
+    wire: Wire,
 }
 
 impl Server {
-    fn start(data: &Path, database_url: &str, listen: &str, log: &Path) -> Result<Server> {
+    fn start(data: &Path, database_url: &str, listen: &str, log: &Path, wire: &Wire) -> Result<Server> {
         let mut server = Server {
             child: None,
             data: data.to_owned(),
             database_url: database_url.to_owned(),
             listen: listen.to_owned(),
             log: log.to_owned(),
+            wire: wire.clone(),
         };
         server.restart()?;
         Ok(server)
     }
 
+    /// Its base URL: `https://localhost:PORT` with a certificate (made for `localhost`).
     pub(crate) fn url(&self) -> String {
-        format!("http://{}", self.listen)
+        match &self.wire.tls {
+            Some(_) => format!("https://localhost:{}", self.listen.rsplit_once(':').map_or("", |(_, p)| p)),
+            None => format!("http://{}", self.listen),
+        }
+    }
+
+    /// The CA file its clients trust.
+    pub(crate) fn ca_file(&self) -> Option<&Path> {
+        self.wire.ca_file.as_deref()
     }
 
     fn restart(&mut self) -> Result<()> {
@@ -320,12 +366,20 @@ impl Server {
             .spawn()
             .context("starting kartu serve")?;
         self.child = Some(child);
-        let agent: ureq::Agent =
-            ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(2))).build().into();
+        let agent =
+            terminal::client::agent(self.ca_file(), Some(Duration::from_secs(2))).map_err(anyhow::Error::msg)?;
         let deadline = Instant::now() + SERVER_START_TIMEOUT;
         loop {
-            if agent.get(&format!("{}/healthz", self.url())).call().is_ok() {
-                return Ok(());
+            let url = format!("{}/healthz", self.url());
+            match agent.get(&url).call() {
+                Ok(r) if r.status().is_success() => return Ok(()),
+                Err(e) => {
+                    // Not up yet is fine; a certificate the demo's clients refuse is not.
+                    if let terminal::client::Failure::Broken(why) = terminal::client::classify(&url, &e) {
+                        bail!("kartu serve answers, but not usably: {why}");
+                    }
+                }
+                Ok(_) => {}
             }
             if let Some(child) = self.child.as_mut() {
                 if let Some(status) = child.try_wait()? {
@@ -386,14 +440,15 @@ fn free_listen_address() -> Result<String> {
 // ---------------------------------------------------------------------------------------
 // The terminals.
 
-pub(crate) fn open_terminal(work: &Path, name: &str, mode: Mode, server: &str, token: &str) -> Result<Terminal> {
+pub(crate) fn open_terminal(work: &Path, name: &str, mode: Mode, server: &Server, token: &str) -> Result<Terminal> {
     let config = terminal::Config {
         mode,
-        server: server.to_owned(),
+        server: server.url(),
         token: token.to_owned(),
         data_dir: work.join("terminals").join(name),
         currency: "IDR".into(),
         timeout: Duration::from_secs(2),
+        ca_file: server.ca_file().map(Path::to_owned),
     };
     Terminal::open(config).with_context(|| format!("opening the {name} terminal"))
 }
@@ -422,7 +477,7 @@ pub(crate) struct Stage {
 }
 
 impl Stage {
-    pub(crate) fn open(pcscd: &pcsc_testkit::Pcscd, work: &Path, data: &Path) -> Result<Stage> {
+    pub(crate) fn open(pcscd: &pcsc_testkit::Pcscd, work: &Path, data: &Path, wire: &Wire) -> Result<Stage> {
         let reader = Reader {
             pcsc: reader::Terminal::establish().context("connecting to the demo's pcscd")?,
             name: pcscd.reader_name(0),
@@ -431,9 +486,17 @@ impl Stage {
         let init = api::server::init(data, None, SYSTEM_IDENTIFIER).context("kartu init")?;
         // The demo plays the personalisation workstation too: it issues with the issuance file.
         let key_file = crate::card_cmd::read_key_file(&init.issuance_key_file)?;
+        if let Some((cert, key)) = &wire.tls {
+            // Into kartu.toml, as an operator would: `kartu serve --data-dir` serves it so too.
+            let path = data.join(api::server::CONFIG_FILE);
+            let mut config = init.config.clone();
+            config.tls_cert = Some(cert.clone());
+            config.tls_key = Some(key.clone());
+            std::fs::write(&path, toml::to_string(&config)?).with_context(|| format!("writing {}", path.display()))?;
+        }
         let listen = free_listen_address()?;
-        let server = Server::start(data, &init.config.database_url, &listen, &work.join("server.log"))?;
-        let client = Client::new(&server.url());
+        let server = Server::start(data, &init.config.database_url, &listen, &work.join("server.log"), wire)?;
+        let client = Client::new(&server.url(), server.ca_file())?;
         Ok(Stage { reader, init, key_file, server, client })
     }
 }
@@ -442,9 +505,9 @@ impl Stage {
 // The day.
 
 #[allow(clippy::too_many_lines)]
-fn day(pcscd: &pcsc_testkit::Pcscd, work: &Path, data: &Path, keep: bool) -> Result<Value> {
+fn day(pcscd: &pcsc_testkit::Pcscd, work: &Path, data: &Path, wire: &Wire, keep: bool) -> Result<Value> {
     let started = Instant::now();
-    let Stage { reader, init, key_file, mut server, client: c } = Stage::open(pcscd, work, data)?;
+    let Stage { reader, init, key_file, mut server, client: c } = Stage::open(pcscd, work, data, wire)?;
     println!("Kartu demo: a day in the city, through pcscd, the vpcd driver, virtual NTAG 424 DNA cards");
     println!("and a kartu server (reader {:?}).", reader.name);
     let op = init.operator_token.clone();
@@ -502,7 +565,7 @@ fn day(pcscd: &pcsc_testkit::Pcscd, work: &Path, data: &Path, keep: bool) -> Res
         "demo-cred-agent",
         json!({"role": "top_up_agent", "name": "agent counter", "agent_id": id(&places.agent)?}),
     )?;
-    let grocery_key = open_terminal(work, "grocery", Mode::Pos, &url, "kt_not_yet_registered")?.public_key_hex();
+    let grocery_key = open_terminal(work, "grocery", Mode::Pos, &server, "kt_not_yet_registered")?.public_key_hex();
     let (per_tap, per_card_per_day, outstanding) = OFFLINE_LIMITS;
     let grocery_token = token(
         &c,
@@ -532,11 +595,11 @@ fn day(pcscd: &pcsc_testkit::Pcscd, work: &Path, data: &Path, keep: bool) -> Res
     )?;
     let kiosk_token = token(&c, &op, "demo-cred-kiosk", json!({"role": "kiosk", "name": "city hall kiosk"}))?;
     let auditor_token = token(&c, &op, "demo-cred-auditor", json!({"role": "auditor", "name": "city auditor"}))?;
-    let mut agent = open_terminal(work, "agent", Mode::Agent, &url, &agent_token)?;
-    let mut grocery = open_terminal(work, "grocery", Mode::Pos, &url, &grocery_token)?;
-    let mut clinic = open_terminal(work, "clinic", Mode::Gate, &url, &clinic_token)?;
-    let mut library_gate = open_terminal(work, "library", Mode::Gate, &url, &library_token)?;
-    let mut kiosk = open_terminal(work, "kiosk", Mode::Kiosk, &url, &kiosk_token)?;
+    let mut agent = open_terminal(work, "agent", Mode::Agent, &server, &agent_token)?;
+    let mut grocery = open_terminal(work, "grocery", Mode::Pos, &server, &grocery_token)?;
+    let mut clinic = open_terminal(work, "clinic", Mode::Gate, &server, &clinic_token)?;
+    let mut library_gate = open_terminal(work, "library", Mode::Gate, &server, &library_token)?;
+    let mut kiosk = open_terminal(work, "kiosk", Mode::Kiosk, &server, &kiosk_token)?;
     ensure!(grocery.sync()?.is_some(), "the grocery till could not fetch its offline limits");
     say(format!(
         "registered: {} (grocery, fee 0.7 %), {} (parking, 0.5 %), {} (clinic: insured and senior holders, \
@@ -752,9 +815,10 @@ fn day(pcscd: &pcsc_testkit::Pcscd, work: &Path, data: &Path, keep: bool) -> Res
     chapter(10, "The auditor: kartu audit verify");
     let verifier = merkle::Verifier::parse(&init.verifier_key).context("the checkpoint verifier key")?;
     let deadline = Instant::now() + CHECKPOINT_TIMEOUT;
+    let auditor_client = terminal::client::agent(server.ca_file(), None).map_err(anyhow::Error::msg)?;
+    let origin = Some(init.config.origin.as_str());
     let report = loop {
-        match crate::verify_url::verify(&url, &auditor_token, &verifier, false, Some(init.config.origin.as_str()), None)
-        {
+        match crate::verify_url::verify(&auditor_client, &url, &auditor_token, &verifier, false, origin, None) {
             Ok(report) => break report,
             Err(e) if format!("{e:#}").contains("not yet covered") && Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(200));

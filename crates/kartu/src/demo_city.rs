@@ -25,11 +25,18 @@ pub(crate) struct Client {
 }
 
 impl Client {
-    pub(crate) fn new(base: &str) -> Self {
-        Client {
-            agent: ureq::Agent::config_builder().http_status_as_error(false).build().into(),
+    /// A client of `base`, trusting the CA certificates of `ca_file` for `https://` (else
+    /// Mozilla's roots).
+    pub(crate) fn new(base: &str, ca_file: Option<&Path>) -> Result<Self> {
+        terminal::client::check_url(base).map_err(anyhow::Error::msg)?;
+        Ok(Client {
+            agent: terminal::client::agent(ca_file, None).map_err(anyhow::Error::msg)?,
             base: base.trim_end_matches('/').to_owned(),
-        }
+        })
+    }
+
+    fn failed(&self, call: &str, e: &ureq::Error) -> anyhow::Error {
+        anyhow::anyhow!("{call}: {}", terminal::client::classify(&self.base, e))
     }
 
     pub(crate) fn post(&self, token: &str, path: &str, key: &str, body: Value) -> Result<Value> {
@@ -39,7 +46,7 @@ impl Client {
             .header("Authorization", &format!("Bearer {token}"))
             .header("Idempotency-Key", key)
             .send_json(&body)
-            .with_context(|| format!("POST {path}"))?;
+            .map_err(|e| self.failed(&format!("POST {path}"), &e))?;
         let status = r.status();
         let v: Value = r.body_mut().read_json().with_context(|| format!("POST {path}: reading the answer"))?;
         if !status.is_success() {
@@ -53,7 +60,7 @@ impl Client {
             .get(&format!("{}{path}", self.base))
             .header("Authorization", &format!("Bearer {token}"))
             .call()
-            .with_context(|| format!("GET {path}"))?;
+            .map_err(|e| self.failed(&format!("GET {path}"), &e))?;
         let status = r.status();
         let v: Value = r.body_mut().read_json()?;
         if !status.is_success() {
@@ -108,11 +115,13 @@ pub(crate) fn create_places(c: &Client, op: &str) -> Result<Places> {
 /// The agent's float.
 pub(crate) const AGENT_FLOAT: &str = "10000000.00";
 
-/// Seeds the city (first run) and prints how to try it.
+/// Seeds the city (first run) and prints how to try it. Over HTTPS, the CA file in
+/// `KARTU_CA_FILE` is trusted.
 pub fn seed_and_print(base: &str, data_dir: &Path, operator_token: &str) -> Result<()> {
     let keys_text = std::fs::read_to_string(data_dir.join("keys.toml")).context("reading keys.toml")?;
     let keys = KeyFile::parse(&keys_text).map_err(|e| anyhow::anyhow!("keys.toml: {e}"))?;
-    let c = Client::new(base);
+    let ca_file = std::env::var_os(terminal::client::CA_FILE_ENV).map(std::path::PathBuf::from);
+    let c = Client::new(base, ca_file.as_deref())?;
     let saved = data_dir.join("demo-city.json");
     let city: Value = if saved.exists() {
         serde_json::from_str(&std::fs::read_to_string(&saved)?)?

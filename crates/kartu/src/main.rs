@@ -89,8 +89,12 @@ enum Cmd {
         /// Print the terminal's Ed25519 public key (to register with its credential) and exit.
         #[arg(long)]
         print_public_key: bool,
+        /// A PEM file of the CA certificates to trust for an https:// server (else Mozilla's roots).
+        #[arg(long, env = "KARTU_CA_FILE")]
+        ca_file: Option<std::path::PathBuf>,
     },
-    /// Serve the HTTP API until SIGINT or SIGTERM; in-flight requests finish first.
+    /// Serve the HTTP API until SIGINT or SIGTERM; in-flight requests finish first. HTTPS
+    /// when kartu.toml names tls_cert and tls_key; SIGHUP reloads them.
     Serve {
         #[arg(long, env = "KARTU_DATA_DIR")]
         data_dir: std::path::PathBuf,
@@ -198,6 +202,9 @@ enum AuditCmd {
         /// /v1/audit/checkpoints/latest): the log must extend it.
         #[arg(long)]
         trusted_checkpoint: Option<std::path::PathBuf>,
+        /// For --url: a PEM file of the CA certificates to trust (else Mozilla's roots).
+        #[arg(long, env = "KARTU_CA_FILE")]
+        ca_file: Option<std::path::PathBuf>,
     },
     /// Poll a server and check that each new signed checkpoint extends the last one
     /// verified (kept in --state): signature, consistency proof, and the new leaves
@@ -226,6 +233,9 @@ enum AuditCmd {
         /// Poll once and exit (0 when the log extends the state).
         #[arg(long)]
         once: bool,
+        /// A PEM file of the CA certificates to trust for an https:// URL (else Mozilla's roots).
+        #[arg(long, env = "KARTU_CA_FILE")]
+        ca_file: Option<std::path::PathBuf>,
     },
 }
 
@@ -334,6 +344,7 @@ fn run(cli: Cli) -> Result<()> {
             currency,
             timeout_ms,
             print_public_key,
+            ca_file,
         } => {
             let mode = terminal::Mode::parse(&mode).context("--mode must be pos, gate, kiosk or agent")?;
             let amount = amount.as_deref().map(terminal::parse_amount).transpose()?;
@@ -345,6 +356,7 @@ fn run(cli: Cli) -> Result<()> {
                 data_dir,
                 currency,
                 timeout: std::time::Duration::from_millis(timeout_ms),
+                ca_file,
             };
             let mut t = terminal::Terminal::open(config)?;
             if print_public_key {
@@ -368,6 +380,7 @@ fn run(cli: Cli) -> Result<()> {
                     allow_unsigned_tail,
                     origin,
                     trusted_checkpoint,
+                    ca_file,
                 },
         } => match (database_url, url) {
             (Some(db), None) => audit_verify(&db, &public_key, allow_unsigned_tail, origin, trusted_checkpoint),
@@ -380,7 +393,9 @@ fn run(cli: Cli) -> Result<()> {
                     .map(|f| open_trusted(&verifier, &f, origin.as_deref()))
                     .transpose()
                     .context("audit verify FAILED")?;
+                let agent = terminal::client::agent(ca_file.as_deref(), None).map_err(anyhow::Error::msg)?;
                 let report = verify_url::verify(
+                    &agent,
                     &url,
                     &token,
                     &verifier,
@@ -395,9 +410,12 @@ fn run(cli: Cli) -> Result<()> {
             }
             _ => anyhow::bail!("give --database-url or --url"),
         },
-        Cmd::Audit { command: AuditCmd::Watch { url, state, interval, public_key, token, token_file, once } } => {
+        Cmd::Audit {
+            command: AuditCmd::Watch { url, state, interval, public_key, token, token_file, once, ca_file },
+        } => {
             let token = secret(token, token_file, "token")?;
-            watch::run(&watch::Args { url, state, interval, public_key, token, once }).context("audit watch FAILED")
+            watch::run(&watch::Args { url, state, interval, public_key, token, once, ca_file })
+                .context("audit watch FAILED")
         }
         Cmd::Ledger { database_url, read } => {
             let url = database_url.context("--database-url or KARTU_DATABASE_URL is required")?;
@@ -428,18 +446,25 @@ fn serve(
     let listen = listen.unwrap_or_else(|| loaded.config.listen.clone());
     let listener = std::net::TcpListener::bind(&listen).with_context(|| format!("listening on {listen}"))?;
     let addr = listener.local_addr()?;
+    let scheme = if loaded.state.settings.tls.is_some() { "https" } else { "http" };
     let state = loaded.state.clone();
     let system = actix_web::rt::System::new();
     system.block_on(async move {
         let server = api::server::server(state.clone(), listener, loaded.config.workers)?;
         tracing::info!(%addr, database = %loaded.config.database_url, "serving");
-        eprintln!("kartu: serving on http://{addr}");
+        eprintln!("kartu: serving on {scheme}://{addr}");
+        if let Some(cert) = &state.settings.tls {
+            eprintln!("kartu: TLS certificate sha256 {}; SIGHUP reloads it", cert.fingerprint());
+        }
+        if let Some(metrics) = &state.settings.metrics_listen {
+            eprintln!("kartu: /metrics on http://{metrics} only");
+        }
         if let Some(token_file) = demo_city {
             let data_dir = data_dir.to_owned();
             std::thread::spawn(move || {
                 let seeded = std::fs::read_to_string(&token_file)
                     .context("reading the operator token")
-                    .and_then(|t| demo_city::seed_and_print(&format!("http://{addr}"), &data_dir, t.trim()));
+                    .and_then(|t| demo_city::seed_and_print(&format!("{scheme}://{addr}"), &data_dir, t.trim()));
                 if let Err(e) = seeded {
                     eprintln!("kartu: the demo city could not be set up: {e:#}");
                 }

@@ -79,11 +79,11 @@ pub(crate) fn run(
     pcscd: &pcsc_testkit::Pcscd,
     work: &std::path::Path,
     data: &std::path::Path,
+    wire: &crate::demo::Wire,
     taps: u32,
 ) -> Result<Value> {
-    let Stage { reader, init, key_file, mut server, client: c } = Stage::open(pcscd, work, data)?;
+    let Stage { reader, init, key_file, mut server, client: c } = Stage::open(pcscd, work, data, wire)?;
     let op = init.operator_token.clone();
-    let url = server.url();
     let (name, nik, uid, categories) = CARDS[0];
     let mut card = Wallet::new(name, uid, work.join("card-bench.json"));
     reader.personalize(&key_file, &mut card)?;
@@ -118,9 +118,9 @@ pub(crate) fn run(
         "bench-cred-gate",
         json!({"role": "service_point", "name": "bus stop gate", "service_point_id": id(&gate)?}),
     )?;
-    let mut agent = open_terminal(work, "agent", Mode::Agent, &url, &agent_token)?;
-    let mut pos = open_terminal(work, "pos", Mode::Pos, &url, &pos_token)?;
-    let mut gate_terminal = open_terminal(work, "gate", Mode::Gate, &url, &gate_token)?;
+    let mut agent = open_terminal(work, "agent", Mode::Agent, &server, &agent_token)?;
+    let mut pos = open_terminal(work, "pos", Mode::Pos, &server, &pos_token)?;
+    let mut gate_terminal = open_terminal(work, "gate", Mode::Gate, &server, &gate_token)?;
 
     let payment = minor(PAYMENT)?;
     let topup = payment * i64::from(taps) + minor(SPARE)?;

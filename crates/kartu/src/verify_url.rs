@@ -50,12 +50,14 @@ pub struct Report {
 
 const PAGE: i64 = 1000;
 
+/// A GET with a token; a transport failure says what it is (TLS and certificate errors
+/// included, [`terminal::client::classify`]).
 pub(crate) fn get(agent: &ureq::Agent, url: &str, token: &str) -> Result<String> {
     let mut response = agent
         .get(url)
         .header("Authorization", &format!("Bearer {token}"))
         .call()
-        .with_context(|| format!("GET {url}"))?;
+        .map_err(|e| anyhow::anyhow!("GET {url}: {}", terminal::client::classify(url, &e)))?;
     let status = response.status();
     let body = response.body_mut().read_to_string().with_context(|| format!("reading {url}"))?;
     if !status.is_success() {
@@ -64,8 +66,9 @@ pub(crate) fn get(agent: &ureq::Agent, url: &str, token: &str) -> Result<String>
     Ok(body)
 }
 
-/// Verifies the server at `base`.
+/// Verifies the server at `base` through `agent` ([`terminal::client::agent`]).
 pub fn verify(
+    agent: &ureq::Agent,
     base: &str,
     token: &str,
     verifier: &merkle::Verifier,
@@ -73,9 +76,9 @@ pub fn verify(
     origin: Option<&str>,
     trusted: Option<&merkle::Checkpoint>,
 ) -> Result<Report> {
+    terminal::client::check_url(base).map_err(anyhow::Error::msg)?;
     let base = base.trim_end_matches('/');
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let note = get(&agent, &format!("{base}/v1/audit/checkpoints/latest"), token)?;
+    let note = get(agent, &format!("{base}/v1/audit/checkpoints/latest"), token)?;
     let checkpoint = verifier.open(&note).map_err(|e| anyhow::anyhow!("the latest checkpoint does not verify: {e}"))?;
     if let Some(origin) = origin {
         if checkpoint.origin() != origin {
@@ -92,7 +95,7 @@ pub fn verify(
         let from = tree.size();
         progress.set(from);
         let page: Leaves =
-            serde_json::from_str(&get(&agent, &format!("{base}/v1/audit/leaves?from={from}&limit={PAGE}"), token)?)
+            serde_json::from_str(&get(agent, &format!("{base}/v1/audit/leaves?from={from}&limit={PAGE}"), token)?)
                 .context("the leaves page is not the documented JSON")?;
         if page.leaves.is_empty() {
             break;
@@ -198,7 +201,7 @@ pub fn verify(
     if let Some((c, s)) = totals.iter().find(|(_, s)| **s != 0) {
         bail!("recomputed from the leaves, the balances in {c} sum to {s}, not zero");
     }
-    let trial: TrialBalance = serde_json::from_str(&get(&agent, &format!("{base}/v1/audit/trial-balance"), token)?)
+    let trial: TrialBalance = serde_json::from_str(&get(agent, &format!("{base}/v1/audit/trial-balance"), token)?)
         .context("the trial balance is not the documented JSON")?;
     if let Some(line) = trial.currencies.iter().find(|l| !l.balanced) {
         bail!("the server's trial balance in {} is not zero", line.currency);

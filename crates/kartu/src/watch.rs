@@ -31,6 +31,8 @@ pub struct Args {
     pub token: String,
     /// One poll, then exit.
     pub once: bool,
+    /// The CA certificates to trust for an `https://` URL (else Mozilla's roots).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// The last checkpoint verified.
@@ -84,12 +86,10 @@ fn read_state(path: &Path) -> Result<Option<State>> {
 
 /// Polls until an error (or once).
 pub fn run(args: &Args) -> Result<()> {
+    terminal::client::check_url(&args.url).map_err(anyhow::Error::msg)?;
     let base = args.url.trim_end_matches('/');
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(60)))
-        .build()
-        .into();
+    let agent =
+        terminal::client::agent(args.ca_file.as_deref(), Some(Duration::from_secs(60))).map_err(anyhow::Error::msg)?;
     let mut state = read_state(&args.state)?;
     let key_line = match (&args.public_key, &state) {
         (Some(file), pinned) => {

@@ -361,6 +361,9 @@ fn demo_day(outside: Option<&str>) -> Result<(), Failed> {
         return Err(format!("kartu demo on a non-empty directory gave {}: {stdout} {stderr}", output.status).into());
     }
 
+    // The day over HTTPS: a CA and a certificate for localhost made here; the demo serves
+    // its installation with them and its clients (terminals, API, verify) trust the CA.
+    let (ca_file, cert_file, key_file) = make_tls(directory.path())?;
     let started = Instant::now();
     let output = Command::new(env!("CARGO_BIN_EXE_kartu"))
         .arg("demo")
@@ -368,6 +371,12 @@ fn demo_day(outside: Option<&str>) -> Result<(), Failed> {
         .arg(&data)
         .arg("--json")
         .arg(&summary_path)
+        .arg("--tls-cert")
+        .arg(&cert_file)
+        .arg("--tls-key")
+        .arg(&key_file)
+        .arg("--ca-file")
+        .arg(&ca_file)
         .stdin(Stdio::null())
         .output()?;
     let (story, stderr) = texts(&output);
@@ -408,6 +417,7 @@ fn demo_day(outside: Option<&str>) -> Result<(), Failed> {
         ("the lost card's refusal", "card_blocked"),
         ("the offline approval", "approved offline"),
         ("the verification", "OK: "),
+        ("the server's HTTPS URL", "answers on https://localhost:"),
     ] {
         if !story.contains(needle) {
             return Err(format!("the story does not tell {what} ({needle:?}):\n{story}").into());
@@ -435,7 +445,12 @@ fn demo_day(outside: Option<&str>) -> Result<(), Failed> {
     // The installation the demo left, served again; checked through the API.
     let (server, base) = serve(&data)?;
     let _server = KillOnDrop(server);
-    let http = Http { agent: ureq::Agent::config_builder().http_status_as_error(false).build().into(), base };
+    if !base.starts_with("https://127.0.0.1:") {
+        return Err(format!("the demo's installation is served at {base}, not over HTTPS").into());
+    }
+    // The certificate names localhost only: clients call the server by that name.
+    let base = base.replace("https://127.0.0.1:", "https://localhost:");
+    let http = Http { agent: terminal::client::agent(Some(&ca_file), None)?, base };
     let mut cards = Vec::new();
     for (id, uid, status, balance) in expected {
         let card = http.get(&operator, &format!("/v1/cards/{id}"))?;
@@ -527,15 +542,17 @@ fn demo_day(outside: Option<&str>) -> Result<(), Failed> {
     }
 
     // The auditor's check, as a separate process against the served installation.
-    let key_file = data.join("checkpoint-verifier.pub");
+    let verifier_file = data.join("checkpoint-verifier.pub");
     let public_key = http.get_text("/v1/audit/public-key")?;
-    if public_key.trim() != read(&key_file).trim() {
+    if public_key.trim() != read(&verifier_file).trim() {
         return Err(format!("the server's verifier key {public_key:?} is not the one the demo saved").into());
     }
     let url = http.base.clone();
     let output = Command::new(env!("CARGO_BIN_EXE_kartu"))
         .args(["audit", "verify", "--url", &url, "--token", &auditor, "--public-key"])
-        .arg(&key_file)
+        .arg(&verifier_file)
+        .arg("--ca-file")
+        .arg(&ca_file)
         .stdin(Stdio::null())
         .output()?;
     let (stdout, stderr) = texts(&output);
@@ -565,6 +582,26 @@ fn demo_day(outside: Option<&str>) -> Result<(), Failed> {
         return Err(format!("a tap of the lost card gave {status} {refused}").into());
     }
     Ok(())
+}
+
+/// A CA and a server certificate for `localhost` (rcgen) in `dir`: (CA file, certificate,
+/// key with mode 0600).
+fn make_tls(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf), Failed> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "Kartu demo test CA");
+    let ca_key = rcgen::KeyPair::generate()?;
+    let ca_pem = ca_params.self_signed(&ca_key)?.pem();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate()?;
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])?.signed_by(&key, &issuer)?;
+    let (ca_file, cert_file, key_file) = (dir.join("ca.pem"), dir.join("server.crt"), dir.join("server.key"));
+    std::fs::write(&ca_file, ca_pem)?;
+    std::fs::write(&cert_file, cert.pem())?;
+    std::fs::write(&key_file, key.serialize_pem())?;
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600))?;
+    Ok((ca_file, cert_file, key_file))
 }
 
 /// An access decision as the test compares it: card, decision, reason, queue number.

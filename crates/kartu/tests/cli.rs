@@ -1203,3 +1203,184 @@ fn serving_role_on_postgres() {
     let (ok, _, err) = kartu(&["migrate", "--database-url", &sqlite, "--serve-role", "kartu_serve"]);
     assert!(!ok && err.contains("SQLite has no database roles"), "{err}");
 }
+
+/// A CA made in the test (rcgen): its PEM, and an issuer for server certificates.
+fn test_ca(name: &str) -> (String, rcgen::Issuer<'static, rcgen::KeyPair>) {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.distinguished_name.push(rcgen::DnType::CommonName, name);
+    let key = rcgen::KeyPair::generate().expect("key");
+    let pem = params.self_signed(&key).expect("CA").pem();
+    (pem, rcgen::Issuer::new(params, key))
+}
+
+/// Writes a server certificate for `localhost`/127.0.0.1 signed by `ca`, and its key (0600).
+fn install_server_cert(ca: &rcgen::Issuer<'static, rcgen::KeyPair>, cert: &Path, key: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).expect("params");
+    let key_pair = rcgen::KeyPair::generate().expect("key");
+    std::fs::write(cert, params.signed_by(&key_pair, ca).expect("cert").pem()).expect("write cert");
+    std::fs::write(key, key_pair.serialize_pem()).expect("write key");
+    std::fs::set_permissions(key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+}
+
+/// GET `url` on a new connection trusting only `ca_file`: the status, or the error.
+fn probe(ca_file: &Path, url: &str) -> Result<u16, String> {
+    let agent = terminal::client::agent(Some(ca_file), Some(std::time::Duration::from_secs(5)))?;
+    agent.get(url).call().map(|r| r.status().as_u16()).map_err(|e| e.to_string())
+}
+
+/// Issue 13, wires nobody can read: `kartu serve` with `tls_cert`/`tls_key` in kartu.toml
+/// serves HTTPS; `kartu audit verify --url` and `kartu audit watch --url` trust the CA of
+/// `--ca-file` (or KARTU_CA_FILE) and fail with a certificate error naming the way out
+/// with another CA or none; SIGHUP after the files are replaced by a certificate of another
+/// CA makes new connections see it, and a broken file on SIGHUP is logged and changes
+/// nothing.
+#[test]
+fn serve_over_https_with_sighup_reload_and_ca_file_clients() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("city");
+    let data_s = data.display().to_string();
+    let (ok, out, err) = kartu(&["init", "--data-dir", &data_s]);
+    assert!(ok, "{err}");
+    let op = out.trim().to_owned();
+    let verifier = err.lines().find_map(|l| l.split("verifier key: ").nth(1)).expect("verifier").to_owned();
+    let key_file = dir.path().join("log.pub");
+    std::fs::write(&key_file, format!("{verifier}\n")).expect("key");
+    let key_s = key_file.display().to_string();
+    let (ca1_pem, ca1) = test_ca("Kartu CLI test CA one");
+    let (ca2_pem, ca2) = test_ca("Kartu CLI test CA two");
+    let (ca1_file, ca2_file) = (dir.path().join("ca1.pem"), dir.path().join("ca2.pem"));
+    std::fs::write(&ca1_file, ca1_pem).expect("ca1");
+    std::fs::write(&ca2_file, ca2_pem).expect("ca2");
+    let (ca1_s, ca2_s) = (ca1_file.display().to_string(), ca2_file.display().to_string());
+    // The operator's set-up: a certificate in the data directory, named in kartu.toml.
+    let (cert, key) = (data.join("tls.crt"), data.join("tls.key"));
+    install_server_cert(&ca1, &cert, &key);
+    let config = std::fs::read_to_string(data.join("kartu.toml")).expect("config");
+    std::fs::write(data.join("kartu.toml"), format!("tls_cert = \"tls.crt\"\ntls_key = \"tls.key\"\n{config}"))
+        .expect("config");
+
+    let server = serve_collecting(&data_s, 0);
+    let base = server.base.clone();
+    assert!(base.starts_with("https://127.0.0.1:"), "{base}");
+    let agent = terminal::client::agent(Some(&ca1_file), None).expect("agent");
+    let post = |path: &str, key: &str, body: serde_json::Value| -> serde_json::Value {
+        let mut r = agent
+            .post(&format!("{base}{path}"))
+            .header("Authorization", &format!("Bearer {op}"))
+            .header("Idempotency-Key", key)
+            .send_json(&body)
+            .expect("post over HTTPS");
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        r.body_mut().read_json().expect("json")
+    };
+    let auditor = post("/v1/credentials", "c1", serde_json::json!({"role": "auditor", "name": "auditor"}));
+    let auditor = auditor["token"].as_str().expect("token").to_owned();
+    let a = post("/v1/agents", "a1", serde_json::json!({"name": "agent"}));
+    post(&format!("/v1/agents/{}/float", a["id"].as_str().expect("id")), "f1", serde_json::json!({"amount": "50.00"}));
+    let note = signed_to_the_end(&agent, &base);
+    let size: u64 = note.lines().nth(1).and_then(|l| l.parse().ok()).expect("size");
+    assert!(
+        server.log.lock().expect("log").iter().any(|l| l.contains("TLS certificate sha256")),
+        "the server names its certificate: {:?}",
+        server.log.lock().expect("log")
+    );
+
+    // The CA that signed the certificate: both clients work.
+    let verify = |extra: &[&str]| {
+        let mut args = vec!["audit", "verify", "--url", &base, "--token", &auditor, "--public-key", &key_s];
+        args.extend(extra);
+        kartu(&args)
+    };
+    let (ok, out, err) = verify(&["--ca-file", &ca1_s]);
+    assert!(ok, "verify over HTTPS: {out} {err}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("report");
+    assert_eq!(report["entries"], 1);
+    let state = dir.path().join("watch.json");
+    let state_s = state.display().to_string();
+    let watch = |ca: Option<&str>| {
+        let mut args = vec!["audit", "watch", "--once", "--url", &base, "--state", &state_s, "--token", &auditor];
+        if let Some(ca) = ca {
+            args.extend(["--ca-file", ca]);
+        }
+        kartu(&args)
+    };
+    let (ok, out, err) = watch(Some(&ca1_s));
+    assert!(ok && out.contains(&format!("verified: {size} leaves")), "watch over HTTPS: {out} {err}");
+    // KARTU_CA_FILE does what --ca-file does.
+    let with_env = Command::new(env!("CARGO_BIN_EXE_kartu"))
+        .args(["audit", "watch", "--once", "--url", &base, "--state", &state_s, "--token", &auditor])
+        .env("KARTU_CA_FILE", &ca1_file)
+        .output()
+        .expect("run kartu");
+    let (out, err) = (String::from_utf8_lossy(&with_env.stdout), String::from_utf8_lossy(&with_env.stderr));
+    assert!(with_env.status.success() && out.contains("unchanged"), "KARTU_CA_FILE: {out} {err}");
+
+    // Another CA, or none (Mozilla's roots): a certificate error that says what to do.
+    let watched = std::fs::read_to_string(&state).expect("state");
+    for (what, (ok, out, err)) in [
+        ("verify, other CA", verify(&["--ca-file", &ca2_s])),
+        ("verify, system roots", verify(&[])),
+        ("watch, other CA", watch(Some(&ca2_s))),
+        ("watch, system roots", watch(None)),
+    ] {
+        assert!(!ok, "{what}: {out}");
+        assert!(
+            err.contains("FAILED")
+                && err.contains("certificate")
+                && err.contains("UnknownIssuer")
+                && err.contains("--ca-file"),
+            "{what}: {err}"
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&state).expect("state"), watched, "a failed watch changes nothing");
+    // A URL that is no URL is said to be one.
+    let (ok, _, err) =
+        kartu(&["audit", "watch", "--once", "--url", "ftp://127.0.0.1:1", "--state", &state_s, "--token", "t"]);
+    assert!(!ok && err.contains("unknown scheme"), "{err}");
+
+    // SIGHUP with a certificate of the second CA in the files: new connections see it.
+    install_server_cert(&ca2, &cert, &key);
+    let pid = server.child.0.id().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().expect("kill").success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while probe(&ca2_file, &format!("{base}/healthz")) != Ok(200) {
+        assert!(std::time::Instant::now() < deadline, "the new certificate is not served after SIGHUP");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let old = probe(&ca1_file, &format!("{base}/healthz"));
+    assert!(old.as_ref().is_err_and(|e| e.contains("UnknownIssuer")), "the old certificate is still served: {old:?}");
+    let (ok, out, err) = verify(&["--ca-file", &ca2_s]);
+    assert!(ok, "verify after the reload: {out} {err}");
+
+    // A broken file on SIGHUP: logged, and the certificate in use stays.
+    std::fs::write(&cert, "not a certificate\n").expect("break");
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().expect("kill").success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !server.log.lock().expect("log").iter().any(|l| l.contains("the old one stays")) {
+        assert!(std::time::Instant::now() < deadline, "no error logged: {:?}", server.log.lock().expect("log"));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(probe(&ca2_file, &format!("{base}/healthz")), Ok(200));
+    server.stop();
+}
+
+/// Issue 13: the PostgreSQL URL reaches libpq whole, so `sslmode` and `sslrootcert` in it
+/// are honoured: with `sslmode=disable` the migration runs; with `sslmode=verify-full` and
+/// a root certificate that did not sign the server's (or a server without TLS), the
+/// connection is refused and the error says why.
+#[test]
+fn postgres_sslmode_in_the_database_url_is_honoured() {
+    let db = PgDb::create("sslmode");
+    let (ok, out, err) = kartu(&["migrate", "--database-url", &format!("{}?sslmode=disable", db.url)]);
+    assert!(ok && out.contains("migration(s) applied"), "{out} {err}");
+    let dir = tempfile::tempdir().expect("dir");
+    let (ca_pem, _) = test_ca("Not the database's CA");
+    let ca = dir.path().join("not-the-db-ca.pem");
+    std::fs::write(&ca, ca_pem).expect("ca");
+    let url = format!("{}?sslmode=verify-full&sslrootcert={}", db.url, ca.display());
+    let (ok, out, err) = kartu(&["migrate", "--database-url", &url]);
+    assert!(!ok, "verify-full with a CA that did not sign the server's certificate connected: {out}");
+    assert!(err.contains("certificate verify failed") || err.contains("does not support SSL"), "{err}");
+}

@@ -5,8 +5,15 @@
 //! record of the terminal's signed, hash-chained journal (`kartu-offline`), kept in a file
 //! and uploaded when the server is back.
 //!
+//! Only an unreachable server (a refused or reset connection, a timeout) sends a tap
+//! offline. A TLS or certificate error, or a URL that is not `http(s)://HOST`, refuses the
+//! tap with an error that says so and writes nothing to the journal: a misconfigured
+//! terminal must not quietly approve payments offline ([`client::classify`]).
+//!
 //! [`Terminal::handle`] is the logic for one tap (no PC/SC, so it is tested against a real
 //! server with taps made in the test); [`run`] is the loop over a real reader.
+
+pub mod client;
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, Write};
@@ -56,9 +63,13 @@ pub enum TerminalError {
     /// The journal refused a record.
     #[error("offline journal: {0}")]
     Journal(#[from] offline::JournalError),
-    /// Bad input (amount, mode).
+    /// Bad input (amount, mode, URL, CA file).
     #[error("{0}")]
     Input(String),
+    /// The server was reached wrongly (TLS, certificate, protocol): the tap is refused, not
+    /// taken offline.
+    #[error("REFUSED, not taken offline: {0}")]
+    Connection(String),
 }
 
 /// One card read: the UID from the reader and the SUN tap from the card's URL.
@@ -100,6 +111,9 @@ pub struct Config {
     pub currency: String,
     /// How long to wait for the server before deciding offline.
     pub timeout: Duration,
+    /// A PEM file of the CA certificates to trust for an `https://` server (else Mozilla's
+    /// roots).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// The terminal's state.
@@ -164,6 +178,8 @@ impl Terminal {
     /// Opens the terminal's data directory: its Ed25519 key (created on first use; register
     /// the printed public key with the terminal's credential) and its journal.
     pub fn open(config: Config) -> Result<Terminal, TerminalError> {
+        client::check_url(&config.server).map_err(|e| TerminalError::Input(format!("the server URL: {e}")))?;
+        let http = client::agent(config.ca_file.as_deref(), Some(config.timeout)).map_err(TerminalError::Input)?;
         std::fs::create_dir_all(&config.data_dir).map_err(storage)?;
         let key_path = config.data_dir.join("terminal.key");
         let key = match std::fs::read_to_string(&key_path) {
@@ -205,11 +221,6 @@ impl Terminal {
         let limits = serde_json::from_value(cached["limits"].clone()).ok();
         let access = serde_json::from_value(cached["access"].clone()).ok();
         let sync_id = cached["sync_id"].as_u64().unwrap_or(0);
-        let http = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(config.timeout))
-            .build()
-            .into();
         Ok(Terminal {
             config,
             http,
@@ -241,8 +252,15 @@ impl Terminal {
         format!("term-{}", self.next_key)
     }
 
-    /// A request; `None` when the server could not be reached (or answered 5xx).
-    fn call(&self, method: &str, path: &str, key: Option<&str>, body: Option<&Value>) -> Option<(u16, Value)> {
+    /// A request; `Ok(None)` when the server could not be reached (or answered 5xx), an
+    /// error when it was reached wrongly (TLS, certificate, URL, protocol).
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<&Value>,
+    ) -> Result<Option<(u16, Value)>, TerminalError> {
         let url = format!("{}{path}", self.config.server.trim_end_matches('/'));
         let auth = format!("Bearer {}", self.config.token);
         let result = match (method, body) {
@@ -253,30 +271,42 @@ impl Terminal {
                 .header("Authorization", &auth)
                 .header("Idempotency-Key", key.unwrap_or("none"))
                 .send_json(b),
-            _ => return None,
+            _ => return Ok(None),
         };
-        let mut response = result.ok()?;
+        let mut response = match result {
+            Ok(r) => r,
+            Err(e) => {
+                return match client::classify(&self.config.server, &e) {
+                    client::Failure::Offline(why) => {
+                        tracing::warn!(%why, "the server cannot be reached");
+                        Ok(None)
+                    }
+                    client::Failure::Broken(why) => Err(TerminalError::Connection(why)),
+                }
+            }
+        };
         let status = response.status().as_u16();
         if status >= 500 {
-            return None;
+            return Ok(None);
         }
         let value = response.body_mut().read_json::<Value>().unwrap_or(Value::Null);
-        Some((status, value))
+        Ok(Some((status, value)))
     }
 
     /// Uploads pending offline records and refreshes the deny list and limits. Returns how
-    /// many records the server posted; `None` when the server could not be reached.
+    /// many records the server posted; `None` when the server could not be reached; an error
+    /// when it was reached wrongly (TLS, certificate).
     pub fn sync(&mut self) -> Result<Option<usize>, TerminalError> {
         let mut posted = 0;
         if !self.pending.is_empty() {
             let body = json!({"records": self.pending});
             let key = format!("upload-{}", self.pending[0].record.seq);
-            let Some((status, answer)) = self.call("POST", "/v1/offline/journals", Some(&key), Some(&body)) else {
+            let Some((status, answer)) = self.call("POST", "/v1/offline/journals", Some(&key), Some(&body))? else {
                 return Ok(None);
             };
             // Whatever the answer, ask where the server stands: records at or below its
             // head are posted (and kept there), so they are no longer ours to send.
-            let head = match self.call("GET", "/v1/offline/head", None, None) {
+            let head = match self.call("GET", "/v1/offline/head", None, None)? {
                 Some((200, h)) => h["seq"].as_u64().unwrap_or(0),
                 _ => return Ok(None),
             };
@@ -296,7 +326,7 @@ impl Terminal {
                 return Err(TerminalError::Storage(format!("the server refused the journal: {answer}")));
             }
         }
-        if let Some((200, list)) = self.call("GET", "/v1/offline/deny-list", None, None) {
+        if let Some((200, list)) = self.call("GET", "/v1/offline/deny-list", None, None)? {
             self.deny = list["uids"]
                 .as_array()
                 .map(|a| a.iter().filter_map(|u| u.as_str().map(str::to_owned)).collect())
@@ -311,7 +341,9 @@ impl Terminal {
         Ok(Some(posted))
     }
 
-    /// Handles one tap: online when the server answers, else offline within the limits.
+    /// Handles one tap: online when the server answers, else offline within the limits when
+    /// it cannot be reached. A server reached wrongly (TLS, certificate, protocol) refuses
+    /// the tap with [`TerminalError::Connection`]; nothing is written to the journal.
     pub fn handle(
         &mut self,
         read: &CardRead,
@@ -340,7 +372,7 @@ impl Terminal {
             let _ = self.sync();
         }
         let key = self.key();
-        if let Some((status, answer)) = self.call("POST", path, Some(&key), Some(&body)) {
+        if let Some((status, answer)) = self.call("POST", path, Some(&key), Some(&body))? {
             let ok = (200..300).contains(&status) && answer["decision"].as_str().is_none_or(|d| d == "allow");
             let line = match (self.config.mode, ok) {
                 (Mode::Pos, true) => format!(
@@ -493,7 +525,9 @@ pub fn run(
 ) -> Result<(), TerminalError> {
     let pcsc = reader::Terminal::establish()?;
     let mut done = 0;
-    let _ = terminal.sync();
+    if let Err(e) = terminal.sync() {
+        writeln!(out, "{e}").map_err(storage)?;
+    }
     while taps.is_none_or(|n| done < n) {
         let amount = match (terminal.config.mode, amount) {
             (Mode::Pos | Mode::Agent, Some(a)) => Some(a),
@@ -517,15 +551,19 @@ pub fn run(
             let sun = card.read_sun()?;
             CardRead { uid: hex::encode_upper(uid.as_bytes()), picc_data: sun.picc_data_hex(), cmac: sun.cmac_hex() }
         };
-        let outcome = terminal.handle(&read, amount, None)?;
-        writeln!(
-            out,
-            "{}  [{} ms{}]",
-            outcome.line,
-            started.elapsed().as_millis(),
-            if outcome.online { "" } else { ", offline" }
-        )
-        .map_err(storage)?;
+        match terminal.handle(&read, amount, None) {
+            Ok(outcome) => writeln!(
+                out,
+                "{}  [{} ms{}]",
+                outcome.line,
+                started.elapsed().as_millis(),
+                if outcome.online { "" } else { ", offline" }
+            )
+            .map_err(storage)?,
+            // The operator must fix the configuration; the next card is refused too.
+            Err(e @ TerminalError::Connection(_)) => writeln!(out, "{e}").map_err(storage)?,
+            Err(e) => return Err(e),
+        }
         done += 1;
         let _ = pcsc.wait_for_removal(&name, Duration::from_secs(60));
     }

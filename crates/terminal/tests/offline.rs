@@ -2,7 +2,9 @@
 //! payments; the server goes away and the POS takes payments offline within its limits;
 //! the server comes back and the journal is posted exactly once, a shortfall goes to the
 //! offline-risk account and puts the card on the deny list; a tampered journal is refused
-//! with a clear error and the good records before the damage are kept.
+//! with a clear error and the good records before the damage are kept. Over HTTPS (a CA
+//! made in the test): the terminal pays with the CA trusted; with another CA, a plain-HTTP
+//! URL or an unknown scheme it refuses with an error that says so and journals nothing.
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -144,6 +146,7 @@ fn offline_payments_are_posted_once_and_shortfalls_deny_the_card() {
         data_dir: term_dir.clone(),
         currency: "IDR".into(),
         timeout: Duration::from_millis(500),
+        ca_file: None,
     };
     let public_key = Terminal::open(config("kt_placeholder")).expect("terminal").public_key_hex();
     let limits = json!({"per_tap_minor": 5_000, "per_card_per_day_minor": 8_000, "outstanding_minor": 20_000});
@@ -325,6 +328,7 @@ fn a_gate_decides_offline_by_its_synced_policy_and_uploads_its_decisions() {
         data_dir: gate_dir.clone(),
         currency: "IDR".into(),
         timeout: Duration::from_millis(500),
+        ca_file: None,
     };
     let public_key = Terminal::open(config("kt_placeholder")).expect("terminal").public_key_hex();
     let token = http.ok(
@@ -369,4 +373,134 @@ fn a_gate_decides_offline_by_its_synced_policy_and_uploads_its_decisions() {
     let allowed = decisions.iter().filter(|d| **d == "allow").count();
     assert_eq!((decisions.len(), allowed), (4, 1), "the gate's four offline decisions, one allow: {log}");
     stop(server);
+}
+
+/// A CA made in the test, and a server certificate it signs for `localhost`/127.0.0.1.
+fn test_ca(name: &str) -> (String, rcgen::Issuer<'static, rcgen::KeyPair>) {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.distinguished_name.push(rcgen::DnType::CommonName, name);
+    let key = rcgen::KeyPair::generate().expect("key");
+    let pem = params.self_signed(&key).expect("CA").pem();
+    (pem, rcgen::Issuer::new(params, key))
+}
+
+/// Issue 13: a terminal pointed at an `https://` server never takes a connection it cannot
+/// trust for "offline". With the CA that signed the server's certificate it pays online;
+/// with another CA, Mozilla's roots only, or `http://` at the TLS port, the tap is refused
+/// with an error naming the cause and the offline journal stays empty; an unknown scheme
+/// is refused when the terminal opens. When the server is really gone (connection
+/// refused), the HTTPS terminal still pays offline within its limits.
+#[test]
+fn a_terminal_over_https_trusts_its_ca_and_never_takes_a_tls_error_for_offline() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("city");
+    let op = api::server::init(&data, None, "KARTU-MKS").expect("init").operator_token;
+    let keys = KeyFile::parse(&std::fs::read_to_string(data.join("keys.toml")).expect("keys")).expect("key file");
+    let (ca_pem, ca) = test_ca("Kartu terminal test CA");
+    let (other_ca_pem, _) = test_ca("Somebody else's CA");
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).expect("params");
+    let server_key = rcgen::KeyPair::generate().expect("key");
+    let server_cert = params.signed_by(&server_key, &ca).expect("cert");
+    // In the data directory, named relative to it in kartu.toml.
+    std::fs::write(data.join("server.crt"), server_cert.pem()).expect("cert");
+    std::fs::write(data.join("server.key"), server_key.serialize_pem()).expect("key");
+    std::fs::set_permissions(data.join("server.key"), std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let config_path = data.join("kartu.toml");
+    let config = std::fs::read_to_string(&config_path).expect("config");
+    std::fs::write(&config_path, format!("tls_cert = \"server.crt\"\ntls_key = \"server.key\"\n{config}"))
+        .expect("config");
+    let (ca_file, other_ca_file) = (dir.path().join("ca.pem"), dir.path().join("other-ca.pem"));
+    std::fs::write(&ca_file, &ca_pem).expect("ca");
+    std::fs::write(&other_ca_file, &other_ca_pem).expect("other ca");
+
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = start(&data, listener);
+    let base = format!("https://localhost:{}", addr.port());
+    let http = Http { agent: terminal::client::agent(Some(&ca_file), None).expect("agent"), base: base.clone() };
+    let merchant = http.ok(&op, "/v1/merchants", json!({"name": "Warung", "category": "grocery", "fee_rate": "0"}));
+    let holder =
+        http.ok(&op, "/v1/holders", json!({"name": "Ani", "nik": "7371010101900001", "categories": ["resident"]}));
+    let card = http.ok(&op, "/v1/cards", json!({"uid": UID, "holder_id": holder["id"]}));
+    let agent = http.ok(&op, "/v1/agents", json!({"name": "Agen"}));
+    http.ok(&op, &format!("/v1/agents/{}/float", agent["id"].as_str().expect("id")), json!({"amount": "1000.00"}));
+    let agent_token =
+        http.ok(&op, "/v1/credentials", json!({"role": "top_up_agent", "name": "a", "agent_id": agent["id"]}))["token"]
+            .as_str()
+            .expect("token")
+            .to_owned();
+    http.ok(&agent_token, "/v1/topups", json!({"card_id": card["id"], "amount": "50.00"}));
+
+    let config = |name: &str, server: &str, token: &str, ca: Option<&Path>| Config {
+        mode: Mode::Pos,
+        server: server.to_owned(),
+        token: token.to_owned(),
+        data_dir: dir.path().join(name),
+        currency: "IDR".into(),
+        timeout: Duration::from_millis(2_000),
+        ca_file: ca.map(Path::to_owned),
+    };
+    let public_key = Terminal::open(config("pos", &base, "kt_placeholder", None)).expect("terminal").public_key_hex();
+    let limits = json!({"per_tap_minor": 5_000, "per_card_per_day_minor": 8_000, "outstanding_minor": 20_000});
+    let pos_token = http.ok(
+        &op,
+        "/v1/credentials",
+        json!({"role": "merchant_terminal", "name": "till", "merchant_id": merchant["id"],
+        "public_key": public_key, "offline_limits": limits}),
+    )["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+
+    // The right CA: online.
+    let mut pos = Terminal::open(config("pos", &base, &pos_token, Some(&ca_file))).expect("terminal");
+    assert_eq!(pos.sync().expect("sync over HTTPS"), Some(0));
+    let paid = pos.handle(&tap(&keys, 1), Some(1_000), Some("r1")).expect("online");
+    assert!(paid.ok && paid.online, "{}", paid.line);
+    assert_eq!(paid.detail["balance"]["amount"], "40.00");
+
+    // Wrong trust, or the wrong protocol: refused, said so, nothing journaled. Each is a
+    // terminal of its own (its own journal), with the limits synced so that it could
+    // approve offline if it took the error for an outage.
+    let plain_url = format!("http://127.0.0.1:{}", addr.port());
+    let cases: [(&str, &str, Option<&Path>, &[&str]); 3] = [
+        ("other-ca", &base, Some(&other_ca_file), &["certificate", "UnknownIssuer", "--ca-file"]),
+        ("webpki-roots", &base, None, &["certificate", "UnknownIssuer"]),
+        ("plain-http", &plain_url, Some(&ca_file), &["HTTPS"]),
+    ];
+    for (counter, (name, url, ca, says)) in (2..).zip(cases) {
+        let term_dir = dir.path().join(name);
+        std::fs::create_dir_all(&term_dir).expect("dir");
+        // A cached sync (as if it had synced before): offline limits it could use.
+        std::fs::copy(dir.path().join("pos").join("deny-list.json"), term_dir.join("deny-list.json")).expect("copy");
+        std::fs::copy(dir.path().join("pos").join("terminal.key"), term_dir.join("terminal.key")).expect("copy");
+        let mut t = Terminal::open(config(name, url, &pos_token, ca)).expect("terminal");
+        let refused = t.handle(&tap(&keys, counter), Some(1_000), Some("x")).expect_err("refused, not offline");
+        let message = refused.to_string();
+        assert!(matches!(refused, terminal::TerminalError::Connection(_)), "{name}: {message}");
+        assert!(message.contains("not taken offline"), "{name}: {message}");
+        for word in says {
+            assert!(message.contains(word), "{name}: {word:?} not in {message}");
+        }
+        assert_eq!(t.pending(), 0, "{name}: an offline record was made");
+        let journal = std::fs::read_to_string(term_dir.join("journal.jsonl")).unwrap_or_default();
+        assert!(journal.is_empty(), "{name}: the journal holds {journal}");
+        assert!(matches!(t.sync(), Err(terminal::TerminalError::Connection(_))), "{name}: sync is an error too");
+    }
+    // A URL the terminal cannot use is refused when it opens.
+    for url in ["ftp://localhost:1", "localhost:8443", "https://"] {
+        let e = Terminal::open(config("bad-url", url, &pos_token, None)).expect_err(url).to_string();
+        assert!(e.contains("the server URL"), "{url}: {e}");
+    }
+    // The card was charged once: the refused taps never reached the ledger.
+    let (_, card_now) = http.send("GET", &op, &format!("/v1/cards/{}", card["id"].as_str().expect("id")), None);
+    assert_eq!(card_now["balance"]["amount"], "40.00");
+
+    // The server is really gone (connection refused): offline within the limits.
+    stop(server);
+    let offline = pos.handle(&tap(&keys, 10), Some(2_000), Some("r10")).expect("offline");
+    assert!(offline.ok && !offline.online, "{}", offline.line);
+    assert_eq!(pos.pending(), 1);
 }

@@ -21,6 +21,7 @@ mod openapi;
 mod registry;
 mod rfc9162;
 mod roles;
+mod tls;
 mod validation;
 
 use libtest_mimic::{Arguments, Failed, Trial};
@@ -64,6 +65,8 @@ const CASES: &[(&str, Case)] = &[
     ("verify_checks_the_registry", registry::verify_checks_the_registry),
     ("openapi_document_and_routes", openapi::openapi_document_and_routes),
     ("health_and_metrics", openapi::health_and_metrics),
+    ("tls_https_and_sighup_reload", tls::https_and_sighup_reload),
+    ("tls_metrics_on_its_own_listener", tls::metrics_on_its_own_listener),
 ];
 
 fn main() {

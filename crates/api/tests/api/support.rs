@@ -177,6 +177,8 @@ pub enum Body<'a> {
 /// A running server and everything a test needs to talk to it.
 pub struct Server {
     pub base: String,
+    /// The address it listens on.
+    pub addr: std::net::SocketAddr,
     /// The first operator's token (from `init`).
     pub operator: String,
     pub verifier_key: String,
@@ -253,6 +255,7 @@ impl Server {
             .into();
         Ok(Server {
             base: format!("http://{addr}"),
+            addr,
             operator: init.operator_token,
             verifier_key: init.verifier_key,
             keys,
@@ -325,6 +328,18 @@ impl Server {
         } else {
             format!("'\\x{}'::bytea", hex::encode(bytes))
         }
+    }
+
+    /// The same server spoken to at `base` through `agent` (HTTPS with a test CA).
+    pub fn over(mut self, base: String, agent: ureq::Agent) -> Server {
+        self.use_client(base, agent);
+        self
+    }
+
+    /// From now on, speaks to the server at `base` through `agent`.
+    pub fn use_client(&mut self, base: String, agent: ureq::Agent) {
+        self.base = base;
+        self.agent = agent;
     }
 
     /// A fresh Idempotency-Key.
