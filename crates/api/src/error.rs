@@ -156,6 +156,9 @@ pub fn json_error(err: actix_web::error::JsonPayloadError, _req: &actix_web::Htt
             ApiError::bad_request("malformed_json", "the body is empty; send a JSON object")
         }
         J::Deserialize(d) => ApiError::bad_request("malformed_json", d.to_string()),
+        J::Payload(actix_web::error::PayloadError::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+            ApiError::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", e.to_string())
+        }
         other => ApiError::bad_request("malformed_json", other.to_string()),
     };
     e.into()

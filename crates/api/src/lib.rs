@@ -61,6 +61,8 @@ pub struct Settings {
     pub metrics_token: Option<String>,
     /// How long a client may take to send a request's headers (then `408`).
     pub request_timeout: std::time::Duration,
+    /// How long a client may take to send a request's body (then `408`).
+    pub body_timeout: std::time::Duration,
     /// Most open connections per worker.
     pub max_connections: usize,
     /// How long `/v1/transparency` may answer today's totals from its cache.
@@ -124,6 +126,7 @@ impl Default for Settings {
             rate_limit_loopback: false,
             metrics_token: None,
             request_timeout: std::time::Duration::from_secs(5),
+            body_timeout: std::time::Duration::from_secs(10),
             max_connections: 25_000,
             transparency_cache: std::time::Duration::from_secs(5),
             tls: None,
@@ -245,12 +248,21 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// Middleware: refuses any request that declares a body larger than [`BODY_LIMIT_BYTES`]
-/// with 413 `body_too_large`. JSON bodies are limited by their extractor too; this covers
-/// the writes that take no body, which would otherwise accept any size.
+/// with 413 `body_too_large` (JSON bodies are limited by their extractor too; this covers
+/// the writes that take no body, which would otherwise accept any size), and gives the body
+/// `settings.body_timeout` to arrive: a client that stalls mid-body gets `408
+/// request_timeout` instead of holding a worker's connection for ever.
 pub async fn limit_body<B: MessageBody + 'static>(
-    req: ServiceRequest,
+    mut req: ServiceRequest,
     next: Next<B>,
 ) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
+    if let Some(timeout) = req.app_data::<web::Data<AppState>>().map(|s| s.settings.body_timeout) {
+        let payload = actix_web::HttpMessage::take_payload(&mut req);
+        let deadline: std::pin::Pin<
+            Box<dyn futures_core::Stream<Item = Result<actix_web::web::Bytes, actix_web::error::PayloadError>>>,
+        > = Box::pin(BodyDeadline { inner: payload, sleep: Box::pin(tokio::time::sleep(timeout)) });
+        req.set_payload(actix_web::dev::Payload::from(deadline));
+    }
     let declared = req
         .headers()
         .get(actix_web::http::header::CONTENT_LENGTH)
@@ -267,6 +279,32 @@ pub async fn limit_body<B: MessageBody + 'static>(
         return Ok(req.into_response(e.error_response()).map_into_right_body());
     }
     next.call(req).await.map(ServiceResponse::map_into_left_body)
+}
+
+/// A request body that fails with a timed-out I/O error once its deadline passes.
+struct BodyDeadline {
+    inner: actix_web::dev::Payload,
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl futures_core::Stream for BodyDeadline {
+    type Item = Result<actix_web::web::Bytes, actix_web::error::PayloadError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::future::Future as _;
+        if let std::task::Poll::Ready(chunk) = std::pin::Pin::new(&mut self.inner).poll_next(cx) {
+            return std::task::Poll::Ready(chunk);
+        }
+        match self.sleep.as_mut().poll(cx) {
+            std::task::Poll::Ready(()) => std::task::Poll::Ready(Some(Err(actix_web::error::PayloadError::Io(
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "the request body did not arrive in time"),
+            )))),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
 }
 
 async fn not_found() -> Result<HttpResponse, ApiError> {

@@ -129,6 +129,9 @@ pub struct LimitsConfig {
     pub rate_limit_loopback: bool,
     /// How long a client may take to send a request's headers, ms (then 408).
     pub request_timeout_ms: u64,
+    /// How long a client may take to send a request's body once its headers are in, ms
+    /// (then `408 request_timeout`).
+    pub body_timeout_ms: u64,
     /// Most open connections per worker.
     pub max_connections: usize,
 }
@@ -147,6 +150,7 @@ impl Default for LimitsConfig {
             rate_limit_burst: 200,
             rate_limit_loopback: false,
             request_timeout_ms: 5_000,
+            body_timeout_ms: 10_000,
             max_connections: 25_000,
         }
     }
@@ -551,6 +555,7 @@ pub fn load_with(data_dir: &Path, database_url: Option<&str>, allow_owner: bool)
         rate_limit_loopback: config.limits.rate_limit_loopback,
         metrics_token: config.metrics_token.clone(),
         request_timeout: Duration::from_millis(config.limits.request_timeout_ms.max(1)),
+        body_timeout: Duration::from_millis(config.limits.body_timeout_ms.max(1)),
         max_connections: config.limits.max_connections.max(1),
         transparency_cache: Duration::from_millis(config.transparency_cache_ms),
         tls,

@@ -82,7 +82,7 @@ pub struct DemoArgs {
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// A PEM file of the CA certificates the demo's clients trust for https:// (else
-    /// Mozilla's roots).
+    /// the system's roots).
     #[arg(long, env = "KARTU_CA_FILE")]
     pub ca_file: Option<PathBuf>,
 }

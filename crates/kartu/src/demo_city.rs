@@ -26,7 +26,7 @@ pub(crate) struct Client {
 
 impl Client {
     /// A client of `base`, trusting the CA certificates of `ca_file` for `https://` (else
-    /// Mozilla's roots).
+    /// the system's roots).
     pub(crate) fn new(base: &str, ca_file: Option<&Path>) -> Result<Self> {
         terminal::client::check_url(base).map_err(anyhow::Error::msg)?;
         Ok(Client {

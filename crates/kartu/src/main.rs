@@ -89,7 +89,7 @@ enum Cmd {
         /// Print the terminal's Ed25519 public key (to register with its credential) and exit.
         #[arg(long)]
         print_public_key: bool,
-        /// A PEM file of the CA certificates to trust for an https:// server (else Mozilla's roots).
+        /// A PEM file of the CA certificates to trust for an https:// server (else the system's roots).
         #[arg(long, env = "KARTU_CA_FILE")]
         ca_file: Option<std::path::PathBuf>,
     },
@@ -202,7 +202,7 @@ enum AuditCmd {
         /// /v1/audit/checkpoints/latest): the log must extend it.
         #[arg(long)]
         trusted_checkpoint: Option<std::path::PathBuf>,
-        /// For --url: a PEM file of the CA certificates to trust (else Mozilla's roots).
+        /// For --url: a PEM file of the CA certificates to trust (else the system's roots).
         #[arg(long, env = "KARTU_CA_FILE")]
         ca_file: Option<std::path::PathBuf>,
     },
@@ -233,7 +233,7 @@ enum AuditCmd {
         /// Poll once and exit (0 when the log extends the state).
         #[arg(long)]
         once: bool,
-        /// A PEM file of the CA certificates to trust for an https:// URL (else Mozilla's roots).
+        /// A PEM file of the CA certificates to trust for an https:// URL (else the system's roots).
         #[arg(long, env = "KARTU_CA_FILE")]
         ca_file: Option<std::path::PathBuf>,
     },

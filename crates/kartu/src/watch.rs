@@ -31,7 +31,7 @@ pub struct Args {
     pub token: String,
     /// One poll, then exit.
     pub once: bool,
-    /// The CA certificates to trust for an `https://` URL (else Mozilla's roots).
+    /// The CA certificates to trust for an `https://` URL (else the system's roots).
     pub ca_file: Option<PathBuf>,
 }
 

@@ -1317,7 +1317,7 @@ fn serve_over_https_with_sighup_reload_and_ca_file_clients() {
     let (out, err) = (String::from_utf8_lossy(&with_env.stdout), String::from_utf8_lossy(&with_env.stderr));
     assert!(with_env.status.success() && out.contains("unchanged"), "KARTU_CA_FILE: {out} {err}");
 
-    // Another CA, or none (Mozilla's roots): a certificate error that says what to do.
+    // Another CA, or none (the system's roots): a certificate error that says what to do.
     let watched = std::fs::read_to_string(&state).expect("state");
     for (what, (ok, out, err)) in [
         ("verify, other CA", verify(&["--ca-file", &ca2_s])),

@@ -1,6 +1,7 @@
 //! The HTTP(S) client of every Kartu client (`kartu terminal`, `kartu audit verify --url`,
-//! `kartu audit watch`, `kartu demo`): ureq over rustls (ring), trusting either Mozilla's
-//! root certificates (webpki-roots) or only the CA certificates of a PEM file.
+//! `kartu audit watch`, `kartu demo`): ureq over rustls (ring), trusting either the
+//! system's root certificates (else Mozilla's, webpki-roots) or only the CA certificates of
+//! a PEM file.
 //!
 //! A failed request is one of two things ([`Failure`]): the server could not be reached (a
 //! refused or reset connection, a timeout, a network or a name that does not answer) — a
@@ -59,14 +60,28 @@ pub fn read_ca_file(path: &Path) -> Result<Vec<Certificate<'static>>, String> {
 }
 
 /// A client that keeps 4xx/5xx answers as responses. With `ca_file`, only the CA
-/// certificates in it are trusted for `https://`; without, Mozilla's roots.
+/// certificates in it are trusted for `https://`; without, the system's roots (the
+/// machine's store, e.g. /etc/ssl/certs, where an IT department adds its own CA), or
+/// Mozilla's roots on a machine without a store.
 pub fn agent(ca_file: Option<&Path>, timeout: Option<Duration>) -> Result<ureq::Agent, String> {
     let roots = match ca_file {
         Some(path) => RootCerts::Specific(Arc::new(read_ca_file(path)?)),
-        None => RootCerts::WebPki,
+        None => system_roots(),
     };
     let tls = TlsConfig::builder().provider(TlsProvider::Rustls).root_certs(roots).build();
     Ok(ureq::Agent::config_builder().http_status_as_error(false).timeout_global(timeout).tls_config(tls).build().into())
+}
+
+/// The machine's trusted roots, or Mozilla's when it has none.
+fn system_roots() -> RootCerts {
+    let native = rustls_native_certs::load_native_certs();
+    let certs: Vec<Certificate<'static>> =
+        native.certs.iter().map(|der| Certificate::from_der(der.as_ref()).to_owned()).collect();
+    if certs.is_empty() {
+        RootCerts::WebPki
+    } else {
+        RootCerts::Specific(Arc::new(certs))
+    }
 }
 
 /// Checks a server's base URL: `http://` or `https://` and a host.

@@ -111,8 +111,8 @@ pub struct Config {
     pub currency: String,
     /// How long to wait for the server before deciding offline.
     pub timeout: Duration,
-    /// A PEM file of the CA certificates to trust for an `https://` server (else Mozilla's
-    /// roots).
+    /// A PEM file of the CA certificates to trust for an `https://` server (else the
+    /// system's roots).
     pub ca_file: Option<PathBuf>,
 }
 

@@ -387,7 +387,7 @@ fn test_ca(name: &str) -> (String, rcgen::Issuer<'static, rcgen::KeyPair>) {
 
 /// Issue 13: a terminal pointed at an `https://` server never takes a connection it cannot
 /// trust for "offline". With the CA that signed the server's certificate it pays online;
-/// with another CA, Mozilla's roots only, or `http://` at the TLS port, the tap is refused
+/// with another CA, the system's roots only, or `http://` at the TLS port, the tap is refused
 /// with an error naming the cause and the offline journal stays empty; an unknown scheme
 /// is refused when the terminal opens. When the server is really gone (connection
 /// refused), the HTTPS terminal still pays offline within its limits.

@@ -116,6 +116,7 @@ pub fn exposure_limits(backend: Backend) -> TestResult {
         let c = set(c, "rate_limit_burst = 200", "rate_limit_burst = 5");
         let c = set(c, "rate_limit_loopback = false", "rate_limit_loopback = true");
         let c = set(c, "request_timeout_ms = 5000", "request_timeout_ms = 500");
+        let c = set(c, "body_timeout_ms = 10000", "body_timeout_ms = 500");
         set(
             c,
             "hold_sweep_interval_ms = 200\n",
@@ -156,6 +157,27 @@ pub fn exposure_limits(backend: Backend) -> TestResult {
     check!(read.is_ok(), "the server kept the half-sent request open: {read:?}");
     check!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "{answer}");
     check!(started.elapsed() < std::time::Duration::from_secs(3), "cut off after {:?}", started.elapsed());
+    // A body that stops half-way: 408 request_timeout after body_timeout_ms, nothing written.
+    let size = s.tree_size()?;
+    let mut conn = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(5))).map_err(|e| e.to_string())?;
+    let head = format!(
+        "POST /v1/agents HTTP/1.1\r\nHost: kartu\r\nAuthorization: Bearer {}\r\nIdempotency-Key: slow-1\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"name\": ",
+        s.operator
+    );
+    conn.write_all(head.as_bytes()).map_err(|e| e.to_string())?;
+    let started = std::time::Instant::now();
+    let mut answer = vec![0_u8; 4096];
+    let n = conn.read(&mut answer).map_err(|e| format!("no answer to a stalled body: {e}"))?;
+    let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+    check!(answer.starts_with("HTTP/1.1 408") && answer.contains("request_timeout"), "{answer}");
+    let waited = started.elapsed();
+    check!(
+        waited >= std::time::Duration::from_millis(400) && waited < std::time::Duration::from_secs(3),
+        "answered after {waited:?}"
+    );
+    check_eq!(s.tree_size()?, size);
     Ok(())
 }
 
