@@ -125,7 +125,7 @@ pub async fn access_check(
             return Ok(("deny", "card_unknown", None, None, None));
         };
         if card.status != "active" {
-            return Ok(("deny", "card_blocked", Some(card.id), None, None));
+            return Ok(("deny", domain::access::Refusal::CardBlocked.code(), Some(card.id), None, None));
         }
         if crate::merchant::check_tap_key(&tap_key, &card).is_err() {
             return Ok(("deny", "tap_key_outdated", Some(card.id), None, None));

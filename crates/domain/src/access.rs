@@ -84,6 +84,10 @@ pub enum Refusal {
     /// The day's entries are used up.
     #[error("today's entries are used up")]
     QuotaReached,
+    /// The policy cannot be read (an offline gate's synced copy with a bad time zone or
+    /// time): nobody is let in on it.
+    #[error("the policy is unreadable")]
+    BadPolicy,
 }
 
 impl Refusal {
@@ -96,6 +100,7 @@ impl Refusal {
             Refusal::Closed => "closed",
             Refusal::Passback => "passback",
             Refusal::QuotaReached => "quota_reached",
+            Refusal::BadPolicy => "bad_policy",
         }
     }
 }
@@ -373,11 +378,17 @@ mod tests {
 
     #[test]
     fn reason_codes_are_stable() {
-        let codes: Vec<&str> =
-            [Refusal::CardBlocked, Refusal::NotEntitled, Refusal::Closed, Refusal::Passback, Refusal::QuotaReached]
-                .into_iter()
-                .map(Refusal::code)
-                .collect();
-        assert_eq!(codes, ["card_blocked", "not_entitled", "closed", "passback", "quota_reached"]);
+        let codes: Vec<&str> = [
+            Refusal::CardBlocked,
+            Refusal::NotEntitled,
+            Refusal::Closed,
+            Refusal::Passback,
+            Refusal::QuotaReached,
+            Refusal::BadPolicy,
+        ]
+        .into_iter()
+        .map(Refusal::code)
+        .collect();
+        assert_eq!(codes, ["card_blocked", "not_entitled", "closed", "passback", "quota_reached", "bad_policy"]);
     }
 }

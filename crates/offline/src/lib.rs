@@ -428,43 +428,8 @@ pub struct OfflineAccess {
     pub anti_passback_minutes: Option<u32>,
 }
 
-/// Why a gate refuses a card offline; [`AccessRefusal::code`] matches the server's reasons.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum AccessRefusal {
-    /// On the deny list.
-    #[error("this card is on the deny list")]
-    CardBlocked,
-    /// The policy does not admit the holder.
-    #[error("the holder is not entitled here")]
-    NotEntitled,
-    /// Outside the opening hours.
-    #[error("closed")]
-    Closed,
-    /// Allowed in too recently.
-    #[error("entered too recently")]
-    Passback,
-    /// The day's entries are used up.
-    #[error("today's entries are used up")]
-    QuotaReached,
-    /// The synced policy cannot be read (a bad time zone or time).
-    #[error("the synced policy is unreadable")]
-    BadPolicy,
-}
-
-impl AccessRefusal {
-    /// The reason code, as the server's access decisions give it.
-    #[must_use]
-    pub const fn code(self) -> &'static str {
-        match self {
-            AccessRefusal::CardBlocked => "card_blocked",
-            AccessRefusal::NotEntitled => "not_entitled",
-            AccessRefusal::Closed => "closed",
-            AccessRefusal::Passback => "passback",
-            AccessRefusal::QuotaReached => "quota_reached",
-            AccessRefusal::BadPolicy => "bad_policy",
-        }
-    }
-}
+/// Why a gate refuses a card offline: the domain's reasons, the server's too.
+pub use domain::access::Refusal as AccessRefusal;
 
 impl OfflineAccess {
     /// Decides for `uid` (hex, either case) at `now_us`, given the deny list (upper-case
@@ -480,7 +445,7 @@ impl OfflineAccess {
         deny: &std::collections::HashSet<String>,
         allowed_before: &[i64],
     ) -> Result<(), AccessRefusal> {
-        use domain::access::{hours, timezone, Limits, Refusal};
+        use domain::access::{hours, timezone, Limits};
         let uid = uid.to_ascii_uppercase();
         if deny.contains(&uid) {
             return Err(AccessRefusal::CardBlocked);
@@ -499,14 +464,7 @@ impl OfflineAccess {
             },
             issues_queue_numbers: false,
         };
-        let refused = |r: Refusal| match r {
-            Refusal::Closed => AccessRefusal::Closed,
-            Refusal::Passback => AccessRefusal::Passback,
-            Refusal::QuotaReached => AccessRefusal::QuotaReached,
-            Refusal::NotEntitled => AccessRefusal::NotEntitled,
-            Refusal::CardBlocked => AccessRefusal::CardBlocked,
-        };
-        let day = rules.open_at(now_us).map_err(refused)?;
-        rules.limits.check(now_us, day.start_us, allowed_before).map_err(refused)
+        let day = rules.open_at(now_us)?;
+        rules.limits.check(now_us, day.start_us, allowed_before)
     }
 }
