@@ -5,5 +5,8 @@
 //!
 //! - [`access`]: a service point's policy (who, when), and a holder's daily quota and
 //!   anti-passback window.
+//! - [`money`]: currencies, amounts and fee rates; the only place that parses a decimal
+//!   amount (the API, the ledger, terminals and the demo all use it).
 
 pub mod access;
+pub mod money;

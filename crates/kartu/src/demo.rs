@@ -454,7 +454,7 @@ pub(crate) fn open_terminal(work: &Path, name: &str, mode: Mode, server: &Server
 }
 
 pub(crate) fn minor(amount: &str) -> Result<i64> {
-    terminal::parse_amount(amount).map_err(|e| anyhow!("{e}"))
+    terminal::parse_amount(amount, "IDR").map_err(|e| anyhow!("{e}"))
 }
 
 pub(crate) fn token(c: &Client, op: &str, key: &str, body: Value) -> Result<String> {

@@ -347,7 +347,7 @@ fn run(cli: Cli) -> Result<()> {
             ca_file,
         } => {
             let mode = terminal::Mode::parse(&mode).context("--mode must be pos, gate, kiosk or agent")?;
-            let amount = amount.as_deref().map(terminal::parse_amount).transpose()?;
+            let amount = amount.as_deref().map(|a| terminal::parse_amount(a, &currency)).transpose()?;
             let token = if print_public_key { token.unwrap_or_default() } else { secret(token, token_file, "token")? };
             let config = terminal::Config {
                 mode,

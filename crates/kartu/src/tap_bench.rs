@@ -41,9 +41,7 @@ struct Timed {
 /// A balance from the API ("12500.00", possibly zero) in minor units.
 fn balance_minor(v: &Value) -> Result<i64> {
     let text = v["amount"].as_str().context("no balance amount")?;
-    let (whole, frac) = text.split_once('.').context("a balance without decimals")?;
-    ensure!(frac.len() == 2, "the balance {text:?} does not have 2 decimals");
-    Ok(whole.parse::<i64>()? * 100 + frac.parse::<i64>()?)
+    Ok(ledger::money::parse_balance_minor(text, ledger::money::Currency::IDR)?)
 }
 
 fn ms(from: Instant, to: Instant) -> f64 {

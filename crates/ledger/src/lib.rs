@@ -15,7 +15,8 @@ pub mod audit;
 pub mod domain;
 mod ledger;
 mod machine;
-pub mod money;
+/// Currencies, amounts and fee rates: the domain layer's (`domain::money`).
+pub use ::domain::money;
 pub mod signer;
 mod store;
 pub mod verify;

@@ -20,6 +20,7 @@ use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use domain::money::{Amount, Currency};
 use offline::{
     AccessRefusal, JournalWriter, NewRecord, OfflineAccess, RecordKind, RiskLimits, RiskState, SignedRecord,
 };
@@ -150,28 +151,17 @@ fn now_us() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
 }
 
-/// Parses a decimal amount into minor units (2 decimals).
-pub fn parse_amount(text: &str) -> Result<i64, TerminalError> {
-    let bad = || TerminalError::Input(format!("{text:?} is not an amount like 12500.00"));
-    let (whole, frac) = text.trim().split_once('.').unwrap_or((text.trim(), ""));
-    if whole.is_empty()
-        || frac.len() > 2
-        || !whole.bytes().all(|b| b.is_ascii_digit())
-        || !frac.bytes().all(|b| b.is_ascii_digit())
-    {
-        return Err(bad());
-    }
-    let frac = format!("{frac:0<2}");
-    let v = whole
-        .parse::<i64>()
-        .map_err(|_| bad())?
-        .checked_mul(100)
-        .and_then(|v| v.checked_add(frac.parse::<i64>().unwrap_or(0)));
-    v.filter(|v| *v > 0).ok_or_else(bad)
+/// Parses a decimal amount of `currency` (ISO 4217) into minor units, with the domain's
+/// grammar (`domain::money::Amount::parse`).
+pub fn parse_amount(text: &str, currency: &str) -> Result<i64, TerminalError> {
+    let currency = Currency::parse(currency).map_err(|e| TerminalError::Input(format!("currency: {e}")))?;
+    Amount::parse(text.trim(), currency, domain::money::AMOUNT_MAX_MINOR)
+        .map(|a| a.minor())
+        .map_err(|e| TerminalError::Input(format!("{text:?} is not an amount like 12500.00: {e}")))
 }
 
-fn format_minor(minor: i64) -> String {
-    format!("{}.{:02}", minor / 100, minor % 100)
+fn format_minor(minor: i64, currency: &str) -> String {
+    Currency::parse(currency).unwrap_or(Currency::IDR).format_minor(minor)
 }
 
 impl Terminal {
@@ -351,7 +341,7 @@ impl Terminal {
         reference: Option<&str>,
     ) -> Result<Outcome, TerminalError> {
         let tap = json!({"picc_data": read.picc_data, "cmac": read.cmac});
-        let amount = amount_minor.map(format_minor);
+        let amount = amount_minor.map(|m| format_minor(m, &self.config.currency));
         let (path, body) = match self.config.mode {
             Mode::Pos => {
                 let a = amount.clone().ok_or_else(|| TerminalError::Input("a payment needs an amount".into()))?;
@@ -474,7 +464,9 @@ impl Terminal {
         let detail = serde_json::to_value(&signed).unwrap_or(Value::Null);
         self.pending.push(signed);
         let line = match kind {
-            RecordKind::Payment => format!("APPROVED OFFLINE {} — offline record #{seq}", format_minor(amount)),
+            RecordKind::Payment => {
+                format!("APPROVED OFFLINE {} — offline record #{seq}", format_minor(amount, &self.config.currency))
+            }
             RecordKind::Access => {
                 format!("{} ({reason}, offline) — offline record #{seq}", decision.unwrap_or_default().to_uppercase())
             }
@@ -538,7 +530,7 @@ pub fn run(
                 if std::io::stdin().read_line(&mut line).map_err(storage)? == 0 {
                     return Ok(());
                 }
-                Some(parse_amount(&line)?)
+                Some(parse_amount(&line, &terminal.config.currency)?)
             }
             _ => None,
         };

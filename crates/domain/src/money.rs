@@ -208,6 +208,12 @@ pub fn parse_signed_minor(text: &str, currency: Currency) -> Result<i64, MoneyEr
     Ok(minor)
 }
 
+/// A balance as the API writes it (`"12500.00"`, `"0.00"`, `"-3.50"`) in minor units: any
+/// sign, zero allowed, the currency's decimals at most.
+pub fn parse_balance_minor(text: &str, currency: Currency) -> Result<i64, MoneyError> {
+    parse_minor(text, currency)
+}
+
 /// Strict decimal grammar: optional `-`, digits, optionally `.` and digits. Nothing else.
 fn parse_minor(text: &str, currency: Currency) -> Result<i64, MoneyError> {
     let not_a_number = || MoneyError::NotANumber(text.chars().take(AMOUNT_TEXT_MAX).collect());
