@@ -112,7 +112,7 @@ impl From<LedgerError> for ApiError {
             }
             // The database failed (a write's whole batch was rolled back) or cannot be
             // reached: the client may retry with the same key, which never charges twice.
-            LedgerError::Storage(detail) if detail.contains("database or disk is full") => {
+            LedgerError::Full(detail) => {
                 tracing::error!(error = %detail, "storage full");
                 ApiError::new(
                     StatusCode::INSUFFICIENT_STORAGE,
@@ -128,6 +128,7 @@ impl From<LedgerError> for ApiError {
                     "the database failed or cannot be reached; retry with the same Idempotency-Key",
                 )
             }
+            LedgerError::Invariant(detail) => ApiError::internal(format!("broken invariant: {detail}")),
             other => ApiError::internal(other),
         }
     }

@@ -661,14 +661,14 @@ fn first(mut results: Vec<Result<Outcome, LedgerError>>) -> Result<Outcome, Ledg
 fn posted(outcome: Result<Outcome, LedgerError>) -> Result<Posted, LedgerError> {
     match outcome? {
         Outcome::Posted(p) => Ok(p),
-        Outcome::Recorded(_) => Err(LedgerError::Storage("the writer answered an entry with an event".into())),
+        Outcome::Recorded(_) => Err(LedgerError::Invariant("the writer answered an entry with an event".into())),
     }
 }
 
 fn recorded(outcome: Result<Outcome, LedgerError>) -> Result<Recorded, LedgerError> {
     match outcome? {
         Outcome::Recorded(r) => Ok(r),
-        Outcome::Posted(_) => Err(LedgerError::Storage("the writer answered an event with an entry".into())),
+        Outcome::Posted(_) => Err(LedgerError::Invariant("the writer answered an event with an entry".into())),
     }
 }
 
@@ -898,10 +898,10 @@ fn append_leaves(
     for (i, is_entry) in order.iter().enumerate() {
         let leaf_index = size + i as i64;
         let (leaf, kind, audit) = if *is_entry {
-            let e = entries.next().ok_or_else(|| LedgerError::Storage("leaf order: entry missing".into()))?;
+            let e = entries.next().ok_or_else(|| LedgerError::Invariant("leaf order: entry missing".into()))?;
             (crate::audit::entry_leaf(e), "entry".to_owned(), &mut e.audit)
         } else {
-            let e = events.next().ok_or_else(|| LedgerError::Storage("leaf order: event missing".into()))?;
+            let e = events.next().ok_or_else(|| LedgerError::Invariant("leaf order: event missing".into()))?;
             (crate::audit::event_leaf(e), e.kind.clone(), &mut e.audit)
         };
         let leaf_hash = merkle::leaf_hash(&leaf);

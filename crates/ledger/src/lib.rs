@@ -46,9 +46,18 @@ pub enum LedgerError {
     /// Database roles: the serving role could not be set up or checked.
     #[error("database roles: {0}")]
     Roles(String),
-    /// The database failed; nothing of the batch the request was in was written.
+    /// The database failed or cannot be reached; nothing of the batch the request was in
+    /// was written. Retrying (with the same idempotency key) is safe.
     #[error("storage: {0}")]
     Storage(String),
+    /// The database's disk is full (SQLite `SQLITE_FULL`, PostgreSQL out of space); nothing
+    /// of the batch was written. Retry once space is freed.
+    #[error("storage full: {0}")]
+    Full(String),
+    /// A broken invariant: the database holds what the code never writes, or the code
+    /// contradicts itself. A bug or tampering, not something a retry fixes.
+    #[error("broken invariant: {0}")]
+    Invariant(String),
     /// A proof or read asked for something outside the log.
     #[error("out of range: {0}")]
     OutOfRange(String),

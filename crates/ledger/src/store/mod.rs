@@ -88,8 +88,22 @@ mod integrity;
 pub mod registry;
 pub mod roles;
 
+/// A database error, classified once, here: a full disk ([`LedgerError::Full`]) or any
+/// other failure ([`LedgerError::Storage`]). Callers map the kind, never the text.
 fn storage(e: impl std::fmt::Display) -> LedgerError {
-    LedgerError::Storage(e.to_string())
+    let text = e.to_string();
+    if is_disk_full(&text) {
+        LedgerError::Full(text)
+    } else {
+        LedgerError::Storage(text)
+    }
+}
+
+/// SQLite says `database or disk is full` (SQLITE_FULL); PostgreSQL reports SQLSTATE
+/// 53100 with `No space left on device` when it cannot extend or write a file (diesel keeps
+/// the message, not the SQLSTATE, for these).
+fn is_disk_full(text: &str) -> bool {
+    text.contains("database or disk is full") || text.contains("No space left on device")
 }
 
 impl Db {
@@ -364,7 +378,7 @@ struct PostingRow {
 }
 
 pub(super) fn corrupt(what: &str, value: &str) -> LedgerError {
-    LedgerError::Storage(format!("unexpected {what} {value:?} in the database"))
+    LedgerError::Invariant(format!("unexpected {what} {value:?} in the database"))
 }
 
 impl EntryRow {
@@ -1054,5 +1068,29 @@ impl Db {
             on_db!(self, |c| accounts::table.order(accounts::id).select(AccountRow::as_select()).load(c))
                 .map_err(storage)?;
         rows.into_iter().map(AccountRow::into_account).collect()
+    }
+}
+
+#[cfg(test)]
+mod classification_tests {
+    use super::storage;
+    use crate::LedgerError;
+
+    fn check(message: &str, full: bool) {
+        let e = storage(message);
+        assert_eq!(matches!(e, LedgerError::Full(_)), full, "{message} → {e:?}");
+        assert!(matches!(e, LedgerError::Full(_) | LedgerError::Storage(_)), "{e:?}");
+    }
+
+    /// The messages each backend gives for a full disk (SQLite's SQLITE_FULL text; the
+    /// PostgreSQL server's for SQLSTATE 53100), and failures that are not a full disk.
+    #[test]
+    fn a_full_disk_is_classified_once() {
+        check("database or disk is full", true);
+        check(r#"could not extend file "base/16384/16385": No space left on device"#, true);
+        check(r#"could not write to file "pg_wal/xlogtemp.123": No space left on device"#, true);
+        check("database is locked", false);
+        check("server closed the connection unexpectedly", false);
+        check("duplicate key value violates unique constraint \"entries_pkey\"", false);
     }
 }
