@@ -834,6 +834,14 @@ fn rewritten_history_is_refused(pg: Option<&PgDb>) {
     {
         use std::os::unix::fs::PermissionsExt;
         let file = data.join("checkpoint.latest");
+        // The signer stores the checkpoint, then writes the file: it may lag the API by
+        // the time an fsync takes.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::fs::read_to_string(&file).ok().as_deref() != Some(note.as_str())
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         assert_eq!(std::fs::read_to_string(&file).expect("checkpoint.latest"), note);
         assert_eq!(std::fs::metadata(&file).expect("meta").permissions().mode() & 0o777, 0o600);
     }
