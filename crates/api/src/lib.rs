@@ -256,13 +256,6 @@ pub async fn limit_body<B: MessageBody + 'static>(
     mut req: ServiceRequest,
     next: Next<B>,
 ) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
-    if let Some(timeout) = req.app_data::<web::Data<AppState>>().map(|s| s.settings.body_timeout) {
-        let payload = actix_web::HttpMessage::take_payload(&mut req);
-        let deadline: std::pin::Pin<
-            Box<dyn futures_core::Stream<Item = Result<actix_web::web::Bytes, actix_web::error::PayloadError>>>,
-        > = Box::pin(BodyDeadline { inner: payload, sleep: Box::pin(tokio::time::sleep(timeout)) });
-        req.set_payload(actix_web::dev::Payload::from(deadline));
-    }
     let declared = req
         .headers()
         .get(actix_web::http::header::CONTENT_LENGTH)
@@ -278,13 +271,27 @@ pub async fn limit_body<B: MessageBody + 'static>(
         );
         return Ok(req.into_response(e.error_response()).map_into_right_body());
     }
+    // Only a request that carries a body gets a deadline (GETs and empty POSTs cost nothing).
+    let chunked = req.headers().contains_key(actix_web::http::header::TRANSFER_ENCODING);
+    if declared.is_some_and(|n| n > 0) || chunked {
+        if let Some(timeout) = req.app_data::<web::Data<AppState>>().map(|s| s.settings.body_timeout) {
+            let payload = actix_web::HttpMessage::take_payload(&mut req);
+            let deadline: std::pin::Pin<
+                Box<dyn futures_core::Stream<Item = Result<actix_web::web::Bytes, actix_web::error::PayloadError>>>,
+            > = Box::pin(BodyDeadline { inner: payload, until: tokio::time::Instant::now() + timeout, sleep: None });
+            req.set_payload(actix_web::dev::Payload::from(deadline));
+        }
+    }
     next.call(req).await.map(ServiceResponse::map_into_left_body)
 }
 
-/// A request body that fails with a timed-out I/O error once its deadline passes.
+/// A request body that fails with a timed-out I/O error once its deadline passes. The timer
+/// is armed only when the body is not all there yet (a small body usually arrives with the
+/// headers, so the tap path sets no timer).
 struct BodyDeadline {
     inner: actix_web::dev::Payload,
-    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    until: tokio::time::Instant,
+    sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl futures_core::Stream for BodyDeadline {
@@ -298,7 +305,8 @@ impl futures_core::Stream for BodyDeadline {
         if let std::task::Poll::Ready(chunk) = std::pin::Pin::new(&mut self.inner).poll_next(cx) {
             return std::task::Poll::Ready(chunk);
         }
-        match self.sleep.as_mut().poll(cx) {
+        let until = self.until;
+        match self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until))).as_mut().poll(cx) {
             std::task::Poll::Ready(()) => std::task::Poll::Ready(Some(Err(actix_web::error::PayloadError::Io(
                 std::io::Error::new(std::io::ErrorKind::TimedOut, "the request body did not arrive in time"),
             )))),
