@@ -60,6 +60,15 @@ impl From<[u8; UID_LEN]> for CardUid {
     }
 }
 
+/// What a stored UID column is read into.
+impl TryFrom<String> for CardUid {
+    type Error = UidParseError;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        Self::from_hex(&text)
+    }
+}
+
 impl FromStr for CardUid {
     type Err = UidParseError;
 

@@ -8,8 +8,10 @@
 use chrono::{DateTime, NaiveDate, NaiveTime, TimeZone as _};
 use serde::{Deserialize, Serialize};
 
+use crate::registry::{Categories, Category};
+
 /// Holder categories that policies refer to.
-pub const CATEGORIES: [&str; 5] = ["resident", "student", "senior", "insured", "staff"];
+pub const CATEGORIES: &[&str] = Category::NAMES;
 
 /// The default time zone of a policy's hours and days.
 pub const DEFAULT_TIMEZONE: &str = "Asia/Makassar";
@@ -169,7 +171,7 @@ impl Limits {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rules {
     /// Admitted categories (empty: every holder).
-    pub categories: Vec<String>,
+    pub categories: Categories,
     /// Opening hours, when the service point has them.
     pub hours: Option<Hours>,
     /// The time zone of the hours and of the day.
@@ -195,9 +197,7 @@ impl Policy {
     /// # Errors
     /// [`PolicyError`], naming the field.
     pub fn rules(&self) -> Result<Rules, PolicyError> {
-        if let Some(bad) = self.categories.iter().find(|c| !CATEGORIES.contains(&c.as_str())) {
-            return Err(PolicyError::UnknownCategory(bad.clone()));
-        }
+        let categories = Categories::parse_names(&self.categories).map_err(|e| PolicyError::UnknownCategory(e.value))?;
         let hours = hours(self.opens.as_deref(), self.closes.as_deref())?;
         let timezone = timezone(&self.timezone)?;
         if self.daily_quota == Some(0) {
@@ -208,7 +208,7 @@ impl Policy {
             passback_us: self.anti_passback_minutes.map(|m| i64::from(m) * MINUTE_US),
         };
         Ok(Rules {
-            categories: self.categories.clone(),
+            categories,
             hours,
             timezone,
             limits,
@@ -255,8 +255,8 @@ pub fn local_day(tz: chrono_tz::Tz, now_us: i64) -> Option<(DateTime<chrono_tz::
 impl Rules {
     /// Whether the policy admits a holder of these categories.
     #[must_use]
-    pub fn admits(&self, holder_categories: &[String]) -> bool {
-        self.categories.is_empty() || holder_categories.iter().any(|c| self.categories.contains(c))
+    pub fn admits(&self, holder_categories: Categories) -> bool {
+        self.categories.is_empty() || self.categories.intersects(holder_categories)
     }
 
     /// The decision before the holder's earlier entries are known: entitlement, then the
@@ -264,7 +264,7 @@ impl Rules {
     ///
     /// # Errors
     /// [`Refusal::NotEntitled`] or [`Refusal::Closed`].
-    pub fn admit(&self, holder_categories: &[String], now_us: i64) -> Result<LocalDay, Refusal> {
+    pub fn admit(&self, holder_categories: Categories, now_us: i64) -> Result<LocalDay, Refusal> {
         if !self.admits(holder_categories) {
             return Err(Refusal::NotEntitled);
         }
@@ -320,8 +320,8 @@ mod tests {
 
     fn check_admit(json: &str, categories: &[&str], now_us: i64, expect: Result<i64, Refusal>) {
         let rules = policy(json).rules().expect("rules");
-        let categories: Vec<String> = categories.iter().map(|c| (*c).to_owned()).collect();
-        let got = rules.admit(&categories, now_us).map(|day| day.start_us);
+        let categories = Categories::parse_names(categories).expect("categories");
+        let got = rules.admit(categories, now_us).map(|day| day.start_us);
         assert_eq!(got, expect, "{json} {categories:?} at +{} min", (now_us - DAY) / M);
     }
 

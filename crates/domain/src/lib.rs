@@ -5,8 +5,15 @@
 //!
 //! - [`access`]: a service point's policy (who, when), and a holder's daily quota and
 //!   anti-passback window.
-//! - [`money`]: currencies, amounts and fee rates; the only place that parses a decimal
-//!   amount (the API, the ledger, terminals and the demo all use it).
+//! - [`money`]: currencies, amounts and fee rates (a merchant's fee on a payment is
+//!   [`money::FeeRate::fee_minor`]); the only place that parses a decimal amount (the API,
+//!   the ledger, terminals and the demo all use it).
+//! - [`registry`]: the typed values of the registry's rows (roles, holder and merchant
+//!   categories, card status, block reasons), stored by name.
+//! - [`lifecycle`]: a card's status changes, whether a card may be used, and the tap key
+//!   version check.
 
 pub mod access;
+pub mod lifecycle;
 pub mod money;
+pub mod registry;

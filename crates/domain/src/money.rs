@@ -283,6 +283,21 @@ impl FeeRate {
     }
 }
 
+/// The stored and wire form: the shortest decimal, `0.007` (never `0.0070`).
+impl fmt::Display for FeeRate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.normalize())
+    }
+}
+
+/// What diesel reads a stored rate into.
+impl TryFrom<String> for FeeRate {
+    type Error = MoneyError;
+    fn try_from(text: String) -> Result<FeeRate, MoneyError> {
+        FeeRate::parse(&text)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

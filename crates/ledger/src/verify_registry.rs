@@ -303,7 +303,7 @@ pub(crate) fn check(db: &mut Db, collected: Collector) -> Result<RegistryCheck, 
         let categories = d["categories"]
             .as_array()
             .map(|c| c.iter().map(|v| v.as_str().unwrap_or("?")).collect::<Vec<_>>().join(","));
-        m.text(&at, "categories", Some(&h.categories), categories.as_deref());
+        m.text(&at, "categories", Some(&h.categories.to_string()), categories.as_deref());
         if d["nik_hash"].as_str() != Some(hex::encode(&h.nik_hash).as_str()) {
             m.report(&at, "nik_hash", "nik_hash differs from its leaf".into());
         }
@@ -329,10 +329,10 @@ pub(crate) fn check(db: &mut Db, collected: Collector) -> Result<RegistryCheck, 
         if let Some(a) = m.creation(&at, c.event_id, &["issue_card", "replace_card"], &mut seen) {
             let d = &a.details;
             if a.action == "issue_card" {
-                m.text(&at, "uid", Some(&c.uid), text_of(&d["uid"]));
+                m.text(&at, "uid", Some(&c.uid.to_string()), text_of(&d["uid"]));
                 m.int(&at, "holder_id", Some(c.holder_id), d["holder_id"].as_i64());
             } else {
-                m.text(&at, "uid", Some(&c.uid), text_of(&d["new_uid"]));
+                m.text(&at, "uid", Some(&c.uid.to_string()), text_of(&d["new_uid"]));
                 match a.id("card_id").and_then(|old| by_id.get(&old)) {
                     Some(old) => m.int(&at, "holder_id", Some(c.holder_id), Some(old.holder_id)),
                     None => m.report(
@@ -387,9 +387,9 @@ pub(crate) fn check(db: &mut Db, collected: Collector) -> Result<RegistryCheck, 
         let Some(a) = m.creation(&at, x.event_id, &["create_merchant"], &mut seen) else { continue };
         let d = &a.details;
         m.text(&at, "name", Some(&x.name), text_of(&d["name"]));
-        m.text(&at, "category", Some(&x.category), text_of(&d["category"]));
+        m.text(&at, "category", Some(x.category.as_str()), text_of(&d["category"]));
         let leaf = text_of(&d["fee_rate"]);
-        if decimal(Some(&x.fee_rate)).is_none() || decimal(Some(&x.fee_rate)) != decimal(leaf) {
+        if Some(x.fee_rate.as_decimal()) != decimal(leaf) {
             m.report(&at, "fee_rate", format!("fee_rate {} but its leaf says {}", x.fee_rate, leaf.unwrap_or("none")));
         }
     }
@@ -436,7 +436,7 @@ pub(crate) fn check(db: &mut Db, collected: Collector) -> Result<RegistryCheck, 
                 if let Some(p) = e.person.as_deref().or(e.name.as_deref()) {
                     persons.insert(c.id, p.to_owned());
                 }
-                m.text(&at, "role", Some(&c.role), e.role.as_deref());
+                m.text(&at, "role", Some(c.role.as_str()), e.role.as_deref());
                 m.text(&at, "name", Some(&c.name), e.name.as_deref());
                 m.text(&at, "person", c.person.as_deref(), e.person.as_deref());
                 m.int(&at, "merchant_id", c.merchant_id, e.scope.0);

@@ -455,7 +455,7 @@ impl OfflineAccess {
         }
         // The same rules as the server's, from the synced fields.
         let rules = domain::access::Rules {
-            categories: Vec::new(),
+            categories: domain::registry::Categories::NONE,
             hours: hours(self.opens.as_deref(), self.closes.as_deref()).map_err(|_| AccessRefusal::BadPolicy)?,
             timezone: timezone(&self.timezone).map_err(|_| AccessRefusal::BadPolicy)?,
             limits: Limits {

@@ -1,7 +1,10 @@
 //! The registry's storage: holders, cards, merchants, service points, agents, credentials
 //! and adjustments awaiting approval.
 
+use card::CardUid;
 use diesel::prelude::*;
+use domain::money::FeeRate;
+use domain::registry::{BlockReason, CardStatus, Categories, MerchantCategory, Role};
 
 use super::schema::{
     adjustments, agents, approvals, cards, credentials, holders, merchants, offline_heads, offline_records,
@@ -33,8 +36,9 @@ pub struct Holder {
     pub name: String,
     /// HMAC-SHA-256 of the NIK under the installation's key.
     pub nik_hash: Vec<u8>,
-    /// Categories, comma-separated (resident, student, senior, insured, staff).
-    pub categories: String,
+    /// Categories (stored comma-separated, alphabetically).
+    #[diesel(deserialize_as = String)]
+    pub categories: Categories,
     /// Created, µs.
     pub created_at_us: i64,
     /// The operator_action event that created it.
@@ -47,14 +51,16 @@ pub struct Holder {
 pub struct Card {
     /// Id (the ledger's `card_id` reference).
     pub id: i64,
-    /// 7-byte UID, 14 upper-case hex digits.
-    pub uid: String,
+    /// 7-byte UID (stored as 14 upper-case hex digits).
+    #[diesel(deserialize_as = String)]
+    pub uid: CardUid,
     /// Holder.
     pub holder_id: i64,
     /// The card wallet.
     pub account_id: i64,
-    /// `active`, `blocked` or `replaced`.
-    pub status: String,
+    /// Where the card is in its life (`domain::lifecycle`).
+    #[diesel(deserialize_as = String)]
+    pub status: CardStatus,
     /// Why it was blocked.
     pub block_reason: Option<String>,
     /// The card that replaced it.
@@ -81,9 +87,11 @@ pub struct Merchant {
     /// Name.
     pub name: String,
     /// Category (grocery, hotel, ...).
-    pub category: String,
+    #[diesel(deserialize_as = String)]
+    pub category: MerchantCategory,
     /// Merchant discount rate, a decimal string.
-    pub fee_rate: String,
+    #[diesel(deserialize_as = String)]
+    pub fee_rate: FeeRate,
     /// The merchant's account.
     pub account_id: i64,
     /// Created, µs.
@@ -133,7 +141,8 @@ pub struct Credential {
     /// Id.
     pub id: i64,
     /// Role.
-    pub role: String,
+    #[diesel(deserialize_as = String)]
+    pub role: Role,
     /// Name (a terminal, a person).
     pub name: String,
     /// SHA-256 of the token.
@@ -167,7 +176,7 @@ pub struct Credential {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NewCredentialRow<'a> {
     /// Role.
-    pub role: &'a str,
+    pub role: Role,
     /// Name (a terminal, a person).
     pub name: &'a str,
     /// SHA-256 of the token.
@@ -316,14 +325,14 @@ impl Registry<'_> {
         &mut self,
         name: &str,
         nik_hash: &[u8],
-        categories: &str,
+        categories: Categories,
         now_us: i64,
         event_id: i64,
     ) -> Result<Holder, LedgerError> {
         let values = (
             holders::name.eq(name),
             holders::nik_hash.eq(nik_hash),
-            holders::categories.eq(categories),
+            holders::categories.eq(categories.to_string()),
             holders::created_at_us.eq(now_us),
             holders::event_id.eq(event_id),
         );
@@ -343,7 +352,7 @@ impl Registry<'_> {
     /// Adds an active card.
     pub fn insert_card(
         &mut self,
-        uid: &str,
+        uid: CardUid,
         holder_id: i64,
         account_id: i64,
         key_version: i32,
@@ -352,10 +361,10 @@ impl Registry<'_> {
     ) -> Result<Card, LedgerError> {
         let values = (
             cards::key_version.eq(key_version),
-            cards::uid.eq(uid),
+            cards::uid.eq(uid.to_string()),
             cards::holder_id.eq(holder_id),
             cards::account_id.eq(account_id),
-            cards::status.eq("active"),
+            cards::status.eq(CardStatus::Active.as_str()),
             cards::created_at_us.eq(now_us),
             cards::event_id.eq(event_id),
             cards::status_event_id.eq(event_id),
@@ -369,9 +378,9 @@ impl Registry<'_> {
         find!(self, cards::table.find(id), Card)
     }
 
-    /// A card by UID (upper-case hex).
-    pub fn card_by_uid(&mut self, uid: &str) -> Result<Option<Card>, LedgerError> {
-        find!(self, cards::table.filter(cards::uid.eq(uid)), Card)
+    /// A card by UID.
+    pub fn card_by_uid(&mut self, uid: CardUid) -> Result<Option<Card>, LedgerError> {
+        find!(self, cards::table.filter(cards::uid.eq(uid.to_string())), Card)
     }
 
     /// The cards of a holder.
@@ -389,16 +398,16 @@ impl Registry<'_> {
     pub fn set_card_status(
         &mut self,
         id: i64,
-        status: &str,
-        reason: Option<&str>,
+        status: CardStatus,
+        reason: Option<BlockReason>,
         replaced_by: Option<i64>,
         now_us: i64,
         event_id: i64,
     ) -> Result<bool, LedgerError> {
         let n = on_db!(self.0, |c| diesel::update(cards::table.find(id).filter(cards::status_event_id.lt(event_id)))
             .set((
-                cards::status.eq(status),
-                cards::block_reason.eq(reason),
+                cards::status.eq(status.as_str()),
+                cards::block_reason.eq(reason.map(BlockReason::as_str)),
                 cards::replaced_by.eq(replaced_by),
                 cards::updated_at_us.eq(now_us),
                 cards::status_event_id.eq(event_id),
@@ -412,16 +421,16 @@ impl Registry<'_> {
     pub fn insert_merchant(
         &mut self,
         name: &str,
-        category: &str,
-        fee_rate: &str,
+        category: MerchantCategory,
+        fee_rate: FeeRate,
         account_id: i64,
         now_us: i64,
         event_id: i64,
     ) -> Result<Merchant, LedgerError> {
         let values = (
             merchants::name.eq(name),
-            merchants::category.eq(category),
-            merchants::fee_rate.eq(fee_rate),
+            merchants::category.eq(category.as_str()),
+            merchants::fee_rate.eq(fee_rate.to_string()),
             merchants::account_id.eq(account_id),
             merchants::created_at_us.eq(now_us),
             merchants::event_id.eq(event_id),
@@ -499,7 +508,7 @@ impl Registry<'_> {
         event_id: i64,
     ) -> Result<Credential, LedgerError> {
         let values = (
-            credentials::role.eq(new.role),
+            credentials::role.eq(new.role.as_str()),
             credentials::name.eq(new.name),
             credentials::token_hash.eq(new.token_hash),
             credentials::merchant_id.eq(new.scope.0),
@@ -594,7 +603,7 @@ impl Registry<'_> {
     /// Active operator credentials.
     pub fn active_operators(&mut self) -> Result<Vec<Credential>, LedgerError> {
         on_db!(self.0, |c| credentials::table
-            .filter(credentials::role.eq("operator"))
+            .filter(credentials::role.eq(Role::Operator.as_str()))
             .filter(credentials::revoked_at_us.is_null())
             .order(credentials::id)
             .select(Credential::as_select())
@@ -807,26 +816,29 @@ impl Registry<'_> {
         .map_err(storage)
     }
 
-    /// Every active card's UID with its holder's categories (as stored, comma-separated):
-    /// what a service point's gate needs to apply its policy offline.
-    pub fn active_cards_with_categories(&mut self) -> Result<Vec<(String, String)>, LedgerError> {
+    /// Every active card's UID (upper-case hex) with its holder's categories: what a
+    /// service point's gate needs to apply its policy offline.
+    pub fn active_cards_with_categories(&mut self) -> Result<Vec<(String, Categories)>, LedgerError> {
         let cards: Vec<(String, i64)> = on_db!(self.0, |c| cards::table
-            .filter(cards::status.eq("active"))
+            .filter(cards::status.eq(CardStatus::Active.as_str()))
             .select((cards::uid, cards::holder_id))
             .load(c))
         .map_err(storage)?;
-        let holders: std::collections::HashMap<i64, String> =
+        let mut holders = std::collections::HashMap::new();
+        let rows =
             on_db!(self.0, |c| holders::table.select((holders::id, holders::categories)).load::<(i64, String)>(c))
-                .map_err(storage)?
-                .into_iter()
-                .collect();
-        Ok(cards.into_iter().map(|(uid, holder)| (uid, holders.get(&holder).cloned().unwrap_or_default())).collect())
+                .map_err(storage)?;
+        for (id, text) in rows {
+            let categories = Categories::parse_stored(&text).map_err(|_| super::corrupt("holder categories", &text))?;
+            holders.insert(id, categories);
+        }
+        Ok(cards.into_iter().map(|(uid, holder)| (uid, holders.get(&holder).copied().unwrap_or_default())).collect())
     }
 
     /// Cards terminals must refuse offline: blocked or replaced, or owing after a shortfall.
     pub fn deny_list(&mut self) -> Result<Vec<String>, LedgerError> {
         let mut uids: Vec<String> =
-            on_db!(self.0, |c| cards::table.filter(cards::status.ne("active")).select(cards::uid).load(c))
+            on_db!(self.0, |c| cards::table.filter(cards::status.ne(CardStatus::Active.as_str())).select(cards::uid).load(c))
                 .map_err(storage)?;
         let rows: Vec<(i64, i64)> = on_db!(self.0, |c| wallet_debts::table
             .select((wallet_debts::wallet_id, wallet_debts::delta_minor))

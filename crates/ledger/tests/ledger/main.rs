@@ -10,6 +10,7 @@ mod audit;
 mod cases;
 mod integrity_model;
 mod model;
+mod schema;
 mod support;
 mod taps;
 
@@ -48,6 +49,7 @@ const CASES: &[(&str, Case)] = &[
     ("audit_proofs", audit::proofs),
     ("audit_checkpoints_every_interval", audit::checkpoints_every_interval),
     ("audit_tampering_is_detected", audit::tampering_is_detected),
+    ("schema_equals_migrations", schema::schema_equals_migrations),
 ];
 
 fn main() {
