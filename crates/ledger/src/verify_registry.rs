@@ -26,7 +26,7 @@ use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
 use crate::audit::{decode_entry_leaf, decode_event_leaf, LEAF_TYPE_EVENT, LEAF_TYPE_JOURNAL_ENTRY};
-use crate::store::registry::{Adjustment, Approval, Card, Credential, Registry};
+use crate::store::registry::{Adjustment, Agent, Approval, Card, Credential, Holder, Merchant, Registry, ServicePoint};
 use crate::store::{Db, LeafRow};
 use crate::LedgerError;
 
@@ -273,29 +273,62 @@ fn article(action: &str) -> String {
 }
 
 /// Compares the registry tables with the operator-action leaves `collected` read.
-pub(crate) fn check(db: &mut Db, collected: Collector) -> Result<RegistryCheck, LedgerError> {
-    let mut r = Registry(db);
-    let holders = r.all_holders()?;
-    let cards = r.all_cards()?;
-    let merchants = r.merchants()?;
-    let service_points = r.service_points()?;
-    let agents = r.all_agents()?;
-    let credentials = r.all_credentials()?;
-    let adjustments = r.all_adjustments()?;
-    let approvals = r.all_approvals()?;
-    let rows = holders.len()
-        + cards.len()
-        + merchants.len()
-        + service_points.len()
-        + agents.len()
-        + credentials.len()
-        + adjustments.len()
-        + approvals.len();
-    let mut m = Model { actions: &collected.actions, keyed: &collected.keyed, findings: Vec::new() };
+/// The registry's rows, as the database holds them.
+struct Tables {
+    holders: Vec<Holder>,
+    cards: Vec<Card>,
+    merchants: Vec<Merchant>,
+    service_points: Vec<ServicePoint>,
+    agents: Vec<Agent>,
+    credentials: Vec<Credential>,
+    adjustments: Vec<Adjustment>,
+    approvals: Vec<Approval>,
+}
 
-    // Holders.
+impl Tables {
+    fn read(db: &mut Db) -> Result<Tables, LedgerError> {
+        let mut r = Registry(db);
+        Ok(Tables {
+            holders: r.all_holders()?,
+            cards: r.all_cards()?,
+            merchants: r.merchants()?,
+            service_points: r.service_points()?,
+            agents: r.all_agents()?,
+            credentials: r.all_credentials()?,
+            adjustments: r.all_adjustments()?,
+            approvals: r.all_approvals()?,
+        })
+    }
+
+    fn rows(&self) -> usize {
+        self.holders.len()
+            + self.cards.len()
+            + self.merchants.len()
+            + self.service_points.len()
+            + self.agents.len()
+            + self.credentials.len()
+            + self.adjustments.len()
+            + self.approvals.len()
+    }
+}
+
+/// Compares the registry tables with the operator-action leaves `collected` read.
+pub(crate) fn check(db: &mut Db, collected: Collector) -> Result<RegistryCheck, LedgerError> {
+    let t = Tables::read(db)?;
+    let mut m = Model { actions: &collected.actions, keyed: &collected.keyed, findings: Vec::new() };
+    holders(&mut m, &t);
+    cards(&mut m, &t);
+    merchants_points_agents(&mut m, &t);
+    let persons = credentials(&mut m, &t);
+    adjustments(&mut m, &t);
+    approvals(&mut m, &t, &persons);
+    Ok(RegistryCheck { rows: t.rows(), actions: collected.actions.len(), findings: m.findings })
+}
+
+/// Holders: what their creation says.
+fn holders(m: &mut Model<'_>, t: &Tables) {
     let mut seen = HashMap::new();
-    for h in &holders {
+    for h in &t.holders {
         let at = At { table: "holders", row: h.id, label: String::new() };
         let Some(a) = m.creation(&at, h.event_id, &["create_holder"], &mut seen) else { continue };
         let d = &a.details;
@@ -308,11 +341,13 @@ pub(crate) fn check(db: &mut Db, collected: Collector) -> Result<RegistryCheck, 
             m.report(&at, "nik_hash", "nik_hash differs from its leaf".into());
         }
     }
+}
 
-    // Cards: made by an issue or a replacement; their status is the last status leaf.
-    let by_id: HashMap<i64, &Card> = cards.iter().map(|c| (c.id, c)).collect();
+/// Cards: made by an issue or a replacement; their status is the last status leaf.
+fn cards<'a>(m: &mut Model<'a>, t: &Tables) {
+    let by_id: HashMap<i64, &Card> = t.cards.iter().map(|c| (c.id, c)).collect();
     let mut card_by_event: HashMap<i64, i64> = HashMap::new();
-    for c in &cards {
+    for c in &t.cards {
         card_by_event.entry(c.event_id).or_insert(c.id);
     }
     let mut status_leaves: HashMap<i64, Vec<(i64, &Action)>> = HashMap::new();
@@ -324,7 +359,7 @@ pub(crate) fn check(db: &mut Db, collected: Collector) -> Result<RegistryCheck, 
         }
     }
     let mut seen = HashMap::new();
-    for c in &cards {
+    for c in &t.cards {
         let at = At { table: "cards", row: c.id, label: format!("uid {}", c.uid) };
         if let Some(a) = m.creation(&at, c.event_id, &["issue_card", "replace_card"], &mut seen) {
             let d = &a.details;
@@ -344,45 +379,53 @@ pub(crate) fn check(db: &mut Db, collected: Collector) -> Result<RegistryCheck, 
             }
             m.int(&at, "key_version", Some(i64::from(c.key_version)), d["key_version"].as_i64());
         }
-        // What the leaves say now: (status, reason, replaced by, the event that said it).
-        let expected = match status_leaves.get(&c.id).and_then(|v| v.last()) {
-            None => ("active", None, None, c.event_id, "issue_card"),
-            Some((e, a)) => match a.action.as_str() {
-                "block_card" => ("blocked", text_of(&a.details["reason"]), None, *e, "block_card"),
-                "unblock_card" => ("active", None, None, *e, "unblock_card"),
-                _ => ("replaced", None, card_by_event.get(e).copied(), *e, "replace_card"),
-            },
-        };
-        let stored = (c.status.as_str(), c.block_reason.as_deref(), c.replaced_by, c.status_event_id);
-        if stored != (expected.0, expected.1, expected.2, expected.3) {
-            let describe = |status: &str, reason: Option<&str>, by: Option<i64>| {
-                let mut s = status.to_owned();
-                if let Some(r) = reason {
-                    s.push_str(&format!(", reason {r}"));
-                }
-                if let Some(b) = by {
-                    s.push_str(&format!(" by card {b}"));
-                }
-                s
-            };
-            m.report(
-                &at,
-                "status",
-                format!(
-                    "status {} (event {}) but its leaves say {} (event {}, {})",
-                    describe(stored.0, stored.1, stored.2),
-                    stored.3,
-                    describe(expected.0, expected.1, expected.2),
-                    expected.3,
-                    expected.4
-                ),
-            );
-        }
+        card_status(m, &at, c, status_leaves.get(&c.id).and_then(|v| v.last()), &card_by_event);
     }
+}
 
-    // Merchants, service points, agents: what their creation says.
+/// A card's status, reason and replacement against its last status leaf (`last`: the
+/// event id and action of the newest block, unblock or replace of the card).
+fn card_status(m: &mut Model<'_>, at: &At, c: &Card, last: Option<&(i64, &Action)>, card_by_event: &HashMap<i64, i64>) {
+    // What the leaves say now: (status, reason, replaced by, the event that said it).
+    let expected = match last {
+        None => ("active", None, None, c.event_id, "issue_card"),
+        Some((e, a)) => match a.action.as_str() {
+            "block_card" => ("blocked", text_of(&a.details["reason"]), None, *e, "block_card"),
+            "unblock_card" => ("active", None, None, *e, "unblock_card"),
+            _ => ("replaced", None, card_by_event.get(e).copied(), *e, "replace_card"),
+        },
+    };
+    let stored = (c.status.as_str(), c.block_reason.as_deref(), c.replaced_by, c.status_event_id);
+    if stored != (expected.0, expected.1, expected.2, expected.3) {
+        let describe = |status: &str, reason: Option<&str>, by: Option<i64>| {
+            let mut s = status.to_owned();
+            if let Some(r) = reason {
+                s.push_str(&format!(", reason {r}"));
+            }
+            if let Some(b) = by {
+                s.push_str(&format!(" by card {b}"));
+            }
+            s
+        };
+        m.report(
+            at,
+            "status",
+            format!(
+                "status {} (event {}) but its leaves say {} (event {}, {})",
+                describe(stored.0, stored.1, stored.2),
+                stored.3,
+                describe(expected.0, expected.1, expected.2),
+                expected.3,
+                expected.4
+            ),
+        );
+    }
+}
+
+/// Merchants, service points, agents: what their creation says.
+fn merchants_points_agents(m: &mut Model<'_>, t: &Tables) {
     let mut seen = HashMap::new();
-    for x in &merchants {
+    for x in &t.merchants {
         let at = At { table: "merchants", row: x.id, label: format!("name {:?}", x.name) };
         let Some(a) = m.creation(&at, x.event_id, &["create_merchant"], &mut seen) else { continue };
         let d = &a.details;
@@ -394,7 +437,7 @@ pub(crate) fn check(db: &mut Db, collected: Collector) -> Result<RegistryCheck, 
         }
     }
     let mut seen = HashMap::new();
-    for x in &service_points {
+    for x in &t.service_points {
         let at = At { table: "service_points", row: x.id, label: format!("name {:?}", x.name) };
         let Some(a) = m.creation(&at, x.event_id, &["create_service_point"], &mut seen) else { continue };
         let d = &a.details;
@@ -403,14 +446,17 @@ pub(crate) fn check(db: &mut Db, collected: Collector) -> Result<RegistryCheck, 
         m.value(&at, "policy", &json_column(Some(&x.policy)), &d["policy"]);
     }
     let mut seen = HashMap::new();
-    for x in &agents {
+    for x in &t.agents {
         let at = At { table: "agents", row: x.id, label: format!("name {:?}", x.name) };
         let Some(a) = m.creation(&at, x.event_id, &["create_agent"], &mut seen) else { continue };
         m.text(&at, "name", Some(&x.name), text_of(&a.details["name"]));
     }
+}
 
-    // Credentials: made over the API, on the host, or by an approval; revoked by a leaf.
-    let approval_by_id: HashMap<i64, &Approval> = approvals.iter().map(|a| (a.id, a)).collect();
+/// Credentials: made over the API, on the host, or by an approval; revoked by a leaf.
+/// Gives each credential's person (for the approvals' four-eyes check).
+fn credentials(m: &mut Model<'_>, t: &Tables) -> HashMap<i64, String> {
+    let approval_by_id: HashMap<i64, &Approval> = t.approvals.iter().map(|a| (a.id, a)).collect();
     let mut revokers: HashMap<i64, Vec<(i64, &str)>> = HashMap::new();
     for (id, a) in m.actions {
         if a.action == "revoke_credential" {
@@ -419,7 +465,7 @@ pub(crate) fn check(db: &mut Db, collected: Collector) -> Result<RegistryCheck, 
             }
         }
     }
-    for ap in &approvals {
+    for ap in &t.approvals {
         if ap.kind == "revoke_operator_credential" && ap.status == "approved" {
             let target = m.actions.get(&ap.event_id).and_then(|l| l.details["request"]["credential_id"].as_i64());
             if let (Some(target), Some(d)) = (target, ap.decided_event_id) {
@@ -429,10 +475,10 @@ pub(crate) fn check(db: &mut Db, collected: Collector) -> Result<RegistryCheck, 
     }
     let mut persons: HashMap<i64, String> = HashMap::new();
     let mut seen = HashMap::new();
-    for c in &credentials {
+    for c in &t.credentials {
         let at = At { table: "credentials", row: c.id, label: format!("role {}, name {:?}", c.role, c.name) };
         if let Some(a) = m.creation(&at, c.event_id, &["create_credential", "approve_request"], &mut seen) {
-            if let Some(e) = expected_credential(&mut m, &at, c, a, &approval_by_id) {
+            if let Some(e) = expected_credential(m, &at, c, a, &approval_by_id) {
                 if let Some(p) = e.person.as_deref().or(e.name.as_deref()) {
                     persons.insert(c.id, p.to_owned());
                 }
@@ -474,12 +520,14 @@ pub(crate) fn check(db: &mut Db, collected: Collector) -> Result<RegistryCheck, 
             ),
         }
     }
+    persons
+}
 
-    // Adjustments: the request's leaf; posted only by the entry its approval keyed.
-    let approval_by_event: HashMap<i64, &Approval> = approvals.iter().map(|a| (a.event_id, a)).collect();
-    let adjustment_by_event: HashMap<i64, &Adjustment> = adjustments.iter().map(|a| (a.event_id, a)).collect();
+/// Adjustments: the request's leaf; posted only by the entry its approval keyed.
+fn adjustments(m: &mut Model<'_>, t: &Tables) {
+    let approval_by_event: HashMap<i64, &Approval> = t.approvals.iter().map(|a| (a.event_id, a)).collect();
     let mut seen = HashMap::new();
-    for x in &adjustments {
+    for x in &t.adjustments {
         let at = At { table: "adjustments", row: x.id, label: format!("account {}", x.account_id) };
         let leaf = m.creation(&at, x.event_id, &["request_adjustment"], &mut seen);
         if let Some(a) = leaf {
@@ -498,63 +546,79 @@ pub(crate) fn check(db: &mut Db, collected: Collector) -> Result<RegistryCheck, 
             .filter(|l| l.action == "approve_request")
             .and_then(|l| l.by.credential());
         match m.keyed.get(&format!("adjustment:{}", x.id)) {
-            Some(entry) => {
-                if x.status != "posted" || x.entry_seq != Some(entry.seq) {
-                    m.report(
-                        &at,
-                        "status",
-                        format!(
-                            "status {} at entry {} but its leaves say posted at entry {}",
-                            x.status,
-                            show_int(x.entry_seq),
-                            entry.seq
-                        ),
-                    );
-                }
-                if let Some(a) = leaf {
-                    let d = &a.details;
-                    if !entry.posts(d["account_id"].as_i64(), d["amount_minor"].as_i64()) {
-                        m.report(
-                            &at,
-                            "entry_seq",
-                            format!("entry {} does not post its leaf's amount to its leaf's account", entry.seq),
-                        );
-                    }
-                }
-                match decided_by {
-                    None => m.report(
-                        &at,
-                        "approved_by",
-                        format!("posted at entry {} but no approve_request leaf decided its approval", entry.seq),
-                    ),
-                    Some(by) => m.int(&at, "approved_by", x.approved_by, Some(by)),
-                }
-            }
-            None => {
-                let status = approval.map_or("pending", |a| a.status.as_str());
-                let fits = match x.status.as_str() {
-                    "pending" => status != "rejected",
-                    "rejected" => status != "pending",
-                    _ => false,
-                };
-                if !fits || x.entry_seq.is_some() || x.approved_by.is_some() {
-                    m.report(
-                        &at,
-                        "status",
-                        format!(
-                            "status {} (entry {}, approved by {}) but no adjustment:{} entry is in the log and its approval is {status}",
-                            x.status,
-                            show_int(x.entry_seq),
-                            show_int(x.approved_by),
-                            x.id
-                        ),
-                    );
-                }
-            }
+            Some(entry) => adjustment_posted(m, &at, x, entry, leaf, decided_by),
+            None => adjustment_unposted(m, &at, x, approval.map_or("pending", |a| a.status.as_str())),
         }
     }
+}
 
-    // Approvals: the request's leaf, a decision leaf of their own, another person's approval.
+/// A posted adjustment: posted by the entry its approval keyed, with its leaf's amount,
+/// approved by the credential whose approve_request leaf decided it.
+fn adjustment_posted(
+    m: &mut Model<'_>,
+    at: &At,
+    x: &Adjustment,
+    entry: &KeyedEntry,
+    leaf: Option<&Action>,
+    decided_by: Option<i64>,
+) {
+    if x.status != "posted" || x.entry_seq != Some(entry.seq) {
+        m.report(
+            at,
+            "status",
+            format!(
+                "status {} at entry {} but its leaves say posted at entry {}",
+                x.status,
+                show_int(x.entry_seq),
+                entry.seq
+            ),
+        );
+    }
+    if let Some(a) = leaf {
+        let d = &a.details;
+        if !entry.posts(d["account_id"].as_i64(), d["amount_minor"].as_i64()) {
+            m.report(
+                at,
+                "entry_seq",
+                format!("entry {} does not post its leaf's amount to its leaf's account", entry.seq),
+            );
+        }
+    }
+    match decided_by {
+        None => m.report(
+            at,
+            "approved_by",
+            format!("posted at entry {} but no approve_request leaf decided its approval", entry.seq),
+        ),
+        Some(by) => m.int(at, "approved_by", x.approved_by, Some(by)),
+    }
+}
+
+/// An adjustment no entry posted: pending or rejected as its approval (`status`) is.
+fn adjustment_unposted(m: &mut Model<'_>, at: &At, x: &Adjustment, status: &str) {
+    let fits = match x.status.as_str() {
+        "pending" => status != "rejected",
+        "rejected" => status != "pending",
+        _ => false,
+    };
+    if !fits || x.entry_seq.is_some() || x.approved_by.is_some() {
+        m.report(
+                at,
+                "status",
+                format!(
+                    "status {} (entry {}, approved by {}) but no adjustment:{} entry is in the log and its approval is {status}",
+                    x.status,
+                    show_int(x.entry_seq),
+                    show_int(x.approved_by),
+                    x.id
+                ),
+            );
+    }
+}
+
+/// Approvals: the request's leaf, a decision leaf of their own, another person's approval.
+fn approvals<'a>(m: &mut Model<'a>, t: &Tables, persons: &HashMap<i64, String>) {
+    let adjustment_by_event: HashMap<i64, &Adjustment> = t.adjustments.iter().map(|a| (a.event_id, a)).collect();
     let mut decisions: HashMap<i64, Vec<(i64, &Action)>> = HashMap::new();
     for (id, a) in m.actions {
         if matches!(a.action.as_str(), "approve_request" | "reject_request") {
@@ -563,23 +627,12 @@ pub(crate) fn check(db: &mut Db, collected: Collector) -> Result<RegistryCheck, 
             }
         }
     }
-    let credential_by_event: HashMap<i64, &Credential> = credentials.iter().map(|c| (c.event_id, c)).collect();
+    let credential_by_event: HashMap<i64, &Credential> = t.credentials.iter().map(|c| (c.event_id, c)).collect();
     let mut seen = HashMap::new();
-    for x in &approvals {
+    for x in &t.approvals {
         let at = At { table: "approvals", row: x.id, label: format!("kind {}", x.kind) };
         if let Some(a) = m.creation(&at, x.event_id, &["request_approval", "request_adjustment"], &mut seen) {
-            let d = &a.details;
-            let (kind, request) = if a.action == "request_approval" {
-                (text_of(&d["kind"]), d["request"].clone())
-            } else {
-                let adjustment = adjustment_by_event.get(&x.event_id).map(|j| j.id);
-                let request = json!({"adjustment_id": adjustment, "account_id": d["account_id"],
-                    "amount_minor": d["amount_minor"], "currency": d["currency"], "reason": d["reason"]});
-                (Some("adjustment"), request)
-            };
-            m.text(&at, "kind", Some(&x.kind), kind);
-            m.value(&at, "payload", &json_column(Some(&x.payload)), &request);
-            m.int(&at, "requested_by", Some(x.requested_by), a.by.credential());
+            approval_request(m, &at, x, a, &adjustment_by_event);
         }
         if let Some(p) = persons.get(&x.requested_by) {
             m.text(&at, "requested_person", Some(&x.requested_person), Some(p));
@@ -620,39 +673,75 @@ pub(crate) fn check(db: &mut Db, collected: Collector) -> Result<RegistryCheck, 
                             format!("approved by event {e}, by the requester's own person: no second operator"),
                         );
                     }
-                    approved_result(&mut m, &at, x, *e, &credential_by_event, &adjustment_by_event);
+                    approved_result(m, &at, x, *e, &credential_by_event, &adjustment_by_event);
                 }
             }
-            _ => {
-                let leaves = if mine.is_empty() {
-                    "no leaf decides it".to_owned()
-                } else {
-                    let list: Vec<String> = mine.iter().map(|(e, l)| format!("event {e}, {}", l.action)).collect();
-                    format!("its decision leaves are {}", list.join("; "))
-                };
-                let detail = match (decided, x.decided_event_id) {
-                    (Some((e, l)), _) => {
-                        format!("status {} but its deciding leaf (event {e}) is {}", x.status, article(&l.action))
-                    }
-                    (None, Some(e)) => format!("status {} decided by event {e}, but {leaves}", x.status),
-                    (None, None) => format!("status {} with no deciding event, but {leaves}", x.status),
-                };
-                m.report(&at, "status", detail);
-            }
+            _ => decision_mismatch(m, &at, x, decided, mine),
         }
         if x.kind == "fund_agent" {
-            if let Some(entry) = m.keyed.get(&format!("approval:{}", x.id)) {
-                if x.status != "approved" {
-                    m.report(&at, "status", format!("status {} but entry {} posted it", x.status, entry.seq));
-                }
-                let amount = m.actions.get(&x.event_id).and_then(|l| l.details["request"]["amount_minor"].as_i64());
-                if !entry.posts(None, amount) {
-                    m.report(&at, "result", format!("entry {} does not post the amount its leaf asked for", entry.seq));
-                }
-            }
+            fund_agent_entry(m, &at, x);
         }
     }
-    Ok(RegistryCheck { rows, actions: collected.actions.len(), findings: m.findings })
+}
+
+/// An approval row against the leaf that requested it (an approval request, or an
+/// adjustment's request, which asks for its approval too).
+fn approval_request(
+    m: &mut Model<'_>,
+    at: &At,
+    x: &Approval,
+    a: &Action,
+    adjustment_by_event: &HashMap<i64, &Adjustment>,
+) {
+    let d = &a.details;
+    let (kind, request) = if a.action == "request_approval" {
+        (text_of(&d["kind"]), d["request"].clone())
+    } else {
+        let adjustment = adjustment_by_event.get(&x.event_id).map(|j| j.id);
+        let request = json!({"adjustment_id": adjustment, "account_id": d["account_id"],
+            "amount_minor": d["amount_minor"], "currency": d["currency"], "reason": d["reason"]});
+        (Some("adjustment"), request)
+    };
+    m.text(at, "kind", Some(&x.kind), kind);
+    m.value(at, "payload", &json_column(Some(&x.payload)), &request);
+    m.int(at, "requested_by", Some(x.requested_by), a.by.credential());
+}
+
+/// A decided or pending approval whose status its decision leaves do not bear out.
+fn decision_mismatch(
+    m: &mut Model<'_>,
+    at: &At,
+    x: &Approval,
+    decided: Option<&(i64, &Action)>,
+    mine: &[(i64, &Action)],
+) {
+    let leaves = if mine.is_empty() {
+        "no leaf decides it".to_owned()
+    } else {
+        let list: Vec<String> = mine.iter().map(|(e, l)| format!("event {e}, {}", l.action)).collect();
+        format!("its decision leaves are {}", list.join("; "))
+    };
+    let detail = match (decided, x.decided_event_id) {
+        (Some((e, l)), _) => {
+            format!("status {} but its deciding leaf (event {e}) is {}", x.status, article(&l.action))
+        }
+        (None, Some(e)) => format!("status {} decided by event {e}, but {leaves}", x.status),
+        (None, None) => format!("status {} with no deciding event, but {leaves}", x.status),
+    };
+    m.report(at, "status", detail);
+}
+
+/// A fund_agent approval's entry: posted only once approved, with the amount asked for.
+fn fund_agent_entry(m: &mut Model<'_>, at: &At, x: &Approval) {
+    if let Some(entry) = m.keyed.get(&format!("approval:{}", x.id)) {
+        if x.status != "approved" {
+            m.report(at, "status", format!("status {} but entry {} posted it", x.status, entry.seq));
+        }
+        let amount = m.actions.get(&x.event_id).and_then(|l| l.details["request"]["amount_minor"].as_i64());
+        if !entry.posts(None, amount) {
+            m.report(at, "result", format!("entry {} does not post the amount its leaf asked for", entry.seq));
+        }
+    }
 }
 
 /// What an approved request must have done: the credential its decision made, the entry

@@ -837,9 +837,11 @@ impl Registry<'_> {
 
     /// Cards terminals must refuse offline: blocked or replaced, or owing after a shortfall.
     pub fn deny_list(&mut self) -> Result<Vec<String>, LedgerError> {
-        let mut uids: Vec<String> =
-            on_db!(self.0, |c| cards::table.filter(cards::status.ne(CardStatus::Active.as_str())).select(cards::uid).load(c))
-                .map_err(storage)?;
+        let mut uids: Vec<String> = on_db!(self.0, |c| cards::table
+            .filter(cards::status.ne(CardStatus::Active.as_str()))
+            .select(cards::uid)
+            .load(c))
+        .map_err(storage)?;
         let rows: Vec<(i64, i64)> = on_db!(self.0, |c| wallet_debts::table
             .select((wallet_debts::wallet_id, wallet_debts::delta_minor))
             .load(c))

@@ -122,7 +122,8 @@ fn migrated(db: &TestDb) -> Result<Tables, String> {
             }
         }
         Backend::Sqlite => {
-            let mut c = SqliteConnection::establish(db.url.trim_start_matches("sqlite://")).map_err(|e| e.to_string())?;
+            let mut c =
+                SqliteConnection::establish(db.url.trim_start_matches("sqlite://")).map_err(|e| e.to_string())?;
             c.batch_execute("SELECT 1").map_err(s)?;
             let rows: Vec<SqliteColumn> = diesel::sql_query(
                 "SELECT m.name AS table_name, p.name AS name, p.type AS type_name, p.\"notnull\" AS \"notnull\", p.pk AS pk \
@@ -153,7 +154,9 @@ fn differences(declared: &Tables, migrated: &Tables) -> Vec<String> {
         for (name, column) in columns {
             match found.get(name) {
                 None => out.push(format!("{table}.{name} is in schema.rs but not in the database")),
-                Some(f) if f != column => out.push(format!("{table}.{name}: schema.rs says {column:?}, the database {f:?}")),
+                Some(f) if f != column => {
+                    out.push(format!("{table}.{name}: schema.rs says {column:?}, the database {f:?}"))
+                }
                 Some(_) => {}
             }
         }
