@@ -197,7 +197,8 @@ impl Policy {
     /// # Errors
     /// [`PolicyError`], naming the field.
     pub fn rules(&self) -> Result<Rules, PolicyError> {
-        let categories = Categories::parse_names(&self.categories).map_err(|e| PolicyError::UnknownCategory(e.value))?;
+        let categories =
+            Categories::parse_names(&self.categories).map_err(|e| PolicyError::UnknownCategory(e.value))?;
         let hours = hours(self.opens.as_deref(), self.closes.as_deref())?;
         let timezone = timezone(&self.timezone)?;
         if self.daily_quota == Some(0) {
@@ -207,13 +208,7 @@ impl Policy {
             daily_quota: self.daily_quota,
             passback_us: self.anti_passback_minutes.map(|m| i64::from(m) * MINUTE_US),
         };
-        Ok(Rules {
-            categories,
-            hours,
-            timezone,
-            limits,
-            issues_queue_numbers: self.issues_queue_numbers,
-        })
+        Ok(Rules { categories, hours, timezone, limits, issues_queue_numbers: self.issues_queue_numbers })
     }
 }
 

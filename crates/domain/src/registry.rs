@@ -153,15 +153,15 @@ named!(
     MerchantCategory, "merchant category", {
         /// Shops and markets.
         Grocery = "grocery",
-        /// Hotels.
+        /// Hotels and guest houses.
         Hotel = "hotel",
         /// Restaurants and cafés.
         Restaurant = "restaurant",
         /// Hospitals and clinics that charge.
         Hospital = "hospital",
-        /// Parking.
+        /// Parking garages and street parking.
         Parking = "parking",
-        /// Transport.
+        /// Taxis, ferries and other paid transport.
         Transport = "transport",
         /// Anything else.
         Other = "other",
@@ -290,7 +290,10 @@ mod tests {
 
     #[test]
     fn names_round_trip_and_unknown_names_are_refused() {
-        fn check<T: fmt::Display + Copy + PartialEq + fmt::Debug>(all: &[T], parse: fn(&str) -> Result<T, UnknownName>) {
+        fn check<T: fmt::Display + Copy + PartialEq + fmt::Debug>(
+            all: &[T],
+            parse: fn(&str) -> Result<T, UnknownName>,
+        ) {
             for v in all {
                 assert_eq!(parse(&v.to_string()), Ok(*v));
             }

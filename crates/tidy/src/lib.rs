@@ -103,11 +103,15 @@ pub fn rust_files(root: &Path) -> Vec<(String, PathBuf)> {
     out
 }
 
-/// A doc comment that says nothing beyond its item's name: one word, maybe with a full
-/// stop (`/// Id.`, `/// Name`).
+/// A doc comment that says nothing beyond its item's name: a whole doc comment of one
+/// word, maybe with a full stop (`/// Id.`, `/// Name`), not the last line of a longer one.
 #[must_use]
-pub fn empty_doc(line: &str) -> bool {
+pub fn empty_doc(previous: &str, line: &str, next: &str) -> bool {
+    let doc = |l: &str| l.trim_start().starts_with("///");
     let Some(text) = line.trim_start().strip_prefix("/// ") else { return false };
     let word = text.trim().trim_end_matches('.');
-    !word.is_empty() && word.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+    !doc(previous)
+        && !doc(next)
+        && !word.is_empty()
+        && word.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-')
 }

@@ -41,7 +41,10 @@ fn functions_are_short() {
                 Some(&(_, _, max)) => {
                     seen.push((f.file.clone(), f.name.clone()));
                     if f.lines > max {
-                        problems.push(format!("{}:{} fn {} grew to {} lines (allowed {max})", f.file, f.line, f.name, f.lines));
+                        problems.push(format!(
+                            "{}:{} fn {} grew to {} lines (allowed {max})",
+                            f.file, f.line, f.name, f.lines
+                        ));
                     } else if f.lines < max {
                         problems.push(format!(
                             "{}:{} fn {} is {} lines now: lower its figure in ALLOWED (it was {max}){}",
@@ -72,7 +75,8 @@ fn functions_are_short() {
 #[test]
 fn no_leftovers() {
     // Spelt in pieces so that this file does not find itself.
-    let banned = [["#[", "ignore"].concat(), ["dbg", "!("].concat(), ["todo", "!("].concat(), ["unimplemented", "!("].concat()];
+    let banned =
+        [["#[", "ignore"].concat(), ["dbg", "!("].concat(), ["todo", "!("].concat(), ["unimplemented", "!("].concat()];
     let mut problems = Vec::new();
     for (rel, text) in sources() {
         for (i, line) in text.lines().enumerate() {
@@ -94,8 +98,10 @@ fn no_leftovers() {
 fn doc_comments_say_something() {
     let mut problems = Vec::new();
     for (rel, text) in sources() {
-        for (i, line) in text.lines().enumerate() {
-            if empty_doc(line) {
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let previous = if i > 0 { lines[i - 1] } else { "" };
+            if empty_doc(previous, line, lines.get(i + 1).copied().unwrap_or("")) {
                 problems.push(format!("{rel}:{}: {}", i + 1, line.trim()));
             }
         }
@@ -120,6 +126,8 @@ fn the_scanner_measures_functions() {
     let expect = [("one", 1, 1), ("two", 2, 5), ("with_body", 9, 3), ("generic", 13, 6)];
     let expect: Vec<(String, usize, usize)> = expect.iter().map(|(n, l, c)| ((*n).to_owned(), *l, *c)).collect();
     assert_eq!(found, expect);
-    assert!(empty_doc("    /// Id.") && empty_doc("/// Name") && !empty_doc("/// The holder's id."));
-    assert!(!empty_doc("//! Id.") && !empty_doc("/// "));
+    assert!(empty_doc("", "    /// Id.", "    pub id: i64,") && empty_doc("}", "/// Name", "struct Name;"));
+    assert!(!empty_doc("", "/// The holder's id.", "") && !empty_doc("", "//! Id.", "") && !empty_doc("", "/// ", ""));
+    assert!(!empty_doc("/// The amounts the writer must", "/// cover.", "fn f() {}"));
+    assert!(!empty_doc("", "/// Kind.", "/// More about the kind."));
 }

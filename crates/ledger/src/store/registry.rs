@@ -30,9 +30,9 @@ pub struct OfflineSync {
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
 #[diesel(table_name = holders)]
 pub struct Holder {
-    /// Id.
+    /// The holder's id, as the API's paths and the log's details name it.
     pub id: i64,
-    /// Name.
+    /// The holder's full name, as registered.
     pub name: String,
     /// HMAC-SHA-256 of the NIK under the installation's key.
     pub nik_hash: Vec<u8>,
@@ -54,7 +54,7 @@ pub struct Card {
     /// 7-byte UID (stored as 14 upper-case hex digits).
     #[diesel(deserialize_as = String)]
     pub uid: CardUid,
-    /// Holder.
+    /// The holder the card belongs to.
     pub holder_id: i64,
     /// The card wallet.
     pub account_id: i64,
@@ -82,9 +82,9 @@ pub struct Card {
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
 #[diesel(table_name = merchants)]
 pub struct Merchant {
-    /// Id.
+    /// The merchant's id, as the API's paths and the log's details name it.
     pub id: i64,
-    /// Name.
+    /// The merchant's trading name, shown on receipts.
     pub name: String,
     /// Category (grocery, hotel, ...).
     #[diesel(deserialize_as = String)]
@@ -104,9 +104,9 @@ pub struct Merchant {
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
 #[diesel(table_name = service_points)]
 pub struct ServicePoint {
-    /// Id.
+    /// The service point's id, as the API's paths and the log's details name it.
     pub id: i64,
-    /// Name.
+    /// The service point's name, shown to citizens at the gate.
     pub name: String,
     /// Service (clinic, library, city_office, other).
     pub service: String,
@@ -122,9 +122,9 @@ pub struct ServicePoint {
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
 #[diesel(table_name = agents)]
 pub struct Agent {
-    /// Id.
+    /// The top-up agent's id, as the API's paths and the log's details name it.
     pub id: i64,
-    /// Name.
+    /// The agent's name, shown on top-up receipts.
     pub name: String,
     /// The agent's float account.
     pub account_id: i64,
@@ -138,9 +138,9 @@ pub struct Agent {
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
 #[diesel(table_name = credentials)]
 pub struct Credential {
-    /// Id.
+    /// The credential's id, as the API's paths and the log's details name it.
     pub id: i64,
-    /// Role.
+    /// What the credential may do.
     #[diesel(deserialize_as = String)]
     pub role: Role,
     /// Name (a terminal, a person).
@@ -175,7 +175,7 @@ pub struct Credential {
 /// What a new credential is: role, name, scope, keys, and who it belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NewCredentialRow<'a> {
-    /// Role.
+    /// What the credential may do.
     pub role: Role,
     /// Name (a terminal, a person).
     pub name: &'a str,
@@ -197,7 +197,7 @@ pub struct NewCredentialRow<'a> {
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
 #[diesel(table_name = approvals)]
 pub struct Approval {
-    /// Id.
+    /// The approval's id, as the API's paths and the log's details name it.
     pub id: i64,
     /// `create_operator_credential`, `revoke_operator_credential`, `adjustment` or `fund_agent`.
     pub kind: String,
@@ -244,15 +244,15 @@ pub struct Decision<'a> {
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
 #[diesel(table_name = adjustments)]
 pub struct Adjustment {
-    /// Id.
+    /// The adjustment's id, as the API's paths and the log's details name it.
     pub id: i64,
     /// The account adjusted.
     pub account_id: i64,
     /// Signed amount, minor units.
     pub amount_minor: i64,
-    /// Currency.
+    /// The ISO 4217 code of the amount.
     pub currency: String,
-    /// Why.
+    /// Why the operator asks for it, as they wrote it.
     pub reason: String,
     /// The operator credential that asked.
     pub requested_by: i64,

@@ -403,6 +403,11 @@ fn grant_statements(c: &mut PgConnection, role: &str) -> Result<(Vec<String>, Ve
             why.join("; ")
         )));
     }
+    Ok((sql, grant_report(sequences.len())))
+}
+
+/// The report of what the serving role may do, one line per kind of grant.
+fn grant_report(sequences: usize) -> Vec<String> {
     let mut lines = Vec::new();
     let group = |kinds: &[TableKind]| -> Vec<&str> {
         SERVE_GRANTS.iter().filter(|g| kinds.contains(&g.kind)).map(|g| g.table).collect()
@@ -420,8 +425,8 @@ fn grant_statements(c: &mut PgConnection, role: &str) -> Result<(Vec<String>, Ve
     }
     lines.push(format!("SELECT on {}", group(&[TableKind::Meta]).join(", ")));
     lines.push(format!("nothing on {}", group(&[TableKind::Unused]).join(", ")));
-    lines.push(format!("USAGE on {} id sequences; DELETE, TRUNCATE, TRIGGER, REFERENCES on no table", sequences.len()));
-    Ok((sql, lines))
+    lines.push(format!("USAGE on {} id sequences; DELETE, TRUNCATE, TRIGGER, REFERENCES on no table", sequences));
+    lines
 }
 
 /// Runs `statements` in one transaction.
@@ -449,6 +454,27 @@ fn setup_pg(c: &mut PgConnection, role: &str, password: Option<&str>) -> Result<
             "the serving role must not be the owner {me:?} this connection migrates as: name another role"
         )));
     }
+    check_owner(c, &me)?;
+    let (created, can_login) = ensure_role(c, role)?;
+    let password_set = match password {
+        Some(pw) => {
+            set_password(c, role, pw)?;
+            true
+        }
+        None => false,
+    };
+    let mut lines = connect_and_usage(c, role, &schema)?;
+    let (sql, grant_lines) = grant_statements(c, role)?;
+    run_all(c, &sql)?;
+    lines.extend(grant_lines);
+    if let Some(line) = revoke_schema_create(c, role, &schema)? {
+        lines.push(line);
+    }
+    Ok(RoleReport { role: role.to_owned(), created, password_set, can_login, lines })
+}
+
+/// Refuses unless the connected user `me` is (a member of) the tables' owner.
+fn check_owner(c: &mut PgConnection, me: &str) -> Result<(), LedgerError> {
     let owner_of_journal: OneText = diesel::sql_query(
         "SELECT pg_get_userbyid(relowner)::text AS v FROM pg_class WHERE oid = to_regclass('journal_entries')",
     )
@@ -465,6 +491,11 @@ fn setup_pg(c: &mut PgConnection, role: &str, password: Option<&str>) -> Result<
             owner_of_journal.v
         )));
     }
+    Ok(())
+}
+
+/// Creates the serving role, or checks that the existing one may serve: (created, may log in).
+fn ensure_role(c: &mut PgConnection, role: &str) -> Result<(bool, bool), LedgerError> {
     let existing: Option<RoleRow> = diesel::sql_query(
         "SELECT rolsuper, rolbypassrls, rolcreaterole, rolcanlogin,
                 pg_has_role(oid, (SELECT relowner FROM pg_class WHERE oid = to_regclass('journal_entries')), 'MEMBER')
@@ -475,8 +506,7 @@ fn setup_pg(c: &mut PgConnection, role: &str, password: Option<&str>) -> Result<
     .get_result(c)
     .optional()
     .map_err(storage)?;
-    let mut lines = Vec::new();
-    let (created, can_login) = match existing {
+    Ok(match existing {
         Some(r) => {
             let mut bad = Vec::new();
             if r.rolsuper {
@@ -512,23 +542,29 @@ fn setup_pg(c: &mut PgConnection, role: &str, password: Option<&str>) -> Result<
             })?;
             (true, true)
         }
-    };
-    let mut password_set = false;
-    if let Some(pw) = password {
-        if pw.is_empty() || pw.contains('\0') {
-            return Err(LedgerError::Roles("the serving role's password is empty or holds a NUL byte".into()));
-        }
-        // The server quotes the literal itself (format %L), whatever the password holds.
-        let sql: OneText = diesel::sql_query("SELECT format('ALTER ROLE %I PASSWORD %L', $1::text, $2::text) AS v")
-            .bind::<Text, _>(role)
-            .bind::<Text, _>(pw)
-            .get_result(c)
-            .map_err(storage)?;
-        diesel::sql_query(sql.v)
-            .execute(c)
-            .map_err(|e| LedgerError::Roles(format!("setting the password of {role:?}: {e}")))?;
-        password_set = true;
+    })
+}
+
+/// Sets the serving role's password (quoted by the server, whatever it holds).
+fn set_password(c: &mut PgConnection, role: &str, pw: &str) -> Result<(), LedgerError> {
+    if pw.is_empty() || pw.contains('\0') {
+        return Err(LedgerError::Roles("the serving role's password is empty or holds a NUL byte".into()));
     }
+    // The server quotes the literal itself (format %L), whatever the password holds.
+    let sql: OneText = diesel::sql_query("SELECT format('ALTER ROLE %I PASSWORD %L', $1::text, $2::text) AS v")
+        .bind::<Text, _>(role)
+        .bind::<Text, _>(pw)
+        .get_result(c)
+        .map_err(storage)?;
+    diesel::sql_query(sql.v)
+        .execute(c)
+        .map_err(|e| LedgerError::Roles(format!("setting the password of {role:?}: {e}")))?;
+    Ok(())
+}
+
+/// CONNECT on the database and USAGE on the schema, or why they could not be granted.
+fn connect_and_usage(c: &mut PgConnection, role: &str, schema: &str) -> Result<Vec<String>, LedgerError> {
+    let mut lines = Vec::new();
     let db: OneText = diesel::sql_query("SELECT current_database()::text AS v").get_result(c).map_err(storage)?;
     // PUBLIC usually has both already; an owner of the tables that does not own the
     // database or schema may be unable to grant them, which is then said, not fatal.
@@ -539,7 +575,7 @@ fn setup_pg(c: &mut PgConnection, role: &str, password: Option<&str>) -> Result<
         ),
         (
             format!("USAGE on schema {schema}"),
-            format!("GRANT USAGE ON SCHEMA {} TO {}", quote_ident(&schema), quote_ident(role)),
+            format!("GRANT USAGE ON SCHEMA {} TO {}", quote_ident(schema), quote_ident(role)),
         ),
     ] {
         match diesel::sql_query(sql).execute(c) {
@@ -547,14 +583,17 @@ fn setup_pg(c: &mut PgConnection, role: &str, password: Option<&str>) -> Result<
             Err(e) => lines.push(format!("could not grant {what} ({e}): PUBLIC may hold it")),
         }
     }
-    let (sql, grant_lines) = grant_statements(c, role)?;
-    run_all(c, &sql)?;
-    lines.extend(grant_lines);
+    Ok(lines)
+}
+
+/// Revokes CREATE on the schema where the serving role could still create objects; the
+/// report line when it did.
+fn revoke_schema_create(c: &mut PgConnection, role: &str, schema: &str) -> Result<Option<String>, LedgerError> {
     // A role that may create objects in the schema could plant functions that the owner's
     // own statements would call (CVE-2018-1058): PostgreSQL 15 revokes CREATE on public
     // from PUBLIC by default; older databases keep it.
-    if schema_create(c, role, &schema)? {
-        let s = quote_ident(&schema);
+    if schema_create(c, role, schema)? {
+        let s = quote_ident(schema);
         run_all(
             c,
             &[
@@ -562,15 +601,17 @@ fn setup_pg(c: &mut PgConnection, role: &str, password: Option<&str>) -> Result<
                 format!("REVOKE CREATE ON SCHEMA {s} FROM {}", quote_ident(role)),
             ],
         )?;
-        if schema_create(c, role, &schema)? {
+        if schema_create(c, role, schema)? {
             return Err(LedgerError::Roles(format!(
                 "{role:?} may still create objects in schema {schema:?} (through another role?): revoke it, as \
                  the schema's owner: REVOKE CREATE ON SCHEMA {schema} FROM PUBLIC"
             )));
         }
-        lines.push(format!("revoked CREATE on schema {schema} from PUBLIC (only the owner creates objects there)"));
+        return Ok(Some(format!(
+            "revoked CREATE on schema {schema} from PUBLIC (only the owner creates objects there)"
+        )));
     }
-    Ok(RoleReport { role: role.to_owned(), created, password_set, can_login, lines })
+    Ok(None)
 }
 
 #[derive(QueryableByName)]
@@ -639,33 +680,9 @@ fn check_pg(c: &mut PgConnection) -> Result<ServingCheck, LedgerError> {
     ))
     .get_result(c)
     .map_err(storage)?;
+    let tables = table_privileges(c)?;
+    let sequences = sequence_privileges(c)?;
     let mut problems = Vec::new();
-    let tables: Vec<PrivRow> = diesel::sql_query(format!(
-        "SELECT c.relname::text AS name,
-                has_table_privilege(c.oid, 'SELECT') AS sel, has_table_privilege(c.oid, 'INSERT') AS ins,
-                has_table_privilege(c.oid, 'UPDATE') AS upd, has_table_privilege(c.oid, 'DELETE') AS del,
-                has_table_privilege(c.oid, 'TRUNCATE') AS trunc, has_table_privilege(c.oid, 'REFERENCES') AS refs,
-                has_table_privilege(c.oid, 'TRIGGER') AS trig, pg_has_role(c.relowner, 'MEMBER') AS owns,
-                COALESCE((SELECT string_agg(a.attname::text, ',' ORDER BY a.attname::text) FROM pg_attribute a
-                          WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-                            AND has_column_privilege(c.oid, a.attnum, 'UPDATE')), '') AS update_columns
-         FROM pg_class c WHERE c.relnamespace = {SCHEMA_OID} AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
-         ORDER BY c.relname"
-    ))
-    .load(c)
-    .map_err(storage)?;
-    let sequences: Vec<SeqPrivRow> = diesel::sql_query(format!(
-        "SELECT c.relname::text AS name, has_sequence_privilege(c.oid, 'USAGE') AS usage,
-                has_sequence_privilege(c.oid, 'SELECT') AS sel, has_sequence_privilege(c.oid, 'UPDATE') AS upd,
-                pg_has_role(c.relowner, 'MEMBER') AS owns, t.relname::text AS owner_table
-         FROM pg_class c
-         LEFT JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = c.oid
-              AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
-         LEFT JOIN pg_class t ON t.oid = d.refobjid
-         WHERE c.relnamespace = {SCHEMA_OID} AND c.relkind = 'S' ORDER BY c.relname"
-    ))
-    .load(c)
-    .map_err(storage)?;
     if tables.is_empty() {
         problems
             .push("the database is not migrated (no journal_entries table): run `kartu migrate` as the owner".into());
@@ -683,6 +700,59 @@ fn check_pg(c: &mut PgConnection) -> Result<ServingCheck, LedgerError> {
             if owned.len() > 1 { format!(" and {} more tables and sequences", owned.len() - 1) } else { String::new() };
         problems.push(format!("it owns the journal table {first:?}{more} (or is a member of the owner)"));
     }
+    problems.extend(role_problems(&u));
+    let (extra, lacking) = grant_differences(&tables, &sequences, &mut problems);
+    if !extra.is_empty() {
+        problems.push(format!("it may do more than serving needs: {}", extra.join(", ")));
+    }
+    if !lacking.is_empty() {
+        problems.push(format!(
+            "it lacks what serving needs: {} (run `kartu migrate --database-url <owner URL> --serve-role {}`)",
+            lacking.join(", "),
+            u.name
+        ));
+    }
+    Ok(ServingCheck { user: u.name, owned, problems })
+}
+
+/// What the connected user may do on each table of the schema.
+fn table_privileges(c: &mut PgConnection) -> Result<Vec<PrivRow>, LedgerError> {
+    diesel::sql_query(format!(
+        "SELECT c.relname::text AS name,
+                has_table_privilege(c.oid, 'SELECT') AS sel, has_table_privilege(c.oid, 'INSERT') AS ins,
+                has_table_privilege(c.oid, 'UPDATE') AS upd, has_table_privilege(c.oid, 'DELETE') AS del,
+                has_table_privilege(c.oid, 'TRUNCATE') AS trunc, has_table_privilege(c.oid, 'REFERENCES') AS refs,
+                has_table_privilege(c.oid, 'TRIGGER') AS trig, pg_has_role(c.relowner, 'MEMBER') AS owns,
+                COALESCE((SELECT string_agg(a.attname::text, ',' ORDER BY a.attname::text) FROM pg_attribute a
+                          WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+                            AND has_column_privilege(c.oid, a.attnum, 'UPDATE')), '') AS update_columns
+         FROM pg_class c WHERE c.relnamespace = {SCHEMA_OID} AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+         ORDER BY c.relname"
+    ))
+    .load(c)
+    .map_err(storage)
+}
+
+/// What the connected user may do with each sequence, and the table that owns it.
+fn sequence_privileges(c: &mut PgConnection) -> Result<Vec<SeqPrivRow>, LedgerError> {
+    diesel::sql_query(format!(
+        "SELECT c.relname::text AS name, has_sequence_privilege(c.oid, 'USAGE') AS usage,
+                has_sequence_privilege(c.oid, 'SELECT') AS sel, has_sequence_privilege(c.oid, 'UPDATE') AS upd,
+                pg_has_role(c.relowner, 'MEMBER') AS owns, t.relname::text AS owner_table
+         FROM pg_class c
+         LEFT JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = c.oid
+              AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
+         LEFT JOIN pg_class t ON t.oid = d.refobjid
+         WHERE c.relnamespace = {SCHEMA_OID} AND c.relkind = 'S' ORDER BY c.relname"
+    ))
+    .load(c)
+    .map_err(storage)
+}
+
+/// What a serving role must not be: a superuser, able to bypass row security, to create
+/// roles, or to create objects in the tables' schema.
+fn role_problems(u: &UserRow) -> Vec<String> {
+    let mut problems = Vec::new();
     if u.rolsuper {
         problems.push("it is a superuser".into());
     }
@@ -698,8 +768,17 @@ fn check_pg(c: &mut PgConnection) -> Result<ServingCheck, LedgerError> {
                 .into(),
         );
     }
-    // Beyond ownership: exactly the grant list, no more and no less (skipped for what it
-    // owns: an owner may do everything, which is already said).
+    problems
+}
+
+/// The privileges beyond [`SERVE_GRANTS`] and those missing from it, table by table and
+/// sequence by sequence (skipping what the user owns: an owner may do everything, which
+/// is said already). A table the list does not know is a problem of its own.
+fn grant_differences(
+    tables: &[PrivRow],
+    sequences: &[SeqPrivRow],
+    problems: &mut Vec<String>,
+) -> (Vec<String>, Vec<String>) {
     let mut extra = Vec::new();
     let mut lacking = Vec::new();
     for t in tables.iter().filter(|t| !t.owns) {
@@ -744,17 +823,7 @@ fn check_pg(c: &mut PgConnection) -> Result<ServingCheck, LedgerError> {
             lacking.push(format!("USAGE on the sequence {}", s.name));
         }
     }
-    if !extra.is_empty() {
-        problems.push(format!("it may do more than serving needs: {}", extra.join(", ")));
-    }
-    if !lacking.is_empty() {
-        problems.push(format!(
-            "it lacks what serving needs: {} (run `kartu migrate --database-url <owner URL> --serve-role {}`)",
-            lacking.join(", "),
-            u.name
-        ));
-    }
-    Ok(ServingCheck { user: u.name, owned, problems })
+    (extra, lacking)
 }
 
 // ---- the public face (ledger::roles) ----
