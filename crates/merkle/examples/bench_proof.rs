@@ -39,6 +39,15 @@ fn fetch(tree: &MemoryTree, coords: &[NodeCoord]) -> HashMap<NodeCoord, Hash> {
 }
 
 fn main() -> Result<(), TreeError> {
+    let (tree, leaf_hashes) = build()?;
+    let mut random = SplitMix64(42);
+    inclusion(&tree, &mut random)?;
+    consistency(&tree, &mut random)?;
+    verification(&tree, &leaf_hashes, &mut random)
+}
+
+/// Appends the leaves one at a time and in batches; the two trees must agree.
+fn build() -> Result<(MemoryTree, Vec<Hash>), TreeError> {
     let leaf_hashes: Vec<Hash> = (0..LEAVES).map(|i| leaf_hash(&i.to_be_bytes())).collect();
 
     let started = Instant::now();
@@ -71,9 +80,11 @@ fn main() -> Result<(), TreeError> {
     println!("(leaf hashing alone: {:.3} s)", started.elapsed().as_secs_f64());
     black_box(hashed);
 
-    let root = tree.root();
-    let mut random = SplitMix64(42);
+    Ok((tree, leaf_hashes))
+}
 
+/// Inclusion proofs from memory and through a fetched node map.
+fn inclusion(tree: &MemoryTree, random: &mut SplitMix64) -> Result<(), TreeError> {
     let started = Instant::now();
     let mut longest = 0;
     for _ in 0..PROOFS {
@@ -93,7 +104,7 @@ fn main() -> Result<(), TreeError> {
         let index = random.below(LEAVES);
         let needed = nodes_needed_for_inclusion(index, LEAVES)?;
         most_reads = most_reads.max(needed.len());
-        let fetched = fetch(&tree, &needed);
+        let fetched = fetch(tree, &needed);
         let proof = inclusion_proof(index, LEAVES, |c| fetched.get(&c).copied())?;
         black_box(proof);
     }
@@ -102,6 +113,11 @@ fn main() -> Result<(), TreeError> {
         per_item(started.elapsed(), PROOFS)
     );
 
+    Ok(())
+}
+
+/// Consistency proofs from memory and through a fetched node map.
+fn consistency(tree: &MemoryTree, random: &mut SplitMix64) -> Result<(), TreeError> {
     let started = Instant::now();
     let mut most_reads = 0;
     for _ in 0..PROOFS {
@@ -120,11 +136,17 @@ fn main() -> Result<(), TreeError> {
     for _ in 0..PROOFS {
         let first = 1 + random.below(LEAVES - 1);
         let needed = nodes_needed_for_consistency(first, LEAVES)?;
-        let fetched = fetch(&tree, &needed);
+        let fetched = fetch(tree, &needed);
         black_box(consistency_proof(first, LEAVES, |c| fetched.get(&c).copied())?);
     }
     println!("consistency proof, through a fetched node map: {} per proof", per_item(started.elapsed(), PROOFS));
 
+    Ok(())
+}
+
+/// Verifying one inclusion and one consistency proof, many times.
+fn verification(tree: &MemoryTree, leaf_hashes: &[Hash], random: &mut SplitMix64) -> Result<(), TreeError> {
+    let root = tree.root();
     let index = random.below(LEAVES);
     let proof = tree.inclusion_proof(index, LEAVES)?;
     let started = Instant::now();
