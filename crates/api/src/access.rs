@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::auth::{Caller, IdempotencyKey, Role};
 use crate::error::ApiError;
-use crate::operator::split_categories;
+use crate::operator::holders::split_categories;
 use crate::wire::{self, Tap};
 use crate::{blocking, AppState};
 
@@ -21,11 +21,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 
 /// Who may enter a service point, and when: the domain layer's policy.
 pub use domain::access::Policy;
-
-/// A policy's rules, or `422 invalid_field` naming what is wrong.
-pub fn rules(policy: &Policy) -> Result<domain::access::Rules, ApiError> {
-    policy.rules().map_err(|e| ApiError::unprocessable("invalid_field", e.to_string()))
-}
 
 /// `POST /v1/access-checks`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -95,23 +90,8 @@ pub async fn access_check(
     caller.require(&[Role::ServicePoint])?;
     let sp_id = caller.credential.service_point_id.ok_or_else(|| ApiError::forbidden("no service point"))?;
     let tap = state.taps.verify(&body.tap)?;
-    let st = state.clone();
-    let k = caller.key(&idem.0);
-    if let Some(earlier) = blocking(move || Ok(st.ledger.event_by_key(&k)?)).await? {
-        // A retry gets the first decision, not a new one (which could differ: a passback
-        // gate would now say no, a clinic would give another number).
-        let p: serde_json::Value = serde_json::from_str(&earlier.payload).unwrap_or_default();
-        let same = earlier.kind == "access_decision"
-            && earlier.scope.as_deref() == Some(format!("service_point:{sp_id}").as_str())
-            && p["uid"] == tap.uid.as_str()
-            && p["counter"] == tap.counter;
-        if !same {
-            return Err(ApiError::conflict(
-                "idempotency_conflict",
-                "this Idempotency-Key was already used for another request",
-            ));
-        }
-        return Ok(HttpResponse::Ok().json(decision_view(&earlier)?));
+    if let Some(earlier) = earlier_decision(&state, &caller, &idem, sp_id, &tap).await? {
+        return Ok(HttpResponse::Ok().json(earlier));
     }
     let st = state.clone();
     let uid = tap.uid.clone();
@@ -160,6 +140,35 @@ pub async fn access_check(
         other => other?,
     };
     Ok(HttpResponse::Ok().json(decision_view(&recorded.event)?))
+}
+
+/// The decision this caller's key already recorded (a retry gets the first decision, not a
+/// new one, which could differ: a passback gate would now say no, a clinic would give
+/// another number); `409 idempotency_conflict` when the key was used for another request.
+async fn earlier_decision(
+    state: &web::Data<AppState>,
+    caller: &Caller,
+    idem: &IdempotencyKey,
+    sp_id: i64,
+    tap: &crate::taps::VerifiedTap,
+) -> Result<Option<Decision>, ApiError> {
+    let st = state.clone();
+    let k = caller.key(&idem.0);
+    let Some(earlier) = blocking(move || Ok(st.ledger.event_by_key(&k)?)).await? else {
+        return Ok(None);
+    };
+    let p: serde_json::Value = serde_json::from_str(&earlier.payload).unwrap_or_default();
+    let same = earlier.kind == "access_decision"
+        && earlier.scope.as_deref() == Some(format!("service_point:{sp_id}").as_str())
+        && p["uid"] == tap.uid.as_str()
+        && p["counter"] == tap.counter;
+    if !same {
+        return Err(ApiError::conflict(
+            "idempotency_conflict",
+            "this Idempotency-Key was already used for another request",
+        ));
+    }
+    Ok(Some(decision_view(&earlier)?))
 }
 
 /// The decision an access_decision event recorded.

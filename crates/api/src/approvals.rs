@@ -21,7 +21,8 @@ use serde_json::{json, Value};
 
 use crate::auth::{Caller, IdempotencyKey, Role};
 use crate::error::ApiError;
-use crate::operator::{credential_view, log_action, CredentialView};
+use crate::operator::credentials::{credential_view, CredentialView};
+use crate::operator::log_action;
 use crate::{blocking, wire, AppState};
 
 /// Creating an operator credential.

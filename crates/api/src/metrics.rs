@@ -40,79 +40,61 @@ impl Metrics {
     /// Registers the metrics.
     pub fn new() -> Metrics {
         let registry = Registry::new();
-        let requests = IntCounterVec::new(
-            Opts::new("kartu_http_requests_total", "HTTP requests by route and status"),
-            &["method", "route", "status"],
-        )
-        .expect("valid metric");
-        let latency = HistogramVec::new(
-            HistogramOpts::new("kartu_http_request_duration_seconds", "HTTP request latency")
-                .buckets(vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
-            &["route"],
-        )
-        .expect("valid metric");
-        let payments = IntCounterVec::new(
-            Opts::new("kartu_payments_total", "Card payments, captures, refunds and top-ups by result"),
-            &["operation", "result"],
-        )
-        .expect("valid metric");
-        let leaves_unsigned =
-            IntGauge::new("kartu_audit_leaves_unsigned", "Leaves not yet covered by a signed checkpoint")
-                .expect("valid metric");
-        let tree_size = IntGauge::new("kartu_audit_tree_size", "Leaves in the audit log").expect("valid metric");
-        let checkpoint_age = IntGauge::new("kartu_audit_checkpoint_age_seconds", "Age of the newest signed checkpoint")
-            .expect("valid metric");
-        let writer_batches =
-            IntGauge::new("kartu_writer_batches_total", "Ledger writer transactions (batches) since start")
-                .expect("valid metric");
-        let writer_requests =
-            IntGauge::new("kartu_writer_requests_total", "Requests the ledger writer applied since start")
-                .expect("valid metric");
-        let writer_busy_us = IntGauge::new(
-            "kartu_writer_busy_microseconds_total",
-            "Time the ledger writer spent inside batch transactions since start, µs",
-        )
-        .expect("valid metric");
-        let checkpoint_refused = IntGauge::new(
-            "kartu_checkpoint_refused",
-            "1 when the checkpoint signer refuses to sign: the log does not extend the last checkpoint it signed",
-        )
-        .expect("valid metric");
-        let tls_reloads = IntGaugeVec::new(
-            Opts::new(
-                "kartu_tls_reloads_total",
-                "TLS certificate reloads (SIGHUP) since start: ok, or failed (the old certificate stays)",
-            ),
-            &["result"],
-        )
-        .expect("valid metric");
-        for m in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(latency.clone()),
-            Box::new(payments.clone()),
-            Box::new(leaves_unsigned.clone()),
-            Box::new(tree_size.clone()),
-            Box::new(checkpoint_age.clone()),
-            Box::new(writer_batches.clone()),
-            Box::new(writer_requests.clone()),
-            Box::new(writer_busy_us.clone()),
-            Box::new(checkpoint_refused.clone()),
-            Box::new(tls_reloads.clone()),
-        ] {
-            registry.register(m).expect("metric registered once");
-        }
+        let gauge = |name: &str, help: &str| register(&registry, IntGauge::new(name, help).expect("valid metric"));
+        let requests = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new("kartu_http_requests_total", "HTTP requests by route and status"),
+                &["method", "route", "status"],
+            )
+            .expect("valid metric"),
+        );
+        let latency = register(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new("kartu_http_request_duration_seconds", "HTTP request latency")
+                    .buckets(vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
+                &["route"],
+            )
+            .expect("valid metric"),
+        );
+        let payments = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new("kartu_payments_total", "Card payments, captures, refunds and top-ups by result"),
+                &["operation", "result"],
+            )
+            .expect("valid metric"),
+        );
+        let tls_reloads = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "kartu_tls_reloads_total",
+                    "TLS certificate reloads (SIGHUP) since start: ok, or failed (the old certificate stays)",
+                ),
+                &["result"],
+            )
+            .expect("valid metric"),
+        );
         Metrics {
+            leaves_unsigned: gauge("kartu_audit_leaves_unsigned", "Leaves not yet covered by a signed checkpoint"),
+            tree_size: gauge("kartu_audit_tree_size", "Leaves in the audit log"),
+            checkpoint_age: gauge("kartu_audit_checkpoint_age_seconds", "Age of the newest signed checkpoint"),
+            writer_batches: gauge("kartu_writer_batches_total", "Ledger writer transactions (batches) since start"),
+            writer_requests: gauge("kartu_writer_requests_total", "Requests the ledger writer applied since start"),
+            writer_busy_us: gauge(
+                "kartu_writer_busy_microseconds_total",
+                "Time the ledger writer spent inside batch transactions since start, µs",
+            ),
+            checkpoint_refused: gauge(
+                "kartu_checkpoint_refused",
+                "1 when the checkpoint signer refuses to sign: the log does not extend the last checkpoint it signed",
+            ),
             registry,
             requests,
             latency,
             payments,
-            leaves_unsigned,
-            tree_size,
-            checkpoint_age,
-            writer_batches,
-            writer_requests,
-            writer_busy_us,
-            checkpoint_refused,
             tls_reloads,
         }
     }
@@ -243,4 +225,10 @@ pub async fn metrics(state: web::Data<AppState>, req: actix_web::HttpRequest) ->
     let mut out = Vec::new();
     prometheus::TextEncoder::new().encode(&m.registry.gather(), &mut out).map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(out))
+}
+
+/// Registers a metric once and hands it back (a clone shares the same values).
+fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
+    registry.register(Box::new(metric.clone())).expect("metric registered once");
+    metric
 }

@@ -113,7 +113,7 @@ pub async fn deny_list(state: web::Data<AppState>, caller: Caller) -> Result<Htt
             .ledger
             .registry(|r| r.active_cards_with_categories())?
             .into_iter()
-            .filter(|(_, categories)| rules.admits(&crate::operator::split_categories(categories)))
+            .filter(|(_, categories)| rules.admits(&crate::operator::holders::split_categories(categories)))
             .map(|(uid, _)| uid)
             .collect();
         let access = OfflineAccess {

@@ -12,10 +12,10 @@ use crate::{access, approvals, audit, merchant, metrics, offline, operator, tran
 #[openapi(
     info(title = "Kartu API", description = "The city smart card: payments, top-ups, access to public services, and an audit log anyone can verify. Errors are RFC 9457 problem+json with a stable `code`; every write takes an `Idempotency-Key` header."),
     paths(
-        operator::create_holder, operator::issue_card, operator::get_card, operator::block_card, operator::unblock_card,
-        operator::replace_card, operator::create_merchant, operator::create_service_point, operator::create_agent,
-        operator::fund_agent, operator::create_credential, operator::revoke_credential, operator::request_adjustment,
-        operator::approve_adjustment, operator::settle,
+        operator::holders::create_holder, operator::cards::issue_card, operator::cards::get_card, operator::cards::block_card, operator::cards::unblock_card,
+        operator::cards::replace_card, operator::merchants::create_merchant, operator::service_points::create_service_point, operator::agents::create_agent,
+        operator::agents::fund_agent, operator::credentials::create_credential, operator::credentials::revoke_credential, operator::adjustments::request_adjustment,
+        operator::adjustments::approve_adjustment, operator::settlements::settle,
         approvals::list, approvals::get, approvals::approve, approvals::reject,
         merchant::pay, merchant::list_payments, merchant::refund, merchant::hold, merchant::capture, merchant::void,
         merchant::merchant_statement, merchant::topup, merchant::balance_inquiry,

@@ -485,33 +485,7 @@ pub fn load_with(data_dir: &Path, database_url: Option<&str>, allow_owner: bool)
         config.database_url = url.to_owned();
     }
     config.allow_owner |= allow_owner;
-    check_private(&data_dir.join(KEY_FILE))?;
-    check_private(&data_dir.join(NIK_KEY_FILE))?;
-    let key_path = data_dir.join(KEY_FILE);
-    let key_text =
-        std::fs::read_to_string(&key_path).map_err(|e| err(&format!("reading {}", key_path.display()), e))?;
-    let keys = KeyFile::parse(&key_text).map_err(|e| err(&format!("{}", key_path.display()), e))?;
-    if keys.holds_app_master_keys() {
-        return Err(SetupError(format!(
-            "{} holds app_master_key (card key 0, which rewrites cards): the server must not hold it. \
-             Keep the full file as the issuance key file on the personalisation workstation and \
-             delete every app_master_key line from the server's copy",
-            key_path.display()
-        )));
-    }
-    if data_dir.join(ISSUANCE_KEY_FILE).exists() {
-        tracing::warn!(
-            file = %data_dir.join(ISSUANCE_KEY_FILE).display(),
-            "the issuance key file (card key 0 of every card) is in the server's data directory: \
-             move it to the personalisation workstation"
-        );
-    }
-    let nik_path = data_dir.join(NIK_KEY_FILE);
-    let nik_key = std::fs::read_to_string(&nik_path)
-        .ok()
-        .and_then(|t| hex::decode(t.trim()).ok())
-        .filter(|k| k.len() == 32)
-        .ok_or_else(|| SetupError(format!("{} must hold 64 hex digits", nik_path.display())))?;
+    let (keys, nik_key) = load_keys(data_dir)?;
     let currency = Currency::parse(&config.currency).map_err(|e| err("currency", e))?;
     let wallet_max =
         ledger::money::Amount::parse(&config.wallet_balance_max, currency, ledger::money::AMOUNT_MAX_MINOR)
@@ -564,6 +538,40 @@ pub fn load_with(data_dir: &Path, database_url: Option<&str>, allow_owner: bool)
     };
     let state = web::Data::new(AppState::new(ledger, settings, TapKeys(keys), &nik_key));
     Ok(Loaded { config, state })
+}
+
+/// The card key file and the NIK key of a data directory, both checked private; refuses a
+/// key file that holds card key 0 (the issuance keys stay on the personalisation
+/// workstation).
+fn load_keys(data_dir: &Path) -> Result<(KeyFile, Vec<u8>), SetupError> {
+    check_private(&data_dir.join(KEY_FILE))?;
+    check_private(&data_dir.join(NIK_KEY_FILE))?;
+    let key_path = data_dir.join(KEY_FILE);
+    let key_text =
+        std::fs::read_to_string(&key_path).map_err(|e| err(&format!("reading {}", key_path.display()), e))?;
+    let keys = KeyFile::parse(&key_text).map_err(|e| err(&format!("{}", key_path.display()), e))?;
+    if keys.holds_app_master_keys() {
+        return Err(SetupError(format!(
+            "{} holds app_master_key (card key 0, which rewrites cards): the server must not hold it. \
+             Keep the full file as the issuance key file on the personalisation workstation and \
+             delete every app_master_key line from the server's copy",
+            key_path.display()
+        )));
+    }
+    if data_dir.join(ISSUANCE_KEY_FILE).exists() {
+        tracing::warn!(
+            file = %data_dir.join(ISSUANCE_KEY_FILE).display(),
+            "the issuance key file (card key 0 of every card) is in the server's data directory: \
+             move it to the personalisation workstation"
+        );
+    }
+    let nik_path = data_dir.join(NIK_KEY_FILE);
+    let nik_key = std::fs::read_to_string(&nik_path)
+        .ok()
+        .and_then(|t| hex::decode(t.trim()).ok())
+        .filter(|k| k.len() == 32)
+        .ok_or_else(|| SetupError(format!("{} must hold 64 hex digits", nik_path.display())))?;
+    Ok((keys, nik_key))
 }
 
 /// On PostgreSQL: refuses a database user that could edit the journal unless allowed.

@@ -1,0 +1,111 @@
+//! Card holders: who a card belongs to. The NIK is kept only as a keyed hash; the
+//! categories (resident, student, ...) are what access policies refer to.
+
+use actix_web::{web, HttpResponse};
+use ledger::registry::Holder;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::log_action;
+use crate::auth::{Caller, IdempotencyKey, Role};
+use crate::error::ApiError;
+use crate::wire;
+use crate::{blocking, AppState};
+
+/// Holder categories that policies refer to.
+pub use domain::access::CATEGORIES;
+
+/// `POST /v1/holders`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewHolder {
+    /// Full name.
+    pub name: String,
+    /// National identity number (16 digits); stored keyed-hashed, never returned.
+    pub nik: String,
+    /// Categories: resident, student, senior, insured, staff.
+    pub categories: Vec<String>,
+}
+
+/// A holder as returned (no NIK).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct HolderView {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Categories.
+    pub categories: Vec<String>,
+    /// Created.
+    pub created_at: String,
+}
+
+fn holder_view(h: &Holder) -> HolderView {
+    HolderView {
+        id: h.id.to_string(),
+        name: h.name.clone(),
+        categories: split_categories(&h.categories),
+        created_at: wire::time(h.created_at_us),
+    }
+}
+
+/// Categories as stored (comma-separated).
+pub fn split_categories(s: &str) -> Vec<String> {
+    s.split(',').filter(|c| !c.is_empty()).map(str::to_owned).collect()
+}
+
+/// Registers a card holder.
+#[utoipa::path(post, path = "/v1/holders", tag = "operator", request_body = NewHolder,
+    params(("Idempotency-Key" = String, Header, description = "unique per write")),
+    responses((status = 201, body = HolderView), (status = 409, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+pub async fn create_holder(
+    state: web::Data<AppState>,
+    caller: Caller,
+    key: IdempotencyKey,
+    body: web::Json<NewHolder>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(&[Role::Operator])?;
+    let name = wire::text("name", &body.name, 200)?;
+    if body.nik.len() != 16 || !body.nik.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::unprocessable("invalid_field", "nik must be 16 digits"));
+    }
+    let mut categories = body.categories.clone();
+    categories.sort();
+    categories.dedup();
+    if let Some(bad) = categories.iter().find(|c| !CATEGORIES.contains(&c.as_str())) {
+        return Err(ApiError::unprocessable("invalid_field", format!("unknown category {bad:?}")));
+    }
+    let nik_hash = state.nik_hash(&body.nik);
+    let st = state.clone();
+    let (hash, k) = (nik_hash.clone(), caller.key(&key.0));
+    let existing = blocking(move || {
+        let holder = st.ledger.registry(|r| r.holder_by_nik(&hash))?;
+        let mine = st.ledger.event_by_key(&k)?.map(|e| e.id);
+        Ok(holder.map(|h| (mine == Some(h.event_id), h)))
+    })
+    .await?;
+    // A holder made by this key is a retry: the logged action below tells a retry of the
+    // same request (its holder comes back) from another request with the same key (409).
+    if let Some((false, _)) = existing {
+        return Err(ApiError::conflict("holder_exists", "a holder with this NIK is registered"));
+    }
+    // The NIK is not in the log: the log is read by auditors, the NIK is personal data.
+    let details = json!({"name": name, "categories": categories, "nik_hash": hex::encode(&nik_hash)});
+    let rec = log_action(&state, &caller, &key, "create_holder", details).await?;
+    let st = state.clone();
+    let joined = categories.join(",");
+    let holder = blocking(move || {
+        let now = st.ledger.now_us();
+        st.ledger.registry_transaction(|r| {
+            if let Some(h) = r.holder_by_event(rec.event.id)? {
+                return Ok(Ok(h));
+            }
+            if r.holder_by_nik(&nik_hash)?.is_some() {
+                return Ok(Err(ApiError::conflict("holder_exists", "a holder with this NIK is registered")));
+            }
+            Ok(Ok(r.insert_holder(&name, &nik_hash, &joined, now, rec.event.id)?))
+        })?
+    })
+    .await?;
+    Ok(HttpResponse::Created().json(holder_view(&holder)))
+}

@@ -1,0 +1,101 @@
+//! Merchants: registered with a category and a fee rate, each with its own account.
+
+use actix_web::{web, HttpResponse};
+use ledger::domain::{AccountKind, NewAccount};
+use ledger::registry::Merchant;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::log_action;
+use crate::auth::{Caller, IdempotencyKey, Role};
+use crate::error::ApiError;
+use crate::wire;
+use crate::{blocking, AppState};
+
+/// Merchant categories.
+pub const MERCHANT_CATEGORIES: [&str; 7] =
+    ["grocery", "hotel", "restaurant", "hospital", "parking", "transport", "other"];
+
+/// `POST /v1/merchants`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewMerchant {
+    /// Name.
+    pub name: String,
+    /// grocery, hotel, restaurant, hospital, parking, transport, other.
+    pub category: String,
+    /// Merchant discount rate, e.g. "0.007".
+    pub fee_rate: String,
+}
+
+/// A merchant as returned.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MerchantView {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Category.
+    pub category: String,
+    /// Merchant discount rate.
+    pub fee_rate: String,
+    /// The merchant's account.
+    pub account_id: String,
+}
+
+fn merchant_view(m: &Merchant) -> MerchantView {
+    MerchantView {
+        id: m.id.to_string(),
+        name: m.name.clone(),
+        category: m.category.clone(),
+        fee_rate: m.fee_rate.clone(),
+        account_id: m.account_id.to_string(),
+    }
+}
+
+/// Registers a merchant and opens its account.
+#[utoipa::path(post, path = "/v1/merchants", tag = "operator", request_body = NewMerchant, params(("Idempotency-Key" = String, Header)),
+    responses((status = 201, body = MerchantView), (status = 422, body = crate::error::Problem)))]
+pub async fn create_merchant(
+    state: web::Data<AppState>,
+    caller: Caller,
+    key: IdempotencyKey,
+    body: web::Json<NewMerchant>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(&[Role::Operator])?;
+    let name = wire::text("name", &body.name, 200)?;
+    if !MERCHANT_CATEGORIES.contains(&body.category.as_str()) {
+        return Err(ApiError::unprocessable(
+            "invalid_field",
+            format!("category must be one of {MERCHANT_CATEGORIES:?}"),
+        ));
+    }
+    let rate = ledger::money::FeeRate::parse(&body.fee_rate)
+        .map_err(|e| ApiError::unprocessable("invalid_field", format!("fee_rate: {e}")))?;
+    let fee_rate = rate.as_decimal().normalize().to_string();
+    let category = body.category.clone();
+    let rec = log_action(
+        &state,
+        &caller,
+        &key,
+        "create_merchant",
+        json!({"name": name, "category": category, "fee_rate": fee_rate}),
+    )
+    .await?;
+    let st = state.clone();
+    let m = blocking(move || {
+        if let Some(m) = st.ledger.registry(|r| r.merchant_by_event(rec.event.id))? {
+            return Ok(m);
+        }
+        let account = st.ledger.create_account(NewAccount {
+            kind: AccountKind::Merchant,
+            currency: st.settings.currency,
+            name: format!("merchant {name}"),
+            balance_max_minor: None,
+        })?;
+        let now = st.ledger.now_us();
+        Ok(st.ledger.registry(|r| r.insert_merchant(&name, &category, &fee_rate, account.id.0, now, rec.event.id))?)
+    })
+    .await?;
+    Ok(HttpResponse::Created().json(merchant_view(&m)))
+}
