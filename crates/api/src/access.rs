@@ -10,7 +10,6 @@ use serde_json::json;
 
 use crate::auth::{Caller, IdempotencyKey, Role};
 use crate::error::ApiError;
-use crate::operator::holders::split_categories;
 use crate::wire::{self, Tap};
 use crate::{blocking, AppState};
 
@@ -58,7 +57,7 @@ fn decide(
     sp: &ServicePoint,
     policy: &Policy,
     holder_id: i64,
-    holder_categories: &[String],
+    holder_categories: domain::registry::Categories,
     now_us: i64,
 ) -> Result<(&'static str, Option<String>, Option<AccessLimit>), ApiError> {
     let rules = policy.rules().map_err(ApiError::internal)?;
@@ -94,24 +93,24 @@ pub async fn access_check(
         return Ok(HttpResponse::Ok().json(earlier));
     }
     let st = state.clone();
-    let uid = tap.uid.clone();
+    let uid = tap.uid;
     let now_us = state.ledger.now_us();
     let tap_key = tap.clone();
     let (decision, reason, card_id, queue, limit) = blocking(move || {
         let sp =
             st.ledger.registry(|r| r.service_point(sp_id))?.ok_or_else(|| ApiError::forbidden("service point gone"))?;
         let policy: Policy = serde_json::from_str(&sp.policy).map_err(ApiError::internal)?;
-        let Some(card) = st.ledger.registry(|r| r.card_by_uid(&uid))? else {
+        let Some(card) = st.ledger.registry(|r| r.card_by_uid(uid))? else {
             return Ok(("deny", "card_unknown", None, None, None));
         };
-        if card.status != "active" {
-            return Ok(("deny", domain::access::Refusal::CardBlocked.code(), Some(card.id), None, None));
+        if let Err(unusable) = domain::lifecycle::usable(card.status) {
+            return Ok(("deny", unusable.code(), Some(card.id), None, None));
         }
         if crate::merchant::check_tap_key(&tap_key, &card).is_err() {
             return Ok(("deny", "tap_key_outdated", Some(card.id), None, None));
         }
         let holder = st.ledger.registry(|r| r.holder(card.holder_id))?.ok_or_else(|| ApiError::internal("holder"))?;
-        let (reason, queue, limit) = decide(&sp, &policy, holder.id, &split_categories(&holder.categories), now_us)?;
+        let (reason, queue, limit) = decide(&sp, &policy, holder.id, holder.categories, now_us)?;
         Ok((if reason == "entitled" { "allow" } else { "deny" }, reason, Some(card.id), queue, limit))
     })
     .await?;
@@ -123,10 +122,12 @@ pub async fn access_check(
         card_read_counter: counter,
         queue_key: queue,
         idempotency_key: Some(key.clone()),
-        payload: json!({"decision": decision, "reason": reason, "uid": tap.uid, "counter": tap.counter}).to_string(),
+        payload:
+            json!({"decision": decision, "reason": reason, "uid": tap.uid.to_string(), "counter": tap.counter_value()})
+                .to_string(),
         access: limit,
     };
-    let counter = card_id.map(|_| tap.counter);
+    let counter = card_id.map(|_| tap.counter_value());
     let recorded = match state.ledger.record(event(decision, reason, counter, queue, limit)).await {
         // The tap is not fresh: a replay or a clone. The refusal is itself a decision.
         Err(LedgerError::Rejected(Rejection::CardReplay)) => {
@@ -160,8 +161,8 @@ async fn earlier_decision(
     let p: serde_json::Value = serde_json::from_str(&earlier.payload).unwrap_or_default();
     let same = earlier.kind == "access_decision"
         && earlier.scope.as_deref() == Some(format!("service_point:{sp_id}").as_str())
-        && p["uid"] == tap.uid.as_str()
-        && p["counter"] == tap.counter;
+        && p["uid"] == tap.uid.to_string().as_str()
+        && p["counter"] == tap.counter_value();
     if !same {
         return Err(ApiError::conflict(
             "idempotency_conflict",

@@ -121,7 +121,7 @@ pub fn may_approve(
     approver: &Credential,
     approver_creator: Option<&Credential>,
 ) -> Result<(), Refusal> {
-    if approver.role != Role::Operator.as_str() {
+    if approver.role != Role::Operator {
         return Err(Refusal::NotAnOperator);
     }
     if approver.revoked_at_us.is_some() {
@@ -457,7 +457,7 @@ async fn create_operator(
                     return Ok(Err(e));
                 }
                 let row = NewCredentialRow {
-                    role: Role::Operator.as_str(),
+                    role: Role::Operator,
                     name: &name,
                     token_hash: &hash,
                     scope: (None, None, None),
@@ -650,7 +650,7 @@ mod tests {
     fn cred(id: i64, role: &str, person: Option<&str>, created_by: Option<i64>) -> Credential {
         Credential {
             id,
-            role: role.into(),
+            role: Role::parse(role).expect("a role name"),
             name: format!("credential {id}"),
             token_hash: vec![0; 32],
             merchant_id: None,

@@ -9,7 +9,6 @@ use actix_web::http::StatusCode;
 use actix_web::{web, FromRequest, HttpRequest};
 use base64::Engine;
 use ledger::registry::Credential;
-use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
 use crate::AppState;
@@ -17,54 +16,8 @@ use crate::AppState;
 /// Token prefix, so leaked tokens are easy to find by scanners.
 pub const TOKEN_PREFIX: &str = "kt_";
 
-/// What a credential may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// The city: issues cards, registers merchants, approves adjustments.
-    Operator,
-    /// A merchant's POS (one merchant).
-    MerchantTerminal,
-    /// A clinic desk, library gate, city office (one service point).
-    ServicePoint,
-    /// A top-up agent's counter (one agent).
-    TopUpAgent,
-    /// A balance kiosk.
-    Kiosk,
-    /// Reads everything, writes nothing.
-    Auditor,
-}
-
-impl Role {
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Operator => "operator",
-            Role::MerchantTerminal => "merchant_terminal",
-            Role::ServicePoint => "service_point",
-            Role::TopUpAgent => "top_up_agent",
-            Role::Kiosk => "kiosk",
-            Role::Auditor => "auditor",
-        }
-    }
-
-    /// Parses a stored name.
-    pub fn parse(s: &str) -> Option<Role> {
-        [Role::Operator, Role::MerchantTerminal, Role::ServicePoint, Role::TopUpAgent, Role::Kiosk, Role::Auditor]
-            .into_iter()
-            .find(|r| r.as_str() == s)
-    }
-}
-
-/// Read from a string, so that a role of the wrong JSON type is a 422 like every other
-/// field of the wrong type (serde's derived enum reports a number as a syntax error).
-impl<'de> Deserialize<'de> for Role {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Role, D::Error> {
-        const NAMES: &[&str] = &["operator", "merchant_terminal", "service_point", "top_up_agent", "kiosk", "auditor"];
-        let name = String::deserialize(d)?;
-        Role::parse(&name).ok_or_else(|| serde::de::Error::unknown_variant(&name, NAMES))
-    }
-}
+/// What a credential may do: the domain's roles, stored by name.
+pub use domain::registry::Role;
 
 /// A new random token: `kt_` and 32 random bytes in URL-safe base64.
 pub fn new_token() -> Result<String, ApiError> {
@@ -170,7 +123,7 @@ impl Caller {
         if credential.revoked_at_us.is_some() {
             return Err(unauthorized("this token was revoked"));
         }
-        let role = Role::parse(&credential.role).ok_or_else(|| ApiError::internal("credential with unknown role"))?;
+        let role = credential.role;
         state.admit(credential.id, token.loopback)?;
         Ok(Caller { credential, role })
     }

@@ -29,8 +29,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 pub async fn card_of_tap(state: &web::Data<AppState>, tap: &Tap) -> Result<(VerifiedTap, Card), ApiError> {
     let verified = state.taps.verify(tap)?;
     let st = state.clone();
-    let uid = verified.uid.clone();
-    let card = blocking(move || Ok(st.ledger.registry(|r| r.card_by_uid(&uid))?))
+    let uid = verified.uid;
+    let card = blocking(move || Ok(st.ledger.registry(|r| r.card_by_uid(uid))?))
         .await?
         .ok_or_else(|| ApiError::unprocessable("card_unknown", "this card is not registered"))?;
     check_active(&card)?;
@@ -42,25 +42,13 @@ pub async fn card_of_tap(state: &web::Data<AppState>, tap: &Tap) -> Result<(Veri
 /// personalised (or rotated) with: it was made with keys the card no longer holds, so it
 /// is a copy, not the card.
 pub fn check_tap_key(tap: &VerifiedTap, card: &Card) -> Result<(), ApiError> {
-    if i32::from(tap.key_version) < card.key_version {
-        return Err(ApiError::unprocessable(
-            "tap_key_outdated",
-            format!(
-                "this tap verifies with card key version {} but the card holds version {}: not the card",
-                tap.key_version, card.key_version
-            ),
-        ));
-    }
-    Ok(())
+    domain::lifecycle::tap_key(tap.key_version, card.key_version)
+        .map_err(|e| ApiError::unprocessable("tap_key_outdated", e.to_string()))
 }
 
-/// Refuses blocked and replaced cards.
+/// Refuses blocked and replaced cards (`domain::lifecycle::usable`).
 pub fn check_active(card: &Card) -> Result<(), ApiError> {
-    match card.status.as_str() {
-        "active" => Ok(()),
-        "replaced" => Err(ApiError::unprocessable("card_blocked", "this card was replaced")),
-        _ => Err(ApiError::unprocessable("card_blocked", "this card is blocked")),
-    }
+    domain::lifecycle::usable(card.status).map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))
 }
 
 fn key(caller: &Caller, key: &IdempotencyKey) -> Result<ledger::domain::IdempotencyKey, ApiError> {
@@ -184,7 +172,7 @@ pub async fn pay(
         let tap = st.taps.verify(&body.tap)?;
         let card = st
             .ledger
-            .registry(|r| r.card_by_uid(&tap.uid))?
+            .registry(|r| r.card_by_uid(tap.uid))?
             .ok_or_else(|| ApiError::unprocessable("card_unknown", "this card is not registered"))?;
         check_active(&card)?;
         check_tap_key(&tap, &card)?;
@@ -193,19 +181,18 @@ pub async fn pay(
         Ok((caller, tap, card, m, fees, amount, merchant_reference))
     })
     .await?;
-    let rate = ledger::money::FeeRate::parse(&merchant.fee_rate).map_err(ApiError::internal)?;
     let request = Request::new(Command::Payment {
         wallet: AccountId(card.account_id),
         merchant: AccountId(merchant.account_id),
         fee_account: fees,
         amount,
-        fee_minor: rate.fee_minor(amount.minor()),
+        fee_minor: merchant.fee_rate.fee_minor(amount.minor()),
     })
     .with_key(key(&caller, &idem)?)
     .with_references(References {
         terminal_id: Some(caller.reference()),
         card_id: Some(card.id),
-        card_read_counter: Some(tap.counter),
+        card_read_counter: Some(tap.counter_value()),
         merchant_reference,
         memo: None,
     });
@@ -390,7 +377,7 @@ pub async fn hold(
     .with_references(References {
         terminal_id: Some(caller.reference()),
         card_id: Some(card.id),
-        card_read_counter: Some(tap.counter),
+        card_read_counter: Some(tap.counter_value()),
         merchant_reference,
         memo: Some(format!("expires in {minutes} min")),
     });
@@ -430,11 +417,10 @@ pub async fn capture(
         Ok((m, st.system_account(AccountKind::FeeRevenue, currency)?))
     })
     .await?;
-    let rate = ledger::money::FeeRate::parse(&merchant.fee_rate).map_err(ApiError::internal)?;
     let request = Request::new(Command::Capture {
         hold_seq: hold.seq,
         amount,
-        fee_minor: rate.fee_minor(amount.minor()),
+        fee_minor: merchant.fee_rate.fee_minor(amount.minor()),
         fee_account: fees,
     })
     .with_key(key(&caller, &idem)?)
@@ -625,7 +611,7 @@ pub async fn topup(
     let (counter, card) = match (&body.tap, &body.card_id) {
         (Some(tap), None) => {
             let (t, c) = card_of_tap(&state, tap).await?;
-            (Some(t.counter), c)
+            (Some(t.counter_value()), c)
         }
         (None, Some(id)) => {
             let id = wire::id(id).map_err(|_| ApiError::unprocessable("card_unknown", "no such card"))?;
@@ -728,7 +714,7 @@ pub async fn balance_inquiry(
             kind: "balance_inquiry".into(),
             scope: Some(format!("kiosk:{}", caller.credential.id)),
             card_id: Some(card.id),
-            card_read_counter: Some(tap.counter),
+            card_read_counter: Some(tap.counter_value()),
             queue_key: None,
             idempotency_key: Some(key(&caller, &idem)?),
             payload: "{}".into(),

@@ -113,7 +113,7 @@ pub async fn deny_list(state: web::Data<AppState>, caller: Caller) -> Result<Htt
             .ledger
             .registry(|r| r.active_cards_with_categories())?
             .into_iter()
-            .filter(|(_, categories)| rules.admits(&crate::operator::holders::split_categories(categories)))
+            .filter(|(_, categories)| rules.admits(*categories))
             .map(|(uid, _)| uid)
             .collect();
         let access = OfflineAccess {
@@ -339,13 +339,13 @@ async fn post_record(state: &web::Data<AppState>, caller: &Caller, r: &SignedRec
         return refuse(state, caller, rec, "offline_not_allowed").await;
     }
     let tap = match state.taps.verify(&Tap { picc_data: rec.picc_data.clone(), cmac: rec.cmac.clone() }) {
-        Ok(t) if t.uid == rec.uid.to_ascii_uppercase() => t,
+        Ok(t) if rec.uid.parse::<card::CardUid>() == Ok(t.uid) => t,
         // A fake card taken offline: nothing is posted; the terminal's risk.
         _ => return refuse(state, caller, rec, "tap_mac_invalid").await,
     };
     let st = state.clone();
-    let uid = tap.uid.clone();
-    let Some(card) = blocking(move || Ok(st.ledger.registry(|x| x.card_by_uid(&uid))?)).await? else {
+    let uid = tap.uid;
+    let Some(card) = blocking(move || Ok(st.ledger.registry(|x| x.card_by_uid(uid))?)).await? else {
         return refuse(state, caller, rec, "card_unknown").await;
     };
     if crate::merchant::check_tap_key(&tap, &card).is_err() {
@@ -367,7 +367,7 @@ async fn post_record(state: &web::Data<AppState>, caller: &Caller, r: &SignedRec
                     queue_key: None,
                     idempotency_key: Some(key),
                     payload: json!({"decision": rec.decision, "reason": "offline", "offline_seq": seq,
-                        "counter": tap.counter, "terminal_time_us": rec.time_us})
+                        "counter": tap.counter_value(), "terminal_time_us": rec.time_us})
                     .to_string(),
                     access: None,
                 })
@@ -386,7 +386,7 @@ async fn post_record(state: &web::Data<AppState>, caller: &Caller, r: &SignedRec
                 Ok(found) => found,
                 Err(code) => return refuse(state, caller, rec, code).await,
             };
-            if sync.denied.iter().any(|u| u.eq_ignore_ascii_case(&tap.uid)) {
+            if sync.denied.iter().any(|u| u.parse::<card::CardUid>() == Ok(tap.uid)) {
                 return refuse(state, caller, rec, "card_denied_at_sync").await;
             }
             let Ok(currency) = ledger::money::Currency::parse(&rec.currency) else {
@@ -412,7 +412,6 @@ async fn post_record(state: &web::Data<AppState>, caller: &Caller, r: &SignedRec
                 ))
             })
             .await?;
-            let rate = ledger::money::FeeRate::parse(&merchant.fee_rate).map_err(ApiError::internal)?;
             let terms = OfflineTerms {
                 credential_id: caller.credential.id,
                 record_seq: seq,
@@ -430,14 +429,14 @@ async fn post_record(state: &web::Data<AppState>, caller: &Caller, r: &SignedRec
                 fee_account: fees,
                 risk_account: risk,
                 amount,
-                fee_minor: rate.fee_minor(amount.minor()),
+                fee_minor: merchant.fee_rate.fee_minor(amount.minor()),
                 terms,
             })
             .with_key(key)
             .with_references(References {
                 terminal_id: Some(caller.reference()),
                 card_id: Some(card.id),
-                card_read_counter: Some(tap.counter),
+                card_read_counter: Some(tap.counter_value()),
                 merchant_reference: rec.reference.clone(),
                 memo: Some(format!("offline record {seq}")),
             });

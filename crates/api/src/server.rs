@@ -417,7 +417,7 @@ pub fn create_operator(ledger: &Ledger, person: &str, by: &str, scope: &str) -> 
         .map_err(|e| err("logging the operator credential", e))?;
     let now = ledger.now_us();
     let row = ledger::registry::NewCredentialRow {
-        role: Role::Operator.as_str(),
+        role: Role::Operator,
         name: &person,
         token_hash: &hash,
         scope: (None, None, None),

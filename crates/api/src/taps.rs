@@ -3,7 +3,7 @@
 //! compare in constant time; every key version is tried, newest first.
 
 use card::keyfile::KeyFile;
-use card::SunTap;
+use card::{CardUid, ReadCounter, SunTap};
 
 use crate::error::ApiError;
 use crate::wire::Tap;
@@ -12,15 +12,23 @@ use crate::wire::Tap;
 #[derive(Debug)]
 pub struct TapKeys(pub KeyFile);
 
-/// A tap whose MAC verified.
+/// A tap whose MAC verified, in the card crate's types.
 #[derive(Debug, Clone)]
 pub struct VerifiedTap {
-    /// UID, 14 upper-case hex digits.
-    pub uid: String,
-    /// SDM read counter.
-    pub counter: i64,
+    /// The card's UID, as the decrypted PICCData gives it.
+    pub uid: CardUid,
+    /// The card's SDM read counter at this tap.
+    pub counter: ReadCounter,
     /// The key version that verified it.
     pub key_version: u8,
+}
+
+impl VerifiedTap {
+    /// The read counter as the ledger stores it (`card_read_counter`).
+    #[must_use]
+    pub fn counter_value(&self) -> i64 {
+        i64::from(self.counter.value())
+    }
 }
 
 impl TapKeys {
@@ -29,11 +37,9 @@ impl TapKeys {
         let sun = SunTap::from_hex(&tap.picc_data, &tap.cmac, None)
             .map_err(|e| ApiError::unprocessable("invalid_tap", format!("the tap is malformed: {e}")))?;
         match self.0.verify_tap(&sun) {
-            Ok((message, version)) if message.mac_valid() => Ok(VerifiedTap {
-                uid: hex::encode_upper(message.uid().as_bytes()),
-                counter: i64::from(message.counter().value()),
-                key_version: version,
-            }),
+            Ok((message, version)) if message.mac_valid() => {
+                Ok(VerifiedTap { uid: message.uid(), counter: message.counter(), key_version: version })
+            }
             _ => Err(ApiError::unprocessable(
                 "tap_mac_invalid",
                 "the tap's MAC does not verify: not a genuine card of this city",

@@ -129,8 +129,12 @@ pub async fn transparency(state: web::Data<AppState>, q: web::Query<DayQuery>) -
     let st = state.clone();
     let currency = state.settings.currency;
     let t = blocking(move || {
-        let categories: HashMap<i64, String> =
-            st.ledger.registry(|r| r.merchants())?.into_iter().map(|m| (m.account_id, m.category)).collect();
+        let categories: HashMap<i64, String> = st
+            .ledger
+            .registry(|r| r.merchants())?
+            .into_iter()
+            .map(|m| (m.account_id, m.category.as_str().to_owned()))
+            .collect();
         let services: HashMap<String, String> = st
             .ledger
             .registry(|r| r.service_points())?

@@ -2,6 +2,9 @@
 //! one ledger entry).
 
 use actix_web::{web, HttpResponse};
+use card::CardUid;
+use domain::lifecycle::{self, Change};
+use domain::registry::{BlockReason, CardStatus};
 use ledger::domain::{AccountId, AccountKind, Command, NewAccount, References, Request};
 use ledger::registry::Card;
 use serde::{Deserialize, Serialize};
@@ -36,8 +39,8 @@ pub struct CardView {
     pub uid: String,
     /// Holder.
     pub holder_id: String,
-    /// active, blocked or replaced.
-    pub status: String,
+    /// Where the card is in its life: active, blocked or replaced.
+    pub status: CardStatus,
     /// Why it was blocked.
     pub block_reason: Option<String>,
     /// The card that replaced it.
@@ -64,9 +67,9 @@ fn card_view(state: &AppState, c: &Card) -> Result<CardView, ApiError> {
     let replays = state.ledger.card_replays(c.id, ledger::PAGE_MAX)?.len();
     Ok(CardView {
         id: c.id.to_string(),
-        uid: c.uid.clone(),
+        uid: c.uid.to_string(),
         holder_id: c.holder_id.to_string(),
-        status: c.status.clone(),
+        status: c.status,
         block_reason: c.block_reason.clone(),
         replaced_by: c.replaced_by.map(|r| r.to_string()),
         account_id: c.account_id.to_string(),
@@ -79,16 +82,18 @@ fn card_view(state: &AppState, c: &Card) -> Result<CardView, ApiError> {
     })
 }
 
-fn parse_uid(uid: &str) -> Result<String, ApiError> {
-    if uid.len() == 14 && uid.bytes().all(|b| b.is_ascii_hexdigit()) {
-        Ok(uid.to_ascii_uppercase())
-    } else {
-        Err(ApiError::unprocessable("invalid_field", "uid must be 14 hex digits (7 bytes)"))
-    }
+fn parse_uid(uid: &str) -> Result<CardUid, ApiError> {
+    uid.parse().map_err(|_| ApiError::unprocessable("invalid_field", "uid must be 14 hex digits (7 bytes)"))
 }
 
 /// Creates the wallet and the card row for an issue or a replacement, keyed by the event.
-fn create_card(state: &AppState, uid: &str, holder_id: i64, key_version: u8, event_id: i64) -> Result<Card, ApiError> {
+fn create_card(
+    state: &AppState,
+    uid: CardUid,
+    holder_id: i64,
+    key_version: u8,
+    event_id: i64,
+) -> Result<Card, ApiError> {
     if let Some(c) = state.ledger.registry(|r| r.card_by_event(event_id))? {
         return Ok(c);
     }
@@ -128,9 +133,9 @@ pub async fn issue_card(
         }
     };
     let st = state.clone();
-    let (u, k) = (uid.clone(), caller.key(&key.0));
+    let k = caller.key(&key.0);
     let (holder, taken, mine) = blocking(move || {
-        let (h, c) = st.ledger.registry(|r| Ok((r.holder(holder_id)?, r.card_by_uid(&u)?)))?;
+        let (h, c) = st.ledger.registry(|r| Ok((r.holder(holder_id)?, r.card_by_uid(uid)?)))?;
         Ok((h, c, st.ledger.event_by_key(&k)?.map(|e| e.id)))
     })
     .await?;
@@ -142,11 +147,11 @@ pub async fn issue_card(
             return Err(ApiError::conflict("card_exists", "a card with this UID is registered"));
         }
     }
-    let details = json!({"uid": uid, "holder_id": holder_id, "key_version": key_version});
+    let details = json!({"uid": uid.to_string(), "holder_id": holder_id, "key_version": key_version});
     let rec = log_action(&state, &caller, &key, "issue_card", details).await?;
     let st = state.clone();
     let view = blocking(move || {
-        let card = create_card(&st, &uid, holder_id, key_version, rec.event.id)?;
+        let card = create_card(&st, uid, holder_id, key_version, rec.event.id)?;
         card_view(&st, &card)
     })
     .await?;
@@ -189,20 +194,21 @@ async fn set_status(
     caller: Caller,
     key: IdempotencyKey,
     id: String,
-    status: &'static str,
-    reason: Option<String>,
+    change: Change,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::Operator])?;
     let card = load_card(&state, &id).await?;
-    if card.status == "replaced" {
-        return Err(ApiError::conflict("card_replaced", "this card was replaced; it cannot change any more"));
-    }
-    let action = if status == "blocked" { "block_card" } else { "unblock_card" };
-    let rec = log_action(&state, &caller, &key, action, json!({"card_id": card.id, "reason": reason})).await?;
+    let status = lifecycle::change(card.status, change).map_err(|e| ApiError::conflict(e.code(), e.to_string()))?;
+    let reason = match change {
+        Change::Block(reason) => Some(reason),
+        Change::Unblock | Change::Replace => None,
+    };
+    let details = json!({"card_id": card.id, "reason": reason.map(BlockReason::as_str)});
+    let rec = log_action(&state, &caller, &key, change.action(), details).await?;
     let st = state.clone();
     let view = blocking(move || {
         let now = st.ledger.now_us();
-        st.ledger.registry(|r| r.set_card_status(card.id, status, reason.as_deref(), None, now, rec.event.id))?;
+        st.ledger.registry(|r| r.set_card_status(card.id, status, reason, None, now, rec.event.id))?;
         let card = st.ledger.registry(|r| r.card(card.id))?.ok_or_else(|| ApiError::internal("card vanished"))?;
         card_view(&st, &card)
     })
@@ -220,10 +226,10 @@ pub async fn block_card(
     id: web::Path<String>,
     body: web::Json<BlockCard>,
 ) -> Result<HttpResponse, ApiError> {
-    if !["lost", "stolen", "damaged", "fraud", "other"].contains(&body.reason.as_str()) {
+    let Ok(reason) = BlockReason::parse(&body.reason) else {
         return Err(ApiError::unprocessable("invalid_field", "reason must be lost, stolen, damaged, fraud or other"));
-    }
-    set_status(state, caller, key, id.into_inner(), "blocked", Some(body.reason.clone())).await
+    };
+    set_status(state, caller, key, id.into_inner(), Change::Block(reason)).await
 }
 
 /// Unblocks a card.
@@ -235,7 +241,7 @@ pub async fn unblock_card(
     key: IdempotencyKey,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    set_status(state, caller, key, id.into_inner(), "active", None).await
+    set_status(state, caller, key, id.into_inner(), Change::Unblock).await
 }
 
 /// `POST /v1/cards/{id}/replace`.
@@ -266,9 +272,9 @@ async fn check_replacement(
     caller: &Caller,
     key: &IdempotencyKey,
     old: &Card,
-    new_uid: &str,
+    new_uid: CardUid,
 ) -> Result<(), ApiError> {
-    if old.status == "replaced" {
+    if lifecycle::change(old.status, Change::Replace).is_err() {
         let k = caller.key(&key.0);
         let st = state.clone();
         if blocking(move || Ok(st.ledger.event_by_key(&k)?)).await?.is_none() {
@@ -276,10 +282,11 @@ async fn check_replacement(
         }
     }
     let st = state.clone();
-    let (u, k) = (new_uid.to_owned(), caller.key(&key.0));
-    let (taken, mine) =
-        blocking(move || Ok((st.ledger.registry(|r| r.card_by_uid(&u))?, st.ledger.event_by_key(&k)?.map(|e| e.id))))
-            .await?;
+    let k = caller.key(&key.0);
+    let (taken, mine) = blocking(move || {
+        Ok((st.ledger.registry(|r| r.card_by_uid(new_uid))?, st.ledger.event_by_key(&k)?.map(|e| e.id)))
+    })
+    .await?;
     if let Some(t) = taken {
         if Some(t.event_id) != mine {
             return Err(ApiError::conflict("card_exists", "a card with this UID is registered"));
@@ -302,17 +309,18 @@ pub async fn replace_card(
     caller.require(&[Role::Operator])?;
     let new_uid = parse_uid(&body.new_uid)?;
     let old = load_card(&state, &id).await?;
-    check_replacement(&state, &caller, &key, &old, &new_uid).await?;
+    check_replacement(&state, &caller, &key, &old, new_uid).await?;
     let version = state.taps.0.newest().version();
-    let details = json!({"card_id": old.id, "new_uid": new_uid, "key_version": version});
+    let details = json!({"card_id": old.id, "new_uid": new_uid.to_string(), "key_version": version});
     let rec = log_action(&state, &caller, &key, "replace_card", details).await?;
     let st = state.clone();
-    let new = blocking(move || create_card(&st, &new_uid, old.holder_id, version, rec.event.id)).await?;
+    let new = blocking(move || create_card(&st, new_uid, old.holder_id, version, rec.event.id)).await?;
     let st = state.clone();
     let now = state.ledger.now_us();
     let new_id = new.id;
     blocking(move || {
-        st.ledger.registry(|r| r.set_card_status(old.id, "replaced", None, Some(new_id), now, rec.event.id))?;
+        st.ledger
+            .registry(|r| r.set_card_status(old.id, CardStatus::Replaced, None, Some(new_id), now, rec.event.id))?;
         Ok(())
     })
     .await?;

@@ -41,7 +41,7 @@ pub struct CredentialView {
     /// Id.
     pub id: String,
     /// Role.
-    pub role: String,
+    pub role: Role,
     /// Name.
     pub name: String,
     /// Scope.
@@ -65,7 +65,7 @@ pub struct CredentialView {
 pub fn credential_view(c: &Credential, token: Option<String>) -> CredentialView {
     CredentialView {
         id: c.id.to_string(),
-        role: c.role.clone(),
+        role: c.role,
         name: c.name.clone(),
         merchant_id: c.merchant_id.map(|v| v.to_string()),
         service_point_id: c.service_point_id.map(|v| v.to_string()),
@@ -226,7 +226,7 @@ fn insert_credential(state: &AppState, row: &CredentialRow, event_id: i64) -> Re
         None => r
             .insert_credential(
                 NewCredentialRow {
-                    role: row.role.as_str(),
+                    role: row.role,
                     name: &row.name,
                     token_hash: &row.hash,
                     scope: row.scope,
@@ -276,7 +276,7 @@ pub async fn revoke_credential(
     let c = blocking(move || Ok(st.ledger.registry(|r| r.credential(id))?))
         .await?
         .ok_or_else(|| ApiError::not_found("not_found", "no such credential"))?;
-    if c.role == Role::Operator.as_str() && c.revoked_at_us.is_none() {
+    if c.role == Role::Operator && c.revoked_at_us.is_none() {
         let payload = json!({"credential_id": c.id, "name": c.name, "person": crate::approvals::person_of(&c)});
         let a = crate::approvals::request(&state, &caller, &key, crate::approvals::REVOKE_OPERATOR_CREDENTIAL, payload)
             .await?;

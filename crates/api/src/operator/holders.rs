@@ -12,8 +12,7 @@ use crate::error::ApiError;
 use crate::wire;
 use crate::{blocking, AppState};
 
-/// Holder categories that policies refer to.
-pub use domain::access::CATEGORIES;
+use domain::registry::Categories;
 
 /// `POST /v1/holders`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -30,13 +29,13 @@ pub struct NewHolder {
 /// A holder as returned (no NIK).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HolderView {
-    /// Id.
+    /// The holder's id, for `POST /v1/cards`.
     pub id: String,
-    /// Name.
+    /// The holder's full name, as registered.
     pub name: String,
-    /// Categories.
+    /// The holder's categories, alphabetically (what service points' policies admit).
     pub categories: Vec<String>,
-    /// Created.
+    /// When the holder was registered (RFC 3339, UTC).
     pub created_at: String,
 }
 
@@ -44,14 +43,9 @@ fn holder_view(h: &Holder) -> HolderView {
     HolderView {
         id: h.id.to_string(),
         name: h.name.clone(),
-        categories: split_categories(&h.categories),
+        categories: h.categories.names(),
         created_at: wire::time(h.created_at_us),
     }
-}
-
-/// Categories as stored (comma-separated).
-pub fn split_categories(s: &str) -> Vec<String> {
-    s.split(',').filter(|c| !c.is_empty()).map(str::to_owned).collect()
 }
 
 /// Registers a card holder.
@@ -69,12 +63,8 @@ pub async fn create_holder(
     if body.nik.len() != 16 || !body.nik.bytes().all(|b| b.is_ascii_digit()) {
         return Err(ApiError::unprocessable("invalid_field", "nik must be 16 digits"));
     }
-    let mut categories = body.categories.clone();
-    categories.sort();
-    categories.dedup();
-    if let Some(bad) = categories.iter().find(|c| !CATEGORIES.contains(&c.as_str())) {
-        return Err(ApiError::unprocessable("invalid_field", format!("unknown category {bad:?}")));
-    }
+    let categories = Categories::parse_names(&body.categories)
+        .map_err(|e| ApiError::unprocessable("invalid_field", format!("unknown category {:?}", e.value)))?;
     let nik_hash = state.nik_hash(&body.nik);
     let st = state.clone();
     let (hash, k) = (nik_hash.clone(), caller.key(&key.0));
@@ -90,10 +80,9 @@ pub async fn create_holder(
         return Err(ApiError::conflict("holder_exists", "a holder with this NIK is registered"));
     }
     // The NIK is not in the log: the log is read by auditors, the NIK is personal data.
-    let details = json!({"name": name, "categories": categories, "nik_hash": hex::encode(&nik_hash)});
+    let details = json!({"name": name, "categories": categories.names(), "nik_hash": hex::encode(&nik_hash)});
     let rec = log_action(&state, &caller, &key, "create_holder", details).await?;
     let st = state.clone();
-    let joined = categories.join(",");
     let holder = blocking(move || {
         let now = st.ledger.now_us();
         st.ledger.registry_transaction(|r| {
@@ -103,7 +92,7 @@ pub async fn create_holder(
             if r.holder_by_nik(&nik_hash)?.is_some() {
                 return Ok(Err(ApiError::conflict("holder_exists", "a holder with this NIK is registered")));
             }
-            Ok(Ok(r.insert_holder(&name, &nik_hash, &joined, now, rec.event.id)?))
+            Ok(Ok(r.insert_holder(&name, &nik_hash, categories, now, rec.event.id)?))
         })?
     })
     .await?;

@@ -12,9 +12,8 @@ use crate::error::ApiError;
 use crate::wire;
 use crate::{blocking, AppState};
 
-/// Merchant categories.
-pub const MERCHANT_CATEGORIES: [&str; 7] =
-    ["grocery", "hotel", "restaurant", "hospital", "parking", "transport", "other"];
+use domain::money::FeeRate;
+use domain::registry::MerchantCategory;
 
 /// `POST /v1/merchants`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -31,13 +30,13 @@ pub struct NewMerchant {
 /// A merchant as returned.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct MerchantView {
-    /// Id.
+    /// The merchant's id, for its terminals' credentials.
     pub id: String,
-    /// Name.
+    /// The merchant's trading name, shown on receipts.
     pub name: String,
-    /// Category.
-    pub category: String,
-    /// Merchant discount rate.
+    /// What the merchant sells: the city's books total by it.
+    pub category: MerchantCategory,
+    /// Merchant discount rate, the shortest decimal (`0.007`).
     pub fee_rate: String,
     /// The merchant's account.
     pub account_id: String,
@@ -47,8 +46,8 @@ fn merchant_view(m: &Merchant) -> MerchantView {
     MerchantView {
         id: m.id.to_string(),
         name: m.name.clone(),
-        category: m.category.clone(),
-        fee_rate: m.fee_rate.clone(),
+        category: m.category,
+        fee_rate: m.fee_rate.to_string(),
         account_id: m.account_id.to_string(),
     }
 }
@@ -64,22 +63,17 @@ pub async fn create_merchant(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::Operator])?;
     let name = wire::text("name", &body.name, 200)?;
-    if !MERCHANT_CATEGORIES.contains(&body.category.as_str()) {
-        return Err(ApiError::unprocessable(
-            "invalid_field",
-            format!("category must be one of {MERCHANT_CATEGORIES:?}"),
-        ));
-    }
-    let rate = ledger::money::FeeRate::parse(&body.fee_rate)
+    let category = MerchantCategory::parse(&body.category).map_err(|_| {
+        ApiError::unprocessable("invalid_field", format!("category must be one of {:?}", MerchantCategory::NAMES))
+    })?;
+    let fee_rate = FeeRate::parse(&body.fee_rate)
         .map_err(|e| ApiError::unprocessable("invalid_field", format!("fee_rate: {e}")))?;
-    let fee_rate = rate.as_decimal().normalize().to_string();
-    let category = body.category.clone();
     let rec = log_action(
         &state,
         &caller,
         &key,
         "create_merchant",
-        json!({"name": name, "category": category, "fee_rate": fee_rate}),
+        json!({"name": name, "category": category.as_str(), "fee_rate": fee_rate.to_string()}),
     )
     .await?;
     let st = state.clone();
@@ -94,7 +88,7 @@ pub async fn create_merchant(
             balance_max_minor: None,
         })?;
         let now = st.ledger.now_us();
-        Ok(st.ledger.registry(|r| r.insert_merchant(&name, &category, &fee_rate, account.id.0, now, rec.event.id))?)
+        Ok(st.ledger.registry(|r| r.insert_merchant(&name, category, fee_rate, account.id.0, now, rec.event.id))?)
     })
     .await?;
     Ok(HttpResponse::Created().json(merchant_view(&m)))
