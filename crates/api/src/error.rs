@@ -107,11 +107,12 @@ impl From<LedgerError> for ApiError {
             LedgerError::Busy => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "the ledger is busy; retry with the same key")
             }
-            LedgerError::Unavailable => {
+            LedgerError::Stopped => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the ledger is shutting down; retry")
             }
-            // The database failed (a write's whole batch was rolled back) or cannot be
-            // reached: the client may retry with the same key, which never charges twice.
+            // The kinds `store` classified: the API maps the kind, never the message. After
+            // each, nothing of the request's batch was written, so a retry with the same key
+            // never charges twice.
             LedgerError::Full(detail) => {
                 tracing::error!(error = %detail, "storage full");
                 ApiError::new(
@@ -120,12 +121,20 @@ impl From<LedgerError> for ApiError {
                     "the database's disk is full; retry later with the same Idempotency-Key",
                 )
             }
-            LedgerError::Storage(detail) => {
+            LedgerError::Unavailable(detail) => {
                 tracing::error!(error = %detail, "storage error");
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "storage_unavailable",
                     "the database failed or cannot be reached; retry with the same Idempotency-Key",
+                )
+            }
+            LedgerError::Conflict(detail) => {
+                tracing::warn!(error = %detail, "storage conflict");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_conflict",
+                    "a concurrent request changed the same records; retry with the same Idempotency-Key",
                 )
             }
             LedgerError::Invariant(detail) => ApiError::internal(format!("broken invariant: {detail}")),

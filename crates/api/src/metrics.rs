@@ -164,11 +164,18 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
-/// The database answers, the writer takes requests, and the checkpoint signer does not
-/// refuse (a log that does not extend the last signed checkpoint is not ready: 503 with the
+/// The database answers, the writer takes requests (it has not stopped on a broken
+/// invariant), and the checkpoint signer does not refuse (a log that does not extend the last signed checkpoint is not ready: 503 with the
 /// reason).
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "ready"), (status = 503, description = "not ready", body = crate::error::Problem)))]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    if let Some(reason) = state.ledger.writer_halted() {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            "writer_stopped",
+            format!("the ledger's writer stopped on a broken invariant: {reason}"),
+        ));
+    }
     if let Some(reason) = state.ledger.checkpoint_refusal() {
         return Err(ApiError::new(
             actix_web::http::StatusCode::SERVICE_UNAVAILABLE,

@@ -481,73 +481,79 @@ impl Request {
         e.opt_int(r.card_read_counter);
         e.opt_text(&r.merchant_reference);
         e.opt_text(&r.memo);
-        match &self.command {
-            Command::Transfer { kind, legs } => {
-                e.text("transfer");
-                e.text(kind.as_str());
-                for l in legs {
-                    e.int(l.account.0);
-                    e.int(l.amount_minor);
-                }
-            }
-            Command::Payment { wallet, merchant, fee_account, amount, fee_minor } => {
-                e.text("payment");
-                e.ints(&[wallet.0, merchant.0, fee_account.0, amount.minor(), *fee_minor]);
-                e.text(amount.currency().code());
-            }
-            Command::Refund { payment_seq, amount } => {
-                e.text("refund");
-                e.ints(&[*payment_seq, amount.minor()]);
-                e.text(amount.currency().code());
-            }
-            Command::Hold { wallet, merchant, amount, expires_at_us } => {
-                e.text("hold");
-                e.ints(&[wallet.0, merchant.0, amount.minor(), *expires_at_us]);
-                e.text(amount.currency().code());
-            }
-            Command::Capture { hold_seq, amount, fee_minor, fee_account } => {
-                e.text("capture");
-                e.ints(&[*hold_seq, amount.minor(), *fee_minor, fee_account.0]);
-                e.text(amount.currency().code());
-            }
-            Command::Void { hold_seq } => {
-                e.text("void");
-                e.int(*hold_seq);
-            }
-            Command::OfflinePayment { wallet, merchant, fee_account, risk_account, amount, fee_minor, terms } => {
-                e.text("offline_payment");
-                e.ints(&[wallet.0, merchant.0, fee_account.0, risk_account.0, amount.minor(), *fee_minor]);
-                e.text(amount.currency().code());
-                e.ints(&[
-                    terms.credential_id,
-                    terms.record_seq,
-                    terms.record_time_us,
-                    terms.sync_id,
-                    terms.per_tap_minor,
-                    terms.per_card_per_day_minor,
-                    terms.outstanding_minor,
-                    terms.merchant_risk_cap_minor,
-                ]);
-                e.opt_int(terms.counter_floor);
-            }
-            Command::Topup { source, wallet, amount } => {
-                e.text("topup");
-                e.ints(&[source.0, wallet.0, amount.minor()]);
-                e.text(amount.currency().code());
-            }
-            Command::ReplaceCard { old_wallet, new_wallet } => {
-                e.text("replace_card");
-                e.ints(&[old_wallet.0, new_wallet.0]);
-            }
-            Command::Settle { merchant, bank } => {
-                e.text("settle");
-                e.ints(&[merchant.0, bank.0]);
-            }
-        }
+        encode_command(&mut e, &self.command);
         let digest = ring::digest::digest(&ring::digest::SHA256, &e.0);
         let mut out = [0u8; 32];
         out.copy_from_slice(digest.as_ref());
         out
+    }
+}
+
+/// The command's part of a request's fingerprint: its name, then its fields in a fixed
+/// order (changing either changes every stored fingerprint).
+fn encode_command(e: &mut Encoder, command: &Command) {
+    match command {
+        Command::Transfer { kind, legs } => {
+            e.text("transfer");
+            e.text(kind.as_str());
+            for l in legs {
+                e.int(l.account.0);
+                e.int(l.amount_minor);
+            }
+        }
+        Command::Payment { wallet, merchant, fee_account, amount, fee_minor } => {
+            e.text("payment");
+            e.ints(&[wallet.0, merchant.0, fee_account.0, amount.minor(), *fee_minor]);
+            e.text(amount.currency().code());
+        }
+        Command::Refund { payment_seq, amount } => {
+            e.text("refund");
+            e.ints(&[*payment_seq, amount.minor()]);
+            e.text(amount.currency().code());
+        }
+        Command::Hold { wallet, merchant, amount, expires_at_us } => {
+            e.text("hold");
+            e.ints(&[wallet.0, merchant.0, amount.minor(), *expires_at_us]);
+            e.text(amount.currency().code());
+        }
+        Command::Capture { hold_seq, amount, fee_minor, fee_account } => {
+            e.text("capture");
+            e.ints(&[*hold_seq, amount.minor(), *fee_minor, fee_account.0]);
+            e.text(amount.currency().code());
+        }
+        Command::Void { hold_seq } => {
+            e.text("void");
+            e.int(*hold_seq);
+        }
+        Command::OfflinePayment { wallet, merchant, fee_account, risk_account, amount, fee_minor, terms } => {
+            e.text("offline_payment");
+            e.ints(&[wallet.0, merchant.0, fee_account.0, risk_account.0, amount.minor(), *fee_minor]);
+            e.text(amount.currency().code());
+            e.ints(&[
+                terms.credential_id,
+                terms.record_seq,
+                terms.record_time_us,
+                terms.sync_id,
+                terms.per_tap_minor,
+                terms.per_card_per_day_minor,
+                terms.outstanding_minor,
+                terms.merchant_risk_cap_minor,
+            ]);
+            e.opt_int(terms.counter_floor);
+        }
+        Command::Topup { source, wallet, amount } => {
+            e.text("topup");
+            e.ints(&[source.0, wallet.0, amount.minor()]);
+            e.text(amount.currency().code());
+        }
+        Command::ReplaceCard { old_wallet, new_wallet } => {
+            e.text("replace_card");
+            e.ints(&[old_wallet.0, new_wallet.0]);
+        }
+        Command::Settle { merchant, bank } => {
+            e.text("settle");
+            e.ints(&[merchant.0, bank.0]);
+        }
     }
 }
 
@@ -950,4 +956,49 @@ pub enum Outcome {
     Posted(Posted),
     /// An event was written (or an earlier one returned).
     Recorded(Recorded),
+}
+
+/// A statement of one account for a period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statement {
+    /// The account.
+    pub account_id: AccountId,
+    /// Start of the period (inclusive), µs.
+    pub from_us: i64,
+    /// End of the period (exclusive), µs.
+    pub to_us: i64,
+    /// Balance before the period.
+    pub opening_minor: i64,
+    /// Balance at the end of the period.
+    pub closing_minor: i64,
+    /// The postings in the period (one page).
+    pub lines: Vec<StatementLine>,
+}
+
+/// One posting on a statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatementLine {
+    /// The entry.
+    pub entry_seq: i64,
+    /// When.
+    pub time_us: i64,
+    /// What kind of entry.
+    pub kind: EntryKind,
+    /// Signed amount on this account.
+    pub amount_minor: i64,
+    /// Balance after.
+    pub balance_after_minor: i64,
+}
+
+/// One currency of the trial balance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrialBalanceLine {
+    /// The currency.
+    pub currency: Currency,
+    /// Sum of the balances of every account: zero when the books balance.
+    pub balances_sum_minor: i64,
+    /// Total of all negative postings (as a positive number).
+    pub debits_minor: i64,
+    /// Total of all positive postings.
+    pub credits_minor: i64,
 }

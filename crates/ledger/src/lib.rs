@@ -22,11 +22,11 @@ mod store;
 pub mod verify;
 mod verify_registry;
 
-pub use ledger::{
-    migrate, system_clock, CheckpointSettings, Clock, Ledger, LedgerConfig, Statement, StatementLine, TrialBalanceLine,
-};
+pub use self::domain::{Statement, StatementLine, TrialBalanceLine};
+pub use ledger::{migrate, system_clock, Clock, Ledger, LedgerConfig};
 pub use ledger::{WriterStats, BATCH_REQUESTS_MAX, PAGE_MAX, QUEUE_JOBS_MAX, WAL_CHECKPOINT_INTERVAL};
 pub use machine::TapRules;
+pub use signer::CheckpointSettings;
 pub use store::registry;
 pub use store::roles;
 pub use store::{Backend, CheckpointRow, EventFilter, LeafRow};
@@ -46,16 +46,23 @@ pub enum LedgerError {
     /// Database roles: the serving role could not be set up or checked.
     #[error("database roles: {0}")]
     Roles(String),
-    /// The database failed or cannot be reached; nothing of the batch the request was in
-    /// was written. Retrying (with the same idempotency key) is safe.
-    #[error("storage: {0}")]
-    Storage(String),
+    /// The database cannot be reached or failed (connection refused or lost, a timeout, a
+    /// crash of the server); nothing of the batch the request was in was written. Retrying
+    /// (with the same idempotency key) is safe.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
     /// The database's disk is full (SQLite `SQLITE_FULL`, PostgreSQL out of space); nothing
     /// of the batch was written. Retry once space is freed.
     #[error("storage full: {0}")]
     Full(String),
+    /// A concurrent writer got there first (a unique key taken by a racing request, a
+    /// serialization failure); nothing was written. A retry with the same idempotency key
+    /// finds what the winner wrote.
+    #[error("storage conflict: {0}")]
+    Conflict(String),
     /// A broken invariant: the database holds what the code never writes, or the code
-    /// contradicts itself. A bug or tampering, not something a retry fixes.
+    /// contradicts itself. A bug or tampering, not something a retry fixes: met by the
+    /// writer, it stops taking batches ([`Ledger::writer_halted`]).
     #[error("broken invariant: {0}")]
     Invariant(String),
     /// A proof or read asked for something outside the log.
@@ -64,7 +71,7 @@ pub enum LedgerError {
     /// The writer's queue is full; try again shortly.
     #[error("the ledger is busy; retry")]
     Busy,
-    /// The ledger's writer has stopped.
+    /// The ledger's writer has stopped (it was shut down).
     #[error("the ledger is shutting down or has stopped")]
-    Unavailable,
+    Stopped,
 }

@@ -6,10 +6,10 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::domain::{
-    Account, AccountId, AccountKind, CardReplay, Command, Entry, EntryKind, Event, EventRecord, IdempotencyKey,
+    Account, AccountId, AccountKind, CardReplay, Command, Entry, EntryKind, Event, EventRecord, IdempotencyKey, Leg,
     OfflineTerms, Op, Posted, Posting, Recorded, Rejection, Request, OFFLINE_RISK_WINDOW_US,
 };
-use crate::money::Currency;
+use crate::money::{Amount, Currency};
 
 /// An account and its current balance.
 #[derive(Debug, Clone)]
@@ -126,82 +126,95 @@ impl Needs {
     pub fn of(ops: &[Op]) -> Needs {
         let mut n = Needs::default();
         for op in ops {
-            let r = match op {
-                Op::Entry(r) => r,
-                Op::Event(e) => {
-                    n.events = true;
-                    n.keys.extend(e.idempotency_key.clone());
-                    n.cards.extend(e.card_id.filter(|_| e.card_read_counter.is_some()));
-                    n.taps.extend(e.card_id.zip(e.card_read_counter));
-                    n.queues.extend(e.queue_key.clone());
-                    if let Some(a) = &e.access {
-                        // Decisions that count: today's for the quota, recent ones for passback
-                        // (the writer's clock is never far from the caller's; a day is ample).
-                        let from = a.day_start_us.min(a.day_start_us - a.passback_us.unwrap_or(0).max(0));
-                        let at = n.access.entry(a.holder_key.clone()).or_insert(from);
-                        *at = (*at).min(from);
-                    }
-                    continue;
-                }
-            };
-            if let Some(k) = &r.idempotency_key {
-                n.keys.insert(k.clone());
-            }
-            if let (Some(card), Some(ctr)) = (r.references.card_id, r.references.card_read_counter) {
-                n.cards.insert(card);
-                n.taps.insert((card, ctr));
-                if matches!(r.command, Command::OfflinePayment { .. }) {
-                    n.offline_taps.insert((card, ctr));
-                }
-            }
-            match &r.command {
-                Command::Transfer { legs, .. } => {
-                    n.accounts.extend(legs.iter().map(|l| l.account));
-                    // Any leg may name a replaced card's wallet (an adjustment, a top-up).
-                    n.wallets.extend(legs.iter().map(|l| l.account));
-                }
-                Command::Payment { wallet, merchant, fee_account, .. } => {
-                    n.accounts.extend([*wallet, *merchant, *fee_account]);
-                    n.wallets.insert(*wallet);
-                }
-                Command::OfflinePayment { wallet, merchant, fee_account, risk_account, amount, terms, .. } => {
-                    n.accounts.extend([*wallet, *merchant, *fee_account, *risk_account]);
-                    n.wallets.insert(*wallet);
-                    n.debtors.insert(*wallet);
-                    n.offline.push((*terms, r.references.card_id.unwrap_or(0)));
-                    n.offline_merchants.insert(*merchant);
-                    n.risk_currencies.insert(amount.currency());
-                }
-                Command::Refund { payment_seq, amount } => {
-                    n.payments.insert(*payment_seq);
-                    n.risk_currencies.insert(amount.currency());
-                }
-                Command::Hold { wallet, merchant, .. } => {
-                    n.accounts.extend([*wallet, *merchant]);
-                    n.wallets.insert(*wallet);
-                }
-                Command::Topup { source, wallet, amount } => {
-                    n.accounts.extend([*source, *wallet]);
-                    n.wallets.insert(*wallet);
-                    n.debtors.insert(*wallet);
-                    n.risk_currencies.insert(amount.currency());
-                }
-                Command::ReplaceCard { old_wallet, new_wallet } => {
-                    n.accounts.extend([*old_wallet, *new_wallet]);
-                    n.wallets.extend([*old_wallet, *new_wallet]);
-                    n.debtors.extend([*old_wallet, *new_wallet]);
-                }
-                Command::Settle { merchant, bank } => n.accounts.extend([*merchant, *bank]),
-                Command::Capture { hold_seq, fee_account, .. } => {
-                    n.holds.insert(*hold_seq);
-                    n.accounts.insert(*fee_account);
-                }
-                Command::Void { hold_seq } => {
-                    n.holds.insert(*hold_seq);
-                }
+            match op {
+                Op::Entry(r) => n.entry(r),
+                Op::Event(e) => n.event(e),
             }
         }
         n
+    }
+
+    /// An event needs its key, its card's counter, its queue and (an access decision with
+    /// limits) the holder's recent decisions.
+    fn event(&mut self, e: &Event) {
+        self.events = true;
+        self.keys.extend(e.idempotency_key.clone());
+        self.cards.extend(e.card_id.filter(|_| e.card_read_counter.is_some()));
+        self.taps.extend(e.card_id.zip(e.card_read_counter));
+        self.queues.extend(e.queue_key.clone());
+        if let Some(a) = &e.access {
+            // Decisions that count: today's for the quota, recent ones for passback
+            // (the writer's clock is never far from the caller's; a day is ample).
+            let from = a.day_start_us.min(a.day_start_us - a.passback_us.unwrap_or(0).max(0));
+            let at = self.access.entry(a.holder_key.clone()).or_insert(from);
+            *at = (*at).min(from);
+        }
+    }
+
+    /// A request needs its key, its tap's card and what its command names.
+    fn entry(&mut self, r: &Request) {
+        if let Some(k) = &r.idempotency_key {
+            self.keys.insert(k.clone());
+        }
+        if let (Some(card), Some(ctr)) = (r.references.card_id, r.references.card_read_counter) {
+            self.cards.insert(card);
+            self.taps.insert((card, ctr));
+            if matches!(r.command, Command::OfflinePayment { .. }) {
+                self.offline_taps.insert((card, ctr));
+            }
+        }
+        self.command(&r.command, r.references.card_id);
+    }
+
+    /// The accounts, wallets, debts, holds, payments and offline totals a command reads.
+    fn command(&mut self, command: &Command, card: Option<i64>) {
+        let n = self;
+        match command {
+            Command::Transfer { legs, .. } => {
+                n.accounts.extend(legs.iter().map(|l| l.account));
+                // Any leg may name a replaced card's wallet (an adjustment, a top-up).
+                n.wallets.extend(legs.iter().map(|l| l.account));
+            }
+            Command::Payment { wallet, merchant, fee_account, .. } => {
+                n.accounts.extend([*wallet, *merchant, *fee_account]);
+                n.wallets.insert(*wallet);
+            }
+            Command::OfflinePayment { wallet, merchant, fee_account, risk_account, amount, terms, .. } => {
+                n.accounts.extend([*wallet, *merchant, *fee_account, *risk_account]);
+                n.wallets.insert(*wallet);
+                n.debtors.insert(*wallet);
+                n.offline.push((*terms, card.unwrap_or(0)));
+                n.offline_merchants.insert(*merchant);
+                n.risk_currencies.insert(amount.currency());
+            }
+            Command::Refund { payment_seq, amount } => {
+                n.payments.insert(*payment_seq);
+                n.risk_currencies.insert(amount.currency());
+            }
+            Command::Hold { wallet, merchant, .. } => {
+                n.accounts.extend([*wallet, *merchant]);
+                n.wallets.insert(*wallet);
+            }
+            Command::Topup { source, wallet, amount } => {
+                n.accounts.extend([*source, *wallet]);
+                n.wallets.insert(*wallet);
+                n.debtors.insert(*wallet);
+                n.risk_currencies.insert(amount.currency());
+            }
+            Command::ReplaceCard { old_wallet, new_wallet } => {
+                n.accounts.extend([*old_wallet, *new_wallet]);
+                n.wallets.extend([*old_wallet, *new_wallet]);
+                n.debtors.extend([*old_wallet, *new_wallet]);
+            }
+            Command::Settle { merchant, bank } => n.accounts.extend([*merchant, *bank]),
+            Command::Capture { hold_seq, fee_account, .. } => {
+                n.holds.insert(*hold_seq);
+                n.accounts.insert(*fee_account);
+            }
+            Command::Void { hold_seq } => {
+                n.holds.insert(*hold_seq);
+            }
+        }
     }
 }
 
@@ -574,225 +587,277 @@ impl<'s> Machine<'s> {
     /// Turns a command into legs, checking everything about the referenced objects.
     fn draft(&self, command: &Command, card: Option<i64>) -> Result<Draft, Rejection> {
         match command {
-            Command::Transfer { kind, legs } => {
-                let first = self.account(legs[0].account)?;
-                let mut sums: HashMap<Currency, i64> = HashMap::new();
-                for leg in legs {
-                    let account = self.account(leg.account)?;
-                    let sum = sums.entry(account.currency).or_default();
-                    *sum = sum.checked_add(leg.amount_minor).ok_or(Rejection::Overflow)?;
-                }
-                if sums.values().any(|s| *s != 0) {
-                    return Err(Rejection::Unbalanced);
-                }
-                let amount_minor = legs
-                    .iter()
-                    .filter(|l| {
-                        l.amount_minor > 0 && self.account(l.account).is_ok_and(|a| a.currency == first.currency)
-                    })
-                    .map(|l| l.amount_minor)
-                    .sum();
-                // A replaced card's wallet pays nothing; a credit to it goes to its successor.
-                let mut moved = Vec::with_capacity(legs.len());
-                for l in legs {
-                    if self.state.successors.contains_key(&l.account) && l.amount_minor < 0 {
-                        return Err(Rejection::CardReplaced);
-                    }
-                    moved.push((self.current_wallet(l.account), l.amount_minor));
-                }
-                let mut d = Draft::new(*kind, first.currency, amount_minor, 0);
-                d.account = Some(moved[0].0);
-                d.counterparty = Some(moved[1].0);
-                d.legs = moved;
-                Ok(d)
-            }
+            Command::Transfer { kind, legs } => self.transfer(*kind, legs),
             Command::Payment { wallet, merchant, fee_account, amount, fee_minor } => {
-                self.expect(*wallet, AccountKind::CardWallet, amount.currency())?;
-                self.expect(*merchant, AccountKind::Merchant, amount.currency())?;
-                self.expect(*fee_account, AccountKind::FeeRevenue, amount.currency())?;
-                self.refuse_replaced(*wallet)?;
-                let mut legs = vec![(*wallet, -amount.minor()), (*merchant, amount.minor() - fee_minor)];
-                if *fee_minor > 0 {
-                    legs.push((*fee_account, *fee_minor));
-                }
-                Ok(Draft::card(
-                    EntryKind::Payment,
-                    *wallet,
-                    *merchant,
-                    amount.currency(),
-                    amount.minor(),
-                    *fee_minor,
-                    legs,
-                ))
+                self.payment(*wallet, *merchant, *fee_account, *amount, *fee_minor)
             }
             Command::OfflinePayment { wallet, merchant, fee_account, risk_account, amount, fee_minor, terms } => {
-                self.expect(*wallet, AccountKind::CardWallet, amount.currency())?;
-                self.expect(*merchant, AccountKind::Merchant, amount.currency())?;
-                self.expect(*fee_account, AccountKind::FeeRevenue, amount.currency())?;
-                self.expect(*risk_account, AccountKind::OfflineRisk, amount.currency())?;
-                // The card may have been replaced after the terminal's sync: its money, and
-                // so its debt, is on the new card.
-                let wallet = self.current_wallet(*wallet);
-                let from_wallet = self.balance(wallet).max(0).min(amount.minor());
-                let shortfall = amount.minor() - from_wallet;
-                self.check_offline(terms, card.unwrap_or(0), *merchant, amount.minor(), shortfall)?;
-                let legs = vec![
-                    (wallet, -from_wallet),
-                    (*risk_account, -shortfall),
-                    (*merchant, amount.minor() - fee_minor),
-                    (*fee_account, *fee_minor),
-                ];
-                let mut d = Draft::card(
-                    EntryKind::Payment,
-                    wallet,
-                    *merchant,
-                    amount.currency(),
-                    amount.minor(),
-                    *fee_minor,
-                    legs,
-                );
-                if shortfall > 0 {
-                    d.debts.push((wallet, shortfall, Some(self.next_seq), Some(*merchant)));
-                }
-                d.offline = Some((*terms, card.unwrap_or(0), amount.minor(), shortfall));
-                Ok(d)
+                let accounts = OfflineAccounts {
+                    wallet: *wallet,
+                    merchant: *merchant,
+                    fee_account: *fee_account,
+                    risk_account: *risk_account,
+                };
+                self.offline_payment(accounts, *amount, *fee_minor, terms, card)
             }
-            Command::Refund { payment_seq, amount } => {
-                let p = self.state.payments.get(payment_seq).ok_or(Rejection::PaymentNotFound)?;
-                if p.currency != amount.currency() {
-                    return Err(Rejection::CurrencyMismatch);
-                }
-                let refunded_after = p.refunded_minor.checked_add(amount.minor()).ok_or(Rejection::Overflow)?;
-                if refunded_after > p.amount_minor {
-                    return Err(Rejection::RefundExceedsPayment);
-                }
-                // The fee comes back in proportion, rounded so that refunding the whole
-                // payment returns exactly the whole fee.
-                let fee_back = fee_share(p.fee_minor, refunded_after, p.amount_minor)
-                    - fee_share(p.fee_minor, p.refunded_minor, p.amount_minor);
-                // The money goes to whoever holds the card's money now, and repays first
-                // what the card still owes of this payment's shortfall.
-                let wallet = self.current_wallet(p.wallet);
-                let repay = amount.minor().min(p.shortfall_outstanding).min(self.debt(wallet)).max(0);
-                let mut legs = vec![(wallet, amount.minor() - repay), (p.merchant, -(amount.minor() - fee_back))];
-                if fee_back > 0 {
-                    legs.push((p.fee_account, -fee_back));
-                }
-                let mut d =
-                    Draft::card(EntryKind::Refund, wallet, p.merchant, p.currency, amount.minor(), fee_back, legs);
-                if repay > 0 {
-                    d.legs.push((self.risk_account(p.currency)?, repay));
-                    d.debts.push((wallet, -repay, Some(*payment_seq), None));
-                }
-                d.related_seq = Some(*payment_seq);
-                Ok(d)
-            }
+            Command::Refund { payment_seq, amount } => self.refund(*payment_seq, *amount),
             Command::Hold { wallet, merchant, amount, expires_at_us } => {
-                self.expect(*wallet, AccountKind::CardWallet, amount.currency())?;
-                self.expect(*merchant, AccountKind::Merchant, amount.currency())?;
-                self.refuse_replaced(*wallet)?;
-                let holds = *self.state.holds_accounts.get(&amount.currency()).ok_or(Rejection::AccountNotFound)?;
-                let legs = vec![(*wallet, -amount.minor()), (holds, amount.minor())];
-                let mut d =
-                    Draft::card(EntryKind::Hold, *wallet, *merchant, amount.currency(), amount.minor(), 0, legs);
-                d.expires_at_us = Some(*expires_at_us);
-                Ok(d)
+                self.hold(*wallet, *merchant, *amount, *expires_at_us)
             }
             Command::Capture { hold_seq, amount, fee_minor, fee_account } => {
-                let h = self.open_hold(*hold_seq)?;
-                if h.expires_at_us <= self.time_us {
-                    return Err(Rejection::HoldExpired);
-                }
-                if h.currency != amount.currency() {
-                    return Err(Rejection::CurrencyMismatch);
-                }
-                self.expect(*fee_account, AccountKind::FeeRevenue, h.currency)?;
-                if amount.minor() > h.amount_minor {
-                    return Err(Rejection::CaptureExceedsHold);
-                }
-                let wallet = self.current_wallet(h.wallet);
-                let mut legs = vec![(h.holds_account, -h.amount_minor), (h.merchant, amount.minor() - fee_minor)];
-                if *fee_minor > 0 {
-                    legs.push((*fee_account, *fee_minor));
-                }
-                if h.amount_minor > amount.minor() {
-                    legs.push((wallet, h.amount_minor - amount.minor()));
-                }
-                let mut d =
-                    Draft::card(EntryKind::Capture, wallet, h.merchant, h.currency, amount.minor(), *fee_minor, legs);
-                d.related_seq = Some(*hold_seq);
-                Ok(d)
+                self.capture(*hold_seq, *amount, *fee_minor, *fee_account)
             }
-            Command::Void { hold_seq } => {
-                let h = self.open_hold(*hold_seq)?;
-                let wallet = self.current_wallet(h.wallet);
-                let legs = vec![(h.holds_account, -h.amount_minor), (wallet, h.amount_minor)];
-                let mut d = Draft::card(EntryKind::Void, wallet, h.merchant, h.currency, h.amount_minor, 0, legs);
-                d.related_seq = Some(*hold_seq);
-                Ok(d)
-            }
-            Command::Topup { source, wallet, amount } => {
-                self.expect(*wallet, AccountKind::CardWallet, amount.currency())?;
-                let src = self.account(*source)?;
-                if !matches!(src.kind, AccountKind::AgentFloat | AccountKind::CityBank) {
-                    return Err(Rejection::AccountKindMismatch);
-                }
-                if src.currency != amount.currency() {
-                    return Err(Rejection::CurrencyMismatch);
-                }
-                let wallet = self.current_wallet(*wallet);
-                let repay = self.debt(wallet).clamp(0, amount.minor());
-                let mut legs = vec![(*source, -amount.minor()), (wallet, amount.minor() - repay)];
-                let mut d =
-                    Draft::card(EntryKind::Topup, wallet, *source, amount.currency(), amount.minor(), 0, legs.clone());
-                if repay > 0 {
-                    legs.push((self.risk_account(amount.currency())?, repay));
-                    d.legs = legs;
-                    d.debts.push((wallet, -repay, None, None));
-                }
-                Ok(d)
-            }
-            Command::ReplaceCard { old_wallet, new_wallet } => {
-                let old = self.account(*old_wallet)?;
-                let currency = old.currency;
-                self.expect(*old_wallet, AccountKind::CardWallet, currency)?;
-                self.expect(*new_wallet, AccountKind::CardWallet, currency)?;
-                // The lowest number first: a replaced card (12) before a wrong wallet (21).
-                self.refuse_replaced(*old_wallet)?;
-                self.refuse_replaced(*new_wallet)?;
-                let new_is_old = self.state.successors.values().any(|w| w == new_wallet);
-                if old_wallet == new_wallet || new_is_old {
-                    return Err(Rejection::AccountKindMismatch);
-                }
-                let balance = self.balance(*old_wallet).max(0);
-                let legs = vec![(*old_wallet, -balance), (*new_wallet, balance)];
-                let mut d =
-                    Draft::card(EntryKind::CardReplacement, *old_wallet, *new_wallet, currency, balance, 0, legs);
-                let owed = self.debt(*old_wallet);
-                if owed != 0 {
-                    d.debts.push((*old_wallet, -owed, None, None));
-                    d.debts.push((*new_wallet, owed, None, None));
-                }
-                d.successor = Some((*old_wallet, *new_wallet));
-                d.wallet = Some(*new_wallet);
-                Ok(d)
-            }
-            Command::Settle { merchant, bank } => {
-                let m = self.account(*merchant)?;
-                let currency = m.currency;
-                self.expect(*merchant, AccountKind::Merchant, currency)?;
-                self.expect(*bank, AccountKind::CityBank, currency)?;
-                let payable = self.balance(*merchant);
-                if payable <= 0 {
-                    return Err(Rejection::NothingToSettle);
-                }
-                let mut d = Draft::new(EntryKind::Settlement, currency, payable, 0);
-                d.account = Some(*merchant);
-                d.counterparty = Some(*bank);
-                d.legs = vec![(*merchant, -payable), (*bank, payable)];
-                Ok(d)
-            }
+            Command::Void { hold_seq } => self.void(*hold_seq),
+            Command::Topup { source, wallet, amount } => self.topup(*source, *wallet, *amount),
+            Command::ReplaceCard { old_wallet, new_wallet } => self.replace_card(*old_wallet, *new_wallet),
+            Command::Settle { merchant, bank } => self.settle(*merchant, *bank),
         }
+    }
+
+    /// A transfer between any accounts: legs that balance per currency; a replaced card's
+    /// wallet pays nothing and its credits go to its successor.
+    fn transfer(&self, kind: EntryKind, legs: &[Leg]) -> Result<Draft, Rejection> {
+        let first = self.account(legs[0].account)?;
+        let mut sums: HashMap<Currency, i64> = HashMap::new();
+        for leg in legs {
+            let account = self.account(leg.account)?;
+            let sum = sums.entry(account.currency).or_default();
+            *sum = sum.checked_add(leg.amount_minor).ok_or(Rejection::Overflow)?;
+        }
+        if sums.values().any(|s| *s != 0) {
+            return Err(Rejection::Unbalanced);
+        }
+        let amount_minor = legs
+            .iter()
+            .filter(|l| l.amount_minor > 0 && self.account(l.account).is_ok_and(|a| a.currency == first.currency))
+            .map(|l| l.amount_minor)
+            .sum();
+        // A replaced card's wallet pays nothing; a credit to it goes to its successor.
+        let mut moved = Vec::with_capacity(legs.len());
+        for l in legs {
+            if self.state.successors.contains_key(&l.account) && l.amount_minor < 0 {
+                return Err(Rejection::CardReplaced);
+            }
+            moved.push((self.current_wallet(l.account), l.amount_minor));
+        }
+        let mut d = Draft::new(kind, first.currency, amount_minor, 0);
+        d.account = Some(moved[0].0);
+        d.counterparty = Some(moved[1].0);
+        d.legs = moved;
+        Ok(d)
+    }
+
+    /// A card payment to a merchant, the fee to the fee account.
+    fn payment(
+        &self,
+        wallet: AccountId,
+        merchant: AccountId,
+        fee_account: AccountId,
+        amount: Amount,
+        fee_minor: i64,
+    ) -> Result<Draft, Rejection> {
+        self.expect(wallet, AccountKind::CardWallet, amount.currency())?;
+        self.expect(merchant, AccountKind::Merchant, amount.currency())?;
+        self.expect(fee_account, AccountKind::FeeRevenue, amount.currency())?;
+        self.refuse_replaced(wallet)?;
+        let mut legs = vec![(wallet, -amount.minor()), (merchant, amount.minor() - fee_minor)];
+        if fee_minor > 0 {
+            legs.push((fee_account, fee_minor));
+        }
+        Ok(Draft::card(EntryKind::Payment, wallet, merchant, amount.currency(), amount.minor(), fee_minor, legs))
+    }
+
+    /// An offline payment as posted: the wallet pays what it can, the offline-risk account the
+    /// shortfall (a debt of the card), within the terminal's offline terms.
+    fn offline_payment(
+        &self,
+        accounts: OfflineAccounts,
+        amount: Amount,
+        fee_minor: i64,
+        terms: &OfflineTerms,
+        card: Option<i64>,
+    ) -> Result<Draft, Rejection> {
+        let OfflineAccounts { wallet: wallet_named, merchant, fee_account, risk_account } = accounts;
+        self.expect(wallet_named, AccountKind::CardWallet, amount.currency())?;
+        self.expect(merchant, AccountKind::Merchant, amount.currency())?;
+        self.expect(fee_account, AccountKind::FeeRevenue, amount.currency())?;
+        self.expect(risk_account, AccountKind::OfflineRisk, amount.currency())?;
+        // The card may have been replaced after the terminal's sync: its money, and
+        // so its debt, is on the new card.
+        let wallet = self.current_wallet(wallet_named);
+        let from_wallet = self.balance(wallet).max(0).min(amount.minor());
+        let shortfall = amount.minor() - from_wallet;
+        self.check_offline(terms, card.unwrap_or(0), merchant, amount.minor(), shortfall)?;
+        let legs = vec![
+            (wallet, -from_wallet),
+            (risk_account, -shortfall),
+            (merchant, amount.minor() - fee_minor),
+            (fee_account, fee_minor),
+        ];
+        let mut d =
+            Draft::card(EntryKind::Payment, wallet, merchant, amount.currency(), amount.minor(), fee_minor, legs);
+        if shortfall > 0 {
+            d.debts.push((wallet, shortfall, Some(self.next_seq), Some(merchant)));
+        }
+        d.offline = Some((*terms, card.unwrap_or(0), amount.minor(), shortfall));
+        Ok(d)
+    }
+
+    /// A refund of (part of) a payment: the fee back in proportion, the card's debt of that
+    /// payment repaid first.
+    fn refund(&self, payment_seq: i64, amount: Amount) -> Result<Draft, Rejection> {
+        let p = self.state.payments.get(&payment_seq).ok_or(Rejection::PaymentNotFound)?;
+        if p.currency != amount.currency() {
+            return Err(Rejection::CurrencyMismatch);
+        }
+        let refunded_after = p.refunded_minor.checked_add(amount.minor()).ok_or(Rejection::Overflow)?;
+        if refunded_after > p.amount_minor {
+            return Err(Rejection::RefundExceedsPayment);
+        }
+        // The fee comes back in proportion, rounded so that refunding the whole
+        // payment returns exactly the whole fee.
+        let fee_back = fee_share(p.fee_minor, refunded_after, p.amount_minor)
+            - fee_share(p.fee_minor, p.refunded_minor, p.amount_minor);
+        // The money goes to whoever holds the card's money now, and repays first
+        // what the card still owes of this payment's shortfall.
+        let wallet = self.current_wallet(p.wallet);
+        let repay = amount.minor().min(p.shortfall_outstanding).min(self.debt(wallet)).max(0);
+        let mut legs = vec![(wallet, amount.minor() - repay), (p.merchant, -(amount.minor() - fee_back))];
+        if fee_back > 0 {
+            legs.push((p.fee_account, -fee_back));
+        }
+        let mut d = Draft::card(EntryKind::Refund, wallet, p.merchant, p.currency, amount.minor(), fee_back, legs);
+        if repay > 0 {
+            d.legs.push((self.risk_account(p.currency)?, repay));
+            d.debts.push((wallet, -repay, Some(payment_seq), None));
+        }
+        d.related_seq = Some(payment_seq);
+        Ok(d)
+    }
+
+    /// A hold: the amount moves from the wallet to the holds account until captured or voided.
+    fn hold(
+        &self,
+        wallet: AccountId,
+        merchant: AccountId,
+        amount: Amount,
+        expires_at_us: i64,
+    ) -> Result<Draft, Rejection> {
+        self.expect(wallet, AccountKind::CardWallet, amount.currency())?;
+        self.expect(merchant, AccountKind::Merchant, amount.currency())?;
+        self.refuse_replaced(wallet)?;
+        let holds = *self.state.holds_accounts.get(&amount.currency()).ok_or(Rejection::AccountNotFound)?;
+        let legs = vec![(wallet, -amount.minor()), (holds, amount.minor())];
+        let mut d = Draft::card(EntryKind::Hold, wallet, merchant, amount.currency(), amount.minor(), 0, legs);
+        d.expires_at_us = Some(expires_at_us);
+        Ok(d)
+    }
+
+    /// The capture of an open hold: the merchant is paid, the rest goes back to the wallet.
+    fn capture(
+        &self,
+        hold_seq: i64,
+        amount: Amount,
+        fee_minor: i64,
+        fee_account: AccountId,
+    ) -> Result<Draft, Rejection> {
+        let h = self.open_hold(hold_seq)?;
+        if h.expires_at_us <= self.time_us {
+            return Err(Rejection::HoldExpired);
+        }
+        if h.currency != amount.currency() {
+            return Err(Rejection::CurrencyMismatch);
+        }
+        self.expect(fee_account, AccountKind::FeeRevenue, h.currency)?;
+        if amount.minor() > h.amount_minor {
+            return Err(Rejection::CaptureExceedsHold);
+        }
+        let wallet = self.current_wallet(h.wallet);
+        let mut legs = vec![(h.holds_account, -h.amount_minor), (h.merchant, amount.minor() - fee_minor)];
+        if fee_minor > 0 {
+            legs.push((fee_account, fee_minor));
+        }
+        if h.amount_minor > amount.minor() {
+            legs.push((wallet, h.amount_minor - amount.minor()));
+        }
+        let mut d = Draft::card(EntryKind::Capture, wallet, h.merchant, h.currency, amount.minor(), fee_minor, legs);
+        d.related_seq = Some(hold_seq);
+        Ok(d)
+    }
+
+    /// The void of an open hold: the amount goes back to the wallet.
+    fn void(&self, hold_seq: i64) -> Result<Draft, Rejection> {
+        let h = self.open_hold(hold_seq)?;
+        let wallet = self.current_wallet(h.wallet);
+        let legs = vec![(h.holds_account, -h.amount_minor), (wallet, h.amount_minor)];
+        let mut d = Draft::card(EntryKind::Void, wallet, h.merchant, h.currency, h.amount_minor, 0, legs);
+        d.related_seq = Some(hold_seq);
+        Ok(d)
+    }
+
+    /// A top-up from an agent's float or the city bank; it repays the card's debt first.
+    fn topup(&self, source: AccountId, wallet: AccountId, amount: Amount) -> Result<Draft, Rejection> {
+        self.expect(wallet, AccountKind::CardWallet, amount.currency())?;
+        let src = self.account(source)?;
+        if !matches!(src.kind, AccountKind::AgentFloat | AccountKind::CityBank) {
+            return Err(Rejection::AccountKindMismatch);
+        }
+        if src.currency != amount.currency() {
+            return Err(Rejection::CurrencyMismatch);
+        }
+        let wallet = self.current_wallet(wallet);
+        let repay = self.debt(wallet).clamp(0, amount.minor());
+        let mut legs = vec![(source, -amount.minor()), (wallet, amount.minor() - repay)];
+        let mut d = Draft::card(EntryKind::Topup, wallet, source, amount.currency(), amount.minor(), 0, legs.clone());
+        if repay > 0 {
+            legs.push((self.risk_account(amount.currency())?, repay));
+            d.legs = legs;
+            d.debts.push((wallet, -repay, None, None));
+        }
+        Ok(d)
+    }
+
+    /// A card replacement: the old wallet's balance and debt move to the new wallet.
+    fn replace_card(&self, old_wallet: AccountId, new_wallet: AccountId) -> Result<Draft, Rejection> {
+        let old = self.account(old_wallet)?;
+        let currency = old.currency;
+        self.expect(old_wallet, AccountKind::CardWallet, currency)?;
+        self.expect(new_wallet, AccountKind::CardWallet, currency)?;
+        // The lowest number first: a replaced card (12) before a wrong wallet (21).
+        self.refuse_replaced(old_wallet)?;
+        self.refuse_replaced(new_wallet)?;
+        let new_is_old = self.state.successors.values().any(|w| *w == new_wallet);
+        if old_wallet == new_wallet || new_is_old {
+            return Err(Rejection::AccountKindMismatch);
+        }
+        let balance = self.balance(old_wallet).max(0);
+        let legs = vec![(old_wallet, -balance), (new_wallet, balance)];
+        let mut d = Draft::card(EntryKind::CardReplacement, old_wallet, new_wallet, currency, balance, 0, legs);
+        let owed = self.debt(old_wallet);
+        if owed != 0 {
+            d.debts.push((old_wallet, -owed, None, None));
+            d.debts.push((new_wallet, owed, None, None));
+        }
+        d.successor = Some((old_wallet, new_wallet));
+        d.wallet = Some(new_wallet);
+        Ok(d)
+    }
+
+    /// A settlement: the merchant's whole payable balance moves to the city bank.
+    fn settle(&self, merchant: AccountId, bank: AccountId) -> Result<Draft, Rejection> {
+        let m = self.account(merchant)?;
+        let currency = m.currency;
+        self.expect(merchant, AccountKind::Merchant, currency)?;
+        self.expect(bank, AccountKind::CityBank, currency)?;
+        let payable = self.balance(merchant);
+        if payable <= 0 {
+            return Err(Rejection::NothingToSettle);
+        }
+        let mut d = Draft::new(EntryKind::Settlement, currency, payable, 0);
+        d.account = Some(merchant);
+        d.counterparty = Some(bank);
+        d.legs = vec![(merchant, -payable), (bank, payable)];
+        Ok(d)
     }
 
     fn account(&self, id: AccountId) -> Result<&Account, Rejection> {
@@ -853,7 +918,15 @@ impl<'s> Machine<'s> {
         Ok(postings)
     }
 
+    /// Records what an entry changes besides balances, for the rest of the batch and for
+    /// the writer to store.
     fn remember(&mut self, entry: &Entry, command: &Command, draft: &Draft) {
+        self.remember_integrity(entry, draft);
+        self.remember_objects(entry, command, draft);
+    }
+
+    /// Debts, replacements and offline totals.
+    fn remember_integrity(&mut self, entry: &Entry, draft: &Draft) {
         for &(wallet, delta, payment_seq, merchant) in &draft.debts {
             *self.state.debts.entry(wallet).or_default() += delta;
             if let Some(p) = payment_seq.and_then(|s| self.state.payments.get_mut(&s)) {
@@ -883,6 +956,11 @@ impl<'s> Machine<'s> {
             }
             self.offline_rows.push(OfflineRow { entry_seq: entry.seq, terms, card_id: card, amount_minor: amount });
         }
+    }
+
+    /// The payments and holds a later request of the batch may refer to, and how far
+    /// each was refunded, captured or voided.
+    fn remember_objects(&mut self, entry: &Entry, command: &Command, draft: &Draft) {
         match command {
             Command::Payment { merchant, fee_account, .. } | Command::OfflinePayment { merchant, fee_account, .. } => {
                 let shortfall = draft.debts.iter().map(|d| d.1).sum::<i64>().max(0);
@@ -973,6 +1051,16 @@ fn assert_balanced(postings: &[Posting]) {
         *sums.entry(p.currency).or_default() += i128::from(p.amount_minor);
     }
     assert!(sums.values().all(|s| *s == 0), "entry does not sum to zero: {postings:?}");
+}
+
+/// The accounts an offline payment names.
+#[derive(Debug, Clone, Copy)]
+struct OfflineAccounts {
+    /// The paying card's wallet (its successor pays when the card was replaced).
+    wallet: AccountId,
+    merchant: AccountId,
+    fee_account: AccountId,
+    risk_account: AccountId,
 }
 
 /// What a command becomes: the entry's fields, its legs, and the state it changes besides

@@ -12,9 +12,36 @@
 //! operator has looked (see docs/AUDIT.md).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::store::{CheckpointRow, Db};
-use crate::{CheckpointSettings, LedgerError};
+use crate::LedgerError;
+
+/// How this process signs checkpoints.
+#[derive(Clone)]
+pub struct CheckpointSettings {
+    /// The Ed25519 signer (the key comes from the key file, never the database).
+    pub signer: Arc<merkle::Signer>,
+    /// The log's origin line, e.g. `makassar.example/kartu`.
+    pub origin: String,
+    /// How often to check for new leaves.
+    pub interval: std::time::Duration,
+    /// The file outside the database that keeps the last checkpoint signed (the data
+    /// directory's [`TRUSTED_CHECKPOINT_FILE`]), written atomically after
+    /// each signature and trusted on start. `None`: memory only (tests, benchmarks); on
+    /// start the database's newest checkpoint is trusted then.
+    pub trusted_file: Option<std::path::PathBuf>,
+}
+
+impl std::fmt::Debug for CheckpointSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckpointSettings")
+            .field("origin", &self.origin)
+            .field("interval", &self.interval)
+            .field("trusted_file", &self.trusted_file)
+            .finish()
+    }
+}
 
 /// The file name of the last signed checkpoint in the data directory.
 pub const TRUSTED_CHECKPOINT_FILE: &str = "checkpoint.latest";
@@ -59,7 +86,7 @@ pub(crate) fn step(
 ) -> Result<Step, LedgerError> {
     if let (Some(note), Some(path)) = (state.file_behind.clone(), settings.trusted_file.as_deref()) {
         write_file_atomically(path, note.as_bytes())
-            .map_err(|e| LedgerError::Storage(format!("writing {}: {e}", path.display())))?;
+            .map_err(|e| LedgerError::Unavailable(format!("writing {}: {e}", path.display())))?;
         state.file_behind = None;
     }
     let size = db.tree_size()?;
@@ -98,7 +125,7 @@ pub(crate) fn step(
     let time = std::time::UNIX_EPOCH + std::time::Duration::from_micros(now_us.max(0) as u64);
     let extension = format!("time {}", humantime::format_rfc3339_seconds(time));
     let checkpoint = merkle::Checkpoint::new(&settings.origin, size as u64, root, vec![extension])
-        .map_err(|e| LedgerError::Storage(format!("checkpoint: {e}")))?;
+        .map_err(|e| LedgerError::Invariant(format!("checkpoint: {e}")))?;
     let row = CheckpointRow {
         tree_size: size,
         root: root.to_vec(),
@@ -129,7 +156,7 @@ fn load(db: &mut Db, settings: &CheckpointSettings, size: i64) -> Result<Result<
         Some(path) => match std::fs::read_to_string(path) {
             Ok(text) => Some((text, format!("the trusted checkpoint file {}", path.display()))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(LedgerError::Storage(format!("reading {}: {e}", path.display()))),
+            Err(e) => return Err(LedgerError::Unavailable(format!("reading {}: {e}", path.display()))),
         },
         None => None,
     };
@@ -210,7 +237,7 @@ fn extend(db: &mut Db, edge: &mut merkle::CompactRange, to: i64) -> Result<Resul
             if expected >= to {
                 break;
             }
-            edge.append(merkle::leaf_hash(&row.leaf)).map_err(|e| LedgerError::Storage(format!("audit log: {e}")))?;
+            edge.append(merkle::leaf_hash(&row.leaf)).map_err(|e| LedgerError::Invariant(format!("audit log: {e}")))?;
         }
     }
     Ok(Ok(()))

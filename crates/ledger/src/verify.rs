@@ -425,7 +425,8 @@ impl Auditor<'_> {
             }
             match self.checkpoints.front() {
                 Some(cp) if cp.tree_size == size => {
-                    let cp = self.checkpoints.pop_front().ok_or(LedgerError::Storage("checkpoint vanished".into()))?;
+                    let cp =
+                        self.checkpoints.pop_front().ok_or(LedgerError::Unavailable("checkpoint vanished".into()))?;
                     self.checkpoint(&cp)?;
                 }
                 _ => return Ok(()),

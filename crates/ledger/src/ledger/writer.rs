@@ -1,0 +1,445 @@
+//! The writer: callers put requests on a bounded queue; one thread takes everything
+//! waiting (up to [`BATCH_REQUESTS_MAX`]), applies it to the state machine and writes it in
+//! one database transaction, then answers every caller.
+//!
+//! A failed batch is answered with its error and the next one tries again on a fresh
+//! connection, except a broken invariant ([`LedgerError::Invariant`]): then the writer
+//! stops taking batches ([`Ledger::writer_halted`] says why, `/readyz` reports it) and
+//! every write fails fast with that error until an operator has looked and restarted.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use tokio::sync::oneshot;
+
+use super::load::load;
+use super::{Clock, Ledger, LedgerConfig, ACCOUNT_CACHE_MAX, BATCH_REQUESTS_MAX, QUEUE_JOBS_MAX};
+use crate::domain::{
+    AccountId, AuditRef, Entry, Event, EventRecord, Op, Outcome, Posted, Recorded, Rejection, Request,
+};
+use crate::machine::{AccountState, Machine, TapRules};
+use crate::money::Currency;
+use crate::store::{Db, Head, LeafRow};
+use crate::LedgerError;
+
+type Results = Vec<Result<Outcome, LedgerError>>;
+type Reply = oneshot::Sender<Results>;
+
+/// Requests from one caller and where to send their results.
+pub(super) struct Job {
+    ops: Vec<Op>,
+    reply: Reply,
+}
+
+/// Why the writer stopped on a broken invariant (none while it runs), shared by the
+/// writer thread and every handle.
+#[derive(Clone, Default)]
+pub(super) struct Halt(Arc<Mutex<Option<String>>>);
+
+impl Halt {
+    fn reason(&self) -> Option<String> {
+        self.0.lock().map_or_else(|poisoned| poisoned.into_inner().clone(), |r| r.clone())
+    }
+
+    fn set(&self, reason: String) {
+        let mut r = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        r.get_or_insert(reason);
+    }
+}
+
+/// A running writer thread: its queue, its handle and its counters.
+pub(super) struct Started {
+    pub jobs: Sender<Job>,
+    pub handle: JoinHandle<()>,
+    pub stats: Arc<WriterStats>,
+}
+
+/// Starts the writer thread on `db`.
+pub(super) fn start(db: Db, url: &str, config: &LedgerConfig, halt: Halt) -> Result<Started, LedgerError> {
+    let (tx, rx) = crossbeam_channel::bounded(QUEUE_JOBS_MAX);
+    let stats = Arc::new(WriterStats::default());
+    let writer = Writer {
+        stats: stats.clone(),
+        db,
+        url: url.to_owned(),
+        clock: config.clock.clone(),
+        audit_log: config.audit_log,
+        rules: config.tap_rules,
+        cache: HashMap::new(),
+        cache_seq: None,
+        holds: HashMap::new(),
+        edge: HashMap::new(),
+        halt,
+    };
+    let handle = std::thread::Builder::new()
+        .name("ledger-writer".into())
+        .spawn(move || writer.run(rx))
+        .map_err(|e| LedgerError::Unavailable(format!("cannot start the writer: {e}")))?;
+    Ok(Started { jobs: tx, handle, stats })
+}
+
+impl Ledger {
+    /// Why the writer stopped, when it met a broken invariant (a bug or tampering, not
+    /// something a retry fixes): it takes no more batches and every write fails with
+    /// [`LedgerError::Invariant`] until the process is restarted.
+    pub fn writer_halted(&self) -> Option<String> {
+        self.inner.halt.reason()
+    }
+
+    /// The error of a write the writer did not answer: its invariant, or it stopped.
+    fn closed(&self) -> LedgerError {
+        self.writer_halted().map_or(LedgerError::Stopped, LedgerError::Invariant)
+    }
+
+    fn enqueue(&self, ops: Vec<Op>) -> Result<oneshot::Receiver<Results>, LedgerError> {
+        if let Some(reason) = self.writer_halted() {
+            return Err(LedgerError::Invariant(reason));
+        }
+        let (reply, rx) = oneshot::channel();
+        let guard = self.inner.jobs.lock().map_err(|_| LedgerError::Stopped)?;
+        let sender = guard.as_ref().ok_or(LedgerError::Stopped)?;
+        match sender.try_send(Job { ops, reply }) {
+            Ok(()) => Ok(rx),
+            Err(TrySendError::Full(_)) => Err(LedgerError::Busy),
+            Err(TrySendError::Disconnected(_)) => Err(self.closed()),
+        }
+    }
+
+    /// Queues `ops` and waits for their results (blocking).
+    fn write_blocking(&self, ops: Vec<Op>) -> Result<Results, LedgerError> {
+        let rx = self.enqueue(ops)?;
+        rx.blocking_recv().map_err(|_| self.closed())
+    }
+
+    /// Queues `ops` and waits for their results.
+    async fn write(&self, ops: Vec<Op>) -> Result<Results, LedgerError> {
+        let rx = self.enqueue(ops)?;
+        rx.await.map_err(|_| self.closed())
+    }
+
+    /// Writes one request and waits for its result (blocking; use [`Ledger::submit`] from
+    /// async code).
+    pub fn submit_blocking(&self, request: Request) -> Result<Posted, LedgerError> {
+        posted(first(self.write_blocking(vec![Op::Entry(request)])?))
+    }
+
+    /// Writes one request and waits for its result.
+    pub async fn submit(&self, request: Request) -> Result<Posted, LedgerError> {
+        posted(first(self.write(vec![Op::Entry(request)]).await?))
+    }
+
+    /// Records one event in the audit log (and accepts its tap) and waits for the result.
+    pub async fn record(&self, event: Event) -> Result<Recorded, LedgerError> {
+        recorded(first(self.write(vec![Op::Event(event)]).await?))
+    }
+
+    /// [`Ledger::record`], blocking.
+    pub fn record_blocking(&self, event: Event) -> Result<Recorded, LedgerError> {
+        recorded(first(self.write_blocking(vec![Op::Event(event)])?))
+    }
+
+    /// Writes entries and events in order, in one transaction; each gets its own result and
+    /// a rejected one does not stop the others.
+    pub async fn submit_ops(&self, ops: Vec<Op>) -> Result<Results, LedgerError> {
+        if ops.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write(ops).await
+    }
+
+    /// Writes many requests in order (bulk import, settlement runs); each gets its own result,
+    /// and a rejected one does not stop the others.
+    pub fn submit_many_blocking(
+        &self,
+        requests: Vec<Request>,
+    ) -> Result<Vec<Result<Posted, LedgerError>>, LedgerError> {
+        if requests.is_empty() {
+            return Ok(Vec::new());
+        }
+        let results = self.write_blocking(requests.into_iter().map(Op::Entry).collect())?;
+        Ok(results.into_iter().map(posted).collect())
+    }
+}
+
+fn first(mut results: Results) -> Result<Outcome, LedgerError> {
+    results.pop().unwrap_or(Err(LedgerError::Invariant("the writer answered a request with nothing".into())))
+}
+
+fn posted(outcome: Result<Outcome, LedgerError>) -> Result<Posted, LedgerError> {
+    match outcome? {
+        Outcome::Posted(p) => Ok(p),
+        Outcome::Recorded(_) => Err(LedgerError::Invariant("the writer answered an entry with an event".into())),
+    }
+}
+
+fn recorded(outcome: Result<Outcome, LedgerError>) -> Result<Recorded, LedgerError> {
+    match outcome? {
+        Outcome::Recorded(r) => Ok(r),
+        Outcome::Posted(_) => Err(LedgerError::Invariant("the writer answered an event with an entry".into())),
+    }
+}
+
+/// Counters of the writer thread, for metrics and benchmarks.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Database transactions (batches) committed or failed.
+    pub batches: std::sync::atomic::AtomicU64,
+    /// Requests applied (accepted or rejected).
+    pub requests: std::sync::atomic::AtomicU64,
+    /// Time spent inside batch transactions, µs.
+    pub busy_us: std::sync::atomic::AtomicU64,
+}
+
+/// The writer thread's state.
+struct Writer {
+    stats: Arc<WriterStats>,
+    db: Db,
+    /// Where `db` came from: a failed batch reconnects (see [`Writer::reconnect`]).
+    url: String,
+    clock: Clock,
+    audit_log: bool,
+    rules: TapRules,
+    /// The Merkle tree's right edge (the perfect subtrees of the current size), valid with
+    /// the account cache.
+    edge: HashMap<merkle::NodeCoord, merkle::Hash>,
+    /// Accounts and balances as of `cache_seq`; valid only while nobody else writes.
+    cache: HashMap<AccountId, AccountState>,
+    cache_seq: Option<i64>,
+    /// Holds accounts by currency (system accounts never change).
+    holds: HashMap<Currency, AccountId>,
+    /// Set when a batch met a broken invariant: the writer stops.
+    halt: Halt,
+}
+
+/// What one batch made, taken from the state machine to be written.
+struct Made {
+    entries: Vec<Entry>,
+    events: Vec<EventRecord>,
+    receipts: HashMap<i64, AuditRef>,
+    event_receipts: HashMap<i64, AuditRef>,
+}
+
+impl Writer {
+    fn run(mut self, rx: Receiver<Job>) {
+        while let Ok(first) = rx.recv() {
+            let mut count = first.ops.len();
+            let mut jobs = vec![first];
+            while count < BATCH_REQUESTS_MAX {
+                match rx.try_recv() {
+                    Ok(job) => {
+                        count += job.ops.len();
+                        jobs.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            if let Err(reason) = self.process(jobs) {
+                self.stop(&reason, &rx);
+                return;
+            }
+        }
+    }
+
+    /// Stops the writer after a broken invariant: later writes fail fast with it, and the
+    /// jobs already queued are answered with it.
+    fn stop(&self, reason: &str, rx: &Receiver<Job>) {
+        self.halt.set(reason.to_owned());
+        while let Ok(job) = rx.try_recv() {
+            let n = job.ops.len();
+            let _ = job.reply.send(vec![Err(LedgerError::Invariant(reason.to_owned())); n]);
+        }
+    }
+    /// Replaces the connection after a failed batch. It may be dead (the database was
+    /// restarted) or unusable (diesel marks its transaction manager broken when a COMMIT or
+    /// ROLLBACK fails, e.g. on a full disk), and would fail every later batch. When the
+    /// database cannot be reached, the old one stays and the next failed batch tries again.
+    fn reconnect(&mut self) {
+        match Db::open(&self.url).and_then(|mut db| db.disable_wal_autocheckpoint().map(|()| db)) {
+            Ok(db) => self.db = db,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reconnect to the database; trying again after the next failure")
+            }
+        }
+    }
+
+    /// Applies and answers one batch; `Err` with the reason when it met a broken invariant.
+    fn process(&mut self, jobs: Vec<Job>) -> Result<(), String> {
+        let started = std::time::Instant::now();
+        let mut requests = Vec::with_capacity(jobs.iter().map(|j| j.ops.len()).sum());
+        let mut replies = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            replies.push((job.reply, job.ops.len()));
+            requests.extend(job.ops);
+        }
+        let mut halt = None;
+        let mut results = match self.apply(&requests) {
+            Ok(results) => results.into_iter().map(|r| r.map_err(LedgerError::Rejected)).collect::<Vec<_>>(),
+            Err(LedgerError::Invariant(reason)) => {
+                tracing::error!(
+                    error = %reason,
+                    requests = requests.len(),
+                    "broken invariant in a ledger batch; nothing of it was written; the writer stops until an \
+                     operator has looked"
+                );
+                halt = Some(reason.clone());
+                vec![Err(LedgerError::Invariant(reason)); requests.len()]
+            }
+            Err(e) => {
+                tracing::error!(error = %e, requests = requests.len(), "ledger batch failed; nothing of it was written");
+                self.cache.clear();
+                self.cache_seq = None;
+                self.reconnect();
+                vec![Err(e); requests.len()]
+            }
+        };
+        use std::sync::atomic::Ordering::Relaxed;
+        self.stats.batches.fetch_add(1, Relaxed);
+        self.stats.requests.fetch_add(requests.len() as u64, Relaxed);
+        self.stats.busy_us.fetch_add(started.elapsed().as_micros() as u64, Relaxed);
+        // Hand each caller its slice of the results, in order.
+        let mut rest = results.drain(..);
+        for (reply, n) in replies {
+            let mine: Vec<_> = rest.by_ref().take(n).collect();
+            let _ = reply.send(mine);
+        }
+        halt.map_or(Ok(()), Err)
+    }
+
+    fn apply(&mut self, requests: &[Op]) -> Result<Vec<Result<Outcome, Rejection>>, LedgerError> {
+        let now = (self.clock)();
+        let (audit_log, rules) = (self.audit_log, self.rules);
+        let Writer { db, cache, cache_seq, holds, edge, .. } = self;
+        let (results, state, new_seq, made) = db.write_transaction(|db, head| {
+            if *cache_seq != Some(head.last_seq) {
+                // Another process wrote since our last batch: our balances may be stale.
+                cache.clear();
+                edge.clear();
+            }
+            let mut state = load(db, cache, holds, requests, now)?;
+            let time_us = now.max(head.last_time_us);
+            let mut machine = Machine::new(&mut state, head.last_seq + 1, time_us, rules);
+            let results: Vec<_> = requests.iter().map(|r| machine.apply_op(r)).collect();
+            let (new_seq, made) = write_batch(db, edge, head, time_us, audit_log, &mut machine)?;
+            Ok((results, state, new_seq, made))
+        })?;
+        if cache.len() > ACCOUNT_CACHE_MAX {
+            cache.clear();
+        }
+        cache.extend(state.accounts);
+        *cache_seq = Some(new_seq);
+        Ok(with_receipts(results, &made))
+    }
+}
+
+/// Writes what the state machine made of a batch: leaves and nodes, entries, events, the
+/// integrity rows, card counters and replays, and the new head. Returns the new last
+/// sequence number and the receipts.
+fn write_batch(
+    db: &mut Db,
+    edge: &mut HashMap<merkle::NodeCoord, merkle::Hash>,
+    head: Head,
+    time_us: i64,
+    audit_log: bool,
+    machine: &mut Machine<'_>,
+) -> Result<(i64, Made), LedgerError> {
+    let mut made = Made {
+        entries: std::mem::take(&mut machine.written),
+        events: std::mem::take(&mut machine.events),
+        receipts: HashMap::new(),
+        event_receipts: HashMap::new(),
+    };
+    // Replay events of a batch without other events were numbered from 0, the next
+    // event id not being loaded: number them now (replays are rare).
+    if made.events.first().is_some_and(|e| e.id < 1) {
+        let next = db.last_event_id()? + 1;
+        for (i, e) in made.events.iter_mut().enumerate() {
+            e.id = next + i as i64;
+        }
+    }
+    let order = std::mem::take(&mut machine.leaf_order);
+    let new_seq = head.last_seq + made.entries.len() as i64;
+    if !order.is_empty() {
+        let mut tree_size = head.tree_size;
+        if audit_log {
+            tree_size = append_leaves(db, edge, head.tree_size, &order, &mut made.entries, &mut made.events)?;
+            made.receipts = made.entries.iter().filter_map(|e| e.audit.map(|a| (e.seq, a))).collect();
+            made.event_receipts = made.events.iter().filter_map(|e| e.audit.map(|a| (e.id, a))).collect();
+        }
+        db.insert_entries(&made.entries)?;
+        db.insert_events(&made.events)?;
+        db.insert_integrity(&machine.debt_rows, &machine.successor_rows, &machine.offline_rows)?;
+        db.set_card_counters(&machine.counters, time_us)?;
+        db.advance_head(head, Head { last_seq: new_seq, last_time_us: time_us, tree_size })?;
+    }
+    db.insert_card_replays(&machine.replays)?;
+    Ok((new_seq, made))
+}
+
+/// Receipts: every entry and event made by the batch (also in-batch replays) gets its leaf.
+fn with_receipts(mut results: Vec<Result<Outcome, Rejection>>, made: &Made) -> Vec<Result<Outcome, Rejection>> {
+    for outcome in results.iter_mut().flatten() {
+        match outcome {
+            Outcome::Posted(posted) => {
+                if let Some(a) = made.receipts.get(&posted.entry.seq) {
+                    posted.entry.audit = Some(*a);
+                }
+            }
+            Outcome::Recorded(r) => {
+                if let Some(a) = made.event_receipts.get(&r.event.id) {
+                    r.event.audit = Some(*a);
+                }
+            }
+        }
+    }
+    results
+}
+
+/// Makes the leaves of `entries`, appends them to the Merkle tree and stores leaves and
+/// nodes; sets each entry's [`AuditRef`]. Returns the new tree size.
+fn append_leaves(
+    db: &mut Db,
+    edge: &mut HashMap<merkle::NodeCoord, merkle::Hash>,
+    size: i64,
+    order: &[bool],
+    entries: &mut [Entry],
+    events: &mut [EventRecord],
+) -> Result<i64, LedgerError> {
+    let mut rows = Vec::with_capacity(order.len());
+    let mut hashes = Vec::with_capacity(order.len());
+    let (mut entries, mut events) = (entries.iter_mut(), events.iter_mut());
+    for (i, is_entry) in order.iter().enumerate() {
+        let leaf_index = size + i as i64;
+        let (leaf, kind, audit) = if *is_entry {
+            let e = entries.next().ok_or_else(|| LedgerError::Invariant("leaf order: entry missing".into()))?;
+            (crate::audit::entry_leaf(e), "entry".to_owned(), &mut e.audit)
+        } else {
+            let e = events.next().ok_or_else(|| LedgerError::Invariant("leaf order: event missing".into()))?;
+            (crate::audit::event_leaf(e), e.kind.clone(), &mut e.audit)
+        };
+        let leaf_hash = merkle::leaf_hash(&leaf);
+        *audit = Some(AuditRef { leaf_index, leaf_hash });
+        hashes.push(leaf_hash);
+        rows.push(LeafRow { leaf_index, kind, leaf, leaf_hash: leaf_hash.to_vec() });
+    }
+    let tree = super::proofs::tree_error;
+    let needed = merkle::nodes_needed_for_append(size as u64, hashes.len() as u64).map_err(tree)?;
+    let missing: Vec<_> = needed.iter().filter(|c| !edge.contains_key(c)).copied().collect();
+    if !missing.is_empty() {
+        edge.extend(db.nodes(&missing)?);
+    }
+    let nodes = merkle::append_batch_nodes(size as u64, &hashes, |c| edge.get(&c).copied()).map_err(tree)?;
+    let new_size = size + hashes.len() as i64;
+    // Keep only the new right edge.
+    let mut next_edge = HashMap::new();
+    for c in merkle::nodes_needed_for_root(new_size as u64) {
+        if let Some(h) = nodes.iter().find(|n| n.coord == c).map(|n| n.hash).or_else(|| edge.get(&c).copied()) {
+            next_edge.insert(c, h);
+        }
+    }
+    *edge = next_edge;
+    db.insert_leaves(&rows)?;
+    db.insert_nodes(&nodes)?;
+    Ok(new_size)
+}
