@@ -76,6 +76,22 @@ fn thread_table(r: &RunResult) -> String {
     r.server_threads.iter().map(|(name, s)| format!("    {name:<28} {:>5.0}% of a core\n", 100.0 * s / secs)).collect()
 }
 
+/// What one backend's runs measured.
+struct Measured {
+    /// The closed-loop run.
+    closed: RunResult,
+    /// The open-loop points: the fraction of the closed loop's maximum offered, the run.
+    sweep_runs: Vec<(f64, RunResult)>,
+    /// SQLite's WAL size after the closed loop.
+    wal: Option<u64>,
+    /// PostgreSQL sessions opened during the closed loop.
+    sessions: Option<i64>,
+    /// The server's `/metrics` after the runs.
+    metrics: String,
+    /// The server's peak RSS, KiB.
+    rss_kib: u64,
+}
+
 /// The HTTP measurements on one backend (`sqlite` or `postgres`).
 pub fn measure(
     settings: &HttpSettings,
@@ -91,8 +107,31 @@ pub fn measure(
     eprintln!("bench: kartu serve ({backend}) on {}, pid {}", server.addr, server.pid());
     let keys = CardKeys::load(&data_dir.join("keys.toml"))?;
     let rt = runtime(settings.client_threads)?;
-    let addr = server.addr;
     let pid = server.pid();
+    let wal_path = data_dir.join("kartu.db-wal");
+    let (closed, sweep_runs, wal, sessions) =
+        rt.block_on(drive(settings, backend, &server, &keys, db.as_ref(), &wal_path))?;
+    let metrics = server.get("/metrics").unwrap_or_default();
+    let rss_kib = loadgen::peak_rss_kib(pid).context("reading the server's VmHWM")?;
+    server.stop()?;
+    drop(db);
+    let m = Measured { closed, sweep_runs, wal, sessions, metrics, rss_kib };
+    let mut rows = closed_rows(settings, backend, goal, &m);
+    let sweep = sweep_rows(backend, &m, &mut rows);
+    let details = details(settings, backend, &m, &sweep);
+    Ok(HttpOutcome { rows, sweep, details })
+}
+
+/// The runs: the set-up through the API, the closed loop, then the open-loop sweep.
+async fn drive(
+    settings: &HttpSettings,
+    backend: &str,
+    server: &KartuServer,
+    keys: &CardKeys,
+    db: Option<&BenchDb>,
+    wal_path: &std::path::Path,
+) -> Result<(RunResult, Vec<(f64, RunResult)>, Option<u64>, Option<i64>)> {
+    let addr = server.addr;
     let spec = RunSpec {
         conns: settings.conns,
         warmup: Duration::from_secs(1),
@@ -100,105 +139,79 @@ pub fn measure(
         count: None,
         rate: None,
         amount: AMOUNT.into(),
-        server_pid: Some(pid),
+        server_pid: Some(server.pid()),
     };
-    let wal_path = data_dir.join("kartu.db-wal");
-    let wal_path = &wal_path;
-    let (closed, sweep_runs, wal, sessions) = rt.block_on(async {
-        let fleet = loadgen::setup(addr, &server.operator_token, &keys, settings.cards, TOPUP, 8).await?;
-        let token = fleet.merchant_token;
-        let sessions_before = pg_sessions(db.as_ref());
-        let (closed, mut cards) = loadgen::run(addr, &token, &keys, fleet.cards, &spec).await?;
-        let sessions = pg_sessions(db.as_ref()).zip(sessions_before).map(|(a, b)| a - b);
-        eprintln!("bench: http {backend} {} conns, closed loop: {}", settings.conns, closed.summary());
-        // SQLite's WAL only restarts when the checkpointer catches up, which it does not
-        // under continuous load: its size after the closed loop shows how fast it grows.
-        let wal = std::fs::metadata(wal_path).map(|m| m.len()).ok();
-        let mut sweep = Vec::new();
-        if settings.sweep_seconds > 0.0 {
-            for fraction in SWEEP {
-                // A rest between points, as between bursts in service: the WAL restarts,
-                // and each point starts from the same state.
-                tokio::time::sleep(REST).await;
-                let rate = (closed.throughput() * fraction).max(1.0);
-                let point = RunSpec {
-                    rate: Some(rate),
-                    warmup: Duration::from_millis(500),
-                    duration: Duration::from_secs_f64(settings.sweep_seconds),
-                    ..spec.clone()
-                };
-                let (r, back) = loadgen::run(addr, &token, &keys, cards, &point).await?;
-                cards = back;
-                eprintln!("bench: http {backend} open loop at {:.0}%: {}", fraction * 100.0, r.summary());
-                sweep.push((fraction, r));
-            }
+    let fleet = loadgen::setup(addr, &server.operator_token, keys, settings.cards, TOPUP, 8).await?;
+    let token = fleet.merchant_token;
+    let sessions_before = pg_sessions(db);
+    let (closed, mut cards) = loadgen::run(addr, &token, keys, fleet.cards, &spec).await?;
+    let sessions = pg_sessions(db).zip(sessions_before).map(|(a, b)| a - b);
+    eprintln!("bench: http {backend} {} conns, closed loop: {}", settings.conns, closed.summary());
+    // SQLite's WAL only restarts when the checkpointer catches up, which it does not
+    // under continuous load: its size after the closed loop shows how fast it grows.
+    let wal = std::fs::metadata(wal_path).map(|m| m.len()).ok();
+    let mut sweep = Vec::new();
+    if settings.sweep_seconds > 0.0 {
+        for fraction in SWEEP {
+            // A rest between points, as between bursts in service: the WAL restarts,
+            // and each point starts from the same state.
+            tokio::time::sleep(REST).await;
+            let rate = (closed.throughput() * fraction).max(1.0);
+            let point = RunSpec {
+                rate: Some(rate),
+                warmup: Duration::from_millis(500),
+                duration: Duration::from_secs_f64(settings.sweep_seconds),
+                ..spec.clone()
+            };
+            let (r, back) = loadgen::run(addr, &token, keys, cards, &point).await?;
+            cards = back;
+            eprintln!("bench: http {backend} open loop at {:.0}%: {}", fraction * 100.0, r.summary());
+            sweep.push((fraction, r));
         }
-        Ok::<_, anyhow::Error>((closed, sweep, wal, sessions))
-    })?;
-    let metrics = server.get("/metrics").unwrap_or_default();
-    let rss_kib = loadgen::peak_rss_kib(pid).context("reading the server's VmHWM")?;
-    server.stop()?;
-    drop(db);
+    }
+    Ok((closed, sweep, wal, sessions))
+}
 
+/// The report rows of the closed loop.
+fn closed_rows(settings: &HttpSettings, backend: &str, goal: f64, m: &Measured) -> Vec<Row> {
     let name = |what: &str| format!("http.{backend}.{what}");
+    let closed = &m.closed;
+    let window = closed.window.as_secs_f64();
+    let row = |what: &str, value: f64, unit: &'static str| Row { name: name(what), value, unit, goal: None };
     let mut rows = vec![
         Row {
             name: name(&format!("payments_per_s.{}_conns", settings.conns)),
-            value: closed.approved() as f64 / closed.window.as_secs_f64(),
+            value: closed.approved() as f64 / window,
             unit: "payments/s",
             goal: Some(goal),
         },
-        Row { name: name("p50_ms"), value: closed.quantile_ms(0.5), unit: "ms", goal: None },
-        Row { name: name("p99_ms"), value: closed.quantile_ms(0.99), unit: "ms", goal: Some(-10.0) },
-        Row { name: name("p999_ms"), value: closed.quantile_ms(0.999), unit: "ms", goal: None },
-        Row {
-            name: name("not_approved"),
-            value: (closed.answered - closed.approved()) as f64,
-            unit: "requests",
-            goal: None,
-        },
-        Row {
-            name: name("loadgen_cpu_pct"),
-            value: 100.0 * closed.client_cpu_s / closed.window.as_secs_f64(),
-            unit: "% of a core",
-            goal: None,
-        },
-        Row {
-            name: name("server_cpu_pct"),
-            value: 100.0 * closed.server_cpu_s.unwrap_or(0.0) / closed.window.as_secs_f64(),
-            unit: "% of a core",
-            goal: None,
-        },
-        Row {
-            name: name("machine_cpu_busy_pct"),
-            value: 100.0 * closed.machine_cpu_s.unwrap_or(0.0) / closed.window.as_secs_f64(),
-            unit: "% of a core",
-            goal: None,
-        },
-        Row { name: name("server_peak_rss_mib"), value: rss_kib as f64 / 1024.0, unit: "MiB", goal: None },
+        row("p50_ms", closed.quantile_ms(0.5), "ms"),
+        Row { goal: Some(-10.0), ..row("p99_ms", closed.quantile_ms(0.99), "ms") },
+        row("p999_ms", closed.quantile_ms(0.999), "ms"),
+        row("not_approved", (closed.answered - closed.approved()) as f64, "requests"),
+        row("loadgen_cpu_pct", 100.0 * closed.client_cpu_s / window, "% of a core"),
+        row("server_cpu_pct", 100.0 * closed.server_cpu_s.unwrap_or(0.0) / window, "% of a core"),
+        row("machine_cpu_busy_pct", 100.0 * closed.machine_cpu_s.unwrap_or(0.0) / window, "% of a core"),
+        row("server_peak_rss_mib", m.rss_kib as f64 / 1024.0, "MiB"),
     ];
-    if let Some(bytes) = wal.filter(|_| backend == "sqlite") {
-        rows.push(Row {
-            name: name("wal_mib_after_closed_loop"),
-            value: bytes as f64 / (1024.0 * 1024.0),
-            unit: "MiB",
-            goal: None,
-        });
+    if let Some(bytes) = m.wal.filter(|_| backend == "sqlite") {
+        rows.push(row("wal_mib_after_closed_loop", bytes as f64 / (1024.0 * 1024.0), "MiB"));
     }
-    if let Some(n) = sessions {
+    if let Some(n) = m.sessions {
         // Each is a PostgreSQL backend forked and torn down: the read pool's overflow.
-        rows.push(Row {
-            name: name("new_db_sessions_per_1000_payments"),
-            value: 1000.0 * n as f64 / closed.approved().max(1) as f64,
-            unit: "sessions",
-            goal: None,
-        });
+        let per_1000 = 1000.0 * n as f64 / closed.approved().max(1) as f64;
+        rows.push(row("new_db_sessions_per_1000_payments", per_1000, "sessions"));
     }
+    rows
+}
+
+/// The sweep's points, and a report row for each.
+fn sweep_rows(backend: &str, m: &Measured, rows: &mut Vec<Row>) -> Vec<SweepPoint> {
     let mut sweep = Vec::new();
-    for (fraction, r) in &sweep_runs {
+    for (fraction, r) in &m.sweep_runs {
         let pct = (fraction * 100.0).round();
         rows.push(Row {
-            name: name(&format!("open_loop_{pct}pct.p99_ms")),
+            name: format!("http.{backend}.open_loop_{pct}pct.p99_ms"),
             value: r.quantile_ms(0.99),
             unit: "ms",
             goal: None,
@@ -211,7 +224,12 @@ pub fn measure(
             p999_ms: r.quantile_ms(0.999),
         });
     }
+    sweep
+}
 
+/// The details for bench-report/http.txt.
+fn details(settings: &HttpSettings, backend: &str, m: &Measured, sweep: &[SweepPoint]) -> String {
+    let closed = &m.closed;
     let mut details = String::new();
     let _ = writeln!(details, "== {backend} ==");
     let _ = writeln!(
@@ -221,9 +239,9 @@ pub fn measure(
         settings.cards,
         closed.summary()
     );
-    let _ = writeln!(details, "  server CPU by thread during the window:\n{}", thread_table(&closed));
-    let _ = writeln!(details, "  server peak RSS (VmHWM): {:.1} MiB", rss_kib as f64 / 1024.0);
-    if !sweep_runs.is_empty() {
+    let _ = writeln!(details, "  server CPU by thread during the window:\n{}", thread_table(closed));
+    let _ = writeln!(details, "  server peak RSS (VmHWM): {:.1} MiB", m.rss_kib as f64 / 1024.0);
+    if !m.sweep_runs.is_empty() {
         let _ = writeln!(
             details,
             "  open loop (latency from when each request was due; {} s of rest before each point):",
@@ -234,7 +252,7 @@ pub fn measure(
             "    {:>8} {:>10} {:>10} {:>9} {:>9} {:>9}",
             "of max", "offered/s", "answered/s", "p50 ms", "p99 ms", "p99.9 ms"
         );
-        for ((fraction, r), p) in sweep_runs.iter().zip(&sweep) {
+        for ((fraction, r), p) in m.sweep_runs.iter().zip(sweep) {
             let _ = writeln!(
                 details,
                 "    {:>7.0}% {:>10.0} {:>10.0} {:>9.2} {:>9.2} {:>9.2}   results: {}",
@@ -249,20 +267,23 @@ pub fn measure(
         }
     }
     let _ = writeln!(details, "  server metrics after the runs (payments):");
-    for line in metrics.lines().filter(|l| {
-        !l.starts_with('#')
-            && (l.starts_with("kartu_payments_total")
-                || l.starts_with("kartu_writer_")
-                || (l.contains("/v1/payments")
-                    && (l.contains("_sum")
-                        || l.contains("_count")
-                        || l.contains("le=\"0.005\"")
-                        || l.contains("le=\"0.01\""))))
-    }) {
+    for line in m.metrics.lines().filter(|l| payment_metric(l)) {
         let _ = writeln!(details, "    {line}");
     }
     details.push('\n');
-    Ok(HttpOutcome { rows, sweep, details })
+    details
+}
+
+/// The `/metrics` lines about payments the details show.
+fn payment_metric(line: &str) -> bool {
+    !line.starts_with('#')
+        && (line.starts_with("kartu_payments_total")
+            || line.starts_with("kartu_writer_")
+            || (line.contains("/v1/payments")
+                && (line.contains("_sum")
+                    || line.contains("_count")
+                    || line.contains("le=\"0.005\"")
+                    || line.contains("le=\"0.01\""))))
 }
 
 /// Sessions ever opened on the benchmark's PostgreSQL database (`pg_stat_database`).

@@ -19,9 +19,9 @@ use card::keyfile::KeyFile;
 use card::sun::{encrypt_picc_data, sdm_mac};
 use card::{diversify_card_key, CardUid, Key, ReadCounter};
 use hdrhistogram::Histogram;
-use serde_json::{json, Value};
 
 use crate::client::{self, Conn};
+use crate::setup::run_nonce;
 
 /// The newest key version of a key file: what the generator's virtual cards carry.
 pub struct CardKeys {
@@ -92,7 +92,7 @@ impl std::fmt::Debug for VirtualCard {
 }
 
 impl VirtualCard {
-    fn new(uid: CardUid, keys: &CardKeys) -> Result<VirtualCard> {
+    pub(crate) fn new(uid: CardUid, keys: &CardKeys) -> Result<VirtualCard> {
         let file_key = diversify_card_key(&keys.file_master, &uid, 2, &keys.system_identifier)
             .map_err(|e| anyhow!("diversification: {e}"))?;
         Ok(VirtualCard { uid, file_key, counter: 0 })
@@ -122,212 +122,12 @@ fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
     }
 }
 
-/// What the set-up made: the merchant terminal's token and the cards, topped up.
-#[derive(Debug)]
-pub struct Fleet {
-    /// Bearer token of the merchant terminal that takes the payments.
-    pub merchant_token: String,
-    /// The virtual cards.
-    pub cards: Vec<VirtualCard>,
-}
+pub use crate::setup::{setup, Fleet};
 
 /// How many times a request is sent before the generator gives up on it.
-const ATTEMPTS: u32 = 8;
+pub(crate) const ATTEMPTS: u32 = 8;
 /// How long one attempt may take before the connection is dropped and the request resent.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// One JSON call of the set-up, retried with the same key on connection errors and 503.
-async fn call(
-    conn: &mut Option<Conn>,
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    token: &str,
-    key: &str,
-    body: &Value,
-) -> Result<Value> {
-    let body = serde_json::to_vec(body)?;
-    let request = client::request(method, path, Some(token), Some(key), Some(&body));
-    let mut last = String::new();
-    for attempt in 0..ATTEMPTS {
-        if attempt > 0 {
-            tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
-        }
-        if conn.as_ref().is_none_or(|c| c.closed) {
-            match Conn::connect(addr).await {
-                Ok(c) => *conn = Some(c),
-                Err(e) => {
-                    last = e.to_string();
-                    continue;
-                }
-            }
-        }
-        let Some(c) = conn.as_mut() else { continue };
-        match tokio::time::timeout(ATTEMPT_TIMEOUT, c.send(&request)).await {
-            Ok(Ok(r)) if r.status == 503 => last = String::from_utf8_lossy(r.body).into_owned(),
-            Ok(Ok(r)) if (200..300).contains(&r.status) => {
-                return serde_json::from_slice(r.body)
-                    .with_context(|| format!("{method} {path}: the answer is not JSON"))
-            }
-            Ok(Ok(r)) => bail!("{method} {path}: {} {}", r.status, String::from_utf8_lossy(r.body)),
-            Ok(Err(e)) => {
-                *conn = None;
-                last = e.to_string();
-            }
-            Err(_) => {
-                *conn = None;
-                last = "timed out".into();
-            }
-        }
-    }
-    bail!("{method} {path}: no answer after {ATTEMPTS} attempts: {last}")
-}
-
-fn field(v: &Value, name: &str) -> Result<String> {
-    v.get(name).and_then(Value::as_str).map(str::to_owned).ok_or_else(|| anyhow!("no {name:?} in {v}"))
-}
-
-/// A number that differs between runs, so that a second set-up on the same server makes
-/// new holders, cards and keys.
-fn run_nonce() -> u64 {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    (t.as_nanos() as u64 ^ u64::from(std::process::id()).rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-}
-
-/// Creates, through the API, a merchant (fee rate 0.7%) and its terminal credential, an
-/// agent with float and its credential, `cards` holders with one card each, and tops each
-/// card up with `topup` (decimal, IDR). `parallel` connections do the work.
-pub async fn setup(
-    addr: SocketAddr,
-    operator_token: &str,
-    keys: &CardKeys,
-    cards: usize,
-    topup: &str,
-    parallel: usize,
-) -> Result<Fleet> {
-    let started = Instant::now();
-    let nonce = run_nonce();
-    let tag = format!("setup-{nonce:016x}");
-    let mut conn = None;
-    let op = operator_token;
-    let merchant = call(
-        &mut conn,
-        addr,
-        "POST",
-        "/v1/merchants",
-        op,
-        &format!("{tag}-merchant"),
-        &json!({"name": "bench merchant", "category": "grocery", "fee_rate": "0.007"}),
-    )
-    .await?;
-    let terminal = call(
-        &mut conn,
-        addr,
-        "POST",
-        "/v1/credentials",
-        op,
-        &format!("{tag}-terminal"),
-        &json!({"role": "merchant_terminal", "name": "bench terminal", "merchant_id": field(&merchant, "id")?}),
-    )
-    .await?;
-    let agent =
-        call(&mut conn, addr, "POST", "/v1/agents", op, &format!("{tag}-agent"), &json!({"name": "bench agent"}))
-            .await?;
-    let agent_id = field(&agent, "id")?;
-    let per_card: f64 = topup.parse().context("top-up amount")?;
-    let float = call(
-        &mut conn,
-        addr,
-        "POST",
-        &format!("/v1/agents/{agent_id}/float"),
-        op,
-        &format!("{tag}-float"),
-        &json!({"amount": format!("{:.2}", per_card * cards as f64), "currency": "IDR"}),
-    )
-    .await?;
-    if float["status"] == "pending" {
-        bail!(
-            "the agent's float ({:.2}) is above the server's float_approval_threshold_minor and waits for a second \
-             operator (approval {}): raise the threshold for a bench installation, or use fewer cards",
-            per_card * cards as f64,
-            float["id"]
-        );
-    }
-    let agent_cred = call(
-        &mut conn,
-        addr,
-        "POST",
-        "/v1/credentials",
-        op,
-        &format!("{tag}-agentcred"),
-        &json!({"role": "top_up_agent", "name": "bench agent counter", "agent_id": agent_id}),
-    )
-    .await?;
-    let merchant_token = field(&terminal, "token")?;
-    let agent_token: Arc<str> = field(&agent_cred, "token")?.into();
-    let uid_base = nonce.to_be_bytes();
-    let uids: Vec<CardUid> = (0..cards)
-        .map(|i| {
-            let i = i as u32;
-            CardUid::from_bytes([0x04, uid_base[0], uid_base[1], uid_base[2], (i >> 16) as u8, (i >> 8) as u8, i as u8])
-        })
-        .collect();
-    // Each worker issues the cards i ≡ w (mod parallel).
-    let parallel = parallel.clamp(1, cards.max(1));
-    let mut workers = tokio::task::JoinSet::new();
-    for w in 0..parallel {
-        let (op, agent_token, tag, topup) = (op.to_owned(), agent_token.clone(), tag.clone(), topup.to_owned());
-        let mine: Vec<(usize, CardUid)> = uids.iter().copied().enumerate().skip(w).step_by(parallel).collect();
-        let nik_base = nonce % 9_000_000_000_000_000 + 1_000_000_000_000_000 - cards as u64;
-        workers.spawn(async move {
-            let mut conn = None;
-            for (i, uid) in mine {
-                let holder = call(
-                    &mut conn,
-                    addr,
-                    "POST",
-                    "/v1/holders",
-                    &op,
-                    &format!("{tag}-holder-{i}"),
-                    &json!({"name": format!("bench holder {i}"), "nik": format!("{:016}", nik_base + i as u64),
-                        "categories": ["resident"]}),
-                )
-                .await?;
-                let card = call(
-                    &mut conn,
-                    addr,
-                    "POST",
-                    "/v1/cards",
-                    &op,
-                    &format!("{tag}-card-{i}"),
-                    &json!({"uid": hex::encode_upper(uid.as_bytes()), "holder_id": field(&holder, "id")?}),
-                )
-                .await?;
-                call(
-                    &mut conn,
-                    addr,
-                    "POST",
-                    "/v1/topups",
-                    &agent_token,
-                    &format!("{tag}-topup-{i}"),
-                    &json!({"card_id": field(&card, "id")?, "amount": topup, "currency": "IDR"}),
-                )
-                .await?;
-            }
-            Ok::<(), anyhow::Error>(())
-        });
-    }
-    while let Some(r) = workers.join_next().await {
-        r.map_err(|e| anyhow!("set-up worker: {e}"))??;
-    }
-    let cards = uids.into_iter().map(|uid| VirtualCard::new(uid, keys)).collect::<Result<Vec<_>>>()?;
-    eprintln!(
-        "bench: set up a merchant, an agent and {} topped-up cards through the API in {:.1} s",
-        cards.len(),
-        started.elapsed().as_secs_f64()
-    );
-    Ok(Fleet { merchant_token, cards })
-}
+pub(crate) const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long, or how many, and at which pace.
 #[derive(Debug, Clone)]

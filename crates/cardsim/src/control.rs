@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::vpcd::{Shared, SimError, TearTrigger};
+use crate::shared::{Shared, SimError, TearTrigger};
 
 /// Longest command line accepted, in bytes.
 pub const CONTROL_LINE_MAX: usize = 128;

@@ -29,6 +29,7 @@
 pub mod control;
 pub mod ntag;
 pub mod settings;
+mod shared;
 pub mod state;
 pub mod vpcd;
 

@@ -5,9 +5,11 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use card::keyfile::KeyFile;
 use card::{CardUid, ReadCounter};
+use client::wire::{NewTopup, Tap};
+use client::Client;
 use serde_json::{json, Value};
 
 /// The three demo cards' UIDs.
@@ -17,69 +19,17 @@ pub const CARDS: [(&str, &str, &str, &[&str]); 3] = [
     ("Citra Dewi", "7371010101900003", "04A1B2C3D4E503", &["senior"]),
 ];
 
-/// A small API client: a write with its idempotency key, a read; a non-2xx answer is an
-/// error that names the call and holds the problem document.
-pub(crate) struct Client {
-    agent: ureq::Agent,
-    base: String,
-}
-
-impl Client {
-    /// A client of `base`, trusting the CA certificates of `ca_file` for `https://` (else
-    /// the system's roots).
-    pub(crate) fn new(base: &str, ca_file: Option<&Path>) -> Result<Self> {
-        terminal::client::check_url(base).map_err(anyhow::Error::msg)?;
-        Ok(Client {
-            agent: terminal::client::agent(ca_file, None).map_err(anyhow::Error::msg)?,
-            base: base.trim_end_matches('/').to_owned(),
-        })
-    }
-
-    fn failed(&self, call: &str, e: &ureq::Error) -> anyhow::Error {
-        anyhow::anyhow!("{call}: {}", terminal::client::classify(&self.base, e))
-    }
-
-    pub(crate) fn post(&self, token: &str, path: &str, key: &str, body: Value) -> Result<Value> {
-        let mut r = self
-            .agent
-            .post(&format!("{}{path}", self.base))
-            .header("Authorization", &format!("Bearer {token}"))
-            .header("Idempotency-Key", key)
-            .send_json(&body)
-            .map_err(|e| self.failed(&format!("POST {path}"), &e))?;
-        let status = r.status();
-        let v: Value = r.body_mut().read_json().with_context(|| format!("POST {path}: reading the answer"))?;
-        if !status.is_success() {
-            bail!("POST {path}: {status}: {v}");
-        }
-        Ok(v)
-    }
-    pub(crate) fn get(&self, token: &str, path: &str) -> Result<Value> {
-        let mut r = self
-            .agent
-            .get(&format!("{}{path}", self.base))
-            .header("Authorization", &format!("Bearer {token}"))
-            .call()
-            .map_err(|e| self.failed(&format!("GET {path}"), &e))?;
-        let status = r.status();
-        let v: Value = r.body_mut().read_json()?;
-        if !status.is_success() {
-            bail!("GET {path}: {status}: {v}");
-        }
-        Ok(v)
-    }
-}
-
+/// The `id` of an object the operator API returned.
 pub(crate) fn id(v: &Value) -> Result<String> {
     v["id"].as_str().map(str::to_owned).context("no id in the answer")
 }
 
 /// A tap of a demo card with `counter`, as the card would mirror it.
-pub fn tap(keys: &KeyFile, uid: &str, counter: u32) -> Result<Value> {
+pub fn tap(keys: &KeyFile, uid: &str, counter: u32) -> Result<Tap> {
     let uid = CardUid::from_hex(uid).map_err(|e| anyhow::anyhow!("{e}"))?;
     let counter = ReadCounter::new(counter).context("counter")?;
     let tap = keys.make_tap(&uid, counter, [0; 5]).map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(json!({"picc_data": hex::encode_upper(tap.picc_data()), "cmac": hex::encode_upper(tap.sdm_mac())}))
+    Ok(Tap { picc_data: hex::encode_upper(tap.picc_data()), cmac: hex::encode_upper(tap.sdm_mac()) })
 }
 
 /// The demo city's places, as the API returned them.
@@ -91,24 +41,24 @@ pub(crate) struct Places {
 }
 
 /// Registers the grocery (fee 0.7 %), the parking operator (0.5 %), the clinic (insured and
-/// senior holders, queue numbers) and the top-up agent with Rp 10,000,000 of float.
-pub(crate) fn create_places(c: &Client, op: &str) -> Result<Places> {
-    let grocery = c.post(
-        op,
+/// senior holders, queue numbers) and the top-up agent with Rp 10,000,000 of float, as the
+/// operator `op`.
+pub(crate) fn create_places(op: &Client) -> Result<Places> {
+    let grocery = op.post(
         "/v1/merchants",
         "demo-grocery",
-        json!({"name": "Toko Sembako Losari", "category": "grocery", "fee_rate": "0.007"}),
+        &json!({"name": "Toko Sembako Losari", "category": "grocery", "fee_rate": "0.007"}),
     )?;
-    let parking = c.post(
-        op,
+    let parking = op.post(
         "/v1/merchants",
         "demo-parking",
-        json!({"name": "Parkir Pantai Losari", "category": "parking", "fee_rate": "0.005"}),
+        &json!({"name": "Parkir Pantai Losari", "category": "parking", "fee_rate": "0.005"}),
     )?;
-    let clinic = c.post(op, "/v1/service-points", "demo-clinic", json!({"name": "Puskesmas Kassi-Kassi", "service": "clinic",
+    let clinic = op.post("/v1/service-points", "demo-clinic", &json!({"name": "Puskesmas Kassi-Kassi", "service": "clinic",
         "policy": {"categories": ["insured", "senior"], "timezone": "Asia/Makassar", "daily_quota": 2, "issues_queue_numbers": true}}))?;
-    let agent = c.post(op, "/v1/agents", "demo-agent", json!({"name": "Agen BRILink Panakkukang"}))?;
-    c.post(op, &format!("/v1/agents/{}/float", id(&agent)?), "demo-float", json!({"amount": AGENT_FLOAT}))?;
+    let agent = op.post("/v1/agents", "demo-agent", &json!({"name": "Agen BRILink Panakkukang"}))?;
+    let _: Value =
+        op.post(&format!("/v1/agents/{}/float", id(&agent)?), "demo-float", &json!({"amount": AGENT_FLOAT}))?;
     Ok(Places { grocery, parking, clinic, agent })
 }
 
@@ -120,67 +70,20 @@ pub(crate) const AGENT_FLOAT: &str = "10000000.00";
 pub fn seed_and_print(base: &str, data_dir: &Path, operator_token: &str) -> Result<()> {
     let keys_text = std::fs::read_to_string(data_dir.join("keys.toml")).context("reading keys.toml")?;
     let keys = KeyFile::parse(&keys_text).map_err(|e| anyhow::anyhow!("keys.toml: {e}"))?;
-    let ca_file = std::env::var_os(terminal::client::CA_FILE_ENV).map(std::path::PathBuf::from);
-    let c = Client::new(base, ca_file.as_deref())?;
+    let ca_file = std::env::var_os(client::CA_FILE_ENV).map(std::path::PathBuf::from);
+    let op = Client::new(base, ca_file.as_deref(), None)?.with_token(operator_token);
     let saved = data_dir.join("demo-city.json");
     let city: Value = if saved.exists() {
         serde_json::from_str(&std::fs::read_to_string(&saved)?)?
     } else {
-        let op = operator_token;
-        let Places { grocery, parking, clinic, agent } = create_places(&c, op)?;
-        let mut cards = Vec::new();
-        for (i, (name, nik, uid, categories)) in CARDS.iter().enumerate() {
-            let h = c.post(
-                op,
-                "/v1/holders",
-                &format!("demo-holder-{i}"),
-                json!({"name": name, "nik": nik, "categories": categories}),
-            )?;
-            let card = c.post(op, "/v1/cards", &format!("demo-card-{i}"), json!({"uid": uid, "holder_id": id(&h)?}))?;
-            cards.push(json!({"card_id": id(&card)?, "uid": uid, "holder": name}));
-        }
-        let token = |key: &str, body: Value| -> Result<String> {
-            let v = c.post(op, "/v1/credentials", key, body)?;
-            v["token"].as_str().map(str::to_owned).context(
-                "a credential without its token: delete DATA/demo-city.json and the data directory to start over",
-            )
-        };
-        let pos = token(
-            "demo-cred-pos",
-            json!({"role": "merchant_terminal", "name": "grocery till 1", "merchant_id": id(&grocery)?}),
-        )?;
-        let gate = token(
-            "demo-cred-gate",
-            json!({"role": "merchant_terminal", "name": "parking gate", "merchant_id": id(&parking)?}),
-        )?;
-        let desk = token(
-            "demo-cred-desk",
-            json!({"role": "service_point", "name": "clinic desk", "service_point_id": id(&clinic)?}),
-        )?;
-        let agent_token = token(
-            "demo-cred-agent",
-            json!({"role": "top_up_agent", "name": "agent counter", "agent_id": id(&agent)?}),
-        )?;
-        let kiosk = token("demo-cred-kiosk", json!({"role": "kiosk", "name": "city hall kiosk"}))?;
-        let auditor = token("demo-cred-auditor", json!({"role": "auditor", "name": "city auditor"}))?;
-        for (i, card) in cards.iter().enumerate() {
-            let card_id = card["card_id"].as_str().unwrap_or_default();
-            c.post(
-                &agent_token,
-                "/v1/topups",
-                &format!("demo-topup-{i}"),
-                json!({"card_id": card_id, "amount": "250000.00"}),
-            )?;
-        }
-        let city = json!({"operator": op, "grocery_pos": pos, "parking_gate": gate, "clinic_desk": desk,
-            "agent": agent_token, "kiosk": kiosk, "auditor": auditor, "cards": cards});
+        let city = seed(&op, operator_token)?;
         write_private(&saved, &serde_json::to_string_pretty(&city)?)?;
         city
     };
     let card = &city["cards"][0];
     let card_id = card["card_id"].as_str().unwrap_or("1");
     let uid = card["uid"].as_str().unwrap_or(CARDS[0].2);
-    let now = c.get(operator_token, &format!("/v1/cards/{card_id}"))?;
+    let now: Value = op.get(&format!("/v1/cards/{card_id}"))?;
     let next = now["last_counter"].as_u64().unwrap_or(0) as u32 + 1;
     let tap = tap(&keys, uid, next)?;
     let t = |k: &str| city[k].as_str().unwrap_or_default().to_owned();
@@ -203,6 +106,56 @@ pub fn seed_and_print(base: &str, data_dir: &Path, operator_token: &str) -> Resu
     println!("Send it twice with a new Idempotency-Key: the same tap is refused (card_replay).");
     println!("API docs: {base}/docs   OpenAPI: {base}/openapi.json   metrics: {base}/metrics");
     Ok(())
+}
+
+/// Creates the city through the API as the operator `op` (whose token is `operator_token`):
+/// the places, the holders and their cards, the credentials, the top-ups. What
+/// DATA/demo-city.json keeps.
+fn seed(op: &Client, operator_token: &str) -> Result<Value> {
+    let Places { grocery, parking, clinic, agent } = create_places(op)?;
+    let mut cards = Vec::new();
+    for (i, (name, nik, uid, categories)) in CARDS.iter().enumerate() {
+        let body = json!({"name": name, "nik": nik, "categories": categories});
+        let h: Value = op.post("/v1/holders", &format!("demo-holder-{i}"), &body)?;
+        let card: Value =
+            op.post("/v1/cards", &format!("demo-card-{i}"), &json!({"uid": uid, "holder_id": id(&h)?}))?;
+        cards.push(json!({"card_id": id(&card)?, "uid": uid, "holder": name}));
+    }
+    let token = |key: &str, body: Value| -> Result<String> {
+        let v: Value = op.post("/v1/credentials", key, &body)?;
+        v["token"]
+            .as_str()
+            .map(str::to_owned)
+            .context("a credential without its token: delete DATA/demo-city.json and the data directory to start over")
+    };
+    let pos = token(
+        "demo-cred-pos",
+        json!({"role": "merchant_terminal", "name": "grocery till 1", "merchant_id": id(&grocery)?}),
+    )?;
+    let gate = token(
+        "demo-cred-gate",
+        json!({"role": "merchant_terminal", "name": "parking gate", "merchant_id": id(&parking)?}),
+    )?;
+    let desk = token(
+        "demo-cred-desk",
+        json!({"role": "service_point", "name": "clinic desk", "service_point_id": id(&clinic)?}),
+    )?;
+    let agent_token =
+        token("demo-cred-agent", json!({"role": "top_up_agent", "name": "agent counter", "agent_id": id(&agent)?}))?;
+    let kiosk = token("demo-cred-kiosk", json!({"role": "kiosk", "name": "city hall kiosk"}))?;
+    let auditor = token("demo-cred-auditor", json!({"role": "auditor", "name": "city auditor"}))?;
+    let teller = op.with_token(&agent_token);
+    for (i, card) in cards.iter().enumerate() {
+        let topup = NewTopup {
+            tap: None,
+            card_id: card["card_id"].as_str().map(str::to_owned),
+            amount: "250000.00".into(),
+            currency: None,
+        };
+        teller.topup(&format!("demo-topup-{i}"), &topup)?;
+    }
+    Ok(json!({"operator": operator_token, "grocery_pos": pos, "parking_gate": gate, "clinic_desk": desk,
+        "agent": agent_token, "kiosk": kiosk, "auditor": auditor, "cards": cards}))
 }
 
 fn write_private(path: &Path, text: &str) -> Result<()> {

@@ -10,6 +10,7 @@ mod card_cmd;
 mod demo;
 mod demo_city;
 mod progress;
+mod stage;
 mod tap_bench;
 mod verify_url;
 mod watch;
@@ -393,17 +394,12 @@ fn run(cli: Cli) -> Result<()> {
                     .map(|f| open_trusted(&verifier, &f, origin.as_deref()))
                     .transpose()
                     .context("audit verify FAILED")?;
-                let agent = terminal::client::agent(ca_file.as_deref(), None).map_err(anyhow::Error::msg)?;
-                let report = verify_url::verify(
-                    &agent,
-                    &url,
-                    &token,
-                    &verifier,
-                    allow_unsigned_tail,
-                    origin.as_deref(),
-                    trusted.as_ref(),
-                )
-                .context("audit verify FAILED")?;
+                let client = client::Client::new(&url, ca_file.as_deref(), None)
+                    .context("audit verify FAILED")?
+                    .with_token(&token);
+                let report =
+                    verify_url::verify(&client, &verifier, allow_unsigned_tail, origin.as_deref(), trusted.as_ref())
+                        .context("audit verify FAILED")?;
                 println!("{}", serde_json::to_string_pretty(&report)?);
                 eprintln!("kartu: the log verifies");
                 Ok(())

@@ -14,11 +14,12 @@
 use std::time::Instant;
 
 use anyhow::{ensure, Context, Result};
+use client::Client;
 use serde_json::{json, Value};
 use terminal::Mode;
 
-use crate::demo::{minor, open_terminal, token, Reader, Stage, Wallet};
 use crate::demo_city::{self, id, CARDS};
+use crate::stage::{minor, open_terminal, token, Reader, Server, Stage, Wallet, Wire};
 
 /// Most taps of each kind (the top-up must stay under the wallet's maximum balance).
 pub const TAPS_MAX: u32 = 1000;
@@ -72,89 +73,59 @@ fn timed_tap(
     })
 }
 
+/// The bench's terminals, on a card personalised, issued and topped up.
+struct Bench {
+    reader: Reader,
+    server: Server,
+    /// The API as the operator.
+    op: Client,
+    card: Wallet,
+    pos: terminal::Terminal,
+    gate: terminal::Terminal,
+    /// The card's balance before the taps, minor units.
+    before: i64,
+}
+
 /// Runs the tap benchmark on the demo's pcscd; returns what `--json` gets.
 pub(crate) fn run(
     pcscd: &pcsc_testkit::Pcscd,
     work: &std::path::Path,
     data: &std::path::Path,
-    wire: &crate::demo::Wire,
+    wire: &Wire,
     taps: u32,
 ) -> Result<Value> {
-    let Stage { reader, init, key_file, mut server, client: c } = Stage::open(pcscd, work, data, wire)?;
-    let op = init.operator_token.clone();
-    let (name, nik, uid, categories) = CARDS[0];
-    let mut card = Wallet::new(name, uid, work.join("card-bench.json"));
-    reader.personalize(&key_file, &mut card)?;
-
-    let places = demo_city::create_places(&c, &op)?;
-    let gate = c.post(
-        &op,
-        "/v1/service-points",
-        "bench-gate",
-        json!({"name": "Halte Pantai Losari", "service": "other",
-            "policy": {"categories": [], "timezone": "Asia/Makassar"}}),
-    )?;
-    let holder =
-        c.post(&op, "/v1/holders", "bench-holder", json!({"name": name, "nik": nik, "categories": categories}))?;
-    let issued = c.post(&op, "/v1/cards", "bench-card", json!({"uid": uid, "holder_id": id(&holder)?}))?;
-    card.card_id = id(&issued)?;
-    let agent_token = token(
-        &c,
-        &op,
-        "bench-cred-agent",
-        json!({"role": "top_up_agent", "name": "agent counter", "agent_id": id(&places.agent)?}),
-    )?;
-    let pos_token = token(
-        &c,
-        &op,
-        "bench-cred-pos",
-        json!({"role": "merchant_terminal", "name": "grocery till 1", "merchant_id": id(&places.grocery)?}),
-    )?;
-    let gate_token = token(
-        &c,
-        &op,
-        "bench-cred-gate",
-        json!({"role": "service_point", "name": "bus stop gate", "service_point_id": id(&gate)?}),
-    )?;
-    let mut agent = open_terminal(work, "agent", Mode::Agent, &server, &agent_token)?;
-    let mut pos = open_terminal(work, "pos", Mode::Pos, &server, &pos_token)?;
-    let mut gate_terminal = open_terminal(work, "gate", Mode::Gate, &server, &gate_token)?;
-
+    let mut bench = set_up(pcscd, work, data, wire, taps)?;
     let payment = minor(PAYMENT)?;
-    let topup = payment * i64::from(taps) + minor(SPARE)?;
-    let topped = reader.present(&mut card, |r| Ok(agent.handle(&r.tap()?, Some(topup), None)?))?;
-    ensure!(topped.ok && topped.online, "the top-up was refused: {}", topped.line);
-    let before = balance_minor(&topped.detail["balance"])?;
-
     let mut pos_taps = Vec::new();
     let mut gate_taps = Vec::new();
     for i in 0..taps {
         let reference = format!("tap-bench-{i}");
-        let paid = timed_tap(&reader, &mut card, &mut pos, Some(payment), Some(&reference))?;
+        let paid = timed_tap(&bench.reader, &mut bench.card, &mut bench.pos, Some(payment), Some(&reference))?;
+        let entry_seq = paid.outcome.detail.payment().map(|p| p.receipt.entry_seq);
         ensure!(
-            paid.outcome.ok && paid.outcome.online,
+            paid.outcome.ok && paid.outcome.online && entry_seq.is_some(),
             "POS tap {i}: the payment was not approved online: {}",
             paid.outcome.line
         );
         pos_taps.push(json!({"ms": paid.total_ms, "card_ms": paid.card_ms, "http_ms": paid.http_ms,
-            "approved": true, "entry_seq": paid.outcome.detail["entry_seq"]}));
-        let passed = timed_tap(&reader, &mut card, &mut gate_terminal, None, None)?;
+            "approved": true, "entry_seq": entry_seq}));
+        let passed = timed_tap(&bench.reader, &mut bench.card, &mut bench.gate, None, None)?;
+        let allowed = passed.outcome.detail.decision().is_some_and(|d| d.decision == "allow");
         ensure!(
-            passed.outcome.ok && passed.outcome.online && passed.outcome.detail["decision"] == "allow",
+            passed.outcome.ok && passed.outcome.online && allowed,
             "gate tap {i}: the access was not allowed online: {}",
             passed.outcome.line
         );
         gate_taps.push(json!({"ms": passed.total_ms, "card_ms": passed.card_ms, "http_ms": passed.http_ms,
             "allowed": true}));
     }
-    let after_card = c.get(&op, &format!("/v1/cards/{}", card.card_id))?;
-    let after = balance_minor(&after_card["balance"])?;
+    let after_card: Value = bench.op.get(&format!("/v1/cards/{}", bench.card.card_id))?;
+    let (before, after) = (bench.before, balance_minor(&after_card["balance"])?);
     ensure!(
         after == before - payment * i64::from(taps),
         "the card's balance is {after} (minor units) after {taps} payments of {payment} from {before}"
     );
-    server.stop()?;
-
+    bench.server.stop()?;
     let median = |v: &[Value]| {
         let mut ms: Vec<f64> = v.iter().filter_map(|t| t["ms"].as_f64()).collect();
         ms.sort_by(f64::total_cmp);
@@ -174,4 +145,55 @@ pub(crate) fn run(
         "pos": pos_taps,
         "gate": gate_taps,
     }))
+}
+
+/// The stage, the card personalised, issued and topped up for `taps` payments, the
+/// terminals registered.
+fn set_up(
+    pcscd: &pcsc_testkit::Pcscd,
+    work: &std::path::Path,
+    data: &std::path::Path,
+    wire: &Wire,
+    taps: u32,
+) -> Result<Bench> {
+    let Stage { reader, init, key_file, server, client } = Stage::open(pcscd, work, data, wire)?;
+    let op = client.with_token(&init.operator_token);
+    let (name, nik, uid, categories) = CARDS[0];
+    let mut card = Wallet::new(name, uid, work.join("card-bench.json"));
+    reader.personalize(&key_file, &mut card)?;
+    let places = demo_city::create_places(&op)?;
+    let gate: Value = op.post(
+        "/v1/service-points",
+        "bench-gate",
+        &json!({"name": "Halte Pantai Losari", "service": "other",
+            "policy": {"categories": [], "timezone": "Asia/Makassar"}}),
+    )?;
+    let holder: Value =
+        op.post("/v1/holders", "bench-holder", &json!({"name": name, "nik": nik, "categories": categories}))?;
+    let issued: Value = op.post("/v1/cards", "bench-card", &json!({"uid": uid, "holder_id": id(&holder)?}))?;
+    card.card_id = id(&issued)?;
+    let agent_token = token(
+        &op,
+        "bench-cred-agent",
+        json!({"role": "top_up_agent", "name": "agent counter", "agent_id": id(&places.agent)?}),
+    )?;
+    let pos_token = token(
+        &op,
+        "bench-cred-pos",
+        json!({"role": "merchant_terminal", "name": "grocery till 1", "merchant_id": id(&places.grocery)?}),
+    )?;
+    let gate_token = token(
+        &op,
+        "bench-cred-gate",
+        json!({"role": "service_point", "name": "bus stop gate", "service_point_id": id(&gate)?}),
+    )?;
+    let mut agent = open_terminal(work, "agent", Mode::Agent, &server, &agent_token)?;
+    let pos = open_terminal(work, "pos", Mode::Pos, &server, &pos_token)?;
+    let gate = open_terminal(work, "gate", Mode::Gate, &server, &gate_token)?;
+    let topup = minor(PAYMENT)? * i64::from(taps) + minor(SPARE)?;
+    let topped = reader.present(&mut card, |r| Ok(agent.handle(&r.tap()?, Some(topup), None)?))?;
+    ensure!(topped.ok && topped.online, "the top-up was refused: {}", topped.line);
+    let balance = &topped.detail.topup().context("the top-up's answer")?.balance.amount;
+    let before = ledger::money::parse_balance_minor(balance, ledger::money::Currency::IDR)?;
+    Ok(Bench { reader, server, op, card, pos, gate, before })
 }

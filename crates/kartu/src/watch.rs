@@ -9,9 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use client::Client;
 use serde::{Deserialize, Serialize};
-
-use crate::verify_url::get;
 
 /// Leaves fetched per request.
 const PAGE: u64 = 1000;
@@ -52,23 +51,6 @@ struct State {
     note: String,
 }
 
-#[derive(Deserialize)]
-struct Leaves {
-    leaves: Vec<Leaf>,
-}
-
-#[derive(Deserialize)]
-struct Leaf {
-    leaf_index: u64,
-    leaf: String,
-    leaf_hash: String,
-}
-
-#[derive(Deserialize)]
-struct Consistency {
-    hashes: Vec<String>,
-}
-
 fn hash_of(text: &str) -> Result<merkle::Hash> {
     let bytes = hex::decode(text).map_err(|_| anyhow!("{text:?} is not hex"))?;
     bytes.try_into().map_err(|_| anyhow!("{text:?} is not a 32-byte hash"))
@@ -86,10 +68,8 @@ fn read_state(path: &Path) -> Result<Option<State>> {
 
 /// Polls until an error (or once).
 pub fn run(args: &Args) -> Result<()> {
-    terminal::client::check_url(&args.url).map_err(anyhow::Error::msg)?;
-    let base = args.url.trim_end_matches('/');
-    let agent =
-        terminal::client::agent(args.ca_file.as_deref(), Some(Duration::from_secs(60))).map_err(anyhow::Error::msg)?;
+    let client =
+        Client::new(&args.url, args.ca_file.as_deref(), Some(Duration::from_secs(60)))?.with_token(&args.token);
     let mut state = read_state(&args.state)?;
     let key_line = match (&args.public_key, &state) {
         (Some(file), pinned) => {
@@ -106,14 +86,14 @@ pub fn run(args: &Args) -> Result<()> {
         }
         (None, Some(s)) => s.verifier_key.clone(),
         (None, None) => {
-            let line = get(&agent, &format!("{base}/v1/audit/public-key"), &args.token)?.trim().to_owned();
+            let line = client.public_key()?;
             eprintln!("kartu: pinning the server's checkpoint key {line}");
             line
         }
     };
     let verifier = merkle::Verifier::parse(&key_line).context("the checkpoint verifier key")?;
     loop {
-        poll(&agent, base, &args.token, &verifier, &key_line, &mut state, &args.state)?;
+        poll(&client, &verifier, &key_line, &mut state, &args.state)?;
         if args.once {
             return Ok(());
         }
@@ -122,38 +102,18 @@ pub fn run(args: &Args) -> Result<()> {
 }
 
 fn poll(
-    agent: &ureq::Agent,
-    base: &str,
-    token: &str,
+    client: &Client,
     verifier: &merkle::Verifier,
     key_line: &str,
     state: &mut Option<State>,
     path: &Path,
 ) -> Result<()> {
-    let note = get(agent, &format!("{base}/v1/audit/checkpoints/latest"), token)?;
+    let note = client.latest_checkpoint()?;
     let checkpoint = verifier.open(&note).map_err(|e| {
         anyhow!("BAD SIGNATURE: the server's newest checkpoint does not verify with the pinned key: {e}")
     })?;
     let (new_size, new_root) = (checkpoint.size(), *checkpoint.root());
-    let (old_size, old_root, mut edge) = match state.as_ref() {
-        Some(s) => {
-            if s.origin != checkpoint.origin() {
-                bail!(
-                    "FORK: the server's checkpoint is for origin {:?}, the watched log is {:?}",
-                    checkpoint.origin(),
-                    s.origin
-                );
-            }
-            let hashes = s.edge.iter().map(|h| hash_of(h)).collect::<Result<Vec<_>>>()?;
-            let edge = merkle::CompactRange::from_parts(s.size, hashes)
-                .ok_or_else(|| anyhow!("the state file's edge does not fit its size"))?;
-            (s.size, hash_of(&s.root)?, edge)
-        }
-        None => (0, merkle::empty_root(), merkle::CompactRange::new()),
-    };
-    if edge.root() != old_root {
-        bail!("the state file's edge does not give its root: the state file was changed");
-    }
+    let (old_size, old_root, mut edge) = last_verified(state.as_ref(), &checkpoint)?;
     if new_size < old_size {
         bail!(
             "ROLLBACK: the server's newest checkpoint has {new_size} leaves, fewer than the {old_size} of the \
@@ -173,10 +133,7 @@ fn poll(
         return Ok(());
     }
     if old_size > 0 {
-        let body =
-            get(agent, &format!("{base}/v1/audit/proofs/consistency?first={old_size}&second={new_size}"), token)?;
-        let proof: Consistency =
-            serde_json::from_str(&body).context("the consistency proof is not the documented JSON")?;
+        let proof = client.consistency_proof(old_size, new_size).context("the consistency proof")?;
         let proof = proof.hashes.iter().map(|h| hash_of(h)).collect::<Result<Vec<_>>>()?;
         merkle::verify_consistency(old_size, new_size, &old_root, &new_root, &proof).map_err(|e| {
             anyhow!(
@@ -185,30 +142,7 @@ fn poll(
             )
         })?;
     }
-    let mut progress = crate::progress::Progress::new("rehashed", new_size);
-    while edge.size() < new_size {
-        let from = edge.size();
-        progress.set(from);
-        let limit = PAGE.min(new_size - from);
-        let body = get(agent, &format!("{base}/v1/audit/leaves?from={from}&limit={limit}"), token)?;
-        let page: Leaves = serde_json::from_str(&body).context("the leaves page is not the documented JSON")?;
-        if page.leaves.is_empty() {
-            bail!("the server's leaves end at {from}, before its checkpoint's size {new_size}");
-        }
-        for leaf in page.leaves.into_iter().take(limit as usize) {
-            let at = edge.size();
-            if leaf.leaf_index != at {
-                bail!("leaf {at}: the server sent leaf {} instead", leaf.leaf_index);
-            }
-            let bytes = hex::decode(&leaf.leaf).map_err(|_| anyhow!("leaf {at} is not hex"))?;
-            let hash = merkle::leaf_hash(&bytes);
-            if hex::encode(hash) != leaf.leaf_hash {
-                bail!("leaf {at}: its leaf_hash is not SHA-256(0x00 || leaf)");
-            }
-            edge.append(hash).map_err(|e| anyhow!("leaf {at}: {e}"))?;
-        }
-    }
-    progress.finish(edge.size());
+    rehash(client, &mut edge, new_size)?;
     if edge.root() != new_root {
         bail!(
             "FORK: the leaves {old_size}..{new_size} the server serves, rehashed onto the tree verified before, do \
@@ -228,5 +162,57 @@ fn poll(
         .with_context(|| format!("writing {}", path.display()))?;
     *state = Some(next);
     println!("verified: {new_size} leaves (from {old_size}), root {}", hex::encode(new_root));
+    Ok(())
+}
+
+/// The size, root and right edge of the last checkpoint verified (an empty tree on the
+/// first run); the state must be of the same log and its edge must give its root.
+fn last_verified(
+    state: Option<&State>,
+    checkpoint: &merkle::Checkpoint,
+) -> Result<(u64, merkle::Hash, merkle::CompactRange)> {
+    let Some(s) = state else { return Ok((0, merkle::empty_root(), merkle::CompactRange::new())) };
+    if s.origin != checkpoint.origin() {
+        bail!(
+            "FORK: the server's checkpoint is for origin {:?}, the watched log is {:?}",
+            checkpoint.origin(),
+            s.origin
+        );
+    }
+    let hashes = s.edge.iter().map(|h| hash_of(h)).collect::<Result<Vec<_>>>()?;
+    let edge = merkle::CompactRange::from_parts(s.size, hashes)
+        .ok_or_else(|| anyhow!("the state file's edge does not fit its size"))?;
+    let root = hash_of(&s.root)?;
+    if edge.root() != root {
+        bail!("the state file's edge does not give its root: the state file was changed");
+    }
+    Ok((s.size, root, edge))
+}
+
+/// Fetches the leaves from the edge's size to `new_size` and rehashes them onto the edge.
+fn rehash(client: &Client, edge: &mut merkle::CompactRange, new_size: u64) -> Result<()> {
+    let mut progress = crate::progress::Progress::new("rehashed", new_size);
+    while edge.size() < new_size {
+        let from = edge.size();
+        progress.set(from);
+        let limit = PAGE.min(new_size - from);
+        let page = client.leaves(from, limit).context("the leaves page")?;
+        if page.leaves.is_empty() {
+            bail!("the server's leaves end at {from}, before its checkpoint's size {new_size}");
+        }
+        for leaf in page.leaves.into_iter().take(limit as usize) {
+            let at = edge.size();
+            if u64::try_from(leaf.leaf_index) != Ok(at) {
+                bail!("leaf {at}: the server sent leaf {} instead", leaf.leaf_index);
+            }
+            let bytes = hex::decode(&leaf.leaf).map_err(|_| anyhow!("leaf {at} is not hex"))?;
+            let hash = merkle::leaf_hash(&bytes);
+            if hex::encode(hash) != leaf.leaf_hash {
+                bail!("leaf {at}: its leaf_hash is not SHA-256(0x00 || leaf)");
+            }
+            edge.append(hash).map_err(|e| anyhow!("leaf {at}: {e}"))?;
+        }
+    }
+    progress.finish(edge.size());
     Ok(())
 }

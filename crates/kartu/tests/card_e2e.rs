@@ -450,7 +450,7 @@ fn demo_day(outside: Option<&str>) -> Result<(), Failed> {
     }
     // The certificate names localhost only: clients call the server by that name.
     let base = base.replace("https://127.0.0.1:", "https://localhost:");
-    let http = Http { agent: terminal::client::agent(Some(&ca_file), None)?, base };
+    let http = Http { agent: client::transport::agent(Some(&ca_file), None)?, base };
     let mut cards = Vec::new();
     for (id, uid, status, balance) in expected {
         let card = http.get(&operator, &format!("/v1/cards/{id}"))?;

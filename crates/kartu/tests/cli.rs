@@ -1234,7 +1234,7 @@ fn install_server_cert(ca: &rcgen::Issuer<'static, rcgen::KeyPair>, cert: &Path,
 
 /// GET `url` on a new connection trusting only `ca_file`: the status, or the error.
 fn probe(ca_file: &Path, url: &str) -> Result<u16, String> {
-    let agent = terminal::client::agent(Some(ca_file), Some(std::time::Duration::from_secs(5)))?;
+    let agent = client::transport::agent(Some(ca_file), Some(std::time::Duration::from_secs(5)))?;
     agent.get(url).call().map(|r| r.status().as_u16()).map_err(|e| e.to_string())
 }
 
@@ -1272,7 +1272,7 @@ fn serve_over_https_with_sighup_reload_and_ca_file_clients() {
     let server = serve_collecting(&data_s, 0);
     let base = server.base.clone();
     assert!(base.starts_with("https://127.0.0.1:"), "{base}");
-    let agent = terminal::client::agent(Some(&ca1_file), None).expect("agent");
+    let agent = client::transport::agent(Some(&ca1_file), None).expect("agent");
     let post = |path: &str, key: &str, body: serde_json::Value| -> serde_json::Value {
         let mut r = agent
             .post(&format!("{base}{path}"))

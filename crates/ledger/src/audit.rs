@@ -5,6 +5,9 @@
 use crate::domain::{AccountId, Entry, EntryKind, EventRecord, IdempotencyKey, Posting, References};
 use crate::money::Currency;
 
+/// The replay of the books from decoded leaves ([`crate::replay`]), which both verifiers use.
+pub use crate::replay::Replayer;
+
 /// First byte of every leaf.
 pub const LEAF_FORMAT_VERSION: u8 = 1;
 /// Second byte: what the leaf records.

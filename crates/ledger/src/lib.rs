@@ -6,6 +6,8 @@
 //! - `store`: the only module that knows SQL (SQLite and PostgreSQL through diesel);
 //! - [`roles`]: what `kartu serve`'s database role may do on PostgreSQL, table by table;
 //! - [`audit`]: the canonical leaf bytes of the Merkle audit log (docs/AUDIT.md);
+//! - [`replay`]: the books replayed from the leaves, the rule both verifiers check
+//!   ([`audit::Replayer`]);
 //! - [`verify`]: the auditor's check of a whole database (with `verify_registry`, the
 //!   registry recomputed from its operator-action leaves);
 //! - [`Ledger`]: the group-committing writer, the reads, proofs and signed checkpoints;
@@ -15,6 +17,7 @@ pub mod audit;
 pub mod domain;
 mod ledger;
 mod machine;
+pub mod replay;
 /// Currencies, amounts and fee rates: the domain layer's (`domain::money`).
 pub use ::domain::money;
 pub mod signer;

@@ -13,8 +13,8 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::audit::{decode_entry_leaf, decode_event_leaf, entry_leaf, event_leaf};
-use crate::domain::{Account, AccountId, AccountKind, Entry, EntryKind, EventRecord};
-use crate::money::Currency;
+use crate::domain::{AccountId, Entry, EventRecord};
+use crate::replay::Replayer;
 use crate::store::{CheckpointRow, Db};
 pub use crate::verify_registry::RegistryFinding;
 use crate::verify_registry::{self, Collector};
@@ -127,24 +127,19 @@ pub fn verify(
     let started = Instant::now();
     let mut db = Db::open(url)?;
     let mut reads = Db::open(url)?;
-    let accounts: HashMap<AccountId, Account> = db.all_accounts()?.into_iter().map(|a| (a.id, a)).collect();
+    let accounts = db.all_accounts()?.into_iter().map(|a| (a.id, a)).collect();
     let head_seq = db.last_seq()?;
     let head_size = db.tree_size()?;
     let mut audit = Auditor {
         verifier,
         options,
-        accounts: &accounts,
+        replay: Replayer::with_accounts(accounts),
         tree: merkle::MemoryTree::new(),
-        balances: HashMap::new(),
-        debts: HashMap::new(),
-        next_seq: 1,
-        last_time_us: i64::MIN,
         checkpoints: VecDeque::new(),
         checkpoints_after: 0,
         checkpoints_done: 0,
         last_checked_size: 0,
         journal: VecDeque::new(),
-        next_event_id: 1,
         events: VecDeque::new(),
     };
     // One pass: the chain's checks stop at the first failure, the registry's collection of
@@ -191,14 +186,9 @@ pub fn verify(
 struct Auditor<'a> {
     verifier: &'a merkle::Verifier,
     options: &'a VerifyOptions,
-    accounts: &'a HashMap<AccountId, Account>,
+    /// The books replayed from the leaves (balances, debts, numbering, time).
+    replay: Replayer,
     tree: merkle::MemoryTree,
-    balances: HashMap<AccountId, i64>,
-    /// What each card wallet owes, recomputed from the entries: an offline-risk posting of
-    /// an entry is a change of its card wallet's debt; a replacement moves the debt.
-    debts: HashMap<AccountId, i64>,
-    next_seq: i64,
-    last_time_us: i64,
     /// Checkpoints not yet reached, in size order (paged in).
     checkpoints: VecDeque<CheckpointRow>,
     checkpoints_after: i64,
@@ -206,7 +196,6 @@ struct Auditor<'a> {
     last_checked_size: i64,
     /// Journal entries read ahead, in sequence order.
     journal: VecDeque<Entry>,
-    next_event_id: i64,
     /// Events read ahead, in id order.
     events: VecDeque<EventRecord>,
 }
@@ -217,7 +206,7 @@ impl Auditor<'_> {
         let at = Some(index);
         if row.leaf_index != index {
             return fail(
-                Some(self.next_seq),
+                Some(self.replay.next_seq()),
                 at,
                 format!("leaf {index} is missing (the next stored leaf is {})", row.leaf_index),
             );
@@ -267,19 +256,15 @@ impl Auditor<'_> {
         let at = Some(row.leaf_index);
         let leaf = match decode_entry_leaf(&row.leaf) {
             Ok(e) => e,
-            Err(e) => return fail(Some(self.next_seq), at, format!("leaf does not decode: {e}")),
+            Err(e) => return fail(Some(self.replay.next_seq()), at, format!("leaf does not decode: {e}")),
         };
         let seq = Some(leaf.seq);
-        if leaf.seq != self.next_seq {
-            return fail(
-                Some(self.next_seq),
-                at,
-                format!("expected entry {} here, the leaf holds entry {}", self.next_seq, leaf.seq),
-            );
+        if let Err(reason) = self.replay.expect_entry(leaf.seq) {
+            return fail(Some(self.replay.next_seq()), at, reason);
         }
         // The journal tables must say exactly what the leaf says.
         if self.journal.is_empty() {
-            self.journal.extend(db.entries_from(self.next_seq, VERIFY_PAGE)?);
+            self.journal.extend(db.entries_from(self.replay.next_seq(), VERIFY_PAGE)?);
         }
         let Some(stored) = self.journal.pop_front() else {
             return fail(seq, at, "the journal has no such entry");
@@ -297,21 +282,19 @@ impl Auditor<'_> {
                 format!("the journal tables differ from the leaf: {}", first_difference(&stored, &leaf)),
             );
         }
-        self.rules(&leaf).map_err(|reason| VerifyError::Failed {
+        self.replay.entry(&leaf).map_err(|reason| VerifyError::Failed {
             entry_seq: seq,
             leaf_index: at,
             reason,
             registry: Vec::new(),
-        })?;
-        self.next_seq += 1;
-        Ok(())
+        })
     }
 
     /// An event leaf: it decodes, events are numbered without gaps, and the events table
     /// says exactly what the leaf says.
     fn event(&mut self, db: &mut Db, row: &crate::store::LeafRow, hash: [u8; 32]) -> Result<(), VerifyError> {
         let at = Some(row.leaf_index);
-        let near = Some(self.next_seq - 1);
+        let near = Some(self.replay.entries());
         let leaf = match decode_event_leaf(&row.leaf) {
             Ok(e) => e,
             Err(e) => return fail(near, at, format!("event leaf does not decode: {e}")),
@@ -319,19 +302,11 @@ impl Auditor<'_> {
         if leaf.kind != row.kind {
             return fail(near, at, format!("the leaf is a {:?} event, stored as {:?}", leaf.kind, row.kind));
         }
-        if leaf.id != self.next_event_id {
-            return fail(
-                near,
-                at,
-                format!("expected event {} here, the leaf holds event {}", self.next_event_id, leaf.id),
-            );
+        if let Err(reason) = self.replay.event(leaf.id, leaf.time_us) {
+            return fail(near, at, reason);
         }
-        if leaf.time_us < self.last_time_us {
-            return fail(near, at, "time goes backwards");
-        }
-        self.last_time_us = leaf.time_us;
         if self.events.is_empty() {
-            self.events.extend(db.events(&Default::default(), self.next_event_id - 1, VERIFY_PAGE)?);
+            self.events.extend(db.events(&Default::default(), leaf.id - 1, VERIFY_PAGE)?);
         }
         let Some(stored) = self.events.pop_front() else {
             return fail(near, at, format!("the events table has no event {}", leaf.id));
@@ -345,72 +320,7 @@ impl Auditor<'_> {
         if event_leaf(&stored) != row.leaf {
             return fail(near, at, format!("the events table differs from the leaf of event {}", leaf.id));
         }
-        self.next_event_id += 1;
         Ok(())
-    }
-
-    /// The bookkeeping rules every entry obeys.
-    fn rules(&mut self, e: &Entry) -> Result<(), String> {
-        if e.time_us < self.last_time_us {
-            return Err("time goes backwards".into());
-        }
-        self.last_time_us = e.time_us;
-        // A replacement of a card that held nothing moves nothing, but is still recorded:
-        // from then on the old card's credits go to the new one.
-        let empty_replacement = e.kind == EntryKind::CardReplacement && e.amount_minor == 0;
-        if e.postings.len() < 2 && !(empty_replacement && e.postings.is_empty()) {
-            return Err("fewer than two postings".into());
-        }
-        self.debts_of(e);
-        let mut sums: HashMap<Currency, i128> = HashMap::new();
-        for p in &e.postings {
-            *sums.entry(p.currency).or_default() += i128::from(p.amount_minor);
-            let account = self.accounts.get(&p.account_id).ok_or(format!("account {} does not exist", p.account_id))?;
-            if account.currency != p.currency {
-                return Err(format!(
-                    "account {} is in {}, the posting in {}",
-                    p.account_id, account.currency, p.currency
-                ));
-            }
-            let before = self.balances.get(&p.account_id).copied().unwrap_or(0);
-            let expected = before.checked_add(p.amount_minor).ok_or("balance overflows")?;
-            if p.balance_after_minor != expected {
-                return Err(format!(
-                    "account {}: balance after {} but the previous balance {} plus {} is {}",
-                    p.account_id, p.balance_after_minor, before, p.amount_minor, expected
-                ));
-            }
-            if account.never_negative && expected < 0 {
-                return Err(format!("account {} may not go below zero but does ({expected})", p.account_id));
-            }
-            self.balances.insert(p.account_id, expected);
-        }
-        if let Some((c, s)) = sums.iter().find(|(_, s)| **s != 0) {
-            return Err(format!("postings in {c} sum to {s}, not zero"));
-        }
-        Ok(())
-    }
-
-    /// Follows what cards owe: each entry that posts to an offline-risk account changes its
-    /// card wallet's debt by the opposite amount; a replacement moves the old wallet's debt
-    /// to the new one.
-    fn debts_of(&mut self, e: &Entry) {
-        let is_wallet = |a: &AccountId| self.accounts.get(a).is_some_and(|a| a.kind == AccountKind::CardWallet);
-        let wallet = e.account_id.filter(is_wallet).or_else(|| e.postings.iter().map(|p| p.account_id).find(is_wallet));
-        let Some(wallet) = wallet else { return };
-        if e.kind == EntryKind::CardReplacement {
-            let owed = self.debts.remove(&wallet).unwrap_or(0);
-            if let (Some(new), true) = (e.counterparty_id, owed != 0) {
-                *self.debts.entry(new).or_default() += owed;
-            }
-            return;
-        }
-        for p in &e.postings {
-            let risk = self.accounts.get(&p.account_id).is_some_and(|a| a.kind == AccountKind::OfflineRisk);
-            if risk {
-                *self.debts.entry(wallet).or_default() -= p.amount_minor;
-            }
-        }
     }
 
     /// Checks every checkpoint whose size the tree has just reached.
@@ -435,7 +345,7 @@ impl Auditor<'_> {
     }
 
     fn checkpoint(&mut self, cp: &CheckpointRow) -> Result<(), VerifyError> {
-        let last_entry = Some(self.next_seq - 1);
+        let last_entry = Some(self.replay.entries());
         let at = Some(cp.tree_size - 1);
         let named = |reason: String| VerifyError::Failed {
             entry_seq: last_entry,
@@ -485,13 +395,13 @@ impl Auditor<'_> {
             }
         }
         if self.journal.is_empty() {
-            self.journal.extend(db.entries_from(self.next_seq, 1)?);
+            self.journal.extend(db.entries_from(self.replay.next_seq(), 1)?);
         }
         if let Some(extra) = self.journal.front() {
             return fail(Some(extra.seq), None, "the journal has this entry but the audit log has no leaf for it");
         }
         if self.events.is_empty() {
-            self.events.extend(db.events(&Default::default(), self.next_event_id - 1, 1)?);
+            self.events.extend(db.events(&Default::default(), self.replay.events(), 1)?);
         }
         if let Some(extra) = self.events.front() {
             return fail(
@@ -500,11 +410,11 @@ impl Auditor<'_> {
                 format!("the events table has event {} but the audit log has no leaf for it", extra.id),
             );
         }
-        if head_seq != self.next_seq - 1 {
+        if head_seq != self.replay.entries() {
             return fail(
-                Some(self.next_seq),
+                Some(self.replay.next_seq()),
                 None,
-                format!("the ledger head says {head_seq} entries, the log holds {}", self.next_seq - 1),
+                format!("the ledger head says {head_seq} entries, the log holds {}", self.replay.entries()),
             );
         }
         if head_size != size {
@@ -528,20 +438,14 @@ impl Auditor<'_> {
                 format!("{unsigned_tail} leaves are not covered by a signed checkpoint"),
             );
         }
-        let mut totals: HashMap<Currency, i128> = HashMap::new();
-        for (a, b) in &self.balances {
-            if let Some(account) = self.accounts.get(a) {
-                *totals.entry(account.currency).or_default() += i128::from(*b);
-            }
-        }
-        if let Some((c, t)) = totals.iter().find(|(_, t)| **t != 0) {
-            return fail(None, None, format!("the balances in {c} sum to {t}, not zero"));
+        if let Err(reason) = self.replay.totals_zero() {
+            return fail(None, None, reason);
         }
         let stored = db.all_debts()?;
         let owed = |m: &HashMap<AccountId, i64>| -> std::collections::BTreeMap<AccountId, i64> {
             m.iter().filter(|(_, d)| **d != 0).map(|(a, d)| (*a, *d)).collect()
         };
-        let (computed, stored) = (owed(&self.debts), owed(&stored));
+        let (computed, stored) = (owed(self.replay.debts()), owed(&stored));
         if computed != stored {
             let wallet = computed
                 .iter()
@@ -560,10 +464,10 @@ impl Auditor<'_> {
             );
         }
         Ok(VerifyReport {
-            entries: self.next_seq - 1,
+            entries: self.replay.entries(),
             leaves: size,
             checkpoints: self.checkpoints_done,
-            accounts: self.balances.len(),
+            accounts: self.replay.accounts(),
             root: self.tree.root(),
             unsigned_tail,
             registry_rows: 0,
@@ -574,7 +478,7 @@ impl Auditor<'_> {
 
     fn first_entry_after(&self, db: &mut Db, leaf_index: i64) -> Result<i64, VerifyError> {
         let leaf = db.leaves(leaf_index, 1)?;
-        Ok(leaf.first().and_then(|l| decode_entry_leaf(&l.leaf).ok()).map_or(self.next_seq - 1, |e| e.seq))
+        Ok(leaf.first().and_then(|l| decode_entry_leaf(&l.leaf).ok()).map_or(self.replay.entries(), |e| e.seq))
     }
 }
 

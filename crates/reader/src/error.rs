@@ -5,7 +5,7 @@ use card::commands::CommandError;
 use card::ndef::NdefError;
 use card::{AuthError, CardUid, DiversifyError, SecureMessagingError, SunError};
 
-use crate::tap::TapParseError;
+use crate::tap_url::TapParseError;
 
 /// Everything that can go wrong between a program and a card.
 #[derive(Debug, thiserror::Error)]

@@ -37,6 +37,7 @@ mod error;
 pub mod personalize;
 mod replay;
 pub mod tap;
+pub mod tap_url;
 mod terminal;
 mod transmit;
 

@@ -8,23 +8,26 @@
 //! Only an unreachable server (a refused or reset connection, a timeout) sends a tap
 //! offline. A TLS or certificate error, or a URL that is not `http(s)://HOST`, refuses the
 //! tap with an error that says so and writes nothing to the journal: a misconfigured
-//! terminal must not quietly approve payments offline ([`client::classify`]).
+//! terminal must not quietly approve payments offline ([`client::transport::classify`]).
 //!
 //! [`Terminal::handle`] is the logic for one tap (no PC/SC, so it is tested against a real
 //! server with taps made in the test); [`run`] is the loop over a real reader.
 
-pub mod client;
+mod answer;
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use client::wire::{AccessCheck, DenyList, NewInquiry, NewPayment, NewTopup, Tap, Upload};
+use client::{Client, ClientError};
 use domain::money::{Amount, Currency};
 use offline::{
     AccessRefusal, JournalWriter, NewRecord, OfflineAccess, RecordKind, RiskLimits, RiskState, SignedRecord,
 };
-use serde_json::{json, Value};
+
+pub use answer::Answer;
 
 /// What the terminal is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,8 +96,8 @@ pub struct Outcome {
     pub online: bool,
     /// One line for the screen.
     pub line: String,
-    /// The server's answer (or the offline record).
-    pub detail: Value,
+    /// The server's answer, or the offline record.
+    pub detail: Answer,
 }
 
 /// The terminal's settings.
@@ -117,10 +120,19 @@ pub struct Config {
     pub ca_file: Option<PathBuf>,
 }
 
+/// The request of one online tap.
+enum Request {
+    Pay(NewPayment),
+    Topup(NewTopup),
+    Access(AccessCheck),
+    Inquiry(NewInquiry),
+}
+
 /// The terminal's state.
 pub struct Terminal {
     config: Config,
-    http: ureq::Agent,
+    /// The API client, with the terminal's token.
+    api: Client,
     writer: JournalWriter,
     journal_path: PathBuf,
     risk: RiskState,
@@ -164,12 +176,40 @@ fn format_minor(minor: i64, currency: &str) -> String {
     Currency::parse(currency).unwrap_or(Currency::IDR).format_minor(minor)
 }
 
+/// What the server said to a call: its answer, a refusal, or nothing (unreachable, or a
+/// 5xx: the server cannot serve now).
+enum Reply<T> {
+    Answer(T),
+    Refused(ClientError),
+    Unreachable,
+}
+
+/// Sorts a call's result; a connection that is wrong (TLS, certificate, URL, protocol) is
+/// an error, never "offline".
+fn reply<T>(result: Result<T, ClientError>) -> Result<Reply<T>, TerminalError> {
+    match result {
+        Ok(answer) => Ok(Reply::Answer(answer)),
+        Err(ClientError::Broken(why)) => Err(TerminalError::Connection(why)),
+        Err(e) if e.is_unavailable() => {
+            tracing::warn!(why = %e, "the server cannot be reached");
+            Ok(Reply::Unreachable)
+        }
+        Err(e) => Ok(Reply::Refused(e)),
+    }
+}
+
+/// The deny list, limits and access policy of the last sync, as kept in the data directory.
+fn read_deny_cache(path: &Path) -> Option<DenyList> {
+    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+}
+
 impl Terminal {
     /// Opens the terminal's data directory: its Ed25519 key (created on first use; register
     /// the printed public key with the terminal's credential) and its journal.
     pub fn open(config: Config) -> Result<Terminal, TerminalError> {
-        client::check_url(&config.server).map_err(|e| TerminalError::Input(format!("the server URL: {e}")))?;
-        let http = client::agent(config.ca_file.as_deref(), Some(config.timeout)).map_err(TerminalError::Input)?;
+        let api = Client::new(&config.server, config.ca_file.as_deref(), Some(config.timeout))
+            .map_err(|e| TerminalError::Input(format!("the server URL: {e}")))?
+            .with_token(&config.token);
         std::fs::create_dir_all(&config.data_dir).map_err(storage)?;
         let key_path = config.data_dir.join("terminal.key");
         let key = match std::fs::read_to_string(&key_path) {
@@ -200,31 +240,24 @@ impl Terminal {
                 risk.record(&r.record.uid, r.record.time_us / 86_400_000_000, r.record.amount_minor);
             }
         }
-        let cached: Value = std::fs::read_to_string(config.data_dir.join("deny-list.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or(Value::Null);
-        let deny = cached["uids"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|u| u.as_str().map(str::to_owned)).collect())
-            .unwrap_or_default();
-        let limits = serde_json::from_value(cached["limits"].clone()).ok();
-        let access = serde_json::from_value(cached["access"].clone()).ok();
-        let sync_id = cached["sync_id"].as_u64().unwrap_or(0);
-        Ok(Terminal {
+        let mut terminal = Terminal {
             config,
-            http,
+            api,
             writer,
             journal_path,
             risk,
-            limits,
-            deny,
-            access,
-            sync_id,
+            limits: None,
+            deny: HashSet::new(),
+            access: None,
+            sync_id: 0,
             allowed,
             pending,
             next_key: now_us() as u64,
-        })
+        };
+        if let Some(list) = read_deny_cache(&terminal.config.data_dir.join("deny-list.json")) {
+            terminal.take_deny_list(list);
+        }
+        Ok(terminal)
     }
 
     /// The public key to register with the terminal's credential (hex).
@@ -242,45 +275,11 @@ impl Terminal {
         format!("term-{}", self.next_key)
     }
 
-    /// A request; `Ok(None)` when the server could not be reached (or answered 5xx), an
-    /// error when it was reached wrongly (TLS, certificate, URL, protocol).
-    fn call(
-        &self,
-        method: &str,
-        path: &str,
-        key: Option<&str>,
-        body: Option<&Value>,
-    ) -> Result<Option<(u16, Value)>, TerminalError> {
-        let url = format!("{}{path}", self.config.server.trim_end_matches('/'));
-        let auth = format!("Bearer {}", self.config.token);
-        let result = match (method, body) {
-            ("GET", _) => self.http.get(&url).header("Authorization", &auth).call(),
-            (_, Some(b)) => self
-                .http
-                .post(&url)
-                .header("Authorization", &auth)
-                .header("Idempotency-Key", key.unwrap_or("none"))
-                .send_json(b),
-            _ => return Ok(None),
-        };
-        let mut response = match result {
-            Ok(r) => r,
-            Err(e) => {
-                return match client::classify(&self.config.server, &e) {
-                    client::Failure::Offline(why) => {
-                        tracing::warn!(%why, "the server cannot be reached");
-                        Ok(None)
-                    }
-                    client::Failure::Broken(why) => Err(TerminalError::Connection(why)),
-                }
-            }
-        };
-        let status = response.status().as_u16();
-        if status >= 500 {
-            return Ok(None);
-        }
-        let value = response.body_mut().read_json::<Value>().unwrap_or(Value::Null);
-        Ok(Some((status, value)))
+    fn take_deny_list(&mut self, list: DenyList) {
+        self.deny = list.uids.into_iter().collect();
+        self.limits = list.limits;
+        self.access = list.access;
+        self.sync_id = u64::try_from(list.sync_id).unwrap_or(0);
     }
 
     /// Uploads pending offline records and refreshes the deny list and limits. Returns how
@@ -289,46 +288,47 @@ impl Terminal {
     pub fn sync(&mut self) -> Result<Option<usize>, TerminalError> {
         let mut posted = 0;
         if !self.pending.is_empty() {
-            let body = json!({"records": self.pending});
-            let key = format!("upload-{}", self.pending[0].record.seq);
-            let Some((status, answer)) = self.call("POST", "/v1/offline/journals", Some(&key), Some(&body))? else {
-                return Ok(None);
-            };
-            // Whatever the answer, ask where the server stands: records at or below its
-            // head are posted (and kept there), so they are no longer ours to send.
-            let head = match self.call("GET", "/v1/offline/head", None, None)? {
-                Some((200, h)) => h["seq"].as_u64().unwrap_or(0),
-                _ => return Ok(None),
-            };
-            let before = self.pending.len();
-            let done: i64 = self
-                .pending
-                .iter()
-                .filter(|r| r.record.seq <= head && r.record.kind == RecordKind::Payment)
-                .map(|r| r.record.amount_minor)
-                .sum();
-            self.pending.retain(|r| r.record.seq > head);
-            self.risk.uploaded(done);
-            posted = before - self.pending.len();
-            std::fs::write(self.config.data_dir.join("uploaded"), head.to_string()).map_err(storage)?;
-            if status != 200 {
-                tracing::error!(%status, answer = %answer, "the server refused part of the offline journal");
-                return Err(TerminalError::Storage(format!("the server refused the journal: {answer}")));
+            match self.upload()? {
+                Some(n) => posted = n,
+                None => return Ok(None),
             }
         }
-        if let Some((200, list)) = self.call("GET", "/v1/offline/deny-list", None, None)? {
-            self.deny = list["uids"]
-                .as_array()
-                .map(|a| a.iter().filter_map(|u| u.as_str().map(str::to_owned)).collect())
-                .unwrap_or_default();
-            self.limits = serde_json::from_value(list["limits"].clone()).ok();
-            self.access = serde_json::from_value(list["access"].clone()).ok();
-            self.sync_id = list["sync_id"].as_u64().unwrap_or(0);
-            std::fs::write(self.config.data_dir.join("deny-list.json"), list.to_string()).map_err(storage)?;
-        } else {
-            return Ok(None);
-        }
+        let Reply::Answer(list) = reply(self.api.deny_list())? else { return Ok(None) };
+        let text = serde_json::to_string(&list).map_err(storage)?;
+        std::fs::write(self.config.data_dir.join("deny-list.json"), text).map_err(storage)?;
+        self.take_deny_list(list);
         Ok(Some(posted))
+    }
+
+    /// Uploads the pending records; how many the server posted (`None`: unreachable).
+    fn upload(&mut self) -> Result<Option<usize>, TerminalError> {
+        let key = format!("upload-{}", self.pending[0].record.seq);
+        let answer = match reply(self.api.upload_journal(&key, &Upload { records: self.pending.clone() }))? {
+            Reply::Unreachable => return Ok(None),
+            Reply::Answer(_) => None,
+            Reply::Refused(e) => Some(e),
+        };
+        // Whatever the answer, ask where the server stands: records at or below its
+        // head are posted (and kept there), so they are no longer ours to send.
+        let head = match reply(self.api.offline_head())? {
+            Reply::Answer(h) => u64::try_from(h.seq).unwrap_or(0),
+            _ => return Ok(None),
+        };
+        let before = self.pending.len();
+        let done: i64 = self
+            .pending
+            .iter()
+            .filter(|r| r.record.seq <= head && r.record.kind == RecordKind::Payment)
+            .map(|r| r.record.amount_minor)
+            .sum();
+        self.pending.retain(|r| r.record.seq > head);
+        self.risk.uploaded(done);
+        std::fs::write(self.config.data_dir.join("uploaded"), head.to_string()).map_err(storage)?;
+        if let Some(refusal) = answer {
+            tracing::error!(%refusal, "the server refused part of the offline journal");
+            return Err(TerminalError::Storage(format!("the server refused the journal: {refusal}")));
+        }
+        Ok(Some(before - self.pending.len()))
     }
 
     /// Handles one tap: online when the server answers, else offline within the limits when
@@ -340,63 +340,35 @@ impl Terminal {
         amount_minor: Option<i64>,
         reference: Option<&str>,
     ) -> Result<Outcome, TerminalError> {
-        let tap = json!({"picc_data": read.picc_data, "cmac": read.cmac});
+        let tap = Tap { picc_data: read.picc_data.clone(), cmac: read.cmac.clone() };
         let amount = amount_minor.map(|m| format_minor(m, &self.config.currency));
-        let (path, body) = match self.config.mode {
-            Mode::Pos => {
-                let a = amount.clone().ok_or_else(|| TerminalError::Input("a payment needs an amount".into()))?;
-                (
-                    "/v1/payments",
-                    json!({"tap": tap, "amount": a, "currency": self.config.currency, "reference": reference}),
-                )
+        let currency = Some(self.config.currency.clone());
+        let request = match (self.config.mode, amount) {
+            (Mode::Pos, Some(amount)) => {
+                Request::Pay(NewPayment { tap, amount, currency, reference: reference.map(str::to_owned) })
             }
-            Mode::Agent => {
-                let a = amount.clone().ok_or_else(|| TerminalError::Input("a top-up needs an amount".into()))?;
-                ("/v1/topups", json!({"tap": tap, "amount": a, "currency": self.config.currency}))
-            }
-            Mode::Gate => ("/v1/access-checks", json!({"tap": tap})),
-            Mode::Kiosk => ("/v1/balance-inquiries", json!({"tap": tap})),
+            (Mode::Pos, None) => return Err(TerminalError::Input("a payment needs an amount".into())),
+            (Mode::Agent, Some(amount)) => Request::Topup(NewTopup { tap: Some(tap), card_id: None, amount, currency }),
+            (Mode::Agent, None) => return Err(TerminalError::Input("a top-up needs an amount".into())),
+            (Mode::Gate, _) => Request::Access(AccessCheck { tap }),
+            (Mode::Kiosk, _) => Request::Inquiry(NewInquiry { tap }),
         };
         // Before a new online request, send what was taken offline (the server is back).
         if !self.pending.is_empty() {
             let _ = self.sync();
         }
         let key = self.key();
-        if let Some((status, answer)) = self.call("POST", path, Some(&key), Some(&body))? {
-            let ok = (200..300).contains(&status) && answer["decision"].as_str().is_none_or(|d| d == "allow");
-            let line = match (self.config.mode, ok) {
-                (Mode::Pos, true) => format!(
-                    "APPROVED {} — balance {} — receipt #{}",
-                    answer["amount"]["amount"].as_str().unwrap_or(""),
-                    answer["balance"]["amount"].as_str().unwrap_or(""),
-                    answer["entry_seq"]
-                ),
-                (Mode::Agent, true) => format!(
-                    "TOPPED UP {} — balance {} — receipt #{}",
-                    answer["amount"]["amount"].as_str().unwrap_or(""),
-                    answer["balance"]["amount"].as_str().unwrap_or(""),
-                    answer["entry_seq"]
-                ),
-                (Mode::Gate, _) => format!(
-                    "{} ({}){}",
-                    answer["decision"].as_str().unwrap_or("deny").to_uppercase(),
-                    answer["reason"].as_str().or(answer["code"].as_str()).unwrap_or(""),
-                    answer["queue_number"].as_i64().map(|q| format!(" — queue number {q}")).unwrap_or_default()
-                ),
-                (Mode::Kiosk, true) => format!(
-                    "BALANCE {} {}",
-                    answer["balance"].as_str().unwrap_or(""),
-                    answer["currency"].as_str().unwrap_or("")
-                ),
-                (_, false) => format!(
-                    "REFUSED ({}): {}",
-                    answer["code"].as_str().unwrap_or(""),
-                    answer["detail"].as_str().unwrap_or("")
-                ),
-            };
-            return Ok(Outcome { ok, online: true, line, detail: answer });
+        let sent = match &request {
+            Request::Pay(body) => self.api.pay(&key, body).map(Answer::Payment),
+            Request::Topup(body) => self.api.topup(&key, body).map(Answer::Topup),
+            Request::Access(body) => self.api.access_check(&key, body).map(Answer::Access),
+            Request::Inquiry(body) => self.api.balance_inquiry(&key, body).map(Answer::Balance),
+        };
+        match reply(sent)? {
+            Reply::Answer(answer) => Ok(answer::online(answer)),
+            Reply::Refused(e) => Ok(answer::refused(self.config.mode, &e)),
+            Reply::Unreachable => self.offline(read, amount_minor, reference),
         }
-        self.offline(read, amount_minor, reference)
     }
 
     fn offline(
@@ -411,7 +383,7 @@ impl Terminal {
             ok: false,
             online: false,
             line: format!("REFUSED offline: {why}"),
-            detail: Value::Null,
+            detail: Answer::None,
         };
         let mut reason = "";
         let (kind, amount, decision) = match self.config.mode {
@@ -461,7 +433,7 @@ impl Terminal {
             self.allowed.entry(uid.clone()).or_default().push(now);
         }
         let seq = signed.record.seq;
-        let detail = serde_json::to_value(&signed).unwrap_or(Value::Null);
+        let detail = Answer::Offline(Box::new(signed.clone()));
         self.pending.push(signed);
         let line = match kind {
             RecordKind::Payment => {

@@ -165,7 +165,7 @@ fn offline_payments_are_posted_once_and_shortfalls_deny_the_card() {
     // Online.
     let paid = pos.handle(&tap(&keys, 1), Some(1_000), Some("r1")).expect("online");
     assert!(paid.ok && paid.online, "{}", paid.line);
-    assert_eq!(paid.detail["balance"]["amount"], "40.00");
+    assert_eq!(paid.detail.payment().map(|p| p.balance.amount.as_str()), Some("40.00"));
 
     // The server goes away: offline within the limits.
     stop(server);
@@ -419,7 +419,7 @@ fn a_terminal_over_https_trusts_its_ca_and_never_takes_a_tls_error_for_offline()
     let addr = listener.local_addr().expect("addr");
     let server = start(&data, listener);
     let base = format!("https://localhost:{}", addr.port());
-    let http = Http { agent: terminal::client::agent(Some(&ca_file), None).expect("agent"), base: base.clone() };
+    let http = Http { agent: client::transport::agent(Some(&ca_file), None).expect("agent"), base: base.clone() };
     let merchant = http.ok(&op, "/v1/merchants", json!({"name": "Warung", "category": "grocery", "fee_rate": "0"}));
     let holder =
         http.ok(&op, "/v1/holders", json!({"name": "Ani", "nik": "7371010101900001", "categories": ["resident"]}));
@@ -459,7 +459,7 @@ fn a_terminal_over_https_trusts_its_ca_and_never_takes_a_tls_error_for_offline()
     assert_eq!(pos.sync().expect("sync over HTTPS"), Some(0));
     let paid = pos.handle(&tap(&keys, 1), Some(1_000), Some("r1")).expect("online");
     assert!(paid.ok && paid.online, "{}", paid.line);
-    assert_eq!(paid.detail["balance"]["amount"], "40.00");
+    assert_eq!(paid.detail.payment().map(|p| p.balance.amount.as_str()), Some("40.00"));
 
     // Wrong trust, or the wrong protocol: refused, said so, nothing journaled. Each is a
     // terminal of its own (its own journal), with the limits synced so that it could

@@ -1,4 +1,4 @@
-//! The HTTP(S) client of every Kartu client (`kartu terminal`, `kartu audit verify --url`,
+//! The HTTP(S) transport of every Kartu client (`kartu terminal`, `kartu audit verify --url`,
 //! `kartu audit watch`, `kartu demo`): ureq over rustls (ring), trusting either the
 //! system's root certificates (else Mozilla's, webpki-roots) or only the CA certificates of
 //! a PEM file.
