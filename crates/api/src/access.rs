@@ -5,14 +5,14 @@ use actix_web::{web, HttpResponse};
 use ledger::domain::{AccessLimit, Event, Rejection};
 use ledger::registry::ServicePoint;
 use ledger::LedgerError;
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::auth::{Caller, IdempotencyKey, Role};
 use crate::error::ApiError;
 use crate::operator::holders::split_categories;
-use crate::wire::{self, Tap};
+use crate::wire;
 use crate::{blocking, AppState};
+pub use client::wire::{AccessCheck, Decision};
 
 /// Registers the service point route.
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -21,34 +21,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 
 /// Who may enter a service point, and when: the domain layer's policy.
 pub use domain::access::Policy;
-
-/// `POST /v1/access-checks`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AccessCheck {
-    /// The card's tap.
-    pub tap: Tap,
-}
-
-/// The decision.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Decision {
-    /// allow or deny.
-    pub decision: String,
-    /// Why: entitled, or card_blocked, card_unknown, replay, not_entitled, closed,
-    /// quota_reached, passback.
-    pub reason: String,
-    /// For clinics: today's queue number.
-    pub queue_number: Option<i64>,
-    /// The card, when known.
-    pub card_id: Option<String>,
-    /// When (RFC 3339).
-    pub checked_at: String,
-    /// The decision's leaf in the audit log.
-    pub leaf_index: Option<i64>,
-    /// Its leaf hash.
-    pub leaf_hash: Option<String>,
-}
 
 /// The decision a policy gives a holder now by who they are and the opening hours, before
 /// the tap's freshness is known; with the holder's quota and passback for the writer to

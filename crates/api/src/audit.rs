@@ -4,13 +4,17 @@
 use actix_web::{web, HttpResponse};
 use ledger::domain::{AccountId, Entry};
 use ledger::EventFilter;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
 use crate::merchant::{statement, StatementQuery, StatementView};
-use crate::wire::{self, money, Money, Page};
+use crate::wire::{self, money, Page};
 use crate::{blocking, AppState};
+pub use client::wire::{
+    AccessLog, AccessLogLine, BalanceView, ConsistencyProof, Entries, EntryView, InclusionProof, LeafView, Leaves,
+    PostingView, TrialBalance, TrialLine,
+};
 
 /// Registers the audit and public routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -38,28 +42,6 @@ pub struct LeavesQuery {
     pub from: Option<i64>,
     /// How many (1 to 1000).
     pub limit: Option<i64>,
-}
-
-/// One leaf.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct LeafView {
-    /// 0-based index.
-    pub leaf_index: i64,
-    /// `entry` or the event's kind.
-    pub kind: String,
-    /// The canonical leaf bytes (docs/AUDIT.md), hex.
-    pub leaf: String,
-    /// SHA-256(0x00 || leaf), hex.
-    pub leaf_hash: String,
-}
-
-/// A page of leaves.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Leaves {
-    /// The leaves.
-    pub leaves: Vec<LeafView>,
-    /// The `from` of the next page, when there is one.
-    pub next_cursor: Option<String>,
 }
 
 /// The audit log's leaves: anyone holding them recomputes the tree.
@@ -90,58 +72,6 @@ pub async fn leaves(
             .collect(),
         next_cursor,
     }))
-}
-
-/// A posting.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct PostingView {
-    /// Account.
-    pub account_id: String,
-    /// Signed amount.
-    pub amount: Money,
-    /// The account's balance after.
-    pub balance_after: Money,
-}
-
-/// A journal entry, whole, with its leaf.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct EntryView {
-    /// Sequence number.
-    pub entry_seq: i64,
-    /// Kind.
-    pub kind: String,
-    /// When.
-    pub time: String,
-    /// Principal amount.
-    pub amount: Money,
-    /// Fee part.
-    pub fee: Money,
-    /// Principal account.
-    pub account_id: Option<String>,
-    /// Other side.
-    pub counterparty_id: Option<String>,
-    /// Related entry.
-    pub related_seq: Option<i64>,
-    /// Hold expiry.
-    pub expires_at: Option<String>,
-    /// Terminal or credential.
-    pub terminal_id: Option<String>,
-    /// Card.
-    pub card_id: Option<String>,
-    /// Tap counter.
-    pub card_read_counter: Option<i64>,
-    /// Merchant reference.
-    pub merchant_reference: Option<String>,
-    /// Memo.
-    pub memo: Option<String>,
-    /// Postings.
-    pub postings: Vec<PostingView>,
-    /// Leaf index.
-    pub leaf_index: Option<i64>,
-    /// Leaf hash, hex.
-    pub leaf_hash: Option<String>,
-    /// Leaf bytes, hex.
-    pub leaf: String,
 }
 
 fn entry_view(e: &Entry) -> EntryView {
@@ -176,15 +106,6 @@ fn entry_view(e: &Entry) -> EntryView {
     }
 }
 
-/// A page of entries.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Entries {
-    /// The entries, in sequence order.
-    pub entries: Vec<EntryView>,
-    /// Continue with this cursor.
-    pub next_cursor: Option<String>,
-}
-
 /// Journal entries in sequence order, with their leaf bytes.
 #[utoipa::path(get, path = "/v1/audit/entries", tag = "auditor", params(Page), responses((status = 200, body = Entries)))]
 pub async fn entries(
@@ -205,19 +126,6 @@ pub async fn entries(
 pub struct AtQuery {
     /// RFC 3339 time; now when omitted.
     pub at: Option<String>,
-}
-
-/// A balance at a time.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct BalanceView {
-    /// Account.
-    pub account_id: String,
-    /// Kind.
-    pub kind: String,
-    /// Balance.
-    pub balance: Money,
-    /// As of.
-    pub at: String,
 }
 
 /// An account's balance now or at any past time.
@@ -263,34 +171,6 @@ pub async fn account_statement(
     auditor(&caller)?;
     let id = AccountId(wire::id(&id)?);
     Ok(HttpResponse::Ok().json(statement(&state, id, &q).await?))
-}
-
-/// One currency of the trial balance.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct TrialLine {
-    /// Currency.
-    pub currency: String,
-    /// Sum of every balance: zero when the books balance.
-    pub balances_sum: String,
-    /// All debits ever.
-    pub debits: String,
-    /// All credits ever.
-    pub credits: String,
-    /// balances_sum is zero.
-    pub balanced: bool,
-    /// What cards owe the city after offline payments their balances could not cover: minus
-    /// the offline-risk account's balance (every card's debt is kept beside its wallet and
-    /// recomputed by `kartu audit verify`).
-    pub owed_by_cards: String,
-}
-
-/// The trial balance.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct TrialBalance {
-    /// Per currency.
-    pub currencies: Vec<TrialLine>,
-    /// Entries so far.
-    pub last_entry_seq: i64,
 }
 
 /// Every currency sums to zero.
@@ -356,17 +236,6 @@ pub struct InclusionQuery {
     pub tree_size: i64,
 }
 
-/// An inclusion proof (RFC 9162 §2.1.3).
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct InclusionProof {
-    /// The leaf.
-    pub leaf_index: i64,
-    /// The tree size.
-    pub tree_size: i64,
-    /// Hex hashes in RFC 9162 order.
-    pub hashes: Vec<String>,
-}
-
 /// Proves that a leaf (a receipt) is in the tree of a checkpoint; for anyone.
 #[utoipa::path(get, path = "/v1/audit/proofs/inclusion", tag = "public", params(InclusionQuery),
     responses((status = 200, body = InclusionProof), (status = 400, body = crate::error::Problem)))]
@@ -397,17 +266,6 @@ pub struct ConsistencyQuery {
     pub second: i64,
 }
 
-/// A consistency proof (RFC 9162 §2.1.4).
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct ConsistencyProof {
-    /// Older size.
-    pub first: i64,
-    /// Newer size.
-    pub second: i64,
-    /// Hex hashes in RFC 9162 order.
-    pub hashes: Vec<String>,
-}
-
 /// Proves that the log of size `second` extends the log of size `first`; for anyone.
 #[utoipa::path(get, path = "/v1/audit/proofs/consistency", tag = "public", params(ConsistencyQuery),
     responses((status = 200, body = ConsistencyProof), (status = 400, body = crate::error::Problem)))]
@@ -434,36 +292,6 @@ pub struct AccessLogQuery {
     pub limit: Option<i64>,
     /// Continue from a previous page.
     pub cursor: Option<String>,
-}
-
-/// One access decision.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct AccessLogLine {
-    /// Event id.
-    pub id: String,
-    /// When.
-    pub time: String,
-    /// The service point.
-    pub service_point_id: Option<String>,
-    /// The card.
-    pub card_id: Option<String>,
-    /// allow or deny.
-    pub decision: String,
-    /// Reason code.
-    pub reason: String,
-    /// Queue number.
-    pub queue_number: Option<i64>,
-    /// Leaf.
-    pub leaf_index: Option<i64>,
-}
-
-/// A page of the access log.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct AccessLog {
-    /// Decisions, oldest first.
-    pub decisions: Vec<AccessLogLine>,
-    /// Continue with this cursor.
-    pub next_cursor: Option<String>,
 }
 
 /// Every access decision.

@@ -4,7 +4,6 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use ledger::domain::Rejection;
 use ledger::LedgerError;
-use serde::Serialize;
 
 /// An error answered as `application/problem+json`.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -18,21 +17,7 @@ pub struct ApiError {
     pub detail: String,
 }
 
-/// The problem document (RFC 9457) plus `code`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Problem {
-    /// `urn:kartu:problem:<code>`.
-    #[serde(rename = "type")]
-    pub type_: String,
-    /// Short summary of the problem type.
-    pub title: String,
-    /// HTTP status.
-    pub status: u16,
-    /// This occurrence.
-    pub detail: String,
-    /// Stable code.
-    pub code: String,
-}
+pub use client::wire::Problem;
 
 impl ApiError {
     /// A new error.

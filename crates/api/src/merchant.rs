@@ -4,13 +4,17 @@
 use actix_web::{web, HttpResponse};
 use ledger::domain::{AccountId, AccountKind, Command, Entry, EntryKind, Event, Posted, References, Request};
 use ledger::registry::Card;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::auth::{BearerToken, Caller, IdempotencyKey, Role};
 use crate::error::ApiError;
 use crate::taps::VerifiedTap;
-use crate::wire::{self, money, receipt, Money, Page, Receipt, Tap};
+use crate::wire::{self, money, receipt, Page, Tap};
 use crate::{blocking, hot_reads, within, AppState};
+pub use client::wire::{
+    CaptureBody, InquiryView, NewHold, NewInquiry, NewPayment, NewRefund, NewTopup, PaymentList, PaymentView,
+    RecentLine, StatementLineView, StatementView, TopupView,
+};
 
 /// Registers the merchant, agent and kiosk routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -82,46 +86,6 @@ fn count(state: &AppState, operation: &str, r: &Result<ledger::domain::Posted, l
         Err(_) => "error",
     };
     state.metrics.payment(operation, result);
-}
-
-/// `POST /v1/payments`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewPayment {
-    /// The card's tap.
-    pub tap: Tap,
-    /// Price, decimal string.
-    pub amount: String,
-    /// ISO 4217; the installation's when omitted.
-    pub currency: Option<String>,
-    /// The merchant's own reference (order, ticket).
-    pub reference: Option<String>,
-}
-
-/// A payment (or hold, capture, refund) as returned: the receipt and the card's balance.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct PaymentView {
-    /// Id (the entry's sequence number).
-    pub id: String,
-    /// approved, held, captured, voided, refunded.
-    pub status: String,
-    /// Amount.
-    pub amount: Money,
-    /// Merchant discount.
-    pub fee: Money,
-    /// The card's balance after.
-    pub balance: Money,
-    /// The card.
-    pub card_id: Option<String>,
-    /// The merchant's reference.
-    pub reference: Option<String>,
-    /// When.
-    pub created_at: String,
-    /// For holds: when it expires.
-    pub expires_at: Option<String>,
-    /// Receipt.
-    #[serde(flatten)]
-    pub receipt: Receipt,
 }
 
 /// The card's balance after a card write: the writer's (the new card's when the card was
@@ -220,15 +184,6 @@ pub async fn pay(
     Ok(HttpResponse::Created().json(v))
 }
 
-/// The merchant's payments (and captures), newest first.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct PaymentList {
-    /// One page.
-    pub payments: Vec<PaymentView>,
-    /// Continue with this cursor.
-    pub next_cursor: Option<String>,
-}
-
 /// The merchant's own payments, captures and refunds, newest first.
 #[utoipa::path(get, path = "/v1/payments", tag = "merchant", params(Page),
     responses((status = 200, body = PaymentList)))]
@@ -261,18 +216,6 @@ pub async fn list_payments(
         })
         .collect();
     Ok(HttpResponse::Ok().json(PaymentList { payments, next_cursor }))
-}
-
-/// `POST /v1/payments/{id}/refunds`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewRefund {
-    /// Up to what is left of the payment.
-    pub amount: String,
-    /// ISO 4217.
-    pub currency: Option<String>,
-    /// Why.
-    pub reason: Option<String>,
 }
 
 /// Loads an entry of `kind` that belongs to the caller's merchant (else 404: a merchant
@@ -329,22 +272,6 @@ pub async fn refund(
     Ok(HttpResponse::Created().json(posted_view(&state, &posted, "refunded").await?))
 }
 
-/// `POST /v1/holds`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewHold {
-    /// The card's tap.
-    pub tap: Tap,
-    /// Amount to reserve.
-    pub amount: String,
-    /// ISO 4217.
-    pub currency: Option<String>,
-    /// The merchant's reference (ticket, booking).
-    pub reference: Option<String>,
-    /// Minutes until the hold lapses and the funds return (default 24 h).
-    pub expires_in_minutes: Option<i64>,
-}
-
 /// Reserves funds on a card (parking entry, hotel check-in).
 #[utoipa::path(post, path = "/v1/holds", tag = "merchant", request_body = NewHold, params(("Idempotency-Key" = String, Header)),
     responses((status = 201, body = PaymentView), (status = 409, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
@@ -398,16 +325,6 @@ pub async fn hold(
     count(&state, "hold", &result);
     let posted = result?;
     Ok(HttpResponse::Created().json(posted_view(&state, &posted, "held").await?))
-}
-
-/// `POST /v1/holds/{id}/capture`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CaptureBody {
-    /// At most the held amount; the rest returns to the card.
-    pub amount: String,
-    /// ISO 4217.
-    pub currency: Option<String>,
 }
 
 /// Captures a hold (at most the held amount); the rest goes back to the card.
@@ -482,40 +399,6 @@ pub struct StatementQuery {
     pub cursor: Option<String>,
 }
 
-/// A statement.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct StatementView {
-    /// The account.
-    pub account_id: String,
-    /// Period start.
-    pub from: String,
-    /// Period end.
-    pub to: String,
-    /// Balance before the period.
-    pub opening: Money,
-    /// Balance at its end.
-    pub closing: Money,
-    /// Postings in the period.
-    pub lines: Vec<StatementLineView>,
-    /// Continue with this cursor.
-    pub next_cursor: Option<String>,
-}
-
-/// One posting of a statement.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct StatementLineView {
-    /// The entry.
-    pub entry_seq: i64,
-    /// When.
-    pub time: String,
-    /// Entry kind.
-    pub kind: String,
-    /// Signed amount on the account.
-    pub amount: Money,
-    /// Balance after.
-    pub balance_after: Money,
-}
-
 /// A statement of any account for a period (shared with the auditor's read).
 pub async fn statement(
     state: &web::Data<AppState>,
@@ -571,41 +454,6 @@ pub async fn merchant_statement(
     let st = state.clone();
     let m = blocking(move || st.merchant(merchant_id)?.ok_or_else(|| ApiError::forbidden("merchant gone"))).await?;
     Ok(HttpResponse::Ok().json(statement(&state, AccountId(m.account_id), &q).await?))
-}
-
-/// `POST /v1/topups`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewTopup {
-    /// The card's tap (at the counter), or
-    pub tap: Option<Tap>,
-    /// the card's id (by phone, with the holder's card number).
-    pub card_id: Option<String>,
-    /// Amount.
-    pub amount: String,
-    /// ISO 4217.
-    pub currency: Option<String>,
-}
-
-/// A top-up as returned.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct TopupView {
-    /// Id (entry sequence number).
-    pub id: String,
-    /// Amount loaded.
-    pub amount: Money,
-    /// The card's balance after.
-    pub balance: Money,
-    /// The agent's float after.
-    pub float: Money,
-    /// The card.
-    pub card_id: String,
-    /// What went to repay an offline shortfall the card owed (the card is off the deny
-    /// list once nothing is owed).
-    pub repaid: Money,
-    /// Receipt.
-    #[serde(flatten)]
-    pub receipt: Receipt,
 }
 
 /// Loads money onto a card from the agent's prefunded float.
@@ -676,38 +524,6 @@ pub async fn topup(
         repaid: money(repaid, currency),
         receipt: receipt(e),
     }))
-}
-
-/// `POST /v1/balance-inquiries`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewInquiry {
-    /// The card's tap.
-    pub tap: Tap,
-}
-
-/// A kiosk's answer.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct InquiryView {
-    /// The balance.
-    pub balance: String,
-    /// Its currency.
-    pub currency: String,
-    /// The last movements, newest first.
-    pub recent: Vec<RecentLine>,
-}
-
-/// A recent movement.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct RecentLine {
-    /// When.
-    pub time: String,
-    /// What.
-    pub kind: String,
-    /// Signed amount on the card.
-    pub amount: Money,
-    /// Entry.
-    pub entry_seq: i64,
 }
 
 /// A kiosk shows a card's balance and last movements; the tap is used up (logged).

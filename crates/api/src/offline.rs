@@ -11,13 +11,13 @@ use actix_web::{web, HttpResponse};
 use ledger::domain::{AccountId, AccountKind, Command, Event, OfflineTerms, References, Request};
 use ledger::LedgerError;
 use offline::{check_upload, ChainHead, JournalError, OfflineAccess, RecordKind, RiskLimits, SignedRecord};
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::auth::{Caller, IdempotencyKey, Role};
 use crate::error::ApiError;
 use crate::wire::Tap;
 use crate::{blocking, AppState};
+pub use client::wire::{DenyList, Head, RecordResult, Upload, Uploaded};
 
 /// Most records in one upload.
 pub const UPLOAD_RECORDS_MAX: usize = 500;
@@ -44,15 +44,6 @@ fn terminal(caller: &Caller) -> Result<Vec<u8>, ApiError> {
     hex::decode(pk).map_err(|_| ApiError::internal("stored public key is not hex"))
 }
 
-/// Where the server's copy of a terminal's journal stands.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Head {
-    /// The last record posted (0: none).
-    pub seq: i64,
-    /// Its hash, hex (zeros: none).
-    pub hash: String,
-}
-
 async fn load_head(state: &web::Data<AppState>, credential: i64) -> Result<ChainHead, ApiError> {
     let st = state.clone();
     let found = blocking(move || Ok(st.ledger.registry(|r| r.offline_head(credential))?)).await?;
@@ -72,24 +63,6 @@ pub async fn head(state: web::Data<AppState>, caller: Caller) -> Result<HttpResp
     terminal(&caller)?;
     let h = load_head(&state, caller.credential.id).await?;
     Ok(HttpResponse::Ok().json(Head { seq: h.seq as i64, hash: hex::encode(h.hash) }))
-}
-
-/// What a terminal needs before it goes offline.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct DenyList {
-    /// UIDs to refuse offline: blocked or replaced cards, cards owing a shortfall.
-    pub uids: Vec<String>,
-    /// This terminal's offline limits (none: it may not accept payments offline).
-    #[schema(value_type = Option<Object>)]
-    pub limits: Option<RiskLimits>,
-    /// For a service point's gate: its policy and who is entitled, to decide offline.
-    #[schema(value_type = Option<Object>)]
-    pub access: Option<OfflineAccess>,
-    /// As of.
-    pub as_of: String,
-    /// This sync's id: every offline record names the sync it was taken under, and the
-    /// server judges it by what this sync said (these UIDs, these limits).
-    pub sync_id: i64,
 }
 
 /// The deny list and the terminal's limits, to sync while online.
@@ -134,47 +107,6 @@ pub async fn deny_list(state: web::Data<AppState>, caller: Caller) -> Result<Htt
         as_of: crate::wire::time(state.ledger.now_us()),
         sync_id,
     }))
-}
-
-/// An upload.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Upload {
-    /// Records in sequence order, from the one after the server's head (earlier ones
-    /// already posted are skipped).
-    #[schema(value_type = Vec<Object>)]
-    pub records: Vec<SignedRecord>,
-}
-
-/// What became of one record.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct RecordResult {
-    /// The record.
-    pub seq: i64,
-    /// `posted`, `posted_with_shortfall`, `logged:event:<id>` (access), or
-    /// `refused:<code>`: the tap was not genuine (`tap_mac_invalid`), the card unknown, the
-    /// tap used or older than the sync (`card_replay`), the card denied at the sync
-    /// (`card_denied_at_sync`), the record stale (`offline_record_stale`) or under an
-    /// unknown sync (`offline_sync_unknown`), above a limit (`amount_too_large`,
-    /// `offline_limit_per_tap`, `offline_limit_card_day`, `offline_limit_outstanding`,
-    /// `offline_risk_cap`), or of a kind this credential may not upload
-    /// (`offline_not_allowed`).
-    pub result: String,
-    /// The entry, when one was posted.
-    pub entry_seq: Option<i64>,
-    /// What the card could not cover (the card owes it).
-    pub shortfall_minor: Option<i64>,
-    /// The audit event of a refused record or an access record.
-    pub event_id: Option<i64>,
-}
-
-/// The upload's outcome when every record was good.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Uploaded {
-    /// Per record, in order.
-    pub records: Vec<RecordResult>,
-    /// The head after the upload.
-    pub head: Head,
 }
 
 fn journal_error(e: &JournalError, posted_through: u64) -> ApiError {

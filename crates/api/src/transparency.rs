@@ -12,11 +12,12 @@ use std::time::{Duration, Instant};
 use actix_web::{web, HttpResponse};
 use ledger::domain::EntryKind;
 use ledger::EventFilter;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::error::ApiError;
-use crate::wire::{money, Money};
+use crate::wire::money;
 use crate::{blocking, AppState};
+pub use client::wire::{CategoryTotal, ServiceTotal, Transparency};
 
 /// Closed days kept at most; the oldest are dropped past it (each is a few hundred bytes).
 const CLOSED_DAYS_MAX: usize = 4096;
@@ -62,46 +63,6 @@ impl TransparencyCache {
 pub struct DayQuery {
     /// The UTC day, YYYY-MM-DD; today when omitted.
     pub date: Option<String>,
-}
-
-/// Totals of one merchant category.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct CategoryTotal {
-    /// Category.
-    pub category: String,
-    /// Payments and captures.
-    pub payments: u64,
-    /// Their total.
-    pub amount: Money,
-    /// Refunded.
-    pub refunded: Money,
-}
-
-/// Totals of one public service.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ServiceTotal {
-    /// Service.
-    pub service: String,
-    /// Allowed.
-    pub allowed: u64,
-    /// Denied.
-    pub denied: u64,
-}
-
-/// The day's totals, with no personal data.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Transparency {
-    /// The day.
-    pub date: String,
-    /// Per merchant category.
-    pub merchants: Vec<CategoryTotal>,
-    /// Per public service.
-    pub services: Vec<ServiceTotal>,
-    /// Top-ups on the day.
-    pub topups: Money,
-    /// The audit log's size when these totals were computed (a closed day's totals are
-    /// computed once; `/v1/audit/checkpoints/latest` has the size now).
-    pub tree_size: i64,
 }
 
 /// Daily totals per merchant category and public service: no personal data, for anyone.

@@ -2,9 +2,10 @@
 
 use ledger::domain::{AuditRef, Entry};
 use ledger::money::{Amount, Currency, MoneyError};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::error::ApiError;
+pub use client::wire::{Money, Receipt, Tap};
 
 /// Time as RFC 3339 UTC with microseconds.
 pub fn time(us: i64) -> String {
@@ -18,15 +19,6 @@ pub fn parse_time(text: &str) -> Result<i64, ApiError> {
     chrono::DateTime::parse_from_rfc3339(text)
         .map(|t| t.timestamp_micros())
         .map_err(|e| ApiError::bad_request("invalid_time", format!("{text:?} is not an RFC 3339 time: {e}")))
-}
-
-/// An amount and its currency, as sent.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct Money {
-    /// Decimal string, e.g. `"12500.00"`.
-    pub amount: String,
-    /// ISO 4217 code.
-    pub currency: String,
 }
 
 /// Formats minor units.
@@ -66,27 +58,6 @@ pub fn signed_amount(text: &str, currency: Currency) -> Result<i64, ApiError> {
         return Err(ApiError::unprocessable("invalid_amount", "an adjustment amount must not be zero"));
     }
     Ok(v)
-}
-
-/// A card tap: the SUN message mirrored in the card's NDEF URL.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Tap {
-    /// Encrypted PICCData, 32 hex digits.
-    pub picc_data: String,
-    /// Truncated SUN MAC, 16 hex digits.
-    pub cmac: String,
-}
-
-/// The receipt of a posted entry.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct Receipt {
-    /// The entry's sequence number.
-    pub entry_seq: i64,
-    /// Its leaf in the audit log.
-    pub leaf_index: Option<i64>,
-    /// SHA-256(0x00 || leaf bytes), hex.
-    pub leaf_hash: Option<String>,
 }
 
 /// The receipt of an entry.

@@ -1,0 +1,182 @@
+//! What an auditor reads: leaves, entries, balances, the trial balance, proofs and the
+//! access log.
+
+use serde::{Deserialize, Serialize};
+
+use super::Money;
+
+/// One leaf.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LeafView {
+    /// 0-based index.
+    pub leaf_index: i64,
+    /// `entry` or the event's kind.
+    pub kind: String,
+    /// The canonical leaf bytes (docs/AUDIT.md), hex.
+    pub leaf: String,
+    /// SHA-256(0x00 || leaf), hex.
+    pub leaf_hash: String,
+}
+
+/// A page of leaves.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Leaves {
+    /// The leaves.
+    pub leaves: Vec<LeafView>,
+    /// The `from` of the next page, when there is one.
+    pub next_cursor: Option<String>,
+}
+
+/// A posting.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PostingView {
+    /// Account.
+    pub account_id: String,
+    /// Signed amount.
+    pub amount: Money,
+    /// The account's balance after.
+    pub balance_after: Money,
+}
+
+/// A journal entry, whole, with its leaf.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct EntryView {
+    /// Sequence number.
+    pub entry_seq: i64,
+    /// Kind.
+    pub kind: String,
+    /// When.
+    pub time: String,
+    /// Principal amount.
+    pub amount: Money,
+    /// Fee part.
+    pub fee: Money,
+    /// Principal account.
+    pub account_id: Option<String>,
+    /// Other side.
+    pub counterparty_id: Option<String>,
+    /// Related entry.
+    pub related_seq: Option<i64>,
+    /// Hold expiry.
+    pub expires_at: Option<String>,
+    /// Terminal or credential.
+    pub terminal_id: Option<String>,
+    /// Card.
+    pub card_id: Option<String>,
+    /// Tap counter.
+    pub card_read_counter: Option<i64>,
+    /// Merchant reference.
+    pub merchant_reference: Option<String>,
+    /// Memo.
+    pub memo: Option<String>,
+    /// Postings.
+    pub postings: Vec<PostingView>,
+    /// Leaf index.
+    pub leaf_index: Option<i64>,
+    /// Leaf hash, hex.
+    pub leaf_hash: Option<String>,
+    /// Leaf bytes, hex.
+    pub leaf: String,
+}
+
+/// A page of entries.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Entries {
+    /// The entries, in sequence order.
+    pub entries: Vec<EntryView>,
+    /// Continue with this cursor.
+    pub next_cursor: Option<String>,
+}
+
+/// A balance at a time.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BalanceView {
+    /// Account.
+    pub account_id: String,
+    /// Kind.
+    pub kind: String,
+    /// Balance.
+    pub balance: Money,
+    /// As of.
+    pub at: String,
+}
+
+/// One currency of the trial balance.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TrialLine {
+    /// Currency.
+    pub currency: String,
+    /// Sum of every balance: zero when the books balance.
+    pub balances_sum: String,
+    /// All debits ever.
+    pub debits: String,
+    /// All credits ever.
+    pub credits: String,
+    /// balances_sum is zero.
+    pub balanced: bool,
+    /// What cards owe the city after offline payments their balances could not cover: minus
+    /// the offline-risk account's balance (every card's debt is kept beside its wallet and
+    /// recomputed by `kartu audit verify`).
+    pub owed_by_cards: String,
+}
+
+/// The trial balance.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TrialBalance {
+    /// Per currency.
+    pub currencies: Vec<TrialLine>,
+    /// Entries so far.
+    pub last_entry_seq: i64,
+}
+
+/// An inclusion proof (RFC 9162 §2.1.3).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct InclusionProof {
+    /// The leaf.
+    pub leaf_index: i64,
+    /// The tree size.
+    pub tree_size: i64,
+    /// Hex hashes in RFC 9162 order.
+    pub hashes: Vec<String>,
+}
+
+/// A consistency proof (RFC 9162 §2.1.4).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ConsistencyProof {
+    /// Older size.
+    pub first: i64,
+    /// Newer size.
+    pub second: i64,
+    /// Hex hashes in RFC 9162 order.
+    pub hashes: Vec<String>,
+}
+
+/// One access decision.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AccessLogLine {
+    /// Event id.
+    pub id: String,
+    /// When.
+    pub time: String,
+    /// The service point.
+    pub service_point_id: Option<String>,
+    /// The card.
+    pub card_id: Option<String>,
+    /// allow or deny.
+    pub decision: String,
+    /// Reason code.
+    pub reason: String,
+    /// Queue number.
+    pub queue_number: Option<i64>,
+    /// Leaf.
+    pub leaf_index: Option<i64>,
+}
+
+/// A page of the access log.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AccessLog {
+    /// Decisions, oldest first.
+    pub decisions: Vec<AccessLogLine>,
+    /// Continue with this cursor.
+    pub next_cursor: Option<String>,
+}

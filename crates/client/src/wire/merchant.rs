@@ -1,0 +1,194 @@
+//! Money moved by a card: payments, refunds, holds, statements, top-ups and balance
+//! inquiries.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Money, Receipt, Tap};
+
+/// `POST /v1/payments`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewPayment {
+    /// The card's tap.
+    pub tap: Tap,
+    /// Price, decimal string.
+    pub amount: String,
+    /// ISO 4217; the installation's when omitted.
+    pub currency: Option<String>,
+    /// The merchant's own reference (order, ticket).
+    pub reference: Option<String>,
+}
+
+/// A payment (or hold, capture, refund) as returned: the receipt and the card's balance.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PaymentView {
+    /// Id (the entry's sequence number).
+    pub id: String,
+    /// approved, held, captured, voided, refunded.
+    pub status: String,
+    /// Amount.
+    pub amount: Money,
+    /// Merchant discount.
+    pub fee: Money,
+    /// The card's balance after.
+    pub balance: Money,
+    /// The card.
+    pub card_id: Option<String>,
+    /// The merchant's reference.
+    pub reference: Option<String>,
+    /// When.
+    pub created_at: String,
+    /// For holds: when it expires.
+    pub expires_at: Option<String>,
+    /// Receipt.
+    #[serde(flatten)]
+    pub receipt: Receipt,
+}
+
+/// The merchant's payments (and captures), newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PaymentList {
+    /// One page.
+    pub payments: Vec<PaymentView>,
+    /// Continue with this cursor.
+    pub next_cursor: Option<String>,
+}
+
+/// `POST /v1/payments/{id}/refunds`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewRefund {
+    /// Up to what is left of the payment.
+    pub amount: String,
+    /// ISO 4217.
+    pub currency: Option<String>,
+    /// Why.
+    pub reason: Option<String>,
+}
+
+/// `POST /v1/holds`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewHold {
+    /// The card's tap.
+    pub tap: Tap,
+    /// Amount to reserve.
+    pub amount: String,
+    /// ISO 4217.
+    pub currency: Option<String>,
+    /// The merchant's reference (ticket, booking).
+    pub reference: Option<String>,
+    /// Minutes until the hold lapses and the funds return (default 24 h).
+    pub expires_in_minutes: Option<i64>,
+}
+
+/// `POST /v1/holds/{id}/capture`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureBody {
+    /// At most the held amount; the rest returns to the card.
+    pub amount: String,
+    /// ISO 4217.
+    pub currency: Option<String>,
+}
+
+/// A statement.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StatementView {
+    /// The account.
+    pub account_id: String,
+    /// Period start.
+    pub from: String,
+    /// Period end.
+    pub to: String,
+    /// Balance before the period.
+    pub opening: Money,
+    /// Balance at its end.
+    pub closing: Money,
+    /// Postings in the period.
+    pub lines: Vec<StatementLineView>,
+    /// Continue with this cursor.
+    pub next_cursor: Option<String>,
+}
+
+/// One posting of a statement.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StatementLineView {
+    /// The entry.
+    pub entry_seq: i64,
+    /// When.
+    pub time: String,
+    /// Entry kind.
+    pub kind: String,
+    /// Signed amount on the account.
+    pub amount: Money,
+    /// Balance after.
+    pub balance_after: Money,
+}
+
+/// `POST /v1/topups`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewTopup {
+    /// The card's tap (at the counter), or
+    pub tap: Option<Tap>,
+    /// the card's id (by phone, with the holder's card number).
+    pub card_id: Option<String>,
+    /// Amount.
+    pub amount: String,
+    /// ISO 4217.
+    pub currency: Option<String>,
+}
+
+/// A top-up as returned.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TopupView {
+    /// Id (entry sequence number).
+    pub id: String,
+    /// Amount loaded.
+    pub amount: Money,
+    /// The card's balance after.
+    pub balance: Money,
+    /// The agent's float after.
+    pub float: Money,
+    /// The card.
+    pub card_id: String,
+    /// What went to repay an offline shortfall the card owed (the card is off the deny
+    /// list once nothing is owed).
+    pub repaid: Money,
+    /// Receipt.
+    #[serde(flatten)]
+    pub receipt: Receipt,
+}
+
+/// `POST /v1/balance-inquiries`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewInquiry {
+    /// The card's tap.
+    pub tap: Tap,
+}
+
+/// A kiosk's answer.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct InquiryView {
+    /// The balance.
+    pub balance: String,
+    /// Its currency.
+    pub currency: String,
+    /// The last movements, newest first.
+    pub recent: Vec<RecentLine>,
+}
+
+/// A recent movement.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RecentLine {
+    /// When.
+    pub time: String,
+    /// What.
+    pub kind: String,
+    /// Signed amount on the card.
+    pub amount: Money,
+    /// Entry.
+    pub entry_seq: i64,
+}

@@ -1,0 +1,45 @@
+//! The public daily totals (no personal data).
+
+use serde::{Deserialize, Serialize};
+
+use super::Money;
+
+/// Totals of one merchant category.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CategoryTotal {
+    /// Category.
+    pub category: String,
+    /// Payments and captures.
+    pub payments: u64,
+    /// Their total.
+    pub amount: Money,
+    /// Refunded.
+    pub refunded: Money,
+}
+
+/// Totals of one public service.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ServiceTotal {
+    /// Service.
+    pub service: String,
+    /// Allowed.
+    pub allowed: u64,
+    /// Denied.
+    pub denied: u64,
+}
+
+/// The day's totals, with no personal data.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Transparency {
+    /// The day.
+    pub date: String,
+    /// Per merchant category.
+    pub merchants: Vec<CategoryTotal>,
+    /// Per public service.
+    pub services: Vec<ServiceTotal>,
+    /// Top-ups on the day.
+    pub topups: Money,
+    /// The audit log's size when these totals were computed (a closed day's totals are
+    /// computed once; `/v1/audit/checkpoints/latest` has the size now).
+    pub tree_size: i64,
+}
