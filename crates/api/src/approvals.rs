@@ -279,7 +279,6 @@ pub struct ListQuery {
     #[param(pattern = "^(pending|approved|rejected)$")]
     pub status: Option<String>,
     /// Only requests with a larger id (the previous page's `next_cursor`).
-    #[param(pattern = "^[0-9]{1,19}$")]
     pub cursor: Option<String>,
     /// At most this many (1 to 500, default 100).
     #[param(minimum = 1, maximum = 500)]

@@ -317,7 +317,7 @@ impl futures_core::Stream for BodyDeadline {
 
 /// What no route answered: `405 method_not_allowed` with an `Allow` header when the path
 /// is a route's but the method is not one it takes, else `404 not_found`.
-async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
+pub(crate) async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
     let methods = openapi::methods_of(req.path());
     let method = req.method().as_str().to_ascii_lowercase();
     if methods.is_empty() || methods.contains(&method.as_str()) {

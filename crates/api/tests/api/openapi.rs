@@ -108,6 +108,13 @@ pub fn openapi_document_and_routes(backend: Backend) -> TestResult {
         check!(r.status != 405 && r.status < 500, "{method} {path}: {} {}", r.status, r.text);
     }
     check_contract(&doc)?;
+    // `GET /v1/audit/leaves` continues where its `next_cursor` says.
+    let page = s.get("/v1/audit/leaves?limit=2", &s.operator)?;
+    let cursor = page.expect(200)?["next_cursor"].as_str().ok_or("a cursor after a full page")?.to_owned();
+    let next = s.get(&format!("/v1/audit/leaves?limit=2&cursor={cursor}"), &s.operator)?;
+    check_eq!(next.expect(200)?["leaves"][0]["leaf_index"], json!(2), "the page after the cursor");
+    s.get(&format!("/v1/audit/leaves?from=0&cursor={cursor}"), &s.operator)?.problem(400, "invalid_query")?;
+    s.get("/v1/audit/leaves?cursor=x", &s.operator)?.problem(400, "invalid_query")?;
     // Unknown routes are problem+json 404s; a method a route does not take is a 405 that
     // names the methods it takes.
     s.get("/v1/nothing-here", &s.operator)?.problem(404, "not_found")?;
@@ -118,6 +125,9 @@ pub fn openapi_document_and_routes(backend: Backend) -> TestResult {
     r.problem(405, "method_not_allowed")?;
     check_eq!(r.header("allow"), Some("POST, GET"));
     s.send("POST", "/v1/cards/7", Some(&s.operator), None, Body::None)?.problem(405, "method_not_allowed")?;
+    let r = s.send("GET", "/v1/offline/journals", Some(&s.operator), None, Body::None)?;
+    r.problem(405, "method_not_allowed")?;
+    check_eq!(r.header("allow"), Some("POST"));
     // The answers the shared parts give, each documented (the conformance check of every
     // response holds them to the document).
     s.send("POST", "/v1/holders", Some(&s.operator), None, Body::Json(&json!({})))?
