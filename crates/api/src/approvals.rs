@@ -276,10 +276,12 @@ pub async fn request(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct ListQuery {
     /// pending, approved or rejected; all when omitted.
+    #[param(pattern = "^(pending|approved|rejected)$")]
     pub status: Option<String>,
     /// Only requests with a larger id (the previous page's `next_cursor`).
     pub cursor: Option<String>,
     /// At most this many (1 to 500, default 100).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
 }
 

@@ -39,12 +39,37 @@ fn auditor(caller: &Caller) -> Result<(), ApiError> {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct LeavesQuery {
     /// First leaf index (default 0).
+    #[param(minimum = 0)]
     pub from: Option<i64>,
     /// How many (1 to 1000).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
+    /// The previous page's `next_cursor`: continues there (instead of `from`).
+    #[param(pattern = "^[0-9]{1,19}$")]
+    pub cursor: Option<String>,
 }
 
-/// The audit log's leaves: anyone holding them recomputes the tree.
+impl LeavesQuery {
+    /// The first leaf of the page: `cursor` when given (with no `from`), else `from`.
+    fn start(&self) -> Result<i64, ApiError> {
+        let from = match (&self.cursor, self.from) {
+            (None, from) => from.unwrap_or(0),
+            (Some(c), None) => c
+                .parse::<i64>()
+                .map_err(|_| ApiError::bad_request("invalid_query", "cursor is not one this server gave"))?,
+            (Some(_), Some(_)) => {
+                return Err(ApiError::bad_request("invalid_query", "send from or cursor, not both"));
+            }
+        };
+        if from < 0 {
+            return Err(ApiError::bad_request("invalid_query", "from must be 0 or more"));
+        }
+        Ok(from)
+    }
+}
+
+/// The audit log's leaves: anyone holding them recomputes the tree. Page with `from` and
+/// `limit`, or pass `next_cursor` back as `cursor`.
 #[utoipa::path(get, path = "/v1/audit/leaves", tag = "auditor", params(LeavesQuery), responses((status = 200, body = Leaves)))]
 pub async fn leaves(
     state: web::Data<AppState>,
@@ -52,11 +77,8 @@ pub async fn leaves(
     q: web::Query<LeavesQuery>,
 ) -> Result<HttpResponse, ApiError> {
     auditor(&caller)?;
-    let from = q.from.unwrap_or(0);
     let limit = Page { limit: q.limit, cursor: None }.limit()?;
-    if from < 0 {
-        return Err(ApiError::bad_request("invalid_query", "from must be 0 or more"));
-    }
+    let from = q.start()?;
     let st = state.clone();
     let rows = blocking(move || Ok(st.ledger.leaves(from, limit)?)).await?;
     let next_cursor = (rows.len() as i64 == limit).then(|| (from + limit).to_string());
@@ -125,6 +147,7 @@ pub async fn entries(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct AtQuery {
     /// RFC 3339 time; now when omitted.
+    #[param(format = DateTime)]
     pub at: Option<String>,
 }
 
@@ -205,7 +228,7 @@ pub async fn trial_balance(state: web::Data<AppState>, caller: Caller) -> Result
 }
 
 /// The newest signed checkpoint (C2SP signed note), for anyone.
-#[utoipa::path(get, path = "/v1/audit/checkpoints/latest", tag = "public",
+#[utoipa::path(get, path = "/v1/audit/checkpoints/latest", tag = "public", security(()),
     responses((status = 200, description = "the signed note", content_type = "text/plain"), (status = 404, body = crate::error::Problem)))]
 pub async fn latest_checkpoint(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let st = state.clone();
@@ -216,7 +239,7 @@ pub async fn latest_checkpoint(state: web::Data<AppState>) -> Result<HttpRespons
 }
 
 /// The checkpoint verifier key line, for anyone.
-#[utoipa::path(get, path = "/v1/audit/public-key", tag = "public",
+#[utoipa::path(get, path = "/v1/audit/public-key", tag = "public", security(()),
     responses((status = 200, description = "<name>+<key id>+<base64 key>", content_type = "text/plain")))]
 pub async fn public_key(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let key = state
@@ -231,13 +254,15 @@ pub async fn public_key(state: web::Data<AppState>) -> Result<HttpResponse, ApiE
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct InclusionQuery {
     /// The leaf.
+    #[param(minimum = 0)]
     pub leaf_index: i64,
     /// The tree size (of a signed checkpoint).
+    #[param(minimum = 1)]
     pub tree_size: i64,
 }
 
 /// Proves that a leaf (a receipt) is in the tree of a checkpoint; for anyone.
-#[utoipa::path(get, path = "/v1/audit/proofs/inclusion", tag = "public", params(InclusionQuery),
+#[utoipa::path(get, path = "/v1/audit/proofs/inclusion", tag = "public", security(()), params(InclusionQuery),
     responses((status = 200, body = InclusionProof), (status = 400, body = crate::error::Problem)))]
 pub async fn inclusion(state: web::Data<AppState>, q: web::Query<InclusionQuery>) -> Result<HttpResponse, ApiError> {
     let (i, n) = (q.leaf_index, q.tree_size);
@@ -261,13 +286,15 @@ fn proof_error(e: ledger::LedgerError) -> ApiError {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct ConsistencyQuery {
     /// The older tree size.
+    #[param(minimum = 1)]
     pub first: i64,
     /// The newer tree size.
+    #[param(minimum = 1)]
     pub second: i64,
 }
 
 /// Proves that the log of size `second` extends the log of size `first`; for anyone.
-#[utoipa::path(get, path = "/v1/audit/proofs/consistency", tag = "public", params(ConsistencyQuery),
+#[utoipa::path(get, path = "/v1/audit/proofs/consistency", tag = "public", security(()), params(ConsistencyQuery),
     responses((status = 200, body = ConsistencyProof), (status = 400, body = crate::error::Problem)))]
 pub async fn consistency(
     state: web::Data<AppState>,
@@ -286,16 +313,20 @@ pub async fn consistency(
 /// Access log query.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct AccessLogQuery {
-    /// Only this service point.
+    /// Only this service point (an id that is not a number names none: 404).
+    #[param(pattern = "^[0-9]{1,19}$")]
     pub service_point_id: Option<String>,
-    /// Page size.
+    /// Page size (1 to 1000).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     /// Continue from a previous page.
     pub cursor: Option<String>,
 }
 
 /// Every access decision.
-#[utoipa::path(get, path = "/v1/audit/access-log", tag = "auditor", params(AccessLogQuery), responses((status = 200, body = AccessLog)))]
+#[utoipa::path(get, path = "/v1/audit/access-log", tag = "auditor", params(AccessLogQuery),
+    responses((status = 200, body = AccessLog),
+        (status = 404, description = "`not_found`: `service_point_id` is not a number, so it names none", body = crate::error::Problem)))]
 pub async fn access_log(
     state: web::Data<AppState>,
     caller: Caller,

@@ -315,8 +315,25 @@ impl futures_core::Stream for BodyDeadline {
     }
 }
 
-async fn not_found() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::not_found("not_found", "no such route"))
+/// What no route answered: `405 method_not_allowed` with an `Allow` header when the path
+/// is a route's but the method is not one it takes, else `404 not_found`.
+pub(crate) async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
+    let methods = openapi::methods_of(req.path());
+    let method = req.method().as_str().to_ascii_lowercase();
+    if methods.is_empty() || methods.contains(&method.as_str()) {
+        return ApiError::not_found("not_found", "no such route").error_response();
+    }
+    let allow = methods.iter().map(|m| m.to_ascii_uppercase()).collect::<Vec<_>>().join(", ");
+    let e = ApiError::new(
+        actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} takes {allow}", req.path()),
+    );
+    let mut response = e.error_response();
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&allow) {
+        response.headers_mut().insert(actix_web::http::header::ALLOW, value);
+    }
+    response
 }
 
 /// Runs the reads of a hot-path handler (the payment): on SQLite inline on the worker, since

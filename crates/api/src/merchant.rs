@@ -376,10 +376,13 @@ pub async fn void(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct StatementQuery {
     /// Start (RFC 3339, inclusive); the beginning when omitted.
+    #[param(format = DateTime)]
     pub from: Option<String>,
     /// End (RFC 3339, exclusive); now when omitted.
+    #[param(format = DateTime)]
     pub to: Option<String>,
-    /// Page size.
+    /// Page size (1 to 1000).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     /// Continue from a previous page.
     pub cursor: Option<String>,

@@ -158,16 +158,36 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(metrics));
 }
 
+/// `/healthz`'s answer.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// Always `ok`: the process answers.
+    #[schema(pattern = "^ok$")]
+    pub status: String,
+}
+
+/// `/readyz`'s answer when ready.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Ready {
+    /// Always `ready`.
+    #[schema(pattern = "^ready$")]
+    pub status: String,
+    /// Leaves in the audit log now.
+    #[schema(minimum = 0)]
+    pub tree_size: i64,
+}
+
 /// The process is up.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "alive")))]
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()), responses((status = 200, description = "alive", body = Health)))]
 pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+    HttpResponse::Ok().json(Health { status: "ok".into() })
 }
 
 /// The database answers, the writer takes requests (it has not stopped on a broken
 /// invariant), and the checkpoint signer does not refuse (a log that does not extend the last signed checkpoint is not ready: 503 with the
 /// reason).
-#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "ready"), (status = 503, description = "not ready", body = crate::error::Problem)))]
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
+    responses((status = 200, description = "ready", body = Ready), (status = 503, description = "`checkpoint_refused` or `not_ready`: not ready", body = crate::error::Problem)))]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     if let Some(reason) = state.ledger.writer_halted() {
         return Err(ApiError::new(
@@ -187,11 +207,15 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     let size = crate::blocking(move || Ok(ledger.tree_size()?)).await.map_err(|e| {
         ApiError::new(actix_web::http::StatusCode::SERVICE_UNAVAILABLE, "not_ready", format!("database: {}", e.detail))
     })?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready", "tree_size": size})))
+    Ok(HttpResponse::Ok().json(Ready { status: "ready".into(), tree_size: size }))
 }
 
-/// Prometheus text exposition.
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+/// Prometheus text exposition. Open unless the installation sets `metrics_token`, which a
+/// scraper then sends as a bearer token (it is not a credential's token).
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(()),
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
+        (status = 401, description = "`unauthorized`: the installation sets `metrics_token` and the request does not send it", body = crate::error::Problem),
+        (status = 404, description = "`not_found`: `/metrics` has a listener of its own (`metrics_listen`)", body = crate::error::Problem)))]
 pub async fn metrics(state: web::Data<AppState>, req: actix_web::HttpRequest) -> Result<HttpResponse, ApiError> {
     // With `metrics_token` set, only a scraper that knows it reads the figures.
     if let Some(expected) = &state.settings.metrics_token {

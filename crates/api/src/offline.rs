@@ -29,7 +29,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/v1/offline/journals")
             .app_data(web::JsonConfig::default().limit(UPLOAD_BYTES_MAX).error_handler(crate::error::json_error))
-            .route(web::post().to(upload)),
+            .route(web::post().to(upload))
+            .default_service(web::to(crate::not_found)),
     )
     .route("/v1/offline/head", web::get().to(head))
     .route("/v1/offline/deny-list", web::get().to(deny_list));
@@ -254,6 +255,8 @@ async fn refused_before(
     }))
 }
 
+/// Posts one record of an upload: an access record is logged, a payment posted within the
+/// sync's limits; a record that cannot be is refused (and the refusal logged).
 async fn post_record(state: &web::Data<AppState>, caller: &Caller, r: &SignedRecord) -> Result<RecordResult, ApiError> {
     let rec = &r.record;
     let seq = rec.seq as i64;
@@ -283,110 +286,143 @@ async fn post_record(state: &web::Data<AppState>, caller: &Caller, r: &SignedRec
     if crate::merchant::check_tap_key(&tap, &card).is_err() {
         return refuse(state, caller, rec, "tap_key_outdated").await;
     }
+    let record = Verified { rec, seq, key, tap, card };
     match rec.kind {
-        RecordKind::Access => {
-            let sp = caller
-                .credential
-                .service_point_id
-                .map_or_else(|| caller.reference(), |id| format!("service_point:{id}"));
-            let recorded = state
-                .ledger
-                .record(Event {
-                    kind: "access_decision".into(),
-                    scope: Some(sp),
-                    card_id: Some(card.id),
-                    card_read_counter: None,
-                    queue_key: None,
-                    idempotency_key: Some(key),
-                    payload: json!({"decision": rec.decision, "reason": "offline", "offline_seq": seq,
-                        "counter": tap.counter_value(), "terminal_time_us": rec.time_us})
-                    .to_string(),
-                    access: None,
-                })
-                .await?;
-            Ok(RecordResult {
-                seq,
-                result: format!("logged:event:{}", recorded.event.id),
-                entry_seq: None,
-                shortfall_minor: None,
-                event_id: Some(recorded.event.id),
-            })
-        }
-        RecordKind::Payment => {
-            let merchant_id = caller.merchant_id()?;
-            let (sync, limits) = match record_sync(state, caller, rec).await? {
-                Ok(found) => found,
-                Err(code) => return refuse(state, caller, rec, code).await,
-            };
-            if sync.denied.iter().any(|u| u.parse::<card::CardUid>() == Ok(tap.uid)) {
-                return refuse(state, caller, rec, "card_denied_at_sync").await;
-            }
-            let Ok(currency) = ledger::money::Currency::parse(&rec.currency) else {
-                return refuse(state, caller, rec, "invalid_amount").await;
-            };
-            if currency != state.settings.currency {
-                return refuse(state, caller, rec, "currency_mismatch").await;
-            }
-            let amount =
-                match ledger::money::Amount::from_minor(rec.amount_minor, currency, state.settings.amount_max_minor) {
-                    Ok(a) if a.minor() <= state.settings.limits.payment_max_minor => a,
-                    _ => return refuse(state, caller, rec, "amount_too_large").await,
-                };
-            let st = state.clone();
-            let (card_id, sync_time) = (card.id, sync.time_us);
-            let (merchant, fees, risk, floor) = blocking(move || {
-                let m = st.merchant(merchant_id)?.ok_or_else(|| ApiError::forbidden("merchant gone"))?;
-                Ok((
-                    m,
-                    st.system_account(AccountKind::FeeRevenue, currency)?,
-                    st.system_account(AccountKind::OfflineRisk, currency)?,
-                    st.ledger.card_counter_at(card_id, sync_time)?,
-                ))
-            })
-            .await?;
-            let terms = OfflineTerms {
-                credential_id: caller.credential.id,
-                record_seq: seq,
-                record_time_us: rec.time_us,
-                sync_id: sync.id,
-                counter_floor: floor,
-                per_tap_minor: limits.per_tap_minor,
-                per_card_per_day_minor: limits.per_card_per_day_minor,
-                outstanding_minor: limits.outstanding_minor,
-                merchant_risk_cap_minor: state.settings.limits.offline_risk_per_merchant_minor,
-            };
-            let request = Request::new(Command::OfflinePayment {
-                wallet: AccountId(card.account_id),
-                merchant: AccountId(merchant.account_id),
-                fee_account: fees,
-                risk_account: risk,
-                amount,
-                fee_minor: merchant.fee_rate.fee_minor(amount.minor()),
-                terms,
-            })
-            .with_key(key)
-            .with_references(References {
-                terminal_id: Some(caller.reference()),
-                card_id: Some(card.id),
-                card_read_counter: Some(tap.counter_value()),
-                merchant_reference: rec.reference.clone(),
-                memo: Some(format!("offline record {seq}")),
-            });
-            let posted = match state.ledger.submit(request).await {
-                Ok(p) => p,
-                Err(LedgerError::Rejected(r)) => return refuse(state, caller, rec, r.code()).await,
-                Err(e) => return Err(e.into()),
-            };
-            state.metrics.payment("offline_payment", "approved");
-            let shortfall: i64 =
-                -posted.entry.postings.iter().filter(|p| p.account_id == risk).map(|p| p.amount_minor).sum::<i64>();
-            Ok(RecordResult {
-                seq,
-                result: if shortfall > 0 { "posted_with_shortfall".into() } else { "posted".into() },
-                entry_seq: Some(posted.entry.seq),
-                shortfall_minor: (shortfall > 0).then_some(shortfall),
-                event_id: None,
-            })
-        }
+        RecordKind::Access => log_access_record(state, caller, record).await,
+        RecordKind::Payment => post_payment_record(state, caller, record).await,
     }
+}
+
+/// A record whose tap verified, with its card and its idempotency key.
+struct Verified<'a> {
+    rec: &'a offline::Record,
+    seq: i64,
+    key: ledger::domain::IdempotencyKey,
+    tap: crate::taps::VerifiedTap,
+    card: ledger::registry::Card,
+}
+
+/// Logs a gate's offline access decision as an event.
+async fn log_access_record(
+    state: &web::Data<AppState>,
+    caller: &Caller,
+    v: Verified<'_>,
+) -> Result<RecordResult, ApiError> {
+    let sp = caller.credential.service_point_id.map_or_else(|| caller.reference(), |id| format!("service_point:{id}"));
+    let recorded = state
+        .ledger
+        .record(Event {
+            kind: "access_decision".into(),
+            scope: Some(sp),
+            card_id: Some(v.card.id),
+            card_read_counter: None,
+            queue_key: None,
+            idempotency_key: Some(v.key),
+            payload: json!({"decision": v.rec.decision, "reason": "offline", "offline_seq": v.seq,
+                "counter": v.tap.counter_value(), "terminal_time_us": v.rec.time_us})
+            .to_string(),
+            access: None,
+        })
+        .await?;
+    Ok(RecordResult {
+        seq: v.seq,
+        result: format!("logged:event:{}", recorded.event.id),
+        entry_seq: None,
+        shortfall_minor: None,
+        event_id: Some(recorded.event.id),
+    })
+}
+
+/// The sync, limits and amount of a payment record, or the code it is refused with.
+async fn payment_terms(
+    state: &web::Data<AppState>,
+    caller: &Caller,
+    v: &Verified<'_>,
+) -> Result<Result<(ledger::registry::OfflineSync, RiskLimits, ledger::money::Amount), &'static str>, ApiError> {
+    let (sync, limits) = match record_sync(state, caller, v.rec).await? {
+        Ok(found) => found,
+        Err(code) => return Ok(Err(code)),
+    };
+    if sync.denied.iter().any(|u| u.parse::<card::CardUid>() == Ok(v.tap.uid)) {
+        return Ok(Err("card_denied_at_sync"));
+    }
+    let Ok(currency) = ledger::money::Currency::parse(&v.rec.currency) else {
+        return Ok(Err("invalid_amount"));
+    };
+    if currency != state.settings.currency {
+        return Ok(Err("currency_mismatch"));
+    }
+    match ledger::money::Amount::from_minor(v.rec.amount_minor, currency, state.settings.amount_max_minor) {
+        Ok(a) if a.minor() <= state.settings.limits.payment_max_minor => Ok(Ok((sync, limits, a))),
+        _ => Ok(Err("amount_too_large")),
+    }
+}
+
+/// Posts a terminal's offline payment; the writer checks the sync's limits and moves what
+/// the card cannot cover to the offline-risk account.
+async fn post_payment_record(
+    state: &web::Data<AppState>,
+    caller: &Caller,
+    v: Verified<'_>,
+) -> Result<RecordResult, ApiError> {
+    let merchant_id = caller.merchant_id()?;
+    let (sync, limits, amount) = match payment_terms(state, caller, &v).await? {
+        Ok(terms) => terms,
+        Err(code) => return refuse(state, caller, v.rec, code).await,
+    };
+    let (st, currency) = (state.clone(), amount.currency());
+    let (card_id, sync_time) = (v.card.id, sync.time_us);
+    let (merchant, fees, risk, floor) = blocking(move || {
+        let m = st.merchant(merchant_id)?.ok_or_else(|| ApiError::forbidden("merchant gone"))?;
+        Ok((
+            m,
+            st.system_account(AccountKind::FeeRevenue, currency)?,
+            st.system_account(AccountKind::OfflineRisk, currency)?,
+            st.ledger.card_counter_at(card_id, sync_time)?,
+        ))
+    })
+    .await?;
+    let terms = OfflineTerms {
+        credential_id: caller.credential.id,
+        record_seq: v.seq,
+        record_time_us: v.rec.time_us,
+        sync_id: sync.id,
+        counter_floor: floor,
+        per_tap_minor: limits.per_tap_minor,
+        per_card_per_day_minor: limits.per_card_per_day_minor,
+        outstanding_minor: limits.outstanding_minor,
+        merchant_risk_cap_minor: state.settings.limits.offline_risk_per_merchant_minor,
+    };
+    let request = Request::new(Command::OfflinePayment {
+        wallet: AccountId(v.card.account_id),
+        merchant: AccountId(merchant.account_id),
+        fee_account: fees,
+        risk_account: risk,
+        amount,
+        fee_minor: merchant.fee_rate.fee_minor(amount.minor()),
+        terms,
+    })
+    .with_key(v.key.clone())
+    .with_references(References {
+        terminal_id: Some(caller.reference()),
+        card_id: Some(v.card.id),
+        card_read_counter: Some(v.tap.counter_value()),
+        merchant_reference: v.rec.reference.clone(),
+        memo: Some(format!("offline record {}", v.seq)),
+    });
+    let posted = match state.ledger.submit(request).await {
+        Ok(p) => p,
+        Err(LedgerError::Rejected(r)) => return refuse(state, caller, v.rec, r.code()).await,
+        Err(e) => return Err(e.into()),
+    };
+    state.metrics.payment("offline_payment", "approved");
+    let shortfall: i64 =
+        -posted.entry.postings.iter().filter(|p| p.account_id == risk).map(|p| p.amount_minor).sum::<i64>();
+    Ok(RecordResult {
+        seq: v.seq,
+        result: if shortfall > 0 { "posted_with_shortfall".into() } else { "posted".into() },
+        entry_seq: Some(posted.entry.seq),
+        shortfall_minor: (shortfall > 0).then_some(shortfall),
+        event_id: None,
+    })
 }

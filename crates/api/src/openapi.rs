@@ -10,7 +10,7 @@ use crate::{access, approvals, audit, merchant, metrics, offline, operator, tran
 /// The document.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Kartu API", description = "The city smart card: payments, top-ups, access to public services, and an audit log anyone can verify. Errors are RFC 9457 problem+json with a stable `code`; every write takes an `Idempotency-Key` header."),
+    info(title = "Kartu API", description = "The city smart card: payments, top-ups, access to public services, and an audit log anyone can verify. Errors are RFC 9457 `application/problem+json` with a stable `code`; every write takes an `Idempotency-Key` header. A method a path does not take is answered `405 method_not_allowed` with an `Allow` header; a path no route has, `404 not_found`."),
     paths(
         operator::holders::create_holder, operator::cards::issue_card, operator::cards::get_card, operator::cards::block_card, operator::cards::unblock_card,
         operator::cards::replace_card, operator::merchants::create_merchant, operator::service_points::create_service_point, operator::agents::create_agent,
@@ -97,9 +97,9 @@ pub const ROUTES: &[(&str, &str)] = &[
 
 /// Registers `/openapi.json` and `/docs`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/openapi.json", web::get().to(document))
-        .route("/docs", web::get().to(docs))
-        .service(utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", ApiDoc::openapi()));
+    cfg.route("/openapi.json", web::get().to(serve_document)).route("/docs", web::get().to(docs)).service(
+        utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}").config(utoipa_swagger_ui::Config::from("/openapi.json")),
+    );
 }
 
 /// `/docs` (SPEC §9) is the UI's home: the UI itself is served under `/docs/`.
@@ -107,6 +107,161 @@ async fn docs() -> HttpResponse {
     HttpResponse::PermanentRedirect().insert_header((actix_web::http::header::LOCATION, "/docs/")).finish()
 }
 
-async fn document() -> HttpResponse {
-    HttpResponse::Ok().json(ApiDoc::openapi())
+async fn serve_document() -> HttpResponse {
+    HttpResponse::Ok().json(document())
+}
+
+/// The document as served at `/openapi.json`: [`ApiDoc`] (each handler's own annotation:
+/// its body, parameters, success responses and the errors only it gives) completed by
+/// [`contract`] with the answers every handler gives through the extractors it shares.
+pub fn document() -> &'static serde_json::Value {
+    static DOCUMENT: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    DOCUMENT.get_or_init(|| {
+        let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+        contract(&mut doc);
+        doc
+    })
+}
+
+/// The media type of every error (RFC 9457).
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// The longest client `Idempotency-Key` (the server prefixes the credential).
+const IDEMPOTENCY_KEY_MAX: usize = crate::auth::CLIENT_KEY_MAX;
+
+/// Completes every operation of the document with what the server's shared parts answer:
+/// the bearer check ([`crate::auth::Caller`]: 401, 403, 429), the `Idempotency-Key`
+/// header (400, 409, 507), the JSON body extractor and the body limit (400, 408, 413, 415,
+/// 422), path ids (404), query strings (400), and the ledger (500, 503). Every error is
+/// `application/problem+json` with the `Problem` schema. A status a handler documents
+/// itself keeps its own description.
+pub fn contract(doc: &mut serde_json::Value) {
+    let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) else { return };
+    for item in paths.values_mut() {
+        let Some(item) = item.as_object_mut() else { continue };
+        for op in item.values_mut() {
+            complete(op);
+        }
+    }
+}
+
+/// What one operation's shared parts answer, as (status, why) pairs.
+fn shared_answers(op: &serde_json::Value) -> Vec<(u16, &'static str)> {
+    let public =
+        op["security"].as_array().is_some_and(|s| s.iter().all(|r| r.as_object().is_some_and(|r| r.is_empty())));
+    let params = op["parameters"].as_array().cloned().unwrap_or_default();
+    let has = |place: &str| params.iter().any(|p| p["in"] == place);
+    let write = params.iter().any(|p| p["in"] == "header" && p["name"] == "Idempotency-Key");
+    let body = op.get("requestBody").is_some();
+    let mut out = vec![
+        (500, "`internal`: a bug; it was logged"),
+        (503, "`busy`, `unavailable` or `storage_unavailable`: retry (a write with the same Idempotency-Key)"),
+    ];
+    if !public {
+        out.extend([
+            (401, "`unauthorized`: no, an unknown or a revoked bearer token"),
+            (403, "`forbidden`: the credential's role or scope may not do this"),
+            (429, "`rate_limited`: beyond the credential's rate; retry after `Retry-After` seconds"),
+        ]);
+    }
+    if write {
+        out.extend([
+            (400, "`idempotency_key_required` or `idempotency_key_invalid`"),
+            (409, "`idempotency_conflict`: this Idempotency-Key was used for another request"),
+            (413, "`body_too_large`"),
+            (507, "`storage_full`: the database's disk is full; retry later with the same Idempotency-Key"),
+        ]);
+    }
+    if body {
+        out.extend([
+            (400, "`malformed_json`: the body is not JSON"),
+            (408, "`request_timeout`: the body did not arrive in time"),
+            (413, "`body_too_large`"),
+            (415, "`unsupported_media_type`: no body, or not `application/json`"),
+            (422, "`invalid_body`: a field is missing, unknown or of the wrong type"),
+        ]);
+    }
+    if has("path") {
+        out.push((404, "`not_found`: nothing has this id (an id that is not a number names nothing)"));
+    }
+    if has("query") {
+        out.push((400, "`invalid_query`: a query parameter is malformed or out of bounds"));
+    }
+    out
+}
+
+/// Completes one operation (see [`contract`]).
+fn complete(op: &mut serde_json::Value) {
+    let answers = shared_answers(op);
+    if let Some(params) = op.get_mut("parameters").and_then(|p| p.as_array_mut()) {
+        for p in params.iter_mut().filter(|p| p["in"] == "header" && p["name"] == "Idempotency-Key") {
+            *p = idempotency_key_parameter();
+        }
+    }
+    let Some(responses) = op.get_mut("responses").and_then(|r| r.as_object_mut()) else { return };
+    for r in responses.values_mut() {
+        as_problem(r);
+    }
+    let mut why: std::collections::BTreeMap<u16, Vec<&str>> = std::collections::BTreeMap::new();
+    for (status, reason) in answers {
+        let reasons = why.entry(status).or_default();
+        if !reasons.contains(&reason) {
+            reasons.push(reason);
+        }
+    }
+    for (status, reasons) in why {
+        responses.entry(status.to_string()).or_insert_with(|| problem_response(status, &reasons.join("; ")));
+    }
+}
+
+/// A response documented with the `Problem` schema is sent as `application/problem+json`.
+fn as_problem(response: &mut serde_json::Value) {
+    let Some(content) = response.get_mut("content").and_then(|c| c.as_object_mut()) else { return };
+    let problem = content.get("application/json").is_some_and(|c| c["schema"]["$ref"] == PROBLEM_REF);
+    if problem {
+        if let Some(c) = content.remove("application/json") {
+            content.insert(PROBLEM_JSON.to_owned(), c);
+        }
+    }
+}
+
+const PROBLEM_REF: &str = "#/components/schemas/Problem";
+
+/// A problem response of one status.
+fn problem_response(status: u16, description: &str) -> serde_json::Value {
+    let mut r = serde_json::json!({
+        "description": description,
+        "content": {PROBLEM_JSON: {"schema": {"$ref": PROBLEM_REF}}},
+    });
+    if status == 429 {
+        r["headers"] = serde_json::json!({"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer", "minimum": 1}}});
+    }
+    r
+}
+
+/// The `Idempotency-Key` header as [`crate::auth::IdempotencyKey`] reads it.
+fn idempotency_key_parameter() -> serde_json::Value {
+    serde_json::json!({
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": true,
+        "description": "unique per write: a retry with the same key and body gets the first answer",
+        "schema": {"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX, "pattern": "^[!-~]+$"},
+    })
+}
+
+/// The methods the document lists for a path (a concrete one: `{id}` matches any one
+/// segment); empty when no route has this path.
+pub fn methods_of(path: &str) -> Vec<&'static str> {
+    let segments: Vec<&str> = path.split('/').collect();
+    let matches = |template: &str| {
+        let t: Vec<&str> = template.split('/').collect();
+        t.len() == segments.len()
+            && t.iter().zip(&segments).all(|(t, s)| t == s || (t.starts_with('{') && t.ends_with('}') && !s.is_empty()))
+    };
+    let mut out: Vec<&'static str> = ROUTES.iter().filter(|(_, t)| matches(t)).map(|(m, _)| *m).collect();
+    if path == "/openapi.json" || path == "/docs" {
+        out.push("get");
+    }
+    out
 }

@@ -93,6 +93,7 @@ pub fn text(field: &str, value: &str, max: usize) -> Result<String, ApiError> {
 #[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
 pub struct Page {
     /// How many (1 to 1000).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     /// From the previous page's `next_cursor`.
     pub cursor: Option<String>,

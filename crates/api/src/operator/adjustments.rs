@@ -17,13 +17,17 @@ use crate::{blocking, AppState};
 #[serde(deny_unknown_fields)]
 pub struct NewAdjustment {
     /// The account to correct.
+    #[schema(pattern = "^[0-9]{1,19}$")]
     pub account_id: String,
     /// Signed decimal: positive credits the account, negative debits it. The other side is
     /// the suspense account.
+    #[schema(pattern = "^-?[0-9]+(\\.[0-9]{1,3})?$", max_length = 40, example = "-2500.00")]
     pub amount: String,
     /// Currency.
+    #[schema(pattern = "^[A-Z]{3}$", example = "IDR")]
     pub currency: Option<String>,
     /// Why.
+    #[schema(min_length = 1, max_length = 200)]
     pub reason: String,
 }
 
@@ -123,7 +127,10 @@ pub async fn request_adjustment(
 /// (`POST /v1/approvals/{id}/approve`, the same per-person rule); posts it against the
 /// suspense account.
 #[utoipa::path(post, path = "/v1/adjustments/{id}/approve", tag = "operator", params(("id" = String, Path), ("Idempotency-Key" = String, Header)),
-    responses((status = 200, body = AdjustmentView), (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem)))]
+    responses((status = 200, body = AdjustmentView),
+        (status = 403, description = "`second_operator_required`: the requester (or the same person) may not approve it", body = crate::error::Problem),
+        (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem),
+        (status = 422, description = "the ledger refuses the posting (e.g. `insufficient_funds`: a debit above the balance)", body = crate::error::Problem)))]
 pub async fn approve_adjustment(
     state: web::Data<AppState>,
     caller: Caller,

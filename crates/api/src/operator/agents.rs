@@ -18,6 +18,7 @@ use crate::{blocking, AppState};
 #[serde(deny_unknown_fields)]
 pub struct NewAgent {
     /// Name.
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
 }
 
@@ -81,8 +82,10 @@ pub async fn create_agent(
 #[serde(deny_unknown_fields)]
 pub struct AmountBody {
     /// Decimal string.
+    #[schema(pattern = "^[0-9]+(\\.[0-9]{1,3})?$", max_length = 40, example = "12500.00")]
     pub amount: String,
     /// ISO 4217; the installation's when omitted.
+    #[schema(pattern = "^[A-Z]{3}$", example = "IDR")]
     pub currency: Option<String>,
 }
 

@@ -21,12 +21,15 @@ use crate::{blocking, AppState};
 #[serde(deny_unknown_fields)]
 pub struct NewCard {
     /// 7-byte UID, 14 hex digits.
+    #[schema(pattern = "^[0-9A-Fa-f]{14}$", example = "04A1B2C3D4C080")]
     pub uid: String,
     /// The holder.
+    #[schema(pattern = "^[0-9]{1,19}$")]
     pub holder_id: String,
     /// The card key version it was personalised with (`kartu card personalize
     /// --key-version`); the key file's newest when omitted. A tap that verifies only with
     /// an older version is refused.
+    #[schema(minimum = 1)]
     pub key_version: Option<u8>,
 }
 
@@ -186,6 +189,7 @@ pub async fn get_card(
 #[serde(deny_unknown_fields)]
 pub struct BlockCard {
     /// lost, stolen, damaged, fraud, other.
+    #[schema(pattern = "^(lost|stolen|damaged|fraud|other)$")]
     pub reason: String,
 }
 
@@ -249,6 +253,7 @@ pub async fn unblock_card(
 #[serde(deny_unknown_fields)]
 pub struct ReplaceCard {
     /// The new card's UID.
+    #[schema(pattern = "^[0-9A-Fa-f]{14}$", example = "04A1B2C3D4C080")]
     pub new_uid: String,
 }
 

@@ -19,19 +19,25 @@ pub struct NewCredential {
     /// operator, merchant_terminal, service_point, top_up_agent, kiosk, auditor.
     pub role: Role,
     /// The terminal or the person.
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     /// For merchant terminals.
+    #[schema(pattern = "^[0-9]{1,19}$")]
     pub merchant_id: Option<String>,
     /// For service points.
+    #[schema(pattern = "^[0-9]{1,19}$")]
     pub service_point_id: Option<String>,
     /// For top-up agents.
+    #[schema(pattern = "^[0-9]{1,19}$")]
     pub agent_id: Option<String>,
     /// Ed25519 public key of a terminal, 64 hex digits (offline journals).
+    #[schema(pattern = "^[0-9A-Fa-f]{64}$")]
     pub public_key: Option<String>,
     /// Offline risk limits of a terminal.
     #[schema(value_type = Option<Object>)]
     pub offline_limits: Option<serde_json::Value>,
     /// For role operator (required): the named person the credential belongs to.
+    #[schema(min_length = 1, max_length = 200)]
     pub person: Option<String>,
 }
 

@@ -19,10 +19,13 @@ use domain::registry::Categories;
 #[serde(deny_unknown_fields)]
 pub struct NewHolder {
     /// Full name.
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     /// National identity number (16 digits); stored keyed-hashed, never returned.
+    #[schema(pattern = "^[0-9]{16}$")]
     pub nik: String,
     /// Categories: resident, student, senior, insured, staff.
+    #[schema(max_items = 5)]
     pub categories: Vec<String>,
 }
 

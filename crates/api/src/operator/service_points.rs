@@ -17,8 +17,10 @@ use crate::{blocking, AppState};
 #[serde(deny_unknown_fields)]
 pub struct NewServicePoint {
     /// Name.
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     /// clinic, library, city_office, other.
+    #[schema(pattern = "^(clinic|library|city_office|other)$")]
     pub service: String,
     /// Who may enter and when.
     pub policy: Policy,

@@ -13,6 +13,7 @@ mod access;
 mod approvals;
 mod audit;
 mod concurrency;
+mod conformance;
 mod custody;
 mod idempotency;
 mod integrity;
@@ -79,5 +80,12 @@ fn main() {
         }
     }
     trials.push(Trial::test("independent_verifier_self_test", || rfc9162::self_test().map_err(Failed::from)));
-    libtest_mimic::run(&args, trials).exit();
+    trials.push(Trial::test("openapi_conformance_self_test", || conformance::self_test().map_err(Failed::from)));
+    let conclusion = libtest_mimic::run(&args, trials);
+    // Every response the trials received was checked against /openapi.json as it came.
+    if let Err(undocumented) = conformance::report() {
+        eprintln!("\n{undocumented}");
+        std::process::exit(101);
+    }
+    conclusion.exit();
 }

@@ -107,10 +107,35 @@ pub fn openapi_document_and_routes(backend: Backend) -> TestResult {
         );
         check!(r.status != 405 && r.status < 500, "{method} {path}: {} {}", r.status, r.text);
     }
-    // Unknown routes are problem+json 404s.
+    check_contract(&doc)?;
+    // `GET /v1/audit/leaves` continues where its `next_cursor` says.
+    let page = s.get("/v1/audit/leaves?limit=2", &s.operator)?;
+    let cursor = page.expect(200)?["next_cursor"].as_str().ok_or("a cursor after a full page")?.to_owned();
+    let next = s.get(&format!("/v1/audit/leaves?limit=2&cursor={cursor}"), &s.operator)?;
+    check_eq!(next.expect(200)?["leaves"][0]["leaf_index"], json!(2), "the page after the cursor");
+    s.get(&format!("/v1/audit/leaves?from=0&cursor={cursor}"), &s.operator)?.problem(400, "invalid_query")?;
+    s.get("/v1/audit/leaves?cursor=x", &s.operator)?.problem(400, "invalid_query")?;
+    // Unknown routes are problem+json 404s; a method a route does not take is a 405 that
+    // names the methods it takes.
     s.get("/v1/nothing-here", &s.operator)?.problem(404, "not_found")?;
     let r = s.send("PUT", "/v1/holders", Some(&s.operator), None, Body::None)?;
-    check!(r.status == 404 || r.status == 405, "PUT /v1/holders: {}", r.status);
+    r.problem(405, "method_not_allowed")?;
+    check_eq!(r.header("allow"), Some("POST"));
+    let r = s.send("DELETE", "/v1/payments", Some(&s.operator), None, Body::None)?;
+    r.problem(405, "method_not_allowed")?;
+    check_eq!(r.header("allow"), Some("POST, GET"));
+    s.send("POST", "/v1/cards/7", Some(&s.operator), None, Body::None)?.problem(405, "method_not_allowed")?;
+    let r = s.send("GET", "/v1/offline/journals", Some(&s.operator), None, Body::None)?;
+    r.problem(405, "method_not_allowed")?;
+    check_eq!(r.header("allow"), Some("POST"));
+    // The answers the shared parts give, each documented (the conformance check of every
+    // response holds them to the document).
+    s.send("POST", "/v1/holders", Some(&s.operator), None, Body::Json(&json!({})))?
+        .problem(400, "idempotency_key_required")?;
+    s.post_empty("/v1/holders", &s.operator)?.problem(415, "unsupported_media_type")?;
+    s.send("GET", "/v1/cards/1", None, None, Body::None)?.problem(401, "unauthorized")?;
+    s.get("/v1/audit/entries?limit=0", &s.operator)?.problem(400, "invalid_query")?;
+    s.get("/v1/audit/access-log?service_point_id=abc", &s.operator)?.problem(404, "not_found")?;
     // The docs UI.
     let r = s.get_public("/docs/")?;
     check!(
@@ -156,5 +181,61 @@ pub fn health_and_metrics(backend: Backend) -> TestResult {
     check!(!m.contains("/v1/cards/424242"), "a raw path in the metrics");
     check!(has("kartu_http_request_duration_seconds_bucket"), "latency histogram");
     check!(has("kartu_audit_tree_size "), "tree size gauge");
+    Ok(())
+}
+
+/// The routes anyone may call: the document declares them with no security requirement.
+const PUBLIC: [(&str, &str); 8] = [
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
+    ("get", "/v1/audit/checkpoints/latest"),
+    ("get", "/v1/audit/public-key"),
+    ("get", "/v1/audit/proofs/inclusion"),
+    ("get", "/v1/audit/proofs/consistency"),
+    ("get", "/v1/transparency"),
+];
+
+/// What every operation of the document says: errors as problem+json; a public route
+/// declares no security, every other one inherits the bearer and documents 401 and 403; a
+/// write documents its Idempotency-Key (bounded) and 400 and 409; a body 415 and 422; a
+/// path id 404; `limit` is bounded.
+fn check_contract(doc: &Value) -> TestResult {
+    check_eq!(doc["security"], json!([{"bearer": []}]), "the default is the bearer");
+    for (method, path) in api::openapi::ROUTES {
+        let op = &doc["paths"][path][method];
+        let at = format!("{method} {path}");
+        let public = PUBLIC.contains(&(method, path));
+        check_eq!(op["security"] == json!([{}]), public, "{at}: public {public}, security {}", op["security"]);
+        let responses = op["responses"].as_object().ok_or_else(|| format!("{at}: responses"))?;
+        for (status, r) in responses.iter().filter(|(s, _)| s.as_str() >= "400") {
+            let types: Vec<&String> = r["content"].as_object().map(|c| c.keys().collect()).unwrap_or_default();
+            check_eq!(types, vec!["application/problem+json"], "{at} {status}");
+        }
+        let has = |status: &str| responses.contains_key(status);
+        if !public {
+            check!(has("401") && has("403") && has("429"), "{at}: 401, 403, 429");
+        }
+        let params = op["parameters"].as_array().cloned().unwrap_or_default();
+        let key = params.iter().find(|p| p["name"] == "Idempotency-Key");
+        if let Some(key) = key {
+            check_eq!(key["required"], json!(true), "{at}: Idempotency-Key required");
+            check_eq!(key["schema"]["maxLength"], json!(100), "{at}: Idempotency-Key bounded");
+            check!(has("400") && has("409") && has("507"), "{at}: 400, 409, 507 of a write");
+        }
+        check_eq!(key.is_some(), *method != "get", "{at}: every write takes an Idempotency-Key");
+        if op.get("requestBody").is_some() {
+            check!(has("415") && has("422") && has("413"), "{at}: 413, 415, 422 of a body");
+        }
+        if path.contains('{') {
+            check!(has("404"), "{at}: 404 of a path id");
+        }
+        for limit in params.iter().filter(|p| p["name"] == "limit") {
+            check!(
+                limit["schema"]["minimum"] == json!(1) && limit["schema"]["maximum"].is_number(),
+                "{at}: limit bounds"
+            );
+        }
+    }
     Ok(())
 }

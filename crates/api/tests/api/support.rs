@@ -347,8 +347,38 @@ impl Server {
         format!("k-{}", self.next_key.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// Any request.
+    /// Any request; its response is checked against the server's `/openapi.json`
+    /// (`conformance`: an undocumented response fails the run at its end).
     pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        key: Option<&str>,
+        body: Body<'_>,
+    ) -> Result<Resp, String> {
+        let r = self.send_unchecked(method, path, token, key, body)?;
+        let contract = crate::conformance::contract(|| {
+            let doc = self.send_unchecked("GET", "/openapi.json", None, None, Body::None)?;
+            check!(doc.status == 200, "/openapi.json: {} {}", doc.status, doc.text);
+            Ok(doc.json)
+        })?;
+        let allow = r.headers.iter().find(|(n, _)| n == "allow").map(|(_, v)| v.as_str());
+        let seen = crate::conformance::Seen {
+            method,
+            path,
+            status: r.status,
+            content_type: &r.content_type,
+            allow,
+            text: &r.text,
+        };
+        // Recorded, not returned: the run fails at its end, listing every such response.
+        let _ = crate::conformance::observe(contract, &seen);
+        Ok(r)
+    }
+
+    /// Any request, its response not checked against the document.
+    pub fn send_unchecked(
         &self,
         method: &str,
         path: &str,

@@ -12,10 +12,13 @@ pub struct NewPayment {
     /// The card's tap.
     pub tap: Tap,
     /// Price, decimal string.
+    #[schema(pattern = "^[0-9]+(\\.[0-9]{1,3})?$", max_length = 40, example = "12500.00")]
     pub amount: String,
     /// ISO 4217; the installation's when omitted.
+    #[schema(pattern = "^[A-Z]{3}$", example = "IDR")]
     pub currency: Option<String>,
     /// The merchant's own reference (order, ticket).
+    #[schema(min_length = 1, max_length = 120)]
     pub reference: Option<String>,
 }
 
@@ -59,10 +62,13 @@ pub struct PaymentList {
 #[serde(deny_unknown_fields)]
 pub struct NewRefund {
     /// Up to what is left of the payment.
+    #[schema(pattern = "^[0-9]+(\\.[0-9]{1,3})?$", max_length = 40, example = "12500.00")]
     pub amount: String,
     /// ISO 4217.
+    #[schema(pattern = "^[A-Z]{3}$", example = "IDR")]
     pub currency: Option<String>,
     /// Why.
+    #[schema(min_length = 1, max_length = 200)]
     pub reason: Option<String>,
 }
 
@@ -73,12 +79,16 @@ pub struct NewHold {
     /// The card's tap.
     pub tap: Tap,
     /// Amount to reserve.
+    #[schema(pattern = "^[0-9]+(\\.[0-9]{1,3})?$", max_length = 40, example = "12500.00")]
     pub amount: String,
     /// ISO 4217.
+    #[schema(pattern = "^[A-Z]{3}$", example = "IDR")]
     pub currency: Option<String>,
     /// The merchant's reference (ticket, booking).
+    #[schema(min_length = 1, max_length = 120)]
     pub reference: Option<String>,
     /// Minutes until the hold lapses and the funds return (default 24 h).
+    #[schema(minimum = 1)]
     pub expires_in_minutes: Option<i64>,
 }
 
@@ -87,8 +97,10 @@ pub struct NewHold {
 #[serde(deny_unknown_fields)]
 pub struct CaptureBody {
     /// At most the held amount; the rest returns to the card.
+    #[schema(pattern = "^[0-9]+(\\.[0-9]{1,3})?$", max_length = 40, example = "12500.00")]
     pub amount: String,
     /// ISO 4217.
+    #[schema(pattern = "^[A-Z]{3}$", example = "IDR")]
     pub currency: Option<String>,
 }
 
@@ -133,10 +145,13 @@ pub struct NewTopup {
     /// The card's tap (at the counter), or
     pub tap: Option<Tap>,
     /// the card's id (by phone, with the holder's card number).
+    #[schema(pattern = "^[0-9]{1,19}$")]
     pub card_id: Option<String>,
     /// Amount.
+    #[schema(pattern = "^[0-9]+(\\.[0-9]{1,3})?$", max_length = 40, example = "12500.00")]
     pub amount: String,
     /// ISO 4217.
+    #[schema(pattern = "^[A-Z]{3}$", example = "IDR")]
     pub currency: Option<String>,
 }
 

@@ -16,8 +16,10 @@ pub struct Money {
 #[serde(deny_unknown_fields)]
 pub struct Tap {
     /// Encrypted PICCData, 32 hex digits.
+    #[schema(pattern = "^[0-9A-Fa-f]{32}$")]
     pub picc_data: String,
     /// Truncated SUN MAC, 16 hex digits.
+    #[schema(pattern = "^[0-9A-Fa-f]{16}$")]
     pub cmac: String,
 }
 
