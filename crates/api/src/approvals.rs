@@ -185,7 +185,7 @@ pub fn check_rule(state: &AppState, approval: &Approval, approver: &Credential) 
 /// A request for a second operator's approval.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ApprovalView {
-    /// Id.
+    /// The approval's id, for approve and reject.
     pub id: String,
     /// create_operator_credential, revoke_operator_credential, adjustment or fund_agent.
     pub kind: String,
@@ -205,9 +205,9 @@ pub struct ApprovalView {
     /// What the approval did: `credential_id`, `entry_seq`, or `refused` (the ledger's code).
     #[schema(value_type = Option<Object>)]
     pub result: Option<Value>,
-    /// Asked.
+    /// When it was requested (RFC 3339).
     pub created_at: String,
-    /// Decided.
+    /// When a second operator decided it (RFC 3339), if one has.
     pub decided_at: Option<String>,
     /// The request's operator_action event.
     pub event_id: i64,

@@ -24,15 +24,15 @@ impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> ApiError {
         ApiError { status, code, detail: detail.into() }
     }
-    /// 400.
+    /// A 400 Bad Request: the request itself is malformed (a header, a query).
     pub fn bad_request(code: &'static str, detail: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, code, detail)
     }
-    /// 422.
+    /// A 422 Unprocessable Content: well-formed, but a field's value is refused.
     pub fn unprocessable(code: &'static str, detail: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)
     }
-    /// 404.
+    /// A 404 Not Found: the path names nothing this caller may see.
     pub fn not_found(code: &'static str, detail: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, code, detail)
     }
@@ -40,7 +40,7 @@ impl ApiError {
     pub fn forbidden(detail: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::FORBIDDEN, "forbidden", detail)
     }
-    /// 409.
+    /// A 409 Conflict: the request contradicts what was already done.
     pub fn conflict(code: &'static str, detail: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::CONFLICT, code, detail)
     }

@@ -140,7 +140,7 @@ impl Default for Settings {
 pub struct AppState {
     /// The ledger.
     pub ledger: Ledger,
-    /// Settings.
+    /// The installation's settings (currency, limits, exposure) from kartu.toml.
     pub settings: Settings,
     /// Card keys for tap verification.
     pub taps: taps::TapKeys,

@@ -452,7 +452,7 @@ pub fn add_operator(data_dir: &Path, database_url: Option<&str>, person: &str) -
 /// Everything `serve` needs, loaded from the data directory.
 #[derive(Debug)]
 pub struct Loaded {
-    /// Configuration.
+    /// The configuration read from kartu.toml.
     pub config: Config,
     /// The shared state.
     pub state: web::Data<AppState>,

@@ -17,7 +17,7 @@ use crate::{BenchDb, Row};
 pub struct HttpSettings {
     /// The `kartu` binary.
     pub kartu: std::path::PathBuf,
-    /// Connections.
+    /// Concurrent keep-alive connections.
     pub conns: usize,
     /// Virtual cards (dealt out to the connections).
     pub cards: usize,
@@ -38,7 +38,7 @@ pub struct SweepPoint {
     pub answered: f64,
     /// Latency quantiles, ms.
     pub p50_ms: f64,
-    /// p99.
+    /// The 99th percentile latency, ms.
     pub p99_ms: f64,
     /// p99.9.
     pub p999_ms: f64,

@@ -272,7 +272,7 @@ impl StatusWord {
         self.0
     }
 
-    /// SW1.
+    /// The first status byte (SW1).
     #[must_use]
     pub const fn sw1(self) -> u8 {
         self.0.to_be_bytes()[0]

@@ -368,7 +368,7 @@ pub struct AccessRights {
     pub write: AccessCondition,
     /// Read and write.
     pub read_write: AccessCondition,
-    /// ChangeFileSettings.
+    /// Who may change the file's settings (ChangeFileSettings).
     pub change: AccessCondition,
 }
 

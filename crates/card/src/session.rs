@@ -134,13 +134,13 @@ impl Session {
         Self { enc_key, mac_key, ti, cmd_ctr }
     }
 
-    /// SesAuthENCKey.
+    /// The session encryption key, SesAuthENCKey.
     #[must_use]
     pub fn enc_key(&self) -> &Key {
         &self.enc_key
     }
 
-    /// SesAuthMACKey.
+    /// The session MAC key, SesAuthMACKey.
     #[must_use]
     pub fn mac_key(&self) -> &Key {
         &self.mac_key

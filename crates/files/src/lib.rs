@@ -19,7 +19,7 @@ pub enum FileError {
         doing: &'static str,
         /// The file.
         path: PathBuf,
-        /// Why.
+        /// The I/O error.
         source: std::io::Error,
     },
     /// A secret file group or others may read.

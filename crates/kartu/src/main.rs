@@ -81,7 +81,7 @@ enum Cmd {
         /// Stop after this many taps.
         #[arg(long)]
         taps: Option<usize>,
-        /// Currency.
+        /// The ISO 4217 currency of amounts.
         #[arg(long, default_value = "IDR")]
         currency: String,
         /// How long to wait for the server before deciding offline, ms.

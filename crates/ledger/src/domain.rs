@@ -113,7 +113,7 @@ impl AccountKind {
 /// after of their latest posting.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Account {
-    /// Identity.
+    /// The account's id.
     pub id: AccountId,
     /// Kind, which decides the flags.
     pub kind: AccountKind,
@@ -132,9 +132,9 @@ pub struct Account {
 /// What to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewAccount {
-    /// Kind.
+    /// What the account is for.
     pub kind: AccountKind,
-    /// Currency.
+    /// The one currency the account holds.
     pub currency: Currency,
     /// Display name.
     pub name: String,
@@ -338,7 +338,7 @@ pub enum Command {
         fee_account: AccountId,
         /// The offline-risk account of the currency.
         risk_account: AccountId,
-        /// Price.
+        /// What the card paid.
         amount: Amount,
         /// Merchant discount, part of the amount.
         fee_minor: i64,
@@ -608,7 +608,7 @@ pub struct Posting {
 pub struct Entry {
     /// Gapless sequence number, from 1.
     pub seq: i64,
-    /// Kind.
+    /// What the entry records.
     pub kind: EntryKind,
     /// Time of recording, microseconds since the Unix epoch; never decreases with `seq`.
     pub time_us: i64,
@@ -626,7 +626,7 @@ pub struct Entry {
     pub related_seq: Option<i64>,
     /// For holds: when the hold expires.
     pub expires_at_us: Option<i64>,
-    /// References.
+    /// Where it came from: terminal, card, counter, references.
     pub references: References,
     /// The idempotency key it was written with.
     pub idempotency_key: Option<IdempotencyKey>,
@@ -890,11 +890,11 @@ impl Event {
 pub struct EventRecord {
     /// Gapless number among events, from 1.
     pub id: i64,
-    /// Kind.
+    /// What happened (e.g. access_decision, operator_action).
     pub kind: String,
     /// Time of recording, µs since the Unix epoch.
     pub time_us: i64,
-    /// Scope.
+    /// What it concerns (e.g. service_point:3), for filtering.
     pub scope: Option<String>,
     /// The card tapped.
     pub card_id: Option<i64>,
@@ -980,7 +980,7 @@ pub struct Statement {
 pub struct StatementLine {
     /// The entry.
     pub entry_seq: i64,
-    /// When.
+    /// When the entry was posted, µs.
     pub time_us: i64,
     /// What kind of entry.
     pub kind: EntryKind,

@@ -71,15 +71,15 @@ pub enum JournalError {
     /// A field is malformed.
     #[error("record {seq}: {field} is malformed")]
     Malformed {
-        /// Record.
+        /// The record's sequence number.
         seq: u64,
-        /// Field.
+        /// The field that is malformed.
         field: &'static str,
     },
     /// The signature does not verify with the terminal's key.
     #[error("record {seq}: the signature does not verify with the terminal's key")]
     BadSignature {
-        /// Record.
+        /// The record's sequence number.
         seq: u64,
     },
     /// A record is missing (or the journal was reordered).
@@ -87,14 +87,14 @@ pub enum JournalError {
     Gap {
         /// Expected sequence number.
         expected: u64,
-        /// Received.
+        /// The sequence number received.
         got: u64,
     },
     /// The record does not continue the chain: the one before it was changed, or this is
     /// another history (a fork).
     #[error("record {seq} does not continue the chain: an earlier record was changed or this is a forked journal")]
     Fork {
-        /// Record.
+        /// The record's sequence number.
         seq: u64,
     },
 }
@@ -200,7 +200,7 @@ impl std::fmt::Debug for JournalWriter {
 /// What a new record says (the writer fills in seq and the chain).
 #[derive(Debug, Clone)]
 pub struct NewRecord {
-    /// When.
+    /// When the terminal decided, µs (its clock).
     pub time_us: i64,
     /// Payment or access.
     pub kind: RecordKind,
@@ -212,9 +212,9 @@ pub struct NewRecord {
     pub cmac: String,
     /// Amount (0 for access).
     pub amount_minor: i64,
-    /// Currency.
+    /// The ISO 4217 currency of the amount.
     pub currency: String,
-    /// Reference.
+    /// The merchant's own reference (an invoice, an order).
     pub reference: Option<String>,
     /// For access: allow or deny.
     pub decision: Option<String>,

@@ -23,10 +23,10 @@ pub struct NewAdjustment {
     /// the suspense account.
     #[schema(pattern = "^-?[0-9]+(\\.[0-9]{1,3})?$", max_length = 40, example = "-2500.00")]
     pub amount: String,
-    /// Currency.
+    /// The ISO 4217 currency (default: the installation's).
     #[schema(pattern = "^[A-Z]{3}$", example = "IDR")]
     pub currency: Option<String>,
-    /// Why.
+    /// Why the adjustment is needed, for the second operator and the auditors.
     #[schema(min_length = 1, max_length = 200)]
     pub reason: String,
 }
@@ -34,13 +34,13 @@ pub struct NewAdjustment {
 /// An adjustment as returned.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AdjustmentView {
-    /// Id.
+    /// The adjustment's id.
     pub id: String,
-    /// Account.
+    /// The account it credits or debits.
     pub account_id: String,
     /// Signed amount.
     pub amount: Money,
-    /// Why.
+    /// Why it was asked for, as the requester wrote it.
     pub reason: String,
     /// pending or posted.
     pub status: String,

@@ -17,7 +17,7 @@ use crate::{blocking, AppState};
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewAgent {
-    /// Name.
+    /// The agent's name, shown on top-up receipts.
     #[schema(min_length = 1, max_length = 200)]
     pub name: String,
 }
@@ -25,9 +25,9 @@ pub struct NewAgent {
 /// An agent as returned.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AgentView {
-    /// Id.
+    /// The agent's id, for its counter's credential.
     pub id: String,
-    /// Name.
+    /// The agent's name, shown on top-up receipts.
     pub name: String,
     /// The float account.
     pub account_id: String,
@@ -92,9 +92,9 @@ pub struct AmountBody {
 /// A posted transfer.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Posting {
-    /// Amount.
+    /// The amount posted.
     pub amount: Money,
-    /// Receipt.
+    /// The entry that posted it.
     #[serde(flatten)]
     pub receipt: Receipt,
     /// Balance of the account credited, after.

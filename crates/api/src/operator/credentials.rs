@@ -44,22 +44,22 @@ pub struct NewCredential {
 /// A credential as returned; `token` only in the response that created it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CredentialView {
-    /// Id.
+    /// The credential's id, for revocation.
     pub id: String,
-    /// Role.
+    /// What the credential may do.
     pub role: Role,
-    /// Name.
+    /// What the credential is called (a till, a desk, a person's name).
     pub name: String,
-    /// Scope.
+    /// The merchant a merchant terminal acts for.
     pub merchant_id: Option<String>,
-    /// Scope.
+    /// The service point a gate or desk acts for.
     pub service_point_id: Option<String>,
-    /// Scope.
+    /// The top-up agent a counter acts for.
     pub agent_id: Option<String>,
     /// The bearer token: shown once, never again.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
-    /// Revoked.
+    /// Whether the credential was revoked (its token is refused).
     pub revoked: bool,
     /// The person an operator credential belongs to.
     pub person: Option<String>,

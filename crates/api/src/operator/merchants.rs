@@ -19,7 +19,7 @@ use domain::registry::MerchantCategory;
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewMerchant {
-    /// Name.
+    /// The merchant's trading name, shown on receipts.
     #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     /// grocery, hotel, restaurant, hospital, parking, transport, other.

@@ -16,7 +16,7 @@ use crate::{blocking, AppState};
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewServicePoint {
-    /// Name.
+    /// The service point's name, shown to citizens at the gate.
     #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     /// clinic, library, city_office, other.
@@ -29,13 +29,13 @@ pub struct NewServicePoint {
 /// A service point as returned.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ServicePointView {
-    /// Id.
+    /// The service point's id, for its gate's credential.
     pub id: String,
-    /// Name.
+    /// The service point's name, shown to citizens at the gate.
     pub name: String,
-    /// Service.
+    /// The public service it belongs to (clinic, library, ...), as the city's books total it.
     pub service: String,
-    /// Policy.
+    /// Who may enter, and when.
     pub policy: Policy,
 }
 

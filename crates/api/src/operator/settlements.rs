@@ -17,7 +17,7 @@ use crate::{blocking, AppState};
 /// One merchant's settlement.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SettlementLine {
-    /// Merchant.
+    /// The merchant settled.
     pub merchant_id: String,
     /// Card payments and captures since the last settlement.
     pub gross: Money,
