@@ -6,7 +6,8 @@
 //! - an immediate stop and restart of PostgreSQL itself (a throwaway cluster of the test's
 //!   own, never the shared one);
 //! - two `kartu serve` processes on one PostgreSQL database, one of them killed and restarted;
-//! - a full disk under SQLite (a small tmpfs in a private mount namespace; needs root).
+//! - a full disk under SQLite, and under PostgreSQL with the tables in a tablespace there (a
+//!   small tmpfs in a private mount namespace; needs root).
 //!
 //! Clients retry every request that met a connection error, a timeout or a 5xx with the
 //! same Idempotency-Key and body until it gets an answer, so every payment ends acknowledged
@@ -997,36 +998,86 @@ fn two_servers_on_one_postgres() {
 /// (`unshare`, root) with a tmpfs of its own.
 #[test]
 fn disk_full_sqlite() {
-    if std::env::var_os(IN_NAMESPACE).is_none() {
-        let _g = serial();
-        assert!(is_root(), "the disk-full test needs root (unshare and mount); make test runs as root");
-        let exe = std::env::current_exe().expect("test binary");
-        let status = Command::new("unshare")
-            .args(["--mount", "--propagation", "private", "--"])
-            .arg(exe)
-            .args(["disk_full_sqlite", "--exact", "--nocapture", "--test-threads", "1"])
-            .env(IN_NAMESPACE, "1")
-            .status()
-            .expect("unshare (util-linux)");
-        assert!(status.success(), "the disk-full test failed inside its namespace: {status}");
+    if !in_private_mount_namespace("disk_full_sqlite") {
         return;
     }
     let started = Instant::now();
     let (seconds, soak) = load_seconds(4.0);
-    let size = format!("{:.0}m", TMPFS_MIB.max(seconds * TMPFS_MIB_PER_SOAK_SECOND));
     let dir = tempfile::tempdir().expect("dir");
-    let fs = dir.path().join("small");
-    std::fs::create_dir(&fs).expect("mount point");
-    let out = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "kartu-disk-full"])
-        .arg(&fs)
-        .output()
-        .expect("mount");
-    assert!(out.status.success(), "mount tmpfs: {}", String::from_utf8_lossy(&out.stderr));
+    let tmpfs = Tmpfs::mount(&dir.path().join("small"), seconds);
     // The data directory on the small filesystem, the logs outside it.
-    let mut city = City::new_on(dir.path(), &fs, None, 1);
+    let mut city = City::new_on(dir.path(), &tmpfs.path, None, 1);
     let setup = started.elapsed();
-    let load = city.start_load("diskfull");
+    let summary = fill_under_load(&mut city, &tmpfs, "diskfull", (seconds, soak));
+    // And it serves again after the crash, on the same (once full) filesystem.
+    city.servers[0].start();
+    assert_eq!(http_get(city.servers[0].addr(), "/readyz"), Some(200));
+    report("disk_full_sqlite", started, &format!("set-up {:.1} s, {summary}", setup.as_secs_f64()));
+}
+
+/// PostgreSQL with the ledger's tables in a tablespace on a small filesystem that fills up
+/// under load: PostgreSQL refuses to extend a table file (SQLSTATE 53100), payments get
+/// `507 storage_full` (and are retried), the server and PostgreSQL keep running, and once
+/// space is freed everything acknowledged is there once. A PostgreSQL cluster of the
+/// test's own (as `postgres`) in a private mount namespace (`unshare`, root) with a tmpfs
+/// of its own, so nothing outlives the test: the tablespace and the database are dropped
+/// and the tmpfs unmounted on the way out, even when it fails.
+#[test]
+fn disk_full_postgres() {
+    if !in_private_mount_namespace("disk_full_postgres") {
+        return;
+    }
+    let started = Instant::now();
+    let (seconds, soak) = load_seconds(4.0);
+    let cluster = Cluster::new();
+    let dir = tempfile::tempdir().expect("dir");
+    // PostgreSQL (the `postgres` user) must reach the mount point inside the folder.
+    assert!(Command::new("chown").arg("postgres").arg(dir.path()).status().expect("chown").success());
+    let tmpfs = Tmpfs::mount(&dir.path().join("small"), seconds);
+    assert!(Command::new("chown").arg("postgres:").arg(&tmpfs.path).status().expect("chown").success());
+    let tablespace = Tablespace::create(&cluster.url("postgres"), "kartu_small", &tmpfs.path);
+    let db = PgDb::create(&cluster.url("postgres"), "diskfull");
+    // The migrations (`kartu init`, as the owner) create every table and index there.
+    tablespace.default_for(&db.name);
+    let mut city = City::new(dir.path(), Some(&db.url), 1);
+    assert!(used_kib(&tmpfs.path) > 64, "the ledger's tables are not on the small filesystem");
+    let setup = started.elapsed();
+    let summary = fill_under_load(&mut city, &tmpfs, "pgdiskfull", (seconds, soak));
+    city.servers[0].start();
+    assert_eq!(http_get(city.servers[0].addr(), "/readyz"), Some(200));
+    city.servers[0].kill9();
+    drop(db);
+    drop(tablespace);
+    report("disk_full_postgres", started, &format!("set-up {:.1} s, {summary}", setup.as_secs_f64()));
+}
+
+/// Runs this test again in a private mount namespace (`unshare`, root) and asserts it
+/// passed there: true in the namespace (go on), false outside (done).
+fn in_private_mount_namespace(test: &str) -> bool {
+    if std::env::var_os(IN_NAMESPACE).is_some() {
+        return true;
+    }
+    let _g = serial();
+    assert!(is_root(), "the disk-full tests need root (unshare and mount); make test runs as root");
+    let exe = std::env::current_exe().expect("test binary");
+    let status = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "--"])
+        .arg(exe)
+        .args([test, "--exact", "--nocapture", "--test-threads", "1"])
+        .env(IN_NAMESPACE, "1")
+        .status()
+        .expect("unshare (util-linux)");
+    assert!(status.success(), "{test} failed inside its namespace: {status}");
+    false
+}
+
+/// Load on the city while its disk fills up, once or (soak) several times: payments fail
+/// with a 5xx and are retried, the server keeps running and answering, and after space is
+/// freed payments go through again without a restart. Then the books are checked and the
+/// server killed. A full disk must have been answered `507 storage_full`. Returns the
+/// report's line.
+fn fill_under_load(city: &mut City, tmpfs: &Tmpfs, tag: &str, (seconds, soak): (f64, bool)) -> String {
+    let load = city.start_load(tag);
     let end = Instant::now() + Duration::from_secs_f64(seconds);
     let rounds = if soak { (seconds / 8.0).max(1.0) as u32 } else { 1 };
     let mut full_for = Duration::ZERO;
@@ -1038,10 +1089,10 @@ fn disk_full_sqlite() {
         // The disk is full.
         let errors_before = load.live.server_errors.load(Ordering::Relaxed);
         let t = Instant::now();
-        fill(&fs);
+        fill(&tmpfs.path);
         // Payments now fail with a 5xx (the clients retry); wait until some did.
         while load.live.server_errors.load(Ordering::Relaxed) < errors_before + 20 {
-            assert!(t.elapsed() < Duration::from_secs(30), "no payment failed in 30 s of a full disk");
+            assert!(t.elapsed() < Duration::from_secs(30), "no payment failed in 30 s of a full disk:\n{}", logs());
             assert!(city.servers[0].alive(), "the server died of a full disk:\n{}", city.servers[0].log_tail());
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -1049,7 +1100,7 @@ fn disk_full_sqlite() {
         assert!(city.servers[0].alive(), "the server died of a full disk:\n{}", city.servers[0].log_tail());
         assert_eq!(http_get(city.servers[0].addr(), "/healthz"), Some(200), "the server stopped answering");
         errors_while_full += load.live.server_errors.load(Ordering::Relaxed) - errors_before;
-        assert!(remount(&fs, &size), "could not grow the tmpfs again");
+        assert!(remount(&tmpfs.path, &tmpfs.size), "could not grow the tmpfs again");
         full_for += t.elapsed();
         // Payments go through again, without a restart.
         load.wait_for_progress(50, &logs);
@@ -1059,22 +1110,81 @@ fn disk_full_sqlite() {
     let full_codes: Vec<_> = result.errors.keys().filter(|k| k.starts_with('5')).cloned().collect();
     assert!(full_codes.contains(&"507 storage_full".to_owned()), "a full disk must say so: {full_codes:?}");
     let base = city.servers[0].base();
-    let line = check(&city, &base, &result);
+    let line = check(city, &base, &result);
     city.servers[0].kill9();
-    verify_database(&city);
-    // And it serves again after the crash, on the same (once full) filesystem.
-    city.servers[0].start();
-    assert_eq!(http_get(city.servers[0].addr(), "/readyz"), Some(200));
-    report(
-        "disk_full_sqlite",
-        started,
-        &format!(
-            "set-up {:.1} s, {:.1} s of load, disk full {rounds} time(s) for {:.1} s in all ({errors_while_full} failed attempts while full: {full_codes:?}); {line}; database verifies",
-            setup.as_secs_f64(),
-            result.seconds,
-            full_for.as_secs_f64()
-        ),
-    );
+    verify_database(city);
+    format!(
+        "{:.1} s of load, disk full {rounds} time(s) for {:.1} s in all ({errors_while_full} failed attempts while \
+         full: {full_codes:?}); {line}; database verifies",
+        result.seconds,
+        full_for.as_secs_f64()
+    )
+}
+
+/// A tmpfs mounted for a test (memory only as it fills), unmounted when dropped.
+struct Tmpfs {
+    path: PathBuf,
+    /// Its size when not full (`mount -o size=`).
+    size: String,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs at `path` (created), sized for `seconds` of load.
+    fn mount(path: &Path, seconds: f64) -> Tmpfs {
+        let size = format!("{:.0}m", TMPFS_MIB.max(seconds * TMPFS_MIB_PER_SOAK_SECOND));
+        std::fs::create_dir(path).expect("mount point");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "kartu-disk-full"])
+            .arg(path)
+            .output()
+            .expect("mount");
+        assert!(out.status.success(), "mount tmpfs: {}", String::from_utf8_lossy(&out.stderr));
+        Tmpfs { path: path.to_owned(), size }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazily: a process that still has a file open there (a PostgreSQL not yet
+        // stopped) keeps it until it lets go.
+        let _ = Command::new("umount").arg("--lazy").arg(&self.path).status();
+    }
+}
+
+/// A PostgreSQL tablespace, dropped when dropped (after the databases in it).
+struct Tablespace {
+    admin: String,
+    name: String,
+}
+
+impl Tablespace {
+    fn create(admin: &str, name: &str, location: &Path) -> Tablespace {
+        use diesel::connection::SimpleConnection;
+        use diesel::Connection;
+        let mut c = diesel::PgConnection::establish(admin).unwrap_or_else(|e| panic!("PostgreSQL at {admin}: {e}"));
+        c.batch_execute(&format!("CREATE TABLESPACE {name} LOCATION '{}'", location.display()))
+            .expect("create tablespace");
+        Tablespace { admin: admin.to_owned(), name: name.to_owned() }
+    }
+
+    /// Makes this the tablespace where `database`'s new tables and indexes go.
+    fn default_for(&self, database: &str) {
+        use diesel::connection::SimpleConnection;
+        use diesel::Connection;
+        let mut c = diesel::PgConnection::establish(&self.admin).expect("PostgreSQL");
+        c.batch_execute(&format!("ALTER DATABASE {database} SET default_tablespace = {}", self.name))
+            .expect("default tablespace");
+    }
+}
+
+impl Drop for Tablespace {
+    fn drop(&mut self) {
+        use diesel::connection::SimpleConnection;
+        use diesel::Connection;
+        if let Ok(mut c) = diesel::PgConnection::establish(&self.admin) {
+            let _ = c.batch_execute(&format!("DROP TABLESPACE IF EXISTS {}", self.name));
+        }
+    }
 }
 
 /// KiB used on the filesystem at `fs`.

@@ -242,10 +242,9 @@ impl Writer {
         }
     }
 
-    /// Stops the writer after a broken invariant: later writes fail fast with it, and the
-    /// jobs already queued are answered with it.
+    /// Stops the writer after a broken invariant (already in `halt`, so later writes fail
+    /// fast with it): the jobs already queued are answered with it.
     fn stop(&self, reason: &str, rx: &Receiver<Job>) {
-        self.halt.set(reason.to_owned());
         while let Ok(job) = rx.try_recv() {
             let n = job.ops.len();
             let _ = job.reply.send(vec![Err(LedgerError::Invariant(reason.to_owned())); n]);
@@ -283,6 +282,8 @@ impl Writer {
                     "broken invariant in a ledger batch; nothing of it was written; the writer stops until an \
                      operator has looked"
                 );
+                // Before the answers go out: whoever gets one sees the writer stopped.
+                self.halt.set(reason.clone());
                 halt = Some(reason.clone());
                 vec![Err(LedgerError::Invariant(reason)); requests.len()]
             }

@@ -319,7 +319,7 @@ fn business_day(backend: Backend) -> Result<(TestDb, merkle::Verifier, Arc<merkl
 }
 
 /// What an attacker with database access does first.
-fn drop_append_only_triggers(db: &TestDb) -> TestResult {
+pub fn drop_append_only_triggers(db: &TestDb) -> TestResult {
     match db.backend {
         Backend::Sqlite => {
             let mut sql = String::new();

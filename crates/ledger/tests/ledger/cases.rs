@@ -321,6 +321,33 @@ pub fn reads(backend: Backend) -> TestResult {
     Ok(())
 }
 
+/// A broken invariant met by the writer (here a payment without its merchant, which no
+/// code writes) stops the writer: the batch is answered with it, later writes fail fast
+/// with it and write nothing, and reads still work.
+pub fn broken_invariant_stops_the_writer(backend: Backend) -> TestResult {
+    let db = TestDb::fresh(backend)?;
+    let clock = TestClock::new();
+    let ledger = open(&db, &clock)?;
+    let city = City::new(&ledger, 1, 1, 10_000_000)?;
+    let (w, m) = (city.wallets[0], city.merchants[0]);
+    let s = |e: LedgerError| e.to_string();
+    ledger.submit_blocking(city.topup(w, 100_000)).map_err(s)?;
+    let p = ledger.submit_blocking(city.pay(w, m, 1_000, 7)).map_err(s)?.entry.seq;
+    check!(ledger.writer_halted().is_none(), "the writer runs");
+    crate::audit::drop_append_only_triggers(&db)?;
+    raw_sql(&db, &format!("UPDATE journal_entries SET counterparty_id = NULL WHERE seq = {p}"))?;
+    let refund = ledger.submit_blocking(Request::new(Command::Refund { payment_seq: p, amount: idr(500) }));
+    check!(matches!(refund, Err(LedgerError::Invariant(_))), "{refund:?}");
+    let reason = ledger.writer_halted().ok_or("the writer should have stopped")?;
+    check!(reason.contains("payment entry"), "{reason}");
+    let last = ledger.last_seq().map_err(s)?;
+    let topup = ledger.submit_blocking(city.topup(w, 1_000));
+    check!(matches!(&topup, Err(LedgerError::Invariant(r)) if *r == reason), "{topup:?}");
+    check_eq!(ledger.last_seq().map_err(s)?, last);
+    check_eq!(ledger.balance(w).map_err(s)?, 99_000);
+    Ok(())
+}
+
 /// The journal, its postings and the accounts reject UPDATE and DELETE at the database.
 pub fn append_only(backend: Backend) -> TestResult {
     let db = TestDb::fresh(backend)?;

@@ -39,6 +39,7 @@ const CASES: &[(&str, Case)] = &[
     ("access_limits_in_the_writer", taps::access_limits_in_the_writer),
     ("reads", cases::reads),
     ("append_only", cases::append_only),
+    ("broken_invariant_stops_the_writer", cases::broken_invariant_stops_the_writer),
     ("concurrent_debits", cases::concurrent_debits),
     ("two_processes", cases::two_processes),
     ("bulk_batch", cases::bulk_batch),
