@@ -278,28 +278,7 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Cmd::Migrate { database_url, serve_role, serve_password_file } => {
-            let password = serve_password_file.as_deref().map(read_password_file).transpose()?;
-            let ran = ledger::migrate(&database_url).context("migrating the database")?;
-            println!("migrated: {ran} migration(s) applied");
-            let mut reports =
-                ledger::roles::regrant_serve_roles(&database_url).context("granting the serving roles")?;
-            if let Some(role) = &serve_role {
-                reports.retain(|r| &r.role != role);
-                reports.push(
-                    ledger::roles::setup_serve_role(&database_url, role, password.as_deref())
-                        .context("setting up the serving role")?,
-                );
-            }
-            for r in &reports {
-                println!("{r}");
-            }
-            if let Some(role) = &serve_role {
-                let url = ledger::roles::serve_url(&database_url, role, None)?;
-                println!(
-                    "serve with: kartu serve --database-url {url} (its password from the URL, PGPASSWORD or ~/.pgpass)"
-                );
-            }
-            Ok(())
+            migrate(&database_url, serve_role, serve_password_file.as_deref())
         }
         Cmd::Card { command } => card_cmd::run(command),
         Cmd::Demo(args) => demo::run(args),
@@ -314,23 +293,7 @@ fn run(cli: Cli) -> Result<()> {
             let role = api::server::ServeRole { name: serve_role, password };
             let done =
                 api::server::init_full(&data_dir, database_url.as_deref(), &system_identifier, &operator_name, &role)?;
-            eprintln!("kartu: initialised {} ({})", data_dir.display(), without_password(&done.config.database_url));
-            if let Some(r) = &done.serve_role {
-                eprintln!("kartu: {r}");
-                eprintln!("kartu: kartu.toml serves as {:?}; migrate as the owner", r.role);
-            }
-            eprintln!("kartu: checkpoint verifier key: {}", done.verifier_key);
-            eprintln!(
-                "kartu: {} is the server's key file (verifies taps, signs checkpoints); it stays here",
-                data_dir.join(api::server::KEY_FILE).display()
-            );
-            eprintln!(
-                "kartu: {} holds card key 0 of every card, for `kartu card personalize`: move it to the \
-                 personalisation workstation; `kartu serve` does not need it",
-                done.issuance_key_file.display()
-            );
-            eprintln!("kartu: the first operator token follows; it is shown this once:");
-            println!("{}", done.operator_token);
+            report_init(&data_dir, &done);
             Ok(())
         }
         Cmd::Terminal {
@@ -387,22 +350,8 @@ fn run(cli: Cli) -> Result<()> {
             (Some(db), None) => audit_verify(&db, &public_key, allow_unsigned_tail, origin, trusted_checkpoint),
             (None, Some(url)) => {
                 let token = secret(token, token_file, "token")?;
-                let text = std::fs::read_to_string(&public_key)
-                    .with_context(|| format!("reading {}", public_key.display()))?;
-                let verifier = merkle::Verifier::parse(text.trim()).context("the public key file")?;
-                let trusted = trusted_checkpoint
-                    .map(|f| open_trusted(&verifier, &f, origin.as_deref()))
-                    .transpose()
-                    .context("audit verify FAILED")?;
-                let client = client::Client::new(&url, ca_file.as_deref(), None)
-                    .context("audit verify FAILED")?
-                    .with_token(&token);
-                let report =
-                    verify_url::verify(&client, &verifier, allow_unsigned_tail, origin.as_deref(), trusted.as_ref())
-                        .context("audit verify FAILED")?;
-                println!("{}", serde_json::to_string_pretty(&report)?);
-                eprintln!("kartu: the log verifies");
-                Ok(())
+                let trust = Trust { public_key, origin, trusted_checkpoint, allow_unsigned_tail };
+                audit_verify_url(&url, &token, &trust, ca_file.as_deref())
             }
             _ => anyhow::bail!("give --database-url or --url"),
         },
@@ -419,6 +368,80 @@ fn run(cli: Cli) -> Result<()> {
             ledger_read(&ledger, read)
         }
     }
+}
+
+/// `kartu migrate`: the migrations, the serving roles' grants again, and a new serving role.
+fn migrate(
+    database_url: &str,
+    serve_role: Option<String>,
+    serve_password_file: Option<&std::path::Path>,
+) -> Result<()> {
+    let password = serve_password_file.map(read_password_file).transpose()?;
+    let ran = ledger::migrate(database_url).context("migrating the database")?;
+    println!("migrated: {ran} migration(s) applied");
+    let mut reports = ledger::roles::regrant_serve_roles(database_url).context("granting the serving roles")?;
+    if let Some(role) = &serve_role {
+        reports.retain(|r| &r.role != role);
+        reports.push(
+            ledger::roles::setup_serve_role(database_url, role, password.as_deref())
+                .context("setting up the serving role")?,
+        );
+    }
+    for r in &reports {
+        println!("{r}");
+    }
+    if let Some(role) = &serve_role {
+        let url = ledger::roles::serve_url(database_url, role, None)?;
+        println!("serve with: kartu serve --database-url {url} (its password from the URL, PGPASSWORD or ~/.pgpass)");
+    }
+    Ok(())
+}
+
+/// What `kartu init` made, said on stderr; the first operator token on stdout.
+fn report_init(data_dir: &std::path::Path, done: &api::server::Initialised) {
+    eprintln!("kartu: initialised {} ({})", data_dir.display(), without_password(&done.config.database_url));
+    if let Some(r) = &done.serve_role {
+        eprintln!("kartu: {r}");
+        eprintln!("kartu: kartu.toml serves as {:?}; migrate as the owner", r.role);
+    }
+    eprintln!("kartu: checkpoint verifier key: {}", done.verifier_key);
+    eprintln!(
+        "kartu: {} is the server's key file (verifies taps, signs checkpoints); it stays here",
+        data_dir.join(api::server::KEY_FILE).display()
+    );
+    eprintln!(
+        "kartu: {} holds card key 0 of every card, for `kartu card personalize`: move it to the \
+         personalisation workstation; `kartu serve` does not need it",
+        done.issuance_key_file.display()
+    );
+    eprintln!("kartu: the first operator token follows; it is shown this once:");
+    println!("{}", done.operator_token);
+}
+
+/// What `kartu audit verify` trusts: the published key, the origin, an earlier checkpoint.
+struct Trust {
+    public_key: std::path::PathBuf,
+    origin: Option<String>,
+    trusted_checkpoint: Option<std::path::PathBuf>,
+    allow_unsigned_tail: bool,
+}
+
+/// `kartu audit verify --url`: the whole log read over the API and checked here.
+fn audit_verify_url(url: &str, token: &str, trust: &Trust, ca_file: Option<&std::path::Path>) -> Result<()> {
+    let Trust { public_key, origin, trusted_checkpoint, allow_unsigned_tail } = trust;
+    let text = std::fs::read_to_string(&public_key).with_context(|| format!("reading {}", public_key.display()))?;
+    let verifier = merkle::Verifier::parse(text.trim()).context("the public key file")?;
+    let trusted = trusted_checkpoint
+        .as_ref()
+        .map(|f| open_trusted(&verifier, &f, origin.as_deref()))
+        .transpose()
+        .context("audit verify FAILED")?;
+    let client = client::Client::new(url, ca_file, None).context("audit verify FAILED")?.with_token(token);
+    let report = verify_url::verify(&client, &verifier, *allow_unsigned_tail, origin.as_deref(), trusted.as_ref())
+        .context("audit verify FAILED")?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    eprintln!("kartu: the log verifies");
+    Ok(())
 }
 
 /// A secret given on the command line or in the environment (`value`), or in a file: the
