@@ -418,6 +418,62 @@ async fn connection(
     Ok((stats, cards))
 }
 
+/// Connection `index`'s share of the run: its window, its count, its pace.
+fn plan(spec: &RunSpec, conns: usize, index: usize, t0: Instant, window: (Instant, Instant)) -> Plan {
+    let count = spec.count.map(|n| n / conns as u64 + u64::from((index as u64) < n % conns as u64));
+    let pace = spec.rate.map(|rate| {
+        let gap = Duration::from_secs_f64(conns as f64 / rate);
+        (t0 + gap.mul_f64(index as f64 / conns as f64), gap)
+    });
+    Plan { window, count, pace }
+}
+
+/// What the connections of a run gathered, merged.
+type Gathered = (Histogram<u64>, u64, u64, BTreeMap<String, u64>, Vec<VirtualCard>);
+
+/// Waits for every connection; their latencies, answers, retries and result codes merged,
+/// and their cards back.
+async fn gather(tasks: &mut tokio::task::JoinSet<Result<(ConnStats, Vec<VirtualCard>)>>) -> Result<Gathered> {
+    let mut all = Vec::new();
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
+    let (mut answered, mut retries) = (0, 0);
+    let mut codes = BTreeMap::new();
+    while let Some(r) = tasks.join_next().await {
+        let (stats, mine) = r.map_err(|e| anyhow!("connection task: {e}"))??;
+        hist.add(&stats.hist)?;
+        answered += stats.answered;
+        retries += stats.retries;
+        for (status, code, n) in stats.codes {
+            let name = if status == 0 {
+                code
+            } else if code.is_empty() {
+                status.to_string()
+            } else {
+                format!("{status} {code}")
+            };
+            *codes.entry(name).or_insert(0) += n;
+        }
+        all.extend(mine);
+    }
+    Ok((hist, answered, retries, codes, all))
+}
+
+/// This process's CPU seconds, the server's, and the server's ticks per thread, now.
+fn cpu_now(server_pid: Option<u32>) -> (Option<f64>, Option<f64>, BTreeMap<String, u64>) {
+    (cpu_seconds(None), server_pid.and_then(|p| cpu_seconds(Some(p))), server_pid.map(thread_ticks).unwrap_or_default())
+}
+
+/// Each server thread's CPU seconds between two readings, busiest first.
+fn thread_seconds(end: &BTreeMap<String, u64>, start: &BTreeMap<String, u64>) -> Vec<(String, f64)> {
+    let mut threads: Vec<(String, f64)> = end
+        .iter()
+        .map(|(name, t)| (name.clone(), t.saturating_sub(*start.get(name).unwrap_or(&0)) as f64 / 100.0))
+        .filter(|(_, s)| *s > 0.0)
+        .collect();
+    threads.sort_by(|a, b| b.1.total_cmp(&a.1));
+    threads
+}
+
 /// Drives `POST /v1/payments` with `spec.conns` connections; the cards are dealt out to the
 /// connections and handed back (with their counters) for the next run.
 pub async fn run(
@@ -445,12 +501,7 @@ pub async fn run(
     };
     let mut tasks = tokio::task::JoinSet::new();
     for (index, mine) in dealt.into_iter().enumerate() {
-        let count = spec.count.map(|n| n / conns as u64 + u64::from((index as u64) < n % conns as u64));
-        let pace = spec.rate.map(|rate| {
-            let gap = Duration::from_secs_f64(conns as f64 / rate);
-            (t0 + gap.mul_f64(index as f64 / conns as f64), gap)
-        });
-        let plan = Plan { window, count, pace };
+        let plan = plan(spec, conns, index, t0, window);
         tasks.spawn(connection(index, addr, token.clone(), meta.clone(), mine, plan, amount.clone()));
     }
     // CPU of both processes over the window.
@@ -467,51 +518,16 @@ pub async fn run(
     if measure {
         tokio::time::sleep_until(window.1.into()).await;
         machine_at_end = machine_busy_seconds();
-        cpu_at_end = Some((
-            cpu_seconds(None),
-            spec.server_pid.and_then(|p| cpu_seconds(Some(p))),
-            spec.server_pid.map(thread_ticks).unwrap_or_default(),
-        ));
+        cpu_at_end = Some(cpu_now(spec.server_pid));
     }
-    let mut all = Vec::new();
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
-    let (mut answered, mut retries) = (0, 0);
-    let mut codes = BTreeMap::new();
-    while let Some(r) = tasks.join_next().await {
-        let (stats, mine) = r.map_err(|e| anyhow!("connection task: {e}"))??;
-        hist.add(&stats.hist)?;
-        answered += stats.answered;
-        retries += stats.retries;
-        for (status, code, n) in stats.codes {
-            let name = if status == 0 {
-                code
-            } else if code.is_empty() {
-                status.to_string()
-            } else {
-                format!("{status} {code}")
-            };
-            *codes.entry(name).or_insert(0) += n;
-        }
-        all.extend(mine);
-    }
+    let (hist, answered, retries, codes, all) = gather(&mut tasks).await?;
     let elapsed = started.elapsed();
     if !measure {
         machine_at_end = machine_busy_seconds();
     }
-    let (cpu_end, server_end, threads_end) = cpu_at_end.unwrap_or_else(|| {
-        (
-            cpu_seconds(None),
-            spec.server_pid.and_then(|p| cpu_seconds(Some(p))),
-            spec.server_pid.map(thread_ticks).unwrap_or_default(),
-        )
-    });
+    let (cpu_end, server_end, threads_end) = cpu_at_end.unwrap_or_else(|| cpu_now(spec.server_pid));
     let window_len = if measure { window.1 - window.0 } else { elapsed };
-    let mut server_threads: Vec<(String, f64)> = threads_end
-        .iter()
-        .map(|(name, t)| (name.clone(), t.saturating_sub(*threads_at_start.get(name).unwrap_or(&0)) as f64 / 100.0))
-        .filter(|(_, s)| *s > 0.0)
-        .collect();
-    server_threads.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let server_threads = thread_seconds(&threads_end, &threads_at_start);
     let result = RunResult {
         hist,
         answered,

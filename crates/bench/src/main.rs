@@ -209,61 +209,11 @@ fn main() -> Result<()> {
     std::fs::create_dir_all(&args.out)?;
     let mut rows = Vec::new();
     let dir = tempfile::tempdir()?;
-    let duration = Duration::from_secs(args.seconds);
     for (backend, single_goal) in [("sqlite", 100_000.0), ("postgres", 40_000.0)] {
         if args.backend.as_deref().is_some_and(|b| b != backend) || !part("ledger") {
             continue;
         }
-        let mut per_mode = Vec::new();
-        for audit_log in [true, false] {
-            let mode = if audit_log { "audit_on" } else { "audit_off" };
-            let db = BenchDb::create(backend, dir.path(), &args.postgres_url, mode)?;
-            let ledger = Ledger::open(&db.url, LedgerConfig { audit_log, ..LedgerConfig::default() })?;
-            let city = City::new(&ledger)?;
-            let single = single_payments(&ledger, &city, args.callers, duration)?;
-            let bulk = bulk_payments(&ledger, &city, duration)?;
-            let name = |what: &str| format!("ledger.{backend}.{mode}.{what}");
-            rows.push(Row {
-                name: name(&format!("single_payments_per_s.{}_callers", args.callers)),
-                value: single,
-                unit: "payments/s",
-                goal: Some(single_goal),
-            });
-            if audit_log && !args.skip_single {
-                let tasks = async_payments(&ledger, &city, args.callers, duration)?;
-                rows.push(Row {
-                    name: name(&format!("single_payments_per_s.{}_async_tasks", args.callers)),
-                    value: tasks,
-                    unit: "payments/s",
-                    goal: Some(single_goal),
-                });
-            }
-            rows.push(Row {
-                name: name(&format!("bulk_payments_per_s.batch_{BULK_BATCH}")),
-                value: bulk,
-                unit: "payments/s",
-                goal: None,
-            });
-            let tb = ledger.trial_balance()?;
-            if tb.iter().any(|l| l.balances_sum_minor != 0) {
-                bail!("{backend}: trial balance is not zero after the benchmark: {tb:?}");
-            }
-            ledger.shutdown();
-            per_mode.push((single, bulk));
-        }
-        let cost = |on: f64, off: f64| 100.0 * (1.0 - on / off);
-        rows.push(Row {
-            name: format!("audit.{backend}.cost_single_payments_pct"),
-            value: cost(per_mode[0].0, per_mode[1].0),
-            unit: "%",
-            goal: None,
-        });
-        rows.push(Row {
-            name: format!("audit.{backend}.cost_bulk_payments_pct"),
-            value: cost(per_mode[0].1, per_mode[1].1),
-            unit: "%",
-            goal: None,
-        });
+        rows.extend(ledger_rows(&args, backend, single_goal, dir.path())?);
     }
     if part("tap") {
         rows.push(tap_verification()?);
@@ -272,42 +222,97 @@ fn main() -> Result<()> {
         rows.extend(big_log(dir.path(), args.log_leaves)?);
     }
     if part("http") {
-        let settings = http_bench::HttpSettings {
-            kartu: args.kartu.clone().unwrap_or_else(server::default_kartu_binary),
-            conns: args.http_conns,
-            cards: args.http_cards.max(args.http_conns),
-            seconds: args.http_seconds,
-            sweep_seconds: args.sweep_seconds,
-            client_threads: args.client_threads,
-        };
-        let mut details = String::from("Kartu HTTP benchmark details\n\n");
-        let (bare_rows, bare_details) = http_bench::calibrate(&settings)?;
-        rows.extend(bare_rows);
-        details.push_str(&bare_details);
-        let mut sweeps = Vec::new();
-        for (backend, goal) in [("sqlite", 40_000.0), ("postgres", 25_000.0)] {
-            if args.backend.as_deref().is_some_and(|b| b != backend) {
-                continue;
-            }
-            let outcome = http_bench::measure(&settings, backend, dir.path(), &args.postgres_url, goal)?;
-            rows.extend(outcome.rows);
-            details.push_str(&outcome.details);
-            sweeps.push((backend, outcome.sweep));
-        }
-        std::fs::write(args.out.join("http.txt"), &details)?;
-        if sweeps.iter().any(|(_, s)| !s.is_empty()) {
-            let png = args.out.join("http_latency.png");
-            match plot::latency_vs_load(&png, &sweeps, args.http_conns) {
-                Ok(()) => eprintln!("bench: latency plot in {}", png.display()),
-                Err(e) => eprintln!("bench: no latency plot: {e:#}"),
-            }
-        }
+        rows.extend(http_rows(&args, dir.path())?);
     }
     if part("terminal") {
         let kartu = args.kartu.clone().unwrap_or_else(server::default_kartu_binary);
         rows.extend(terminal_bench::measure(&kartu, args.terminal_taps, &args.out)?);
     }
     report(&args.out, &rows)
+}
+
+/// The ledger's payments per second on one backend, with the audit log on and off, and
+/// what the log costs.
+fn ledger_rows(args: &Args, backend: &str, single_goal: f64, dir: &std::path::Path) -> Result<Vec<Row>> {
+    let duration = Duration::from_secs(args.seconds);
+    let mut rows = Vec::new();
+    let mut per_mode = Vec::new();
+    for audit_log in [true, false] {
+        let mode = if audit_log { "audit_on" } else { "audit_off" };
+        let db = BenchDb::create(backend, dir, &args.postgres_url, mode)?;
+        let ledger = Ledger::open(&db.url, LedgerConfig { audit_log, ..LedgerConfig::default() })?;
+        let city = City::new(&ledger)?;
+        let single = single_payments(&ledger, &city, args.callers, duration)?;
+        let bulk = bulk_payments(&ledger, &city, duration)?;
+        let name = |what: &str| format!("ledger.{backend}.{mode}.{what}");
+        rows.push(Row {
+            name: name(&format!("single_payments_per_s.{}_callers", args.callers)),
+            value: single,
+            unit: "payments/s",
+            goal: Some(single_goal),
+        });
+        if audit_log && !args.skip_single {
+            let tasks = async_payments(&ledger, &city, args.callers, duration)?;
+            rows.push(Row {
+                name: name(&format!("single_payments_per_s.{}_async_tasks", args.callers)),
+                value: tasks,
+                unit: "payments/s",
+                goal: Some(single_goal),
+            });
+        }
+        rows.push(Row {
+            name: name(&format!("bulk_payments_per_s.batch_{BULK_BATCH}")),
+            value: bulk,
+            unit: "payments/s",
+            goal: None,
+        });
+        let tb = ledger.trial_balance()?;
+        if tb.iter().any(|l| l.balances_sum_minor != 0) {
+            bail!("{backend}: trial balance is not zero after the benchmark: {tb:?}");
+        }
+        ledger.shutdown();
+        per_mode.push((single, bulk));
+    }
+    let cost = |on: f64, off: f64| 100.0 * (1.0 - on / off);
+    let row = |what: &str, value: f64| Row { name: format!("audit.{backend}.{what}"), value, unit: "%", goal: None };
+    rows.push(row("cost_single_payments_pct", cost(per_mode[0].0, per_mode[1].0)));
+    rows.push(row("cost_bulk_payments_pct", cost(per_mode[0].1, per_mode[1].1)));
+    Ok(rows)
+}
+
+/// The HTTP section: the bare server's calibration, then each backend; its details in
+/// http.txt and the latency plot.
+fn http_rows(args: &Args, dir: &std::path::Path) -> Result<Vec<Row>> {
+    let settings = http_bench::HttpSettings {
+        kartu: args.kartu.clone().unwrap_or_else(server::default_kartu_binary),
+        conns: args.http_conns,
+        cards: args.http_cards.max(args.http_conns),
+        seconds: args.http_seconds,
+        sweep_seconds: args.sweep_seconds,
+        client_threads: args.client_threads,
+    };
+    let mut details = String::from("Kartu HTTP benchmark details\n\n");
+    let (mut rows, bare_details) = http_bench::calibrate(&settings)?;
+    details.push_str(&bare_details);
+    let mut sweeps = Vec::new();
+    for (backend, goal) in [("sqlite", 40_000.0), ("postgres", 25_000.0)] {
+        if args.backend.as_deref().is_some_and(|b| b != backend) {
+            continue;
+        }
+        let outcome = http_bench::measure(&settings, backend, dir, &args.postgres_url, goal)?;
+        rows.extend(outcome.rows);
+        details.push_str(&outcome.details);
+        sweeps.push((backend, outcome.sweep));
+    }
+    std::fs::write(args.out.join("http.txt"), &details)?;
+    if sweeps.iter().any(|(_, s)| !s.is_empty()) {
+        let png = args.out.join("http_latency.png");
+        match plot::latency_vs_load(&png, &sweeps, args.http_conns) {
+            Ok(()) => eprintln!("bench: latency plot in {}", png.display()),
+            Err(e) => eprintln!("bench: no latency plot: {e:#}"),
+        }
+    }
+    Ok(rows)
 }
 
 /// Verifying one tap as the server does: hex parsing, PICCData decryption, AN10922

@@ -186,3 +186,73 @@ impl Replayer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Posting, References};
+
+    /// Entry `seq` at `time_us` with these postings: (account, amount, balance after).
+    fn entry(seq: i64, time_us: i64, postings: &[(i64, i64, i64)]) -> Entry {
+        Entry {
+            seq,
+            kind: EntryKind::Topup,
+            time_us,
+            currency: Currency::IDR,
+            amount_minor: postings.first().map_or(0, |p| p.1.abs()),
+            fee_minor: 0,
+            account_id: None,
+            counterparty_id: None,
+            related_seq: None,
+            expires_at_us: None,
+            references: References::default(),
+            idempotency_key: None,
+            request_hash: None,
+            postings: postings
+                .iter()
+                .map(|&(account, amount, after)| Posting {
+                    account_id: AccountId(account),
+                    currency: Currency::IDR,
+                    amount_minor: amount,
+                    balance_after_minor: after,
+                })
+                .collect(),
+            audit: None,
+        }
+    }
+
+    /// Replays `entries` on a fresh replayer: the first refusal, or what the totals say.
+    fn check(entries: &[Entry], expect: Result<(), &str>) {
+        let mut replay = Replayer::new();
+        let got = entries.iter().try_for_each(|e| replay.entry(e)).and_then(|()| replay.totals_zero());
+        match (&got, expect) {
+            (Ok(()), Ok(())) => {}
+            (Err(reason), Err(words)) if reason.contains(words) => {}
+            _ => panic!("expected {expect:?}, got {got:?}"),
+        }
+    }
+
+    #[test]
+    fn the_replay_rule() {
+        let first = entry(1, 10, &[(1, -500, -500), (2, 500, 500)]);
+        check(std::slice::from_ref(&first), Ok(()));
+        check(&[first.clone(), entry(2, 20, &[(1, -100, -600), (2, 100, 600)])], Ok(()));
+        check(&[entry(2, 10, &[(1, -1, -1), (2, 1, 1)])], Err("expected entry 1 here, the leaf holds entry 2"));
+        check(&[first.clone(), entry(2, 5, &[(1, -1, -501), (2, 1, 501)])], Err("time goes backwards"));
+        check(&[entry(1, 10, &[(1, -500, -500)])], Err("fewer than two postings"));
+        check(&[entry(1, 10, &[(1, -500, -500), (2, 400, 400)])], Err("sum to -100, not zero"));
+        check(
+            &[first.clone(), entry(2, 20, &[(1, -100, -600), (2, 100, 700)])],
+            Err("account 2: balance after 700 but the previous balance 500 plus 100 is 600"),
+        );
+    }
+
+    #[test]
+    fn events_are_numbered_and_in_time() {
+        let mut replay = Replayer::new();
+        assert_eq!(replay.event(1, 10), Ok(()));
+        assert_eq!(replay.event(3, 20), Err("expected event 2 here, the leaf holds event 3".into()));
+        assert_eq!(replay.event(2, 5), Err("time goes backwards".into()));
+        assert_eq!((replay.events(), replay.next_event_id()), (1, 2));
+    }
+}

@@ -371,6 +371,17 @@ impl Terminal {
         }
     }
 
+    /// A gate's decision offline: the last synced policy decides; a gate that never synced
+    /// one goes by the deny list alone.
+    fn gate_decision(&self, uid: &str, now: i64) -> Result<(), AccessRefusal> {
+        let before = self.allowed.get(uid).map_or(&[][..], Vec::as_slice);
+        match &self.access {
+            Some(access) => access.decide(uid, now, &self.deny, before),
+            None if self.deny.contains(uid) => Err(AccessRefusal::CardBlocked),
+            None => Ok(()),
+        }
+    }
+
     fn offline(
         &mut self,
         read: &CardRead,
@@ -398,14 +409,7 @@ impl Terminal {
                 (RecordKind::Payment, amount, None)
             }
             Mode::Gate => {
-                // The last synced policy decides; a gate that never synced one goes by the
-                // deny list alone.
-                let before = self.allowed.get(&uid).map_or(&[][..], Vec::as_slice);
-                let decided = match &self.access {
-                    Some(access) => access.decide(&uid, now, &self.deny, before),
-                    None if self.deny.contains(&uid) => Err(AccessRefusal::CardBlocked),
-                    None => Ok(()),
-                };
+                let decided = self.gate_decision(&uid, now);
                 reason = decided.err().map_or("entitled", AccessRefusal::code);
                 let decision = if decided.is_ok() { "allow" } else { "deny" };
                 (RecordKind::Access, 0, Some(decision.to_owned()))
