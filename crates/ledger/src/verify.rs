@@ -382,6 +382,37 @@ impl Auditor<'_> {
         started: Instant,
     ) -> Result<VerifyReport, VerifyError> {
         let size = self.tree.size() as i64;
+        self.nothing_left_over(db)?;
+        self.head_agrees(head_seq, head_size)?;
+        self.late_checkpoints(db)?;
+        let unsigned_tail = size - self.last_checked_size;
+        if unsigned_tail > 0 && !self.options.allow_unsigned_tail {
+            return fail(
+                Some(self.first_entry_after(db, self.last_checked_size)?),
+                Some(self.last_checked_size),
+                format!("{unsigned_tail} leaves are not covered by a signed checkpoint"),
+            );
+        }
+        if let Err(reason) = self.replay.totals_zero() {
+            return fail(None, None, reason);
+        }
+        self.debts_agree(db)?;
+        Ok(VerifyReport {
+            entries: self.replay.entries(),
+            leaves: size,
+            checkpoints: self.checkpoints_done,
+            accounts: self.replay.accounts(),
+            root: self.tree.root(),
+            unsigned_tail,
+            registry_rows: 0,
+            operator_actions: 0,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// No rollback below the trusted checkpoint, and no journal entry or event without a leaf.
+    fn nothing_left_over(&mut self, db: &mut Db) -> Result<(), VerifyError> {
+        let size = self.tree.size() as i64;
         if let Some(trusted) = &self.options.trusted {
             if trusted.size() > size as u64 {
                 return fail(
@@ -410,6 +441,12 @@ impl Auditor<'_> {
                 format!("the events table has event {} but the audit log has no leaf for it", extra.id),
             );
         }
+        Ok(())
+    }
+
+    /// The ledger head counts what the log holds.
+    fn head_agrees(&self, head_seq: i64, head_size: i64) -> Result<(), VerifyError> {
+        let size = self.tree.size() as i64;
         if head_seq != self.replay.entries() {
             return fail(
                 Some(self.replay.next_seq()),
@@ -420,60 +457,60 @@ impl Auditor<'_> {
         if head_size != size {
             return fail(None, Some(size), format!("the ledger head says {head_size} leaves, the log holds {size}"));
         }
-        if self.checkpoints.is_empty() {
-            self.checkpoints.extend(db.checkpoints(self.checkpoints_after, 1)?);
+        Ok(())
+    }
+
+    /// Checkpoints stored after the pass reached their size: one of the tree's own size (a
+    /// signer that ran while verify read the last leaves) is checked like the others; one
+    /// that claims more leaves than the log holds is a finding (leaves were removed).
+    fn late_checkpoints(&mut self, db: &mut Db) -> Result<(), VerifyError> {
+        let size = self.tree.size() as i64;
+        loop {
+            if self.checkpoints.is_empty() {
+                self.checkpoints.extend(db.checkpoints(self.checkpoints_after, 1)?);
+                if let Some(last) = self.checkpoints.back() {
+                    self.checkpoints_after = last.tree_size;
+                }
+            }
+            match self.checkpoints.pop_front() {
+                None => return Ok(()),
+                Some(cp) if cp.tree_size == size => self.checkpoint(&cp)?,
+                Some(cp) => {
+                    return fail(
+                        None,
+                        Some(cp.tree_size - 1),
+                        format!("a checkpoint claims {} leaves but the log holds {size}", cp.tree_size),
+                    )
+                }
+            }
         }
-        if let Some(cp) = self.checkpoints.front() {
-            return fail(
-                None,
-                Some(cp.tree_size - 1),
-                format!("a checkpoint claims {} leaves but the log holds {size}", cp.tree_size),
-            );
-        }
-        let unsigned_tail = size - self.last_checked_size;
-        if unsigned_tail > 0 && !self.options.allow_unsigned_tail {
-            return fail(
-                Some(self.first_entry_after(db, self.last_checked_size)?),
-                Some(self.last_checked_size),
-                format!("{unsigned_tail} leaves are not covered by a signed checkpoint"),
-            );
-        }
-        if let Err(reason) = self.replay.totals_zero() {
-            return fail(None, None, reason);
-        }
+    }
+
+    /// What each wallet owes by the entries equals the wallet_debts table.
+    fn debts_agree(&self, db: &mut Db) -> Result<(), VerifyError> {
         let stored = db.all_debts()?;
         let owed = |m: &HashMap<AccountId, i64>| -> std::collections::BTreeMap<AccountId, i64> {
             m.iter().filter(|(_, d)| **d != 0).map(|(a, d)| (*a, *d)).collect()
         };
         let (computed, stored) = (owed(self.replay.debts()), owed(&stored));
-        if computed != stored {
-            let wallet = computed
-                .iter()
-                .chain(&stored)
-                .map(|(a, _)| *a)
-                .find(|a| computed.get(a) != stored.get(a))
-                .unwrap_or(AccountId(0));
-            return fail(
-                None,
-                None,
-                format!(
-                    "wallet {wallet} owes {} by the entries but {} by the wallet_debts table",
-                    computed.get(&wallet).copied().unwrap_or(0),
-                    stored.get(&wallet).copied().unwrap_or(0)
-                ),
-            );
+        if computed == stored {
+            return Ok(());
         }
-        Ok(VerifyReport {
-            entries: self.replay.entries(),
-            leaves: size,
-            checkpoints: self.checkpoints_done,
-            accounts: self.replay.accounts(),
-            root: self.tree.root(),
-            unsigned_tail,
-            registry_rows: 0,
-            operator_actions: 0,
-            elapsed: started.elapsed(),
-        })
+        let wallet = computed
+            .iter()
+            .chain(&stored)
+            .map(|(a, _)| *a)
+            .find(|a| computed.get(a) != stored.get(a))
+            .unwrap_or(AccountId(0));
+        fail(
+            None,
+            None,
+            format!(
+                "wallet {wallet} owes {} by the entries but {} by the wallet_debts table",
+                computed.get(&wallet).copied().unwrap_or(0),
+                stored.get(&wallet).copied().unwrap_or(0)
+            ),
+        )
     }
 
     fn first_entry_after(&self, db: &mut Db, leaf_index: i64) -> Result<i64, VerifyError> {
