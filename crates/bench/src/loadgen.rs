@@ -346,6 +346,21 @@ async fn send_retrying(
     0
 }
 
+/// When the next request's latency starts: now, or its due time when the connection is
+/// behind schedule because the last answer came late (the wait counts: no coordinated
+/// omission); an idle connection sleeps until it is due and counts from the real send.
+async fn send_time(due: Option<Instant>, last_done: Instant) -> Instant {
+    let Some(d) = due else { return Instant::now() };
+    if Instant::now() < d {
+        tokio::time::sleep_until(d.into()).await;
+    }
+    if last_done > d {
+        d
+    } else {
+        Instant::now()
+    }
+}
+
 async fn connection(
     index: usize,
     addr: SocketAddr,
@@ -374,21 +389,7 @@ async fn connection(
             None if Instant::now() >= plan.window.1 || due.is_some_and(|d| d >= plan.window.1) => break,
             _ => {}
         }
-        let start = match due {
-            Some(d) => {
-                if Instant::now() < d {
-                    tokio::time::sleep_until(d.into()).await;
-                }
-                // Behind schedule because the last answer came late: the wait counts (no
-                // coordinated omission). Idle and woken by the timer: from the real send.
-                if last_done > d {
-                    d
-                } else {
-                    Instant::now()
-                }
-            }
-            None => Instant::now(),
-        };
+        let start = send_time(due, last_done).await;
         let n_cards = cards.len();
         let card = &mut cards[next_card];
         next_card = (next_card + 1) % n_cards;

@@ -55,45 +55,7 @@ enum Cmd {
     },
     /// Run a terminal (POS, gate, kiosk, top-up agent) over a PC/SC reader; offline within
     /// its limits when the server cannot be reached.
-    Terminal {
-        /// pos, gate, kiosk or agent.
-        #[arg(long)]
-        mode: String,
-        /// The API's base URL.
-        #[arg(long, env = "KARTU_SERVER")]
-        server: String,
-        /// The terminal's credential token (better: --token-file or KARTU_TOKEN, which `ps`
-        /// does not show).
-        #[arg(long, env = "KARTU_TOKEN", required_unless_present_any = ["token_file", "print_public_key"])]
-        token: Option<String>,
-        /// A file holding the token (one line; mode 0600).
-        #[arg(long, env = "KARTU_TOKEN_FILE")]
-        token_file: Option<std::path::PathBuf>,
-        /// The reader's name (the first reader with a card when omitted).
-        #[arg(long)]
-        reader: Option<String>,
-        /// Where the terminal keeps its key and offline journal.
-        #[arg(long, default_value = ".kartu-terminal")]
-        data_dir: std::path::PathBuf,
-        /// The amount of every tap (POS, agent), for scripted use; else asked on stdin.
-        #[arg(long)]
-        amount: Option<String>,
-        /// Stop after this many taps.
-        #[arg(long)]
-        taps: Option<usize>,
-        /// The ISO 4217 currency of amounts.
-        #[arg(long, default_value = "IDR")]
-        currency: String,
-        /// How long to wait for the server before deciding offline, ms.
-        #[arg(long, default_value_t = 2000)]
-        timeout_ms: u64,
-        /// Print the terminal's Ed25519 public key (to register with its credential) and exit.
-        #[arg(long)]
-        print_public_key: bool,
-        /// A PEM file of the CA certificates to trust for an https:// server (else the system's roots).
-        #[arg(long, env = "KARTU_CA_FILE")]
-        ca_file: Option<std::path::PathBuf>,
-    },
+    Terminal(TerminalArgs),
     /// Serve the HTTP API until SIGINT or SIGTERM; in-flight requests finish first. HTTPS
     /// when kartu.toml names tls_cert and tls_key; SIGHUP reloads them.
     Serve {
@@ -259,6 +221,48 @@ enum LedgerCmd {
     },
 }
 
+/// `kartu terminal`'s options.
+#[derive(Debug, clap::Args)]
+struct TerminalArgs {
+    /// pos, gate, kiosk or agent.
+    #[arg(long)]
+    mode: String,
+    /// The API's base URL.
+    #[arg(long, env = "KARTU_SERVER")]
+    server: String,
+    /// The terminal's credential token (better: --token-file or KARTU_TOKEN, which `ps`
+    /// does not show).
+    #[arg(long, env = "KARTU_TOKEN", required_unless_present_any = ["token_file", "print_public_key"])]
+    token: Option<String>,
+    /// A file holding the token (one line; mode 0600).
+    #[arg(long, env = "KARTU_TOKEN_FILE")]
+    token_file: Option<std::path::PathBuf>,
+    /// The reader's name (the first reader with a card when omitted).
+    #[arg(long)]
+    reader: Option<String>,
+    /// Where the terminal keeps its key and offline journal.
+    #[arg(long, default_value = ".kartu-terminal")]
+    data_dir: std::path::PathBuf,
+    /// The amount of every tap (POS, agent), for scripted use; else asked on stdin.
+    #[arg(long)]
+    amount: Option<String>,
+    /// Stop after this many taps.
+    #[arg(long)]
+    taps: Option<usize>,
+    /// The ISO 4217 currency of amounts.
+    #[arg(long, default_value = "IDR")]
+    currency: String,
+    /// How long to wait for the server before deciding offline, ms.
+    #[arg(long, default_value_t = 2000)]
+    timeout_ms: u64,
+    /// Print the terminal's Ed25519 public key (to register with its credential) and exit.
+    #[arg(long)]
+    print_public_key: bool,
+    /// A PEM file of the CA certificates to trust for an https:// server (else the system's roots).
+    #[arg(long, env = "KARTU_CA_FILE")]
+    ca_file: Option<std::path::PathBuf>,
+}
+
 fn main() {
     // Structured logs on stderr: KARTU_LOG sets the filter (e.g. `info` logs every request),
     // KARTU_LOG_FORMAT=json writes one JSON object per line.
@@ -296,40 +300,7 @@ fn run(cli: Cli) -> Result<()> {
             report_init(&data_dir, &done);
             Ok(())
         }
-        Cmd::Terminal {
-            mode,
-            server,
-            token,
-            token_file,
-            reader,
-            data_dir,
-            amount,
-            taps,
-            currency,
-            timeout_ms,
-            print_public_key,
-            ca_file,
-        } => {
-            let mode = terminal::Mode::parse(&mode).context("--mode must be pos, gate, kiosk or agent")?;
-            let amount = amount.as_deref().map(|a| terminal::parse_amount(a, &currency)).transpose()?;
-            let token = if print_public_key { token.unwrap_or_default() } else { secret(token, token_file, "token")? };
-            let config = terminal::Config {
-                mode,
-                server,
-                token,
-                data_dir,
-                currency,
-                timeout: std::time::Duration::from_millis(timeout_ms),
-                ca_file,
-            };
-            let mut t = terminal::Terminal::open(config)?;
-            if print_public_key {
-                println!("{}", t.public_key_hex());
-                return Ok(());
-            }
-            terminal::run(&mut t, reader.as_deref(), amount, taps, &mut std::io::stdout())?;
-            Ok(())
-        }
+        Cmd::Terminal(args) => terminal_cmd(args),
         Cmd::Serve { data_dir, listen, database_url, demo_city, allow_owner } => {
             serve(&data_dir, listen, database_url, demo_city, allow_owner)
         }
@@ -441,6 +412,43 @@ fn audit_verify_url(url: &str, token: &str, trust: &Trust, ca_file: Option<&std:
         .context("audit verify FAILED")?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     eprintln!("kartu: the log verifies");
+    Ok(())
+}
+
+/// `kartu terminal`: a POS, gate, kiosk or agent counter on a PC/SC reader.
+fn terminal_cmd(args: TerminalArgs) -> Result<()> {
+    let TerminalArgs {
+        mode,
+        server,
+        token,
+        token_file,
+        reader,
+        data_dir,
+        amount,
+        taps,
+        currency,
+        timeout_ms,
+        print_public_key,
+        ca_file,
+    } = args;
+    let mode = terminal::Mode::parse(&mode).context("--mode must be pos, gate, kiosk or agent")?;
+    let amount = amount.as_deref().map(|a| terminal::parse_amount(a, &currency)).transpose()?;
+    let token = if print_public_key { token.unwrap_or_default() } else { secret(token, token_file, "token")? };
+    let config = terminal::Config {
+        mode,
+        server,
+        token,
+        data_dir,
+        currency,
+        timeout: std::time::Duration::from_millis(timeout_ms),
+        ca_file,
+    };
+    let mut t = terminal::Terminal::open(config)?;
+    if print_public_key {
+        println!("{}", t.public_key_hex());
+        return Ok(());
+    }
+    terminal::run(&mut t, reader.as_deref(), amount, taps, &mut std::io::stdout())?;
     Ok(())
 }
 
