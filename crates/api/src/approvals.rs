@@ -296,7 +296,7 @@ pub struct ApprovalPage {
 
 /// Requests for a second operator's approval, oldest first (operators and auditors).
 #[utoipa::path(get, path = "/v1/approvals", tag = "approvals", params(ListQuery),
-    responses((status = 200, body = ApprovalPage), (status = 403, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+    responses((status = 200, body = ApprovalPage), (status = 403, body = crate::error::Problem), (status = 422, description = "`invalid_field`: an unknown status, a limit outside 1 to 500 or a cursor this server did not give", body = crate::error::Problem)))]
 pub async fn list(
     state: web::Data<AppState>,
     caller: Caller,
@@ -348,7 +348,7 @@ pub async fn get(state: web::Data<AppState>, caller: Caller, id: web::Path<Strin
 /// credential's token is in this response only.
 #[utoipa::path(post, path = "/v1/approvals/{id}/approve", tag = "approvals", params(("id" = String, Path), ("Idempotency-Key" = String, Header)),
     responses((status = 200, body = ApprovalView), (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem),
-        (status = 409, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+        (status = 409, body = crate::error::Problem), (status = 422, description = "the ledger or the registry refuses what the request asked (e.g. `insufficient_funds`)", body = crate::error::Problem)))]
 pub async fn approve(
     state: web::Data<AppState>,
     caller: Caller,

@@ -229,7 +229,7 @@ pub async fn trial_balance(state: web::Data<AppState>, caller: Caller) -> Result
 
 /// The newest signed checkpoint (C2SP signed note), for anyone.
 #[utoipa::path(get, path = "/v1/audit/checkpoints/latest", tag = "public", security(()),
-    responses((status = 200, description = "the signed note", content_type = "text/plain"), (status = 404, body = crate::error::Problem)))]
+    responses((status = 200, description = "the signed note", content_type = "text/plain"), (status = 404, description = "`no_checkpoint`: none has been signed yet", body = crate::error::Problem)))]
 pub async fn latest_checkpoint(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let st = state.clone();
     let cp = blocking(move || Ok(st.ledger.latest_checkpoint()?))

@@ -210,7 +210,24 @@ fn complete(op: &mut serde_json::Value) {
         }
     }
     for (status, reasons) in why {
-        responses.entry(status.to_string()).or_insert_with(|| problem_response(status, &reasons.join("; ")));
+        let shared = reasons.join("; ");
+        match responses.get_mut(&status.to_string()) {
+            None => {
+                responses.insert(status.to_string(), problem_response(status, &shared));
+            }
+            // The handler's own reasons first, then what its shared parts add.
+            Some(r) => {
+                let own = r["description"].as_str().unwrap_or("").trim().to_owned();
+                r["description"] = if own.is_empty() { shared.into() } else { format!("{own}; {shared}").into() };
+            }
+        }
+    }
+    // What a handler documents without words (a success) gets the status's own name.
+    for (status, r) in responses.iter_mut() {
+        if r["description"].as_str().is_none_or(str::is_empty) {
+            let name = status.parse().ok().and_then(|s| actix_web::http::StatusCode::from_u16(s).ok());
+            r["description"] = name.and_then(|s| s.canonical_reason()).unwrap_or("").into();
+        }
     }
 }
 

@@ -117,7 +117,8 @@ fn create_card(
 /// Issues a card to a holder: a new wallet at zero.
 #[utoipa::path(post, path = "/v1/cards", tag = "operator", request_body = NewCard,
     params(("Idempotency-Key" = String, Header, description = "unique per write")),
-    responses((status = 201, body = CardView), (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem)))]
+    responses((status = 201, body = CardView), (status = 409, description = "`card_exists`: a card with this UID is registered", body = crate::error::Problem),
+        (status = 422, description = "`invalid_field`: the UID is not 14 hex digits or the key version unknown; `holder_unknown`", body = crate::error::Problem)))]
 pub async fn issue_card(
     state: web::Data<AppState>,
     caller: Caller,
@@ -222,7 +223,8 @@ async fn set_status(
 
 /// Blocks a card: its taps are refused at once.
 #[utoipa::path(post, path = "/v1/cards/{id}/block", tag = "operator", request_body = BlockCard, params(("id" = String, Path), ("Idempotency-Key" = String, Header)),
-    responses((status = 200, body = CardView), (status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+    responses((status = 200, body = CardView), (status = 404, body = crate::error::Problem), (status = 409, description = "`card_replaced`: the card was replaced and cannot change any more", body = crate::error::Problem),
+        (status = 422, description = "`invalid_field`: the reason is not one of the list", body = crate::error::Problem)))]
 pub async fn block_card(
     state: web::Data<AppState>,
     caller: Caller,
@@ -238,7 +240,7 @@ pub async fn block_card(
 
 /// Unblocks a card.
 #[utoipa::path(post, path = "/v1/cards/{id}/unblock", tag = "operator", params(("id" = String, Path), ("Idempotency-Key" = String, Header)),
-    responses((status = 200, body = CardView), (status = 404, body = crate::error::Problem)))]
+    responses((status = 200, body = CardView), (status = 404, body = crate::error::Problem), (status = 409, description = "`card_replaced`: the card was replaced and cannot change any more", body = crate::error::Problem)))]
 pub async fn unblock_card(
     state: web::Data<AppState>,
     caller: Caller,
@@ -303,7 +305,8 @@ async fn check_replacement(
 /// Replaces a card (lost, damaged): a new card for the same holder, the old one stops
 /// working, and the balance moves to the new card in one entry.
 #[utoipa::path(post, path = "/v1/cards/{id}/replace", tag = "operator", request_body = ReplaceCard, params(("id" = String, Path), ("Idempotency-Key" = String, Header)),
-    responses((status = 201, body = Replacement), (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem)))]
+    responses((status = 201, body = Replacement), (status = 404, body = crate::error::Problem), (status = 409, description = "`card_replaced`: the card was already replaced; `card_exists`: another card has the new UID", body = crate::error::Problem),
+        (status = 422, description = "`invalid_field`: the new UID is not 14 hex digits", body = crate::error::Problem)))]
 pub async fn replace_card(
     state: web::Data<AppState>,
     caller: Caller,

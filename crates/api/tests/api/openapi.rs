@@ -211,6 +211,7 @@ fn check_contract(doc: &Value) -> TestResult {
         for (status, r) in responses.iter().filter(|(s, _)| s.as_str() >= "400") {
             let types: Vec<&String> = r["content"].as_object().map(|c| c.keys().collect()).unwrap_or_default();
             check_eq!(types, vec!["application/problem+json"], "{at} {status}");
+            check!(r["description"].as_str().is_some_and(|d| !d.is_empty()), "{at} {status}: says why");
         }
         let has = |status: &str| responses.contains_key(status);
         if !public {
