@@ -4,7 +4,6 @@
 //! writer decides (funds, limits, replays) and its answer is the response.
 
 pub mod access;
-pub mod approvals;
 pub mod audit;
 pub mod auth;
 pub mod error;
@@ -237,7 +236,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .app_data(web::QueryConfig::default().error_handler(error::query_error))
         .app_data(web::PathConfig::default().error_handler(error::path_error))
         .configure(operator::routes)
-        .configure(approvals::routes)
+        .configure(operator::approvals::routes)
         .configure(merchant::routes)
         .configure(access::routes)
         .configure(audit::routes)

@@ -5,7 +5,8 @@ use actix_web::{web, HttpResponse};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{access, approvals, audit, merchant, metrics, offline, operator, transparency};
+use crate::operator::approvals;
+use crate::{access, audit, merchant, metrics, offline, operator, transparency};
 
 /// The document.
 #[derive(OpenApi)]

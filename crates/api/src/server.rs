@@ -334,7 +334,7 @@ pub fn init_full(
     operator_name: &str,
     serve_role: &ServeRole,
 ) -> Result<Initialised, SetupError> {
-    let person = crate::approvals::person_name(operator_name).map_err(|e| err("operator name", e.detail))?;
+    let person = crate::operator::approvals::person_name(operator_name).map_err(|e| err("operator name", e.detail))?;
     std::fs::create_dir_all(data_dir).map_err(|e| err(&format!("creating {}", data_dir.display()), e))?;
     let data_dir = data_dir.canonicalize().map_err(|e| err("data directory", e))?;
     if data_dir.join(CONFIG_FILE).exists() {
@@ -396,7 +396,7 @@ pub fn init_full(
 /// approval: what whoever holds the data directory (and so the database) may do. Logs an
 /// `operator_action` event first (scope `scope`, by `by`); returns (credential id, token).
 pub fn create_operator(ledger: &Ledger, person: &str, by: &str, scope: &str) -> Result<(i64, String), SetupError> {
-    let person = crate::approvals::person_name(person).map_err(|e| err("operator name", e.detail))?;
+    let person = crate::operator::approvals::person_name(person).map_err(|e| err("operator name", e.detail))?;
     let token = new_token().map_err(|e| SetupError(e.detail))?;
     // The leaf records the token's hash (safe to publish: the token is 256 random bits), so
     // `kartu audit verify` can tell a credential row whose hash was swapped.

@@ -102,7 +102,7 @@ pub async fn request_adjustment(
     .await?;
     let st = state.clone();
     let by = caller.credential.id;
-    let person = crate::approvals::person_of(&caller.credential).to_owned();
+    let person = crate::operator::approvals::person_of(&caller.credential).to_owned();
     // The adjustment and its approval request, both keyed by the request's event.
     let a = blocking(move || {
         let now = st.ledger.now_us();
@@ -114,7 +114,14 @@ pub async fn request_adjustment(
             if r.approval_by_event(rec.event.id)?.is_none() {
                 let payload = json!({"adjustment_id": a.id, "account_id": account_id, "amount_minor": amount,
                     "currency": currency.code(), "reason": reason});
-                r.insert_approval(crate::approvals::ADJUSTMENT, &payload.to_string(), by, &person, now, rec.event.id)?;
+                r.insert_approval(
+                    crate::operator::approvals::ADJUSTMENT,
+                    &payload.to_string(),
+                    by,
+                    &person,
+                    now,
+                    rec.event.id,
+                )?;
             }
             Ok(a)
         })?)
@@ -161,10 +168,10 @@ pub async fn approve_adjustment(
         // The rule first: the requester learns nothing it could not approve anyway.
         let st = state.clone();
         let approver = caller.credential.clone();
-        blocking(move || crate::approvals::check_rule(&st, &approval, &approver)).await?;
+        blocking(move || crate::operator::approvals::check_rule(&st, &approval, &approver)).await?;
         return Ok(HttpResponse::Ok().json(adjustment_view(&a, currency)));
     }
-    crate::approvals::approve_inner(&state, &caller, &key, approval.id).await?;
+    crate::operator::approvals::approve_inner(&state, &caller, &key, approval.id).await?;
     let st = state.clone();
     let a = blocking(move || {
         st.ledger.registry(|r| r.adjustment(id))?.ok_or_else(|| ApiError::internal("adjustment vanished"))

@@ -105,7 +105,7 @@ pub struct Posting {
 /// `float_approval_threshold_minor` it is a request (202) that a second operator approves
 /// (`POST /v1/approvals/{id}/approve`); at or below it is posted at once.
 #[utoipa::path(post, path = "/v1/agents/{id}/float", tag = "operator", request_body = AmountBody, params(("id" = String, Path), ("Idempotency-Key" = String, Header)),
-    responses((status = 201, body = Posting), (status = 202, body = crate::approvals::ApprovalView), (status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+    responses((status = 201, body = Posting), (status = 202, body = crate::operator::approvals::ApprovalView), (status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
 pub async fn fund_agent(
     state: web::Data<AppState>,
     caller: Caller,
@@ -125,8 +125,10 @@ pub async fn fund_agent(
     if amount.minor() > state.settings.float_approval_threshold_minor {
         let payload = json!({"agent_id": agent.id, "amount_minor": amount.minor(), "currency": currency.code(),
             "amount": currency.format_minor(amount.minor())});
-        let a = crate::approvals::request(&state, &caller, &key, crate::approvals::FUND_AGENT, payload).await?;
-        return Ok(crate::approvals::accepted(&a));
+        let a =
+            crate::operator::approvals::request(&state, &caller, &key, crate::operator::approvals::FUND_AGENT, payload)
+                .await?;
+        return Ok(crate::operator::approvals::accepted(&a));
     }
     let st = state.clone();
     let bank = blocking(move || st.system_account(AccountKind::CityBank, currency)).await?;

@@ -36,11 +36,11 @@ pub struct NewCard {
 /// A card as returned.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CardView {
-    /// Id.
+    /// The card's id (the ledger's card_id reference).
     pub id: String,
-    /// UID.
+    /// The card's 7-byte UID, 14 upper-case hex digits.
     pub uid: String,
-    /// Holder.
+    /// The holder the card belongs to.
     pub holder_id: String,
     /// Where the card is in its life: active, blocked or replaced.
     pub status: CardStatus,

@@ -112,8 +112,14 @@ async fn create_credential_inner(
             ));
         }
         let payload = json!({"role": "operator", "name": name, "person": person});
-        let a = crate::approvals::request(state, caller, key, crate::approvals::CREATE_OPERATOR_CREDENTIAL, payload)
-            .await?;
+        let a = crate::operator::approvals::request(
+            state,
+            caller,
+            key,
+            crate::operator::approvals::CREATE_OPERATOR_CREDENTIAL,
+            payload,
+        )
+        .await?;
         return Ok(Created::Requested(Box::new(a)));
     }
     let st = state.clone();
@@ -148,7 +154,7 @@ type Scope = (Option<i64>, Option<i64>, Option<i64>);
 /// The person of an operator credential (required), refused on any other role.
 fn person_of_request(body: &NewCredential) -> Result<Option<String>, ApiError> {
     match (body.role, body.person.as_deref()) {
-        (Role::Operator, Some(p)) => Ok(Some(crate::approvals::person_name(p)?)),
+        (Role::Operator, Some(p)) => Ok(Some(crate::operator::approvals::person_name(p)?)),
         (Role::Operator, None) => {
             Err(ApiError::unprocessable("invalid_field", "an operator credential needs person: who holds it"))
         }
@@ -252,7 +258,7 @@ fn insert_credential(state: &AppState, row: &CredentialRow, event_id: i64) -> Re
 /// credential (which names its `person`) is a request instead: 202 with the pending
 /// approval; the token comes in the response of the second operator's approval.
 #[utoipa::path(post, path = "/v1/credentials", tag = "operator", request_body = NewCredential, params(("Idempotency-Key" = String, Header)),
-    responses((status = 201, body = CredentialView), (status = 202, body = crate::approvals::ApprovalView), (status = 422, body = crate::error::Problem)))]
+    responses((status = 201, body = CredentialView), (status = 202, body = crate::operator::approvals::ApprovalView), (status = 422, body = crate::error::Problem)))]
 pub async fn create_credential(
     state: web::Data<AppState>,
     caller: Caller,
@@ -261,7 +267,7 @@ pub async fn create_credential(
 ) -> Result<HttpResponse, ApiError> {
     Ok(match create_credential_inner(&state, &caller, &key, &body).await? {
         Created::Credential(view) => HttpResponse::Created().json(view),
-        Created::Requested(a) => crate::approvals::accepted(&a),
+        Created::Requested(a) => crate::operator::approvals::accepted(&a),
     })
 }
 
@@ -269,7 +275,7 @@ pub async fn create_credential(
 /// request instead: 202 with the pending approval; it is revoked when a second operator
 /// approves.
 #[utoipa::path(delete, path = "/v1/credentials/{id}", tag = "operator", params(("id" = String, Path), ("Idempotency-Key" = String, Header)),
-    responses((status = 200, body = CredentialView), (status = 202, body = crate::approvals::ApprovalView), (status = 404, body = crate::error::Problem)))]
+    responses((status = 200, body = CredentialView), (status = 202, body = crate::operator::approvals::ApprovalView), (status = 404, body = crate::error::Problem)))]
 pub async fn revoke_credential(
     state: web::Data<AppState>,
     caller: Caller,
@@ -283,10 +289,17 @@ pub async fn revoke_credential(
         .await?
         .ok_or_else(|| ApiError::not_found("not_found", "no such credential"))?;
     if c.role == Role::Operator && c.revoked_at_us.is_none() {
-        let payload = json!({"credential_id": c.id, "name": c.name, "person": crate::approvals::person_of(&c)});
-        let a = crate::approvals::request(&state, &caller, &key, crate::approvals::REVOKE_OPERATOR_CREDENTIAL, payload)
-            .await?;
-        return Ok(crate::approvals::accepted(&a));
+        let payload =
+            json!({"credential_id": c.id, "name": c.name, "person": crate::operator::approvals::person_of(&c)});
+        let a = crate::operator::approvals::request(
+            &state,
+            &caller,
+            &key,
+            crate::operator::approvals::REVOKE_OPERATOR_CREDENTIAL,
+            payload,
+        )
+        .await?;
+        return Ok(crate::operator::approvals::accepted(&a));
     }
     let rec = log_action(&state, &caller, &key, "revoke_credential", json!({"credential_id": c.id})).await?;
     let st = state.clone();

@@ -7,6 +7,7 @@
 
 pub mod adjustments;
 pub mod agents;
+pub mod approvals;
 pub mod cards;
 pub mod credentials;
 pub mod holders;

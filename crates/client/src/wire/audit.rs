@@ -30,7 +30,7 @@ pub struct Leaves {
 /// A posting.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PostingView {
-    /// Account.
+    /// The account posted to.
     pub account_id: String,
     /// Signed amount.
     pub amount: Money,
@@ -43,9 +43,9 @@ pub struct PostingView {
 pub struct EntryView {
     /// Sequence number.
     pub entry_seq: i64,
-    /// Kind.
+    /// What the entry records (payment, topup, refund, hold, ...).
     pub kind: String,
-    /// When.
+    /// When it was posted (RFC 3339).
     pub time: String,
     /// Principal amount.
     pub amount: Money,
@@ -61,15 +61,15 @@ pub struct EntryView {
     pub expires_at: Option<String>,
     /// Terminal or credential.
     pub terminal_id: Option<String>,
-    /// Card.
+    /// The card that paid or was topped up, if one did.
     pub card_id: Option<String>,
     /// Tap counter.
     pub card_read_counter: Option<i64>,
     /// Merchant reference.
     pub merchant_reference: Option<String>,
-    /// Memo.
+    /// A note the ledger keeps with the entry (e.g. an offline record's number).
     pub memo: Option<String>,
-    /// Postings.
+    /// Its postings, which sum to zero per currency.
     pub postings: Vec<PostingView>,
     /// Leaf index.
     pub leaf_index: Option<i64>,
@@ -91,11 +91,11 @@ pub struct Entries {
 /// A balance at a time.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BalanceView {
-    /// Account.
+    /// The account.
     pub account_id: String,
-    /// Kind.
+    /// What the account is for (card_wallet, merchant, fee_revenue, ...).
     pub kind: String,
-    /// Balance.
+    /// Its balance at that time.
     pub balance: Money,
     /// As of.
     pub at: String,
@@ -104,7 +104,7 @@ pub struct BalanceView {
 /// One currency of the trial balance.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TrialLine {
-    /// Currency.
+    /// The ISO 4217 currency of this line.
     pub currency: String,
     /// Sum of every balance: zero when the books balance.
     pub balances_sum: String,
@@ -156,7 +156,7 @@ pub struct ConsistencyProof {
 pub struct AccessLogLine {
     /// Event id.
     pub id: String,
-    /// When.
+    /// When the decision was made (RFC 3339).
     pub time: String,
     /// The service point.
     pub service_point_id: Option<String>,
@@ -168,7 +168,7 @@ pub struct AccessLogLine {
     pub reason: String,
     /// Queue number.
     pub queue_number: Option<i64>,
-    /// Leaf.
+    /// The decision's leaf in the audit log.
     pub leaf_index: Option<i64>,
 }
 

@@ -29,7 +29,7 @@ pub struct PaymentView {
     pub id: String,
     /// approved, held, captured, voided, refunded.
     pub status: String,
-    /// Amount.
+    /// The amount of the payment or hold.
     pub amount: Money,
     /// Merchant discount.
     pub fee: Money,
@@ -39,11 +39,11 @@ pub struct PaymentView {
     pub card_id: Option<String>,
     /// The merchant's reference.
     pub reference: Option<String>,
-    /// When.
+    /// When it was posted (RFC 3339).
     pub created_at: String,
     /// For holds: when it expires.
     pub expires_at: Option<String>,
-    /// Receipt.
+    /// The entry's receipt: sequence number, leaf and balance after.
     #[serde(flatten)]
     pub receipt: Receipt,
 }
@@ -67,7 +67,7 @@ pub struct NewRefund {
     /// ISO 4217.
     #[schema(pattern = "^[A-Z]{3}$", example = "IDR")]
     pub currency: Option<String>,
-    /// Why.
+    /// Why the money goes back, for the holder's statement and the auditors.
     #[schema(min_length = 1, max_length = 200)]
     pub reason: Option<String>,
 }
@@ -128,7 +128,7 @@ pub struct StatementView {
 pub struct StatementLineView {
     /// The entry.
     pub entry_seq: i64,
-    /// When.
+    /// When it was posted (RFC 3339).
     pub time: String,
     /// Entry kind.
     pub kind: String,
@@ -147,7 +147,7 @@ pub struct NewTopup {
     /// the card's id (by phone, with the holder's card number).
     #[schema(pattern = "^[0-9]{1,19}$")]
     pub card_id: Option<String>,
-    /// Amount.
+    /// The amount to top up, a decimal string such as "50000.00".
     #[schema(pattern = "^[0-9]+(\\.[0-9]{1,3})?$", max_length = 40, example = "12500.00")]
     pub amount: String,
     /// ISO 4217.
@@ -171,7 +171,7 @@ pub struct TopupView {
     /// What went to repay an offline shortfall the card owed (the card is off the deny
     /// list once nothing is owed).
     pub repaid: Money,
-    /// Receipt.
+    /// The entry's receipt: sequence number, leaf and balance after.
     #[serde(flatten)]
     pub receipt: Receipt,
 }
@@ -198,12 +198,12 @@ pub struct InquiryView {
 /// A recent movement.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RecentLine {
-    /// When.
+    /// When it was posted (RFC 3339).
     pub time: String,
-    /// What.
+    /// What moved (payment, topup, refund, ...).
     pub kind: String,
     /// Signed amount on the card.
     pub amount: Money,
-    /// Entry.
+    /// The entry's sequence number, for its receipt.
     pub entry_seq: i64,
 }

@@ -7,24 +7,24 @@ use super::Money;
 /// Totals of one merchant category.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CategoryTotal {
-    /// Category.
+    /// The merchant category (grocery, hotel, ...).
     pub category: String,
     /// Payments and captures.
     pub payments: u64,
     /// Their total.
     pub amount: Money,
-    /// Refunded.
+    /// What was refunded to cards that day.
     pub refunded: Money,
 }
 
 /// Totals of one public service.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ServiceTotal {
-    /// Service.
+    /// The public service (clinic, library, ...).
     pub service: String,
-    /// Allowed.
+    /// Entries allowed.
     pub allowed: u64,
-    /// Denied.
+    /// Entries refused, for any reason.
     pub denied: u64,
 }
 

@@ -19,10 +19,10 @@ use ledger::LedgerError;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::credentials::{credential_view, CredentialView};
+use super::log_action;
 use crate::auth::{Caller, IdempotencyKey, Role};
 use crate::error::ApiError;
-use crate::operator::credentials::{credential_view, CredentialView};
-use crate::operator::log_action;
 use crate::{blocking, wire, AppState};
 
 /// Creating an operator credential.
