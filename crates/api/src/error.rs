@@ -168,3 +168,9 @@ pub fn query_error(err: actix_web::error::QueryPayloadError, _req: &actix_web::H
 pub fn path_error(err: actix_web::error::PathError, _req: &actix_web::HttpRequest) -> actix_web::Error {
     ApiError::not_found("not_found", err.to_string()).into()
 }
+
+/// Errors of set-up (`kartu init`, `kartu serve`'s configuration, keys and certificates),
+/// with a message for the operator.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SetupError(pub String);

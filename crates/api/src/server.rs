@@ -177,9 +177,7 @@ impl LimitsConfig {
 }
 
 /// Errors of set-up, with a message for the operator.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct SetupError(pub String);
+pub use crate::error::SetupError;
 
 fn err(context: &str, e: impl std::fmt::Display) -> SetupError {
     SetupError(format!("{context}: {e}"))

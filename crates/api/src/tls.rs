@@ -14,7 +14,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
-use crate::server::SetupError;
+use crate::error::SetupError;
 
 /// The server's certificate and key, read from `cert` and `key` (PEM) and read again by
 /// [`ReloadingCert::reload`].
@@ -53,7 +53,7 @@ pub fn provider() -> Arc<CryptoProvider> {
 }
 
 fn read(cert_path: &Path, key_path: &Path, provider: &CryptoProvider) -> Result<Loaded, String> {
-    crate::server::check_private(key_path).map_err(|e| e.0)?;
+    files::check_private(key_path).map_err(|e| e.to_string())?;
     let certs = CertificateDer::pem_file_iter(cert_path)
         .map_err(|e| format!("reading the certificate {}: {e}", cert_path.display()))?
         .collect::<Result<Vec<_>, _>>()

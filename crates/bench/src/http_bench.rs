@@ -141,7 +141,7 @@ async fn drive(
         amount: AMOUNT.into(),
         server_pid: Some(server.pid()),
     };
-    let fleet = loadgen::setup(addr, &server.operator_token, keys, settings.cards, TOPUP, 8).await?;
+    let fleet = kartu_bench::setup::setup(addr, &server.operator_token, keys, settings.cards, TOPUP, 8).await?;
     let token = fleet.merchant_token;
     let sessions_before = pg_sessions(db);
     let (closed, mut cards) = loadgen::run(addr, &token, keys, fleet.cards, &spec).await?;

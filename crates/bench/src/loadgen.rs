@@ -21,7 +21,6 @@ use card::{diversify_card_key, CardUid, Key, ReadCounter};
 use hdrhistogram::Histogram;
 
 use crate::client::{self, Conn};
-use crate::setup::run_nonce;
 
 /// The newest key version of a key file: what the generator's virtual cards carry.
 pub struct CardKeys {
@@ -121,8 +120,6 @@ fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
         out.push(DIGITS[usize::from(b & 15)]);
     }
 }
-
-pub use crate::setup::{setup, Fleet};
 
 /// How many times a request is sent before the generator gives up on it.
 pub(crate) const ATTEMPTS: u32 = 8;
@@ -542,4 +539,11 @@ pub async fn run(
         machine_cpu_s: machine_at_end.zip(machine_at_start).map(|(e, s)| e - s),
     };
     Ok((result, all))
+}
+
+/// A number that differs between runs, so that a second set-up on the same server makes
+/// new holders, cards and keys.
+pub(crate) fn run_nonce() -> u64 {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    (t.as_nanos() as u64 ^ u64::from(std::process::id()).rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }

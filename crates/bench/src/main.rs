@@ -162,10 +162,13 @@ fn http_standalone(a: HttpArgs) -> Result<()> {
     };
     rt.block_on(async {
         let fleet = if a.bare {
-            loadgen::Fleet { merchant_token: "kt_bare".into(), cards: keys.offline_cards(a.cards.max(a.conns))? }
+            kartu_bench::setup::Fleet {
+                merchant_token: "kt_bare".into(),
+                cards: keys.offline_cards(a.cards.max(a.conns))?,
+            }
         } else {
             let token = a.token.as_deref().unwrap_or_default();
-            loadgen::setup(addr, token, &keys, a.cards, &a.topup, 8).await?
+            kartu_bench::setup::setup(addr, token, &keys, a.cards, &a.topup, 8).await?
         };
         let spec = loadgen::RunSpec {
             conns: a.conns,

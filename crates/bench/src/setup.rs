@@ -14,7 +14,7 @@ use card::CardUid;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
-use crate::loadgen::{CardKeys, VirtualCard, ATTEMPTS, ATTEMPT_TIMEOUT};
+use crate::loadgen::{run_nonce, CardKeys, VirtualCard, ATTEMPTS, ATTEMPT_TIMEOUT};
 
 /// What the set-up made: the merchant terminal's token and the cards, topped up.
 #[derive(Debug)]
@@ -50,13 +50,6 @@ async fn call<T: DeserializeOwned + Send + 'static>(
 
 fn field(v: &Value, name: &str) -> Result<String> {
     v.get(name).and_then(Value::as_str).map(str::to_owned).ok_or_else(|| anyhow!("no {name:?} in {v}"))
-}
-
-/// A number that differs between runs, so that a second set-up on the same server makes
-/// new holders, cards and keys.
-pub(crate) fn run_nonce() -> u64 {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    (t.as_nanos() as u64 ^ u64::from(std::process::id()).rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
 /// Creates, through the API, a merchant (fee rate 0.7%) and its terminal credential, an

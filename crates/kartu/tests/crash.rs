@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use kartu_bench::client::{self, Conn};
-use kartu_bench::loadgen::{self, CardKeys, VirtualCard};
+use kartu_bench::loadgen::{CardKeys, VirtualCard};
 use serde_json::{json, Value};
 
 /// Virtual cards, each topped up with `TOPUP`, and concurrent clients (each taps its own cards).
@@ -416,7 +416,7 @@ impl City {
             .enable_all()
             .build()
             .expect("runtime")
-            .block_on(loadgen::setup(addr, &operator, &keys, CARDS, TOPUP, 4))
+            .block_on(kartu_bench::setup::setup(addr, &operator, &keys, CARDS, TOPUP, 4))
             .expect("set-up through the API");
         City {
             database_url,

@@ -115,3 +115,104 @@ pub fn empty_doc(previous: &str, line: &str, next: &str) -> bool {
         && !word.is_empty()
         && word.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-')
 }
+
+/// The crate's top-level modules (a file `src/x.rs` or a directory `src/x/`) that each one
+/// names as `crate::y`, outside comments and `#[cfg(test)]` modules. `lib.rs` and
+/// `main.rs` are the crate's root, not modules.
+///
+/// # Panics
+/// When a file cannot be read.
+#[must_use]
+pub fn module_uses(src: &Path) -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    let mut uses: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = Default::default();
+    let mut stack = vec![src.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let path = entry.expect("a directory entry").path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let rel = path.strip_prefix(src).expect("under src");
+            let top =
+                rel.components().next().map(|c| c.as_os_str().to_string_lossy().trim_end_matches(".rs").to_owned());
+            let Some(top) = top.filter(|t| path.extension().is_some_and(|x| x == "rs") && t != "lib" && t != "main")
+            else {
+                continue;
+            };
+            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let named = uses.entry(top.clone()).or_default();
+            for name in crate_paths(&text) {
+                if name != top {
+                    named.insert(name);
+                }
+            }
+        }
+    }
+    let modules: std::collections::BTreeSet<String> = uses.keys().cloned().collect();
+    for named in uses.values_mut() {
+        named.retain(|n| modules.contains(n));
+    }
+    uses
+}
+
+/// The first segment after every `crate::` in code (not comments, not test modules),
+/// including each name of a `crate::{a, b::c}` group.
+fn crate_paths(text: &str) -> Vec<String> {
+    let code: String = text
+        .split("#[cfg(test)]")
+        .next()
+        .unwrap_or("")
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut out = Vec::new();
+    for (i, _) in code.match_indices("crate::") {
+        let rest = &code[i + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            let inner = &group[..group.find('}').unwrap_or(group.len())];
+            for part in inner.split(',') {
+                let name: String = part.trim().chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                out.push(name);
+            }
+        } else {
+            out.push(rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect());
+        }
+    }
+    out.retain(|n| !n.is_empty() && n != "self");
+    out
+}
+
+/// A cycle among the modules, as a path that comes back to its start, if there is one.
+#[must_use]
+pub fn find_cycle(
+    uses: &std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+) -> Option<Vec<String>> {
+    fn visit(
+        m: &str,
+        uses: &std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut std::collections::BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(at) = path.iter().position(|p| p == m) {
+            let mut cycle = path[at..].to_vec();
+            cycle.push(m.to_owned());
+            return Some(cycle);
+        }
+        if done.contains(m) {
+            return None;
+        }
+        path.push(m.to_owned());
+        for next in uses.get(m).into_iter().flatten() {
+            if let Some(c) = visit(next, uses, path, done) {
+                return Some(c);
+            }
+        }
+        path.pop();
+        done.insert(m.to_owned());
+        None
+    }
+    let mut done = std::collections::BTreeSet::new();
+    uses.keys().find_map(|m| visit(m, uses, &mut Vec::new(), &mut done))
+}

@@ -176,3 +176,34 @@ fn the_scanner_measures_functions() {
     assert!(!empty_doc("/// The amounts the writer must", "/// cover.", "fn f() {}"));
     assert!(!empty_doc("", "/// Kind.", "/// More about the kind."));
 }
+
+#[test]
+fn no_import_cycles() {
+    let mut problems = Vec::new();
+    for entry in std::fs::read_dir(root().join("crates")).expect("crates/") {
+        let src = entry.expect("a crate").path().join("src");
+        if src.is_dir() {
+            if let Some(cycle) = tidy::find_cycle(&tidy::module_uses(&src)) {
+                problems.push(format!("{}: {}", src.display(), cycle.join(" -> ")));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "modules that import each other:\n{}", problems.join("\n"));
+}
+
+/// The cycle finder on graphs whose answer is known.
+#[test]
+fn the_cycle_finder_finds_cycles() {
+    let graph = |edges: &[(&str, &str)]| {
+        let mut g: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = Default::default();
+        for (a, b) in edges {
+            g.entry((*a).to_owned()).or_default().insert((*b).to_owned());
+            g.entry((*b).to_owned()).or_default();
+        }
+        g
+    };
+    assert_eq!(tidy::find_cycle(&graph(&[("a", "b"), ("b", "c"), ("a", "c")])), None);
+    assert_eq!(tidy::find_cycle(&graph(&[("a", "b"), ("b", "a")])), Some(vec!["a".into(), "b".into(), "a".into()]));
+    let long = tidy::find_cycle(&graph(&[("x", "y"), ("y", "z"), ("z", "x")])).expect("a cycle");
+    assert_eq!(long.len(), 4);
+}
