@@ -400,11 +400,11 @@ struct Trust {
 /// `kartu audit verify --url`: the whole log read over the API and checked here.
 fn audit_verify_url(url: &str, token: &str, trust: &Trust, ca_file: Option<&std::path::Path>) -> Result<()> {
     let Trust { public_key, origin, trusted_checkpoint, allow_unsigned_tail } = trust;
-    let text = std::fs::read_to_string(&public_key).with_context(|| format!("reading {}", public_key.display()))?;
+    let text = std::fs::read_to_string(public_key).with_context(|| format!("reading {}", public_key.display()))?;
     let verifier = merkle::Verifier::parse(text.trim()).context("the public key file")?;
     let trusted = trusted_checkpoint
         .as_ref()
-        .map(|f| open_trusted(&verifier, &f, origin.as_deref()))
+        .map(|f| open_trusted(&verifier, f, origin.as_deref()))
         .transpose()
         .context("audit verify FAILED")?;
     let client = client::Client::new(url, ca_file, None).context("audit verify FAILED")?.with_token(token);
