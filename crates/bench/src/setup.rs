@@ -102,6 +102,32 @@ pub async fn setup(
     Ok(Fleet { merchant_token, cards })
 }
 
+/// The largest float funding a default installation accepts (`limits.float_funding_max`).
+const FLOAT_FUNDING_MAX: f64 = 1_000_000_000.0;
+
+/// Funds the agent's float with `total` (IDR), in fundings no larger than the server's
+/// default maximum, as a city's operator would.
+async fn fund_float(op: &AsyncClient, tag: &str, agent_id: &str, total: f64) -> Result<()> {
+    let mut left = total;
+    let mut n = 0;
+    while left > 0.0 {
+        let amount = left.min(FLOAT_FUNDING_MAX);
+        let body = json!({"amount": format!("{amount:.2}"), "currency": "IDR"});
+        let float: Value = call(op, &format!("/v1/agents/{agent_id}/float"), &format!("{tag}-float-{n}"), body).await?;
+        if float["status"] == "pending" {
+            bail!(
+                "the agent's float funding ({amount:.2}) is above the server's float_approval_threshold_minor and \
+                 waits for a second operator (approval {}): raise the threshold for a bench installation, or use \
+                 fewer cards",
+                float["id"]
+            );
+        }
+        left -= amount;
+        n += 1;
+    }
+    Ok(())
+}
+
 /// The merchant and its terminal's token, the agent with float for `cards` top-ups of
 /// `topup` and its credential's token, made by the operator `op`.
 async fn credentials(op: &AsyncClient, tag: &str, topup: &str, cards: usize) -> Result<(String, Arc<str>)> {
@@ -112,16 +138,7 @@ async fn credentials(op: &AsyncClient, tag: &str, topup: &str, cards: usize) -> 
     let agent: Value = call(op, "/v1/agents", &format!("{tag}-agent"), json!({"name": "bench agent"})).await?;
     let agent_id = field(&agent, "id")?;
     let per_card: f64 = topup.parse().context("top-up amount")?;
-    let body = json!({"amount": format!("{:.2}", per_card * cards as f64), "currency": "IDR"});
-    let float: Value = call(op, &format!("/v1/agents/{agent_id}/float"), &format!("{tag}-float"), body).await?;
-    if float["status"] == "pending" {
-        bail!(
-            "the agent's float ({:.2}) is above the server's float_approval_threshold_minor and waits for a second \
-             operator (approval {}): raise the threshold for a bench installation, or use fewer cards",
-            per_card * cards as f64,
-            float["id"]
-        );
-    }
+    fund_float(op, tag, &agent_id, per_card * cards as f64).await?;
     let body = json!({"role": "top_up_agent", "name": "bench agent counter", "agent_id": agent_id});
     let agent_cred: Value = call(op, "/v1/credentials", &format!("{tag}-agentcred"), body).await?;
     Ok((field(&terminal, "token")?, field(&agent_cred, "token")?.into()))
