@@ -7,7 +7,7 @@ use ledger::registry::ServicePoint;
 use ledger::LedgerError;
 use serde_json::json;
 
-use crate::auth::{Caller, IdempotencyKey, Role};
+use crate::auth::{Caller, IdempotencyHeader, Role};
 use crate::error::ApiError;
 use crate::wire;
 use crate::{blocking, AppState};
@@ -55,7 +55,7 @@ fn decide(
 pub async fn access_check(
     state: web::Data<AppState>,
     caller: Caller,
-    idem: IdempotencyKey,
+    idem: IdempotencyHeader,
     body: web::Json<AccessCheck>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::ServicePoint])?;
@@ -121,7 +121,7 @@ pub async fn access_check(
 async fn earlier_decision(
     state: &web::Data<AppState>,
     caller: &Caller,
-    idem: &IdempotencyKey,
+    idem: &IdempotencyHeader,
     sp_id: i64,
     tap: &crate::taps::VerifiedTap,
 ) -> Result<Option<Decision>, ApiError> {

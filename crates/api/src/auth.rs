@@ -146,14 +146,14 @@ impl FromRequest for Caller {
 
 /// The `Idempotency-Key` header every write takes.
 #[derive(Debug, Clone)]
-pub struct IdempotencyKey(pub String);
+pub struct IdempotencyHeader(pub String);
 
 /// Longest client key (the server prefixes the credential).
 pub const CLIENT_KEY_MAX: usize = 100;
 
-impl FromRequest for IdempotencyKey {
+impl FromRequest for IdempotencyHeader {
     type Error = ApiError;
-    type Future = std::future::Ready<Result<IdempotencyKey, ApiError>>;
+    type Future = std::future::Ready<Result<IdempotencyHeader, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
         let key = match req.headers().get("idempotency-key") {
@@ -162,7 +162,7 @@ impl FromRequest for IdempotencyKey {
             }
             Some(v) => match v.to_str() {
                 Ok(k) if !k.is_empty() && k.len() <= CLIENT_KEY_MAX && k.bytes().all(|b| b.is_ascii_graphic()) => {
-                    Ok(IdempotencyKey(k.to_owned()))
+                    Ok(IdempotencyHeader(k.to_owned()))
                 }
                 _ => Err(ApiError::bad_request(
                     "idempotency_key_invalid",

@@ -6,7 +6,7 @@ use ledger::domain::{AccountId, AccountKind, Command, Entry, EntryKind, Event, P
 use ledger::registry::Card;
 use serde::Deserialize;
 
-use crate::auth::{BearerToken, Caller, IdempotencyKey, Role};
+use crate::auth::{BearerToken, Caller, IdempotencyHeader, Role};
 use crate::error::ApiError;
 use crate::taps::VerifiedTap;
 use crate::wire::{self, money, receipt, Page, Tap};
@@ -55,7 +55,7 @@ pub fn check_active(card: &Card) -> Result<(), ApiError> {
     domain::lifecycle::usable(card.status).map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))
 }
 
-fn key(caller: &Caller, key: &IdempotencyKey) -> Result<ledger::domain::IdempotencyKey, ApiError> {
+fn key(caller: &Caller, key: &IdempotencyHeader) -> Result<ledger::domain::IdempotencyKey, ApiError> {
     ledger::domain::IdempotencyKey::parse(&caller.key(&key.0)).map_err(|_| ApiError::internal("idempotency key"))
 }
 
@@ -118,7 +118,7 @@ fn view(e: &Entry, status: &str, wallet: Option<i64>) -> PaymentView {
 pub async fn pay(
     state: web::Data<AppState>,
     token: BearerToken,
-    idem: IdempotencyKey,
+    idem: IdempotencyHeader,
     body: web::Json<NewPayment>,
 ) -> Result<HttpResponse, ApiError> {
     // One pass for everything the payment reads (see `hot_reads`): the caller's
@@ -234,7 +234,7 @@ async fn own_entry(
 pub async fn refund(
     state: web::Data<AppState>,
     caller: Caller,
-    idem: IdempotencyKey,
+    idem: IdempotencyHeader,
     id: web::Path<String>,
     body: web::Json<NewRefund>,
 ) -> Result<HttpResponse, ApiError> {
@@ -265,7 +265,7 @@ pub async fn refund(
 pub async fn hold(
     state: web::Data<AppState>,
     caller: Caller,
-    idem: IdempotencyKey,
+    idem: IdempotencyHeader,
     body: web::Json<NewHold>,
 ) -> Result<HttpResponse, ApiError> {
     let merchant_id = caller.merchant_id()?;
@@ -320,7 +320,7 @@ pub async fn hold(
 pub async fn capture(
     state: web::Data<AppState>,
     caller: Caller,
-    idem: IdempotencyKey,
+    idem: IdempotencyHeader,
     id: web::Path<String>,
     body: web::Json<CaptureBody>,
 ) -> Result<HttpResponse, ApiError> {
@@ -358,7 +358,7 @@ pub async fn capture(
 pub async fn void(
     state: web::Data<AppState>,
     caller: Caller,
-    idem: IdempotencyKey,
+    idem: IdempotencyHeader,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let hold = own_entry(&state, &caller, &id, &[EntryKind::Hold]).await?;
@@ -451,7 +451,7 @@ pub async fn merchant_statement(
 pub async fn topup(
     state: web::Data<AppState>,
     caller: Caller,
-    idem: IdempotencyKey,
+    idem: IdempotencyHeader,
     body: web::Json<NewTopup>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::TopUpAgent])?;
@@ -521,7 +521,7 @@ pub async fn topup(
 pub async fn balance_inquiry(
     state: web::Data<AppState>,
     caller: Caller,
-    idem: IdempotencyKey,
+    idem: IdempotencyHeader,
     body: web::Json<NewInquiry>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::Kiosk])?;

@@ -13,7 +13,7 @@ use ledger::LedgerError;
 use offline::{check_upload, ChainHead, JournalError, OfflineAccess, RecordKind, RiskLimits, SignedRecord};
 use serde_json::json;
 
-use crate::auth::{Caller, IdempotencyKey, Role};
+use crate::auth::{Caller, IdempotencyHeader, Role};
 use crate::error::ApiError;
 use crate::wire::Tap;
 use crate::{blocking, AppState};
@@ -126,7 +126,7 @@ fn journal_error(e: &JournalError, posted_through: u64) -> ApiError {
 pub async fn upload(
     state: web::Data<AppState>,
     caller: Caller,
-    _key: IdempotencyKey,
+    _key: IdempotencyHeader,
     body: web::Json<Upload>,
 ) -> Result<HttpResponse, ApiError> {
     let public_key = terminal(&caller)?;

@@ -257,7 +257,7 @@ fn problem_response(status: u16, description: &str) -> serde_json::Value {
     r
 }
 
-/// The `Idempotency-Key` header as [`crate::auth::IdempotencyKey`] reads it.
+/// The `Idempotency-Key` header as [`crate::auth::IdempotencyHeader`] reads it.
 fn idempotency_key_parameter() -> serde_json::Value {
     serde_json::json!({
         "name": "Idempotency-Key",

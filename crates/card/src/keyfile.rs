@@ -125,6 +125,18 @@ pub struct MasterKeySet {
 }
 
 impl MasterKeySet {
+    /// A key version's masters, as a key file's `[cards.N]` table holds them
+    /// (`app_master_key` only in the issuance key file).
+    #[must_use]
+    pub const fn new(
+        version: u8,
+        sdm_meta_read_key: Key,
+        sdm_file_read_master_key: Key,
+        app_master_key: Option<Key>,
+    ) -> Self {
+        Self { version, sdm_meta_read_key, sdm_file_read_master_key, app_master_key }
+    }
+
     /// The key version N of `[cards.N]` (1 to 255).
     #[must_use]
     pub const fn version(&self) -> u8 {

@@ -659,7 +659,7 @@ impl Day {
         if keep {
             let tokens = json!({"operator": self.init.operator_token, "auditor": open.auditor_token,
                 "checkpoint_verifier_key_file": verifier_path.display().to_string()});
-            write_private(&data.join("demo-tokens.json"), &serde_json::to_string_pretty(&tokens)?)?;
+            files::create_private(&data.join("demo-tokens.json"), serde_json::to_string_pretty(&tokens)?.as_bytes())?;
             say(format!(
                 "the installation stays in {}: kartu serve --data-dir {} (tokens in demo-tokens.json)",
                 data.display(),
@@ -672,10 +672,6 @@ impl Day {
     fn note(&mut self, key: &str, value: Value) {
         self.summary.insert(key.to_owned(), value);
     }
-}
-
-fn write_private(path: &Path, text: &str) -> Result<()> {
-    Ok(files::create_private(path, text.as_bytes())?)
 }
 
 #[cfg(test)]

@@ -77,7 +77,7 @@ pub fn seed_and_print(base: &str, data_dir: &Path, operator_token: &str) -> Resu
         serde_json::from_str(&std::fs::read_to_string(&saved)?)?
     } else {
         let city = seed(&op, operator_token)?;
-        write_private(&saved, &serde_json::to_string_pretty(&city)?)?;
+        files::create_private(&saved, serde_json::to_string_pretty(&city)?.as_bytes())?;
         city
     };
     let card = &city["cards"][0];
@@ -156,8 +156,4 @@ fn seed(op: &Client, operator_token: &str) -> Result<Value> {
     }
     Ok(json!({"operator": operator_token, "grocery_pos": pos, "parking_gate": gate, "clinic_desk": desk,
         "agent": agent_token, "kiosk": kiosk, "auditor": auditor, "cards": cards}))
-}
-
-fn write_private(path: &Path, text: &str) -> Result<()> {
-    Ok(files::create_private(path, text.as_bytes())?)
 }

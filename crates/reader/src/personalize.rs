@@ -45,12 +45,12 @@ const KEY_COUNT: usize = APP_KEY_NO_MAX as usize + 1;
 /// key file).
 pub use card::SystemIdentifier;
 
-/// One version of the master keys from the key file (`[cards.<version>]`).
+/// One version of the master keys that can personalise a card: a key file's
+/// `[cards.<version>]` table ([`MasterKeySet`], the one type for master keys) that holds
+/// the application master key, which only the issuance key file has.
 #[derive(Debug, Clone)]
 pub struct MasterKeys {
-    version: u8,
-    sdm_meta_read_key: Key,
-    sdm_file_read_master_key: Key,
+    set: MasterKeySet,
     app_master_key: Key,
 }
 
@@ -65,28 +65,26 @@ impl MasterKeys {
         sdm_file_read_master_key: Key,
         app_master_key: Key,
     ) -> Result<Self, ReaderError> {
-        if version == FACTORY_KEY_VERSION {
-            return Err(ReaderError::InvalidKeyVersion { version });
-        }
-        Ok(Self { version, sdm_meta_read_key, sdm_file_read_master_key, app_master_key })
+        let set = MasterKeySet::new(version, sdm_meta_read_key, sdm_file_read_master_key, Some(app_master_key));
+        Self::try_from(&set)
     }
 
     /// The key version.
     #[must_use]
     pub const fn version(&self) -> u8 {
-        self.version
+        self.set.version()
     }
 
     /// The SDM meta-read key, shared by all cards.
     #[must_use]
     pub const fn sdm_meta_read_key(&self) -> &Key {
-        &self.sdm_meta_read_key
+        self.set.sdm_meta_read_key()
     }
 
     /// The master of the per-card SDM file-read keys.
     #[must_use]
     pub const fn sdm_file_read_master_key(&self) -> &Key {
-        &self.sdm_file_read_master_key
+        self.set.sdm_file_read_master_key()
     }
 
     /// The master of the per-card application master keys.
@@ -102,11 +100,11 @@ impl MasterKeys {
     pub fn card_keys(&self, uid: &CardUid, system_identifier: &SystemIdentifier) -> Result<CardKeys, ReaderError> {
         let derive = |master: &Key, key_no: u8| diversify_card_key(master, uid, key_no, system_identifier.as_bytes());
         Ok(CardKeys {
-            version: self.version,
+            version: self.version(),
             keys: [
                 derive(&self.app_master_key, APP_MASTER_KEY_NO)?,
-                self.sdm_meta_read_key.clone(),
-                derive(&self.sdm_file_read_master_key, SDM_FILE_READ_KEY_NO)?,
+                self.sdm_meta_read_key().clone(),
+                derive(self.sdm_file_read_master_key(), SDM_FILE_READ_KEY_NO)?,
                 derive(&self.app_master_key, 3)?,
                 derive(&self.app_master_key, 4)?,
             ],
@@ -120,11 +118,11 @@ impl MasterKeys {
     /// [`ReaderError::Sun`] when PICCData does not decrypt or the MAC does not match.
     pub fn verify_tap(&self, tap: &TapUrl, system_identifier: &SystemIdentifier) -> Result<VerifiedSun, ReaderError> {
         let file_read_key = FileReadKey::Diversified {
-            master: &self.sdm_file_read_master_key,
+            master: self.sdm_file_read_master_key(),
             system_identifier: system_identifier.as_bytes(),
         };
         let sun = tap.tap();
-        let message = verify_sun(&self.sdm_meta_read_key, &file_read_key, sun.picc_data(), sun.sdm_mac(), None, &[])?;
+        let message = verify_sun(self.sdm_meta_read_key(), &file_read_key, sun.picc_data(), sun.sdm_mac(), None, &[])?;
         Ok(message.require_valid_mac()?)
     }
 }
@@ -139,14 +137,12 @@ impl TryFrom<&MasterKeySet> for MasterKeys {
     /// [`ReaderError::NoAppMasterKey`] for a table of the server's key file, which has no
     /// `app_master_key`.
     fn try_from(set: &MasterKeySet) -> Result<Self, ReaderError> {
+        if set.version() == FACTORY_KEY_VERSION {
+            return Err(ReaderError::InvalidKeyVersion { version: set.version() });
+        }
         let app_master_key =
             set.app_master_key().ok_or(ReaderError::NoAppMasterKey { version: set.version() })?.clone();
-        Ok(Self {
-            version: set.version(),
-            sdm_meta_read_key: set.sdm_meta_read_key().clone(),
-            sdm_file_read_master_key: set.sdm_file_read_master_key().clone(),
-            app_master_key,
-        })
+        Ok(Self { set: set.clone(), app_master_key })
     }
 }
 

@@ -216,7 +216,7 @@ impl Terminal {
             Ok(text) => hex::decode(text.trim()).map_err(storage)?,
             Err(_) => {
                 let key = offline::generate_key()?;
-                write_private(&key_path, &hex::encode(&key))?;
+                files::create_private(&key_path, hex::encode(&key).as_bytes()).map_err(storage)?;
                 key
             }
         };
@@ -449,10 +449,6 @@ impl Terminal {
         };
         Ok(Outcome { ok: kind == RecordKind::Payment || allowed, online: false, line, detail })
     }
-}
-
-fn write_private(path: &Path, text: &str) -> Result<(), TerminalError> {
-    files::create_private(path, text.as_bytes()).map_err(storage)
 }
 
 fn read_journal(path: &Path) -> Result<Vec<SignedRecord>, TerminalError> {

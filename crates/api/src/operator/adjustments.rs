@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::log_action;
-use crate::auth::{Caller, IdempotencyKey, Role};
+use crate::auth::{Caller, IdempotencyHeader, Role};
 use crate::error::ApiError;
 use crate::wire::{self, money, Money};
 use crate::{blocking, AppState};
@@ -71,7 +71,7 @@ fn adjustment_view(a: &ledger::registry::Adjustment, currency: ledger::money::Cu
 pub async fn request_adjustment(
     state: web::Data<AppState>,
     caller: Caller,
-    key: IdempotencyKey,
+    key: IdempotencyHeader,
     body: web::Json<NewAdjustment>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::Operator])?;
@@ -141,7 +141,7 @@ pub async fn request_adjustment(
 pub async fn approve_adjustment(
     state: web::Data<AppState>,
     caller: Caller,
-    key: IdempotencyKey,
+    key: IdempotencyHeader,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::Operator])?;

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{ledger_key, log_action};
-use crate::auth::{Caller, IdempotencyKey, Role};
+use crate::auth::{Caller, IdempotencyHeader, Role};
 use crate::error::ApiError;
 use crate::wire::{self, money, receipt, Money, Receipt};
 use crate::{blocking, AppState};
@@ -50,7 +50,7 @@ fn agent_view(state: &AppState, a: &Agent) -> Result<AgentView, ApiError> {
 pub async fn create_agent(
     state: web::Data<AppState>,
     caller: Caller,
-    key: IdempotencyKey,
+    key: IdempotencyHeader,
     body: web::Json<NewAgent>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::Operator])?;
@@ -109,7 +109,7 @@ pub struct Posting {
 pub async fn fund_agent(
     state: web::Data<AppState>,
     caller: Caller,
-    key: IdempotencyKey,
+    key: IdempotencyHeader,
     id: web::Path<String>,
     body: web::Json<AmountBody>,
 ) -> Result<HttpResponse, ApiError> {

@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 
 use super::credentials::{credential_view, CredentialView};
 use super::log_action;
-use crate::auth::{Caller, IdempotencyKey, Role};
+use crate::auth::{Caller, IdempotencyHeader, Role};
 use crate::error::ApiError;
 use crate::{blocking, wire, AppState};
 
@@ -251,7 +251,7 @@ pub fn accepted(a: &Approval) -> HttpResponse {
 pub async fn request(
     state: &web::Data<AppState>,
     caller: &Caller,
-    key: &IdempotencyKey,
+    key: &IdempotencyHeader,
     kind: &'static str,
     payload: Value,
 ) -> Result<Approval, ApiError> {
@@ -352,7 +352,7 @@ pub async fn get(state: web::Data<AppState>, caller: Caller, id: web::Path<Strin
 pub async fn approve(
     state: web::Data<AppState>,
     caller: Caller,
-    key: IdempotencyKey,
+    key: IdempotencyHeader,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let view = approve_inner(&state, &caller, &key, wire::id(&id)?).await?;
@@ -363,7 +363,7 @@ pub async fn approve(
 async fn own_decision(
     state: &web::Data<AppState>,
     caller: &Caller,
-    key: &IdempotencyKey,
+    key: &IdempotencyHeader,
     a: &Approval,
 ) -> Result<bool, ApiError> {
     let st = state.clone();
@@ -376,7 +376,7 @@ async fn own_decision(
 pub async fn approve_inner(
     state: &web::Data<AppState>,
     caller: &Caller,
-    key: &IdempotencyKey,
+    key: &IdempotencyHeader,
     id: i64,
 ) -> Result<ApprovalView, ApiError> {
     caller.require(&[Role::Operator])?;
@@ -616,7 +616,7 @@ async fn money_request(state: &web::Data<AppState>, a: &Approval) -> Result<Requ
 pub async fn reject(
     state: web::Data<AppState>,
     caller: Caller,
-    key: IdempotencyKey,
+    key: IdempotencyHeader,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::Operator])?;

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{ledger_key, log_action};
-use crate::auth::{Caller, IdempotencyKey, Role};
+use crate::auth::{Caller, IdempotencyHeader, Role};
 use crate::error::ApiError;
 use crate::wire::{self, money, receipt, Money, Receipt};
 use crate::{blocking, AppState};
@@ -122,7 +122,7 @@ fn create_card(
 pub async fn issue_card(
     state: web::Data<AppState>,
     caller: Caller,
-    key: IdempotencyKey,
+    key: IdempotencyHeader,
     body: web::Json<NewCard>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::Operator])?;
@@ -197,7 +197,7 @@ pub struct BlockCard {
 async fn set_status(
     state: web::Data<AppState>,
     caller: Caller,
-    key: IdempotencyKey,
+    key: IdempotencyHeader,
     id: String,
     change: Change,
 ) -> Result<HttpResponse, ApiError> {
@@ -228,7 +228,7 @@ async fn set_status(
 pub async fn block_card(
     state: web::Data<AppState>,
     caller: Caller,
-    key: IdempotencyKey,
+    key: IdempotencyHeader,
     id: web::Path<String>,
     body: web::Json<BlockCard>,
 ) -> Result<HttpResponse, ApiError> {
@@ -244,7 +244,7 @@ pub async fn block_card(
 pub async fn unblock_card(
     state: web::Data<AppState>,
     caller: Caller,
-    key: IdempotencyKey,
+    key: IdempotencyHeader,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     set_status(state, caller, key, id.into_inner(), Change::Unblock).await
@@ -277,7 +277,7 @@ pub struct Replacement {
 async fn check_replacement(
     state: &web::Data<AppState>,
     caller: &Caller,
-    key: &IdempotencyKey,
+    key: &IdempotencyHeader,
     old: &Card,
     new_uid: CardUid,
 ) -> Result<(), ApiError> {
@@ -310,7 +310,7 @@ async fn check_replacement(
 pub async fn replace_card(
     state: web::Data<AppState>,
     caller: Caller,
-    key: IdempotencyKey,
+    key: IdempotencyHeader,
     id: web::Path<String>,
     body: web::Json<ReplaceCard>,
 ) -> Result<HttpResponse, ApiError> {

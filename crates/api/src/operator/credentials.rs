@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{log_action, token_for};
-use crate::auth::{Caller, IdempotencyKey, Role};
+use crate::auth::{Caller, IdempotencyHeader, Role};
 use crate::error::ApiError;
 use crate::wire;
 use crate::{blocking, AppState};
@@ -96,7 +96,7 @@ enum Created {
 async fn create_credential_inner(
     state: &web::Data<AppState>,
     caller: &Caller,
-    key: &IdempotencyKey,
+    key: &IdempotencyHeader,
     body: &NewCredential,
 ) -> Result<Created, ApiError> {
     caller.require(&[Role::Operator])?;
@@ -262,7 +262,7 @@ fn insert_credential(state: &AppState, row: &CredentialRow, event_id: i64) -> Re
 pub async fn create_credential(
     state: web::Data<AppState>,
     caller: Caller,
-    key: IdempotencyKey,
+    key: IdempotencyHeader,
     body: web::Json<NewCredential>,
 ) -> Result<HttpResponse, ApiError> {
     Ok(match create_credential_inner(&state, &caller, &key, &body).await? {
@@ -279,7 +279,7 @@ pub async fn create_credential(
 pub async fn revoke_credential(
     state: web::Data<AppState>,
     caller: Caller,
-    key: IdempotencyKey,
+    key: IdempotencyHeader,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::Operator])?;

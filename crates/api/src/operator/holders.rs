@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::log_action;
-use crate::auth::{Caller, IdempotencyKey, Role};
+use crate::auth::{Caller, IdempotencyHeader, Role};
 use crate::error::ApiError;
 use crate::wire;
 use crate::{blocking, AppState};
@@ -58,7 +58,7 @@ fn holder_view(h: &Holder) -> HolderView {
 pub async fn create_holder(
     state: web::Data<AppState>,
     caller: Caller,
-    key: IdempotencyKey,
+    key: IdempotencyHeader,
     body: web::Json<NewHolder>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::Operator])?;

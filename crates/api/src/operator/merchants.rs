@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::log_action;
-use crate::auth::{Caller, IdempotencyKey, Role};
+use crate::auth::{Caller, IdempotencyHeader, Role};
 use crate::error::ApiError;
 use crate::wire;
 use crate::{blocking, AppState};
@@ -61,7 +61,7 @@ fn merchant_view(m: &Merchant) -> MerchantView {
 pub async fn create_merchant(
     state: web::Data<AppState>,
     caller: Caller,
-    key: IdempotencyKey,
+    key: IdempotencyHeader,
     body: web::Json<NewMerchant>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::Operator])?;

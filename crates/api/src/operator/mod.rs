@@ -19,7 +19,7 @@ use actix_web::web;
 use ledger::domain::{Event, Recorded};
 use serde_json::json;
 
-use crate::auth::{new_token, token_hash, Caller, IdempotencyKey};
+use crate::auth::{new_token, token_hash, Caller, IdempotencyHeader};
 use crate::error::ApiError;
 use crate::{blocking, AppState};
 
@@ -46,7 +46,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 pub async fn log_action(
     state: &AppState,
     caller: &Caller,
-    key: &IdempotencyKey,
+    key: &IdempotencyHeader,
     action: &str,
     details: serde_json::Value,
 ) -> Result<Recorded, ApiError> {
@@ -75,7 +75,7 @@ pub async fn log_action(
 pub async fn token_for(
     state: &AppState,
     caller: &Caller,
-    key: &IdempotencyKey,
+    key: &IdempotencyHeader,
 ) -> Result<(Option<String>, [u8; 32]), ApiError> {
     let (ledger, k) = (state.ledger.clone(), caller.key(&key.0));
     let earlier = blocking(move || Ok(ledger.event_by_key(&k)?)).await?;
@@ -93,7 +93,11 @@ pub async fn token_for(
     })
 }
 
-fn ledger_key(caller: &Caller, key: &IdempotencyKey, suffix: &str) -> Result<ledger::domain::IdempotencyKey, ApiError> {
+fn ledger_key(
+    caller: &Caller,
+    key: &IdempotencyHeader,
+    suffix: &str,
+) -> Result<ledger::domain::IdempotencyKey, ApiError> {
     ledger::domain::IdempotencyKey::parse(&format!("{}{suffix}", caller.key(&key.0)))
         .map_err(|_| ApiError::internal("idempotency key"))
 }

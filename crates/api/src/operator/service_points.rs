@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::log_action;
-use crate::auth::{Caller, IdempotencyKey, Role};
+use crate::auth::{Caller, IdempotencyHeader, Role};
 use crate::error::ApiError;
 use crate::wire;
 use crate::{blocking, AppState};
@@ -54,7 +54,7 @@ fn service_point_view(s: &ServicePoint) -> Result<ServicePointView, ApiError> {
 pub async fn create_service_point(
     state: web::Data<AppState>,
     caller: Caller,
-    key: IdempotencyKey,
+    key: IdempotencyHeader,
     body: web::Json<NewServicePoint>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::Operator])?;

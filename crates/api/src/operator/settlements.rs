@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::{ledger_key, log_action};
-use crate::auth::{Caller, IdempotencyKey, Role};
+use crate::auth::{Caller, IdempotencyHeader, Role};
 use crate::error::ApiError;
 use crate::wire::{money, Money};
 use crate::{blocking, AppState};
@@ -39,7 +39,11 @@ pub struct Settlements {
 /// Pays every merchant's balance out to the city bank (which pays the merchant's bank).
 #[utoipa::path(post, path = "/v1/settlements", tag = "operator", params(("Idempotency-Key" = String, Header)),
     responses((status = 201, body = Settlements)))]
-pub async fn settle(state: web::Data<AppState>, caller: Caller, key: IdempotencyKey) -> Result<HttpResponse, ApiError> {
+pub async fn settle(
+    state: web::Data<AppState>,
+    caller: Caller,
+    key: IdempotencyHeader,
+) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::Operator])?;
     log_action(&state, &caller, &key, "settle", json!({})).await?;
     let st = state.clone();
