@@ -63,8 +63,8 @@ fn reference(text: &Option<String>) -> Result<Option<String>, ApiError> {
     text.as_deref().map(|t| wire::text("reference", t, 120)).transpose()
 }
 
-fn balance_after(e: &Entry, account: i64) -> i64 {
-    e.postings.iter().rev().find(|p| p.account_id.0 == account).map_or(0, |p| p.balance_after_minor)
+fn balance_after(e: &Entry, account: AccountId) -> i64 {
+    e.postings.iter().rev().find(|p| p.account_id == account).map_or(0, |p| p.balance_after_minor)
 }
 
 fn count(state: &AppState, operation: &str, r: &Result<ledger::domain::Posted, ledger::LedgerError>) {
@@ -96,7 +96,7 @@ async fn posted_view(state: &web::Data<AppState>, posted: &Posted, status: &str)
     Ok(v)
 }
 
-fn view(e: &Entry, status: &str, wallet: Option<i64>) -> PaymentView {
+fn view(e: &Entry, status: &str, wallet: Option<AccountId>) -> PaymentView {
     PaymentView {
         id: e.seq.to_string(),
         status: status.into(),
@@ -146,8 +146,8 @@ pub async fn pay(
     })
     .await?;
     let request = Request::new(Command::Payment {
-        wallet: AccountId(card.account_id),
-        merchant: AccountId(merchant.account_id),
+        wallet: card.account_id,
+        merchant: merchant.account_id,
         fee_account: fees,
         amount,
         fee_minor: merchant.fee_rate.fee_minor(amount.minor()),
@@ -184,7 +184,7 @@ pub async fn list_payments(
     let st = state.clone();
     let (entries, account) = blocking(move || {
         let m = st.merchant(merchant_id)?.ok_or_else(|| ApiError::forbidden("the terminal's merchant is gone"))?;
-        Ok((st.ledger.account_entries(AccountId(m.account_id), before, limit, true)?, m.account_id))
+        Ok((st.ledger.account_entries(m.account_id, before, limit, true)?, m.account_id))
     })
     .await?;
     let next_cursor = (entries.len() as i64 == limit).then(|| entries.last().map(|e| wire::cursor(e.seq))).flatten();
@@ -197,7 +197,7 @@ pub async fn list_payments(
                 EntryKind::Capture => "captured",
                 _ => "approved",
             };
-            let mut v = view(e, status, e.account_id.map(|a| a.0));
+            let mut v = view(e, status, e.account_id);
             v.balance = money(balance_after(e, account), e.currency);
             v
         })
@@ -220,7 +220,7 @@ async fn own_entry(
     blocking(move || {
         let m = st.merchant(merchant_id)?.ok_or_else(|| ApiError::forbidden("the terminal's merchant is gone"))?;
         match st.ledger.entry(seq)? {
-            Some(e) if kinds.contains(&e.kind) && e.counterparty_id == Some(AccountId(m.account_id)) => Ok(e),
+            Some(e) if kinds.contains(&e.kind) && e.counterparty_id == Some(m.account_id) => Ok(e),
             _ => Err(ApiError::not_found("not_found", "no such payment or hold of this merchant")),
         }
     })
@@ -294,20 +294,16 @@ pub async fn hold(
     // minutes asked for are in the memo, so a retry asking for others is still refused.
     let expires_at_us =
         earlier.and_then(|e| e.expires_at_us).unwrap_or_else(|| state.ledger.now_us() + minutes * 60_000_000);
-    let request = Request::new(Command::Hold {
-        wallet: AccountId(card.account_id),
-        merchant: AccountId(merchant.account_id),
-        amount,
-        expires_at_us,
-    })
-    .with_key(ledger_key)
-    .with_references(References {
-        terminal_id: Some(caller.reference()),
-        card_id: Some(card.id),
-        card_read_counter: Some(tap.counter_value()),
-        merchant_reference,
-        memo: Some(format!("expires in {minutes} min")),
-    });
+    let request =
+        Request::new(Command::Hold { wallet: card.account_id, merchant: merchant.account_id, amount, expires_at_us })
+            .with_key(ledger_key)
+            .with_references(References {
+                terminal_id: Some(caller.reference()),
+                card_id: Some(card.id),
+                card_read_counter: Some(tap.counter_value()),
+                merchant_reference,
+                memo: Some(format!("expires in {minutes} min")),
+            });
     let result = state.ledger.submit(request).await;
     count(&state, "hold", &result);
     let posted = result?;
@@ -442,7 +438,7 @@ pub async fn merchant_statement(
     let merchant_id = caller.merchant_id()?;
     let st = state.clone();
     let m = blocking(move || st.merchant(merchant_id)?.ok_or_else(|| ApiError::forbidden("merchant gone"))).await?;
-    Ok(HttpResponse::Ok().json(statement(&state, AccountId(m.account_id), &q).await?))
+    Ok(HttpResponse::Ok().json(statement(&state, m.account_id, &q).await?))
 }
 
 /// Loads money onto a card from the agent's prefunded float.
@@ -481,18 +477,14 @@ pub async fn topup(
         .ok_or_else(|| ApiError::forbidden("the credential's agent is gone"))?;
     // The writer repays what the card owes after an offline shortfall first, out of the
     // top-up, and credits the rest (to the new card, if this one was replaced meanwhile).
-    let request = Request::new(Command::Topup {
-        source: AccountId(agent.account_id),
-        wallet: AccountId(card.account_id),
-        amount,
-    })
-    .with_key(key(&caller, &idem)?)
-    .with_references(References {
-        terminal_id: Some(caller.reference()),
-        card_id: Some(card.id),
-        card_read_counter: counter,
-        ..Default::default()
-    });
+    let request = Request::new(Command::Topup { source: agent.account_id, wallet: card.account_id, amount })
+        .with_key(key(&caller, &idem)?)
+        .with_references(References {
+            terminal_id: Some(caller.reference()),
+            card_id: Some(card.id),
+            card_read_counter: counter,
+            ..Default::default()
+        });
     let result = state.ledger.submit(request).await;
     count(&state, "topup", &result);
     let posted = result?;
@@ -500,7 +492,7 @@ pub async fn topup(
     let repaid: i64 = e
         .postings
         .iter()
-        .filter(|p| p.amount_minor > 0 && Some(p.account_id) != e.account_id && p.account_id.0 != agent.account_id)
+        .filter(|p| p.amount_minor > 0 && Some(p.account_id) != e.account_id && p.account_id != agent.account_id)
         .map(|p| p.amount_minor)
         .sum();
     let balance = card_balance(&state, &posted).await?;
@@ -542,7 +534,7 @@ pub async fn balance_inquiry(
         .await?;
     let st = state.clone();
     let (balance, recent) = blocking(move || {
-        let account = AccountId(card.account_id);
+        let account = card.account_id;
         Ok((st.ledger.balance(account)?, st.ledger.account_entries(account, 0, 5, true)?))
     })
     .await?;
@@ -556,7 +548,7 @@ pub async fn balance_inquiry(
                 time: wire::time(e.time_us),
                 kind: e.kind.as_str().to_owned(),
                 amount: money(
-                    e.postings.iter().filter(|p| p.account_id.0 == card.account_id).map(|p| p.amount_minor).sum(),
+                    e.postings.iter().filter(|p| p.account_id == card.account_id).map(|p| p.amount_minor).sum(),
                     e.currency,
                 ),
                 entry_seq: e.seq,

@@ -8,7 +8,7 @@
 //! account, the card owes it and is on the deny list until a top-up repays it.
 
 use actix_web::{web, HttpResponse};
-use ledger::domain::{AccountId, AccountKind, Command, Event, OfflineTerms, References, Request};
+use ledger::domain::{AccountKind, Command, Event, OfflineTerms, References, Request};
 use ledger::LedgerError;
 use offline::{check_upload, ChainHead, JournalError, OfflineAccess, RecordKind, RiskLimits, SignedRecord};
 use serde_json::json;
@@ -394,8 +394,8 @@ async fn post_payment_record(
         merchant_risk_cap_minor: state.settings.limits.offline_risk_per_merchant_minor,
     };
     let request = Request::new(Command::OfflinePayment {
-        wallet: AccountId(v.card.account_id),
-        merchant: AccountId(merchant.account_id),
+        wallet: v.card.account_id,
+        merchant: merchant.account_id,
         fee_account: fees,
         risk_account: risk,
         amount,

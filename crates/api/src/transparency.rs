@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::{web, HttpResponse};
-use ledger::domain::EntryKind;
+use ledger::domain::{AccountId, EntryKind};
 use ledger::EventFilter;
 use serde::Deserialize;
 
@@ -125,7 +125,7 @@ type CategoryTotals = BTreeMap<String, (u64, i64, i64)>;
 /// Per merchant category and the day's top-ups, in the installation's currency.
 fn merchant_totals(state: &AppState, start: i64, end: i64) -> Result<(CategoryTotals, i64), ApiError> {
     let currency = state.settings.currency;
-    let categories: HashMap<i64, String> = state
+    let categories: HashMap<AccountId, String> = state
         .ledger
         .registry(|r| r.merchants())?
         .into_iter()
@@ -145,7 +145,7 @@ fn merchant_totals(state: &AppState, start: i64, end: i64) -> Result<(CategoryTo
             if e.currency != currency {
                 continue;
             }
-            let category = e.counterparty_id.and_then(|a| categories.get(&a.0)).cloned();
+            let category = e.counterparty_id.and_then(|a| categories.get(&a)).cloned();
             match (e.kind, category) {
                 (EntryKind::Payment | EntryKind::Capture, Some(c)) => {
                     let t = merchants.entry(c).or_default();

@@ -30,6 +30,13 @@ pub const POSTINGS_PER_ENTRY_MAX: usize = 16;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct AccountId(pub i64);
 
+/// What diesel reads an account column of a registry row into.
+impl From<i64> for AccountId {
+    fn from(id: i64) -> AccountId {
+        AccountId(id)
+    }
+}
+
 impl fmt::Display for AccountId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)

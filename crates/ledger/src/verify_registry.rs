@@ -532,7 +532,7 @@ fn adjustments(m: &mut Model<'_>, t: &Tables) {
         let leaf = m.creation(&at, x.event_id, &["request_adjustment"], &mut seen);
         if let Some(a) = leaf {
             let d = &a.details;
-            m.int(&at, "account_id", Some(x.account_id), d["account_id"].as_i64());
+            m.int(&at, "account_id", Some(x.account_id.0), d["account_id"].as_i64());
             m.int(&at, "amount_minor", Some(x.amount_minor), d["amount_minor"].as_i64());
             m.text(&at, "currency", Some(&x.currency), text_of(&d["currency"]));
             m.text(&at, "reason", Some(&x.reason), text_of(&d["reason"]));

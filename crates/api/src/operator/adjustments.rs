@@ -109,7 +109,9 @@ pub async fn request_adjustment(
         Ok(st.ledger.registry_transaction(|r| {
             let a = match r.adjustment_by_event(rec.event.id)? {
                 Some(a) => a,
-                None => r.insert_adjustment(account_id, amount, currency.code(), &reason, by, now, rec.event.id)?,
+                None => {
+                    r.insert_adjustment(AccountId(account_id), amount, currency.code(), &reason, by, now, rec.event.id)?
+                }
             };
             if r.approval_by_event(rec.event.id)?.is_none() {
                 let payload = json!({"adjustment_id": a.id, "account_id": account_id, "amount_minor": amount,

@@ -2,7 +2,7 @@
 //! large funding waits for a second operator's approval.
 
 use actix_web::{web, HttpResponse};
-use ledger::domain::{AccountId, AccountKind, Command, EntryKind, Leg, NewAccount, References, Request};
+use ledger::domain::{AccountKind, Command, EntryKind, Leg, NewAccount, References, Request};
 use ledger::registry::Agent;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -40,7 +40,7 @@ fn agent_view(state: &AppState, a: &Agent) -> Result<AgentView, ApiError> {
         id: a.id.to_string(),
         name: a.name.clone(),
         account_id: a.account_id.to_string(),
-        float: money(state.ledger.balance(AccountId(a.account_id))?, state.settings.currency),
+        float: money(state.ledger.balance(a.account_id)?, state.settings.currency),
     })
 }
 
@@ -68,7 +68,7 @@ pub async fn create_agent(
                     balance_max_minor: None,
                 })?;
                 let now = st.ledger.now_us();
-                st.ledger.registry(|r| r.insert_agent(&name, account.id.0, now, rec.event.id))?
+                st.ledger.registry(|r| r.insert_agent(&name, account.id, now, rec.event.id))?
             }
         };
         agent_view(&st, &a)
@@ -135,7 +135,7 @@ pub async fn fund_agent(
     let request = Request::new(Command::Transfer {
         kind: EntryKind::Transfer,
         legs: vec![
-            Leg { account: AccountId(agent.account_id), amount_minor: amount.minor() },
+            Leg { account: agent.account_id, amount_minor: amount.minor() },
             Leg { account: bank, amount_minor: -amount.minor() },
         ],
     })
@@ -147,7 +147,7 @@ pub async fn fund_agent(
     });
     let posted = state.ledger.submit(request).await?;
     let balance =
-        posted.entry.postings.iter().find(|p| p.account_id.0 == agent.account_id).map_or(0, |p| p.balance_after_minor);
+        posted.entry.postings.iter().find(|p| p.account_id == agent.account_id).map_or(0, |p| p.balance_after_minor);
     Ok(HttpResponse::Created().json(Posting {
         amount: money(amount.minor(), currency),
         receipt: receipt(&posted.entry),

@@ -13,7 +13,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
-use ledger::domain::{AccountId, AccountKind, Command, EntryKind, Leg, References, Request};
+use ledger::domain::{AccountKind, Command, EntryKind, Leg, References, Request};
 use ledger::registry::{Approval, Credential, Decision, NewCredentialRow};
 use ledger::LedgerError;
 use serde::{Deserialize, Serialize};
@@ -569,7 +569,7 @@ async fn money_request(state: &web::Data<AppState>, a: &Approval) -> Result<Requ
             return Ok(Request::new(Command::Transfer {
                 kind: EntryKind::Adjustment,
                 legs: vec![
-                    Leg { account: AccountId(adj.account_id), amount_minor: adj.amount_minor },
+                    Leg { account: adj.account_id, amount_minor: adj.amount_minor },
                     Leg { account: suspense, amount_minor: -adj.amount_minor },
                 ],
             })
@@ -593,7 +593,7 @@ async fn money_request(state: &web::Data<AppState>, a: &Approval) -> Result<Requ
         Ok(Request::new(Command::Transfer {
             kind: EntryKind::Transfer,
             legs: vec![
-                Leg { account: AccountId(agent.account_id), amount_minor: amount },
+                Leg { account: agent.account_id, amount_minor: amount },
                 Leg { account: bank, amount_minor: -amount },
             ],
         })

@@ -5,7 +5,7 @@ use actix_web::{web, HttpResponse};
 use card::CardUid;
 use domain::lifecycle::{self, Change};
 use domain::registry::{BlockReason, CardStatus};
-use ledger::domain::{AccountId, AccountKind, Command, NewAccount, References, Request};
+use ledger::domain::{AccountKind, Command, NewAccount, References, Request};
 use ledger::registry::Card;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -66,7 +66,7 @@ pub struct CardView {
 }
 
 fn card_view(state: &AppState, c: &Card) -> Result<CardView, ApiError> {
-    let balance = state.ledger.balance(AccountId(c.account_id))?;
+    let balance = state.ledger.balance(c.account_id)?;
     let replays = state.ledger.card_replays(c.id, ledger::PAGE_MAX)?.len();
     Ok(CardView {
         id: c.id.to_string(),
@@ -77,7 +77,7 @@ fn card_view(state: &AppState, c: &Card) -> Result<CardView, ApiError> {
         replaced_by: c.replaced_by.map(|r| r.to_string()),
         account_id: c.account_id.to_string(),
         balance: money(balance, state.settings.currency),
-        owed: money(state.ledger.wallet_debt(AccountId(c.account_id))?, state.settings.currency),
+        owed: money(state.ledger.wallet_debt(c.account_id)?, state.settings.currency),
         key_version: c.key_version,
         last_counter: state.ledger.card_last_counter(c.id)?,
         suspected_clone: replays > 0,
@@ -111,7 +111,7 @@ fn create_card(
     })?;
     let now = state.ledger.now_us();
     let version = i32::from(key_version);
-    Ok(state.ledger.registry(|r| r.insert_card(uid, holder_id, account.id.0, version, now, event_id))?)
+    Ok(state.ledger.registry(|r| r.insert_card(uid, holder_id, account.id, version, now, event_id))?)
 }
 
 /// Issues a card to a holder: a new wallet at zero.
@@ -335,17 +335,14 @@ pub async fn replace_card(
     // The writer moves whatever the old wallet holds at that point of the log, with what
     // it owes; from then on the old wallet pays nothing and every credit to it (a refund, a
     // released hold) goes to the new card in the same entry. A retry finds its entry by key.
-    let request = Request::new(Command::ReplaceCard {
-        old_wallet: AccountId(old.account_id),
-        new_wallet: AccountId(new.account_id),
-    })
-    .with_key(ledger_key(&caller, &key, ":move")?)
-    .with_references(References {
-        terminal_id: Some(caller.reference()),
-        card_id: Some(new.id),
-        memo: Some(format!("replaces card {}", old.id)),
-        ..Default::default()
-    });
+    let request = Request::new(Command::ReplaceCard { old_wallet: old.account_id, new_wallet: new.account_id })
+        .with_key(ledger_key(&caller, &key, ":move")?)
+        .with_references(References {
+            terminal_id: Some(caller.reference()),
+            card_id: Some(new.id),
+            memo: Some(format!("replaces card {}", old.id)),
+            ..Default::default()
+        });
     let posted = state.ledger.submit(request).await?;
     let moved = posted.entry.amount_minor;
     let posted = Some(posted.entry);

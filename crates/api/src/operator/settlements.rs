@@ -2,7 +2,7 @@
 //! period each payout closes.
 
 use actix_web::{web, HttpResponse};
-use ledger::domain::{AccountId, AccountKind, Command, EntryKind, References, Request};
+use ledger::domain::{AccountKind, Command, EntryKind, References, Request};
 use ledger::registry::Merchant;
 use ledger::LedgerError;
 use serde::Serialize;
@@ -55,7 +55,7 @@ pub async fn settle(
     for m in merchants {
         // The writer pays exactly the merchant's payable balance at this point of the log;
         // a retry of this run finds the entry it made by key and pays nothing twice.
-        let request = Request::new(Command::Settle { merchant: AccountId(m.account_id), bank })
+        let request = Request::new(Command::Settle { merchant: m.account_id, bank })
             .with_key(ledger_key(&caller, &key, &format!(":m{}", m.id))?)
             .with_references(References {
                 terminal_id: Some(caller.reference()),
@@ -86,7 +86,7 @@ pub async fn settle(
 /// Gross and fees of a merchant's payments, captures and refunds between its settlement
 /// before entry `upto` and `upto` (the settlement entry that closed the period).
 fn since_last_settlement(state: &AppState, m: &Merchant, upto: i64) -> Result<(i64, i64), ApiError> {
-    let account = AccountId(m.account_id);
+    let account = m.account_id;
     let (mut gross, mut fee) = (0i64, 0i64);
     let mut after = 0;
     let mut since_settlement: Vec<ledger::StatementLine> = Vec::new();

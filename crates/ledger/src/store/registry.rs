@@ -11,6 +11,7 @@ use super::schema::{
     offline_syncs, service_points, wallet_debts,
 };
 use super::{storage, Db};
+use crate::domain::AccountId;
 use crate::LedgerError;
 
 /// What a terminal received when it synced before going offline.
@@ -57,7 +58,8 @@ pub struct Card {
     /// The holder the card belongs to.
     pub holder_id: i64,
     /// The card wallet.
-    pub account_id: i64,
+    #[diesel(deserialize_as = i64)]
+    pub account_id: AccountId,
     /// Where the card is in its life (`domain::lifecycle`).
     #[diesel(deserialize_as = String)]
     pub status: CardStatus,
@@ -93,7 +95,8 @@ pub struct Merchant {
     #[diesel(deserialize_as = String)]
     pub fee_rate: FeeRate,
     /// The merchant's account.
-    pub account_id: i64,
+    #[diesel(deserialize_as = i64)]
+    pub account_id: AccountId,
     /// Created, µs.
     pub created_at_us: i64,
     /// The operator_action event that created it.
@@ -127,7 +130,8 @@ pub struct Agent {
     /// The agent's name, shown on top-up receipts.
     pub name: String,
     /// The agent's float account.
-    pub account_id: i64,
+    #[diesel(deserialize_as = i64)]
+    pub account_id: AccountId,
     /// Created, µs.
     pub created_at_us: i64,
     /// The operator_action event that created it.
@@ -247,7 +251,8 @@ pub struct Adjustment {
     /// The adjustment's id, as the API's paths and the log's details name it.
     pub id: i64,
     /// The account adjusted.
-    pub account_id: i64,
+    #[diesel(deserialize_as = i64)]
+    pub account_id: AccountId,
     /// Signed amount, minor units.
     pub amount_minor: i64,
     /// The ISO 4217 code of the amount.
@@ -354,7 +359,7 @@ impl Registry<'_> {
         &mut self,
         uid: CardUid,
         holder_id: i64,
-        account_id: i64,
+        account_id: AccountId,
         key_version: i32,
         now_us: i64,
         event_id: i64,
@@ -363,7 +368,7 @@ impl Registry<'_> {
             cards::key_version.eq(key_version),
             cards::uid.eq(uid.to_string()),
             cards::holder_id.eq(holder_id),
-            cards::account_id.eq(account_id),
+            cards::account_id.eq(account_id.0),
             cards::status.eq(CardStatus::Active.as_str()),
             cards::created_at_us.eq(now_us),
             cards::event_id.eq(event_id),
@@ -423,7 +428,7 @@ impl Registry<'_> {
         name: &str,
         category: MerchantCategory,
         fee_rate: FeeRate,
-        account_id: i64,
+        account_id: AccountId,
         now_us: i64,
         event_id: i64,
     ) -> Result<Merchant, LedgerError> {
@@ -431,7 +436,7 @@ impl Registry<'_> {
             merchants::name.eq(name),
             merchants::category.eq(category.as_str()),
             merchants::fee_rate.eq(fee_rate.to_string()),
-            merchants::account_id.eq(account_id),
+            merchants::account_id.eq(account_id.0),
             merchants::created_at_us.eq(now_us),
             merchants::event_id.eq(event_id),
         );
@@ -482,13 +487,13 @@ impl Registry<'_> {
     pub fn insert_agent(
         &mut self,
         name: &str,
-        account_id: i64,
+        account_id: AccountId,
         now_us: i64,
         event_id: i64,
     ) -> Result<Agent, LedgerError> {
         let values = (
             agents::name.eq(name),
-            agents::account_id.eq(account_id),
+            agents::account_id.eq(account_id.0),
             agents::created_at_us.eq(now_us),
             agents::event_id.eq(event_id),
         );
@@ -549,7 +554,7 @@ impl Registry<'_> {
     #[allow(clippy::too_many_arguments)]
     pub fn insert_adjustment(
         &mut self,
-        account_id: i64,
+        account_id: AccountId,
         amount_minor: i64,
         currency: &str,
         reason: &str,
@@ -558,7 +563,7 @@ impl Registry<'_> {
         event_id: i64,
     ) -> Result<Adjustment, LedgerError> {
         let values = (
-            adjustments::account_id.eq(account_id),
+            adjustments::account_id.eq(account_id.0),
             adjustments::amount_minor.eq(amount_minor),
             adjustments::currency.eq(currency),
             adjustments::reason.eq(reason),
