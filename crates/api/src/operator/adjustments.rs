@@ -3,6 +3,7 @@
 
 use actix_web::{web, HttpResponse};
 use ledger::domain::AccountId;
+use ledger::registry::{NewAdjustmentRow, NewApprovalRow};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -110,20 +111,27 @@ pub async fn request_adjustment(
             let a = match r.adjustment_by_event(rec.event.id)? {
                 Some(a) => a,
                 None => {
-                    r.insert_adjustment(AccountId(account_id), amount, currency.code(), &reason, by, now, rec.event.id)?
+                    let new = NewAdjustmentRow {
+                        account_id: AccountId(account_id),
+                        amount_minor: amount,
+                        currency: currency.code(),
+                        reason: &reason,
+                        requested_by: by,
+                    };
+                    r.insert_adjustment(new, now, rec.event.id)?
                 }
             };
             if r.approval_by_event(rec.event.id)?.is_none() {
                 let payload = json!({"adjustment_id": a.id, "account_id": account_id, "amount_minor": amount,
                     "currency": currency.code(), "reason": reason});
-                r.insert_approval(
-                    crate::operator::approvals::ADJUSTMENT,
-                    &payload.to_string(),
-                    by,
-                    &person,
-                    now,
-                    rec.event.id,
-                )?;
+                let text = payload.to_string();
+                let new = NewApprovalRow {
+                    kind: crate::operator::approvals::ADJUSTMENT,
+                    payload: &text,
+                    requested_by: by,
+                    requested_person: &person,
+                };
+                r.insert_approval(new, now, rec.event.id)?;
             }
             Ok(a)
         })?)

@@ -68,7 +68,13 @@ pub async fn create_agent(
                     balance_max_minor: None,
                 })?;
                 let now = st.ledger.now_us();
-                st.ledger.registry(|r| r.insert_agent(&name, account.id, now, rec.event.id))?
+                st.ledger.registry(|r| {
+                    r.insert_agent(
+                        ledger::registry::NewAgentRow { name: &name, account_id: account.id },
+                        now,
+                        rec.event.id,
+                    )
+                })?
             }
         };
         agent_view(&st, &a)

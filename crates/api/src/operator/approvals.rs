@@ -264,7 +264,15 @@ pub async fn request(
         let now = st.ledger.now_us();
         Ok(st.ledger.registry_transaction(|r| match r.approval_by_event(rec.event.id)? {
             Some(a) => Ok(a),
-            None => r.insert_approval(kind, &text, by, &person, now, rec.event.id),
+            None => {
+                let new = ledger::registry::NewApprovalRow {
+                    kind,
+                    payload: &text,
+                    requested_by: by,
+                    requested_person: &person,
+                };
+                r.insert_approval(new, now, rec.event.id)
+            }
         })?)
     })
     .await

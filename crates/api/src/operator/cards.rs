@@ -111,7 +111,10 @@ fn create_card(
     })?;
     let now = state.ledger.now_us();
     let version = i32::from(key_version);
-    Ok(state.ledger.registry(|r| r.insert_card(uid, holder_id, account.id, version, now, event_id))?)
+    Ok(state.ledger.registry(|r| {
+        let new = ledger::registry::NewCardRow { uid, holder_id, account_id: account.id, key_version: version };
+        r.insert_card(new, now, event_id)
+    })?)
 }
 
 /// Issues a card to a holder: a new wallet at zero.

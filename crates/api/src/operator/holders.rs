@@ -95,7 +95,11 @@ pub async fn create_holder(
             if r.holder_by_nik(&nik_hash)?.is_some() {
                 return Ok(Err(ApiError::conflict("holder_exists", "a holder with this NIK is registered")));
             }
-            Ok(Ok(r.insert_holder(&name, &nik_hash, categories, now, rec.event.id)?))
+            Ok(Ok(r.insert_holder(
+                ledger::registry::NewHolderRow { name: &name, nik_hash: &nik_hash, categories },
+                now,
+                rec.event.id,
+            )?))
         })?
     })
     .await?;

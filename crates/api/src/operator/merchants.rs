@@ -91,7 +91,10 @@ pub async fn create_merchant(
             balance_max_minor: None,
         })?;
         let now = st.ledger.now_us();
-        Ok(st.ledger.registry(|r| r.insert_merchant(&name, category, fee_rate, account.id, now, rec.event.id))?)
+        Ok(st.ledger.registry(|r| {
+            let new = ledger::registry::NewMerchantRow { name: &name, category, fee_rate, account_id: account.id };
+            r.insert_merchant(new, now, rec.event.id)
+        })?)
     })
     .await?;
     Ok(HttpResponse::Created().json(merchant_view(&m)))

@@ -72,7 +72,11 @@ pub async fn create_service_point(
         let now = st.ledger.now_us();
         Ok(st.ledger.registry_transaction(|r| match r.service_point_by_event(rec.event.id)? {
             Some(s) => Ok(s),
-            None => r.insert_service_point(&name, &service, &policy, now, rec.event.id),
+            None => r.insert_service_point(
+                ledger::registry::NewServicePointRow { name: &name, service: &service, policy: &policy },
+                now,
+                rec.event.id,
+            ),
         })?)
     })
     .await?;

@@ -197,6 +197,91 @@ pub struct NewCredentialRow<'a> {
     pub created_by: Option<i64>,
 }
 
+/// What a new holder is (the row adds its id, creation time and event).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewHolderRow<'a> {
+    /// The holder's full name.
+    pub name: &'a str,
+    /// HMAC-SHA-256 of the NIK under the installation's key.
+    pub nik_hash: &'a [u8],
+    /// The holder's categories.
+    pub categories: Categories,
+}
+
+/// What a new card is: its UID, holder, wallet and key version (it starts active).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewCardRow {
+    /// The card's UID.
+    pub uid: CardUid,
+    /// The holder it belongs to.
+    pub holder_id: i64,
+    /// Its wallet.
+    pub account_id: AccountId,
+    /// The card key version it was personalised with.
+    pub key_version: i32,
+}
+
+/// What a new merchant is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewMerchantRow<'a> {
+    /// The trading name, shown on receipts.
+    pub name: &'a str,
+    /// What it sells.
+    pub category: MerchantCategory,
+    /// Its merchant discount rate.
+    pub fee_rate: FeeRate,
+    /// Its account.
+    pub account_id: AccountId,
+}
+
+/// What a new service point is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewServicePointRow<'a> {
+    /// Its name, shown to citizens at the gate.
+    pub name: &'a str,
+    /// The public service it belongs to.
+    pub service: &'a str,
+    /// Its access policy, JSON.
+    pub policy: &'a str,
+}
+
+/// What a new top-up agent is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewAgentRow<'a> {
+    /// Its name, shown on top-up receipts.
+    pub name: &'a str,
+    /// Its float account.
+    pub account_id: AccountId,
+}
+
+/// What a new adjustment asks for (it starts pending).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewAdjustmentRow<'a> {
+    /// The account to credit (positive) or debit (negative).
+    pub account_id: AccountId,
+    /// The signed amount, minor units.
+    pub amount_minor: i64,
+    /// The ISO 4217 code of the amount.
+    pub currency: &'a str,
+    /// Why, as the requester wrote it.
+    pub reason: &'a str,
+    /// The requesting operator's credential.
+    pub requested_by: i64,
+}
+
+/// What a new approval request is (it starts pending).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewApprovalRow<'a> {
+    /// What is asked for (adjustment, fund_agent, ...).
+    pub kind: &'a str,
+    /// The request, JSON.
+    pub payload: &'a str,
+    /// The requesting operator's credential.
+    pub requested_by: i64,
+    /// The requester's person.
+    pub requested_person: &'a str,
+}
+
 /// A request that needs a second operator's approval.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
 #[diesel(table_name = approvals)]
@@ -325,19 +410,12 @@ impl Registry<'_> {
     by_event!(credential_by_event, credentials, Credential);
     by_event!(adjustment_by_event, adjustments, Adjustment);
 
-    /// Adds a holder.
-    pub fn insert_holder(
-        &mut self,
-        name: &str,
-        nik_hash: &[u8],
-        categories: Categories,
-        now_us: i64,
-        event_id: i64,
-    ) -> Result<Holder, LedgerError> {
+    /// Adds a holder, as the operator action of event `event_id` asked at `now_us`.
+    pub fn insert_holder(&mut self, new: NewHolderRow<'_>, now_us: i64, event_id: i64) -> Result<Holder, LedgerError> {
         let values = (
-            holders::name.eq(name),
-            holders::nik_hash.eq(nik_hash),
-            holders::categories.eq(categories.to_string()),
+            holders::name.eq(new.name),
+            holders::nik_hash.eq(new.nik_hash),
+            holders::categories.eq(new.categories.to_string()),
             holders::created_at_us.eq(now_us),
             holders::event_id.eq(event_id),
         );
@@ -355,20 +433,12 @@ impl Registry<'_> {
     }
 
     /// Adds an active card.
-    pub fn insert_card(
-        &mut self,
-        uid: CardUid,
-        holder_id: i64,
-        account_id: AccountId,
-        key_version: i32,
-        now_us: i64,
-        event_id: i64,
-    ) -> Result<Card, LedgerError> {
+    pub fn insert_card(&mut self, new: NewCardRow, now_us: i64, event_id: i64) -> Result<Card, LedgerError> {
         let values = (
-            cards::key_version.eq(key_version),
-            cards::uid.eq(uid.to_string()),
-            cards::holder_id.eq(holder_id),
-            cards::account_id.eq(account_id.0),
+            cards::key_version.eq(new.key_version),
+            cards::uid.eq(new.uid.to_string()),
+            cards::holder_id.eq(new.holder_id),
+            cards::account_id.eq(new.account_id.0),
             cards::status.eq(CardStatus::Active.as_str()),
             cards::created_at_us.eq(now_us),
             cards::event_id.eq(event_id),
@@ -425,18 +495,15 @@ impl Registry<'_> {
     /// Adds a merchant.
     pub fn insert_merchant(
         &mut self,
-        name: &str,
-        category: MerchantCategory,
-        fee_rate: FeeRate,
-        account_id: AccountId,
+        new: NewMerchantRow<'_>,
         now_us: i64,
         event_id: i64,
     ) -> Result<Merchant, LedgerError> {
         let values = (
-            merchants::name.eq(name),
-            merchants::category.eq(category.as_str()),
-            merchants::fee_rate.eq(fee_rate.to_string()),
-            merchants::account_id.eq(account_id.0),
+            merchants::name.eq(new.name),
+            merchants::category.eq(new.category.as_str()),
+            merchants::fee_rate.eq(new.fee_rate.to_string()),
+            merchants::account_id.eq(new.account_id.0),
             merchants::created_at_us.eq(now_us),
             merchants::event_id.eq(event_id),
         );
@@ -456,16 +523,14 @@ impl Registry<'_> {
     /// Adds a service point.
     pub fn insert_service_point(
         &mut self,
-        name: &str,
-        service: &str,
-        policy: &str,
+        new: NewServicePointRow<'_>,
         now_us: i64,
         event_id: i64,
     ) -> Result<ServicePoint, LedgerError> {
         let values = (
-            service_points::name.eq(name),
-            service_points::service.eq(service),
-            service_points::policy.eq(policy),
+            service_points::name.eq(new.name),
+            service_points::service.eq(new.service),
+            service_points::policy.eq(new.policy),
             service_points::created_at_us.eq(now_us),
             service_points::event_id.eq(event_id),
         );
@@ -484,16 +549,10 @@ impl Registry<'_> {
     }
 
     /// Adds an agent.
-    pub fn insert_agent(
-        &mut self,
-        name: &str,
-        account_id: AccountId,
-        now_us: i64,
-        event_id: i64,
-    ) -> Result<Agent, LedgerError> {
+    pub fn insert_agent(&mut self, new: NewAgentRow<'_>, now_us: i64, event_id: i64) -> Result<Agent, LedgerError> {
         let values = (
-            agents::name.eq(name),
-            agents::account_id.eq(account_id.0),
+            agents::name.eq(new.name),
+            agents::account_id.eq(new.account_id.0),
             agents::created_at_us.eq(now_us),
             agents::event_id.eq(event_id),
         );
@@ -551,23 +610,18 @@ impl Registry<'_> {
     }
 
     /// Adds a pending adjustment.
-    #[allow(clippy::too_many_arguments)]
     pub fn insert_adjustment(
         &mut self,
-        account_id: AccountId,
-        amount_minor: i64,
-        currency: &str,
-        reason: &str,
-        requested_by: i64,
+        new: NewAdjustmentRow<'_>,
         now_us: i64,
         event_id: i64,
     ) -> Result<Adjustment, LedgerError> {
         let values = (
-            adjustments::account_id.eq(account_id.0),
-            adjustments::amount_minor.eq(amount_minor),
-            adjustments::currency.eq(currency),
-            adjustments::reason.eq(reason),
-            adjustments::requested_by.eq(requested_by),
+            adjustments::account_id.eq(new.account_id.0),
+            adjustments::amount_minor.eq(new.amount_minor),
+            adjustments::currency.eq(new.currency),
+            adjustments::reason.eq(new.reason),
+            adjustments::requested_by.eq(new.requested_by),
             adjustments::status.eq("pending"),
             adjustments::created_at_us.eq(now_us),
             adjustments::event_id.eq(event_id),
@@ -617,22 +671,18 @@ impl Registry<'_> {
     }
 
     /// Adds a pending approval request.
-    #[allow(clippy::too_many_arguments)]
     pub fn insert_approval(
         &mut self,
-        kind: &str,
-        payload: &str,
-        requested_by: i64,
-        requested_person: &str,
+        new: NewApprovalRow<'_>,
         now_us: i64,
         event_id: i64,
     ) -> Result<Approval, LedgerError> {
         let values = (
-            approvals::kind.eq(kind),
-            approvals::payload.eq(payload),
+            approvals::kind.eq(new.kind),
+            approvals::payload.eq(new.payload),
             approvals::status.eq("pending"),
-            approvals::requested_by.eq(requested_by),
-            approvals::requested_person.eq(requested_person),
+            approvals::requested_by.eq(new.requested_by),
+            approvals::requested_person.eq(new.requested_person),
             approvals::created_at_us.eq(now_us),
             approvals::event_id.eq(event_id),
         );
