@@ -343,7 +343,9 @@ async fn payment_terms(
         Ok(found) => found,
         Err(code) => return Ok(Err(code)),
     };
-    if sync.denied.iter().any(|u| u.parse::<card::CardUid>() == Ok(v.tap.uid)) {
+    // The deny list holds upper-case UIDs as synced: compare text, not a parse per entry.
+    let uid = v.tap.uid.to_string();
+    if sync.denied.iter().any(|u| u.eq_ignore_ascii_case(&uid)) {
         return Ok(Err("card_denied_at_sync"));
     }
     let Ok(currency) = ledger::money::Currency::parse(&v.rec.currency) else {

@@ -593,6 +593,24 @@ fn check_serving_user(config: &Config) -> Result<(), SetupError> {
     Ok(())
 }
 
+/// Serves `state` on `listener` from a thread of its own with its own actix system, until
+/// the process ends (an in-process server for a test or the fuzz harness, which never
+/// stop it); a server that stops says why on stderr.
+pub fn serve_in_thread(state: web::Data<AppState>, listener: TcpListener, workers: usize) {
+    std::thread::spawn(move || {
+        let system = actix_web::rt::System::new();
+        let served = system.block_on(async move {
+            match server(state, listener, workers) {
+                Ok(server) => server.await,
+                Err(e) => Err(e),
+            }
+        });
+        if let Err(e) = served {
+            eprintln!("the in-process server stopped: {e}");
+        }
+    });
+}
+
 /// Serves on `listener` until SIGINT/SIGTERM (or the returned server handle stops it):
 /// stops accepting, lets in-flight requests finish (up to 30 s), then stops the ledger's
 /// writer after it has written everything queued. While it serves, expired holds are

@@ -69,18 +69,7 @@ fn serve(dir: &std::path::Path) -> Result<(Client, api::server::Initialised, web
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     let base = format!("http://{}", listener.local_addr().map_err(|e| e.to_string())?);
     let state = loaded.state.clone();
-    std::thread::spawn(move || {
-        let system = actix_web::rt::System::new();
-        let served = system.block_on(async move {
-            match api::server::server(state, listener, 1) {
-                Ok(server) => server.await,
-                Err(e) => Err(e),
-            }
-        });
-        if let Err(e) = served {
-            eprintln!("the fuzz harness's server stopped: {e}");
-        }
-    });
+    api::server::serve_in_thread(state, listener, 1);
     let api = Client::new(&base, None, Some(Duration::from_secs(30))).map_err(|e| e.to_string())?;
     let started = Instant::now();
     while api.healthz().is_err() {
