@@ -8,7 +8,7 @@
 //! every write fails fast with that error until an operator has looked and restarted.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
@@ -36,16 +36,17 @@ pub(super) struct Job {
 /// Why the writer stopped on a broken invariant (none while it runs), shared by the
 /// writer thread and every handle.
 #[derive(Clone, Default)]
-pub(super) struct Halt(Arc<Mutex<Option<String>>>);
+pub(super) struct Halt(Arc<OnceLock<String>>);
 
 impl Halt {
+    /// The reason, once set; a lock-free read, since every write asks.
     fn reason(&self) -> Option<String> {
-        self.0.lock().map_or_else(|poisoned| poisoned.into_inner().clone(), |r| r.clone())
+        self.0.get().cloned()
     }
 
+    /// Sets the reason (the first one stays).
     fn set(&self, reason: String) {
-        let mut r = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        r.get_or_insert(reason);
+        let _ = self.0.set(reason);
     }
 }
 
