@@ -2,7 +2,7 @@
 //! receipt), and the public transparency totals.
 
 use actix_web::{web, HttpResponse};
-use ledger::domain::{AccountId, Entry};
+use ledger::domain::Entry;
 use ledger::EventFilter;
 use serde::Deserialize;
 
@@ -104,8 +104,8 @@ fn entry_view(e: &Entry) -> EntryView {
         time: wire::time(e.time_us),
         amount: money(e.amount_minor, e.currency),
         fee: money(e.fee_minor, e.currency),
-        account_id: e.account_id.map(|a| a.0.to_string()),
-        counterparty_id: e.counterparty_id.map(|a| a.0.to_string()),
+        account_id: e.account_id.map(|a| a.to_string()),
+        counterparty_id: e.counterparty_id.map(|a| a.to_string()),
         related_seq: e.related_seq,
         expires_at: e.expires_at_us.map(wire::time),
         terminal_id: r.terminal_id.clone(),
@@ -117,7 +117,7 @@ fn entry_view(e: &Entry) -> EntryView {
             .postings
             .iter()
             .map(|p| PostingView {
-                account_id: p.account_id.0.to_string(),
+                account_id: p.account_id.to_string(),
                 amount: money(p.amount_minor, p.currency),
                 balance_after: money(p.balance_after_minor, p.currency),
             })
@@ -161,7 +161,7 @@ pub async fn balance(
     q: web::Query<AtQuery>,
 ) -> Result<HttpResponse, ApiError> {
     auditor(&caller)?;
-    let id = AccountId(wire::id(&id)?);
+    let id = wire::account_id(&id)?;
     let at = q.at.as_deref().map(wire::parse_time).transpose()?;
     let st = state.clone();
     let view = blocking(move || {
@@ -172,7 +172,7 @@ pub async fn balance(
             None => st.ledger.balance(id)?,
         };
         Ok(BalanceView {
-            account_id: id.0.to_string(),
+            account_id: id.to_string(),
             kind: a.kind.as_str().to_owned(),
             balance: money(b, a.currency),
             at: wire::time(at_us),
@@ -192,7 +192,7 @@ pub async fn account_statement(
     q: web::Query<StatementQuery>,
 ) -> Result<HttpResponse, ApiError> {
     auditor(&caller)?;
-    let id = AccountId(wire::id(&id)?);
+    let id = wire::account_id(&id)?;
     Ok(HttpResponse::Ok().json(statement(&state, id, &q).await?))
 }
 

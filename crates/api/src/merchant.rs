@@ -407,7 +407,7 @@ pub async fn statement(
     let next_cursor =
         (s.lines.len() as i64 == limit).then(|| s.lines.last().map(|l| wire::cursor(l.entry_seq))).flatten();
     Ok(StatementView {
-        account_id: account.0.to_string(),
+        account_id: account.to_string(),
         from: wire::time(from),
         to: if to == i64::MAX { wire::time(state.ledger.now_us()) } else { wire::time(to) },
         opening: money(s.opening_minor, currency),

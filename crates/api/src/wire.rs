@@ -1,6 +1,6 @@
 //! Wire forms shared by the endpoints: amounts, taps, times, receipts.
 
-use ledger::domain::{AuditRef, Entry};
+use ledger::domain::{AccountId, AuditRef, Entry};
 use ledger::money::{Amount, Currency, MoneyError};
 use serde::Deserialize;
 
@@ -75,6 +75,12 @@ pub fn id(text: &str) -> Result<i64, ApiError> {
         .ok()
         .filter(|v| *v > 0)
         .ok_or_else(|| ApiError::not_found("not_found", format!("no object has the id {text:?}")))
+}
+
+/// An account id from a URL path or a request body: a positive decimal number, else "not
+/// found" (no object has that id).
+pub fn account_id(text: &str) -> Result<AccountId, ApiError> {
+    text.parse::<AccountId>().map_err(|_| ApiError::not_found("not_found", format!("no object has the id {text:?}")))
 }
 
 /// Checks a free text field: non-empty after trimming, at most `max` bytes.

@@ -208,7 +208,7 @@ enum LedgerCmd {
     TrialBalance,
     /// An account's balance now, or at a past time (microseconds since the Unix epoch).
     Balance {
-        account: i64,
+        account: AccountId,
         #[arg(long)]
         at_us: Option<i64>,
     },
@@ -618,7 +618,7 @@ fn ledger_read(ledger: &Ledger, read: LedgerCmd) -> Result<()> {
             Ok(())
         }
         LedgerCmd::Balance { account, at_us } => {
-            let id = AccountId(account);
+            let id = account;
             let a = ledger.account(id)?.with_context(|| format!("account {account} does not exist"))?;
             let minor = match at_us {
                 Some(t) => ledger.balance_at(id, t)?,
@@ -634,7 +634,7 @@ fn ledger_read(ledger: &Ledger, read: LedgerCmd) -> Result<()> {
                     .iter()
                     .map(|p| {
                         serde_json::json!({
-                            "account_id": p.account_id.0.to_string(),
+                            "account_id": p.account_id.to_string(),
                             "amount_minor": p.amount_minor,
                             "balance_after_minor": p.balance_after_minor,
                         })

@@ -26,14 +26,53 @@ pub const REFERENCE_TEXT_MAX: usize = 200;
 /// Most postings in one entry.
 pub const POSTINGS_PER_ENTRY_MAX: usize = 16;
 
-/// The identity of an account. Assigned by the database; never reused.
+/// The identity of an account. Assigned by the database (a positive number); never reused.
+/// Outside this crate an id is only made from a number that passes [`AccountId::try_from`]
+/// or from text that passes [`str::parse`]: both refuse zero and negative numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct AccountId(pub i64);
+#[serde(try_from = "i64", into = "i64")]
+pub struct AccountId(pub(crate) i64);
 
-/// What diesel reads an account column of a registry row into.
-impl From<i64> for AccountId {
-    fn from(id: i64) -> AccountId {
-        AccountId(id)
+impl AccountId {
+    /// The number the database knows the account by.
+    pub fn get(self) -> i64 {
+        self.0
+    }
+}
+
+/// A number that is not an account id: zero or negative.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{0} is not an account id (ids are positive numbers)")]
+pub struct NotAnAccountId(pub i64);
+
+/// What diesel reads an account column of a registry row into, and what a request's
+/// number becomes.
+impl TryFrom<i64> for AccountId {
+    type Error = NotAnAccountId;
+    fn try_from(id: i64) -> Result<AccountId, NotAnAccountId> {
+        if id > 0 {
+            Ok(AccountId(id))
+        } else {
+            Err(NotAnAccountId(id))
+        }
+    }
+}
+
+impl From<AccountId> for i64 {
+    fn from(id: AccountId) -> i64 {
+        id.0
+    }
+}
+
+/// An account id written in decimal, as in a URL path.
+impl std::str::FromStr for AccountId {
+    type Err = NotAnAccountId;
+    fn from_str(s: &str) -> Result<AccountId, NotAnAccountId> {
+        // Digits only: no sign, no spaces, no `+`.
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(NotAnAccountId(0));
+        }
+        s.parse::<i64>().map_err(|_| NotAnAccountId(0)).and_then(AccountId::try_from)
     }
 }
 
@@ -1008,4 +1047,28 @@ pub struct TrialBalanceLine {
     pub debits_minor: i64,
     /// Total of all positive postings.
     pub credits_minor: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AccountId;
+
+    #[test]
+    fn account_ids_are_positive_decimal_numbers() {
+        let check = |text: &str, expect: Option<i64>| {
+            assert_eq!(text.parse::<AccountId>().ok().map(AccountId::get), expect, "{text:?}");
+        };
+        check("1", Some(1));
+        check("42", Some(42));
+        check("9223372036854775807", Some(i64::MAX));
+        for bad in ["", "0", "-1", "+1", " 1", "1 ", "1.0", "0x1", "9223372036854775808", "١"] {
+            check(bad, None);
+        }
+        assert_eq!(AccountId::try_from(7).map(i64::from), Ok(7));
+        assert!(AccountId::try_from(0).is_err() && AccountId::try_from(-3).is_err());
+        // The wire form is the bare number, and a stored 0 does not come back as an id.
+        assert_eq!(serde_json::to_string(&AccountId(5)).unwrap(), "5");
+        assert!(serde_json::from_str::<AccountId>("0").is_err());
+        assert_eq!(serde_json::from_str::<AccountId>("12").unwrap(), AccountId(12));
+    }
 }

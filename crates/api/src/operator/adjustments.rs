@@ -2,7 +2,6 @@
 //! only when a second operator approves it.
 
 use actix_web::{web, HttpResponse};
-use ledger::domain::AccountId;
 use ledger::registry::{NewAdjustmentRow, NewApprovalRow};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -82,10 +81,10 @@ pub async fn request_adjustment(
         return Err(ApiError::unprocessable("invalid_amount", "the amount is above the maximum"));
     }
     let reason = wire::text("reason", &body.reason, 200)?;
-    let account_id =
-        wire::id(&body.account_id).map_err(|_| ApiError::unprocessable("account_unknown", "no such account"))?;
+    let account_id = wire::account_id(&body.account_id)
+        .map_err(|_| ApiError::unprocessable("account_unknown", "no such account"))?;
     let st = state.clone();
-    let account = blocking(move || Ok(st.ledger.account(AccountId(account_id))?)).await?;
+    let account = blocking(move || Ok(st.ledger.account(account_id)?)).await?;
     match account {
         Some(a) if a.currency == currency && !a.kind.is_system() => {}
         Some(_) => {
@@ -112,7 +111,7 @@ pub async fn request_adjustment(
                 Some(a) => a,
                 None => {
                     let new = NewAdjustmentRow {
-                        account_id: AccountId(account_id),
+                        account_id,
                         amount_minor: amount,
                         currency: currency.code(),
                         reason: &reason,

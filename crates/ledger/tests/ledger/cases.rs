@@ -134,7 +134,7 @@ pub fn bad_input_writes_nothing(backend: Backend) -> TestResult {
             }),
             Rejection::Unbalanced,
         ),
-        (transfer(EntryKind::Topup, ledger::domain::AccountId(999_999), city.agent, 5), Rejection::AccountNotFound),
+        (transfer(EntryKind::Topup, "999999".parse().expect("an id"), city.agent, 5), Rejection::AccountNotFound),
         (city.pay(w, m, 100, 101), Rejection::InvalidFee),
         (city.pay(w, m, 100, -1), Rejection::InvalidFee),
         (city.pay(m, w, 100, 0), Rejection::AccountKindMismatch),
@@ -433,9 +433,9 @@ pub fn two_processes(backend: Backend) -> TestResult {
             std::process::Command::new(&exe)
                 .env(crate::CHILD_ENV, "debit-race")
                 .env("KARTU_CHILD_URL", &db.url)
-                .env("KARTU_CHILD_WALLET", city.wallets[0].0.to_string())
-                .env("KARTU_CHILD_MERCHANT", city.merchants[0].0.to_string())
-                .env("KARTU_CHILD_FEES", city.fees.0.to_string())
+                .env("KARTU_CHILD_WALLET", city.wallets[0].to_string())
+                .env("KARTU_CHILD_MERCHANT", city.merchants[0].to_string())
+                .env("KARTU_CHILD_FEES", city.fees.to_string())
                 .env("KARTU_CHILD_START_MS", start_ms.to_string())
                 .stdout(std::process::Stdio::piped())
                 .spawn()
@@ -464,9 +464,10 @@ pub fn debit_race_child() -> Result<(), String> {
     let num = |n: &str| var(n)?.parse::<i64>().map_err(|e| e.to_string());
     let ledger =
         ledger::Ledger::open(&var("KARTU_CHILD_URL")?, ledger::LedgerConfig::default()).map_err(|e| e.to_string())?;
-    let wallet = ledger::domain::AccountId(num("KARTU_CHILD_WALLET")?);
-    let merchant = ledger::domain::AccountId(num("KARTU_CHILD_MERCHANT")?);
-    let fees = ledger::domain::AccountId(num("KARTU_CHILD_FEES")?);
+    let account = |n: &str| var(n)?.parse::<ledger::domain::AccountId>().map_err(|e| e.to_string());
+    let wallet = account("KARTU_CHILD_WALLET")?;
+    let merchant = account("KARTU_CHILD_MERCHANT")?;
+    let fees = account("KARTU_CHILD_FEES")?;
     let start_ms = num("KARTU_CHILD_START_MS")? as u128;
     let barrier = Arc::new(Barrier::new(16));
     let handles: Vec<_> = (0..16)

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use ledger::domain::{Event, IdempotencyKey, Outcome, References, Rejection, Request};
+use ledger::domain::{AccountId, Event, IdempotencyKey, Outcome, References, Rejection, Request};
 use ledger::verify::{verify, VerifyError, VerifyOptions};
 use ledger::{Backend, EventFilter, Ledger, LedgerError};
 
@@ -384,8 +384,8 @@ pub fn zero_legs_and_offline_payments(backend: Backend) -> TestResult {
         })
     };
     let p = ledger.submit_blocking(offline(2_500)).map_err(s)?;
-    let legs: Vec<(i64, i64)> = p.entry.postings.iter().map(|x| (x.account_id.0, x.amount_minor)).collect();
-    check_eq!(legs, vec![(w2.0, -1_000), (risk.0, -1_500), (m.0, 2_490), (city.fees.0, 10)]);
+    let legs: Vec<(AccountId, i64)> = p.entry.postings.iter().map(|x| (x.account_id, x.amount_minor)).collect();
+    check_eq!(legs, vec![(w2, -1_000), (risk, -1_500), (m, 2_490), (city.fees, 10)]);
     check_eq!(ledger.balance(w2).map_err(s)?, 0);
     check_eq!(ledger.balance(risk).map_err(s)?, -1_500);
     // An empty wallet: all of it is shortfall; a wallet that covers it: none.
