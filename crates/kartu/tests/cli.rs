@@ -244,38 +244,10 @@ fn personalize_and_sim_refuse_bad_arguments_before_touching_a_card() {
 #[test]
 fn init_serve_and_verify_a_live_server() {
     use std::io::BufRead;
-    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().expect("dir");
     let data = dir.path().join("city");
     let data_s = data.display().to_string();
-    let (ok, out, err) = kartu(&["init", "--data-dir", &data_s]);
-    assert!(ok, "{err}");
-    let token = out.trim().to_owned();
-    assert!(
-        token.starts_with("kt_") && token.len() > 40 && out.lines().count() == 1,
-        "only the token on stdout: {out}"
-    );
-    let verifier = err.lines().find_map(|l| l.split("verifier key: ").nth(1)).expect("verifier key line").to_owned();
-    for secret in ["keys.toml", "issuance-keys.toml", "nik.key", "kartu.toml", "kartu.db"] {
-        let mode = std::fs::metadata(data.join(secret)).expect("secret file").permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600, "{secret} must be private");
-    }
-    let mode = std::fs::metadata(&data).expect("data dir").permissions().mode() & 0o777;
-    assert_eq!(mode, 0o700, "the data directory must be its owner's only");
-    assert!(!std::fs::read_to_string(data.join("kartu.toml")).expect("config").contains("kt_"));
-    let (again, _, err2) = kartu(&["init", "--data-dir", &data_s]);
-    assert!(!again && err2.contains("already"), "a second init must refuse: {err2}");
-    // A key file others may read: `kartu serve` refuses to start and says how to fix it.
-    for secret in ["keys.toml", "nik.key"] {
-        let path = data.join(secret);
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).expect("chmod");
-        let (ok, _, err) = kartu(&["serve", "--data-dir", &data_s, "--listen", "127.0.0.1:0"]);
-        assert!(!ok && err.contains("readable by group or others") && err.contains("chmod 600"), "{secret}: {err}");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    }
-    // init said where each key file belongs; the server's holds no card key 0.
-    assert!(err.contains("issuance-keys.toml") && err.contains("personalisation workstation"), "{err}");
-    assert!(!std::fs::read_to_string(data.join("keys.toml")).expect("keys").contains("app_master_key"));
+    let (token, verifier) = init_prints_the_token_once_and_keeps_the_secrets_private(&data);
 
     let mut server = Command::new(env!("CARGO_BIN_EXE_kartu"))
         .args(["serve", "--data-dir", &data_s, "--listen", "127.0.0.1:0"])
@@ -291,59 +263,124 @@ fn init_serve_and_verify_a_live_server() {
         .find_map(|l| l.split("serving on ").nth(1).map(str::to_owned))
         .expect("the server says where it serves");
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let post = |path: &str, key: &str, body: serde_json::Value| -> serde_json::Value {
-        let mut r = agent
-            .post(&format!("{base}{path}"))
-            .header("Authorization", &format!("Bearer {token}"))
-            .header("Idempotency-Key", key)
-            .send_json(&body)
-            .expect("post");
-        assert!(r.status().is_success(), "{path}: {}", r.status());
-        r.body_mut().read_json().expect("json")
-    };
-    let auditor = post("/v1/credentials", "c1", serde_json::json!({"role": "auditor", "name": "auditor"}));
-    let auditor = auditor["token"].as_str().expect("token once").to_owned();
-    let a = post("/v1/agents", "a1", serde_json::json!({"name": "agent"}));
-    let float = post(
-        &format!("/v1/agents/{}/float", a["id"].as_str().expect("id")),
-        "f1",
-        serde_json::json!({"amount": "5000.00"}),
+    let auditor = post_ok(
+        &agent,
+        &base,
+        &token,
+        "/v1/credentials",
+        "c1",
+        serde_json::json!({"role": "auditor", "name": "auditor"}),
     );
+    let auditor = auditor["token"].as_str().expect("token once").to_owned();
+    let a = post_ok(&agent, &base, &token, "/v1/agents", "a1", serde_json::json!({"name": "agent"}));
+    let float_path = format!("/v1/agents/{}/float", a["id"].as_str().expect("id"));
+    let float = post_ok(&agent, &base, &token, &float_path, "f1", serde_json::json!({"amount": "5000.00"}));
     assert_eq!(float["balance"]["amount"], "5000.00");
     std::thread::sleep(std::time::Duration::from_millis(700));
     let key_file = dir.path().join("log.pub");
     std::fs::write(&key_file, format!("{verifier}\n")).expect("key");
+    verify_url_takes_the_token_from_a_private_file(dir.path(), &base, &auditor, &key_file);
+    verify_url_fails_with_another_key_or_a_token_that_may_not_read(&base, &auditor, &key_file);
+    let pid = server.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    let status = server.wait().expect("wait");
+    assert!(status.success(), "serve must exit cleanly on SIGTERM: {status}");
+    assert!(lines.map_while(Result::ok).any(|l| l.contains("stopped")), "the server says it stopped");
+}
+
+/// POST as `token` to a live server, asserting a 2xx; the JSON answer.
+fn post_ok(
+    agent: &ureq::Agent,
+    base: &str,
+    token: &str,
+    path: &str,
+    key: &str,
+    body: serde_json::Value,
+) -> serde_json::Value {
+    let mut r = agent
+        .post(&format!("{base}{path}"))
+        .header("Authorization", &format!("Bearer {token}"))
+        .header("Idempotency-Key", key)
+        .send_json(&body)
+        .expect("post");
+    assert!(r.status().is_success(), "{path}: {}", r.status());
+    r.body_mut().read_json().expect("json")
+}
+
+/// `kartu init` in `data`: only the operator's token on stdout, the key files, config and
+/// database private, a second init refused, and `kartu serve` refusing key files others may
+/// read. Returns the token and the checkpoint verifier key.
+fn init_prints_the_token_once_and_keeps_the_secrets_private(data: &Path) -> (String, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let data_s = data.display().to_string();
+    let (ok, out, err) = kartu(&["init", "--data-dir", &data_s]);
+    assert!(ok, "{err}");
+    let token = out.trim().to_owned();
+    assert!(
+        token.starts_with("kt_") && token.len() > 40 && out.lines().count() == 1,
+        "only the token on stdout: {out}"
+    );
+    let verifier = err.lines().find_map(|l| l.split("verifier key: ").nth(1)).expect("verifier key line").to_owned();
+    for secret in ["keys.toml", "issuance-keys.toml", "nik.key", "kartu.toml", "kartu.db"] {
+        let mode = std::fs::metadata(data.join(secret)).expect("secret file").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{secret} must be private");
+    }
+    let mode = std::fs::metadata(data).expect("data dir").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "the data directory must be its owner's only");
+    assert!(!std::fs::read_to_string(data.join("kartu.toml")).expect("config").contains("kt_"));
+    let (again, _, err2) = kartu(&["init", "--data-dir", &data_s]);
+    assert!(!again && err2.contains("already"), "a second init must refuse: {err2}");
+    // A key file others may read: `kartu serve` refuses to start and says how to fix it.
+    for secret in ["keys.toml", "nik.key"] {
+        let path = data.join(secret);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        let (ok, _, err) = kartu(&["serve", "--data-dir", &data_s, "--listen", "127.0.0.1:0"]);
+        assert!(!ok && err.contains("readable by group or others") && err.contains("chmod 600"), "{secret}: {err}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+    // init said where each key file belongs; the server's holds no card key 0.
+    assert!(err.contains("issuance-keys.toml") && err.contains("personalisation workstation"), "{err}");
+    assert!(!std::fs::read_to_string(data.join("keys.toml")).expect("keys").contains("app_master_key"));
+    (token, verifier)
+}
+
+/// `kartu audit verify --url` with the auditor's token from a file (not on the command
+/// line, where `ps` shows it): refused while others may read the file, then the live
+/// server's log verifies.
+fn verify_url_takes_the_token_from_a_private_file(dir: &Path, base: &str, auditor: &str, key_file: &Path) {
+    use std::os::unix::fs::PermissionsExt;
     let key_s = key_file.display().to_string();
     // The token from a private file (not on the command line, where `ps` shows it).
-    let token_file = dir.path().join("auditor.token");
+    let token_file = dir.join("auditor.token");
     std::fs::write(&token_file, format!("{auditor}\n")).expect("token file");
     std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     let token_s = token_file.display().to_string();
-    let (ok, _, err) = kartu(&["audit", "verify", "--url", &base, "--token-file", &token_s, "--public-key", &key_s]);
+    let (ok, _, err) = kartu(&["audit", "verify", "--url", base, "--token-file", &token_s, "--public-key", &key_s]);
     assert!(!ok && err.contains("readable by group or others") && err.contains("chmod 600"), "{err}");
     std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    let (ok, out, err) = kartu(&["audit", "verify", "--url", &base, "--token-file", &token_s, "--public-key", &key_s]);
+    let (ok, out, err) = kartu(&["audit", "verify", "--url", base, "--token-file", &token_s, "--public-key", &key_s]);
     assert!(ok, "verify --url --token-file: {out} {err}");
     let report: serde_json::Value = serde_json::from_str(&out).expect("report");
     assert_eq!(report["entries"], 1);
     assert!(report["leaves"].as_u64().expect("leaves") >= 4, "{report}");
+}
+
+/// With another key in `key_file` the checkpoint's signature does not verify; a token that
+/// is not an auditor's or operator's cannot read the leaves.
+fn verify_url_fails_with_another_key_or_a_token_that_may_not_read(base: &str, auditor: &str, key_file: &Path) {
+    let key_s = key_file.display().to_string();
     // Another key: the checkpoint's signature does not verify.
     let other = merkle::Signer::from_pkcs8(
         "kartu.example/log",
         &merkle::Signer::generate_pkcs8(&ring::rand::SystemRandom::new()).expect("key"),
     )
     .expect("signer");
-    std::fs::write(&key_file, format!("{}\n", other.verifier_key())).expect("key");
-    let (ok, _, err) = kartu(&["audit", "verify", "--url", &base, "--token", &auditor, "--public-key", &key_s]);
+    std::fs::write(key_file, format!("{}\n", other.verifier_key())).expect("key");
+    let (ok, _, err) = kartu(&["audit", "verify", "--url", base, "--token", auditor, "--public-key", &key_s]);
     assert!(!ok && err.contains("does not verify"), "{err}");
     // A token that is not an auditor's or operator's cannot read the leaves.
-    let (ok, _, err) = kartu(&["audit", "verify", "--url", &base, "--token", "kt_nope", "--public-key", &key_s]);
+    let (ok, _, err) = kartu(&["audit", "verify", "--url", base, "--token", "kt_nope", "--public-key", &key_s]);
     assert!(!ok, "{err}");
-    let pid = server.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
-    let status = server.wait().expect("wait");
-    assert!(status.success(), "serve must exit cleanly on SIGTERM: {status}");
-    assert!(lines.map_while(Result::ok).any(|l| l.contains("stopped")), "the server says it stopped");
 }
 
 /// A server process that dies with the test, even when the test fails.
@@ -361,12 +398,6 @@ impl Drop for KillOnDrop {
 /// balance and the audit log verifies.
 #[test]
 fn offline_upload_survives_kill_9() {
-    use card::keyfile::KeyFile;
-    use card::sun::{encrypt_picc_data, sdm_mac};
-    use card::{diversify_card_key, CardUid, ReadCounter};
-    use std::io::BufRead;
-    const RECORDS: u32 = 300;
-    const UID: &str = "04A1B2C3D4E5A1";
     let dir = tempfile::tempdir().expect("dir");
     let data = dir.path().join("city");
     let data_s = data.display().to_string();
@@ -374,25 +405,60 @@ fn offline_upload_survives_kill_9() {
     assert!(ok, "{err}");
     let op = out.trim().to_owned();
     let verifier = err.lines().find_map(|l| l.split("verifier key: ").nth(1)).expect("verifier").to_owned();
-    let serve = |port: u16| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kartu"))
-            .args(["serve", "--data-dir", &data_s, "--listen", &format!("127.0.0.1:{port}")])
-            .env("KARTU_CHECKPOINT_INTERVAL_MS", "100")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("serve");
-        let mut lines = std::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
-        let base = lines.by_ref().map_while(Result::ok).find_map(|l| l.split("serving on ").nth(1).map(str::to_owned));
-        std::thread::spawn(move || lines.for_each(drop));
-        (KillOnDrop(child), base.expect("serving"))
-    };
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
-    let (mut server, base) = serve(port);
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let post = |token: &str, path: &str, key: &str, body: serde_json::Value| -> (u16, serde_json::Value) {
-        match agent
-            .post(&format!("{base}{path}"))
+    let (mut server, base) = serve_on_port(&data_s, port);
+    let api = Api { agent: ureq::Agent::config_builder().http_status_as_error(false).build().into(), base };
+    let key = offline::generate_key().expect("key");
+    let mut writer = offline::JournalWriter::new(&key, None).expect("writer");
+    let city = a_card_a_till_and_an_auditor(&api, &op, &writer.public_key_hex());
+    let records = an_offline_journal(&api, &city.till, &data, &mut writer);
+    let body = serde_json::json!({"records": records});
+    kill_9_in_the_middle_of_the_upload(&api, &city.till, &body, &mut server);
+    // Restart; the terminal sends the whole journal again.
+    let (server, base2) = serve_on_port(&data_s, port);
+    assert_eq!(base2, api.base);
+    the_whole_journal_again_posts_the_rest_once(&api, &city.till, body);
+    every_offline_record_is_an_entry_once(&api, &city.auditor);
+    the_card_owes_the_shortfall(&api, &op, &city.card);
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let key_file = dir.path().join("log.pub");
+    std::fs::write(&key_file, format!("{verifier}\n")).expect("key");
+    the_log_verifies_through_the_api_then_on_the_database(&api, &city.auditor, &key_file, &data, server);
+}
+
+/// How many records the kill -9 test's terminal journals offline, and its card.
+const OFFLINE_RECORDS: u32 = 300;
+const OFFLINE_UID: &str = "04A1B2C3D4E5A1";
+
+/// `kartu serve` on `port` (checkpoints every 100 ms), its stderr read and dropped; the
+/// process and its base URL.
+fn serve_on_port(data_s: &str, port: u16) -> (KillOnDrop, String) {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kartu"))
+        .args(["serve", "--data-dir", data_s, "--listen", &format!("127.0.0.1:{port}")])
+        .env("KARTU_CHECKPOINT_INTERVAL_MS", "100")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("serve");
+    let mut lines = std::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let base = lines.by_ref().map_while(Result::ok).find_map(|l| l.split("serving on ").nth(1).map(str::to_owned));
+    std::thread::spawn(move || lines.for_each(drop));
+    (KillOnDrop(child), base.expect("serving"))
+}
+
+/// A live server's API for the kill -9 test: a request the server did not answer is
+/// status 0.
+struct Api {
+    agent: ureq::Agent,
+    base: String,
+}
+
+impl Api {
+    fn post(&self, token: &str, path: &str, key: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        match self
+            .agent
+            .post(&format!("{}{path}", self.base))
             .header("Authorization", &format!("Bearer {token}"))
             .header("Idempotency-Key", key)
             .send_json(&body)
@@ -400,60 +466,90 @@ fn offline_upload_survives_kill_9() {
             Ok(mut r) => (r.status().as_u16(), r.body_mut().read_json().unwrap_or_default()),
             Err(_) => (0, serde_json::Value::Null),
         }
-    };
-    let ok200 = |r: (u16, serde_json::Value)| {
+    }
+
+    /// As [`Api::post`], asserting a 2xx; the answer's body.
+    fn ok(&self, token: &str, path: &str, key: &str, body: serde_json::Value) -> serde_json::Value {
+        let r = self.post(token, path, key, body);
         assert!((200..300).contains(&r.0), "{r:?}");
         r.1
-    };
-    let m = ok200(post(
-        &op,
+    }
+
+    /// The sequence number of the terminal's last posted offline record; -1 when the server
+    /// does not answer.
+    fn offline_head(&self, terminal: &str) -> i64 {
+        self.agent
+            .get(&format!("{}/v1/offline/head", self.base))
+            .header("Authorization", &format!("Bearer {terminal}"))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_json::<serde_json::Value>().ok())
+            .and_then(|v| v["seq"].as_i64())
+            .unwrap_or(-1)
+    }
+}
+
+/// The kill -9 test's registry: a card with 2,000.00, the merchant's till (with the
+/// journal key `public_key` and offline limits it will not reach) and an auditor.
+struct OfflineCity {
+    card: String,
+    till: String,
+    auditor: String,
+}
+
+fn a_card_a_till_and_an_auditor(api: &Api, op: &str, public_key: &str) -> OfflineCity {
+    let m = api.ok(
+        op,
         "/v1/merchants",
         "m",
         serde_json::json!({"name": "Toko", "category": "grocery", "fee_rate": "0.007"}),
-    ));
-    let h = ok200(post(
-        &op,
-        "/v1/holders",
-        "h",
-        serde_json::json!({"name": "A", "nik": "7371010101900009", "categories": []}),
-    ));
-    let c = ok200(post(&op, "/v1/cards", "c", serde_json::json!({"uid": UID, "holder_id": h["id"]})));
-    let a = ok200(post(&op, "/v1/agents", "a", serde_json::json!({"name": "Agen"})));
-    ok200(post(
-        &op,
-        &format!("/v1/agents/{}/float", a["id"].as_str().expect("id")),
-        "f",
-        serde_json::json!({"amount": "1000000.00"}),
-    ));
-    let at = ok200(post(
-        &op,
+    );
+    let h =
+        api.ok(op, "/v1/holders", "h", serde_json::json!({"name": "A", "nik": "7371010101900009", "categories": []}));
+    let c = api.ok(op, "/v1/cards", "c", serde_json::json!({"uid": OFFLINE_UID, "holder_id": h["id"]}));
+    let a = api.ok(op, "/v1/agents", "a", serde_json::json!({"name": "Agen"}));
+    let float = format!("/v1/agents/{}/float", a["id"].as_str().expect("id"));
+    api.ok(op, &float, "f", serde_json::json!({"amount": "1000000.00"}));
+    let at = api.ok(
+        op,
         "/v1/credentials",
         "ca",
         serde_json::json!({"role": "top_up_agent", "name": "a", "agent_id": a["id"]}),
-    ));
-    ok200(post(
-        at["token"].as_str().expect("t"),
-        "/v1/topups",
-        "t1",
-        serde_json::json!({"card_id": c["id"], "amount": "2000.00"}),
-    ));
-    let key = offline::generate_key().expect("key");
-    let mut writer = offline::JournalWriter::new(&key, None).expect("writer");
-    let term = ok200(post(
-        &op,
+    );
+    let topup = serde_json::json!({"card_id": c["id"], "amount": "2000.00"});
+    api.ok(at["token"].as_str().expect("t"), "/v1/topups", "t1", topup);
+    let term = api.ok(
+        op,
         "/v1/credentials",
         "ct",
         serde_json::json!({"role": "merchant_terminal", "name": "till",
-        "merchant_id": m["id"], "public_key": writer.public_key_hex(),
+        "merchant_id": m["id"], "public_key": public_key,
         "offline_limits": {"per_tap_minor": 100000, "per_card_per_day_minor": 100000000, "outstanding_minor": 100000000}}),
-    ));
-    let term_token = term["token"].as_str().expect("token").to_owned();
-    let auditor = ok200(post(&op, "/v1/credentials", "cu", serde_json::json!({"role": "auditor", "name": "u"})));
-    let auditor = auditor["token"].as_str().expect("token").to_owned();
+    );
+    let auditor = api.ok(op, "/v1/credentials", "cu", serde_json::json!({"role": "auditor", "name": "u"}));
+    OfflineCity {
+        card: c["id"].as_str().expect("id").to_owned(),
+        till: term["token"].as_str().expect("token").to_owned(),
+        auditor: auditor["token"].as_str().expect("token").to_owned(),
+    }
+}
+
+/// The till syncs before it goes offline (its records name that sync), then journals
+/// `OFFLINE_RECORDS` payments of 10.00 + i by genuine taps of the card.
+fn an_offline_journal(
+    api: &Api,
+    till: &str,
+    data: &Path,
+    writer: &mut offline::JournalWriter,
+) -> Vec<offline::SignedRecord> {
+    use card::keyfile::KeyFile;
+    use card::sun::{encrypt_picc_data, sdm_mac};
+    use card::{diversify_card_key, CardUid, ReadCounter};
     // The terminal syncs before it goes offline; its records name that sync.
-    let sync: serde_json::Value = agent
-        .get(&format!("{base}/v1/offline/deny-list"))
-        .header("Authorization", &format!("Bearer {term_token}"))
+    let sync: serde_json::Value = api
+        .agent
+        .get(&format!("{}/v1/offline/deny-list", api.base))
+        .header("Authorization", &format!("Bearer {till}"))
         .call()
         .expect("sync")
         .body_mut()
@@ -462,20 +558,20 @@ fn offline_upload_survives_kill_9() {
     let sync_id = sync["sync_id"].as_u64().expect("sync_id");
     let taken_at =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_micros() as i64;
-    // The terminal's offline journal: RECORDS payments of 10.00 + i.
+    // The terminal's offline journal: OFFLINE_RECORDS payments of 10.00 + i.
     let keys = KeyFile::parse(&std::fs::read_to_string(data.join("keys.toml")).expect("keys")).expect("key file");
     let set = keys.newest();
-    let uid = CardUid::from_hex(UID).expect("uid");
+    let uid = CardUid::from_hex(OFFLINE_UID).expect("uid");
     let card_key =
         diversify_card_key(set.sdm_file_read_master_key(), &uid, 2, keys.system_identifier().as_bytes()).expect("div");
-    let records: Vec<offline::SignedRecord> = (1..=RECORDS)
+    (1..=OFFLINE_RECORDS)
         .map(|i| {
             let ctr = ReadCounter::new(i).expect("ctr");
             writer
                 .append(offline::NewRecord {
                     time_us: taken_at + i64::from(i),
                     kind: offline::RecordKind::Payment,
-                    uid: UID.into(),
+                    uid: OFFLINE_UID.into(),
                     picc_data: hex::encode_upper(encrypt_picc_data(set.sdm_meta_read_key(), &uid, ctr, [0; 5])),
                     cmac: hex::encode_upper(sdm_mac(&card_key, &uid, ctr, &[])),
                     amount_minor: 1_000 + i64::from(i),
@@ -486,11 +582,15 @@ fn offline_upload_survives_kill_9() {
                 })
                 .expect("append")
         })
-        .collect();
-    let body = serde_json::json!({"records": records});
+        .collect()
+}
+
+/// Uploads the journal (`body`) in one thread and `kill -9`s the server once 20 records
+/// are posted: the upload is cut short.
+fn kill_9_in_the_middle_of_the_upload(api: &Api, till: &str, body: &serde_json::Value, server: &mut KillOnDrop) {
     // Upload in one thread; kill -9 the server in the middle.
     let uploader = {
-        let (body, base, token) = (body.clone(), base.clone(), term_token.clone());
+        let (body, base, token) = (body.clone(), api.base.clone(), till.to_owned());
         std::thread::spawn(move || {
             let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
             agent
@@ -502,18 +602,8 @@ fn offline_upload_survives_kill_9() {
                 .unwrap_or(0)
         })
     };
-    let head = |base: &str| -> i64 {
-        agent
-            .get(&format!("{base}/v1/offline/head"))
-            .header("Authorization", &format!("Bearer {term_token}"))
-            .call()
-            .ok()
-            .and_then(|mut r| r.body_mut().read_json::<serde_json::Value>().ok())
-            .and_then(|v| v["seq"].as_i64())
-            .unwrap_or(-1)
-    };
     let started = std::time::Instant::now();
-    while head(&base) < 20 && started.elapsed() < std::time::Duration::from_secs(20) {
+    while api.offline_head(till) < 20 && started.elapsed() < std::time::Duration::from_secs(20) {
         assert!(!uploader.is_finished(), "the upload ended before 20 records were posted");
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
@@ -521,23 +611,29 @@ fn offline_upload_survives_kill_9() {
     server.0.wait().expect("wait");
     let status = uploader.join().expect("uploader");
     assert_ne!(status, 200, "the upload must have been cut short (it finished before the kill)");
-    // Restart; the terminal sends the whole journal again.
-    let (mut server, base2) = serve(port);
-    assert_eq!(base2, base);
-    let cut_at = head(&base);
-    assert!(cut_at >= 20 && cut_at < i64::from(RECORDS), "cut at {cut_at}");
-    let (status, done) = post(&term_token, "/v1/offline/journals", "up-2", body.clone());
+}
+
+/// After the restart the whole journal again posts the records after the cut, and once
+/// more posts nothing.
+fn the_whole_journal_again_posts_the_rest_once(api: &Api, till: &str, body: serde_json::Value) {
+    let cut_at = api.offline_head(till);
+    assert!(cut_at >= 20 && cut_at < i64::from(OFFLINE_RECORDS), "cut at {cut_at}");
+    let (status, done) = api.post(till, "/v1/offline/journals", "up-2", body.clone());
     assert_eq!(status, 200, "{done}");
-    assert_eq!(head(&base), i64::from(RECORDS));
+    assert_eq!(api.offline_head(till), i64::from(OFFLINE_RECORDS));
     // Again: nothing more.
-    let (status, again) = post(&term_token, "/v1/offline/journals", "up-3", body);
+    let (status, again) = api.post(till, "/v1/offline/journals", "up-3", body);
     assert_eq!((status, again["records"].as_array().map(Vec::len)), (200, Some(0)));
-    // Exactly once each, read from the auditor's entries.
+}
+
+/// Exactly once each, read from the auditor's entries.
+fn every_offline_record_is_an_entry_once(api: &Api, auditor: &str) {
     let mut seen = std::collections::BTreeMap::new();
     let mut cursor = String::new();
     loop {
-        let mut r = agent
-            .get(&format!("{base}/v1/audit/entries?limit=1000{cursor}"))
+        let mut r = api
+            .agent
+            .get(&format!("{}/v1/audit/entries?limit=1000{cursor}", api.base))
             .header("Authorization", &format!("Bearer {auditor}"))
             .call()
             .expect("entries");
@@ -552,14 +648,18 @@ fn offline_upload_survives_kill_9() {
             None => break,
         }
     }
-    assert_eq!(seen.len(), RECORDS as usize, "every record posted");
+    assert_eq!(seen.len(), OFFLINE_RECORDS as usize, "every record posted");
     assert!(seen.values().all(|n| *n == 1), "none twice: {seen:?}");
-    // The card held 2,000.00 and the records come to 300 x 10.00 + (1 + ... + 300) x 0.01 =
-    // 3,451.50: the card owes the 1,451.50 shortfall, written by the writer with each entry,
-    // so the crash left debt and ledger agreeing (the database verification below
-    // recomputes every debt from the entries).
-    let card: serde_json::Value = agent
-        .get(&format!("{base}/v1/cards/{}", c["id"].as_str().expect("id")))
+}
+
+/// The card held 2,000.00 and the records come to 300 x 10.00 + (1 + ... + 300) x 0.01 =
+/// 3,451.50: the card owes the 1,451.50 shortfall, written by the writer with each entry,
+/// so the crash left debt and ledger agreeing (the database verification after this
+/// recomputes every debt from the entries).
+fn the_card_owes_the_shortfall(api: &Api, op: &str, card: &str) {
+    let card: serde_json::Value = api
+        .agent
+        .get(&format!("{}/v1/cards/{card}", api.base))
         .header("Authorization", &format!("Bearer {op}"))
         .call()
         .expect("card")
@@ -567,16 +667,23 @@ fn offline_upload_survives_kill_9() {
         .read_json()
         .expect("json");
     assert_eq!((card["balance"]["amount"].as_str(), card["owed"]["amount"].as_str()), (Some("0.00"), Some("1451.50")));
-    std::thread::sleep(std::time::Duration::from_millis(400));
-    let key_file = dir.path().join("log.pub");
-    std::fs::write(&key_file, format!("{verifier}\n")).expect("key");
+}
+
+/// `kartu audit verify` through the API; then, the server killed, on the database itself.
+fn the_log_verifies_through_the_api_then_on_the_database(
+    api: &Api,
+    auditor: &str,
+    key_file: &Path,
+    data: &Path,
+    mut server: KillOnDrop,
+) {
     let (ok, out, err) = kartu(&[
         "audit",
         "verify",
         "--url",
-        &base,
+        &api.base,
         "--token",
-        &auditor,
+        auditor,
         "--public-key",
         &key_file.display().to_string(),
     ]);
@@ -784,110 +891,268 @@ fn signed_to_the_end(agent: &ureq::Agent, base: &str) -> String {
 /// checkpoint file gone too, the server signs the rewritten log, and the watcher calls it a
 /// fork.
 fn rewritten_history_is_refused(pg: Option<&PgDb>) {
-    let dir = tempfile::tempdir().expect("dir");
-    let data = dir.path().join("city");
-    let data_s = data.display().to_string();
-    let mut init = vec!["init", "--data-dir", &data_s];
-    if let Some(db) = pg {
-        init.extend(["--database-url", &db.url]);
-    }
-    let (ok, out, err) = kartu(&init);
-    assert!(ok, "{err}");
-    let op = out.trim().to_owned();
-    let url = pg.map_or_else(|| format!("sqlite://{}", data.join("kartu.db").display()), |db| db.url.clone());
-    let verifier = err.lines().find_map(|l| l.split("verifier key: ").nth(1)).expect("verifier").to_owned();
-    let key_file = dir.path().join("log.pub");
-    std::fs::write(&key_file, format!("{verifier}\n")).expect("key");
-    let key_s = key_file.display().to_string();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-
     // The day: floats to an agent, signed in two parts.
-    let server = serve_collecting(&data_s, port);
-    let base = server.base.clone();
-    let post = |path: &str, key: &str, body: serde_json::Value| -> serde_json::Value {
-        let mut r = agent
-            .post(&format!("{base}{path}"))
-            .header("Authorization", &format!("Bearer {op}"))
-            .header("Idempotency-Key", key)
-            .send_json(&body)
-            .expect("post");
-        assert!(r.status().is_success(), "{path}: {}", r.status());
-        r.body_mut().read_json().expect("json")
-    };
-    let auditor = post("/v1/credentials", "c1", serde_json::json!({"role": "auditor", "name": "auditor"}));
-    let auditor = auditor["token"].as_str().expect("token").to_owned();
-    let a = post("/v1/agents", "a1", serde_json::json!({"name": "agent"}));
-    let float = format!("/v1/agents/{}/float", a["id"].as_str().expect("id"));
-    for i in 0..4 {
-        post(&float, &format!("f{i}"), serde_json::json!({"amount": format!("{}.00", 100 + i)}));
+    let (h, server) = History::start(pg);
+    let day = h.a_day_signed_in_two_parts();
+    h.the_signer_keeps_its_last_note_privately(&day.note);
+    h.the_auditor_keeps_the_note_and_watches(&day);
+    server.stop();
+
+    // The tamper, as the database owner: delete the checkpoints after the early one, and
+    // make the last float bigger, in the tables, its leaf, its hash and the tree.
+    let mut sql = rewrite_the_last_float(&h.url, pg.is_some(), day.early_size);
+    // And an operator credential for someone the API never made, with a token they know.
+    let mallory = api::auth::token_hash("kt_mallory-knows-this-token");
+    sql.push_str(&format!(
+        "INSERT INTO credentials (id, role, name, token_hash, created_at_us, event_id, person) \
+         VALUES (9001, 'operator', 'mallory', {}, 0, 900000001, 'mallory');",
+        blob(&h.url, &mallory)
+    ));
+    owner_sql(&h.url, &sql);
+    h.verify_reports_the_inserted_credential_alone(&mallory);
+
+    // The restarted server refuses: nothing signed, not ready, the reason named, once.
+    let server = serve_collecting(&h.data_s, h.port);
+    h.the_restarted_server_signs_nothing(&server, &day);
+    h.the_trusted_checkpoint_names_the_first_difference(&day);
+    server.stop();
+
+    // An owner of the data directory too deletes the signer's file: the server then
+    // trusts the database's newest checkpoint and signs the rewritten log. The watcher,
+    // which kept the old one, calls it a fork.
+    std::fs::remove_file(h.data.join("checkpoint.latest")).expect("rm");
+    let server = serve_collecting(&h.data_s, h.port);
+    let resigned = signed_to_the_end(&h.agent, &h.base);
+    assert_ne!(resigned, day.early);
+    let (ok, out, err) = h.watch();
+    assert!(!ok && err.contains("FORK"), "{out} {err}");
+    let (ok, _, err) = h.verify_db(&["--trusted-checkpoint", &h.trusted_s]);
+    assert!(!ok && err.contains("does not extend the trusted checkpoint") && err.contains(INSERTED), "{err}");
+    server.stop();
+}
+
+/// What `audit verify` says of the credential inserted by hand.
+const INSERTED: &str = r#"credentials row 9001 (role operator, name "mallory") has no create_credential"#;
+
+/// The installation of `rewritten_history_is_refused`, its auditor's files and a client.
+struct History {
+    dir: tempfile::TempDir,
+    data: std::path::PathBuf,
+    data_s: String,
+    /// The database URL (as its owner).
+    url: String,
+    op: String,
+    auditor: String,
+    key_s: String,
+    /// Where the auditor keeps the checkpoint it trusts, and the state of `audit watch`.
+    trusted_s: String,
+    state: String,
+    port: u16,
+    agent: ureq::Agent,
+    base: String,
+    /// The path that puts float on the agent.
+    float: String,
+}
+
+/// The day's two signed checkpoints (notes) and their tree sizes.
+struct Day {
+    early: String,
+    early_size: i64,
+    note: String,
+    size: i64,
+}
+
+impl History {
+    /// `kartu init` (on `pg`, or SQLite), `kartu serve` on a fixed port, an auditor and an
+    /// agent.
+    fn start(pg: Option<&PgDb>) -> (History, Served) {
+        let dir = tempfile::tempdir().expect("dir");
+        let data = dir.path().join("city");
+        let data_s = data.display().to_string();
+        let mut init = vec!["init", "--data-dir", &data_s];
+        if let Some(db) = pg {
+            init.extend(["--database-url", &db.url]);
+        }
+        let (ok, out, err) = kartu(&init);
+        assert!(ok, "{err}");
+        let op = out.trim().to_owned();
+        let url = pg.map_or_else(|| format!("sqlite://{}", data.join("kartu.db").display()), |db| db.url.clone());
+        let verifier = err.lines().find_map(|l| l.split("verifier key: ").nth(1)).expect("verifier").to_owned();
+        let key_file = dir.path().join("log.pub");
+        std::fs::write(&key_file, format!("{verifier}\n")).expect("key");
+        let key_s = key_file.display().to_string();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let server = serve_collecting(&data_s, port);
+        let base = server.base.clone();
+        let post = |path: &str, key: &str, body| post_ok(&agent, &base, &op, path, key, body);
+        let auditor = post("/v1/credentials", "c1", serde_json::json!({"role": "auditor", "name": "auditor"}));
+        let auditor = auditor["token"].as_str().expect("token").to_owned();
+        let a = post("/v1/agents", "a1", serde_json::json!({"name": "agent"}));
+        let float = format!("/v1/agents/{}/float", a["id"].as_str().expect("id"));
+        let trusted_s = dir.path().join("trusted.note").display().to_string();
+        let state = dir.path().join("watch.json").display().to_string();
+        let h = History { dir, data, data_s, url, op, auditor, key_s, trusted_s, state, port, agent, base, float };
+        (h, server)
     }
-    let early = signed_to_the_end(&agent, &base);
-    let early_size: i64 = early.lines().nth(1).and_then(|l| l.parse().ok()).expect("size");
-    for i in 4..8 {
-        post(&float, &format!("f{i}"), serde_json::json!({"amount": format!("{}.00", 100 + i)}));
+
+    fn post(&self, path: &str, key: &str, body: serde_json::Value) -> serde_json::Value {
+        post_ok(&self.agent, &self.base, &self.op, path, key, body)
     }
-    let note = signed_to_the_end(&agent, &base);
-    let size: i64 = note.lines().nth(1).and_then(|l| l.parse().ok()).expect("size");
-    assert!(size > early_size + 3, "{early_size} {size}");
-    // The signer keeps its last note outside the database, privately.
-    {
+
+    fn watch(&self) -> (bool, String, String) {
+        kartu(&["audit", "watch", "--url", &self.base, "--state", &self.state, "--token", &self.auditor, "--once"])
+    }
+
+    /// `kartu audit verify` on the database, with `extra` arguments.
+    fn verify_db(&self, extra: &[&str]) -> (bool, String, String) {
+        let mut args = vec!["audit", "verify", "--database-url", &self.url, "--public-key", &self.key_s];
+        args.extend_from_slice(extra);
+        kartu(&args)
+    }
+
+    /// Eight floats, four before the early checkpoint and four before the last.
+    fn a_day_signed_in_two_parts(&self) -> Day {
+        for i in 0..4 {
+            self.post(&self.float, &format!("f{i}"), serde_json::json!({"amount": format!("{}.00", 100 + i)}));
+        }
+        let early = signed_to_the_end(&self.agent, &self.base);
+        let early_size: i64 = early.lines().nth(1).and_then(|l| l.parse().ok()).expect("size");
+        for i in 4..8 {
+            self.post(&self.float, &format!("f{i}"), serde_json::json!({"amount": format!("{}.00", 100 + i)}));
+        }
+        let note = signed_to_the_end(&self.agent, &self.base);
+        let size: i64 = note.lines().nth(1).and_then(|l| l.parse().ok()).expect("size");
+        assert!(size > early_size + 3, "{early_size} {size}");
+        Day { early, early_size, note, size }
+    }
+
+    /// The signer keeps its last note outside the database, privately.
+    fn the_signer_keeps_its_last_note_privately(&self, note: &str) {
         use std::os::unix::fs::PermissionsExt;
-        let file = data.join("checkpoint.latest");
+        let file = self.data.join("checkpoint.latest");
         // The signer stores the checkpoint, then writes the file: it may lag the API by
         // the time an fsync takes.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while std::fs::read_to_string(&file).ok().as_deref() != Some(note.as_str())
-            && std::time::Instant::now() < deadline
-        {
+        while std::fs::read_to_string(&file).ok().as_deref() != Some(note) && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         assert_eq!(std::fs::read_to_string(&file).expect("checkpoint.latest"), note);
         assert_eq!(std::fs::metadata(&file).expect("meta").permissions().mode() & 0o777, 0o600);
     }
-    // The auditor keeps the note and starts watching.
-    let trusted = dir.path().join("trusted.note");
-    std::fs::write(&trusted, &note).expect("trusted");
-    let trusted_s = trusted.display().to_string();
-    let state = dir.path().join("watch.json").display().to_string();
-    let watch = || kartu(&["audit", "watch", "--url", &base, "--state", &state, "--token", &auditor, "--once"]);
-    let (ok, out, err) = watch();
-    assert!(ok && out.contains(&format!("verified: {size} leaves")), "{out} {err}");
-    let (ok, out, err) = watch();
-    assert!(ok && out.contains("unchanged"), "{out} {err}");
-    // A watcher holding another key: the server's checkpoint has a bad signature for it.
-    let other = merkle::Signer::generate_pkcs8(&ring::rand::SystemRandom::new()).expect("key");
-    let other = merkle::Signer::from_pkcs8("other.example", &other).expect("signer");
-    let other_key = dir.path().join("other.pub");
-    std::fs::write(&other_key, format!("{}\n", other.verifier_key())).expect("key");
-    let other_state = dir.path().join("other.json").display().to_string();
-    let (ok, out, err) = kartu(&[
-        "audit",
-        "watch",
-        "--url",
-        &base,
-        "--state",
-        &other_state,
-        "--token",
-        &auditor,
-        "--public-key",
-        &other_key.display().to_string(),
-        "--once",
-    ]);
-    assert!(!ok && err.contains("BAD SIGNATURE"), "{out} {err}");
-    assert!(!std::path::Path::new(&other_state).exists(), "a failed watch saved a state");
-    let verify_db = |extra: &[&str]| {
-        let mut args = vec!["audit", "verify", "--database-url", &url, "--public-key", &key_s];
-        args.extend_from_slice(extra);
-        kartu(&args)
-    };
-    let (ok, out, err) = verify_db(&["--trusted-checkpoint", &trusted_s, "--allow-unsigned-tail"]);
-    assert!(ok, "{out} {err}");
-    server.stop();
 
-    // The tamper, as the database owner: delete the checkpoints after the early one, and
-    // make the last float bigger, in the tables, its leaf, its hash and the tree.
-    let ledger = Ledger::open(&url, LedgerConfig::default()).expect("open");
+    /// The auditor keeps the note and starts watching; a watcher holding another key sees a
+    /// bad signature and saves nothing; the database verifies against the kept note.
+    fn the_auditor_keeps_the_note_and_watches(&self, day: &Day) {
+        std::fs::write(&self.trusted_s, &day.note).expect("trusted");
+        let (ok, out, err) = self.watch();
+        assert!(ok && out.contains(&format!("verified: {} leaves", day.size)), "{out} {err}");
+        let (ok, out, err) = self.watch();
+        assert!(ok && out.contains("unchanged"), "{out} {err}");
+        // A watcher holding another key: the server's checkpoint has a bad signature for it.
+        let other = merkle::Signer::generate_pkcs8(&ring::rand::SystemRandom::new()).expect("key");
+        let other = merkle::Signer::from_pkcs8("other.example", &other).expect("signer");
+        let other_key = self.dir.path().join("other.pub");
+        std::fs::write(&other_key, format!("{}\n", other.verifier_key())).expect("key");
+        let other_state = self.dir.path().join("other.json").display().to_string();
+        let (ok, out, err) = kartu(&[
+            "audit",
+            "watch",
+            "--url",
+            &self.base,
+            "--state",
+            &other_state,
+            "--token",
+            &self.auditor,
+            "--public-key",
+            &other_key.display().to_string(),
+            "--once",
+        ]);
+        assert!(!ok && err.contains("BAD SIGNATURE"), "{out} {err}");
+        assert!(!std::path::Path::new(&other_state).exists(), "a failed watch saved a state");
+        let (ok, out, err) = self.verify_db(&["--trusted-checkpoint", &self.trusted_s, "--allow-unsigned-tail"]);
+        assert!(ok, "{out} {err}");
+    }
+
+    /// Without a trusted checkpoint, the rewritten log verifies as "not yet signed"; the
+    /// registry check reports the inserted credential with its row, and nothing else.
+    fn verify_reports_the_inserted_credential_alone(&self, mallory: &[u8; 32]) {
+        let (ok, out, err) = self.verify_db(&["--allow-unsigned-tail"]);
+        assert!(!ok, "an inserted credential passed: {out}");
+        assert!(
+            err.contains("FAILED: 1 registry row(s) differ from their operator-action leaves")
+                && err.contains(INSERTED),
+            "{err}"
+        );
+        let findings: Vec<&str> = err.lines().filter(|l| l.starts_with("  ")).collect();
+        assert_eq!(findings.len(), 1, "one finding: {err}");
+        assert!(!err.to_lowercase().contains(&hex::encode(mallory)), "the token hash is not printed: {err}");
+    }
+
+    /// Not ready, naming both tampers; the refusal counted and logged once; a new entry
+    /// gets no checkpoint.
+    fn the_restarted_server_signs_nothing(&self, server: &Served, day: &Day) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let (status, body) = loop {
+            let (status, body) = http(&self.agent, &format!("{}/readyz", self.base), None);
+            if status != 200 || std::time::Instant::now() > deadline {
+                break (status, body);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let size = day.size;
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("checkpoint_refused"), "{body}");
+        assert!(body.contains("rewritten") && body.contains(&format!("first {size} leaves")), "{body}");
+        assert!(body.contains("deleted") && body.contains(&format!("size {size}")), "{body}");
+        let (_, metrics) = http(&self.agent, &format!("{}/metrics", self.base), None);
+        assert!(metrics.lines().any(|l| l == "kartu_checkpoint_refused 1"), "{metrics}");
+        self.post(&self.float, "f-after", serde_json::json!({"amount": "1.00"}));
+        std::thread::sleep(std::time::Duration::from_millis(600));
+        let (_, latest) = http(&self.agent, &format!("{}/v1/audit/checkpoints/latest", self.base), None);
+        assert_eq!(latest, day.early, "the refusing signer signed something");
+        let errors: Vec<String> =
+            server.log.lock().expect("log").iter().filter(|l| l.contains("ERROR")).cloned().collect();
+        assert_eq!(errors.len(), 1, "one error, once: {errors:?}");
+        assert!(errors[0].contains("does not extend the last signed checkpoint"), "{errors:?}");
+    }
+
+    /// The auditor's kept checkpoint names where the log first differs, on the database
+    /// and through the API; the watcher sees a rollback.
+    fn the_trusted_checkpoint_names_the_first_difference(&self, day: &Day) {
+        let (early_size, size) = (day.early_size, day.size);
+        let (ok, out, err) = self.verify_db(&["--trusted-checkpoint", &self.trusted_s, "--allow-unsigned-tail"]);
+        assert!(!ok, "{out}");
+        assert!(
+            err.contains(&format!("does not extend the trusted checkpoint of size {size}"))
+                && err.contains(&format!("first difference is a leaf in {early_size}..={}", size - 1)),
+            "{err}"
+        );
+        assert!(err.contains("and 1 registry row(s) differ") && err.contains(INSERTED), "{err}");
+        let (ok, out, err) = kartu(&[
+            "audit",
+            "verify",
+            "--url",
+            &self.base,
+            "--token",
+            &self.auditor,
+            "--public-key",
+            &self.key_s,
+            "--allow-unsigned-tail",
+            "--trusted-checkpoint",
+            &self.trusted_s,
+        ]);
+        assert!(!ok && err.contains(&format!("does not extend the trusted checkpoint of size {size}")), "{out} {err}");
+        let (ok, out, err) = self.watch();
+        assert!(!ok && err.contains("ROLLBACK") && err.contains(&format!("fewer than the {size}")), "{out} {err}");
+    }
+}
+
+/// The SQL (to run as the owner) that deletes the checkpoints after the early one and makes
+/// the last entry (a float) bigger, consistently: in the journal and postings, its leaf, its
+/// leaf hash and every Merkle node.
+fn rewrite_the_last_float(url: &str, postgres: bool, early_size: i64) -> String {
+    let ledger = Ledger::open(url, LedgerConfig::default()).expect("open");
     let last_seq = ledger.last_seq().expect("seq");
     let mut entry = ledger.entry(last_seq).expect("entry").expect("exists");
     let leaf_index = entry.audit.expect("leaf").leaf_index;
@@ -910,11 +1175,10 @@ fn rewritten_history_is_refused(pg: Option<&PgDb>) {
     }
     let leaf = ledger::audit::entry_leaf(&entry);
     hashes[leaf_index as usize] = merkle::leaf_hash(&leaf);
-    let tree = merkle::MemoryTree::from_leaf_hashes(&hashes).expect("tree");
     let tables = ["journal_entries", "postings", "audit_leaves", "merkle_nodes", "checkpoints"];
     let mut sql = String::new();
     for t in tables {
-        if pg.is_some() {
+        if postgres {
             sql.push_str(&format!("ALTER TABLE {t} DISABLE TRIGGER USER;"));
         } else {
             sql.push_str(&format!("DROP TRIGGER {t}_no_update; DROP TRIGGER {t}_no_delete;"));
@@ -930,106 +1194,29 @@ fn rewritten_history_is_refused(pg: Option<&PgDb>) {
     }
     sql.push_str(&format!(
         "UPDATE audit_leaves SET leaf = {}, leaf_hash = {} WHERE leaf_index = {leaf_index};",
-        blob(&url, &leaf),
-        blob(&url, &hashes[leaf_index as usize])
+        blob(url, &leaf),
+        blob(url, &hashes[leaf_index as usize])
     ));
-    sql.push_str("DELETE FROM merkle_nodes;");
+    sql.push_str(&merkle_nodes_sql(url, &hashes));
+    sql
+}
+
+/// SQL that replaces every stored Merkle node by those of the tree over `hashes`.
+fn merkle_nodes_sql(url: &str, hashes: &[merkle::Hash]) -> String {
+    let tree = merkle::MemoryTree::from_leaf_hashes(hashes).expect("tree");
+    let mut sql = String::from("DELETE FROM merkle_nodes;");
     for level in 4..64u8 {
         for index in 0.. {
             match tree.node(merkle::NodeCoord::new(level, index)) {
                 Some(h) => sql.push_str(&format!(
                     "INSERT INTO merkle_nodes (level, idx, hash) VALUES ({level}, {index}, {});",
-                    blob(&url, &h)
+                    blob(url, &h)
                 )),
                 None => break,
             }
         }
     }
-    // And an operator credential for someone the API never made, with a token they know.
-    let mallory = api::auth::token_hash("kt_mallory-knows-this-token");
-    sql.push_str(&format!(
-        "INSERT INTO credentials (id, role, name, token_hash, created_at_us, event_id, person) \
-         VALUES (9001, 'operator', 'mallory', {}, 0, 900000001, 'mallory');",
-        blob(&url, &mallory)
-    ));
-    owner_sql(&url, &sql);
-    // Without a trusted checkpoint, the rewritten log verifies as "not yet signed"; the
-    // registry check reports the inserted credential with its row, and nothing else.
-    let (ok, out, err) = verify_db(&["--allow-unsigned-tail"]);
-    assert!(!ok, "an inserted credential passed: {out}");
-    let inserted = r#"credentials row 9001 (role operator, name "mallory") has no create_credential"#;
-    assert!(
-        err.contains("FAILED: 1 registry row(s) differ from their operator-action leaves") && err.contains(inserted),
-        "{err}"
-    );
-    let findings: Vec<&str> = err.lines().filter(|l| l.starts_with("  ")).collect();
-    assert_eq!(findings.len(), 1, "one finding: {err}");
-    assert!(!err.to_lowercase().contains(&hex::encode(mallory)), "the token hash is not printed: {err}");
-
-    // The restarted server refuses: nothing signed, not ready, the reason named, once.
-    let server = serve_collecting(&data_s, port);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let (status, body) = loop {
-        let (status, body) = http(&agent, &format!("{base}/readyz"), None);
-        if status != 200 || std::time::Instant::now() > deadline {
-            break (status, body);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
-    assert_eq!(status, 503, "{body}");
-    assert!(body.contains("checkpoint_refused"), "{body}");
-    assert!(body.contains("rewritten") && body.contains(&format!("first {size} leaves")), "{body}");
-    assert!(body.contains("deleted") && body.contains(&format!("size {size}")), "{body}");
-    let (_, metrics) = http(&agent, &format!("{base}/metrics"), None);
-    assert!(metrics.lines().any(|l| l == "kartu_checkpoint_refused 1"), "{metrics}");
-    post(&float, "f-after", serde_json::json!({"amount": "1.00"}));
-    std::thread::sleep(std::time::Duration::from_millis(600));
-    let (_, latest) = http(&agent, &format!("{base}/v1/audit/checkpoints/latest"), None);
-    assert_eq!(latest, early, "the refusing signer signed something");
-    let errors: Vec<String> = server.log.lock().expect("log").iter().filter(|l| l.contains("ERROR")).cloned().collect();
-    assert_eq!(errors.len(), 1, "one error, once: {errors:?}");
-    assert!(errors[0].contains("does not extend the last signed checkpoint"), "{errors:?}");
-
-    // The auditor's kept checkpoint names where the log first differs, on the database
-    // and through the API.
-    let (ok, out, err) = verify_db(&["--trusted-checkpoint", &trusted_s, "--allow-unsigned-tail"]);
-    assert!(!ok, "{out}");
-    assert!(
-        err.contains(&format!("does not extend the trusted checkpoint of size {size}"))
-            && err.contains(&format!("first difference is a leaf in {early_size}..={}", size - 1)),
-        "{err}"
-    );
-    assert!(err.contains("and 1 registry row(s) differ") && err.contains(inserted), "{err}");
-    let (ok, out, err) = kartu(&[
-        "audit",
-        "verify",
-        "--url",
-        &base,
-        "--token",
-        &auditor,
-        "--public-key",
-        &key_s,
-        "--allow-unsigned-tail",
-        "--trusted-checkpoint",
-        &trusted_s,
-    ]);
-    assert!(!ok && err.contains(&format!("does not extend the trusted checkpoint of size {size}")), "{out} {err}");
-    let (ok, out, err) = watch();
-    assert!(!ok && err.contains("ROLLBACK") && err.contains(&format!("fewer than the {size}")), "{out} {err}");
-    server.stop();
-
-    // An owner of the data directory too deletes the signer's file: the server then
-    // trusts the database's newest checkpoint and signs the rewritten log. The watcher,
-    // which kept the old one, calls it a fork.
-    std::fs::remove_file(data.join("checkpoint.latest")).expect("rm");
-    let server = serve_collecting(&data_s, port);
-    let resigned = signed_to_the_end(&agent, &base);
-    assert_ne!(resigned, early);
-    let (ok, out, err) = watch();
-    assert!(!ok && err.contains("FORK"), "{out} {err}");
-    let (ok, _, err) = verify_db(&["--trusted-checkpoint", &trusted_s]);
-    assert!(!ok && err.contains("does not extend the trusted checkpoint") && err.contains(inserted), "{err}");
-    server.stop();
+    sql
 }
 
 #[test]
@@ -1051,22 +1238,49 @@ fn rewritten_history_is_refused_on_postgres() {
 /// roles, and says so.
 #[test]
 fn serving_role_on_postgres() {
-    use std::io::BufRead;
-    use std::os::unix::fs::PermissionsExt;
     let db = PgDb::create("roles");
     let role = format!("{}_serve", db.name);
     let dir = tempfile::tempdir().expect("dir");
     let password_file = dir.path().join("serve.password");
     std::fs::write(&password_file, "s3cret/p@ss\n").expect("password");
+    migrate_makes_the_serving_role_from_a_private_password_file(&db, &role, &password_file);
+    the_role_may_only_log_in(&db, &role);
+    // Again: nothing to migrate, the role exists, the same grants.
+    let (ok, out, err) = kartu(&["migrate", "--database-url", &db.url, "--serve-role", &role]);
+    assert!(
+        ok && out.contains("0 migration(s) applied") && out.contains(&format!("serving role {role:?}: exists")),
+        "{out} {err}"
+    );
+
+    let data = dir.path().join("city");
+    let token = init_serves_as_the_role(&db, &role, &password_file, &data);
+    let server = RoleServer { data_s: data.display().to_string(), token, writes: std::cell::Cell::new(0) };
+    the_owner_serves_only_when_allowed(&db, &server);
+    grants_changed_by_hand_are_refused_until_migrate(&db, &role, &server);
+    // A role that could edit the journal is not made a serving role.
+    owner_sql(&db.url, &format!("CREATE ROLE {role}_x LOGIN SUPERUSER"));
+    let (ok, _, err) = kartu(&["migrate", "--database-url", &db.url, "--serve-role", &format!("{role}_x")]);
+    owner_sql(&db.url, &format!("DROP ROLE {role}_x"));
+    assert!(!ok && err.contains("is a superuser"), "{err}");
+    // SQLite has no roles.
+    let sqlite = format!("sqlite://{}", dir.path().join("k.db").display());
+    let (ok, _, err) = kartu(&["migrate", "--database-url", &sqlite, "--serve-role", "kartu_serve"]);
+    assert!(!ok && err.contains("SQLite has no database roles"), "{err}");
+}
+
+/// `kartu migrate --serve-role` refuses a password file others may read; with a private
+/// one it creates the role and says what it may do, never printing the password.
+fn migrate_makes_the_serving_role_from_a_private_password_file(db: &PgDb, role: &str, password_file: &Path) {
+    use std::os::unix::fs::PermissionsExt;
     let pw = password_file.display().to_string();
     // Readable by others: refused.
-    std::fs::set_permissions(&password_file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    std::fs::set_permissions(password_file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     let (ok, _, err) =
-        kartu(&["migrate", "--database-url", &db.url, "--serve-role", &role, "--serve-password-file", &pw]);
+        kartu(&["migrate", "--database-url", &db.url, "--serve-role", role, "--serve-password-file", &pw]);
     assert!(!ok && err.contains("readable by group or others"), "{err}");
-    std::fs::set_permissions(&password_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    std::fs::set_permissions(password_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let (ok, out, err) =
-        kartu(&["migrate", "--database-url", &db.url, "--serve-role", &role, "--serve-password-file", &pw]);
+        kartu(&["migrate", "--database-url", &db.url, "--serve-role", role, "--serve-password-file", &pw]);
     assert!(ok, "{out} {err}");
     for said in [
         format!("serving role {role:?}: created (LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS"),
@@ -1083,6 +1297,11 @@ fn serving_role_on_postgres() {
         assert!(out.contains(&said), "{said:?} in {out}");
     }
     assert!(!out.contains("s3cret"), "the password is not printed: {out}");
+}
+
+/// The role, as PostgreSQL has it: it logs in with a password, and is no superuser, makes
+/// no roles and bypasses no row security.
+fn the_role_may_only_log_in(db: &PgDb, role: &str) {
     #[derive(diesel::QueryableByName)]
     struct Role {
         #[diesel(sql_type = diesel::sql_types::Bool)]
@@ -1103,22 +1322,19 @@ fn serving_role_on_postgres() {
             "SELECT rolsuper, rolcreaterole, rolbypassrls, rolcanlogin, rolpassword IS NOT NULL AS has_password
              FROM pg_authid WHERE rolname = $1::name",
         )
-        .bind::<diesel::sql_types::Text, _>(&role)
+        .bind::<diesel::sql_types::Text, _>(role)
         .get_result(&mut c)
         .expect("the role exists")
     };
     let r = role_row();
     assert!(!r.rolsuper && !r.rolcreaterole && !r.rolbypassrls && r.rolcanlogin && r.has_password);
-    // Again: nothing to migrate, the role exists, the same grants.
-    let (ok, out, err) = kartu(&["migrate", "--database-url", &db.url, "--serve-role", &role]);
-    assert!(
-        ok && out.contains("0 migration(s) applied") && out.contains(&format!("serving role {role:?}: exists")),
-        "{out} {err}"
-    );
+}
 
-    // `kartu init` on the migrated database, serving as the role, its password in the URL.
-    let data = dir.path().join("city");
+/// `kartu init` on the migrated database, serving as the role, its password in the URL:
+/// kartu.toml holds it (escaped), init prints it nowhere. Returns the operator's token.
+fn init_serves_as_the_role(db: &PgDb, role: &str, password_file: &Path, data: &Path) -> String {
     let data_s = data.display().to_string();
+    let pw = password_file.display().to_string();
     let (ok, out, err) = kartu(&[
         "init",
         "--data-dir",
@@ -1126,7 +1342,7 @@ fn serving_role_on_postgres() {
         "--database-url",
         &db.url,
         "--serve-role",
-        &role,
+        role,
         "--serve-password-file",
         &pw,
     ]);
@@ -1136,22 +1352,28 @@ fn serving_role_on_postgres() {
     let config = std::fs::read_to_string(data.join("kartu.toml")).expect("config");
     assert!(config.contains(&format!("postgres://{role}:s3cret%2Fp%40ss@")), "{config}");
     assert!(!config.contains("allow_owner"), "{config}");
-    let serve_url = api::server::Config::load(&data).expect("config").database_url;
+    let serve_url = api::server::Config::load(data).expect("config").database_url;
     let check = ledger::roles::check_serving(&serve_url).expect("check").expect("postgres");
     assert!(check.is_ok() && check.user == role, "{check:?}");
+    token
+}
 
-    // As the owner: refused, naming a table and the fix; with --allow-owner it serves.
-    let (ok, _, err) = kartu(&["serve", "--data-dir", &data_s, "--listen", "127.0.0.1:0", "--database-url", &db.url]);
-    assert!(!ok, "the owner served");
-    for said in ["must not serve", "owns the journal table \"accounts\"", "--serve-role", "--allow-owner"] {
-        assert!(err.contains(said), "{said:?} in {err}");
-    }
-    // Starts `kartu serve`, makes an agent through it (a write), stops it: (created, log).
-    let writes = std::cell::Cell::new(0);
-    let started = |extra: &[&str]| -> (bool, String) {
+/// The data directory of `serving_role_on_postgres`, served as its operator.
+struct RoleServer {
+    data_s: String,
+    token: String,
+    /// How many agents were made so far (each write needs a new idempotency key).
+    writes: std::cell::Cell<u32>,
+}
+
+impl RoleServer {
+    /// Starts `kartu serve` with `extra` arguments, makes an agent through it (a write),
+    /// stops it: (created, its log and answer).
+    fn started(&self, extra: &[&str]) -> (bool, String) {
+        use std::io::BufRead;
         let mut child = KillOnDrop(
             Command::new(env!("CARGO_BIN_EXE_kartu"))
-                .args(["serve", "--data-dir", &data_s, "--listen", "127.0.0.1:0"])
+                .args(["serve", "--data-dir", &self.data_s, "--listen", "127.0.0.1:0"])
                 .args(extra)
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::piped())
@@ -1166,8 +1388,8 @@ fn serving_role_on_postgres() {
                 let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
                 let mut r = agent
                     .post(&format!("{base}/v1/agents"))
-                    .header("Authorization", &format!("Bearer {token}"))
-                    .header("Idempotency-Key", &format!("a-{}", writes.replace(writes.get() + 1)))
+                    .header("Authorization", &format!("Bearer {}", self.token))
+                    .header("Idempotency-Key", &format!("a-{}", self.writes.replace(self.writes.get() + 1)))
                     .send_json(serde_json::json!({"name": "agent"}))
                     .expect("post");
                 let body = r.body_mut().read_to_string().unwrap_or_default();
@@ -1175,41 +1397,46 @@ fn serving_role_on_postgres() {
             }
         }
         (false, log)
-    };
-    let (ok, log) = started(&["--database-url", &db.url, "--allow-owner"]);
+    }
+}
+
+/// As the owner: refused, naming a table and the fix; with --allow-owner it serves, warned.
+/// As the role (kartu.toml): serves, and writes.
+fn the_owner_serves_only_when_allowed(db: &PgDb, server: &RoleServer) {
+    let data_s = server.data_s.as_str();
+    let (ok, _, err) = kartu(&["serve", "--data-dir", data_s, "--listen", "127.0.0.1:0", "--database-url", &db.url]);
+    assert!(!ok, "the owner served");
+    for said in ["must not serve", "owns the journal table \"accounts\"", "--serve-role", "--allow-owner"] {
+        assert!(err.contains(said), "{said:?} in {err}");
+    }
+    let (ok, log) = server.started(&["--database-url", &db.url, "--allow-owner"]);
     assert!(ok && log.contains("allow_owner"), "the owner serves with --allow-owner, warned: {log}");
     // As the role (kartu.toml): serves, and writes.
-    let (ok, log) = started(&[]);
+    let (ok, log) = server.started(&[]);
     assert!(ok, "{log}");
+}
 
-    // The owner grants the role more (TRUNCATE on checkpoints) and takes some away (INSERT
-    // on audit_leaves): the server refuses to start, naming both.
+/// The owner grants the role more (TRUNCATE on checkpoints) and takes some away (INSERT
+/// on audit_leaves): the server refuses to start, naming both, until `kartu migrate` grants
+/// the list again; a table no grant list names stops both.
+fn grants_changed_by_hand_are_refused_until_migrate(db: &PgDb, role: &str, server: &RoleServer) {
+    let data_s = server.data_s.as_str();
     owner_sql(&db.url, &format!("GRANT TRUNCATE ON checkpoints TO {role}; REVOKE INSERT ON audit_leaves FROM {role};"));
-    let (ok, _, err) = kartu(&["serve", "--data-dir", &data_s, "--listen", "127.0.0.1:0"]);
+    let (ok, _, err) = kartu(&["serve", "--data-dir", data_s, "--listen", "127.0.0.1:0"]);
     assert!(!ok && err.contains("TRUNCATE on checkpoints") && err.contains("INSERT on audit_leaves"), "{err}");
     // `kartu migrate` as the owner grants every serving role exactly the list again.
     let (ok, out, err) = kartu(&["migrate", "--database-url", &db.url]);
     assert!(ok && out.contains(&format!("serving role {role:?}: exists")), "{out} {err}");
-    let (ok, log) = started(&[]);
+    let (ok, log) = server.started(&[]);
     assert!(ok, "{log}");
     // A table a migration added without saying what the server may do with it: granting
     // refuses, and so does the server.
     owner_sql(&db.url, "CREATE TABLE kartu_unlisted (id BIGSERIAL PRIMARY KEY)");
     let (ok, out, err) = kartu(&["migrate", "--database-url", &db.url]);
     assert!(!ok && err.contains("not classified: table kartu_unlisted, sequence kartu_unlisted_id_seq"), "{out} {err}");
-    let (ok, _, err) = kartu(&["serve", "--data-dir", &data_s, "--listen", "127.0.0.1:0"]);
+    let (ok, _, err) = kartu(&["serve", "--data-dir", data_s, "--listen", "127.0.0.1:0"]);
     assert!(!ok && err.contains("\"kartu_unlisted\" is not in the serving role's grant list"), "{err}");
     owner_sql(&db.url, "DROP TABLE kartu_unlisted");
-
-    // A role that could edit the journal is not made a serving role.
-    owner_sql(&db.url, &format!("CREATE ROLE {role}_x LOGIN SUPERUSER"));
-    let (ok, _, err) = kartu(&["migrate", "--database-url", &db.url, "--serve-role", &format!("{role}_x")]);
-    owner_sql(&db.url, &format!("DROP ROLE {role}_x"));
-    assert!(!ok && err.contains("is a superuser"), "{err}");
-    // SQLite has no roles.
-    let sqlite = format!("sqlite://{}", dir.path().join("k.db").display());
-    let (ok, _, err) = kartu(&["migrate", "--database-url", &sqlite, "--serve-role", "kartu_serve"]);
-    assert!(!ok && err.contains("SQLite has no database roles"), "{err}");
 }
 
 /// A CA made in the test (rcgen): its PEM, and an issuer for server certificates.
@@ -1247,36 +1474,15 @@ fn probe(ca_file: &Path, url: &str) -> Result<u16, String> {
 #[test]
 fn serve_over_https_with_sighup_reload_and_ca_file_clients() {
     let dir = tempfile::tempdir().expect("dir");
-    let data = dir.path().join("city");
-    let data_s = data.display().to_string();
-    let (ok, out, err) = kartu(&["init", "--data-dir", &data_s]);
-    assert!(ok, "{err}");
-    let op = out.trim().to_owned();
-    let verifier = err.lines().find_map(|l| l.split("verifier key: ").nth(1)).expect("verifier").to_owned();
-    let key_file = dir.path().join("log.pub");
-    std::fs::write(&key_file, format!("{verifier}\n")).expect("key");
-    let key_s = key_file.display().to_string();
-    let (ca1_pem, ca1) = test_ca("Kartu CLI test CA one");
-    let (ca2_pem, ca2) = test_ca("Kartu CLI test CA two");
-    let (ca1_file, ca2_file) = (dir.path().join("ca1.pem"), dir.path().join("ca2.pem"));
-    std::fs::write(&ca1_file, ca1_pem).expect("ca1");
-    std::fs::write(&ca2_file, ca2_pem).expect("ca2");
-    let (ca1_s, ca2_s) = (ca1_file.display().to_string(), ca2_file.display().to_string());
-    // The operator's set-up: a certificate in the data directory, named in kartu.toml.
-    let (cert, key) = (data.join("tls.crt"), data.join("tls.key"));
-    install_server_cert(&ca1, &cert, &key);
-    let config = std::fs::read_to_string(data.join("kartu.toml")).expect("config");
-    std::fs::write(data.join("kartu.toml"), format!("tls_cert = \"tls.crt\"\ntls_key = \"tls.key\"\n{config}"))
-        .expect("config");
-
-    let server = serve_collecting(&data_s, 0);
+    let tls = TlsCity::init(dir.path());
+    let server = serve_collecting(&tls.data_s, 0);
     let base = server.base.clone();
     assert!(base.starts_with("https://127.0.0.1:"), "{base}");
-    let agent = client::transport::agent(Some(&ca1_file), None).expect("agent");
+    let agent = client::transport::agent(Some(&tls.ca1_file), None).expect("agent");
     let post = |path: &str, key: &str, body: serde_json::Value| -> serde_json::Value {
         let mut r = agent
             .post(&format!("{base}{path}"))
-            .header("Authorization", &format!("Bearer {op}"))
+            .header("Authorization", &format!("Bearer {}", tls.op))
             .header("Idempotency-Key", key)
             .send_json(&body)
             .expect("post over HTTPS");
@@ -1286,7 +1492,8 @@ fn serve_over_https_with_sighup_reload_and_ca_file_clients() {
     let auditor = post("/v1/credentials", "c1", serde_json::json!({"role": "auditor", "name": "auditor"}));
     let auditor = auditor["token"].as_str().expect("token").to_owned();
     let a = post("/v1/agents", "a1", serde_json::json!({"name": "agent"}));
-    post(&format!("/v1/agents/{}/float", a["id"].as_str().expect("id")), "f1", serde_json::json!({"amount": "50.00"}));
+    let float = format!("/v1/agents/{}/float", a["id"].as_str().expect("id"));
+    post(&float, "f1", serde_json::json!({"amount": "50.00"}));
     let note = signed_to_the_end(&agent, &base);
     let size: u64 = note.lines().nth(1).and_then(|l| l.parse().ok()).expect("size");
     assert!(
@@ -1295,83 +1502,167 @@ fn serve_over_https_with_sighup_reload_and_ca_file_clients() {
         server.log.lock().expect("log")
     );
 
-    // The CA that signed the certificate: both clients work.
-    let verify = |extra: &[&str]| {
-        let mut args = vec!["audit", "verify", "--url", &base, "--token", &auditor, "--public-key", &key_s];
-        args.extend(extra);
-        kartu(&args)
-    };
-    let (ok, out, err) = verify(&["--ca-file", &ca1_s]);
-    assert!(ok, "verify over HTTPS: {out} {err}");
-    let report: serde_json::Value = serde_json::from_str(&out).expect("report");
-    assert_eq!(report["entries"], 1);
-    let state = dir.path().join("watch.json");
-    let state_s = state.display().to_string();
-    let watch = |ca: Option<&str>| {
-        let mut args = vec!["audit", "watch", "--once", "--url", &base, "--state", &state_s, "--token", &auditor];
-        if let Some(ca) = ca {
-            args.extend(["--ca-file", ca]);
-        }
-        kartu(&args)
-    };
-    let (ok, out, err) = watch(Some(&ca1_s));
-    assert!(ok && out.contains(&format!("verified: {size} leaves")), "watch over HTTPS: {out} {err}");
-    // KARTU_CA_FILE does what --ca-file does.
-    let with_env = Command::new(env!("CARGO_BIN_EXE_kartu"))
-        .args(["audit", "watch", "--once", "--url", &base, "--state", &state_s, "--token", &auditor])
-        .env("KARTU_CA_FILE", &ca1_file)
-        .output()
-        .expect("run kartu");
-    let (out, err) = (String::from_utf8_lossy(&with_env.stdout), String::from_utf8_lossy(&with_env.stderr));
-    assert!(with_env.status.success() && out.contains("unchanged"), "KARTU_CA_FILE: {out} {err}");
-
-    // Another CA, or none (the system's roots): a certificate error that says what to do.
-    let watched = std::fs::read_to_string(&state).expect("state");
-    for (what, (ok, out, err)) in [
-        ("verify, other CA", verify(&["--ca-file", &ca2_s])),
-        ("verify, system roots", verify(&[])),
-        ("watch, other CA", watch(Some(&ca2_s))),
-        ("watch, system roots", watch(None)),
-    ] {
-        assert!(!ok, "{what}: {out}");
-        assert!(
-            err.contains("FAILED")
-                && err.contains("certificate")
-                && err.contains("UnknownIssuer")
-                && err.contains("--ca-file"),
-            "{what}: {err}"
-        );
-    }
-    assert_eq!(std::fs::read_to_string(&state).expect("state"), watched, "a failed watch changes nothing");
-    // A URL that is no URL is said to be one.
-    let (ok, _, err) =
-        kartu(&["audit", "watch", "--once", "--url", "ftp://127.0.0.1:1", "--state", &state_s, "--token", "t"]);
-    assert!(!ok && err.contains("unknown scheme"), "{err}");
-
-    // SIGHUP with a certificate of the second CA in the files: new connections see it.
-    install_server_cert(&ca2, &cert, &key);
-    let pid = server.child.0.id().to_string();
-    assert!(Command::new("kill").args(["-HUP", &pid]).status().expect("kill").success());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while probe(&ca2_file, &format!("{base}/healthz")) != Ok(200) {
-        assert!(std::time::Instant::now() < deadline, "the new certificate is not served after SIGHUP");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let old = probe(&ca1_file, &format!("{base}/healthz"));
-    assert!(old.as_ref().is_err_and(|e| e.contains("UnknownIssuer")), "the old certificate is still served: {old:?}");
-    let (ok, out, err) = verify(&["--ca-file", &ca2_s]);
-    assert!(ok, "verify after the reload: {out} {err}");
-
+    let clients =
+        TlsClients { base: base.clone(), auditor, key_s: tls.key_s.clone(), state: dir.path().join("watch.json") };
+    clients.trust_the_ca_file_or_kartu_ca_file(&tls, size);
+    clients.refuse_another_ca_or_none_with_a_certificate_error(&tls);
+    sighup_serves_the_certificate_of_another_ca(&server, &tls, &clients);
     // A broken file on SIGHUP: logged, and the certificate in use stays.
-    std::fs::write(&cert, "not a certificate\n").expect("break");
+    std::fs::write(&tls.cert, "not a certificate\n").expect("break");
+    let pid = server.child.0.id().to_string();
     assert!(Command::new("kill").args(["-HUP", &pid]).status().expect("kill").success());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !server.log.lock().expect("log").iter().any(|l| l.contains("the old one stays")) {
         assert!(std::time::Instant::now() < deadline, "no error logged: {:?}", server.log.lock().expect("log"));
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    assert_eq!(probe(&ca2_file, &format!("{base}/healthz")), Ok(200));
+    assert_eq!(probe(&tls.ca2_file, &format!("{base}/healthz")), Ok(200));
     server.stop();
+}
+
+/// An installation serving HTTPS with a certificate of a first test CA; a second CA signs
+/// the certificate it is given later.
+struct TlsCity {
+    data_s: String,
+    op: String,
+    /// The checkpoint verifier key's file.
+    key_s: String,
+    ca1_file: std::path::PathBuf,
+    ca2_file: std::path::PathBuf,
+    ca2: rcgen::Issuer<'static, rcgen::KeyPair>,
+    /// The certificate and key files kartu.toml names.
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+}
+
+impl TlsCity {
+    /// `kartu init` in `dir/city`, two CAs' files in `dir`, and the operator's set-up: a
+    /// certificate in the data directory, named in kartu.toml.
+    fn init(dir: &Path) -> TlsCity {
+        let data = dir.join("city");
+        let data_s = data.display().to_string();
+        let (ok, out, err) = kartu(&["init", "--data-dir", &data_s]);
+        assert!(ok, "{err}");
+        let op = out.trim().to_owned();
+        let verifier = err.lines().find_map(|l| l.split("verifier key: ").nth(1)).expect("verifier").to_owned();
+        let key_file = dir.join("log.pub");
+        std::fs::write(&key_file, format!("{verifier}\n")).expect("key");
+        let key_s = key_file.display().to_string();
+        let (ca1_pem, ca1) = test_ca("Kartu CLI test CA one");
+        let (ca2_pem, ca2) = test_ca("Kartu CLI test CA two");
+        let (ca1_file, ca2_file) = (dir.join("ca1.pem"), dir.join("ca2.pem"));
+        std::fs::write(&ca1_file, ca1_pem).expect("ca1");
+        std::fs::write(&ca2_file, ca2_pem).expect("ca2");
+        // The operator's set-up: a certificate in the data directory, named in kartu.toml.
+        let (cert, key) = (data.join("tls.crt"), data.join("tls.key"));
+        install_server_cert(&ca1, &cert, &key);
+        let config = std::fs::read_to_string(data.join("kartu.toml")).expect("config");
+        std::fs::write(data.join("kartu.toml"), format!("tls_cert = \"tls.crt\"\ntls_key = \"tls.key\"\n{config}"))
+            .expect("config");
+        TlsCity { data_s, op, key_s, ca1_file, ca2_file, ca2, cert, key }
+    }
+
+    fn ca1_s(&self) -> String {
+        self.ca1_file.display().to_string()
+    }
+
+    fn ca2_s(&self) -> String {
+        self.ca2_file.display().to_string()
+    }
+}
+
+/// The auditor's `kartu audit verify --url` and `kartu audit watch --url` against the HTTPS
+/// server.
+struct TlsClients {
+    base: String,
+    auditor: String,
+    key_s: String,
+    /// The watcher's state file.
+    state: std::path::PathBuf,
+}
+
+impl TlsClients {
+    fn verify(&self, extra: &[&str]) -> (bool, String, String) {
+        let mut args =
+            vec!["audit", "verify", "--url", &self.base, "--token", &self.auditor, "--public-key", &self.key_s];
+        args.extend(extra);
+        kartu(&args)
+    }
+
+    fn watch(&self, ca: Option<&str>) -> (bool, String, String) {
+        let state_s = self.state.display().to_string();
+        let mut args =
+            vec!["audit", "watch", "--once", "--url", &self.base, "--state", &state_s, "--token", &self.auditor];
+        if let Some(ca) = ca {
+            args.extend(["--ca-file", ca]);
+        }
+        kartu(&args)
+    }
+
+    /// The CA that signed the certificate: both clients work, with --ca-file or with
+    /// KARTU_CA_FILE. The log has `size` leaves.
+    fn trust_the_ca_file_or_kartu_ca_file(&self, tls: &TlsCity, size: u64) {
+        let (ok, out, err) = self.verify(&["--ca-file", &tls.ca1_s()]);
+        assert!(ok, "verify over HTTPS: {out} {err}");
+        let report: serde_json::Value = serde_json::from_str(&out).expect("report");
+        assert_eq!(report["entries"], 1);
+        let (ok, out, err) = self.watch(Some(&tls.ca1_s()));
+        assert!(ok && out.contains(&format!("verified: {size} leaves")), "watch over HTTPS: {out} {err}");
+        // KARTU_CA_FILE does what --ca-file does.
+        let state_s = self.state.display().to_string();
+        let with_env = Command::new(env!("CARGO_BIN_EXE_kartu"))
+            .args(["audit", "watch", "--once", "--url", &self.base, "--state", &state_s, "--token", &self.auditor])
+            .env("KARTU_CA_FILE", &tls.ca1_file)
+            .output()
+            .expect("run kartu");
+        let (out, err) = (String::from_utf8_lossy(&with_env.stdout), String::from_utf8_lossy(&with_env.stderr));
+        assert!(with_env.status.success() && out.contains("unchanged"), "KARTU_CA_FILE: {out} {err}");
+    }
+
+    /// Another CA, or none (the system's roots): a certificate error that says what to do,
+    /// and the watcher's state unchanged. A URL that is no URL is said to be one.
+    fn refuse_another_ca_or_none_with_a_certificate_error(&self, tls: &TlsCity) {
+        let watched = std::fs::read_to_string(&self.state).expect("state");
+        for (what, (ok, out, err)) in [
+            ("verify, other CA", self.verify(&["--ca-file", &tls.ca2_s()])),
+            ("verify, system roots", self.verify(&[])),
+            ("watch, other CA", self.watch(Some(&tls.ca2_s()))),
+            ("watch, system roots", self.watch(None)),
+        ] {
+            assert!(!ok, "{what}: {out}");
+            assert!(
+                err.contains("FAILED")
+                    && err.contains("certificate")
+                    && err.contains("UnknownIssuer")
+                    && err.contains("--ca-file"),
+                "{what}: {err}"
+            );
+        }
+        assert_eq!(std::fs::read_to_string(&self.state).expect("state"), watched, "a failed watch changes nothing");
+        // A URL that is no URL is said to be one.
+        let state_s = self.state.display().to_string();
+        let (ok, _, err) =
+            kartu(&["audit", "watch", "--once", "--url", "ftp://127.0.0.1:1", "--state", &state_s, "--token", "t"]);
+        assert!(!ok && err.contains("unknown scheme"), "{err}");
+    }
+}
+
+/// SIGHUP with a certificate of the second CA in the files: new connections see it, the
+/// old CA no longer verifies it, and `audit verify` works with the new CA.
+fn sighup_serves_the_certificate_of_another_ca(server: &Served, tls: &TlsCity, clients: &TlsClients) {
+    let base = &server.base;
+    install_server_cert(&tls.ca2, &tls.cert, &tls.key);
+    let pid = server.child.0.id().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().expect("kill").success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while probe(&tls.ca2_file, &format!("{base}/healthz")) != Ok(200) {
+        assert!(std::time::Instant::now() < deadline, "the new certificate is not served after SIGHUP");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let old = probe(&tls.ca1_file, &format!("{base}/healthz"));
+    assert!(old.as_ref().is_err_and(|e| e.contains("UnknownIssuer")), "the old certificate is still served: {old:?}");
+    let (ok, out, err) = clients.verify(&["--ca-file", &tls.ca2_s()]);
+    assert!(ok, "verify after the reload: {out} {err}");
 }
 
 /// Issue 13: the PostgreSQL URL reaches libpq whole, so `sslmode` and `sslrootcert` in it

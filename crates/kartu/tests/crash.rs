@@ -592,11 +592,17 @@ struct ClientJob {
     tag: String,
 }
 
+/// A client's way to the servers: the one it talks to (an index into its addresses) and its
+/// open connection, if any.
+struct Link {
+    server: usize,
+    conn: Option<Conn>,
+}
+
 impl ClientJob {
     async fn run(self, mut cards: Vec<VirtualCard>) -> ClientLog {
         let mut log = ClientLog::default();
-        let mut server = self.index % self.addrs.len();
-        let mut conn: Option<Conn> = None;
+        let mut link = Link { server: self.index % self.addrs.len(), conn: None };
         let mut body = Vec::with_capacity(256);
         let mut n = 0u64;
         while !self.stop.load(Ordering::Relaxed) && !cards.is_empty() {
@@ -611,62 +617,69 @@ impl ClientJob {
                 format!(r#","amount":"{AMOUNT}","currency":"IDR","reference":"{key}"}}"#).as_bytes(),
             );
             let request = client::request("POST", "/v1/payments", Some(&*self.token), Some(&key), Some(&body));
-            let deadline = Instant::now() + GIVE_UP;
-            let mut attempt = 0u32;
-            loop {
-                if attempt > 0 {
-                    log.retries += 1;
-                    tokio::time::sleep(Duration::from_millis(u64::from(attempt.min(10)) * 25)).await;
-                }
-                attempt += 1;
-                if Instant::now() > deadline {
-                    log.gave_up.push(key);
-                    break;
-                }
-                if conn.as_ref().is_none_or(|c| c.closed) {
-                    match Conn::connect(self.addrs[server]).await {
-                        Ok(c) => conn = Some(c),
-                        Err(_) => {
-                            *log.errors.entry("connect".into()).or_insert(0) += 1;
-                            server = (server + 1) % self.addrs.len();
-                            continue;
-                        }
-                    }
-                }
-                let Some(c) = conn.as_mut() else { continue };
-                match tokio::time::timeout(ATTEMPT_TIMEOUT, c.send(&request)).await {
-                    Ok(Ok(r)) if r.status >= 500 => {
-                        let what = format!("{} {}", r.status, client::problem_code(r.body));
-                        *log.errors.entry(what).or_insert(0) += 1;
-                        self.live.server_errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(Ok(r)) if r.status == 201 || r.status == 200 => {
-                        let v: Value = serde_json::from_slice(r.body).unwrap_or_default();
-                        let seq = v["entry_seq"].as_i64().unwrap_or_else(|| panic!("no entry_seq in {v}"));
-                        log.acked.push((key, seq));
-                        if attempt > 1 {
-                            log.acked_after_retry += 1;
-                        }
-                        self.live.acked.fetch_add(1, Ordering::Relaxed);
-                        break;
-                    }
-                    Ok(Ok(r)) => {
-                        log.refused.push((key, r.status, client::problem_code(r.body).to_owned()));
-                        break;
-                    }
-                    Ok(Err(_)) => {
-                        conn = None;
-                        *log.errors.entry("io".into()).or_insert(0) += 1;
-                        server = (server + 1) % self.addrs.len();
-                    }
+            self.pay_until_answered(&request, key, &mut link, &mut log).await;
+        }
+        log
+    }
+
+    /// Sends one payment (`request`, under Idempotency-Key `key`) until it is answered:
+    /// again after a connection error, a timeout or a 5xx (on the next server when the
+    /// link's cannot be reached), and given up after `GIVE_UP`. The answer goes into `log`.
+    async fn pay_until_answered(&self, request: &[u8], key: String, link: &mut Link, log: &mut ClientLog) {
+        let deadline = Instant::now() + GIVE_UP;
+        let mut attempt = 0u32;
+        loop {
+            if attempt > 0 {
+                log.retries += 1;
+                tokio::time::sleep(Duration::from_millis(u64::from(attempt.min(10)) * 25)).await;
+            }
+            attempt += 1;
+            if Instant::now() > deadline {
+                log.gave_up.push(key);
+                break;
+            }
+            if link.conn.as_ref().is_none_or(|c| c.closed) {
+                match Conn::connect(self.addrs[link.server]).await {
+                    Ok(c) => link.conn = Some(c),
                     Err(_) => {
-                        conn = None;
-                        *log.errors.entry("timeout".into()).or_insert(0) += 1;
+                        *log.errors.entry("connect".into()).or_insert(0) += 1;
+                        link.server = (link.server + 1) % self.addrs.len();
+                        continue;
                     }
                 }
             }
+            let Some(c) = link.conn.as_mut() else { continue };
+            match tokio::time::timeout(ATTEMPT_TIMEOUT, c.send(request)).await {
+                Ok(Ok(r)) if r.status >= 500 => {
+                    let what = format!("{} {}", r.status, client::problem_code(r.body));
+                    *log.errors.entry(what).or_insert(0) += 1;
+                    self.live.server_errors.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Ok(r)) if r.status == 201 || r.status == 200 => {
+                    let v: Value = serde_json::from_slice(r.body).unwrap_or_default();
+                    let seq = v["entry_seq"].as_i64().unwrap_or_else(|| panic!("no entry_seq in {v}"));
+                    log.acked.push((key, seq));
+                    if attempt > 1 {
+                        log.acked_after_retry += 1;
+                    }
+                    self.live.acked.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                Ok(Ok(r)) => {
+                    log.refused.push((key, r.status, client::problem_code(r.body).to_owned()));
+                    break;
+                }
+                Ok(Err(_)) => {
+                    link.conn = None;
+                    *log.errors.entry("io".into()).or_insert(0) += 1;
+                    link.server = (link.server + 1) % self.addrs.len();
+                }
+                Err(_) => {
+                    link.conn = None;
+                    *log.errors.entry("timeout".into()).or_insert(0) += 1;
+                }
+            }
         }
-        log
     }
 }
 
@@ -688,72 +701,13 @@ fn minor(text: &str) -> i64 {
 /// Every check of the issue; panics naming the first that fails. Returns a summary line.
 fn check(city: &City, base: &str, load: &LoadResult) -> String {
     let started = Instant::now();
-    assert!(load.gave_up.is_empty(), "payments never answered: {:?}", load.gave_up);
-    assert!(load.refused.is_empty(), "payments refused: {:?}", &load.refused[..load.refused.len().min(20)]);
-    // Clear errors: every 5xx is problem+json with a code a client can act on.
-    let unclear: Vec<_> = load.errors.keys().filter(|k| k.starts_with("500") || k.ends_with("no_code")).collect();
-    assert!(unclear.is_empty(), "unclear server errors: {unclear:?}");
-    let mut acked: HashMap<&str, i64> = HashMap::new();
-    for (key, seq) in &load.acked {
-        assert!(acked.insert(key, *seq).is_none(), "{key} acknowledged twice by the clients' count");
-    }
-    assert!(!acked.is_empty(), "no payment was acknowledged");
-    // Every entry, in sequence order, a page at a time (a soak's ledger is large).
-    // Payments: each acknowledged one exactly once, under the seq its client was given;
-    // none that no client saw acknowledged.
-    let mut entries = 0usize;
-    let mut by_ref: HashMap<String, Vec<i64>> = HashMap::new();
-    let mut counters = HashSet::new();
-    let mut per_wallet: HashMap<String, i64> = HashMap::new();
-    // Per account: (lowest balance after, last balance after).
-    let mut balances: HashMap<String, (i64, i64)> = HashMap::new();
-    let mut cursor = String::new();
-    loop {
-        let page = get_json(base, &city.auditor, &format!("/v1/audit/entries?limit=1000{cursor}"));
-        for e in page["entries"].as_array().expect("entries") {
-            entries += 1;
-            let seq = e["entry_seq"].as_i64().expect("seq");
-            assert_eq!(seq, entries as i64, "the sequence has a gap before {seq}");
-            for p in e["postings"].as_array().expect("postings") {
-                let account = p["account_id"].as_str().expect("account").to_owned();
-                let after = minor(p["balance_after"]["amount"].as_str().expect("balance"));
-                let b = balances.entry(account).or_insert((after, after));
-                *b = (b.0.min(after), after);
-            }
-            if e["kind"] != "payment" {
-                continue;
-            }
-            let reference = e["merchant_reference"].as_str().unwrap_or_default().to_owned();
-            by_ref.entry(reference).or_default().push(seq);
-            let counter = (e["card_id"].to_string(), e["card_read_counter"].as_i64());
-            assert!(counters.insert(counter.clone()), "card read counter {counter:?} used twice (entry {seq})");
-            assert_eq!(minor(e["amount"]["amount"].as_str().expect("amount")), AMOUNT_MINOR, "entry {seq}");
-            *per_wallet.entry(e["account_id"].as_str().expect("wallet").to_owned()).or_insert(0) += 1;
-        }
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = format!("&cursor={c}"),
-            None => break,
-        }
-    }
-    for (key, seq) in &acked {
-        match by_ref.get(*key) {
-            Some(seqs) if seqs == &vec![*seq] => {}
-            Some(seqs) => panic!("acknowledged payment {key} (entry {seq}) is in the ledger as entries {seqs:?}"),
-            None => panic!("acknowledged payment {key} (entry {seq}) is not in the ledger"),
-        }
-    }
-    let unacked: Vec<_> = by_ref.keys().filter(|k| !acked.contains_key(k.as_str())).collect();
-    assert!(unacked.is_empty(), "payments in the ledger that no client saw acknowledged: {unacked:?}");
-    assert_eq!(
-        entries,
-        city.setup_entries + acked.len(),
-        "entries = set-up ({}) + acknowledged payments ({})",
-        city.setup_entries,
-        acked.len()
-    );
+    let acked = acknowledged(load);
+    let ledger = read_the_ledger(city, base);
+    each_acknowledged_payment_once(city, &acked, &ledger);
+    let entries = ledger.entries;
     // Wallets: never negative, and each ends at its top-up minus its payments.
-    for (wallet, payments) in &per_wallet {
-        let (lowest, last) = balances[wallet];
+    for (wallet, payments) in &ledger.per_wallet {
+        let (lowest, last) = ledger.balances[wallet];
         assert!(lowest >= 0, "wallet {wallet} went down to {lowest}");
         assert_eq!(last, TOPUP_MINOR - payments * AMOUNT_MINOR, "wallet {wallet}: {payments} payments");
     }
@@ -777,6 +731,92 @@ fn check(city: &City, base: &str, load: &LoadResult) -> String {
         entries,
         started.elapsed().as_secs_f64()
     )
+}
+
+/// What the clients saw: none gave up, none was refused, every 5xx was clear; returns the
+/// acknowledged payments (idempotency key to entry sequence), each acknowledged once.
+fn acknowledged(load: &LoadResult) -> HashMap<&str, i64> {
+    assert!(load.gave_up.is_empty(), "payments never answered: {:?}", load.gave_up);
+    assert!(load.refused.is_empty(), "payments refused: {:?}", &load.refused[..load.refused.len().min(20)]);
+    // Clear errors: every 5xx is problem+json with a code a client can act on.
+    let unclear: Vec<_> = load.errors.keys().filter(|k| k.starts_with("500") || k.ends_with("no_code")).collect();
+    assert!(unclear.is_empty(), "unclear server errors: {unclear:?}");
+    let mut acked: HashMap<&str, i64> = HashMap::new();
+    for (key, seq) in &load.acked {
+        assert!(acked.insert(key, *seq).is_none(), "{key} acknowledged twice by the clients' count");
+    }
+    assert!(!acked.is_empty(), "no payment was acknowledged");
+    acked
+}
+
+/// The ledger as the auditor reads it, summed up for the checks.
+struct LedgerScan {
+    /// How many entries there are (their sequence numbers run 1..=entries without a gap).
+    entries: usize,
+    /// The payment entries under each merchant reference (the client's idempotency key).
+    by_ref: HashMap<String, Vec<i64>>,
+    /// How many payments each card wallet made.
+    per_wallet: HashMap<String, i64>,
+    /// Per account: (lowest balance after, last balance after).
+    balances: HashMap<String, (i64, i64)>,
+}
+
+/// Every entry, in sequence order, a page at a time (a soak's ledger is large): no gap in
+/// the sequence, no card read counter used twice, every payment of `AMOUNT`.
+fn read_the_ledger(city: &City, base: &str) -> LedgerScan {
+    let mut scan =
+        LedgerScan { entries: 0, by_ref: HashMap::new(), per_wallet: HashMap::new(), balances: HashMap::new() };
+    let mut counters = HashSet::new();
+    let mut cursor = String::new();
+    loop {
+        let page = get_json(base, &city.auditor, &format!("/v1/audit/entries?limit=1000{cursor}"));
+        for e in page["entries"].as_array().expect("entries") {
+            scan.entries += 1;
+            let seq = e["entry_seq"].as_i64().expect("seq");
+            assert_eq!(seq, scan.entries as i64, "the sequence has a gap before {seq}");
+            for p in e["postings"].as_array().expect("postings") {
+                let account = p["account_id"].as_str().expect("account").to_owned();
+                let after = minor(p["balance_after"]["amount"].as_str().expect("balance"));
+                let b = scan.balances.entry(account).or_insert((after, after));
+                *b = (b.0.min(after), after);
+            }
+            if e["kind"] != "payment" {
+                continue;
+            }
+            let reference = e["merchant_reference"].as_str().unwrap_or_default().to_owned();
+            scan.by_ref.entry(reference).or_default().push(seq);
+            let counter = (e["card_id"].to_string(), e["card_read_counter"].as_i64());
+            assert!(counters.insert(counter.clone()), "card read counter {counter:?} used twice (entry {seq})");
+            assert_eq!(minor(e["amount"]["amount"].as_str().expect("amount")), AMOUNT_MINOR, "entry {seq}");
+            *scan.per_wallet.entry(e["account_id"].as_str().expect("wallet").to_owned()).or_insert(0) += 1;
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => break,
+        }
+    }
+    scan
+}
+
+/// Payments: each acknowledged one exactly once, under the seq its client was given; none
+/// that no client saw acknowledged; the entries are the set-up's and the payments.
+fn each_acknowledged_payment_once(city: &City, acked: &HashMap<&str, i64>, ledger: &LedgerScan) {
+    for (key, seq) in acked {
+        match ledger.by_ref.get(*key) {
+            Some(seqs) if seqs == &vec![*seq] => {}
+            Some(seqs) => panic!("acknowledged payment {key} (entry {seq}) is in the ledger as entries {seqs:?}"),
+            None => panic!("acknowledged payment {key} (entry {seq}) is not in the ledger"),
+        }
+    }
+    let unacked: Vec<_> = ledger.by_ref.keys().filter(|k| !acked.contains_key(k.as_str())).collect();
+    assert!(unacked.is_empty(), "payments in the ledger that no client saw acknowledged: {unacked:?}");
+    assert_eq!(
+        ledger.entries,
+        city.setup_entries + acked.len(),
+        "entries = set-up ({}) + acknowledged payments ({})",
+        city.setup_entries,
+        acked.len()
+    );
 }
 
 /// `kartu audit verify` on the database itself, with every server stopped.
