@@ -32,6 +32,16 @@ fn hhmm(t: chrono::DateTime<chrono_tz::Tz>) -> String {
     format!("{:02}:{:02}", t.hour(), t.minute())
 }
 
+/// (decision, reason) of the checks made at a service point, in order.
+type Decisions = Vec<(&'static str, &'static str)>;
+
+/// The cards the access scenario taps: a student's, a senior's, a blocked one.
+struct Cards {
+    student: TestCard,
+    senior: TestCard,
+    blocked: TestCard,
+}
+
 pub fn access_policies(backend: Backend) -> TestResult {
     let c = City::new(backend, "0.00")?;
     let s = &c.s;
@@ -41,9 +51,24 @@ pub fn access_policies(backend: Backend) -> TestResult {
     let senior_card = s.card(&senior, 11)?;
     let blocked_card = s.card(&senior, 12)?;
     s.post(&format!("/v1/cards/{}/block", blocked_card.id), &s.operator, &json!({"reason": "stolen"}))?.expect(200)?;
+    let cards = Cards { student: student_card, senior: senior_card, blocked: blocked_card };
 
-    // A clinic for residents and seniors, open now, with queue numbers.
     let now = chrono::Utc::now().with_timezone(&chrono_tz::Asia::Makassar);
+    let (clinic, expected) = the_clinic_queues_the_entitled(&c, &cards, now)?;
+    closed_hours_quota_and_passback_deny(s, &cards, now)?;
+    the_access_log_records_every_decision(&c, &clinic, &expected)
+}
+
+/// A clinic for residents and seniors, open now, with queue numbers: the entitled take
+/// numbers 1, 2, 3; a student, an unknown card, a blocked card and a replayed tap are
+/// denied and take none; the next genuine tap takes 4. Returns the clinic and the
+/// (decision, reason) of every check made there, in order.
+fn the_clinic_queues_the_entitled(
+    c: &City,
+    cards: &Cards,
+    now: chrono::DateTime<chrono_tz::Tz>,
+) -> Result<(String, Decisions), String> {
+    let s = &c.s;
     let open = json!({"categories": ["resident", "senior"], "opens": hhmm(now - Duration::hours(1)),
         "closes": hhmm(now + Duration::hours(1)), "timezone": "Asia/Makassar", "issues_queue_numbers": true});
     let (clinic, desk) = service_point(s, "Puskesmas Kassi-Kassi", "clinic", open)?;
@@ -51,7 +76,7 @@ pub fn access_policies(backend: Backend) -> TestResult {
     let mut numbers = Vec::new();
     let another_resident = s.holder("Ibu Resident", "7371090909090010", &["resident"])?;
     let resident_card = s.card(&another_resident, 13)?;
-    for card in [&c.card, &senior_card, &resident_card] {
+    for card in [&c.card, &cards.senior, &resident_card] {
         let (d, reason, q, v) = check(s, &desk, s.tap(card))?;
         check_eq!((d.as_str(), reason.as_str()), ("allow", "entitled"));
         check_eq!(v["card_id"], json!(card.id));
@@ -60,7 +85,7 @@ pub fn access_policies(backend: Backend) -> TestResult {
     }
     check_eq!(numbers, vec![json!(1), json!(2), json!(3)], "the day's queue numbers");
     // A student is not entitled here: denied, no number.
-    let (d, reason, q, _) = check(s, &desk, s.tap(&student_card))?;
+    let (d, reason, q, _) = check(s, &desk, s.tap(&cards.student))?;
     check_eq!((d.as_str(), reason.as_str(), q), ("deny", "not_entitled", Value::Null));
     expected.push(("deny", "not_entitled"));
     // Unknown card, blocked card, replayed tap.
@@ -68,7 +93,7 @@ pub fn access_policies(backend: Backend) -> TestResult {
     check_eq!((d.as_str(), reason.as_str()), ("deny", "card_unknown"));
     check!(v["card_id"].is_null(), "an unknown card has no id: {v}");
     expected.push(("deny", "card_unknown"));
-    let (d, reason, _, _) = check(s, &desk, s.tap(&blocked_card))?;
+    let (d, reason, _, _) = check(s, &desk, s.tap(&cards.blocked))?;
     check_eq!((d.as_str(), reason.as_str()), ("deny", "card_blocked"));
     expected.push(("deny", "card_blocked"));
     let replayed = s.tap_at(&c.card.uid, c.card.counter.load(std::sync::atomic::Ordering::SeqCst));
@@ -79,25 +104,36 @@ pub fn access_policies(backend: Backend) -> TestResult {
     let (d, _, q, _) = check(s, &desk, s.tap(&c.card))?;
     check_eq!((d.as_str(), q), ("allow", json!(4)));
     expected.push(("allow", "entitled"));
+    Ok((clinic, expected))
+}
 
+/// A library closed at this hour, a city office with a daily quota, a gate with
+/// anti-passback.
+fn closed_hours_quota_and_passback_deny(s: &Server, cards: &Cards, now: chrono::DateTime<chrono_tz::Tz>) -> TestResult {
     // A library whose hours exclude now: closed.
     let closed = json!({"opens": hhmm(now + Duration::hours(2)), "closes": hhmm(now + Duration::hours(3)),
         "timezone": "Asia/Makassar"});
     let (_, library) = service_point(s, "Perpustakaan", "library", closed)?;
-    let (d, reason, _, _) = check(s, &library, s.tap(&student_card))?;
+    let (d, reason, _, _) = check(s, &library, s.tap(&cards.student))?;
     check_eq!((d.as_str(), reason.as_str()), ("deny", "closed"));
     // A city office: one entry per holder per day, across the holder's cards.
     let (_, office) = service_point(s, "Kantor Camat", "city_office", json!({"daily_quota": 1}))?;
-    check_eq!(check(s, &office, s.tap(&senior_card))?.1, "entitled".to_owned());
-    let (d, reason, _, _) = check(s, &office, s.tap(&senior_card))?;
+    check_eq!(check(s, &office, s.tap(&cards.senior))?.1, "entitled".to_owned());
+    let (d, reason, _, _) = check(s, &office, s.tap(&cards.senior))?;
     check_eq!((d.as_str(), reason.as_str()), ("deny", "quota_reached"));
     // A gate with anti-passback.
     let (_, gate) = service_point(s, "Stadium gate", "other", json!({"anti_passback_minutes": 15}))?;
-    check_eq!(check(s, &gate, s.tap(&student_card))?.0, "allow".to_owned());
-    let (d, reason, _, _) = check(s, &gate, s.tap(&student_card))?;
+    check_eq!(check(s, &gate, s.tap(&cards.student))?.0, "allow".to_owned());
+    let (d, reason, _, _) = check(s, &gate, s.tap(&cards.student))?;
     check_eq!((d.as_str(), reason.as_str()), ("deny", "passback"));
-    check_eq!(check(s, &gate, s.tap(&senior_card))?.0, "allow".to_owned(), "another holder passes");
+    check_eq!(check(s, &gate, s.tap(&cards.senior))?.0, "allow".to_owned(), "another holder passes");
+    Ok(())
+}
 
+/// No decision moved money; the clinic's access log lists its decisions in order, each
+/// one an event leaf of the audit log; the log pages.
+fn the_access_log_records_every_decision(c: &City, clinic: &str, expected: &[(&str, &str)]) -> TestResult {
+    let s = &c.s;
     // No decision moved money.
     check_eq!(s.trial(&c.auditor)?.0, 1, "only the agent's float was ever posted");
     // The access log, for the clinic, in order, every decision a leaf of the log.

@@ -5,7 +5,7 @@ use chrono::DateTime;
 use serde_json::{json, Value};
 
 use crate::rfc9162::{self, unhex, verify_checkpoint};
-use crate::support::{id, idr, Backend, Body, City, TestResult};
+use crate::support::{id, idr, Backend, Body, City, TestCard, TestResult};
 
 fn time_us(t: &Value) -> Result<i64, String> {
     let text = t.as_str().ok_or_else(|| format!("time {t}"))?;
@@ -29,8 +29,26 @@ pub fn auditor_reads_and_proofs(backend: Backend) -> TestResult {
     s.post("/v1/balance-inquiries", &c.kiosk, &json!({"tap": s.tap(&c.card)}))?.expect(200)?;
     s.post("/v1/topups", &c.teller, &json!({"card_id": c.card.id, "amount": "10000.00"}))?.expect(201)?;
 
-    // Entries carry their leaf bytes; SHA-256(0x00 || leaf) is the leaf hash, and the
-    // bytes are those of the log's leaf at leaf_index.
+    let (entries, last_seq) = entries_are_the_logs_leaves(&c, &p1, &p2)?;
+    the_trial_balance_adds_up(&c, &entries, last_seq)?;
+    let card_entries: Vec<&Value> = entries
+        .iter()
+        .filter(|e| {
+            e["postings"].as_array().is_some_and(|ps| ps.iter().any(|p| p["account_id"] == json!(c.card.account_id)))
+        })
+        .collect();
+    the_card_balance_at_past_times(&c, &card_entries)?;
+    statements_and_entries_page(&c, &card_entries)?;
+    let (cp, key) = the_checkpoint_is_signed_over_the_leaves(&c)?;
+    every_entry_has_an_inclusion_proof(&c, &entries, &cp)?;
+    a_later_checkpoint_is_consistent(&c, &cp, &key)
+}
+
+/// Entries carry their leaf bytes; SHA-256(0x00 || leaf) is the leaf hash, and the bytes
+/// are those of the log's leaf at leaf_index; sequences are gapless and postings sum to
+/// zero. Returns the entries and the last sequence number.
+fn entries_are_the_logs_leaves(c: &City, p1: &Value, p2: &Value) -> Result<(Vec<Value>, i64), String> {
+    let s = &c.s;
     let entries = s.entries(&c.auditor)?;
     let leaves = s.leaves(&c.auditor)?;
     check!(
@@ -63,9 +81,12 @@ pub fn auditor_reads_and_proofs(backend: Backend) -> TestResult {
     }
     check_eq!(p1["leaf_hash"], entries[(p1["entry_seq"].as_i64().ok_or("seq")? - 1) as usize]["leaf_hash"]);
     check!(p2["leaf_index"].as_i64() > p1["leaf_index"].as_i64(), "leaf indexes grow");
+    Ok((entries, last_seq))
+}
 
-    // Trial balance: balanced; debits and credits equal the sum of positive postings.
-    let r = s.get("/v1/audit/trial-balance", &c.auditor)?;
+/// Trial balance: balanced; debits and credits equal the sum of positive postings.
+fn the_trial_balance_adds_up(c: &City, entries: &[Value], last_seq: i64) -> TestResult {
+    let r = c.s.get("/v1/audit/trial-balance", &c.auditor)?;
     let tb = r.expect(200)?;
     check_eq!(tb["last_entry_seq"], json!(last_seq));
     let line = &tb["currencies"][0];
@@ -80,15 +101,13 @@ pub fn auditor_reads_and_proofs(backend: Backend) -> TestResult {
         .sum();
     check_eq!(minor(&line["debits"]), positive);
     check_eq!(minor(&line["credits"]), positive);
+    Ok(())
+}
 
-    // The card's balance now and at past times, against a hand-kept history: topped up
-    // 100 000.00, paid 12 500.00 and 20 000.00, refunded 2 500.00, topped up 10 000.00.
-    let card_entries: Vec<&Value> = entries
-        .iter()
-        .filter(|e| {
-            e["postings"].as_array().is_some_and(|ps| ps.iter().any(|p| p["account_id"] == json!(c.card.account_id)))
-        })
-        .collect();
+/// The card's balance now and at past times, against a hand-kept history: topped up
+/// 100 000.00, paid 12 500.00 and 20 000.00, refunded 2 500.00, topped up 10 000.00.
+fn the_card_balance_at_past_times(c: &City, card_entries: &[&Value]) -> TestResult {
+    let s = &c.s;
     let history = ["100000.00", "87500.00", "67500.00", "70000.00", "80000.00"];
     check_eq!(card_entries.len(), history.len());
     let account = &c.card.account_id;
@@ -106,8 +125,14 @@ pub fn auditor_reads_and_proofs(backend: Backend) -> TestResult {
     check_eq!(s.balance(&c.auditor, account)?, "80000.00".to_owned());
     s.get(&format!("/v1/audit/accounts/{account}/balance?at=yesterday"), &c.auditor)?.problem(400, "invalid_time")?;
     s.get("/v1/audit/accounts/987654/balance", &c.auditor)?.problem(404, "not_found")?;
+    Ok(())
+}
 
-    // A statement for the period from the first payment to just before the top-up.
+/// A statement for the period from the first payment to just before the top-up; paging
+/// statements and entries with limit and cursor; bad cursors and limits are refused.
+fn statements_and_entries_page(c: &City, card_entries: &[&Value]) -> TestResult {
+    let s = &c.s;
+    let account = &c.card.account_id;
     let from = time_us(&card_entries[1]["time"])?;
     let to = time_us(&card_entries[4]["time"])?;
     let r = s.get(
@@ -144,9 +169,14 @@ pub fn auditor_reads_and_proofs(backend: Backend) -> TestResult {
         &c.auditor,
     )?;
     check_eq!(r.expect(200)?["entries"][0]["entry_seq"], json!(4));
+    Ok(())
+}
 
-    // The checkpoint: a C2SP signed note by the published key, over the root that an
-    // independent computation gets from the leaves.
+/// The checkpoint: a C2SP signed note by the published key, over the root that an
+/// independent computation gets from the leaves; a tampered note does not verify. Returns
+/// the checkpoint and the published key.
+fn the_checkpoint_is_signed_over_the_leaves(c: &City) -> Result<(rfc9162::Checkpoint, String), String> {
+    let s = &c.s;
     let size = s.tree_size()?;
     let note = s.checkpoint_covering(size)?;
     let key = s.get_public("/v1/audit/public-key")?;
@@ -164,9 +194,14 @@ pub fn auditor_reads_and_proofs(backend: Backend) -> TestResult {
     // A tampered note does not verify.
     let tampered = note.replacen(&format!("\n{}\n", cp.size), &format!("\n{}\n", cp.size + 1), 1);
     check!(verify_checkpoint(&tampered, &key.text).is_err(), "a tampered checkpoint verified");
+    Ok((cp, key.text))
+}
 
-    // Inclusion proofs for every entry of the checkpoint (anyone may ask).
-    for e in &entries {
+/// Inclusion proofs for every entry of the checkpoint (anyone may ask); out-of-range
+/// queries are refused.
+fn every_entry_has_an_inclusion_proof(c: &City, entries: &[Value], cp: &rfc9162::Checkpoint) -> TestResult {
+    let s = &c.s;
+    for e in entries {
         let index = e["leaf_index"].as_i64().ok_or("leaf_index")? as u64;
         let r = s.get_public(&format!("/v1/audit/proofs/inclusion?leaf_index={index}&tree_size={}", cp.size))?;
         let proof = r.expect(200)?;
@@ -187,13 +222,17 @@ pub fn auditor_reads_and_proofs(backend: Backend) -> TestResult {
         .problem(400, "invalid_query")?;
     s.get_public("/v1/audit/proofs/inclusion?leaf_index=0&tree_size=999999")?.problem(400, "invalid_query")?;
     s.get_public("/v1/audit/proofs/inclusion?leaf_index=0")?.problem(400, "invalid_query")?;
+    Ok(())
+}
 
-    // More activity, a later checkpoint, and a consistency proof between the two.
+/// More activity, a later checkpoint, and a consistency proof between the two.
+fn a_later_checkpoint_is_consistent(c: &City, cp: &rfc9162::Checkpoint, key: &str) -> TestResult {
+    let s = &c.s;
     for _ in 0..3 {
         c.pay(&c.card, "100.00")?.expect(201)?;
     }
     let later_size = s.tree_size()?;
-    let later = verify_checkpoint(&s.checkpoint_covering(later_size)?, &key.text)?;
+    let later = verify_checkpoint(&s.checkpoint_covering(later_size)?, key)?;
     check!(later.size > cp.size, "the log grew");
     let r = s.get_public(&format!("/v1/audit/proofs/consistency?first={}&second={}", cp.size, later.size))?;
     let proof = r.expect(200)?;
@@ -317,9 +356,19 @@ pub fn transparency_cache(backend: Backend) -> TestResult {
 
 pub fn transparency_and_secrets(backend: Backend) -> TestResult {
     let c = City::new(backend, "300000.00")?;
-    let s = &c.s;
     let nik = "7371066606660006";
     let name = "Rahmawati Daeng Ngai";
+    let card = a_holders_nik_is_never_returned(&c, nik, name)?;
+    a_day_of_activity(&c, &card)?;
+    transparency_shows_totals_and_no_personal_data(&c, &card, nik, name)?;
+    the_nik_is_in_no_leaf(&c, nik, name)?;
+    tokens_are_shown_only_at_creation(&c, nik)
+}
+
+/// A holder's NIK is not in the holder's creation response nor in the card view. Returns
+/// the holder's card, topped up with 1 000.00.
+fn a_holders_nik_is_never_returned(c: &City, nik: &str, name: &str) -> Result<TestCard, String> {
+    let s = &c.s;
     let r =
         s.post("/v1/holders", &s.operator, &json!({"name": name, "nik": nik, "categories": ["insured", "resident"]}))?;
     let holder = r.expect(201)?.clone();
@@ -330,10 +379,14 @@ pub fn transparency_and_secrets(backend: Backend) -> TestResult {
     s.post("/v1/topups", &c.teller, &json!({"card_id": card.id, "amount": "1000.00"}))?.expect(201)?;
     let r = s.get(&format!("/v1/cards/{}", card.id), &s.operator)?;
     check!(!r.text.contains(nik), "card view: {}", r.text);
+    Ok(card)
+}
 
-    // Activity of the day: grocery 2 payments (12 500.00 + 7 500.00) and a refund of
-    // 500.00; hotel 1 payment (100 000.00) and a capture (40 000.00); top-ups 300 000.00
-    // + 1 000.00 (the City) + 5 000.00; a clinic allows two and denies one.
+/// Activity of the day: grocery 2 payments (12 500.00 + 7 500.00) and a refund of
+/// 500.00; hotel 1 payment (100 000.00) and a capture (40 000.00); top-ups 300 000.00
+/// + 1 000.00 (the City) + 5 000.00; a clinic allows two and denies one.
+fn a_day_of_activity(c: &City, card: &TestCard) -> TestResult {
+    let s = &c.s;
     let p = id(c.pay(&c.card, "12500.00")?.expect(201)?)?;
     c.pay(&c.card, "7500.00")?.expect(201)?;
     s.post(&format!("/v1/payments/{p}/refunds"), &c.pos_a, &json!({"amount": "500.00"}))?.expect(201)?;
@@ -347,9 +400,16 @@ pub fn transparency_and_secrets(backend: Backend) -> TestResult {
         &json!({"name": "RSUD", "service": "clinic", "policy": {"categories": ["insured"]}}),
     )?;
     let desk = s.credential("service_point", "RSUD desk", Some(("service_point_id", &id(sp.expect(201)?)?)))?;
-    for (t, decision) in [(s.tap(&card), "allow"), (s.tap(&card), "allow"), (s.tap(&c.card), "deny")] {
+    for (t, decision) in [(s.tap(card), "allow"), (s.tap(card), "allow"), (s.tap(&c.card), "deny")] {
         check_eq!(s.post("/v1/access-checks", &desk, &json!({"tap": t}))?.expect(200)?["decision"], json!(decision));
     }
+    Ok(())
+}
+
+/// `/v1/transparency` shows the day's totals per category and service, and no name, NIK,
+/// UID, card, holder or account id; a past day is empty; a bad date is refused.
+fn transparency_shows_totals_and_no_personal_data(c: &City, card: &TestCard, nik: &str, name: &str) -> TestResult {
+    let s = &c.s;
     let r = s.get_public("/v1/transparency")?;
     let t = r.expect(200)?.clone();
     check_eq!(t["date"], json!(chrono::Utc::now().format("%Y-%m-%d").to_string()));
@@ -377,10 +437,13 @@ pub fn transparency_and_secrets(backend: Backend) -> TestResult {
     let r = s.get_public("/v1/transparency?date=2001-01-01")?;
     check_eq!(r.expect(200)?["merchants"], json!([]));
     s.get_public("/v1/transparency?date=yesterday")?.problem(400, "invalid_query")?;
+    Ok(())
+}
 
-    // The NIK is in no leaf of the audit log, neither in clear nor as a plain SHA-256 (16
-    // digits are easily enumerated); the leaves keep only a keyed hash.
-    let leaves = s.leaves(&c.auditor)?;
+/// The NIK is in no leaf of the audit log, neither in clear nor as a plain SHA-256 (16
+/// digits are easily enumerated); the leaves keep only a keyed hash.
+fn the_nik_is_in_no_leaf(c: &City, nik: &str, name: &str) -> TestResult {
+    let leaves = c.s.leaves(&c.auditor)?;
     let nik_sha = ring::digest::digest(&ring::digest::SHA256, nik.as_bytes());
     let all: Vec<u8> = leaves.iter().flat_map(|l| l.2.clone()).collect();
     let contains = |needle: &[u8]| all.windows(needle.len()).any(|w| w == needle);
@@ -388,9 +451,13 @@ pub fn transparency_and_secrets(backend: Backend) -> TestResult {
     check!(!contains(nik_sha.as_ref()), "SHA-256(NIK) is in the audit log");
     check!(!contains(hex::encode(nik_sha).as_bytes()), "hex SHA-256(NIK) is in the audit log");
     check!(contains(name.as_bytes()), "the holder's creation is logged (by name)");
+    Ok(())
+}
 
-    // Tokens: in the creation response only; never in a retry, a revocation, a list, the
-    // log, the entries or the metrics.
+/// Tokens: in the creation response only; never in a retry, a revocation, a list, the
+/// log, the entries or the metrics.
+fn tokens_are_shown_only_at_creation(c: &City, nik: &str) -> TestResult {
+    let s = &c.s;
     let key = s.key();
     let body = json!({"role": "merchant_terminal", "name": "secret till", "merchant_id": c.merchant_a});
     let r = s.post_k("/v1/credentials", &s.operator, &key, &body)?;

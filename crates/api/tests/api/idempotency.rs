@@ -58,10 +58,19 @@ impl Retry<'_> {
 pub fn idempotent_retries(backend: Backend) -> TestResult {
     let c = City::new(backend, "200000.00")?;
     let s = &c.s;
-    let op = s.operator.clone();
     let t = Retry { s, auditor: &c.auditor };
+    let payment = a_payment_is_charged_once(&c, &t)?;
+    refunds_holds_captures_and_voids(&c, &t, &payment)?;
+    topups_inquiries_and_access_checks(&c, &t)?;
+    holders_and_cards(&c, &t)?;
+    merchants_credentials_agents_and_adjustments(&c, &t)?;
+    a_settlement_run_is_paid_once(&c, &t)
+}
 
-    // Payments: one charge, one entry, whatever the number of retries.
+/// Payments: one charge, one entry, whatever the number of retries; keys are per
+/// credential. Returns the payment.
+fn a_payment_is_charged_once(c: &City, t: &Retry) -> Result<String, String> {
+    let s = &c.s;
     let tap = s.tap(&c.card);
     let body = json!({"tap": tap, "amount": "12500.00", "reference": "INV-9"});
     let (key, p) = t.twice("POST", "/v1/payments", &c.pos_a, Some(&body), 201)?;
@@ -89,8 +98,13 @@ pub fn idempotent_retries(backend: Backend) -> TestResult {
     let r = s.post_k("/v1/payments", &c.pos_b, &key, &json!({"tap": s.tap(&c.card), "amount": "100.00"}))?;
     check!(r.expect(201)?["entry_seq"] != p["entry_seq"], "another terminal's key is another payment");
     let payment = id(&p)?;
+    Ok(payment)
+}
 
-    // Refunds.
+/// Refunds; holds (the expiry is computed from the time of the request: a retry later
+/// must still be the same hold), captures and voids.
+fn refunds_holds_captures_and_voids(c: &City, t: &Retry, payment: &str) -> TestResult {
+    let s = &c.s;
     let path = format!("/v1/payments/{payment}/refunds");
     let (key, _) = t.twice("POST", &path, &c.pos_a, Some(&json!({"amount": "500.00", "reason": "late"})), 201)?;
     t.conflict("POST", &path, &c.pos_a, &key, Some(&json!({"amount": "600.00", "reason": "late"})))?;
@@ -118,7 +132,14 @@ pub fn idempotent_retries(backend: Backend) -> TestResult {
     let h3 = id(s.post("/v1/holds", &c.pos_a, &json!({"tap": s.tap(&c.card), "amount": "1000.00"}))?.expect(201)?)?;
     let (key, _) = t.twice("POST", &format!("/v1/holds/{h2}/void"), &c.pos_a, None, 201)?;
     t.conflict("POST", &format!("/v1/holds/{h3}/void"), &c.pos_a, &key, None)?;
+    Ok(())
+}
 
+/// Top-ups by card id and by tap, kiosk inquiries, and access checks at a gate with
+/// anti-passback.
+fn topups_inquiries_and_access_checks(c: &City, t: &Retry) -> TestResult {
+    let s = &c.s;
+    let op = s.operator.clone();
     // Top-ups, by card id and by tap.
     let (key, _) =
         t.twice("POST", "/v1/topups", &c.teller, Some(&json!({"card_id": c.card.id, "amount": "1000.00"})), 201)?;
@@ -150,8 +171,13 @@ pub fn idempotent_retries(backend: Backend) -> TestResult {
     t.conflict("POST", "/v1/access-checks", &gate, &key, Some(&json!({"tap": s.tap(&c.card)})))?;
     let r = s.post("/v1/access-checks", &gate, &json!({"tap": s.tap(&c.card)}))?;
     check_eq!(r.expect(200)?["reason"], json!("passback"), "a new check is a new decision");
+    Ok(())
+}
 
-    // Operator writes.
+/// Operator writes: holders, cards, blocks, unblocks and replacements.
+fn holders_and_cards(c: &City, t: &Retry) -> TestResult {
+    let s = &c.s;
+    let op = s.operator.clone();
     let holder = json!({"name": "Retry Holder", "nik": "7371050505050007", "categories": ["student"]});
     let (key, hv) = t.twice("POST", "/v1/holders", &op, Some(&holder), 201)?;
     t.conflict(
@@ -194,6 +220,14 @@ pub fn idempotent_retries(backend: Backend) -> TestResult {
         &key,
         Some(&json!({"new_uid": "04C0FFEE000004"})),
     )?;
+    Ok(())
+}
+
+/// Operator writes: merchants, credentials and their revocation, agents and their float,
+/// adjustments and their approval.
+fn merchants_credentials_agents_and_adjustments(c: &City, t: &Retry) -> TestResult {
+    let s = &c.s;
+    let op = s.operator.clone();
     let (key, m) = t.twice(
         "POST",
         "/v1/merchants",
@@ -237,7 +271,13 @@ pub fn idempotent_retries(backend: Backend) -> TestResult {
     let adj2 = id(s.post("/v1/adjustments", &op, &adj_body)?.expect(201)?)?;
     let (key, _) = t.twice("POST", &format!("/v1/adjustments/{}/approve", id(&adj)?), &c.operator2, None, 200)?;
     t.conflict("POST", &format!("/v1/adjustments/{adj2}/approve"), &c.operator2, &key, None)?;
-    // A settlement run retried reports the same lines and pays nothing twice.
+    Ok(())
+}
+
+/// A settlement run retried reports the same lines and pays nothing twice.
+fn a_settlement_run_is_paid_once(c: &City, t: &Retry) -> TestResult {
+    let s = &c.s;
+    let op = s.operator.clone();
     let (key, st) = t.twice("POST", "/v1/settlements", &op, None, 201)?;
     check_eq!(st["lines"].as_array().map(Vec::len), Some(2), "{st}");
     c.pay(&c.card, "100.00")?.expect(201)?;

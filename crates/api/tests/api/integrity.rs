@@ -106,6 +106,18 @@ fn card(s: &Server, card: &TestCard) -> Result<Value, String> {
     Ok(s.get(&format!("/v1/cards/{}", card.id), &s.operator)?.expect(200)?.clone())
 }
 
+/// The cards the offline till of `offline_uploads_cannot_mint` takes besides the City's.
+struct OfflineCards {
+    /// Blocked before the till's sync.
+    blocked: TestCard,
+    /// Pays with an honest shortfall the offline-risk account covers.
+    short: TestCard,
+    /// Its shortfall would pass the merchant's risk cap.
+    over_cap: TestCard,
+    /// Its payment would pass the till's outstanding limit.
+    over_total: TestCard,
+}
+
 /// Finding 1: a terminal key and genuine taps cannot mint money. Each record beyond what
 /// the terminal's limits at its last sync allow is refused with its code and posts
 /// nothing; the offline-risk account covers only the one honest shortfall; the chain
@@ -126,6 +138,7 @@ pub fn offline_uploads_cannot_mint(backend: Backend) -> TestResult {
         new_card("Dewi", "7371010101900013", 13)?,
         new_card("Eko", "7371010101900014", 14)?,
     );
+    let cards = OfflineCards { blocked, short, over_cap, over_total };
     // Card A pays online with counters 1, 2, 3 and 5: its last counter at the sync is 5,
     // and 4 was never used.
     for _ in 0..3 {
@@ -133,9 +146,20 @@ pub fn offline_uploads_cannot_mint(backend: Backend) -> TestResult {
     }
     let five = s.tap_at(&c.card.uid, 5);
     s.post("/v1/payments", &c.pos_a, &json!({"tap": five, "amount": "1.00"}))?.expect(201)?;
-    s.post(&format!("/v1/cards/{}/block", blocked.id), &s.operator, &json!({"reason": "lost"}))?.expect(200)?;
-    // Rp 1,000 a tap, Rp 1,500 a card a day, Rp 2,500 between syncs; the city covers at
-    // most Rp 1,000 of this merchant's shortfalls a day.
+    s.post(&format!("/v1/cards/{}/block", cards.blocked.id), &s.operator, &json!({"reason": "lost"}))?.expect(200)?;
+    let (mut till, sync) = a_till_takes_fourteen_records_offline(&c, &cards)?;
+    let entries_after = only_the_records_within_the_limits_post(&c, &till, &cards)?;
+    let entries_after = a_record_under_an_older_sync_is_refused(&c, &mut till, sync, entries_after)?;
+    a_till_without_limits_uploads_nothing(&c, entries_after)
+}
+
+/// A till with limits syncs (the blocked card is on its deny list) and takes 14 records,
+/// most beyond what it may: Rp 1,000 a tap, Rp 1,500 a card a day, Rp 2,500 between syncs;
+/// the city covers at most Rp 1,000 of this merchant's shortfalls a day. Returns the till
+/// and its sync.
+fn a_till_takes_fourteen_records_offline(c: &City, cards: &OfflineCards) -> Result<(Till, u64), String> {
+    let s = &c.s;
+    let OfflineCards { blocked, short, over_cap, over_total } = cards;
     let limits = json!({"per_tap_minor": 100_000, "per_card_per_day_minor": 150_000, "outstanding_minor": 250_000});
     let mut till = Till::new(s, &c.merchant_a, Some(limits))?;
     let before_sync = now_us();
@@ -158,6 +182,16 @@ pub fn offline_uploads_cannot_mint(backend: Backend) -> TestResult {
     till.pay(s, &over_total.uid, 1, 60_000, t + 11, sync); // 12: till would be 2,600.00
     till.pay(s, &a, 12, 10_000, t + 12, sync); // 13: posted, till 2,100.00
     till.pay(s, &a, 13, 1_000, now_us() + 3_600_000_000, sync); // 14: dated after the upload
+    Ok((till, sync))
+}
+
+/// The upload: each record beyond the limits is refused with its code and posts nothing;
+/// the offline-risk account covers only the one honest shortfall; the chain goes on and
+/// the good records around the refused ones are posted; every refusal is a leaf; the same
+/// upload again posts nothing. Returns the journal's last entry.
+fn only_the_records_within_the_limits_post(c: &City, till: &Till, cards: &OfflineCards) -> Result<i64, String> {
+    let s = &c.s;
+    let OfflineCards { short, over_cap, .. } = cards;
     let (entries_before, _) = s.trial(&c.auditor)?;
     let refused_leaves_before = s.leaves(&c.auditor)?.iter().filter(|l| l.1 == "offline_record_refused").count();
     let up = till.upload(s)?;
@@ -190,9 +224,9 @@ pub fn offline_uploads_cannot_mint(backend: Backend) -> TestResult {
     check_eq!(entries_after, entries_before + 4);
     // The offline-risk account covers exactly the honest shortfall, which the card owes.
     check_eq!(owed_by_cards(s, &c.auditor)?, "900.00");
-    check_eq!(card(s, &short)?["owed"], idr("900.00"));
-    check_eq!(card(s, &short)?["balance"], idr("0.00"));
-    check_eq!(card(s, &over_cap)?["owed"], idr("0.00"));
+    check_eq!(card(s, short)?["owed"], idr("900.00"));
+    check_eq!(card(s, short)?["balance"], idr("0.00"));
+    check_eq!(card(s, over_cap)?["owed"], idr("0.00"));
     // A: 2,000.00 - 4 x 1.00 online - 200.00 - 900.00 - 100.00 offline.
     check_eq!(s.balance(&c.auditor, &c.card.account_id)?, "796.00");
     // Every refusal is a leaf an auditor can see.
@@ -202,8 +236,20 @@ pub fn offline_uploads_cannot_mint(backend: Backend) -> TestResult {
     let again = till.upload(s)?;
     check_eq!(again["head"]["seq"], json!(14));
     check_eq!(s.trial(&c.auditor)?.0, entries_after);
-    // After a new sync, a record naming the older one (its deny list and counters, a date
-    // picked to fit) is refused; one naming the new sync is posted.
+    Ok(entries_after)
+}
+
+/// After a new sync, a record naming the older one (its deny list and counters, a date
+/// picked to fit) is refused; one naming the new sync is posted. Returns the journal's
+/// last entry.
+fn a_record_under_an_older_sync_is_refused(
+    c: &City,
+    till: &mut Till,
+    sync: u64,
+    entries_after: i64,
+) -> Result<i64, String> {
+    let s = &c.s;
+    let a = c.card.uid.clone();
     let (sync2, _) = till.sync(s)?;
     std::thread::sleep(std::time::Duration::from_millis(5));
     let now = now_us();
@@ -214,7 +260,13 @@ pub fn offline_uploads_cannot_mint(backend: Backend) -> TestResult {
     check_eq!(s.balance(&c.auditor, &c.card.account_id)?, "786.00");
     let entries_after = entries_after + 1;
     check_eq!(s.trial(&c.auditor)?.0, entries_after);
-    // A till without offline limits cannot upload payments, and a POS no access records.
+    Ok(entries_after)
+}
+
+/// A till without offline limits cannot upload payments, and a POS no access records.
+fn a_till_without_limits_uploads_nothing(c: &City, entries_after: i64) -> TestResult {
+    let s = &c.s;
+    let a = c.card.uid.clone();
     let mut bare = Till::new(s, &c.merchant_a, None)?;
     let (bare_sync, _) = bare.sync(s)?;
     bare.pay(s, &a, 20, 1_000, now_us(), bare_sync);

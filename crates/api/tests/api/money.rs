@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::support::{id, idr, Backend, City, TestResult};
+use crate::support::{id, idr, Backend, City, Resp, TestResult};
 
 /// The postings of an entry as (account_id, amount) pairs.
 fn postings(entry: &Value) -> Vec<(String, String)> {
@@ -38,7 +38,6 @@ fn sorted(mut v: Vec<(String, String)>) -> Vec<(String, String)> {
 
 pub fn payments_fees_and_refunds(backend: Backend) -> TestResult {
     let c = City::new(backend, "1000000.00")?;
-    let s = &c.s;
     // 0.7 % of 12 500.00 is 87.50 exactly.
     let r = c.pay(&c.card, "12500.00")?;
     let p = r.expect(201)?.clone();
@@ -49,9 +48,17 @@ pub fn payments_fees_and_refunds(backend: Backend) -> TestResult {
     check_eq!(p["card_id"], json!(c.card.id));
     let payment = id(&p)?;
     check_eq!(payment, seq(&p)?.to_string());
+    let expected_balance = fees_round_half_even(&c)?;
+    let fee_account = a_payment_posts_wallet_merchant_and_fee_legs(&c, &p)?;
+    refunds_return_the_fee_in_proportion(&c, &p, expected_balance, &fee_account)?;
+    the_merchant_lists_its_payments(&c)
+}
 
-    // Half-even rounding to the minor unit, at 0.5 %: 1.00 → 0.5 minor → 0; 3.00 → 1.5 →
-    // 2; 5.00 → 2.5 → 2 (half-up would give 1, 2, 3).
+/// Half-even rounding to the minor unit, at 0.5 %: 1.00 → 0.5 minor → 0; 3.00 → 1.5 →
+/// 2; 5.00 → 2.5 → 2 (half-up would give 1, 2, 3). Returns the card's balance in minor
+/// units after these payments.
+fn fees_round_half_even(c: &City) -> Result<i64, String> {
+    let s = &c.s;
     let (m, m_account) = s.merchant("Parkir Pantai", "parking", "0.005")?;
     let pos = s.credential("merchant_terminal", "parking gate", Some(("merchant_id", &m)))?;
     let mut expected_balance: i64 = 98_750_000;
@@ -70,10 +77,15 @@ pub fn payments_fees_and_refunds(backend: Backend) -> TestResult {
         check_eq!(legs.len(), if fee == "0.00" { 2 } else { 3 }, "fee leg only when there is a fee");
     }
     check_eq!(s.balance(&c.auditor, &m_account)?, "8.96".to_owned());
+    Ok(expected_balance)
+}
 
-    // The 12 500.00 payment's postings: wallet -12500.00, merchant +12412.50, fees +87.50.
+/// The 12 500.00 payment's postings: wallet -12500.00, merchant +12412.50, fees +87.50.
+/// Returns the fee account.
+fn a_payment_posts_wallet_merchant_and_fee_legs(c: &City, p: &Value) -> Result<String, String> {
+    let s = &c.s;
     let entries = s.entries(&c.auditor)?;
-    let e = entry(&entries, seq(&p)?)?;
+    let e = entry(&entries, seq(p)?)?;
     let legs = sorted(postings(e));
     let fee_account = legs
         .iter()
@@ -88,9 +100,14 @@ pub fn payments_fees_and_refunds(backend: Backend) -> TestResult {
             (fee_account.clone(), "87.50".into()),
         ])
     );
+    Ok(fee_account)
+}
 
-    // Partial refunds up to the payment; the fee comes back in proportion: 40 % of 87.50
-    // is 35.00, the remaining 60 % is 52.50.
+/// Partial refunds up to the payment; the fee comes back in proportion: 40 % of 87.50
+/// is 35.00, the remaining 60 % is 52.50. A refund beyond the payment writes nothing.
+fn refunds_return_the_fee_in_proportion(c: &City, p: &Value, expected_balance: i64, fee_account: &str) -> TestResult {
+    let s = &c.s;
+    let payment = id(p)?;
     let refund = |amount: &str| {
         s.post(&format!("/v1/payments/{payment}/refunds"), &c.pos_a, &json!({"amount": amount, "reason": "returned"}))
     };
@@ -104,13 +121,13 @@ pub fn payments_fees_and_refunds(backend: Backend) -> TestResult {
     let entries = s.entries(&c.auditor)?;
     let e = entry(&entries, seq(v)?)?;
     check_eq!(e["kind"], json!("refund"));
-    check_eq!(e["related_seq"], json!(seq(&p)?));
+    check_eq!(e["related_seq"], json!(seq(p)?));
     check_eq!(
         sorted(postings(e)),
         sorted(vec![
             (c.card.account_id.clone(), "5000.00".into()),
             (c.merchant_a_account.clone(), "-4965.00".into()),
-            (fee_account.clone(), "-35.00".into()),
+            (fee_account.to_owned(), "-35.00".into()),
         ])
     );
     let r = refund("7500.00")?;
@@ -121,10 +138,14 @@ pub fn payments_fees_and_refunds(backend: Backend) -> TestResult {
     check_eq!(s.trial(&c.auditor)?.0, last, "a refused refund writes nothing");
     // The whole payment came back: merchant A and the fee account are back to zero.
     check_eq!(s.balance(&c.auditor, &c.merchant_a_account)?, "0.00".to_owned());
-    check_eq!(s.balance(&c.auditor, &fee_account)?, "0.04".to_owned());
+    check_eq!(s.balance(&c.auditor, fee_account)?, "0.04".to_owned());
     check_eq!(s.balance(&c.auditor, &c.card.account_id)?, "999991.00".to_owned());
+    Ok(())
+}
 
-    // The merchant's own list and statement.
+/// The merchant's own list (newest first, paged with a cursor) and statement.
+fn the_merchant_lists_its_payments(c: &City) -> TestResult {
+    let s = &c.s;
     let r = s.get("/v1/payments?limit=10", &c.pos_a)?;
     let list = r.expect(200)?["payments"].as_array().ok_or("payments")?.clone();
     let statuses: Vec<&str> = list.iter().filter_map(|p| p["status"].as_str()).collect();
@@ -203,18 +224,28 @@ pub fn topups_and_limits(backend: Backend) -> TestResult {
     Ok(())
 }
 
+/// A hold at merchant `pos` of `amount` on the City's card, for room 204, for two hours.
+fn hold(c: &City, amount: &str, pos: &str) -> Result<Resp, String> {
+    c.s.post(
+        "/v1/holds",
+        pos,
+        &json!({"tap": c.s.tap(&c.card), "amount": amount, "reference": "room 204", "expires_in_minutes": 120}),
+    )
+}
+
 pub fn holds_capture_void(backend: Backend) -> TestResult {
     let c = City::new(backend, "1000000.00")?;
+    a_hold_is_captured_in_part(&c)?;
+    a_hold_is_voided_in_full(&c)
+}
+
+/// Hotel B (1.5 %) holds 400 000.00 at check-in and captures 350 000.00; no other merchant
+/// touches the hold, nothing beyond the card or the hold is taken, the capture is the
+/// merchant's payment, and a captured hold is closed.
+fn a_hold_is_captured_in_part(c: &City) -> TestResult {
     let s = &c.s;
-    let hold = |amount: &str, pos: &str| {
-        s.post(
-            "/v1/holds",
-            pos,
-            &json!({"tap": s.tap(&c.card), "amount": amount, "reference": "room 204", "expires_in_minutes": 120}),
-        )
-    };
     // Hotel B (1.5 %) holds 400 000.00 at check-in.
-    let r = hold("400000.00", &c.pos_b)?;
+    let r = hold(c, "400000.00", &c.pos_b)?;
     let h = r.expect(201)?.clone();
     check_eq!(h["status"], json!("held"));
     check_eq!(h["balance"], idr("600000.00"));
@@ -222,7 +253,7 @@ pub fn holds_capture_void(backend: Backend) -> TestResult {
     check!(h["expires_at"].is_string(), "expires_at: {h}");
     let hold_id = id(&h)?;
     // Not more than the card has.
-    let r = hold("600000.01", &c.pos_b)?;
+    let r = hold(c, "600000.01", &c.pos_b)?;
     r.problem(422, "insufficient_funds")?;
     // Another merchant cannot touch it; more than held is refused.
     let r = s.post(&format!("/v1/holds/{hold_id}/capture"), &c.pos_a, &json!({"amount": "1.00"}))?;
@@ -257,9 +288,14 @@ pub fn holds_capture_void(backend: Backend) -> TestResult {
     r.problem(409, "hold_closed")?;
     let r = s.post_empty(&format!("/v1/holds/{hold_id}/void"), &c.pos_b)?;
     r.problem(409, "hold_closed")?;
+    Ok(())
+}
 
-    // Parking (merchant A) holds 20 000.00 and voids it: all of it returns.
-    let r = hold("20000.00", &c.pos_a)?;
+/// Parking (merchant A) holds 20 000.00 and voids it: all of it returns. A payment id is
+/// not a hold, a hold is not a payment; a hold of nothing or for no time is refused.
+fn a_hold_is_voided_in_full(c: &City) -> TestResult {
+    let s = &c.s;
+    let r = hold(c, "20000.00", &c.pos_a)?;
     let h2 = id(r.expect(201)?)?;
     check_eq!(s.balance(&c.auditor, &c.card.account_id)?, "630000.00".to_owned());
     let r = s.post_empty(&format!("/v1/holds/{h2}/void"), &c.pos_a)?;
@@ -271,7 +307,7 @@ pub fn holds_capture_void(backend: Backend) -> TestResult {
     // A payment id is not a hold, a hold is not a payment.
     let r = s.post(&format!("/v1/payments/{h2}/refunds"), &c.pos_a, &json!({"amount": "1.00"}))?;
     r.problem(404, "not_found")?;
-    let r = hold("0.00", &c.pos_a)?;
+    let r = hold(c, "0.00", &c.pos_a)?;
     r.problem(422, "invalid_amount")?;
     let r =
         s.post("/v1/holds", &c.pos_a, &json!({"tap": s.tap(&c.card), "amount": "1.00", "expires_in_minutes": 0}))?;
@@ -334,8 +370,17 @@ pub fn card_lifecycle(backend: Backend) -> TestResult {
     r.problem(409, "card_exists")?;
     let r = s.post("/v1/cards", op, &json!({"uid": "04AABBCCDDEEFF", "holder_id": "424242"}))?;
     r.problem(422, "holder_unknown")?;
+    blocked_cards_are_refused_until_unblocked(&c, &path)?;
+    let new_uid = "04112233445566";
+    let (new_id, new_account) = a_replacement_moves_the_whole_balance(&c, &path, new_uid)?;
+    the_replaced_card_is_closed_and_the_new_one_pays(&c, &path, new_uid, &new_id, new_account)?;
+    lost_and_empty_cards_are_replaced(&c)
+}
 
-    // Block: taps refused at once, with the reason kept.
+/// Block: taps refused at once, with the reason kept. Unblock: it pays again.
+fn blocked_cards_are_refused_until_unblocked(c: &City, path: &str) -> TestResult {
+    let s = &c.s;
+    let op = &s.operator;
     let r = s.post(&format!("{path}/block"), op, &json!({"reason": "lost"}))?;
     let v = r.expect(200)?;
     check_eq!(v["status"], json!("blocked"));
@@ -348,10 +393,15 @@ pub fn card_lifecycle(backend: Backend) -> TestResult {
     check_eq!(r.expect(200)?["status"], json!("active"));
     let r = c.pay(&c.card, "1000.00")?;
     check_eq!(r.expect(201)?["balance"], idr("249000.00"));
+    Ok(())
+}
 
-    // Replace (damaged card): one card_replacement entry moves the whole balance.
+/// Replace (damaged card): one card_replacement entry moves the whole balance. Returns
+/// the new card's id and account.
+fn a_replacement_moves_the_whole_balance(c: &City, path: &str, new_uid: &str) -> Result<(String, String), String> {
+    let s = &c.s;
+    let op = &s.operator;
     let (last, _) = s.trial(&c.auditor)?;
-    let new_uid = "04112233445566";
     let r = s.post(&format!("{path}/replace"), op, &json!({"new_uid": new_uid}))?;
     let v = r.expect(201)?.clone();
     check_eq!(v["moved"], idr("249000.00"));
@@ -372,7 +422,20 @@ pub fn card_lifecycle(backend: Backend) -> TestResult {
         sorted(postings(written[0])),
         sorted(vec![(c.card.account_id.clone(), "-249000.00".into()), (new_account.clone(), "249000.00".into())])
     );
-    // The old card's taps are refused as blocked; the new card pays.
+    Ok((new_id, new_account))
+}
+
+/// The old card's taps are refused as blocked, and it can be neither blocked, unblocked
+/// nor replaced again; the new card's UID is taken; the new card pays.
+fn the_replaced_card_is_closed_and_the_new_one_pays(
+    c: &City,
+    path: &str,
+    new_uid: &str,
+    new_id: &str,
+    new_account: String,
+) -> TestResult {
+    let s = &c.s;
+    let op = &s.operator;
     c.pay(&c.card, "1.00")?.problem(422, "card_blocked")?;
     let r = s.post("/v1/balance-inquiries", &c.kiosk, &json!({"tap": s.tap(&c.card)}))?;
     r.problem(422, "card_blocked")?;
@@ -385,7 +448,7 @@ pub fn card_lifecycle(backend: Backend) -> TestResult {
     let r = s.post(&format!("/v1/cards/{new_id}/replace"), op, &json!({"new_uid": new_uid}))?;
     r.problem(409, "card_exists")?;
     let new_card = crate::support::TestCard {
-        id: new_id.clone(),
+        id: new_id.to_owned(),
         uid: new_uid.into(),
         account_id: new_account,
         counter: std::sync::atomic::AtomicU32::new(0),
@@ -393,7 +456,15 @@ pub fn card_lifecycle(backend: Backend) -> TestResult {
     let r = c.pay(&new_card, "9000.00")?;
     check_eq!(r.expect(201)?["balance"], idr("240000.00"));
     check_eq!(s.get(&format!("/v1/cards/{new_id}"), op)?.expect(200)?["balance"], idr("240000.00"));
-    // A lost card: blocked first, then replaced; its balance follows the holder.
+    Ok(())
+}
+
+/// A lost card: blocked first, then replaced; its balance follows the holder. An empty
+/// card is replaced by an entry that moves nothing: it records, in the log, that the old
+/// card's later credits go to the new one.
+fn lost_and_empty_cards_are_replaced(c: &City) -> TestResult {
+    let s = &c.s;
+    let op = &s.operator;
     let h2 = s.holder("Lost Card Holder", "7371121212120012", &["resident"])?;
     let lost = s.card(&h2, 4)?;
     s.post("/v1/topups", &c.teller, &json!({"card_id": lost.id, "amount": "1234.56"}))?.expect(201)?;

@@ -33,6 +33,18 @@ pub fn openapi_document_and_routes(backend: Backend) -> TestResult {
     check!(r.content_type.starts_with("application/json"), "content type {}", r.content_type);
     check!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")), "openapi version {}", doc["openapi"]);
     check!(doc["info"]["title"].is_string() && doc["info"]["version"].is_string(), "info: {}", doc["info"]);
+    let documented = every_operation_is_well_formed(&doc)?;
+    every_ref_resolves_and_every_route_is_documented(&doc, documented)?;
+    every_route_answers(s)?;
+    check_contract(&doc)?;
+    leaves_page_with_their_cursor(s)?;
+    unknown_routes_and_methods_are_problems(s)
+}
+
+/// Every path of the document has operations, each with responses that have a valid
+/// status and a description, and declares its path parameters. Returns the documented
+/// (method, path) pairs.
+fn every_operation_is_well_formed(doc: &Value) -> Result<BTreeSet<(String, String)>, String> {
     let paths = doc["paths"].as_object().ok_or("paths")?;
     let mut documented = BTreeSet::new();
     for (path, item) in paths {
@@ -66,8 +78,14 @@ pub fn openapi_document_and_routes(backend: Backend) -> TestResult {
             documented.insert((method.clone(), path.clone()));
         }
     }
+    Ok(documented)
+}
+
+/// Every `$ref` resolves inside the document; the problem document and the bearer scheme
+/// are described; the documented operations are exactly `api::openapi::ROUTES`.
+fn every_ref_resolves_and_every_route_is_documented(doc: &Value, documented: BTreeSet<(String, String)>) -> TestResult {
     let mut found = Vec::new();
-    refs(&doc, "#", &mut found);
+    refs(doc, "#", &mut found);
     check!(!found.is_empty(), "the document uses components");
     for (at, target) in &found {
         let pointer =
@@ -80,9 +98,12 @@ pub fn openapi_document_and_routes(backend: Backend) -> TestResult {
     let routes: BTreeSet<(String, String)> =
         api::openapi::ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
     check_eq!(documented, routes, "documented operations vs ROUTES");
+    Ok(())
+}
 
-    // Every route answers (with a placeholder id and an operator token): never the
-    // default "no such route".
+/// Every route answers (with a placeholder id and an operator token): never the default
+/// "no such route".
+fn every_route_answers(s: &Server) -> TestResult {
     for (method, path) in api::openapi::ROUTES {
         let concrete = path.replace("{id}", "1");
         let query = if path.contains("inclusion") {
@@ -107,16 +128,24 @@ pub fn openapi_document_and_routes(backend: Backend) -> TestResult {
         );
         check!(r.status != 405 && r.status < 500, "{method} {path}: {} {}", r.status, r.text);
     }
-    check_contract(&doc)?;
-    // `GET /v1/audit/leaves` continues where its `next_cursor` says.
+    Ok(())
+}
+
+/// `GET /v1/audit/leaves` continues where its `next_cursor` says.
+fn leaves_page_with_their_cursor(s: &Server) -> TestResult {
     let page = s.get("/v1/audit/leaves?limit=2", &s.operator)?;
     let cursor = page.expect(200)?["next_cursor"].as_str().ok_or("a cursor after a full page")?.to_owned();
     let next = s.get(&format!("/v1/audit/leaves?limit=2&cursor={cursor}"), &s.operator)?;
     check_eq!(next.expect(200)?["leaves"][0]["leaf_index"], json!(2), "the page after the cursor");
     s.get(&format!("/v1/audit/leaves?from=0&cursor={cursor}"), &s.operator)?.problem(400, "invalid_query")?;
     s.get("/v1/audit/leaves?cursor=x", &s.operator)?.problem(400, "invalid_query")?;
-    // Unknown routes are problem+json 404s; a method a route does not take is a 405 that
-    // names the methods it takes.
+    Ok(())
+}
+
+/// Unknown routes are problem+json 404s; a method a route does not take is a 405 that
+/// names the methods it takes; the shared parts' answers are documented; the docs UI is
+/// served.
+fn unknown_routes_and_methods_are_problems(s: &Server) -> TestResult {
     s.get("/v1/nothing-here", &s.operator)?.problem(404, "not_found")?;
     let r = s.send("PUT", "/v1/holders", Some(&s.operator), None, Body::None)?;
     r.problem(405, "method_not_allowed")?;

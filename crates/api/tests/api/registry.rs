@@ -67,12 +67,50 @@ fn num(v: &Value, field: &str) -> Result<i64, String> {
     v[field].as_str().and_then(|t| t.parse().ok()).ok_or_else(|| format!("no {field} in {v}"))
 }
 
+/// The token of the operator credential the tampering owner inserts.
+const MALLORY: &str = "kt_mallory-knows-this-token";
+
+/// The rows of the day's registry writes that the tampers aim at.
+struct Day {
+    /// The card blocked for "lost".
+    blocked: i64,
+    /// The library's service point.
+    library: i64,
+    /// The offline till's credential and its token.
+    till_id: i64,
+    till_token: String,
+    /// The kiosk credential revoked.
+    gone: i64,
+    /// The adjustment a second person approved.
+    adjustment_id: i64,
+    /// The approval Dewi rejected.
+    rejected: i64,
+    /// Merchant A ("Toko Sinar").
+    merchant_a: i64,
+}
+
 pub fn verify_checks_the_registry(backend: Backend) -> TestResult {
     let c = City::new(backend, "100000.00")?;
     let s = &c.s;
-    let (op, b) = (s.operator.clone(), c.operator2.clone());
+    let (blocked, library, till_id, till_token, gone) = cards_points_and_terminals(&c)?;
+    let (adjustment_id, rejected) = two_persons_decide(&c)?;
+    let merchant_a: i64 = c.merchant_a.parse().map_err(|_| "merchant id")?;
+    let day = Day { blocked, library, till_id, till_token, gone, adjustment_id, rejected, merchant_a };
+    an_honest_registry_verifies(&c)?;
+    let mut texts = Vec::new();
+    texts.push(an_inserted_operator_credential_is_found(s)?);
+    fee_policy_and_status_tampers_are_found(s, &day, &mut texts)?;
+    token_amount_and_event_tampers_are_found(s, &day, &mut texts)?;
+    a_revival_and_a_turned_decision_are_found(s, &day, &mut texts)?;
+    no_finding_shows_a_secret(&texts, &day)
+}
 
-    // The day's registry writes.
+/// The day's registry writes: cards issued, blocked, unblocked and replaced; a service
+/// point with a policy; a terminal with a key and offline limits; a credential revoked.
+/// Returns the blocked card, the library, the till's id and token, and the revoked kiosk.
+fn cards_points_and_terminals(c: &City) -> Result<(i64, i64, i64, String, i64), String> {
+    let s = &c.s;
+    let op = s.operator.clone();
     let siti = s.holder("Siti Aminah", "7371020202900002", &["student", "resident"])?;
     let blocked = s.card(&siti, 2)?;
     s.post(&format!("/v1/cards/{}/block", blocked.id), &op, &json!({"reason": "lost"}))?.expect(200)?;
@@ -95,7 +133,17 @@ pub fn verify_checks_the_registry(backend: Backend) -> TestResult {
     let (gone, _) = s.credential_with_id("kiosk", "old kiosk")?;
     s.delete(&format!("/v1/credentials/{gone}"), &op)?.expect(200)?;
     let gone: i64 = gone.parse().map_err(|_| "kiosk id")?;
-    // Two persons: an operator made by approval, later revoked by approval.
+    let blocked: i64 = blocked.id.parse().map_err(|_| "card id")?;
+    let library: i64 = library.parse().map_err(|_| "library id")?;
+    Ok((blocked, library, till_id, till_token, gone))
+}
+
+/// Two persons: an operator made by approval, later revoked by approval; an adjustment
+/// another person approves; one Dewi rejects; a big float. Returns the approved
+/// adjustment and the rejected approval.
+fn two_persons_decide(c: &City) -> Result<(i64, i64), String> {
+    let s = &c.s;
+    let (op, b) = (s.operator.clone(), c.operator2.clone());
     let r = s.post("/v1/credentials", &op, &json!({"role": "operator", "name": "dewi", "person": "Dewi"}))?;
     let request = id(r.expect(202)?)?;
     let r = s.post_empty(&format!("/v1/approvals/{request}/approve"), &b)?;
@@ -123,9 +171,13 @@ pub fn verify_checks_the_registry(backend: Backend) -> TestResult {
     let r = s.delete(&format!("/v1/credentials/{}", dewi["id"].as_str().ok_or("dewi's id")?), &op)?;
     let revoke = id(r.expect(202)?)?;
     check_eq!(s.post_empty(&format!("/v1/approvals/{revoke}/approve"), &b)?.expect(200)?["result"]["revoked"], true);
+    Ok((adjustment_id, rejected))
+}
 
-    // Verify passes, having compared every row and read every operator action (counted
-    // here from the tables and from the log the auditor reads).
+/// Verify passes, having compared every row and read every operator action (counted here
+/// from the tables and from the log the auditor reads).
+fn an_honest_registry_verifies(c: &City) -> TestResult {
+    let s = &c.s;
     let tables =
         ["holders", "cards", "merchants", "service_points", "agents", "credentials", "adjustments", "approvals"];
     let mut rows = 0;
@@ -137,10 +189,13 @@ pub fn verify_checks_the_registry(backend: Backend) -> TestResult {
     }
     let actions = s.leaves(&c.auditor)?.iter().filter(|l| l.1 == "operator_action").count();
     check_eq!(verify_db(s)?, Ok((rows, actions)), "an honest registry verifies");
+    Ok(())
+}
 
-    let mut texts = Vec::new();
-    // 1. An operator credential inserted straight into the table: its token works.
-    let mallory = "kt_mallory-knows-this-token";
+/// Tamper 1: an operator credential inserted straight into the table. Its token works,
+/// until the row is removed again. Returns the finding's text.
+fn an_inserted_operator_credential_is_found(s: &Server) -> Result<String, String> {
+    let mallory = MALLORY;
     let mallory_hash = api::auth::token_hash(mallory);
     let insert = format!(
         "INSERT INTO credentials (id, role, name, token_hash, created_at_us, event_id, person) \
@@ -156,11 +211,14 @@ pub fn verify_checks_the_registry(backend: Backend) -> TestResult {
     );
     check_eq!(s.get("/v1/approvals", mallory)?.status, 200, "the inserted credential works as an operator's");
     undone(s, what, "DELETE FROM credentials WHERE id = 9001")?;
-    texts.push(text);
     check_eq!(s.get("/v1/approvals", mallory)?.status, 401, "removed again");
+    Ok(text)
+}
 
-    // 2. A merchant's fee rate changed behind the API.
-    let merchant_a: i64 = c.merchant_a.parse().map_err(|_| "merchant id")?;
+/// Tampers 2 to 4: a merchant's fee rate changed behind the API, a service point's policy
+/// opened to everyone, a blocked card unblocked by UPDATE.
+fn fee_policy_and_status_tampers_are_found(s: &Server, day: &Day, texts: &mut Vec<String>) -> TestResult {
+    let Day { merchant_a, library, blocked: card, .. } = *day;
     let text = tamper(
         s,
         "a fee rate",
@@ -177,7 +235,6 @@ pub fn verify_checks_the_registry(backend: Backend) -> TestResult {
     texts.push(text);
 
     // 3. A service point's policy opened to everyone.
-    let library: i64 = library.parse().map_err(|_| "library id")?;
     let original = s.owner_query(&format!("SELECT policy AS v FROM service_points WHERE id = {library}"))?;
     let opened = original.replace(r#"["student"]"#, "[]");
     check!(opened != original && !original.contains('\''), "{original}");
@@ -191,7 +248,6 @@ pub fn verify_checks_the_registry(backend: Backend) -> TestResult {
     texts.push(text);
 
     // 4. A blocked card unblocked by UPDATE.
-    let card: i64 = blocked.id.parse().map_err(|_| "card id")?;
     let text = tamper(
         s,
         "an unblock",
@@ -201,15 +257,22 @@ pub fn verify_checks_the_registry(backend: Backend) -> TestResult {
     )?;
     check!(text.contains("status active") && text.contains("its leaves say blocked, reason lost"), "{text}");
     texts.push(text);
+    Ok(())
+}
 
-    // 5. A terminal's token hash swapped for one the attacker knows.
+/// Tampers 5 to 7: a terminal's token hash swapped for one the attacker knows, an
+/// adjustment's amount changed after it was approved, a credential pointed at a leaf of
+/// another action.
+fn token_amount_and_event_tampers_are_found(s: &Server, day: &Day, texts: &mut Vec<String>) -> TestResult {
+    let Day { till_id, ref till_token, adjustment_id, merchant_a, .. } = *day;
+    let mallory_hash = api::auth::token_hash(MALLORY);
     let text = tamper(
         s,
         "a swapped token hash",
         &format!("UPDATE credentials SET token_hash = {} WHERE id = {till_id}", s.blob(&mallory_hash)),
         &format!(
             "UPDATE credentials SET token_hash = {} WHERE id = {till_id}",
-            s.blob(&api::auth::token_hash(&till_token))
+            s.blob(&api::auth::token_hash(till_token))
         ),
         &[("credentials", till_id, "token_hash")],
     )?;
@@ -240,8 +303,12 @@ pub fn verify_checks_the_registry(backend: Backend) -> TestResult {
     )?;
     check!(text.contains(&format!("event_id {merchant_event} names a create_merchant leaf")), "{text}");
     texts.push(text);
+    Ok(())
+}
 
-    // 8. A revoked credential revived.
+/// Tampers 8 and 9: a revoked credential revived, a rejected request marked approved.
+fn a_revival_and_a_turned_decision_are_found(s: &Server, day: &Day, texts: &mut Vec<String>) -> TestResult {
+    let Day { gone, rejected, .. } = *day;
     let revoked = s.owner_query(&format!(
         "SELECT CAST(revoked_at_us AS TEXT) || ' ' || CAST(revoked_event_id AS TEXT) AS v FROM credentials WHERE id = {gone}"
     ))?;
@@ -269,14 +336,19 @@ pub fn verify_checks_the_registry(backend: Backend) -> TestResult {
     )?;
     check!(text.contains("status approved but its deciding leaf") && text.contains("is a reject_request"), "{text}");
     texts.push(text);
+    Ok(())
+}
 
-    // No secret in any finding: no token, no token hash, no NIK.
+/// No secret in any finding: no token, no token hash, no NIK.
+fn no_finding_shows_a_secret(texts: &[String], day: &Day) -> TestResult {
+    let (mallory, till_token) = (MALLORY, &day.till_token);
+    let mallory_hash = api::auth::token_hash(mallory);
     let all = texts.join("\n");
     for secret in [
         mallory.to_owned(),
         hex::encode(mallory_hash),
         till_token.clone(),
-        hex::encode(api::auth::token_hash(&till_token)),
+        hex::encode(api::auth::token_hash(till_token)),
         "7371020202900002".into(),
     ] {
         check!(!all.to_lowercase().contains(&secret.to_lowercase()), "a secret in the findings: {all}");

@@ -6,11 +6,18 @@ use crate::support::{id, idr, Backend, Body, City, TestResult};
 
 pub fn roles_and_scopes(backend: Backend) -> TestResult {
     let c = City::new(backend, "500000.00")?;
-    let s = &c.s;
-    let op = s.operator.clone();
+    let hold = a_merchant_sees_nothing_of_another(&c)?;
+    an_auditor_reads_everything_and_writes_nothing(&c, &hold)?;
+    each_role_is_refused_outside_its_scope(&c)?;
+    bad_and_revoked_tokens_are_refused(&c)?;
+    revoked_auditors_and_operators_stop_at_once(&c)?;
+    credentials_are_scoped_and_public_reads_need_no_token(&c)
+}
 
-    // Merchant A's payment and hold are invisible to merchant B: 404, never 403, so B
-    // does not even learn that they exist.
+/// Merchant A's payment and hold are invisible to merchant B: 404, never 403, so B does
+/// not even learn that they exist; A's own refund works. Returns A's hold.
+fn a_merchant_sees_nothing_of_another(c: &City) -> Result<String, String> {
+    let s = &c.s;
     let pay = c.pay(&c.card, "10000.00")?;
     let payment = id(pay.expect(201)?)?;
     let r = s.post("/v1/holds", &c.pos_a, &json!({"tap": s.tap(&c.card), "amount": "5000.00"}))?;
@@ -36,8 +43,12 @@ pub fn roles_and_scopes(backend: Backend) -> TestResult {
     check_eq!(s.get("/v1/merchant/statement", &c.pos_a)?.expect(200)?["closing"], idr("9930.00"));
     // A's own refund works.
     s.post(&format!("/v1/payments/{payment}/refunds"), &c.pos_a, &json!({"amount": "1.00"}))?.expect(201)?;
+    Ok(hold)
+}
 
-    // An auditor reads everything and writes nothing.
+/// An auditor reads everything and writes nothing.
+fn an_auditor_reads_everything_and_writes_nothing(c: &City, hold: &str) -> TestResult {
+    let s = &c.s;
     let (last, _) = s.trial(&c.auditor)?;
     let tree = s.tree_size()?;
     let block = format!("/v1/cards/{}/block", c.card.id);
@@ -69,9 +80,15 @@ pub fn roles_and_scopes(backend: Backend) -> TestResult {
     r.problem(403, "forbidden")?;
     check_eq!(s.trial(&c.auditor)?.0, last, "an auditor wrote an entry");
     check_eq!(s.tree_size()?, tree, "an auditor wrote a leaf");
+    Ok(())
+}
 
-    // A kiosk cannot pay; nor can an agent or a service point; a merchant cannot top up,
-    // check access, answer a kiosk, or read another role's data.
+/// A kiosk cannot pay; nor can an agent or a service point; a merchant cannot top up,
+/// check access, answer a kiosk, or read another role's data. The operator reads the
+/// audit data too; the auditor does not issue cards.
+fn each_role_is_refused_outside_its_scope(c: &City) -> TestResult {
+    let s = &c.s;
+    let op = s.operator.clone();
     let sp = s.post(
         "/v1/service-points",
         &op,
@@ -113,8 +130,14 @@ pub fn roles_and_scopes(backend: Backend) -> TestResult {
     // The operator reads the audit data too; the auditor does not issue cards.
     s.get("/v1/audit/trial-balance", &op)?.expect(200)?;
     s.get(&format!("/v1/cards/{}", c.card.id), &c.auditor)?.problem(403, "forbidden")?;
+    Ok(())
+}
 
-    // Tokens: missing, malformed, unknown → 401; revoked → 401 at once.
+/// Tokens: missing, malformed, unknown → 401; a terminal's revoked token → 401 at once,
+/// and the revocation shows no token.
+fn bad_and_revoked_tokens_are_refused(c: &City) -> TestResult {
+    let s = &c.s;
+    let op = s.operator.clone();
     let pay_body = json!({"tap": s.tap(&c.card), "amount": "1.00"});
     let r = s.send("POST", "/v1/payments", None, Some("k-none"), Body::Json(&pay_body))?;
     r.problem(401, "unauthorized")?;
@@ -143,7 +166,14 @@ pub fn roles_and_scopes(backend: Backend) -> TestResult {
     s.post("/v1/payments", &token, &json!({"tap": s.tap(&c.card), "amount": "2.00"}))?.problem(401, "unauthorized")?;
     s.get("/v1/payments", &token)?.problem(401, "unauthorized")?;
     check_eq!(s.trial(&c.auditor)?.0, last);
-    // A revoked auditor and a revoked operator too.
+    Ok(())
+}
+
+/// A revoked auditor and a revoked operator too; revoking an operator is a request that
+/// takes effect when another person approves.
+fn revoked_auditors_and_operators_stop_at_once(c: &City) -> TestResult {
+    let s = &c.s;
+    let op = s.operator.clone();
     let (aud_id, aud) = s.credential_with_id("auditor", "temporary auditor")?;
     s.get("/v1/audit/trial-balance", &aud)?.expect(200)?;
     s.send("DELETE", &format!("/v1/credentials/{aud_id}"), Some(&c.operator2), Some("rev-aud"), Body::None)?
@@ -158,8 +188,14 @@ pub fn roles_and_scopes(backend: Backend) -> TestResult {
     s.post_empty(&format!("/v1/approvals/{approval}/approve"), &c.operator2)?.expect(200)?;
     s.post("/v1/agents", &op3, &json!({"name": "not ok"}))?.problem(401, "unauthorized")?;
     s.send("DELETE", "/v1/credentials/99999", Some(&op), Some("rev-x"), Body::None)?.problem(404, "not_found")?;
+    Ok(())
+}
 
-    // Credentials are scoped: a terminal needs its merchant, other roles take none.
+/// Credentials are scoped: a terminal needs its merchant, other roles take none. Public
+/// reads need no token.
+fn credentials_are_scoped_and_public_reads_need_no_token(c: &City) -> TestResult {
+    let s = &c.s;
+    let op = s.operator.clone();
     let bad = [
         json!({"role": "merchant_terminal", "name": "x"}),
         json!({"role": "merchant_terminal", "name": "x", "merchant_id": "99999"}),

@@ -46,11 +46,67 @@ fn without(mut body: Value, field: &str) -> Value {
     body
 }
 
+/// The objects the endpoints act on, made before the table.
+struct Fixtures {
+    /// A holder with two cards of its own: `spare` and `blocked`.
+    spare_holder: String,
+    spare: TestCard,
+    /// A card blocked for fraud: its taps are refusals.
+    blocked: TestCard,
+    /// The main card's first tap again (counter 1): a replay.
+    replay: Value,
+    /// A payment of 5 000.00 to refund.
+    payment: String,
+    /// A hold of 3 000.00 to capture, and one of 2 000.00 to void.
+    hold_capture: String,
+    hold_void: String,
+    /// An adjustment waiting for a second operator.
+    adjustment: String,
+    /// A kiosk credential to revoke.
+    throwaway: String,
+    /// Two float requests above the threshold: one to approve, one to reject.
+    to_approve: String,
+    to_reject: String,
+    /// The token of a library gate's desk.
+    desk: String,
+    /// A POS that may work offline.
+    till: Till,
+    /// A one-record journal of the till whose record was edited after it was signed.
+    forged: Value,
+    /// A one-record journal of the till whose only record claims to be the second.
+    late: Value,
+}
+
+/// A POS that may work offline: its journal key, its token and its last sync.
+struct Till {
+    key: Vec<u8>,
+    token: String,
+    sync_id: u64,
+    /// When its records were taken.
+    taken_at: i64,
+}
+
 pub fn bad_input_writes_nothing(backend: Backend) -> TestResult {
     let c = City::new(backend, "100000.00")?;
     let s = &c.s;
+    let f = the_objects_the_endpoints_act_on(&c)?;
+    let endpoints = every_write_endpoint(&c, &f);
+    every_write_endpoint_is_in_the_table(&endpoints)?;
+    let mut cases = 0;
+    for e in &endpoints {
+        cases += bad_requests_write_nothing(&c, &f, e)?;
+    }
+    check!(cases > 400, "only {cases} bad requests were sent");
+    check!(s.trial(&c.auditor)?.1, "balanced");
+    Ok(())
+}
+
+/// Objects the endpoints act on: a spare holder with a spare and a blocked card, a used
+/// tap of the main card, a payment, two holds, an adjustment, a kiosk credential, two
+/// float requests, a library gate and an offline till.
+fn the_objects_the_endpoints_act_on(c: &City) -> Result<Fixtures, String> {
+    let s = &c.s;
     let op = s.operator.clone();
-    // Objects the endpoints act on.
     let spare_holder = s.holder("Spare Holder", "7371030303030004", &["staff"])?;
     let spare = s.card(&spare_holder, 7)?;
     let blocked = s.card(&spare_holder, 8)?;
@@ -75,19 +131,39 @@ pub fn bad_input_writes_nothing(backend: Backend) -> TestResult {
         s.post("/v1/service-points", &op, &json!({"name": "Perpustakaan Kota", "service": "library", "policy": {}}))?;
     let sp = id(sp.expect(201)?)?;
     let desk = s.credential("service_point", "library gate", Some(("service_point_id", &sp)))?;
-    // A card of another city (other keys): its taps never verify here.
-    let foreign = |counter| {
-        let (meta, file) = (card::Key::from_bytes([0x11; 16]), card::Key::from_bytes([0x22; 16]));
-        tap_with(&meta, &file, b"KARTU-MKS", &c.card.uid, counter)
-    };
-    let unknown_card = || s.tap_at("04FEEDFACE0001", 5);
-    // A POS that may work offline, and a fresh one-record journal of a genuine tap.
-    let till_key = offline::generate_key().map_err(|e| e.to_string())?;
-    let till_pk = offline::JournalWriter::new(&till_key, None).map_err(|e| e.to_string())?.public_key_hex();
-    let till = s
+    let till = an_offline_till(c)?;
+    let mut forged = journal(c, &till);
+    forged["records"][0]["record"]["amount_minor"] = json!(99_999);
+    let mut late = journal(c, &till);
+    late["records"][0]["record"]["seq"] = json!(2);
+    Ok(Fixtures {
+        spare_holder,
+        spare,
+        blocked,
+        replay,
+        payment,
+        hold_capture,
+        hold_void,
+        adjustment,
+        throwaway,
+        to_approve,
+        to_reject,
+        desk,
+        till,
+        forged,
+        late,
+    })
+}
+
+/// A POS that may work offline, with its limits, synced once.
+fn an_offline_till(c: &City) -> Result<Till, String> {
+    let s = &c.s;
+    let key = offline::generate_key().map_err(|e| e.to_string())?;
+    let till_pk = offline::JournalWriter::new(&key, None).map_err(|e| e.to_string())?.public_key_hex();
+    let token = s
         .post(
             "/v1/credentials",
-            &op,
+            &s.operator,
             &json!({"role": "merchant_terminal", "name": "offline till", "merchant_id": c.merchant_a,
                 "public_key": till_pk, "offline_limits": {"per_tap_minor": 100000, "per_card_per_day_minor": 100000, "outstanding_minor": 100000}}),
         )?
@@ -95,93 +171,122 @@ pub fn bad_input_writes_nothing(backend: Backend) -> TestResult {
         .as_str()
         .ok_or("token")?
         .to_owned();
-    let sync_id = s.get("/v1/offline/deny-list", &till)?.expect(200)?["sync_id"].as_u64().ok_or("sync_id")?;
+    let sync_id = s.get("/v1/offline/deny-list", &token)?.expect(200)?["sync_id"].as_u64().ok_or("sync_id")?;
     let taken_at =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_err(|e| e.to_string())?.as_micros()
             as i64;
-    let journal = || -> Value {
-        let mut w = offline::JournalWriter::new(&till_key, None).expect("writer");
-        let tap = s.tap(&c.card);
-        let r = w
-            .append(offline::NewRecord {
-                time_us: taken_at,
-                kind: offline::RecordKind::Payment,
-                uid: c.card.uid.clone(),
-                picc_data: tap["picc_data"].as_str().unwrap_or_default().to_owned(),
-                cmac: tap["cmac"].as_str().unwrap_or_default().to_owned(),
-                amount_minor: 100,
-                currency: "IDR".into(),
-                reference: None,
-                decision: None,
-                sync_id,
-            })
-            .expect("record");
-        json!({"records": [r]})
-    };
-    let mut forged = journal();
-    forged["records"][0]["record"]["amount_minor"] = json!(99_999);
-    let mut late = journal();
-    late["records"][0]["record"]["seq"] = json!(2);
+    Ok(Till { key, token, sync_id, taken_at })
+}
 
-    let card_tap = || s.tap(&c.card);
-    let policy = json!({"categories": ["resident"], "opens": "07:00", "closes": "16:00", "timezone": "Asia/Makassar",
-        "daily_quota": 2, "anti_passback_minutes": 10, "issues_queue_numbers": true});
-    let endpoints: Vec<Endpoint> = vec![
+/// A fresh one-record journal of the till: a genuine tap of the main card, paying 1.00.
+fn journal(c: &City, till: &Till) -> Value {
+    let mut w = offline::JournalWriter::new(&till.key, None).expect("writer");
+    let tap = c.s.tap(&c.card);
+    let r = w
+        .append(offline::NewRecord {
+            time_us: till.taken_at,
+            kind: offline::RecordKind::Payment,
+            uid: c.card.uid.clone(),
+            picc_data: tap["picc_data"].as_str().unwrap_or_default().to_owned(),
+            cmac: tap["cmac"].as_str().unwrap_or_default().to_owned(),
+            amount_minor: 100,
+            currency: "IDR".into(),
+            reference: None,
+            decision: None,
+            sync_id: till.sync_id,
+        })
+        .expect("record");
+    json!({"records": [r]})
+}
+
+/// A tap of the main card's UID made with another city's keys: it never verifies here.
+fn foreign(c: &City, counter: u32) -> Value {
+    let (meta, file) = (card::Key::from_bytes([0x11; 16]), card::Key::from_bytes([0x22; 16]));
+    tap_with(&meta, &file, b"KARTU-MKS", &c.card.uid, counter)
+}
+
+/// An endpoint with no body, no id to get wrong and no invalid cases of its own.
+fn endpoint<'a>(method: &'static str, path: impl Into<String>, token: &str, ok: u16) -> Endpoint<'a> {
+    Endpoint {
+        method,
+        path: path.into(),
+        unknown: None,
+        token: token.to_owned(),
+        body: None,
+        required: &[],
+        amount: None,
+        tap: None,
+        invalid: vec![],
+        ok,
+    }
+}
+
+/// The table, in the order the endpoints are tried (their invalid cases' taps are made
+/// in this order too).
+fn every_write_endpoint<'a>(c: &'a City, f: &'a Fixtures) -> Vec<Endpoint<'a>> {
+    [
+        holder_endpoints(c),
+        card_endpoints(c, f),
+        merchant_endpoints(c),
+        service_point_endpoints(c),
+        agent_and_credential_endpoints(c, f),
+        adjustment_approval_and_settlement_endpoints(c, f),
+        payment_endpoints(c, f),
+        hold_endpoints(c, f),
+        topup_and_inquiry_endpoints(c, f),
+        offline_and_access_endpoints(c, f),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// Holders: a NIK of 16 digits, a name, known categories; a NIK registered once.
+fn holder_endpoints(c: &City) -> Vec<Endpoint<'_>> {
+    vec![Endpoint {
+        body: Some(Box::new(|| json!({"name": "Valid Holder", "nik": "7371040404040005", "categories": ["resident"]}))),
+        required: &["name", "nik", "categories"],
+        invalid: vec![
+            ("short NIK", json!({"name": "A", "nik": "123", "categories": []}), 422, "invalid_field"),
+            (
+                "NIK with letters",
+                json!({"name": "A", "nik": "73710404040400AB", "categories": []}),
+                422,
+                "invalid_field",
+            ),
+            ("empty name", json!({"name": "  ", "nik": "7371040404040006", "categories": []}), 422, "invalid_field"),
+            (
+                "control characters",
+                json!({"name": "A\u{7}", "nik": "7371040404040006", "categories": []}),
+                422,
+                "invalid_field",
+            ),
+            (
+                "unknown category",
+                json!({"name": "A", "nik": "7371040404040006", "categories": ["wizard"]}),
+                422,
+                "invalid_field",
+            ),
+            (
+                "NIK already registered",
+                json!({"name": "Twin", "nik": "7371010101900001", "categories": []}),
+                409,
+                "holder_exists",
+            ),
+        ],
+        ..endpoint("POST", "/v1/holders", &c.s.operator, 201)
+    }]
+}
+
+/// Cards: issued with a well-formed, free UID to a known holder; blocked for a known
+/// reason; unblocked; replaced by a well-formed, free UID.
+fn card_endpoints<'a>(c: &'a City, f: &'a Fixtures) -> Vec<Endpoint<'a>> {
+    let op = &c.s.operator;
+    let spare_holder = &f.spare_holder;
+    vec![
         Endpoint {
-            method: "POST",
-            path: "/v1/holders".into(),
-            unknown: None,
-            token: op.clone(),
-            body: Some(Box::new(
-                || json!({"name": "Valid Holder", "nik": "7371040404040005", "categories": ["resident"]}),
-            )),
-            required: &["name", "nik", "categories"],
-            amount: None,
-            tap: None,
-            invalid: vec![
-                ("short NIK", json!({"name": "A", "nik": "123", "categories": []}), 422, "invalid_field"),
-                (
-                    "NIK with letters",
-                    json!({"name": "A", "nik": "73710404040400AB", "categories": []}),
-                    422,
-                    "invalid_field",
-                ),
-                (
-                    "empty name",
-                    json!({"name": "  ", "nik": "7371040404040006", "categories": []}),
-                    422,
-                    "invalid_field",
-                ),
-                (
-                    "control characters",
-                    json!({"name": "A\u{7}", "nik": "7371040404040006", "categories": []}),
-                    422,
-                    "invalid_field",
-                ),
-                (
-                    "unknown category",
-                    json!({"name": "A", "nik": "7371040404040006", "categories": ["wizard"]}),
-                    422,
-                    "invalid_field",
-                ),
-                (
-                    "NIK already registered",
-                    json!({"name": "Twin", "nik": "7371010101900001", "categories": []}),
-                    409,
-                    "holder_exists",
-                ),
-            ],
-            ok: 201,
-        },
-        Endpoint {
-            method: "POST",
-            path: "/v1/cards".into(),
-            unknown: None,
-            token: op.clone(),
-            body: Some(Box::new(|| json!({"uid": "04A1B2C3D4E5F6", "holder_id": spare_holder}))),
+            body: Some(Box::new(move || json!({"uid": "04A1B2C3D4E5F6", "holder_id": spare_holder}))),
             required: &["uid", "holder_id"],
-            amount: None,
-            tap: None,
             invalid: vec![
                 ("short UID", json!({"uid": "04A1B2", "holder_id": spare_holder}), 422, "invalid_field"),
                 ("UID not hex", json!({"uid": "04A1B2C3D4E5GG", "holder_id": spare_holder}), 422, "invalid_field"),
@@ -189,182 +294,105 @@ pub fn bad_input_writes_nothing(backend: Backend) -> TestResult {
                 ("holder id not a number", json!({"uid": "04A1B2C3D4E5F6", "holder_id": "x"}), 422, "holder_unknown"),
                 ("UID taken", json!({"uid": c.card.uid, "holder_id": spare_holder}), 409, "card_exists"),
             ],
-            ok: 201,
+            ..endpoint("POST", "/v1/cards", op, 201)
         },
         Endpoint {
-            method: "POST",
-            path: format!("/v1/cards/{}/block", spare.id),
             unknown: Some("/v1/cards/98765/block".into()),
-            token: op.clone(),
             body: Some(Box::new(|| json!({"reason": "damaged"}))),
             required: &["reason"],
-            amount: None,
-            tap: None,
             invalid: vec![("unknown reason", json!({"reason": "bored"}), 422, "invalid_field")],
-            ok: 200,
+            ..endpoint("POST", format!("/v1/cards/{}/block", f.spare.id), op, 200)
         },
         Endpoint {
-            method: "POST",
-            path: format!("/v1/cards/{}/unblock", spare.id),
             unknown: Some("/v1/cards/98765/unblock".into()),
-            token: op.clone(),
-            body: None,
-            required: &[],
-            amount: None,
-            tap: None,
-            invalid: vec![],
-            ok: 200,
+            ..endpoint("POST", format!("/v1/cards/{}/unblock", f.spare.id), op, 200)
         },
         Endpoint {
-            method: "POST",
-            path: format!("/v1/cards/{}/replace", spare.id),
             unknown: Some("/v1/cards/98765/replace".into()),
-            token: op.clone(),
             body: Some(Box::new(|| json!({"new_uid": "04A1B2C3D4E5F7"}))),
             required: &["new_uid"],
-            amount: None,
-            tap: None,
             invalid: vec![
                 ("bad UID", json!({"new_uid": "not a uid"}), 422, "invalid_field"),
                 ("UID taken", json!({"new_uid": c.card.uid}), 409, "card_exists"),
             ],
-            ok: 201,
+            ..endpoint("POST", format!("/v1/cards/{}/replace", f.spare.id), op, 201)
         },
+    ]
+}
+
+/// Merchants: a known category and a fee rate between 0 and 1, to six places at most.
+fn merchant_endpoints(c: &City) -> Vec<Endpoint<'_>> {
+    vec![Endpoint {
+        body: Some(Box::new(|| json!({"name": "Warung Coto", "category": "restaurant", "fee_rate": "0.005"}))),
+        required: &["name", "category", "fee_rate"],
+        invalid: vec![
+            ("unknown category", json!({"name": "X", "category": "casino", "fee_rate": "0.01"}), 422, "invalid_field"),
+            ("fee rate above 1", json!({"name": "X", "category": "other", "fee_rate": "1.5"}), 422, "invalid_field"),
+            ("negative fee rate", json!({"name": "X", "category": "other", "fee_rate": "-0.01"}), 422, "invalid_field"),
+            (
+                "fee rate not a number",
+                json!({"name": "X", "category": "other", "fee_rate": "1%"}),
+                422,
+                "invalid_field",
+            ),
+            (
+                "fee rate too precise",
+                json!({"name": "X", "category": "other", "fee_rate": "0.0000001"}),
+                422,
+                "invalid_field",
+            ),
+        ],
+        ..endpoint("POST", "/v1/merchants", &c.s.operator, 201)
+    }]
+}
+
+/// Service points: a known service and a policy of known fields, hours and time zone.
+fn service_point_endpoints(c: &City) -> Vec<Endpoint<'_>> {
+    let policy = json!({"categories": ["resident"], "opens": "07:00", "closes": "16:00", "timezone": "Asia/Makassar",
+        "daily_quota": 2, "anti_passback_minutes": 10, "issues_queue_numbers": true});
+    let clinic = |policy: Value| json!({"name": "X", "service": "clinic", "policy": policy});
+    vec![Endpoint {
+        body: Some(Box::new(move || json!({"name": "Puskesmas Mamajang", "service": "clinic", "policy": policy}))),
+        required: &["name", "service", "policy"],
+        invalid: vec![
+            ("unknown service", json!({"name": "X", "service": "spa", "policy": {}}), 422, "invalid_field"),
+            ("bad opening time", clinic(json!({"opens": "25:00", "closes": "26:00"})), 422, "invalid_field"),
+            ("opens without closes", clinic(json!({"opens": "08:00"})), 422, "invalid_field"),
+            ("unknown time zone", clinic(json!({"timezone": "Mars/Olympus"})), 422, "invalid_field"),
+            ("zero quota", clinic(json!({"daily_quota": 0})), 422, "invalid_field"),
+            ("negative quota", clinic(json!({"daily_quota": -1})), 422, "invalid_body"),
+            ("unknown category", clinic(json!({"categories": ["vip"]})), 422, "invalid_field"),
+            ("unknown policy field", clinic(json!({"vip": true})), 422, "invalid_body"),
+        ],
+        ..endpoint("POST", "/v1/service-points", &c.s.operator, 201)
+    }]
+}
+
+/// Agents and their float (in IDR); credentials scoped to a known merchant, with a
+/// well-formed key and limits; a credential's revocation.
+fn agent_and_credential_endpoints<'a>(c: &'a City, f: &'a Fixtures) -> Vec<Endpoint<'a>> {
+    let op = &c.s.operator;
+    vec![
         Endpoint {
-            method: "POST",
-            path: "/v1/merchants".into(),
-            unknown: None,
-            token: op.clone(),
-            body: Some(Box::new(|| json!({"name": "Warung Coto", "category": "restaurant", "fee_rate": "0.005"}))),
-            required: &["name", "category", "fee_rate"],
-            amount: None,
-            tap: None,
-            invalid: vec![
-                (
-                    "unknown category",
-                    json!({"name": "X", "category": "casino", "fee_rate": "0.01"}),
-                    422,
-                    "invalid_field",
-                ),
-                (
-                    "fee rate above 1",
-                    json!({"name": "X", "category": "other", "fee_rate": "1.5"}),
-                    422,
-                    "invalid_field",
-                ),
-                (
-                    "negative fee rate",
-                    json!({"name": "X", "category": "other", "fee_rate": "-0.01"}),
-                    422,
-                    "invalid_field",
-                ),
-                (
-                    "fee rate not a number",
-                    json!({"name": "X", "category": "other", "fee_rate": "1%"}),
-                    422,
-                    "invalid_field",
-                ),
-                (
-                    "fee rate too precise",
-                    json!({"name": "X", "category": "other", "fee_rate": "0.0000001"}),
-                    422,
-                    "invalid_field",
-                ),
-            ],
-            ok: 201,
-        },
-        Endpoint {
-            method: "POST",
-            path: "/v1/service-points".into(),
-            unknown: None,
-            token: op.clone(),
-            body: Some(Box::new(|| json!({"name": "Puskesmas Mamajang", "service": "clinic", "policy": policy}))),
-            required: &["name", "service", "policy"],
-            amount: None,
-            tap: None,
-            invalid: vec![
-                ("unknown service", json!({"name": "X", "service": "spa", "policy": {}}), 422, "invalid_field"),
-                (
-                    "bad opening time",
-                    json!({"name": "X", "service": "clinic", "policy": {"opens": "25:00", "closes": "26:00"}}),
-                    422,
-                    "invalid_field",
-                ),
-                (
-                    "opens without closes",
-                    json!({"name": "X", "service": "clinic", "policy": {"opens": "08:00"}}),
-                    422,
-                    "invalid_field",
-                ),
-                (
-                    "unknown time zone",
-                    json!({"name": "X", "service": "clinic", "policy": {"timezone": "Mars/Olympus"}}),
-                    422,
-                    "invalid_field",
-                ),
-                (
-                    "zero quota",
-                    json!({"name": "X", "service": "clinic", "policy": {"daily_quota": 0}}),
-                    422,
-                    "invalid_field",
-                ),
-                (
-                    "negative quota",
-                    json!({"name": "X", "service": "clinic", "policy": {"daily_quota": -1}}),
-                    422,
-                    "invalid_body",
-                ),
-                (
-                    "unknown category",
-                    json!({"name": "X", "service": "clinic", "policy": {"categories": ["vip"]}}),
-                    422,
-                    "invalid_field",
-                ),
-                (
-                    "unknown policy field",
-                    json!({"name": "X", "service": "clinic", "policy": {"vip": true}}),
-                    422,
-                    "invalid_body",
-                ),
-            ],
-            ok: 201,
-        },
-        Endpoint {
-            method: "POST",
-            path: "/v1/agents".into(),
-            unknown: None,
-            token: op.clone(),
             body: Some(Box::new(|| json!({"name": "Alfamart Pettarani"}))),
             required: &["name"],
-            amount: None,
-            tap: None,
             invalid: vec![("long name", json!({"name": "x".repeat(201)}), 422, "invalid_field")],
-            ok: 201,
+            ..endpoint("POST", "/v1/agents", op, 201)
         },
         Endpoint {
-            method: "POST",
-            path: format!("/v1/agents/{}/float", c.agent),
             unknown: Some("/v1/agents/98765/float".into()),
-            token: op.clone(),
             body: Some(Box::new(|| idr("1000.00"))),
             required: &["amount"],
             amount: Some(("amount", false)),
-            tap: None,
             invalid: vec![
                 ("another currency", json!({"amount": "1000", "currency": "JPY"}), 422, "currency_mismatch"),
                 ("unknown currency", json!({"amount": "1000.00", "currency": "XYZ"}), 422, "invalid_amount"),
             ],
-            ok: 201,
+            ..endpoint("POST", format!("/v1/agents/{}/float", c.agent), op, 201)
         },
         Endpoint {
-            method: "POST",
-            path: "/v1/credentials".into(),
-            unknown: None,
-            token: op.clone(),
             body: Some(Box::new(|| json!({"role": "kiosk", "name": "kiosk 2"}))),
             required: &["role", "name"],
-            amount: None,
-            tap: None,
             invalid: vec![
                 ("terminal without merchant", json!({"role": "merchant_terminal", "name": "x"}), 422, "invalid_field"),
                 (
@@ -381,29 +409,25 @@ pub fn bad_input_writes_nothing(backend: Backend) -> TestResult {
                     "invalid_field",
                 ),
             ],
-            ok: 201,
+            ..endpoint("POST", "/v1/credentials", op, 201)
         },
         Endpoint {
-            method: "DELETE",
-            path: format!("/v1/credentials/{throwaway}"),
             unknown: Some("/v1/credentials/98765".into()),
-            token: op.clone(),
-            body: None,
-            required: &[],
-            amount: None,
-            tap: None,
-            invalid: vec![],
-            ok: 200,
+            ..endpoint("DELETE", format!("/v1/credentials/{}", f.throwaway), op, 200)
         },
+    ]
+}
+
+/// Adjustments (signed amounts, a known account, a reason) and their approval by a second
+/// operator; approving and rejecting requests; a settlement run.
+fn adjustment_approval_and_settlement_endpoints<'a>(c: &'a City, f: &'a Fixtures) -> Vec<Endpoint<'a>> {
+    let (op, op2) = (&c.s.operator, &c.operator2);
+    let account = &c.card.account_id;
+    vec![
         Endpoint {
-            method: "POST",
-            path: "/v1/adjustments".into(),
-            unknown: None,
-            token: op.clone(),
-            body: Some(Box::new(|| json!({"account_id": c.card.account_id, "amount": "-1.00", "reason": "fix"}))),
+            body: Some(Box::new(move || json!({"account_id": account, "amount": "-1.00", "reason": "fix"}))),
             required: &["account_id", "amount", "reason"],
             amount: Some(("amount", true)),
-            tap: None,
             invalid: vec![
                 (
                     "unknown account",
@@ -411,74 +435,38 @@ pub fn bad_input_writes_nothing(backend: Backend) -> TestResult {
                     422,
                     "account_unknown",
                 ),
-                (
-                    "empty reason",
-                    json!({"account_id": c.card.account_id, "amount": "1.00", "reason": ""}),
-                    422,
-                    "invalid_field",
-                ),
+                ("empty reason", json!({"account_id": account, "amount": "1.00", "reason": ""}), 422, "invalid_field"),
                 (
                     "another currency",
-                    json!({"account_id": c.card.account_id, "amount": "1.00", "currency": "USD", "reason": "x"}),
+                    json!({"account_id": account, "amount": "1.00", "currency": "USD", "reason": "x"}),
                     422,
                     "currency_mismatch",
                 ),
             ],
-            ok: 201,
+            ..endpoint("POST", "/v1/adjustments", op, 201)
         },
         Endpoint {
-            method: "POST",
-            path: format!("/v1/adjustments/{adjustment}/approve"),
             unknown: Some("/v1/adjustments/98765/approve".into()),
-            token: c.operator2.clone(),
-            body: None,
-            required: &[],
-            amount: None,
-            tap: None,
-            invalid: vec![],
-            ok: 200,
+            ..endpoint("POST", format!("/v1/adjustments/{}/approve", f.adjustment), op2, 200)
         },
         Endpoint {
-            method: "POST",
-            path: format!("/v1/approvals/{to_approve}/approve"),
             unknown: Some("/v1/approvals/98765/approve".into()),
-            token: c.operator2.clone(),
-            body: None,
-            required: &[],
-            amount: None,
-            tap: None,
-            invalid: vec![],
-            ok: 200,
+            ..endpoint("POST", format!("/v1/approvals/{}/approve", f.to_approve), op2, 200)
         },
         Endpoint {
-            method: "POST",
-            path: format!("/v1/approvals/{to_reject}/reject"),
             unknown: Some("/v1/approvals/98765/reject".into()),
-            token: c.operator2.clone(),
-            body: None,
-            required: &[],
-            amount: None,
-            tap: None,
-            invalid: vec![],
-            ok: 200,
+            ..endpoint("POST", format!("/v1/approvals/{}/reject", f.to_reject), op2, 200)
         },
+        endpoint("POST", "/v1/settlements", op, 201),
+    ]
+}
+
+/// Payments (a genuine tap, an amount in IDR, a plain reference, within the balance) and
+/// refunds (within the payment, with a reason).
+fn payment_endpoints<'a>(c: &'a City, f: &'a Fixtures) -> Vec<Endpoint<'a>> {
+    let card_tap = move || c.s.tap(&c.card);
+    vec![
         Endpoint {
-            method: "POST",
-            path: "/v1/settlements".into(),
-            unknown: None,
-            token: op.clone(),
-            body: None,
-            required: &[],
-            amount: None,
-            tap: None,
-            invalid: vec![],
-            ok: 201,
-        },
-        Endpoint {
-            method: "POST",
-            path: "/v1/payments".into(),
-            unknown: None,
-            token: c.pos_a.clone(),
             body: Some(Box::new(
                 move || json!({"tap": card_tap(), "amount": "10.00", "currency": "IDR", "reference": "order 1"}),
             )),
@@ -512,83 +500,62 @@ pub fn bad_input_writes_nothing(backend: Backend) -> TestResult {
                 ),
                 ("tap field missing", json!({"tap": {"picc_data": "00"}, "amount": "10.00"}), 422, "invalid_body"),
             ],
-            ok: 201,
+            ..endpoint("POST", "/v1/payments", &c.pos_a, 201)
         },
         Endpoint {
-            method: "POST",
-            path: format!("/v1/payments/{payment}/refunds"),
             unknown: Some("/v1/payments/98765/refunds".into()),
-            token: c.pos_a.clone(),
             body: Some(Box::new(|| json!({"amount": "1.00", "reason": "broken"}))),
             required: &["amount"],
             amount: Some(("amount", false)),
-            tap: None,
             invalid: vec![
                 ("more than the payment", json!({"amount": "5000.01"}), 422, "refund_exceeds_payment"),
                 ("empty reason", json!({"amount": "1.00", "reason": ""}), 422, "invalid_field"),
             ],
-            ok: 201,
+            ..endpoint("POST", format!("/v1/payments/{}/refunds", f.payment), &c.pos_a, 201)
         },
+    ]
+}
+
+/// Holds (for a week at most), their capture (within the hold) and their void (a payment
+/// is no hold).
+fn hold_endpoints<'a>(c: &'a City, f: &'a Fixtures) -> Vec<Endpoint<'a>> {
+    let card_tap = move || c.s.tap(&c.card);
+    let minutes = |m: Value| json!({"tap": card_tap(), "amount": "10.00", "expires_in_minutes": m});
+    vec![
         Endpoint {
-            method: "POST",
-            path: "/v1/holds".into(),
-            unknown: None,
-            token: c.pos_a.clone(),
             body: Some(Box::new(move || json!({"tap": card_tap(), "amount": "10.00", "expires_in_minutes": 30}))),
             required: &["tap", "amount"],
             amount: Some(("amount", false)),
             tap: Some(&c.card),
             invalid: vec![
-                (
-                    "zero minutes",
-                    json!({"tap": card_tap(), "amount": "10.00", "expires_in_minutes": 0}),
-                    422,
-                    "invalid_field",
-                ),
-                (
-                    "more than a week",
-                    json!({"tap": card_tap(), "amount": "10.00", "expires_in_minutes": 10081}),
-                    422,
-                    "invalid_field",
-                ),
-                (
-                    "minutes not a number",
-                    json!({"tap": card_tap(), "amount": "10.00", "expires_in_minutes": "30"}),
-                    422,
-                    "invalid_body",
-                ),
+                ("zero minutes", minutes(json!(0)), 422, "invalid_field"),
+                ("more than a week", minutes(json!(10081)), 422, "invalid_field"),
+                ("minutes not a number", minutes(json!("30")), 422, "invalid_body"),
             ],
-            ok: 201,
+            ..endpoint("POST", "/v1/holds", &c.pos_a, 201)
         },
         Endpoint {
-            method: "POST",
-            path: format!("/v1/holds/{hold_capture}/capture"),
             unknown: Some("/v1/holds/98765/capture".into()),
-            token: c.pos_a.clone(),
             body: Some(Box::new(|| json!({"amount": "2500.00"}))),
             required: &["amount"],
             amount: Some(("amount", false)),
-            tap: None,
             invalid: vec![("more than held", json!({"amount": "3000.01"}), 422, "capture_exceeds_hold")],
-            ok: 201,
+            ..endpoint("POST", format!("/v1/holds/{}/capture", f.hold_capture), &c.pos_a, 201)
         },
         Endpoint {
-            method: "POST",
-            path: format!("/v1/holds/{hold_void}/void"),
-            unknown: Some(format!("/v1/holds/{payment}/void")),
-            token: c.pos_a.clone(),
-            body: None,
-            required: &[],
-            amount: None,
-            tap: None,
-            invalid: vec![],
-            ok: 201,
+            unknown: Some(format!("/v1/holds/{}/void", f.payment)),
+            ..endpoint("POST", format!("/v1/holds/{}/void", f.hold_void), &c.pos_a, 201)
         },
+    ]
+}
+
+/// Top-ups (by tap or by a known, unblocked card, in IDR, within the wallet's maximum)
+/// and kiosk balance inquiries.
+fn topup_and_inquiry_endpoints<'a>(c: &'a City, f: &'a Fixtures) -> Vec<Endpoint<'a>> {
+    let card_tap = move || c.s.tap(&c.card);
+    let card_id = &c.card.id;
+    vec![
         Endpoint {
-            method: "POST",
-            path: "/v1/topups".into(),
-            unknown: None,
-            token: c.teller.clone(),
             body: Some(Box::new(move || json!({"tap": card_tap(), "amount": "10.00"}))),
             required: &["amount"],
             amount: Some(("amount", false)),
@@ -597,64 +564,53 @@ pub fn bad_input_writes_nothing(backend: Backend) -> TestResult {
                 ("neither tap nor card", json!({"amount": "10.00"}), 422, "invalid_body"),
                 (
                     "both tap and card",
-                    json!({"tap": card_tap(), "card_id": c.card.id, "amount": "10.00"}),
+                    json!({"tap": card_tap(), "card_id": card_id, "amount": "10.00"}),
                     422,
                     "invalid_body",
                 ),
                 ("unknown card id", json!({"card_id": "98765", "amount": "10.00"}), 422, "card_unknown"),
-                ("blocked card id", json!({"card_id": blocked.id, "amount": "10.00"}), 422, "card_blocked"),
+                ("blocked card id", json!({"card_id": f.blocked.id, "amount": "10.00"}), 422, "card_blocked"),
                 (
                     "another currency",
-                    json!({"card_id": c.card.id, "amount": "1000", "currency": "JPY"}),
+                    json!({"card_id": card_id, "amount": "1000", "currency": "JPY"}),
                     422,
                     "currency_mismatch",
                 ),
                 (
                     "above the wallet maximum",
-                    json!({"card_id": c.card.id, "amount": "1950000.00"}),
+                    json!({"card_id": card_id, "amount": "1950000.00"}),
                     422,
                     "exceeds_max_balance",
                 ),
             ],
-            ok: 201,
+            ..endpoint("POST", "/v1/topups", &c.teller, 201)
         },
         Endpoint {
-            method: "POST",
-            path: "/v1/balance-inquiries".into(),
-            unknown: None,
-            token: c.kiosk.clone(),
             body: Some(Box::new(move || json!({"tap": card_tap()}))),
             required: &["tap"],
-            amount: None,
             tap: Some(&c.card),
-            invalid: vec![],
-            ok: 200,
+            ..endpoint("POST", "/v1/balance-inquiries", &c.kiosk, 200)
         },
+    ]
+}
+
+/// Offline journal uploads (signed records, in order) and access checks (genuine taps).
+fn offline_and_access_endpoints<'a>(c: &'a City, f: &'a Fixtures) -> Vec<Endpoint<'a>> {
+    let card_tap = move || c.s.tap(&c.card);
+    vec![
         Endpoint {
-            method: "POST",
-            path: "/v1/offline/journals".into(),
-            unknown: None,
-            token: till.clone(),
-            body: Some(Box::new(journal)),
+            body: Some(Box::new(move || journal(c, &f.till))),
             required: &["records"],
-            amount: None,
-            tap: None,
             invalid: vec![
-                ("edited record", forged, 422, "offline_bad_signature"),
-                ("record 2 first", late, 422, "offline_bad_signature"),
+                ("edited record", f.forged.clone(), 422, "offline_bad_signature"),
+                ("record 2 first", f.late.clone(), 422, "offline_bad_signature"),
                 ("not a record", json!({"records": [{"record": {}, "signature": ""}]}), 422, "invalid_body"),
             ],
-            ok: 200,
+            ..endpoint("POST", "/v1/offline/journals", &f.till.token, 200)
         },
         Endpoint {
-            method: "POST",
-            path: "/v1/access-checks".into(),
-            unknown: None,
-            token: desk.clone(),
             body: Some(Box::new(move || json!({"tap": card_tap()}))),
             required: &["tap"],
-            amount: None,
-            tap: None,
             invalid: vec![
                 (
                     "bad MAC",
@@ -662,7 +618,7 @@ pub fn bad_input_writes_nothing(backend: Backend) -> TestResult {
                     422,
                     "tap_mac_invalid",
                 ),
-                ("foreign card", json!({"tap": foreign(50)}), 422, "tap_mac_invalid"),
+                ("foreign card", json!({"tap": foreign(c, 50)}), 422, "tap_mac_invalid"),
                 (
                     "tap not hex",
                     json!({"tap": {"picc_data": "zz".repeat(16), "cmac": "00".repeat(8)}}),
@@ -670,11 +626,13 @@ pub fn bad_input_writes_nothing(backend: Backend) -> TestResult {
                     "invalid_tap",
                 ),
             ],
-            ok: 200,
+            ..endpoint("POST", "/v1/access-checks", &f.desk, 200)
         },
-    ];
+    ]
+}
 
-    // Every write endpoint is in the table.
+/// Every write endpoint of `api::openapi::ROUTES` is in the table.
+fn every_write_endpoint_is_in_the_table(endpoints: &[Endpoint<'_>]) -> TestResult {
     let templated = |p: &str| {
         p.split('/')
             .map(|seg| if !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()) { "{id}" } else { seg })
@@ -688,169 +646,224 @@ pub fn bad_input_writes_nothing(backend: Backend) -> TestResult {
         api::openapi::ROUTES.iter().filter(|(m, _)| *m != "get").map(|(m, p)| (m.to_string(), p.to_string())).collect();
     writes.sort();
     check_eq!(tested, writes);
+    Ok(())
+}
 
-    let mut cases = 0;
-    for e in &endpoints {
-        // (last entry, tree size): a refusal writes nothing, except that a replayed tap is
-        // one leaf (the suspected clone, for auditors), and no entry.
-        let before = std::cell::Cell::new(mark(s, &c.auditor)?);
-        let mut run = |what: &str, token: Option<&str>, key: Option<&str>, body: Body<'_>, status: u16, code: &str| {
-            let r = s.send(e.method, &e.path, token, key, body)?;
-            r.problem(status, code).map_err(|err| format!("{} {} — {what}: {err}", e.method, e.path))?;
-            let after = mark(s, &c.auditor)?;
-            let (entries, leaves) = before.get();
-            let expected = if code == "card_replay" { (entries, leaves + 1) } else { (entries, leaves) };
-            check_eq!(after, expected, "{} {} — {what}: (last entry, tree size) changed", e.method, e.path);
-            before.set(after);
-            cases += 1;
-            Ok::<(), String>(())
-        };
-        let valid = e.body.as_ref().map(|b| b());
-        let valid_bytes = valid.as_ref().map(|v| v.to_string()).unwrap_or_default();
-        let body = || match &valid {
-            Some(v) => Body::Json(v),
-            None => Body::None,
-        };
-        let tok = Some(e.token.as_str());
-        // Credentials and keys.
-        run("no token", None, Some(&s.key()), body(), 401, "unauthorized")?;
-        run(
-            "wrong token",
-            Some("kt_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
-            Some(&s.key()),
-            body(),
-            401,
-            "unauthorized",
-        )?;
-        run("not a bearer token", Some("Basic dXNlcjpwYXNz"), Some(&s.key()), body(), 401, "unauthorized")?;
-        run("no Idempotency-Key", tok, None, body(), 400, "idempotency_key_required")?;
-        run("Idempotency-Key with a space", tok, Some("a b"), body(), 400, "idempotency_key_invalid")?;
-        run("Idempotency-Key too long", tok, Some(&"k".repeat(101)), body(), 400, "idempotency_key_invalid")?;
-        // Size: 17 KiB, valid JSON.
-        // The offline journal upload has its own, larger limit.
-        let limit =
-            if e.path == "/v1/offline/journals" { api::offline::UPLOAD_BYTES_MAX } else { api::BODY_LIMIT_BYTES };
-        let big = json!({"name": "x".repeat(limit + 1024)}).to_string();
-        run(
-            "oversize body",
-            tok,
-            Some(&s.key()),
-            Body::Raw(big.as_bytes(), "application/json"),
-            413,
-            "body_too_large",
-        )?;
-        if let Some(unknown) = &e.unknown {
-            let r = s.send(e.method, unknown, tok, Some(&s.key()), body())?;
-            r.problem(404, "not_found").map_err(|err| format!("{} {unknown}: {err}", e.method))?;
-            check_eq!(mark(s, &c.auditor)?, before.get(), "{} {unknown}", e.method);
-        }
-        if let Some(valid) = &valid {
-            let key = || Some(s.key());
-            run(
-                "malformed JSON",
-                tok,
-                key().as_deref(),
-                Body::Raw(&valid_bytes.as_bytes()[..valid_bytes.len() - 1], "application/json"),
-                400,
-                "malformed_json",
-            )?;
-            run("empty body", tok, key().as_deref(), Body::Raw(b"", "application/json"), 400, "malformed_json")?;
-            run(
-                "not JSON",
-                tok,
-                key().as_deref(),
-                Body::Raw(b"amount=1.00", "application/json"),
-                400,
-                "malformed_json",
-            )?;
-            run("not an object", tok, key().as_deref(), Body::Json(&json!([valid])), 422, "invalid_body")?;
-            run(
-                "text/plain",
-                tok,
-                key().as_deref(),
-                Body::Raw(valid_bytes.as_bytes(), "text/plain"),
-                415,
-                "unsupported_media_type",
-            )?;
-            run(
-                "unknown field",
-                tok,
-                key().as_deref(),
-                Body::Json(&with(valid.clone(), "surprise", json!(1))),
-                422,
-                "invalid_body",
-            )?;
-            for field in e.required {
-                let b = without(valid.clone(), field);
-                run(&format!("missing {field}"), tok, key().as_deref(), Body::Json(&b), 422, "invalid_body")?;
-            }
-            for (field, value) in valid.as_object().ok_or("object")? {
-                let wrong = if value.is_string() { json!(12) } else { json!("twelve") };
-                let b = with(valid.clone(), field, wrong);
-                run(&format!("wrong type of {field}"), tok, key().as_deref(), Body::Json(&b), 422, "invalid_body")?;
-                let b = with(valid.clone(), field, Value::Null);
-                let optional = !e.required.contains(&field.as_str());
-                if !optional {
-                    run(&format!("null {field}"), tok, key().as_deref(), Body::Json(&b), 422, "invalid_body")?;
-                }
-            }
-            if let Some((field, signed)) = e.amount {
-                let mut bad = vec![
-                    ("too many decimals", json!("12.345")),
-                    ("zero", json!("0.00")),
-                    ("zero without decimals", json!("0")),
-                    ("not a number", json!("abc")),
-                    ("exponent", json!("1e3")),
-                    ("leading space", json!(" 1.00")),
-                    ("comma", json!("1,00")),
-                    ("plus sign", json!("+1.00")),
-                    ("above the maximum", json!("1000000000000.01")),
-                    ("far above the maximum", json!("99999999999999999999999999999999.99")),
-                    ("empty", json!("")),
-                ];
-                if !signed {
-                    bad.push(("negative", json!("-5.00")));
-                    bad.push(("negative zero", json!("-0.00")));
-                }
-                for (what, amount) in bad {
-                    let b = with(valid.clone(), field, amount);
-                    run(&format!("amount {what}"), tok, key().as_deref(), Body::Json(&b), 422, "invalid_amount")?;
-                }
-                let b = with(valid.clone(), field, json!(12.5));
-                run("amount as a JSON number", tok, key().as_deref(), Body::Json(&b), 422, "invalid_body")?;
-            }
-            if let Some(card) = e.tap {
-                let tapped = |tap: Value| with(valid.clone(), "tap", tap);
-                let fresh = s.tap(card);
-                let bad_mac = json!({"picc_data": fresh["picc_data"], "cmac": "00112233445566FF"});
-                run("bad MAC", tok, key().as_deref(), Body::Json(&tapped(bad_mac)), 422, "tap_mac_invalid")?;
-                run("foreign card", tok, key().as_deref(), Body::Json(&tapped(foreign(90))), 422, "tap_mac_invalid")?;
-                let short = json!({"picc_data": "0011", "cmac": fresh["cmac"]});
-                run("short PICCData", tok, key().as_deref(), Body::Json(&tapped(short)), 422, "invalid_tap")?;
-                run("unknown card", tok, key().as_deref(), Body::Json(&tapped(unknown_card())), 422, "card_unknown")?;
-                let blocked_tap = s.tap(&blocked);
-                run("blocked card", tok, key().as_deref(), Body::Json(&tapped(blocked_tap)), 422, "card_blocked")?;
-                run("replayed tap", tok, key().as_deref(), Body::Json(&tapped(replay.clone())), 409, "card_replay")?;
-                let extra = json!({"picc_data": fresh["picc_data"], "cmac": fresh["cmac"], "enc": "00"});
-                run(
-                    "tap with an unknown field",
-                    tok,
-                    key().as_deref(),
-                    Body::Json(&tapped(extra)),
-                    422,
-                    "invalid_body",
-                )?;
-            }
-        }
-        for (what, body, status, code) in &e.invalid {
-            run(what, tok, Some(&s.key()), Body::Json(body), *status, code)?;
-        }
-        // The valid request goes through: each refusal above was for its one fault.
-        let body = e.body.as_ref().map(|b| b());
-        let r = s.send(e.method, &e.path, tok, Some(&s.key()), body.as_ref().map_or(Body::None, Body::Json))?;
-        r.expect(e.ok).map_err(|err| format!("{} {} with a valid request: {err}", e.method, e.path))?;
+/// Bad requests to one endpoint, each checked to write nothing.
+struct Probe<'a> {
+    s: &'a Server,
+    auditor: &'a str,
+    e: &'a Endpoint<'a>,
+    /// (last entry, tree size) after the last request.
+    before: std::cell::Cell<(i64, i64)>,
+    /// Bad requests sent.
+    cases: std::cell::Cell<usize>,
+}
+
+impl Probe<'_> {
+    /// Sends a bad request and expects its problem; a refusal writes nothing, except that
+    /// a replayed tap is one leaf (the suspected clone, for auditors), and no entry.
+    fn run(
+        &self,
+        what: &str,
+        token: Option<&str>,
+        key: Option<&str>,
+        body: Body<'_>,
+        status: u16,
+        code: &str,
+    ) -> TestResult {
+        let (s, e) = (self.s, self.e);
+        let r = s.send(e.method, &e.path, token, key, body)?;
+        r.problem(status, code).map_err(|err| format!("{} {} — {what}: {err}", e.method, e.path))?;
+        let after = mark(s, self.auditor)?;
+        let (entries, leaves) = self.before.get();
+        let expected = if code == "card_replay" { (entries, leaves + 1) } else { (entries, leaves) };
+        check_eq!(after, expected, "{} {} — {what}: (last entry, tree size) changed", e.method, e.path);
+        self.before.set(after);
+        self.cases.set(self.cases.get() + 1);
+        Ok(())
     }
-    check!(cases > 400, "only {cases} bad requests were sent");
-    check!(s.trial(&c.auditor)?.1, "balanced");
+
+    /// The endpoint's token.
+    fn tok(&self) -> Option<&str> {
+        Some(self.e.token.as_str())
+    }
+
+    /// A fresh Idempotency-Key.
+    fn key(&self) -> Option<String> {
+        Some(self.s.key())
+    }
+}
+
+/// Every bad request to `e` is refused with its code and writes nothing; then its valid
+/// request goes through: each refusal was for its one fault. Returns the bad requests sent.
+fn bad_requests_write_nothing(c: &City, f: &Fixtures, e: &Endpoint<'_>) -> Result<usize, String> {
+    let s = &c.s;
+    let p = Probe {
+        s,
+        auditor: &c.auditor,
+        e,
+        before: std::cell::Cell::new(mark(s, &c.auditor)?),
+        cases: std::cell::Cell::new(0),
+    };
+    let valid = e.body.as_ref().map(|b| b());
+    credentials_keys_size_and_ids_are_checked(&p, &valid)?;
+    if let Some(valid) = &valid {
+        malformed_bodies_are_refused(&p, valid)?;
+        missing_wrong_and_null_fields_are_refused(&p, valid)?;
+        if let Some((field, signed)) = e.amount {
+            bad_amounts_are_refused(&p, valid, field, signed)?;
+        }
+        if let Some(card) = e.tap {
+            bad_taps_are_refused(&p, valid, card, c, f)?;
+        }
+    }
+    for (what, body, status, code) in &e.invalid {
+        p.run(what, p.tok(), Some(&s.key()), Body::Json(body), *status, code)?;
+    }
+    // The valid request goes through: each refusal above was for its one fault.
+    let body = e.body.as_ref().map(|b| b());
+    let r = s.send(e.method, &e.path, p.tok(), Some(&s.key()), body.as_ref().map_or(Body::None, Body::Json))?;
+    r.expect(e.ok).map_err(|err| format!("{} {} with a valid request: {err}", e.method, e.path))?;
+    Ok(p.cases.get())
+}
+
+/// Credentials and keys; a body over the size limit; an unknown id (404, nothing written).
+fn credentials_keys_size_and_ids_are_checked(p: &Probe<'_>, valid: &Option<Value>) -> TestResult {
+    let (s, e, tok) = (p.s, p.e, p.tok());
+    let body = || match valid {
+        Some(v) => Body::Json(v),
+        None => Body::None,
+    };
+    // Credentials and keys.
+    p.run("no token", None, Some(&s.key()), body(), 401, "unauthorized")?;
+    p.run(
+        "wrong token",
+        Some("kt_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+        Some(&s.key()),
+        body(),
+        401,
+        "unauthorized",
+    )?;
+    p.run("not a bearer token", Some("Basic dXNlcjpwYXNz"), Some(&s.key()), body(), 401, "unauthorized")?;
+    p.run("no Idempotency-Key", tok, None, body(), 400, "idempotency_key_required")?;
+    p.run("Idempotency-Key with a space", tok, Some("a b"), body(), 400, "idempotency_key_invalid")?;
+    p.run("Idempotency-Key too long", tok, Some(&"k".repeat(101)), body(), 400, "idempotency_key_invalid")?;
+    // Size: 17 KiB, valid JSON.
+    // The offline journal upload has its own, larger limit.
+    let limit = if e.path == "/v1/offline/journals" { api::offline::UPLOAD_BYTES_MAX } else { api::BODY_LIMIT_BYTES };
+    let big = json!({"name": "x".repeat(limit + 1024)}).to_string();
+    p.run("oversize body", tok, Some(&s.key()), Body::Raw(big.as_bytes(), "application/json"), 413, "body_too_large")?;
+    if let Some(unknown) = &e.unknown {
+        let r = s.send(e.method, unknown, tok, Some(&s.key()), body())?;
+        r.problem(404, "not_found").map_err(|err| format!("{} {unknown}: {err}", e.method))?;
+        check_eq!(mark(s, p.auditor)?, p.before.get(), "{} {unknown}", e.method);
+    }
+    Ok(())
+}
+
+/// Malformed, empty and non-JSON bodies, an array, the wrong media type, an unknown field.
+fn malformed_bodies_are_refused(p: &Probe<'_>, valid: &Value) -> TestResult {
+    let tok = p.tok();
+    let valid_bytes = valid.to_string();
+    p.run(
+        "malformed JSON",
+        tok,
+        p.key().as_deref(),
+        Body::Raw(&valid_bytes.as_bytes()[..valid_bytes.len() - 1], "application/json"),
+        400,
+        "malformed_json",
+    )?;
+    p.run("empty body", tok, p.key().as_deref(), Body::Raw(b"", "application/json"), 400, "malformed_json")?;
+    p.run("not JSON", tok, p.key().as_deref(), Body::Raw(b"amount=1.00", "application/json"), 400, "malformed_json")?;
+    p.run("not an object", tok, p.key().as_deref(), Body::Json(&json!([valid])), 422, "invalid_body")?;
+    p.run(
+        "text/plain",
+        tok,
+        p.key().as_deref(),
+        Body::Raw(valid_bytes.as_bytes(), "text/plain"),
+        415,
+        "unsupported_media_type",
+    )?;
+    p.run(
+        "unknown field",
+        tok,
+        p.key().as_deref(),
+        Body::Json(&with(valid.clone(), "surprise", json!(1))),
+        422,
+        "invalid_body",
+    )?;
+    Ok(())
+}
+
+/// Each required field missing; each field of the wrong type; each required field null.
+fn missing_wrong_and_null_fields_are_refused(p: &Probe<'_>, valid: &Value) -> TestResult {
+    let (e, tok) = (p.e, p.tok());
+    for field in e.required {
+        let b = without(valid.clone(), field);
+        p.run(&format!("missing {field}"), tok, p.key().as_deref(), Body::Json(&b), 422, "invalid_body")?;
+    }
+    for (field, value) in valid.as_object().ok_or("object")? {
+        let wrong = if value.is_string() { json!(12) } else { json!("twelve") };
+        let b = with(valid.clone(), field, wrong);
+        p.run(&format!("wrong type of {field}"), tok, p.key().as_deref(), Body::Json(&b), 422, "invalid_body")?;
+        let b = with(valid.clone(), field, Value::Null);
+        let optional = !e.required.contains(&field.as_str());
+        if !optional {
+            p.run(&format!("null {field}"), tok, p.key().as_deref(), Body::Json(&b), 422, "invalid_body")?;
+        }
+    }
+    Ok(())
+}
+
+/// Amounts that are not a positive (or, where `signed`, non-zero) decimal string with two
+/// places within the maximum.
+fn bad_amounts_are_refused(p: &Probe<'_>, valid: &Value, field: &str, signed: bool) -> TestResult {
+    let tok = p.tok();
+    let mut bad = vec![
+        ("too many decimals", json!("12.345")),
+        ("zero", json!("0.00")),
+        ("zero without decimals", json!("0")),
+        ("not a number", json!("abc")),
+        ("exponent", json!("1e3")),
+        ("leading space", json!(" 1.00")),
+        ("comma", json!("1,00")),
+        ("plus sign", json!("+1.00")),
+        ("above the maximum", json!("1000000000000.01")),
+        ("far above the maximum", json!("99999999999999999999999999999999.99")),
+        ("empty", json!("")),
+    ];
+    if !signed {
+        bad.push(("negative", json!("-5.00")));
+        bad.push(("negative zero", json!("-0.00")));
+    }
+    for (what, amount) in bad {
+        let b = with(valid.clone(), field, amount);
+        p.run(&format!("amount {what}"), tok, p.key().as_deref(), Body::Json(&b), 422, "invalid_amount")?;
+    }
+    let b = with(valid.clone(), field, json!(12.5));
+    p.run("amount as a JSON number", tok, p.key().as_deref(), Body::Json(&b), 422, "invalid_body")?;
+    Ok(())
+}
+
+/// Taps that are refusals: a bad MAC, a foreign card, a short PICCData, an unknown card, a
+/// blocked card, a replay, an unknown field.
+fn bad_taps_are_refused(p: &Probe<'_>, valid: &Value, card: &TestCard, c: &City, f: &Fixtures) -> TestResult {
+    let (s, tok) = (p.s, p.tok());
+    let key = || p.key();
+    let tapped = |tap: Value| with(valid.clone(), "tap", tap);
+    let fresh = s.tap(card);
+    let bad_mac = json!({"picc_data": fresh["picc_data"], "cmac": "00112233445566FF"});
+    p.run("bad MAC", tok, key().as_deref(), Body::Json(&tapped(bad_mac)), 422, "tap_mac_invalid")?;
+    p.run("foreign card", tok, key().as_deref(), Body::Json(&tapped(foreign(c, 90))), 422, "tap_mac_invalid")?;
+    let short = json!({"picc_data": "0011", "cmac": fresh["cmac"]});
+    p.run("short PICCData", tok, key().as_deref(), Body::Json(&tapped(short)), 422, "invalid_tap")?;
+    let unknown_card = s.tap_at("04FEEDFACE0001", 5);
+    p.run("unknown card", tok, key().as_deref(), Body::Json(&tapped(unknown_card)), 422, "card_unknown")?;
+    let blocked_tap = s.tap(&f.blocked);
+    p.run("blocked card", tok, key().as_deref(), Body::Json(&tapped(blocked_tap)), 422, "card_blocked")?;
+    p.run("replayed tap", tok, key().as_deref(), Body::Json(&tapped(f.replay.clone())), 409, "card_replay")?;
+    let extra = json!({"picc_data": fresh["picc_data"], "cmac": fresh["cmac"], "enc": "00"});
+    p.run("tap with an unknown field", tok, key().as_deref(), Body::Json(&tapped(extra)), 422, "invalid_body")?;
     Ok(())
 }
