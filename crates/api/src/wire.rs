@@ -71,8 +71,10 @@ pub fn receipt(e: &Entry) -> Receipt {
 
 /// Parses an id in a path or body (ids are strings on the wire).
 pub fn id(text: &str) -> Result<i64, ApiError> {
-    text.parse::<i64>()
-        .ok()
+    // Digits only (`parse` alone would take "+5"), as the published pattern says.
+    Some(text)
+        .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|t| t.parse::<i64>().ok())
         .filter(|v| *v > 0)
         .ok_or_else(|| ApiError::not_found("not_found", format!("no object has the id {text:?}")))
 }

@@ -260,7 +260,10 @@ impl FeeRate {
     /// Parses a decimal string between 0 and 1 with at most 6 decimal places.
     pub fn parse(text: &str) -> Result<FeeRate, MoneyError> {
         let bad = || MoneyError::BadFeeRate(text.chars().take(AMOUNT_TEXT_MAX).collect());
-        let plain = !text.is_empty() && text.len() <= 12 && text.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+        // Digits, then at most one point with digits after it: "1." and ".5" are not rates.
+        let (whole, fraction) = text.split_once('.').unwrap_or((text, "1"));
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        let plain = text.len() <= 12 && digits(whole) && digits(fraction);
         let rate = if plain { Decimal::from_str_exact(text).map_err(|_| bad())? } else { return Err(bad()) };
         if rate > Decimal::ONE || rate.scale() > 6 {
             return Err(bad());
@@ -357,7 +360,7 @@ mod tests {
         assert_eq!(half.fee_minor(300), 2);
         assert_eq!(half.fee_minor(500), 2); // 2.5 -> 2
         assert_eq!(FeeRate::parse("1").unwrap().fee_minor(42), 42);
-        for bad in ["1.01", "-0.1", "abc", "", "0.0000001"] {
+        for bad in ["1.01", "-0.1", "abc", "", "0.0000001", "1.", ".5", ".", "0..1", "0.1.2"] {
             assert!(FeeRate::parse(bad).is_err(), "{bad:?}");
         }
     }

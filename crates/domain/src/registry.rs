@@ -196,6 +196,27 @@ named!(
     }
 );
 
+named!(
+    /// What a service point serves.
+    ServiceKind, "service", {
+        /// A public clinic.
+        Clinic = "clinic",
+        /// A public library.
+        Library = "library",
+        /// A city office (permits, records).
+        CityOffice = "city_office",
+        /// Any other public service.
+        Other = "other",
+    }
+);
+
+/// A citizen's NIK (Nomor Induk Kependudukan) as written: exactly 16 ASCII digits. The
+/// registry keeps only its keyed hash; this is the one check of its form.
+#[must_use]
+pub fn is_nik(text: &str) -> bool {
+    text.len() == 16 && text.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// A holder's categories: a set of [`Category`], stored comma-separated in alphabetical
 /// order (`resident,student`), read and written only through this type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

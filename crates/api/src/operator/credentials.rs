@@ -190,10 +190,15 @@ fn scope_of(body: &NewCredential) -> Result<Scope, ApiError> {
     Ok((merchant, service_point, agent))
 }
 
+/// A terminal's Ed25519 public key as a credential request writes it: 64 hex digits.
+pub fn is_public_key(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// A terminal's public key checked, and its offline limits as stored (JSON).
 fn terminal_limits(body: &NewCredential) -> Result<Option<String>, ApiError> {
     if let Some(pk) = &body.public_key {
-        if pk.len() != 64 || !pk.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !is_public_key(pk) {
             return Err(ApiError::unprocessable("invalid_field", "public_key must be 64 hex digits (Ed25519)"));
         }
     }

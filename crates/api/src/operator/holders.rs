@@ -63,7 +63,7 @@ pub async fn create_holder(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::Operator])?;
     let name = wire::text("name", &body.name, 200)?;
-    if body.nik.len() != 16 || !body.nik.bytes().all(|b| b.is_ascii_digit()) {
+    if !domain::registry::is_nik(&body.nik) {
         return Err(ApiError::unprocessable("invalid_field", "nik must be 16 digits"));
     }
     let categories = Categories::parse_names(&body.categories)

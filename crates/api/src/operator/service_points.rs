@@ -2,6 +2,7 @@
 
 use actix_web::{web, HttpResponse};
 use domain::access::Policy;
+use domain::registry::ServiceKind;
 use ledger::registry::ServicePoint;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -59,8 +60,11 @@ pub async fn create_service_point(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::Operator])?;
     let name = wire::text("name", &body.name, 200)?;
-    if !["clinic", "library", "city_office", "other"].contains(&body.service.as_str()) {
-        return Err(ApiError::unprocessable("invalid_field", "service must be clinic, library, city_office or other"));
+    if ServiceKind::parse(&body.service).is_err() {
+        return Err(ApiError::unprocessable(
+            "invalid_field",
+            format!("service must be one of {}", ServiceKind::NAMES.join(", ")),
+        ));
     }
     body.policy.rules().map_err(|e| ApiError::unprocessable("invalid_field", e.to_string()))?;
     let policy = serde_json::to_string(&body.policy).map_err(ApiError::internal)?;

@@ -19,6 +19,7 @@ mod idempotency;
 mod integrity;
 mod money;
 mod openapi;
+mod patterns;
 mod registry;
 mod rfc9162;
 mod roles;
@@ -80,6 +81,9 @@ fn main() {
         }
     }
     trials.push(Trial::test("independent_verifier_self_test", || rfc9162::self_test().map_err(Failed::from)));
+    trials.push(Trial::test("openapi_patterns_match_the_parsers", || {
+        patterns::patterns_match_the_parsers().map_err(Failed::from)
+    }));
     trials.push(Trial::test("openapi_conformance_self_test", || conformance::self_test().map_err(Failed::from)));
     let conclusion = libtest_mimic::run(&args, trials);
     // Every response the trials received was checked against /openapi.json as it came.
