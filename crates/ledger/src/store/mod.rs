@@ -87,6 +87,33 @@ mod reads;
 pub mod registry;
 pub mod roles;
 
+/// The URL libpq is given: `url` itself, except that a connection to this machine (a
+/// loopback address, `localhost` or a Unix socket) that does not choose an `sslmode` gets
+/// `sslmode=disable`. libpq's default (`prefer`) takes TLS whenever the server offers it
+/// (Debian's does), which costs every round trip encryption that protects nothing on a
+/// loopback link. A remote server keeps libpq's default, and any `sslmode` given is kept.
+pub fn pg_connect_url(url: &str) -> std::borrow::Cow<'_, str> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let authority = before_query.split('/').next().unwrap_or("");
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match hostport.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => hostport.split(':').next().unwrap_or(""),
+    };
+    let params: Vec<(&str, &str)> = query.split('&').filter_map(|kv| kv.split_once('=')).collect();
+    let param = |name: &str| params.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
+    let host = param("host").unwrap_or(host);
+    // A Unix socket's directory may be written percent-encoded in the authority.
+    let socket = host.starts_with('/') || host.to_ascii_lowercase().starts_with("%2f");
+    let local = matches!(host, "" | "localhost" | "::1") || host.starts_with("127.") || socket;
+    if !local || param("sslmode").is_some() {
+        return std::borrow::Cow::Borrowed(url);
+    }
+    let joiner = if url.contains('?') { "&" } else { "?" };
+    std::borrow::Cow::Owned(format!("{url}{joiner}sslmode=disable"))
+}
+
 impl Db {
     /// Opens a connection; SQLite in WAL mode with a busy timeout and full durability.
     pub fn open(url: &str) -> Result<Db, LedgerError> {
@@ -108,7 +135,7 @@ impl Db {
                 .map_err(storage)?;
                 Ok(Db::Sqlite(c))
             }
-            Backend::Postgres => Ok(Db::Pg(PgConnection::establish(url).map_err(storage)?)),
+            Backend::Postgres => Ok(Db::Pg(PgConnection::establish(&pg_connect_url(url)).map_err(storage)?)),
         }
     }
 
@@ -163,5 +190,30 @@ impl Db {
             (Ok(_), Err(e)) => Err(storage(e)),
             (Err(e), _) => Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pg_connect_url;
+
+    #[test]
+    fn local_connections_skip_tls_unless_asked() {
+        let check = |url: &str, expect: &str| assert_eq!(pg_connect_url(url), expect, "{url}");
+        check("postgres://postgres@127.0.0.1:5432/db", "postgres://postgres@127.0.0.1:5432/db?sslmode=disable");
+        check(
+            "postgres://u:p@localhost/db?application_name=k",
+            "postgres://u:p@localhost/db?application_name=k&sslmode=disable",
+        );
+        check("postgresql://[::1]:5432/db", "postgresql://[::1]:5432/db?sslmode=disable");
+        check("postgres:///db", "postgres:///db?sslmode=disable");
+        check("postgres://%2Fvar%2Frun%2Fpostgresql/db", "postgres://%2Fvar%2Frun%2Fpostgresql/db?sslmode=disable");
+        check("postgres://u@/db?host=/var/run/postgresql", "postgres://u@/db?host=/var/run/postgresql&sslmode=disable");
+        // Asked for, or remote: untouched.
+        check("postgres://u@127.0.0.1/db?sslmode=require", "postgres://u@127.0.0.1/db?sslmode=require");
+        check("postgres://u@db.example:5432/db", "postgres://u@db.example:5432/db");
+        check("postgres://u@10.0.0.7/db", "postgres://u@10.0.0.7/db");
+        check("postgres://u@127.0.0.1/db?host=db.example", "postgres://u@127.0.0.1/db?host=db.example");
+        check("postgres://u@1270.0.0.1/db", "postgres://u@1270.0.0.1/db");
     }
 }
