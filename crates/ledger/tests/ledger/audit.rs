@@ -178,7 +178,17 @@ pub fn proofs(backend: Backend) -> TestResult {
     let clock = TestClock::new();
     let (signer, verifier) = keys()?;
     let ledger = open_signed(&db, &clock, &signer, Duration::from_secs(3600))?;
-    let city = City::new(&ledger, 50, 3, 0)?;
+    let receipt = ten_thousand_entries(&ledger)?;
+    let leaves = every_leaf_hashed_here(&ledger, &receipt)?;
+    proofs_verify_for_random_sizes(&ledger, &leaves)?;
+    bad_proof_requests_are_clear_errors(&ledger)?;
+    the_checkpoint_and_verify_agree(&db, &ledger, &verifier, &leaves)
+}
+
+/// A city of 50 wallets tops up and pays until the log holds 10,000 entries; returns the
+/// last payment's receipt, which names the last leaf.
+fn ten_thousand_entries(ledger: &Ledger) -> Result<ledger::domain::AuditRef, String> {
+    let city = City::new(ledger, 50, 3, 0)?;
     let topups: Vec<_> = city
         .wallets
         .iter()
@@ -194,7 +204,12 @@ pub fn proofs(backend: Backend) -> TestResult {
     let receipt = last.entry.audit.ok_or("no receipt")?;
     check_eq!(ledger.tree_size().map_err(s)?, 10_000);
     check_eq!(receipt.leaf_index, 9_999);
-    // All leaves, hashed here from their bytes.
+    Ok(receipt)
+}
+
+/// All leaves, read page by page and hashed here from their bytes: each stored hash and
+/// index is right, the last is the receipt's, and a stored entry carries its receipt.
+fn every_leaf_hashed_here(ledger: &Ledger, receipt: &ledger::domain::AuditRef) -> Result<Vec<[u8; 32]>, String> {
     let mut leaves = Vec::new();
     let mut from = 0;
     loop {
@@ -217,6 +232,13 @@ pub fn proofs(backend: Backend) -> TestResult {
         ledger.entry(2).map_err(s)?.and_then(|e| e.audit).map(|a| (a.leaf_index, a.leaf_hash)),
         Some((1, leaves[1]))
     );
+    Ok(leaves)
+}
+
+/// For fixed and random tree sizes: the root is the recursive MTH, inclusion proofs of
+/// the first, last and a random leaf verify (and fail for another leaf), and a
+/// consistency proof from a random smaller size verifies.
+fn proofs_verify_for_random_sizes(ledger: &Ledger, leaves: &[[u8; 32]]) -> TestResult {
     let mut rng = rand::rngs::StdRng::seed_from_u64(9162);
     let mut sizes: Vec<u64> = vec![1, 2, 3, 7, 8, 9, 1024, 1025, 10_000];
     sizes.extend((0..25).map(|_| rng.random_range(1..=10_000u64)));
@@ -240,24 +262,39 @@ pub fn proofs(backend: Backend) -> TestResult {
             "consistency {first} -> {size}"
         );
     }
+    Ok(())
+}
+
+/// Proofs asked of leaves or sizes the tree does not have are out-of-range errors.
+fn bad_proof_requests_are_clear_errors(ledger: &Ledger) -> TestResult {
     let out_of_range = |r: Result<Vec<merkle::Hash>, LedgerError>| matches!(r, Err(LedgerError::OutOfRange(_)));
     check!(out_of_range(ledger.inclusion_proof(10, 10)), "leaf beyond the size");
     check!(out_of_range(ledger.inclusion_proof(0, 10_001)), "size beyond the tree");
     check!(out_of_range(ledger.inclusion_proof(-1, 5)), "negative leaf");
     check!(out_of_range(ledger.consistency_proof(6, 5)), "first beyond second");
-    // A signed checkpoint of the whole tree, in the C2SP format, verifies.
+    Ok(())
+}
+
+/// A signed checkpoint of the whole tree, in the C2SP format, verifies; none is made
+/// without new leaves; `verify` over the database finds the same tree.
+fn the_checkpoint_and_verify_agree(
+    db: &TestDb,
+    ledger: &Ledger,
+    verifier: &merkle::Verifier,
+    leaves: &[[u8; 32]],
+) -> TestResult {
     let cp = ledger.checkpoint_now().map_err(s)?.ok_or("no checkpoint")?;
     check_eq!(cp.tree_size, 10_000);
     let opened = verifier.open(&cp.note).map_err(s)?;
-    check_eq!((opened.size(), *opened.root(), opened.origin()), (10_000, mth(&leaves), ORIGIN));
+    check_eq!((opened.size(), *opened.root(), opened.origin()), (10_000, mth(leaves), ORIGIN));
     check!(cp.note.starts_with(&format!("{ORIGIN}\n10000\n")), "note body: {}", cp.note);
     check!(cp.note.contains("\ntime 20") && cp.note.contains("\n\n\u{2014} test.kartu.example "), "note: {}", cp.note);
     check!(ledger.checkpoint_now().map_err(s)?.is_none(), "no new checkpoint without new leaves");
     let report =
-        verify(&db.url, &verifier, &VerifyOptions { origin: Some(ORIGIN.into()), ..Default::default() }, |_, _| {})
+        verify(&db.url, verifier, &VerifyOptions { origin: Some(ORIGIN.into()), ..Default::default() }, |_, _| {})
             .map_err(s)?;
     check_eq!((report.entries, report.leaves, report.checkpoints), (10_000, 10_000, 1));
-    check_eq!(report.root, mth(&leaves));
+    check_eq!(report.root, mth(leaves));
     Ok(())
 }
 

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use ledger::domain::{AccountId, Event, IdempotencyKey, Outcome, References, Rejection, Request};
+use ledger::domain::{AccountId, Event, IdempotencyKey, Outcome, Posted, References, Rejection, Request};
 use ledger::verify::{verify, VerifyError, VerifyOptions};
 use ledger::{Backend, EventFilter, Ledger, LedgerError};
 
@@ -46,6 +46,11 @@ fn event(kind: &str, card: Option<(i64, i64)>, queue: Option<&str>, payload: &st
     }
 }
 
+/// A payment of 100 from the city's first wallet to its first merchant, made by a tap.
+fn tapped_payment(city: &City, references: References) -> Request {
+    city.pay(city.wallets[0], city.merchants[0], 100, 0).with_references(references)
+}
+
 /// A tap is accepted with a counter above the card's last, or once with an unused one at
 /// most 4 below it less than 10 s after the last rose (taps of one card racing to the
 /// server); a used one, one further below, or one that comes later, is refused, recorded
@@ -56,7 +61,22 @@ pub fn strictly_increasing(backend: Backend) -> TestResult {
     let ledger = crate::support::open(&db, &clock)?;
     let city = City::new(&ledger, 1, 1, 10_000_000)?;
     ledger.submit_blocking(city.topup(city.wallets[0], 100_000)).map_err(s)?;
-    let pay = |r| city.pay(city.wallets[0], city.merchants[0], 100, 0).with_references(r);
+    replays_and_races_of_one_card(&ledger, &city, &clock)?;
+    taps_in_one_batch(&ledger, &city)?;
+    refusals_are_on_record(&ledger)?;
+    refused_payments_and_retries_use_no_tap(&ledger, &city)?;
+    // The database itself refuses to move a counter back.
+    let back = raw_sql(&db, "UPDATE card_counters SET last_counter = 1 WHERE card_id = 7");
+    check!(back.is_err(), "moving a counter back must fail");
+    check_eq!(ledger.card_last_counter(7).map_err(s)?, Some(146));
+    Ok(())
+}
+
+/// Card 7: a used counter or one far below the last is a replay and writes no entry;
+/// counters may skip; an unused one at most 4 below races the last tap for 10 s after it
+/// rose, and a newer tap opens a new window.
+fn replays_and_races_of_one_card(ledger: &Ledger, city: &City, clock: &TestClock) -> TestResult {
+    let pay = |r| tapped_payment(city, r);
     ledger.submit_blocking(pay(tap(7, 141))).map_err(s)?;
     let before = ledger.last_seq().map_err(s)?;
     check_eq!(rejection(ledger.submit_blocking(pay(tap(7, 141)))), Some(Rejection::CardReplay));
@@ -82,6 +102,13 @@ pub fn strictly_increasing(backend: Backend) -> TestResult {
     ledger.submit_blocking(pay(tap(7, 146))).map_err(s)?;
     clock.advance_us(9_999_999);
     ledger.submit_blocking(pay(tap(7, 143))).map_err(s)?;
+    Ok(())
+}
+
+/// Card 9 in batches: the same counter twice, the second is refused; out of order, both
+/// are accepted, then neither again. Cards 7 and 9 end at 146 and 5; card 10 has none.
+fn taps_in_one_batch(ledger: &Ledger, city: &City) -> TestResult {
+    let pay = |r| tapped_payment(city, r);
     // Twice in one batch: the second is refused.
     let results = ledger.submit_many_blocking(vec![pay(tap(9, 1)), pay(tap(9, 1)), pay(tap(9, 2))]).map_err(s)?;
     check!(results[0].is_ok() && results[2].is_ok(), "first and third in the batch");
@@ -94,7 +121,12 @@ pub fn strictly_increasing(backend: Backend) -> TestResult {
     check_eq!(ledger.card_last_counter(7).map_err(s)?, Some(146));
     check_eq!(ledger.card_last_counter(9).map_err(s)?, Some(5));
     check_eq!(ledger.card_last_counter(10).map_err(s)?, None);
-    // The refusals are on record for the operator, with what the card had reached.
+    Ok(())
+}
+
+/// The refusals are on record for the operator, with what the card had reached, and each
+/// is a leaf of the audit log, which uses no counter.
+fn refusals_are_on_record(ledger: &Ledger) -> TestResult {
     let replays = ledger.card_replays(7, 100).map_err(s)?;
     let seen: Vec<(i64, i64, Option<&str>)> =
         replays.iter().map(|r| (r.counter, r.last_counter, r.source.as_deref())).collect();
@@ -113,21 +145,23 @@ pub fn strictly_increasing(backend: Backend) -> TestResult {
     check_eq!(logged, expected.to_vec());
     check!(leaves.iter().all(|e| e.audit.is_some() && e.card_read_counter.is_none()), "{leaves:?}");
     check_eq!(ledger.card_replays(9, 100).map_err(s)?.len(), 3);
+    Ok(())
+}
+
+/// A payment refused for want of funds does not use up its tap; an idempotent retry of an
+/// accepted tap is not a replay.
+fn refused_payments_and_retries_use_no_tap(ledger: &Ledger, city: &City) -> TestResult {
     // A rejected payment (no funds) does not use up its tap: the holder tops up and the
     // same tap goes through.
     let big = city.pay(city.wallets[0], city.merchants[0], 10_000_000, 0).with_references(tap(11, 5));
     check_eq!(rejection(ledger.submit_blocking(big.clone())), Some(Rejection::InsufficientFunds));
     check_eq!(ledger.card_last_counter(11).map_err(s)?, None);
     // An idempotent retry of an accepted tap is not a replay: it returns the first result.
-    let keyed = pay(tap(12, 1)).with_key(IdempotencyKey::parse("retry-1").map_err(|_| "key")?);
+    let keyed = tapped_payment(city, tap(12, 1)).with_key(IdempotencyKey::parse("retry-1").map_err(|_| "key")?);
     let first = ledger.submit_blocking(keyed.clone()).map_err(s)?;
     let again = ledger.submit_blocking(keyed).map_err(s)?;
     check!(again.replayed && again.entry == first.entry, "retry returns the first entry");
     check_eq!(ledger.card_replays(12, 100).map_err(s)?.len(), 0);
-    // The database itself refuses to move a counter back.
-    let back = raw_sql(&db, "UPDATE card_counters SET last_counter = 1 WHERE card_id = 7");
-    check!(back.is_err(), "moving a counter back must fail");
-    check_eq!(ledger.card_last_counter(7).map_err(s)?, Some(146));
     Ok(())
 }
 
@@ -141,6 +175,15 @@ pub fn concurrent(backend: Backend) -> TestResult {
     let ledger = crate::support::open(&db, &clock)?;
     let city = Arc::new(City::new(&ledger, 1, 1, 100_000_000)?);
     ledger.submit_blocking(city.topup(city.wallets[0], 1_000_000)).map_err(s)?;
+    let accepted = eight_threads_tap_one_card(&ledger, &city)?;
+    accepted_counters_increase(&ledger, accepted)?;
+    one_counter_sixteen_presenters(&ledger, &city)
+}
+
+/// Eight threads present 40 taps each of card 5, with counters taken in turn, half as
+/// payments and half as events: each tap is accepted or refused as a replay, and every
+/// refusal is recorded and is a leaf. Returns how many were accepted.
+fn eight_threads_tap_one_card(ledger: &Ledger, city: &Arc<City>) -> Result<usize, String> {
     const THREADS: usize = 8;
     const TAPS: usize = 40;
     let next = Arc::new(AtomicI64::new(1));
@@ -180,6 +223,13 @@ pub fn concurrent(backend: Backend) -> TestResult {
     check_eq!(ledger.card_replays(5, 1_000).map_err(s)?.len(), refused);
     let replay_leaves = EventFilter { kind: Some("card_replay".into()), card_id: Some(5), ..Default::default() };
     check_eq!(ledger.events(&replay_leaves, 0, 1_000).map_err(s)?.len(), refused);
+    Ok(accepted)
+}
+
+/// Card 5's accepted counters, in the order the log recorded them (entries and events
+/// alike), strictly increase and are each accepted once; the last is the card's last
+/// counter; every refused one was far below it.
+fn accepted_counters_increase(ledger: &Ledger, accepted: usize) -> TestResult {
     // Accepted counters, in the order the log recorded them, strictly increase.
     let mut order: Vec<(i64, i64)> = Vec::new(); // (leaf index, counter)
     for e in ledger.entries(1, 1_000).map_err(s)? {
@@ -208,8 +258,12 @@ pub fn concurrent(backend: Backend) -> TestResult {
         refused_counters.iter().all(|c| *c < last - ledger::domain::TAP_RACE_COUNTERS_DEFAULT),
         "refused within the race allowance: {refused_counters:?} (last {last})"
     );
+    Ok(())
+}
 
-    // One counter, sixteen presenters at once.
+/// One counter of card 6, sixteen presenters at once (half payments, half events): it is
+/// accepted exactly once and the other fifteen are recorded as replays.
+fn one_counter_sixteen_presenters(ledger: &Ledger, city: &Arc<City>) -> TestResult {
     let barrier = Arc::new(Barrier::new(16));
     let handles: Vec<_> = (0..16)
         .map(|t| {
@@ -234,6 +288,9 @@ pub fn concurrent(backend: Backend) -> TestResult {
     Ok(())
 }
 
+/// The queue of the clinic whose access decisions the events scenario records.
+const CLINIC_QUEUE: &str = "clinic:1:2026-11-27";
+
 /// Events are leaves of the same log: queue numbers per queue, idempotency shared with
 /// entries, taps checked like entries', verify recomputes them, and a changed event is
 /// found.
@@ -244,71 +301,16 @@ pub fn events_in_the_log(backend: Backend) -> TestResult {
     let ledger: Ledger = crate::audit::open_signed(&db, &clock, &signer, Duration::from_secs(3600))?;
     let city = City::new(&ledger, 1, 1, 10_000_000)?;
     ledger.submit_blocking(city.topup(city.wallets[0], 100_000)).map_err(s)?;
-    let key = |k: &str| IdempotencyKey::parse(k).map_err(|_| format!("key {k}"));
-    let q = "clinic:1:2026-11-27";
-    let mut numbers = Vec::new();
-    for counter in 1..=3 {
-        let r =
-            ledger.record_blocking(event("access_decision", Some((3, counter)), Some(q), r#"{"decision":"allow"}"#));
-        numbers.push(r.map_err(s)?.event.queue_number);
-    }
-    check_eq!(numbers, vec![Some(1), Some(2), Some(3)]);
-    let other = ledger.record_blocking(event("access_decision", Some((4, 1)), Some("clinic:1:2026-11-28"), "{}"));
-    check_eq!(other.map_err(s)?.event.queue_number, Some(1));
-    // A payment between events; then an event with a counter an event used is refused,
-    // and a payment with one an event used too.
-    let pay = city.pay(city.wallets[0], city.merchants[0], 100, 0).with_references(tap(3, 10));
-    let paid = ledger.submit_blocking(pay).map_err(s)?;
-    check_eq!(
-        rejection(ledger.record_blocking(event("access_decision", Some((3, 2)), Some(q), "{}"))),
-        Some(Rejection::CardReplay)
-    );
-    let pay = city.pay(city.wallets[0], city.merchants[0], 100, 0).with_references(tap(3, 3));
-    check_eq!(rejection(ledger.submit_blocking(pay)), Some(Rejection::CardReplay));
-    check_eq!(
-        rejection(ledger.record_blocking(event("access_decision", Some((3, 10)), Some(q), "{}"))),
-        Some(Rejection::CardReplay)
-    );
-    // Idempotency: same key and body returns the first; another body conflicts; a key
-    // used by an entry conflicts with an event and the other way round.
-    let mut e = event("operator_action", None, None, r#"{"action":"block_card","card":3}"#);
-    e.idempotency_key = Some(key("op-1")?);
-    let first = ledger.record_blocking(e.clone()).map_err(s)?;
-    let again = ledger.record_blocking(e.clone()).map_err(s)?;
-    check!(again.replayed && again.event == first.event, "event retry returns the first");
-    let mut changed = e.clone();
-    changed.payload = r#"{"action":"block_card","card":4}"#.into();
-    check_eq!(rejection(ledger.record_blocking(changed)), Some(Rejection::IdempotencyConflict));
-    let entry_keyed = city.topup(city.wallets[0], 1).with_key(key("op-1")?);
-    check_eq!(rejection(ledger.submit_blocking(entry_keyed)), Some(Rejection::IdempotencyConflict));
-    check!(paid.entry.audit.is_some(), "the payment has a leaf");
-    let mut e2 = event("operator_action", None, None, "{}");
-    e2.idempotency_key = Some(key("pay-key")?);
-    let topup_keyed = city.topup(city.wallets[0], 1).with_key(key("pay-key")?);
-    ledger.submit_blocking(topup_keyed).map_err(s)?;
-    check_eq!(rejection(ledger.record_blocking(e2)), Some(Rejection::IdempotencyConflict));
+    queue_numbers_per_queue(&ledger)?;
+    let paid = taps_are_shared_with_entries(&ledger, &city)?;
+    idempotency_is_shared_with_entries(&ledger, &city, &paid)?;
     // Malformed events are refused.
     for bad in
         [event("Access", None, None, "{}"), event("entry", None, None, "{}"), event("x", None, None, &"a".repeat(9000))]
     {
         check_eq!(rejection(ledger.record_blocking(bad)), Some(Rejection::InvalidEvent));
     }
-    // In several ops at once, events and entries interleave in the log in order.
-    let ops = vec![
-        ledger::domain::Op::Event(event("tap", Some((20, 1)), None, "{}")),
-        ledger::domain::Op::Entry(city.topup(city.wallets[0], 5)),
-        ledger::domain::Op::Event(event("tap", Some((20, 2)), None, "{}")),
-    ];
-    let rt = tokio::runtime::Builder::new_current_thread().build().map_err(s)?;
-    let outcomes = rt.block_on(ledger.submit_ops(ops)).map_err(s)?;
-    let leaf_of = |o: &Result<Outcome, LedgerError>| match o {
-        Ok(Outcome::Posted(p)) => p.entry.audit.map(|a| a.leaf_index),
-        Ok(Outcome::Recorded(r)) => r.event.audit.map(|a| a.leaf_index),
-        Err(_) => None,
-    };
-    let leaves: Vec<_> = outcomes.iter().map(leaf_of).collect();
-    check!(leaves.iter().all(Option::is_some), "every op has a leaf: {leaves:?}");
-    check!(leaves.windows(2).all(|w| w[0].map(|x| x + 1) == w[1]), "consecutive leaves: {leaves:?}");
+    events_and_entries_interleave(&ledger, &city)?;
     // Reads by scope and kind.
     let scoped = ledger
         .events(
@@ -326,13 +328,96 @@ pub fn events_in_the_log(backend: Backend) -> TestResult {
     ledger.shutdown();
     let report = verify(&db.url, &verifier, &VerifyOptions::default(), |_, _| {}).map_err(s)?;
     check!(report.leaves > 0, "verified");
-    // Change an event's payload behind the log's back: verify names it.
-    match backend {
-        Backend::Sqlite => raw_sql(&db, "DROP TRIGGER audit_events_no_update")?,
-        Backend::Postgres => raw_sql(&db, "ALTER TABLE audit_events DISABLE TRIGGER USER")?,
+    a_changed_event_is_found(&db, &verifier)
+}
+
+/// Three access decisions in one queue take numbers 1, 2, 3; another queue starts at 1.
+fn queue_numbers_per_queue(ledger: &Ledger) -> TestResult {
+    let q = CLINIC_QUEUE;
+    let mut numbers = Vec::new();
+    for counter in 1..=3 {
+        let r =
+            ledger.record_blocking(event("access_decision", Some((3, counter)), Some(q), r#"{"decision":"allow"}"#));
+        numbers.push(r.map_err(s)?.event.queue_number);
     }
-    raw_sql(&db, r#"UPDATE audit_events SET payload = '{"decision":"deny"}' WHERE id = 2"#)?;
-    match verify(&db.url, &verifier, &VerifyOptions::default(), |_, _| {}) {
+    check_eq!(numbers, vec![Some(1), Some(2), Some(3)]);
+    let other = ledger.record_blocking(event("access_decision", Some((4, 1)), Some("clinic:1:2026-11-28"), "{}"));
+    check_eq!(other.map_err(s)?.event.queue_number, Some(1));
+    Ok(())
+}
+
+/// A payment between events; then an event with a counter an event used is refused, a
+/// payment with one an event used too, and an event with the payment's. Returns the
+/// payment.
+fn taps_are_shared_with_entries(ledger: &Ledger, city: &City) -> Result<Posted, String> {
+    let q = CLINIC_QUEUE;
+    let pay = city.pay(city.wallets[0], city.merchants[0], 100, 0).with_references(tap(3, 10));
+    let paid = ledger.submit_blocking(pay).map_err(s)?;
+    check_eq!(
+        rejection(ledger.record_blocking(event("access_decision", Some((3, 2)), Some(q), "{}"))),
+        Some(Rejection::CardReplay)
+    );
+    let pay = city.pay(city.wallets[0], city.merchants[0], 100, 0).with_references(tap(3, 3));
+    check_eq!(rejection(ledger.submit_blocking(pay)), Some(Rejection::CardReplay));
+    check_eq!(
+        rejection(ledger.record_blocking(event("access_decision", Some((3, 10)), Some(q), "{}"))),
+        Some(Rejection::CardReplay)
+    );
+    Ok(paid)
+}
+
+/// Idempotency: same key and body returns the first; another body conflicts; a key
+/// used by an entry conflicts with an event and the other way round.
+fn idempotency_is_shared_with_entries(ledger: &Ledger, city: &City, paid: &Posted) -> TestResult {
+    let key = |k: &str| IdempotencyKey::parse(k).map_err(|_| format!("key {k}"));
+    let mut e = event("operator_action", None, None, r#"{"action":"block_card","card":3}"#);
+    e.idempotency_key = Some(key("op-1")?);
+    let first = ledger.record_blocking(e.clone()).map_err(s)?;
+    let again = ledger.record_blocking(e.clone()).map_err(s)?;
+    check!(again.replayed && again.event == first.event, "event retry returns the first");
+    let mut changed = e.clone();
+    changed.payload = r#"{"action":"block_card","card":4}"#.into();
+    check_eq!(rejection(ledger.record_blocking(changed)), Some(Rejection::IdempotencyConflict));
+    let entry_keyed = city.topup(city.wallets[0], 1).with_key(key("op-1")?);
+    check_eq!(rejection(ledger.submit_blocking(entry_keyed)), Some(Rejection::IdempotencyConflict));
+    check!(paid.entry.audit.is_some(), "the payment has a leaf");
+    let mut e2 = event("operator_action", None, None, "{}");
+    e2.idempotency_key = Some(key("pay-key")?);
+    let topup_keyed = city.topup(city.wallets[0], 1).with_key(key("pay-key")?);
+    ledger.submit_blocking(topup_keyed).map_err(s)?;
+    check_eq!(rejection(ledger.record_blocking(e2)), Some(Rejection::IdempotencyConflict));
+    Ok(())
+}
+
+/// In several ops at once, events and entries interleave in the log in order: each op
+/// has a leaf, and the leaves are consecutive.
+fn events_and_entries_interleave(ledger: &Ledger, city: &City) -> TestResult {
+    let ops = vec![
+        ledger::domain::Op::Event(event("tap", Some((20, 1)), None, "{}")),
+        ledger::domain::Op::Entry(city.topup(city.wallets[0], 5)),
+        ledger::domain::Op::Event(event("tap", Some((20, 2)), None, "{}")),
+    ];
+    let rt = tokio::runtime::Builder::new_current_thread().build().map_err(s)?;
+    let outcomes = rt.block_on(ledger.submit_ops(ops)).map_err(s)?;
+    let leaf_of = |o: &Result<Outcome, LedgerError>| match o {
+        Ok(Outcome::Posted(p)) => p.entry.audit.map(|a| a.leaf_index),
+        Ok(Outcome::Recorded(r)) => r.event.audit.map(|a| a.leaf_index),
+        Err(_) => None,
+    };
+    let leaves: Vec<_> = outcomes.iter().map(leaf_of).collect();
+    check!(leaves.iter().all(Option::is_some), "every op has a leaf: {leaves:?}");
+    check!(leaves.windows(2).all(|w| w[0].map(|x| x + 1) == w[1]), "consecutive leaves: {leaves:?}");
+    Ok(())
+}
+
+/// Change an event's payload behind the log's back: verify names it.
+fn a_changed_event_is_found(db: &TestDb, verifier: &merkle::Verifier) -> TestResult {
+    match db.backend {
+        Backend::Sqlite => raw_sql(db, "DROP TRIGGER audit_events_no_update")?,
+        Backend::Postgres => raw_sql(db, "ALTER TABLE audit_events DISABLE TRIGGER USER")?,
+    }
+    raw_sql(db, r#"UPDATE audit_events SET payload = '{"decision":"deny"}' WHERE id = 2"#)?;
+    match verify(&db.url, verifier, &VerifyOptions::default(), |_, _| {}) {
         Err(VerifyError::Failed { reason, .. }) => {
             check!(reason.contains("event 2"), "reason {reason:?} names event 2");
         }
