@@ -431,6 +431,16 @@ impl Auditor<'_> {
         if let Some(extra) = self.journal.front() {
             return fail(Some(extra.seq), None, "the journal has this entry but the audit log has no leaf for it");
         }
+        // The entries are 1..=last, gapless (checked leaf by leaf): any other entry number
+        // on a posting names no entry.
+        let last = self.replay.next_seq() - 1;
+        if let Some((seq, leg, account)) = db.posting_of_no_entry(last)? {
+            return fail(
+                Some(seq),
+                None,
+                format!("the postings table has leg {leg} (account {account}) of entry {seq}, which the journal does not hold"),
+            );
+        }
         if self.events.is_empty() {
             self.events.extend(db.events(&Default::default(), self.replay.events(), 1)?);
         }

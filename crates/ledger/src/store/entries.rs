@@ -261,6 +261,18 @@ impl Db {
     }
 
     /// Writes entries and their postings.
+    /// A posting of no entry, when the journal holds the gapless entries `1..=last_seq`: one
+    /// whose entry number lies outside that range (`(entry_seq, leg, account_id)`). The
+    /// schema does not forbid one (no foreign key on this hot path; see migration 000009).
+    pub fn posting_of_no_entry(&mut self, last_seq: i64) -> Result<Option<(i64, i32, i64)>, LedgerError> {
+        on_db!(self, |c| postings::table
+            .filter(postings::entry_seq.gt(last_seq).or(postings::entry_seq.lt(1)))
+            .select((postings::entry_seq, postings::leg, postings::account_id))
+            .first(c)
+            .optional())
+        .map_err(storage)
+    }
+
     pub fn insert_entries(&mut self, entries: &[Entry]) -> Result<(), LedgerError> {
         let entry_rows: Vec<EntryRow> = entries.iter().map(EntryRow::of).collect();
         let posting_rows: Vec<PostingRow> = entries

@@ -386,7 +386,7 @@ fn expect_failure(db: &TestDb, verifier: &merkle::Verifier, entry: i64, words: &
 
 /// Each tamper, on a fresh copy of the same day, makes verify fail and name the entry.
 pub fn tampering_is_detected(backend: Backend) -> TestResult {
-    let cases: [(&str, &str, i64, &str); 6] = [
+    let cases: [(&str, &str, i64, &str); 7] = [
         ("change an amount", "UPDATE postings SET amount_minor = amount_minor + 100 WHERE entry_seq = 6 AND leg = 1", 6, "amount"),
         ("change a balance after", "UPDATE postings SET balance_after_minor = balance_after_minor + 100 WHERE entry_seq = 7 AND leg = 0", 7, "balance after"),
         (
@@ -414,6 +414,15 @@ pub fn tampering_is_detected(backend: Backend) -> TestResult {
                  SELECT 13, 1, 3, -500000, balance_after_minor - 500000 FROM postings WHERE account_id = 3 ORDER BY entry_seq DESC LIMIT 1",
             13,
             "no leaf",
+        ),
+        (
+            // No foreign key stops it (none on the journal's hot path): the balance read
+            // from the latest posting would show the money.
+            "add a posting of no entry",
+            "INSERT INTO postings (entry_seq, leg, account_id, amount_minor, balance_after_minor)
+                 VALUES (99, 0, 4, 500000, 900000000)",
+            99,
+            "which the journal does not hold",
         ),
         ("replace the checkpoint signature", "", 12, "signature"),
     ];

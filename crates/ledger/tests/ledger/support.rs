@@ -175,12 +175,14 @@ macro_rules! check_eq {
     }};
 }
 
-/// Runs raw SQL on the test database (as an attacker or an operator with database access).
+/// Runs raw SQL on the test database (as an attacker or an operator with database access;
+/// on SQLite with foreign keys off, as the `sqlite3` shell starts).
 pub fn raw_sql(db: &TestDb, sql: &str) -> Result<(), String> {
     match db.backend {
         Backend::Sqlite => {
             let path = db.url.trim_start_matches("sqlite://");
             let mut c = diesel::sqlite::SqliteConnection::establish(path).map_err(|e| e.to_string())?;
+            c.batch_execute("PRAGMA foreign_keys = OFF").map_err(|e| e.to_string())?;
             c.batch_execute(sql).map_err(|e| e.to_string())
         }
         Backend::Postgres => {
