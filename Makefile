@@ -40,10 +40,12 @@ check: setup fmt clippy test
 # The benchmark report: bench-report/report.txt and report.csv (and http.txt,
 # http_latency.png). The HTTP part serves the release `kartu` binary built here.
 # Extra flags: make bench BENCH_ARGS="--only http --http-seconds 20".
+# One build of both binaries, then the bench binary run directly: `cargo run -p
+# kartu-bench` alone would resolve other features and rebuild the workspace.
 BENCH_ARGS ?=
 bench: setup
 	$(CARGO) build --release -p kartu -p kartu-bench
-	scripts/with-postgres.sh $(CARGO) run --release -p kartu-bench -- --out bench-report $(BENCH_ARGS)
+	scripts/with-postgres.sh ./target/release/kartu-bench --out bench-report $(BENCH_ARGS)
 
 # The crash, restart and two-process tests (crates/kartu/tests/crash.rs) with long load:
 # SOAK_SECONDS of payments per scenario, a crash every few seconds. `make test` runs the

@@ -5,8 +5,23 @@
 //! verification through a real `kartu serve` from 64 keep-alive connections, latency
 //! quantiles, and an open-loop sweep of offered load (plotted to a PNG).
 //!
+//! Baselines, measured in the same run: the machine's limit for the same work, and Kartu's
+//! figure as a percentage of it (goal for the ledger: at least 50 %).
+//! - `ledger.<backend>.audit_on.payments_per_batch.64_callers`: requests per writer batch in
+//!   the 64-caller run (audit log on); the baseline uses it, rounded, as its batch size.
+//! - `baseline.<backend>.raw_insert_payments_per_s.batch_of_64_callers` and `.batch_1000`:
+//!   the rows Kartu writes for those payments inserted without Kartu's code into a fresh
+//!   database with Kartu's schema, in transactions of those sizes ([`baseline`] says which
+//!   rows and statements).
+//! - `ledger.<backend>.audit_on.single_payments_per_s.64_callers_pct_of_baseline` and
+//!   `ledger.<backend>.audit_on.bulk_payments_per_s.batch_1000_pct_of_baseline`: Kartu ÷
+//!   baseline × 100.
+//! - `http.<backend>.payments_per_s.64_conns_pct_of_bare`: the HTTP tap payments as a
+//!   percentage of the bare actix-web route (`http.bare_actix.requests_per_s.64_conns`).
+//!
 //! `kartu-bench http` is the load generator alone, against a server you run.
 
+mod baseline;
 mod http_bench;
 mod plot;
 mod server;
@@ -192,6 +207,9 @@ fn http_standalone(a: HttpArgs) -> Result<()> {
 
 const WALLETS: usize = 10_000;
 const BULK_BATCH: usize = 1_000;
+/// What each bench payment moves (minor units of IDR), and its fee.
+const PAYMENT_MINOR: i64 = 1_250_000;
+const FEE_MINOR: i64 = 8_750;
 
 #[derive(Debug)]
 struct Row {
@@ -216,7 +234,9 @@ fn main() -> Result<()> {
         if args.backend.as_deref().is_some_and(|b| b != backend) || !part("ledger") {
             continue;
         }
-        rows.extend(ledger_rows(&args, backend, single_goal, dir.path())?);
+        let (ledger, kartu) = ledger_rows(&args, backend, single_goal, dir.path())?;
+        rows.extend(ledger);
+        rows.extend(baseline_rows(&args, backend, dir.path(), &kartu)?);
     }
     if part("tap") {
         rows.push(tap_verification()?);
@@ -234,9 +254,22 @@ fn main() -> Result<()> {
     report(&args.out, &rows)
 }
 
+/// Kartu's figures with the audit log on, which the baseline is measured against.
+struct KartuFigures {
+    single: f64,
+    /// Requests per writer batch in the single-payment run.
+    per_batch: f64,
+    bulk: f64,
+}
+
 /// The ledger's payments per second on one backend, with the audit log on and off, and
 /// what the log costs.
-fn ledger_rows(args: &Args, backend: &str, single_goal: f64, dir: &std::path::Path) -> Result<Vec<Row>> {
+fn ledger_rows(
+    args: &Args,
+    backend: &str,
+    single_goal: f64,
+    dir: &std::path::Path,
+) -> Result<(Vec<Row>, KartuFigures)> {
     let duration = Duration::from_secs(args.seconds);
     let mut rows = Vec::new();
     let mut per_mode = Vec::new();
@@ -245,7 +278,7 @@ fn ledger_rows(args: &Args, backend: &str, single_goal: f64, dir: &std::path::Pa
         let db = BenchDb::create(backend, dir, &args.postgres_url, mode)?;
         let ledger = Ledger::open(&db.url, LedgerConfig { audit_log, ..LedgerConfig::default() })?;
         let city = City::new(&ledger)?;
-        let single = single_payments(&ledger, &city, args.callers, duration)?;
+        let (single, per_batch) = single_payments(&ledger, &city, args.callers, duration)?;
         let bulk = bulk_payments(&ledger, &city, duration)?;
         let name = |what: &str| format!("ledger.{backend}.{mode}.{what}");
         rows.push(Row {
@@ -274,13 +307,65 @@ fn ledger_rows(args: &Args, backend: &str, single_goal: f64, dir: &std::path::Pa
             bail!("{backend}: trial balance is not zero after the benchmark: {tb:?}");
         }
         ledger.shutdown();
-        per_mode.push((single, bulk));
+        per_mode.push((single, bulk, per_batch));
     }
     let cost = |on: f64, off: f64| 100.0 * (1.0 - on / off);
     let row = |what: &str, value: f64| Row { name: format!("audit.{backend}.{what}"), value, unit: "%", goal: None };
     rows.push(row("cost_single_payments_pct", cost(per_mode[0].0, per_mode[1].0)));
     rows.push(row("cost_bulk_payments_pct", cost(per_mode[0].1, per_mode[1].1)));
-    Ok(rows)
+    let (single, bulk, per_batch) = per_mode[0];
+    Ok((rows, KartuFigures { single, per_batch, bulk }))
+}
+
+/// The raw-insert baseline on one backend ([`baseline`]): the same rows in the same batch
+/// sizes as Kartu's single-payment (audit log on) and bulk runs, and Kartu's figures as a
+/// percentage of it.
+fn baseline_rows(args: &Args, backend: &str, dir: &std::path::Path, kartu: &KartuFigures) -> Result<Vec<Row>> {
+    let db = BenchDb::create(backend, dir, &args.postgres_url, "baseline")?;
+    let city = {
+        let ledger = Ledger::open(&db.url, LedgerConfig::default())?;
+        let city = City::new(&ledger)?;
+        ledger.shutdown();
+        city
+    };
+    let callers_batch = (kartu.per_batch.round() as usize).max(1);
+    let duration = Duration::from_secs(args.seconds);
+    let (rates, size, root) = baseline::measure(&db.url, &city, &[callers_batch, BULK_BATCH], duration)?;
+    baseline::check(&db.url, size, root).with_context(|| format!("the {backend} baseline"))?;
+    eprintln!(
+        "bench: {backend} baseline: {:.0} payments/s in batches of {callers_batch}, {:.0} in batches of {BULK_BATCH}",
+        rates[0], rates[1]
+    );
+    let callers = args.callers;
+    let row = |name: String, value: f64, unit: &'static str, goal: Option<f64>| Row { name, value, unit, goal };
+    let pct = |of: f64, base: f64| 100.0 * of / base;
+    Ok(vec![
+        row(
+            format!("ledger.{backend}.audit_on.payments_per_batch.{callers}_callers"),
+            kartu.per_batch,
+            "payments",
+            None,
+        ),
+        row(
+            format!("baseline.{backend}.raw_insert_payments_per_s.batch_of_{callers}_callers"),
+            rates[0],
+            "payments/s",
+            None,
+        ),
+        row(format!("baseline.{backend}.raw_insert_payments_per_s.batch_{BULK_BATCH}"), rates[1], "payments/s", None),
+        row(
+            format!("ledger.{backend}.audit_on.single_payments_per_s.{callers}_callers_pct_of_baseline"),
+            pct(kartu.single, rates[0]),
+            "%",
+            Some(50.0),
+        ),
+        row(
+            format!("ledger.{backend}.audit_on.bulk_payments_per_s.batch_{BULK_BATCH}_pct_of_baseline"),
+            pct(kartu.bulk, rates[1]),
+            "%",
+            Some(50.0),
+        ),
+    ])
 }
 
 /// The HTTP section: the bare server's calibration, then each backend; its details in
@@ -297,13 +382,20 @@ fn http_rows(args: &Args, dir: &std::path::Path) -> Result<Vec<Row>> {
     let mut details = String::from("Kartu HTTP benchmark details\n\n");
     let (mut rows, bare_details) = http_bench::calibrate(&settings)?;
     details.push_str(&bare_details);
+    // The bare route's requests/s: what the HTTP payments are a percentage of.
+    let bare = rows.iter().find(|r| r.name.starts_with("http.bare_actix.requests_per_s.")).map(|r| r.value);
     let mut sweeps = Vec::new();
     for (backend, goal) in [("sqlite", 40_000.0), ("postgres", 25_000.0)] {
         if args.backend.as_deref().is_some_and(|b| b != backend) {
             continue;
         }
         let outcome = http_bench::measure(&settings, backend, dir, &args.postgres_url, goal)?;
+        let paid = format!("http.{backend}.payments_per_s.{}_conns", args.http_conns);
+        let kartu = outcome.rows.iter().find(|r| r.name == paid).map(|r| r.value);
         rows.extend(outcome.rows);
+        if let (Some(kartu), Some(bare)) = (kartu, bare) {
+            rows.push(Row { name: format!("{paid}_pct_of_bare"), value: 100.0 * kartu / bare, unit: "%", goal: None });
+        }
         details.push_str(&outcome.details);
         sweeps.push((backend, outcome.sweep));
     }
@@ -433,7 +525,7 @@ fn report(out: &std::path::Path, rows: &[Row]) -> Result<()> {
                 format!("goal {words}{}", if met { " (met)" } else { " (MISSED)" })
             })
             .unwrap_or_default();
-        text.push_str(&format!("{:<64} {:>12.2} {:<11} {}\n", r.name, r.value, r.unit, goal));
+        text.push_str(&format!("{:<76} {:>12.2} {:<11} {}\n", r.name, r.value, r.unit, goal));
         csv.push_str(&format!(
             "{},{:.1},{},{}\n",
             r.name,
@@ -489,32 +581,34 @@ impl City {
         Ok(City { wallets, merchants, fees })
     }
 
+    /// The wallet and the merchant of the `i`-th payment.
+    fn parties(&self, i: u64) -> (AccountId, AccountId) {
+        (self.wallets[(i as usize * 7919) % self.wallets.len()], self.merchants[i as usize % self.merchants.len()])
+    }
+
     fn payment(&self, i: u64) -> Request {
-        let amount = Amount::from_minor(1_250_000, Currency::IDR, AMOUNT_MAX_MINOR).expect("amount");
-        Request::new(Command::Payment {
-            wallet: self.wallets[(i as usize * 7919) % self.wallets.len()],
-            merchant: self.merchants[i as usize % self.merchants.len()],
-            fee_account: self.fees,
-            amount,
-            fee_minor: 8_750,
-        })
+        let amount = Amount::from_minor(PAYMENT_MINOR, Currency::IDR, AMOUNT_MAX_MINOR).expect("amount");
+        let (wallet, merchant) = self.parties(i);
+        Request::new(Command::Payment { wallet, merchant, fee_account: self.fees, amount, fee_minor: FEE_MINOR })
     }
 }
 
-fn single_payments(ledger: &Ledger, city: &City, callers: usize, duration: Duration) -> Result<f64> {
+/// Payments/s of `callers` threads each writing one payment at a time, and the requests
+/// per writer batch they made.
+fn single_payments(ledger: &Ledger, city: &City, callers: usize, duration: Duration) -> Result<(f64, f64)> {
     let stats = ledger.writer_stats();
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let before = (load(&stats.batches), load(&stats.requests), load(&stats.busy_us));
     let rate = single_payments_run(ledger, city, callers, duration)?;
     let (b, r, us) =
         (load(&stats.batches) - before.0, load(&stats.requests) - before.1, load(&stats.busy_us) - before.2);
+    let per_batch = r as f64 / b.max(1) as f64;
     eprintln!(
-        "bench: {callers} callers: {b} batches, {:.1} requests per batch, {:.0} µs per batch, writer busy {:.0}%",
-        r as f64 / b.max(1) as f64,
+        "bench: {callers} callers: {b} batches, {per_batch:.1} requests per batch, {:.0} µs per batch, writer busy {:.0}%",
         us as f64 / b.max(1) as f64,
         us as f64 / 1e4 / duration.as_secs_f64()
     );
-    Ok(rate)
+    Ok((rate, per_batch))
 }
 
 fn single_payments_run(ledger: &Ledger, city: &City, callers: usize, duration: Duration) -> Result<f64> {
