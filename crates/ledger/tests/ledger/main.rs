@@ -74,7 +74,7 @@ fn main() {
             trials.push(Trial::test(format!("{prefix}::{name}"), move || case(backend).map_err(Failed::from)));
         }
     }
-    trials.push(Trial::test("sqlite::wal_stays_small_under_load", || {
+    trials.push(Trial::test("sqlite_wal_stays_small_under_load", || {
         wal::wal_stays_small_under_load().map_err(Failed::from)
     }));
     trials.push(Trial::test("audit_independent_verifier_vectors", || {
