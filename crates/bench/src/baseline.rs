@@ -11,13 +11,15 @@
 //! batch one `ledger_head` update, all in one transaction. Balances and the tree's right
 //! edge live in memory, as in Kartu's writer.
 //!
-//! SQLite (Kartu's pragmas: WAL, synchronous=FULL, the same cache; the WAL checkpointed
-//! between batches every `ledger::WAL_CHECKPOINT_INTERVAL`, as Kartu's writer does): multi-row INSERTs of [`CHUNK_BIG`] and
+//! SQLite (Kartu's pragmas: WAL, synchronous=FULL, the same cache; the WAL checkpointed by
+//! another thread every 200 ms, as Kartu does): multi-row INSERTs of [`CHUNK_BIG`] and
 //! [`CHUNK_SMALL`] rows and single-row ones for the rest, each a cached prepared statement,
 //! in `BEGIN IMMEDIATE`. PostgreSQL: one `INSERT … SELECT FROM unnest(arrays)` per table
 //! and batch.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -36,6 +38,8 @@ const CHUNK_BIG: usize = 128;
 const CHUNK_SMALL: usize = 16;
 /// Merkle nodes below this level are not stored (Kartu's `NODE_LEVEL_STORED_MIN`).
 const NODE_LEVEL_STORED_MIN: i32 = 4;
+/// Above this WAL size the checkpoint truncates the WAL (Kartu's `WAL_TRUNCATE_BYTES`).
+const WAL_TRUNCATE_BYTES: u64 = 64 * 1024 * 1024;
 
 mod schema {
     diesel::table! {
@@ -364,31 +368,21 @@ impl Sink {
         if let Some(path) = url.strip_prefix("sqlite://") {
             let mut c = SqliteConnection::establish(path)?;
             // Kartu's store (crates/ledger/src/store/mod.rs) and writer set these.
-            c.batch_execute(&format!(
+            c.batch_execute(
                 "PRAGMA busy_timeout = 10000;
                  PRAGMA journal_mode = WAL;
                  PRAGMA synchronous = FULL;
                  PRAGMA cache_size = -131072;
-                 PRAGMA journal_size_limit = {};
                  PRAGMA temp_store = MEMORY;
                  PRAGMA foreign_keys = ON;
                  PRAGMA wal_autocheckpoint = 0;",
-                ledger::WAL_SIZE_LIMIT_BYTES
-            ))?;
+            )?;
             Ok(Sink::Sqlite(c))
         } else {
             // The same connection string Kartu uses (no TLS on a loopback link).
             let url = ledger::pg_connect_url(url);
             Ok(Sink::Pg(PgConnection::establish(&url).with_context(|| format!("PostgreSQL at {url}"))?))
         }
-    }
-
-    /// SQLite: a PASSIVE checkpoint between two batches, as Kartu's writer does.
-    fn checkpoint(&mut self) -> Result<()> {
-        if let Sink::Sqlite(c) = self {
-            c.batch_execute("PRAGMA wal_checkpoint(PASSIVE)")?;
-        }
-        Ok(())
     }
 
     fn write(&mut self, b: &Batch) -> Result<()> {
@@ -484,14 +478,54 @@ fn load_books(url: &str) -> Result<Books> {
     Ok(Books { head: Head { last_seq, last_time_us, tree_size }, balances: postings.into_iter().collect(), tree })
 }
 
+/// SQLite: checkpoints the WAL every 200 ms from another connection, as Kartu's
+/// maintenance thread does (PASSIVE; TRUNCATE above 64 MiB), until dropped.
+struct Checkpointer {
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn start(url: &str) -> Result<Checkpointer> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let Some(path) = url.strip_prefix("sqlite://").map(str::to_owned) else {
+            return Ok(Checkpointer { stop, handle: None });
+        };
+        let mut c = SqliteConnection::establish(&path)?;
+        c.batch_execute("PRAGMA busy_timeout = 10000;")?;
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let wal = format!("{path}-wal");
+            while !flag.load(Ordering::Relaxed) {
+                std::thread::sleep(ledger::WAL_CHECKPOINT_INTERVAL);
+                let bytes = std::fs::metadata(&wal).map_or(0, |m| m.len());
+                let mode = if bytes > WAL_TRUNCATE_BYTES { "TRUNCATE" } else { "PASSIVE" };
+                if let Err(e) = c.batch_execute(&format!("PRAGMA wal_checkpoint({mode})")) {
+                    eprintln!("bench: baseline WAL checkpoint: {e}");
+                }
+            }
+        });
+        Ok(Checkpointer { stop, handle: Some(handle) })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
 /// Payments/s for each batch size in `batches`, one after the other on the database at
 /// `url` (migrated, with `city`'s accounts): `duration` each. Returns the new tree size
 /// and root too, for [`check`].
 pub fn measure(url: &str, city: &City, batches: &[usize], duration: Duration) -> Result<(Vec<f64>, i64, [u8; 32])> {
     let mut books = load_books(url)?;
     let mut sink = Sink::open(url)?;
+    let _checkpointer = Checkpointer::start(url)?;
     let mut rates = Vec::new();
-    let mut checkpointed = Instant::now();
     let mut n = 0u64;
     for &size in batches {
         let start = Instant::now();
@@ -500,10 +534,6 @@ pub fn measure(url: &str, city: &City, batches: &[usize], duration: Duration) ->
             let batch = books.batch(city, n, size);
             sink.write(&batch)?;
             n += size as u64;
-            if checkpointed.elapsed() >= ledger::WAL_CHECKPOINT_INTERVAL {
-                sink.checkpoint()?;
-                checkpointed = Instant::now();
-            }
         }
         rates.push((n - first) as f64 / start.elapsed().as_secs_f64());
     }

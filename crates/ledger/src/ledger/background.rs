@@ -1,15 +1,16 @@
-//! Background jobs: the checkpoint signer on a thread of its own, and the expiry of holds
-//! (run by whoever calls it, e.g. `kartu serve`). SQLite's WAL checkpoints are the
-//! writer's (see `writer.rs`).
+//! Background jobs: the checkpoint signer and SQLite's WAL checkpoints, each on a thread
+//! of its own, and the expiry of holds (run by whoever calls it, e.g. `kartu serve`).
 
 use std::sync::Arc;
 
-use super::{Ledger, PAGE_MAX};
+use super::{Ledger, PAGE_MAX, WAL_CHECKPOINT_INTERVAL};
 use crate::domain::{Command, Posted, References, Request};
+use crate::store::{Backend, Db};
 use crate::LedgerError;
 
 impl Ledger {
-    /// Starts the checkpoint signer (when this process signs).
+    /// Starts the checkpoint signer (when this process signs) and, on SQLite, the WAL
+    /// checkpoints.
     pub(super) fn start_background(&self) -> Result<(), LedgerError> {
         if let Some(settings) = self.inner.config.checkpoints.clone() {
             let interval = settings.interval;
@@ -20,6 +21,17 @@ impl Ledger {
                 }
                 if let Err(e) = ledger.checkpoint_now() {
                     tracing::warn!(error = %e, "checkpoint failed; trying again");
+                }
+            })?;
+        }
+        if self.inner.backend == Backend::Sqlite {
+            let url = &self.inner.url;
+            let mut wal = Db::open(url)?;
+            let wal_path = format!("{}-wal", url.trim_start_matches("sqlite://"));
+            self.every(WAL_CHECKPOINT_INTERVAL, "ledger-wal", move |_| {
+                let size = std::fs::metadata(&wal_path).map_or(0, |m| m.len());
+                if let Err(e) = wal.wal_checkpoint(size) {
+                    tracing::warn!(error = %e, "WAL checkpoint failed; trying again");
                 }
             })?;
         }

@@ -36,9 +36,8 @@ use writer::{Halt, Job};
 pub const BATCH_REQUESTS_MAX: usize = 8_192;
 /// Most jobs waiting for the writer; beyond this, callers get [`LedgerError::Busy`] at once.
 pub const QUEUE_JOBS_MAX: usize = 65_536;
-/// How often the writer copies SQLite's WAL into the database file, between batches (and
-/// after this long idle with pages still in the WAL).
-pub const WAL_CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+/// How often SQLite's WAL is copied into the database file, off the write path.
+pub const WAL_CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
 /// Most idle read connections kept open (more than the blocking pool usually needs at
 /// once: a connection opened and dropped under load costs PostgreSQL a backend).
 pub const READ_CONNECTIONS_MAX: usize = 64;

@@ -2,12 +2,6 @@
 //! waiting (up to [`BATCH_REQUESTS_MAX`]), applies it to the state machine and writes it in
 //! one database transaction, then answers every caller.
 //!
-//! On SQLite the writer also keeps the WAL small: every [`WAL_CHECKPOINT_INTERVAL`] of
-//! writing (and once after that long idle) it copies the WAL into the database file between
-//! two batches, after answering the first. Nothing writes meanwhile, so the checkpoint
-//! reaches the WAL's end and the next batch starts the WAL over; a checkpoint on another
-//! thread would chase a WAL that never stops growing under continuous load.
-//!
 //! A failed batch is answered with its error and the next one tries again on a fresh
 //! connection, except a broken invariant ([`LedgerError::Invariant`]): then the writer
 //! stops taking batches ([`Ledger::writer_halted`] says why, `/readyz` reports it) and
@@ -17,19 +11,17 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use tokio::sync::oneshot;
 
 use super::load::load;
-use super::{
-    Clock, Ledger, LedgerConfig, ACCOUNT_CACHE_MAX, BATCH_REQUESTS_MAX, QUEUE_JOBS_MAX, WAL_CHECKPOINT_INTERVAL,
-};
+use super::{Clock, Ledger, LedgerConfig, ACCOUNT_CACHE_MAX, BATCH_REQUESTS_MAX, QUEUE_JOBS_MAX};
 use crate::domain::{
     AccountId, AuditRef, Entry, Event, EventRecord, Op, Outcome, Posted, Recorded, Rejection, Request,
 };
 use crate::machine::{AccountState, Machine, TapRules};
 use crate::money::Currency;
-use crate::store::{Backend, Db, Head, LeafRow};
+use crate::store::{Db, Head, LeafRow};
 use crate::LedgerError;
 
 type Results = Vec<Result<Outcome, LedgerError>>;
@@ -81,7 +73,6 @@ pub(super) fn start(db: Db, url: &str, config: &LedgerConfig, halt: Halt) -> Res
         holds: HashMap::new(),
         edge: HashMap::new(),
         halt,
-        wal: Wal { last: std::time::Instant::now(), pending: false },
     };
     let handle = std::thread::Builder::new()
         .name("ledger-writer".into())
@@ -221,15 +212,6 @@ struct Writer {
     holds: HashMap<Currency, AccountId>,
     /// Set when a batch met a broken invariant: the writer stops.
     halt: Halt,
-    /// SQLite: when the writer last checkpointed the WAL, and whether batches were written
-    /// since (or the last checkpoint could not reach the WAL's end).
-    wal: Wal,
-}
-
-/// The writer's WAL bookkeeping (SQLite).
-struct Wal {
-    last: std::time::Instant,
-    pending: bool,
 }
 
 /// What one batch made, taken from the state machine to be written.
@@ -242,15 +224,7 @@ struct Made {
 
 impl Writer {
     fn run(mut self, rx: Receiver<Job>) {
-        loop {
-            let first = match rx.recv_timeout(WAL_CHECKPOINT_INTERVAL) {
-                Ok(job) => job,
-                Err(RecvTimeoutError::Timeout) => {
-                    self.checkpoint_wal();
-                    continue;
-                }
-                Err(RecvTimeoutError::Disconnected) => return,
-            };
+        while let Ok(first) = rx.recv() {
             let mut count = first.ops.len();
             let mut jobs = vec![first];
             while count < BATCH_REQUESTS_MAX {
@@ -266,23 +240,6 @@ impl Writer {
                 self.stop(&reason, &rx);
                 return;
             }
-            self.wal.pending = true;
-            if self.wal.last.elapsed() >= WAL_CHECKPOINT_INTERVAL {
-                self.checkpoint_wal();
-            }
-        }
-    }
-
-    /// SQLite: copies the WAL into the database file when batches were written since the
-    /// last complete copy. A failure is logged; the next interval tries again.
-    fn checkpoint_wal(&mut self) {
-        if !self.wal.pending || self.db.backend() != Backend::Sqlite {
-            return;
-        }
-        self.wal.last = std::time::Instant::now();
-        match self.db.wal_checkpoint() {
-            Ok(complete) => self.wal.pending = !complete,
-            Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; trying again"),
         }
     }
 

@@ -18,9 +18,8 @@ use diesel::sqlite::SqliteConnection;
 
 use crate::LedgerError;
 
-/// SQLite's WAL file is cut back to this size when the log restarts after a complete
-/// checkpoint (`journal_size_limit`): a burst that grew it does not keep it large.
-pub const WAL_SIZE_LIMIT_BYTES: u64 = 64 * 1024 * 1024;
+/// Above this WAL size, the background checkpoint truncates the WAL.
+pub(crate) const WAL_TRUNCATE_BYTES: u64 = 64 * 1024 * 1024;
 /// How long a SQLite connection waits for a lock before giving up.
 const SQLITE_BUSY_TIMEOUT_MS: u32 = 10_000;
 /// SQLite page cache per connection: the postings index is written in account order, so
@@ -130,7 +129,6 @@ impl Db {
                      PRAGMA journal_mode = WAL;
                      PRAGMA synchronous = FULL;
                      PRAGMA cache_size = -{SQLITE_CACHE_KIB};
-                     PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES};
                      PRAGMA temp_store = MEMORY;
                      PRAGMA foreign_keys = ON;"
                 ))
@@ -150,29 +148,17 @@ impl Db {
         }
     }
 
-    /// SQLite: copies the WAL's committed pages into the database file (a PASSIVE
-    /// checkpoint: it waits for no reader and no writer). Run by the writer between
-    /// batches, when nothing else writes, it reaches the end of the WAL unless a reader
-    /// still reads an older snapshot, and the next write then starts the WAL over from its
-    /// beginning: the WAL stays as small as what was written since. Returns whether the
-    /// whole WAL is in the database file. Always `true` on PostgreSQL.
-    pub fn wal_checkpoint(&mut self) -> Result<bool, LedgerError> {
-        #[derive(QueryableByName)]
-        struct Checkpoint {
-            #[diesel(sql_type = diesel::sql_types::Integer)]
-            busy: i32,
-            #[diesel(sql_type = diesel::sql_types::Integer)]
-            log: i32,
-            #[diesel(sql_type = diesel::sql_types::Integer)]
-            checkpointed: i32,
-        }
+    /// SQLite: copy committed WAL pages into the database file without blocking writers.
+    /// Copies the WAL into the database file without waiting (PASSIVE). Under continuous
+    /// load the WAL never gets a moment to restart and would grow without end, so above
+    /// `WAL_TRUNCATE_BYTES` the checkpoint waits for readers and truncates it.
+    pub fn wal_checkpoint(&mut self, wal_bytes: u64) -> Result<(), LedgerError> {
         match self {
-            Db::Sqlite(c) => {
-                let r: Checkpoint =
-                    diesel::sql_query("PRAGMA wal_checkpoint(PASSIVE)").get_result(c).map_err(storage)?;
-                Ok(r.busy == 0 && r.checkpointed == r.log)
+            Db::Sqlite(c) if wal_bytes > WAL_TRUNCATE_BYTES => {
+                c.batch_execute("PRAGMA wal_checkpoint(TRUNCATE)").map_err(storage)
             }
-            Db::Pg(_) => Ok(true),
+            Db::Sqlite(c) => c.batch_execute("PRAGMA wal_checkpoint(PASSIVE)").map_err(storage),
+            Db::Pg(_) => Ok(()),
         }
     }
 
