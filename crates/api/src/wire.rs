@@ -79,10 +79,11 @@ pub fn id(text: &str) -> Result<i64, ApiError> {
         .ok_or_else(|| ApiError::not_found("not_found", format!("no object has the id {text:?}")))
 }
 
-/// An account id from a URL path or a request body: a positive decimal number, else "not
-/// found" (no object has that id).
+/// An account id from a URL path or a request body: an [`id`] (a positive decimal number,
+/// else "not found").
 pub fn account_id(text: &str) -> Result<AccountId, ApiError> {
-    text.parse::<AccountId>().map_err(|_| ApiError::not_found("not_found", format!("no object has the id {text:?}")))
+    let n = id(text)?;
+    AccountId::try_from(n).map_err(|e| ApiError::not_found("not_found", e.to_string()))
 }
 
 /// Checks a free text field: non-empty after trimming, at most `max` bytes.

@@ -617,9 +617,8 @@ fn ledger_read(ledger: &Ledger, read: LedgerCmd) -> Result<()> {
             anyhow::ensure!(lines.iter().all(|l| l.balances_sum_minor == 0), "the trial balance is not zero");
             Ok(())
         }
-        LedgerCmd::Balance { account, at_us } => {
-            let id = account;
-            let a = ledger.account(id)?.with_context(|| format!("account {account} does not exist"))?;
+        LedgerCmd::Balance { account: id, at_us } => {
+            let a = ledger.account(id)?.with_context(|| format!("account {id} does not exist"))?;
             let minor = match at_us {
                 Some(t) => ledger.balance_at(id, t)?,
                 None => ledger.balance(id)?,

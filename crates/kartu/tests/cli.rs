@@ -243,25 +243,12 @@ fn personalize_and_sim_refuse_bad_arguments_before_touching_a_card() {
 /// verifies through the API, a wrong key fails it, and SIGTERM stops the server cleanly.
 #[test]
 fn init_serve_and_verify_a_live_server() {
-    use std::io::BufRead;
     let dir = tempfile::tempdir().expect("dir");
     let data = dir.path().join("city");
     let data_s = data.display().to_string();
     let (token, verifier) = init_prints_the_token_once_and_keeps_the_secrets_private(&data);
 
-    let mut server = Command::new(env!("CARGO_BIN_EXE_kartu"))
-        .args(["serve", "--data-dir", &data_s, "--listen", "127.0.0.1:0"])
-        .env("KARTU_CHECKPOINT_INTERVAL_MS", "200")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("serve");
-    let mut lines = std::io::BufReader::new(server.stderr.take().expect("stderr")).lines();
-    let base = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|l| l.split("serving on ").nth(1).map(str::to_owned))
-        .expect("the server says where it serves");
+    let (mut server, base, lines) = spawn_serve(&data_s, "127.0.0.1:0", Some("200"));
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
     let auditor = post_ok(
         &agent,
@@ -432,19 +419,34 @@ const OFFLINE_UID: &str = "04A1B2C3D4E5A1";
 
 /// `kartu serve` on `port` (checkpoints every 100 ms), its stderr read and dropped; the
 /// process and its base URL.
-fn serve_on_port(data_s: &str, port: u16) -> (KillOnDrop, String) {
+/// Starts `kartu serve` on `listen` (checkpoints every `checkpoint_ms` when given); the process,
+/// the address it says it serves on, and the rest of its stderr.
+fn spawn_serve(
+    data_s: &str,
+    listen: &str,
+    checkpoint_ms: Option<&str>,
+) -> (std::process::Child, String, std::io::Lines<std::io::BufReader<std::process::ChildStderr>>) {
     use std::io::BufRead;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kartu"))
-        .args(["serve", "--data-dir", data_s, "--listen", &format!("127.0.0.1:{port}")])
-        .env("KARTU_CHECKPOINT_INTERVAL_MS", "100")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("serve");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kartu"));
+    command.args(["serve", "--data-dir", data_s, "--listen", listen]);
+    if let Some(ms) = checkpoint_ms {
+        command.env("KARTU_CHECKPOINT_INTERVAL_MS", ms);
+    }
+    let mut child =
+        command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().expect("serve");
     let mut lines = std::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let base = lines.by_ref().map_while(Result::ok).find_map(|l| l.split("serving on ").nth(1).map(str::to_owned));
+    let base = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.split("serving on ").nth(1).map(str::to_owned))
+        .expect("the server says where it serves");
+    (child, base, lines)
+}
+
+fn serve_on_port(data_s: &str, port: u16) -> (KillOnDrop, String) {
+    let (child, base, lines) = spawn_serve(data_s, &format!("127.0.0.1:{port}"), Some("100"));
     std::thread::spawn(move || lines.for_each(drop));
-    (KillOnDrop(child), base.expect("serving"))
+    (KillOnDrop(child), base)
 }
 
 /// A live server's API for the kill -9 test: a request the server did not answer is
@@ -708,7 +710,6 @@ fn the_log_verifies_through_the_api_then_on_the_database(
 /// two persons approve each other's requests, never their own.
 #[test]
 fn operator_add_makes_a_second_person() {
-    use std::io::BufRead;
     let dir = tempfile::tempdir().expect("dir");
     let data = dir.path().join("city");
     let data_s = data.display().to_string();
@@ -723,18 +724,7 @@ fn operator_add_makes_a_second_person() {
     let (bad, _, err) = kartu(&["operator", "add", "--data-dir", &data_s, "--person", "  "]);
     assert!(!bad && err.contains("person"), "an empty person is refused: {err}");
 
-    let mut server = Command::new(env!("CARGO_BIN_EXE_kartu"))
-        .args(["serve", "--data-dir", &data_s, "--listen", "127.0.0.1:0"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("serve");
-    let mut lines = std::io::BufReader::new(server.stderr.take().expect("stderr")).lines();
-    let base = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|l| l.split("serving on ").nth(1).map(str::to_owned))
-        .expect("the server says where it serves");
+    let (mut server, base, _lines) = spawn_serve(&data_s, "127.0.0.1:0", None);
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
     let post = |token: &str, path: &str, key: &str, body: serde_json::Value| -> (u16, serde_json::Value) {
         let mut r = agent
