@@ -3,7 +3,7 @@ DATA_DIR ?= .kartu
 DATABASE_URL ?= sqlite://$(DATA_DIR)/kartu.db
 CARGO ?= cargo
 
-.PHONY: run test check bench soak demo setup fmt clippy fuzz
+.PHONY: run test check bench profile soak demo setup fmt clippy fuzz
 
 setup:
 	@scripts/setup.sh
@@ -46,6 +46,13 @@ BENCH_ARGS ?=
 bench: setup
 	$(CARGO) build --release -p kartu -p kartu-bench
 	scripts/with-postgres.sh ./target/release/kartu-bench --out bench-report $(BENCH_ARGS)
+
+# Flame graphs of the write path: each ledger and HTTP part of the bench under perf over the
+# whole machine, drawn with inferno: bench-report/flame-<part>.svg and profile-<part>.txt.
+# Needs root (system-wide perf). PROFILE_SECONDS sets each part's measured seconds.
+profile: setup
+	$(CARGO) build --release -p kartu -p kartu-bench
+	scripts/with-postgres.sh scripts/profile.sh
 
 # The crash, restart and two-process tests (crates/kartu/tests/crash.rs) with long load:
 # SOAK_SECONDS of payments per scenario, a crash every few seconds. `make test` runs the

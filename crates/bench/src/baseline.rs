@@ -38,8 +38,6 @@ const CHUNK_BIG: usize = 128;
 const CHUNK_SMALL: usize = 16;
 /// Merkle nodes below this level are not stored (Kartu's `NODE_LEVEL_STORED_MIN`).
 const NODE_LEVEL_STORED_MIN: i32 = 4;
-/// Above this WAL size the checkpoint truncates the WAL (Kartu's `WAL_TRUNCATE_BYTES`).
-const WAL_TRUNCATE_BYTES: u64 = 64 * 1024 * 1024;
 
 mod schema {
     diesel::table! {
@@ -377,12 +375,24 @@ impl Sink {
                  PRAGMA foreign_keys = ON;
                  PRAGMA wal_autocheckpoint = 0;",
             )?;
+            c.batch_execute(&format!("PRAGMA journal_size_limit = {};", ledger::WAL_SIZE_LIMIT_BYTES))?;
             Ok(Sink::Sqlite(c))
         } else {
             // The same connection string Kartu uses (no TLS on a loopback link).
             let url = ledger::pg_connect_url(url);
             Ok(Sink::Pg(PgConnection::establish(&url).with_context(|| format!("PostgreSQL at {url}"))?))
         }
+    }
+
+    /// SQLite: above Kartu's bound (`ledger::WAL_CHECKPOINT_BYTES`) the writer finishes the
+    /// WAL's checkpoint between batches, as Kartu's writer does, so the WAL starts over.
+    fn bound_wal(&mut self, url: &str) -> Result<()> {
+        if let (Sink::Sqlite(c), Some(path)) = (self, url.strip_prefix("sqlite://")) {
+            if std::fs::metadata(format!("{path}-wal")).map_or(0, |m| m.len()) > ledger::WAL_CHECKPOINT_BYTES {
+                c.batch_execute("PRAGMA wal_checkpoint(PASSIVE)")?;
+            }
+        }
+        Ok(())
     }
 
     fn write(&mut self, b: &Batch) -> Result<()> {
@@ -478,8 +488,9 @@ fn load_books(url: &str) -> Result<Books> {
     Ok(Books { head: Head { last_seq, last_time_us, tree_size }, balances: postings.into_iter().collect(), tree })
 }
 
-/// SQLite: checkpoints the WAL every 200 ms from another connection, as Kartu's
-/// maintenance thread does (PASSIVE; TRUNCATE above 64 MiB), until dropped.
+/// SQLite: checkpoints the WAL every 200 ms from another connection (PASSIVE), as Kartu's
+/// maintenance thread does, until dropped. The writer finishes it above Kartu's bound
+/// (`Sink::bound_wal`).
 struct Checkpointer {
     stop: Arc<AtomicBool>,
     handle: Option<std::thread::JoinHandle<()>>,
@@ -495,12 +506,9 @@ impl Checkpointer {
         c.batch_execute("PRAGMA busy_timeout = 10000;")?;
         let flag = stop.clone();
         let handle = std::thread::spawn(move || {
-            let wal = format!("{path}-wal");
             while !flag.load(Ordering::Relaxed) {
                 std::thread::sleep(ledger::WAL_CHECKPOINT_INTERVAL);
-                let bytes = std::fs::metadata(&wal).map_or(0, |m| m.len());
-                let mode = if bytes > WAL_TRUNCATE_BYTES { "TRUNCATE" } else { "PASSIVE" };
-                if let Err(e) = c.batch_execute(&format!("PRAGMA wal_checkpoint({mode})")) {
+                if let Err(e) = c.batch_execute("PRAGMA wal_checkpoint(PASSIVE)") {
                     eprintln!("bench: baseline WAL checkpoint: {e}");
                 }
             }
@@ -533,6 +541,7 @@ pub fn measure(url: &str, city: &City, batches: &[usize], duration: Duration) ->
         while start.elapsed() < duration {
             let batch = books.batch(city, n, size);
             sink.write(&batch)?;
+            sink.bound_wal(url)?;
             n += size as u64;
         }
         rates.push((n - first) as f64 / start.elapsed().as_secs_f64());

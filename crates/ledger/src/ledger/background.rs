@@ -27,10 +27,8 @@ impl Ledger {
         if self.inner.backend == Backend::Sqlite {
             let url = &self.inner.url;
             let mut wal = Db::open(url)?;
-            let wal_path = format!("{}-wal", url.trim_start_matches("sqlite://"));
             self.every(WAL_CHECKPOINT_INTERVAL, "ledger-wal", move |_| {
-                let size = std::fs::metadata(&wal_path).map_or(0, |m| m.len());
-                if let Err(e) = wal.wal_checkpoint(size) {
+                if let Err(e) = wal.wal_checkpoint() {
                     tracing::warn!(error = %e, "WAL checkpoint failed; trying again");
                 }
             })?;

@@ -38,6 +38,11 @@ pub const BATCH_REQUESTS_MAX: usize = 8_192;
 pub const QUEUE_JOBS_MAX: usize = 65_536;
 /// How often SQLite's WAL is copied into the database file, off the write path.
 pub const WAL_CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
+/// Above this SQLite WAL size the writer finishes the checkpoint between two batches: far
+/// enough above what the background thread leaves behind under load that the writer seldom
+/// pays for a copy, far enough below [`crate::WAL_SIZE_LIMIT_BYTES`] that the file stays
+/// within it.
+pub const WAL_CHECKPOINT_BYTES: u64 = 32 * 1024 * 1024;
 /// Most idle read connections kept open (more than the blocking pool usually needs at
 /// once: a connection opened and dropped under load costs PostgreSQL a backend).
 pub const READ_CONNECTIONS_MAX: usize = 64;
@@ -72,6 +77,9 @@ pub struct LedgerConfig {
     pub checkpoints: Option<CheckpointSettings>,
     /// How far a racing tap may fall below its card's last counter, and for how long.
     pub tap_rules: TapRules,
+    /// SQLite: above this WAL size the writer finishes the WAL's checkpoint itself between
+    /// two batches, so that the WAL starts over (see `Writer::bound_wal`).
+    pub wal_checkpoint_bytes: u64,
 }
 
 impl std::fmt::Debug for LedgerConfig {
@@ -92,6 +100,7 @@ impl Default for LedgerConfig {
             audit_log: true,
             checkpoints: None,
             tap_rules: TapRules::default(),
+            wal_checkpoint_bytes: WAL_CHECKPOINT_BYTES,
         }
     }
 }
@@ -163,7 +172,7 @@ impl Ledger {
         if !db.is_migrated()? {
             return Err(LedgerError::Migration("the database is not migrated: run `kartu migrate`".into()));
         }
-        db.disable_wal_autocheckpoint()?;
+        db.ready_writer()?;
         let backend = db.backend();
         let halt = Halt::default();
         let writer = writer::start(db, url, &config, halt.clone())?;

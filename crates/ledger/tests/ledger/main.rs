@@ -13,6 +13,7 @@ mod model;
 mod schema;
 mod support;
 mod taps;
+mod wal;
 
 use ledger::Backend;
 use libtest_mimic::{Arguments, Failed, Trial};
@@ -73,6 +74,9 @@ fn main() {
             trials.push(Trial::test(format!("{prefix}::{name}"), move || case(backend).map_err(Failed::from)));
         }
     }
+    trials.push(Trial::test("sqlite_wal_stays_bounded_under_load", || {
+        wal::wal_stays_bounded_under_load().map_err(Failed::from)
+    }));
     trials.push(Trial::test("audit_independent_verifier_vectors", || {
         audit::independent_verifier_vectors().map_err(Failed::from)
     }));
