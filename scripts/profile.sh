@@ -38,13 +38,16 @@ part() {
 	}
 	perf script -i "$data" 2>/dev/null | inferno-collapse-perf >"$OUT/profile-$name.folded"
 	inferno-flamegraph --title "kartu $name" <"$OUT/profile-$name.folded" >"$OUT/flame-$name.svg"
+	perf report -i "$data" --no-children --sort comm -g none 2>/dev/null | grep -v -e '^#' -e '^$' >"$OUT/by-comm.tmp"
+	perf report -i "$data" --no-children --sort comm,sym -g none 2>/dev/null | grep -v -e '^#' -e '^$' >"$OUT/by-sym.tmp"
 	{
-		echo "# $name: samples by process"
-		perf report -i "$data" --no-children --sort comm -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -15
+		echo "# $name: samples by thread (swapper is idle time)"
+		sed -n 1,15p "$OUT/by-comm.tmp"
 		echo
-		echo "# $name: samples by function (top 40)"
-		perf report -i "$data" --no-children --sort comm,sym -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -40
+		echo "# $name: samples by thread and function (top 40)"
+		sed -n 1,40p "$OUT/by-sym.tmp"
 	} >"$OUT/profile-$name.txt"
+	rm -f "$OUT/by-comm.tmp" "$OUT/by-sym.tmp"
 	rm -f "$data"
 }
 

@@ -375,7 +375,7 @@ impl Sink {
                  PRAGMA foreign_keys = ON;
                  PRAGMA wal_autocheckpoint = 0;",
             )?;
-            c.batch_execute(&format!("PRAGMA journal_size_limit = {};", ledger::WAL_SIZE_LIMIT_BYTES))?;
+            c.batch_execute("PRAGMA journal_size_limit = 0;")?;
             Ok(Sink::Sqlite(c))
         } else {
             // The same connection string Kartu uses (no TLS on a loopback link).

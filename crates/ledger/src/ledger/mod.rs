@@ -38,10 +38,9 @@ pub const BATCH_REQUESTS_MAX: usize = 8_192;
 pub const QUEUE_JOBS_MAX: usize = 65_536;
 /// How often SQLite's WAL is copied into the database file, off the write path.
 pub const WAL_CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
-/// Above this SQLite WAL size the writer finishes the checkpoint between two batches: far
-/// enough above what the background thread leaves behind under load that the writer seldom
-/// pays for a copy, far enough below [`crate::WAL_SIZE_LIMIT_BYTES`] that the file stays
-/// within it.
+/// Above this SQLite WAL size the writer finishes the checkpoint between two batches, so
+/// the log starts over: about once per 32 MiB written (a second of full load), when the
+/// background thread has copied all but the last batches.
 pub const WAL_CHECKPOINT_BYTES: u64 = 32 * 1024 * 1024;
 /// Most idle read connections kept open (more than the blocking pool usually needs at
 /// once: a connection opened and dropped under load costs PostgreSQL a backend).

@@ -194,6 +194,8 @@ pub struct WriterStats {
     pub requests: std::sync::atomic::AtomicU64,
     /// Time spent inside batch transactions, µs.
     pub busy_us: std::sync::atomic::AtomicU64,
+    /// SQLite: WAL checkpoints the writer ran itself (past its bound).
+    pub wal_checkpoints: std::sync::atomic::AtomicU64,
 }
 
 /// The writer thread's state.
@@ -256,12 +258,13 @@ impl Writer {
     /// `make bench` left a 600 MiB WAL). So once the file passes the bound, the writer
     /// copies the rest itself between two batches, when nothing else writes: usually only
     /// what was written since the thread's last pass. The next batch then starts the WAL
-    /// over from its beginning, and `journal_size_limit` cuts the file back.
+    /// over from its beginning, and SQLite cuts the file back (`journal_size_limit = 0`).
     fn bound_wal(&mut self) {
         let Some((path, bound)) = &self.wal else { return };
         if std::fs::metadata(path).map_or(0, |m| m.len()) <= *bound {
             return;
         }
+        self.stats.wal_checkpoints.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Err(e) = self.db.wal_checkpoint() {
             tracing::warn!(error = %e, "WAL checkpoint failed; trying again after the next batch");
         }

@@ -53,11 +53,7 @@ struct NodeHashRow {
 impl Db {
     pub fn insert_leaves(&mut self, leaves: &[LeafRow]) -> Result<(), LedgerError> {
         match self {
-            Db::Sqlite(c) => {
-                for row in leaves {
-                    diesel::insert_into(audit_leaves::table).values(row).execute(c).map_err(storage)?;
-                }
-            }
+            Db::Sqlite(c) => sqlite_insert_chunked!(c, audit_leaves::table, leaves),
             Db::Pg(c) => {
                 diesel::copy_from(audit_leaves::table).from_insertable(leaves).execute(c).map_err(storage)?;
             }
@@ -74,11 +70,7 @@ impl Db {
             .map(|n| NodeRow { level: i32::from(n.coord.level), idx: n.coord.index as i64, hash: n.hash.to_vec() })
             .collect();
         match self {
-            Db::Sqlite(c) => {
-                for row in &rows {
-                    diesel::insert_into(merkle_nodes::table).values(row).execute(c).map_err(storage)?;
-                }
-            }
+            Db::Sqlite(c) => sqlite_insert_chunked!(c, merkle_nodes::table, rows),
             Db::Pg(c) => {
                 diesel::copy_from(merkle_nodes::table).from_insertable(&rows).execute(c).map_err(storage)?;
             }

@@ -288,15 +288,10 @@ impl Db {
             })
             .collect();
         match self {
-            // SQLite runs in-process: one cached prepared statement per table, run per row,
-            // is cheaper than preparing a new multi-row statement every batch.
+            // SQLite runs in-process: multi-row statements of fixed sizes, each prepared once.
             Db::Sqlite(c) => {
-                for row in &entry_rows {
-                    diesel::insert_into(journal_entries::table).values(row).execute(c).map_err(storage)?;
-                }
-                for row in &posting_rows {
-                    diesel::insert_into(postings::table).values(row).execute(c).map_err(storage)?;
-                }
+                sqlite_insert_chunked!(c, journal_entries::table, entry_rows);
+                sqlite_insert_chunked!(c, postings::table, posting_rows);
             }
             // PostgreSQL is a round trip away: binary COPY, one per table and batch.
             Db::Pg(c) => {

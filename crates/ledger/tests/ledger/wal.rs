@@ -18,10 +18,12 @@ use crate::support::{idr, City, TestClock, TestDb};
 const WRITTEN_BYTES: u64 = 32 * 1024 * 1024;
 /// The writer's bound in this test.
 const BOUND_BYTES: u64 = 4 * 1024 * 1024;
-/// The largest WAL the test accepts: three times the bound, for what is written while
-/// the writer finishes a checkpoint or while the auditor's long read holds its snapshot
-/// (a WAL that never started over would hold everything written: 32 MiB).
-const WAL_BYTES_MAX: u64 = 3 * BOUND_BYTES;
+/// The largest WAL the test accepts: eight times the bound, less than what is written.
+/// The log cannot start over while a reader reads an older snapshot, so it grows by what
+/// is written during the auditor's trial balance (a long read in a debug build): 11 to
+/// 19 MiB in this test on a 2-core machine. A WAL that never started over holds
+/// everything written and more (153 MiB when the writer's part was switched off).
+const WAL_BYTES_MAX: u64 = 8 * BOUND_BYTES;
 
 fn size(path: &str) -> u64 {
     std::fs::metadata(path).map_or(0, |m| m.len())
@@ -100,10 +102,26 @@ pub fn wal_stays_bounded_under_load() -> Result<(), String> {
             "the WAL grew to {wal_max} bytes while {written} bytes were written (at most {WAL_BYTES_MAX})"
         ));
     }
+    // The writer copies the WAL only when the log passes the bound (here every few
+    // batches: each rewrites the hot index pages, so the WAL takes far more than the file
+    // grows), not after every batch, as it did while a file that once passed the bound
+    // stayed that large with the log in it starting over.
+    let checkpoints = ledger.writer_stats().wal_checkpoints.load(std::sync::atomic::Ordering::Relaxed);
+    let batches = ledger.writer_stats().batches.load(std::sync::atomic::Ordering::Relaxed);
+    if checkpoints == 0 || checkpoints * 3 > batches {
+        return Err(format!(
+            "the writer checkpointed {checkpoints} times in {batches} batches while {written} bytes were written \
+             (the bound is {BOUND_BYTES})"
+        ));
+    }
     let books = ledger.trial_balance().map_err(|e| e.to_string())?;
     if books.iter().any(|l| l.balances_sum_minor != 0) {
         return Err(format!("the books do not balance: {books:?}"));
     }
-    eprintln!("wal: at most {wal_max} bytes while {written} bytes were written in {:?}", started.elapsed());
+    eprintln!(
+        "wal: at most {wal_max} bytes while {written} bytes were written in {:?}; {checkpoints} writer checkpoints \
+         in {batches} batches",
+        started.elapsed()
+    );
     Ok(())
 }
