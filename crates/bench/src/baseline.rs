@@ -12,13 +12,13 @@
 //! edge live in memory, as in Kartu's writer.
 //!
 //! SQLite (Kartu's pragmas: WAL, synchronous=FULL, the same cache; the WAL checkpointed by
-//! another thread every 200 ms, as Kartu does): multi-row INSERTs of [`CHUNK_BIG`] and
+//! another thread every 100 ms, as Kartu does): multi-row INSERTs of [`CHUNK_BIG`] and
 //! [`CHUNK_SMALL`] rows and single-row ones for the rest, each a cached prepared statement,
 //! in `BEGIN IMMEDIATE`. PostgreSQL: one `INSERT … SELECT FROM unnest(arrays)` per table
 //! and batch.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -375,7 +375,7 @@ impl Sink {
                  PRAGMA foreign_keys = ON;
                  PRAGMA wal_autocheckpoint = 0;",
             )?;
-            c.batch_execute("PRAGMA journal_size_limit = 0;")?;
+            c.batch_execute(&format!("PRAGMA journal_size_limit = {};", ledger::WAL_SIZE_LIMIT_BYTES))?;
             Ok(Sink::Sqlite(c))
         } else {
             // The same connection string Kartu uses (no TLS on a loopback link).
@@ -384,12 +384,13 @@ impl Sink {
         }
     }
 
-    /// SQLite: above Kartu's bound (`ledger::WAL_CHECKPOINT_BYTES`) the writer finishes the
-    /// WAL's checkpoint between batches, as Kartu's writer does, so the WAL starts over.
-    fn bound_wal(&mut self, url: &str) -> Result<()> {
-        if let (Sink::Sqlite(c), Some(path)) = (self, url.strip_prefix("sqlite://")) {
-            if std::fs::metadata(format!("{path}-wal")).map_or(0, |m| m.len()) > ledger::WAL_CHECKPOINT_BYTES {
-                c.batch_execute("PRAGMA wal_checkpoint(PASSIVE)")?;
+    /// SQLite: when the log in the WAL (as the last checkpoint saw it) is above Kartu's
+    /// bound (`ledger::WAL_CHECKPOINT_BYTES`), the writer finishes the WAL's checkpoint
+    /// between batches, as Kartu's writer does, so the WAL starts over.
+    fn bound_wal(&mut self, log: &AtomicU64) -> Result<()> {
+        if let Sink::Sqlite(c) = self {
+            if log.load(Ordering::Relaxed) > ledger::WAL_CHECKPOINT_BYTES {
+                log.store(checkpoint(c)?, Ordering::Relaxed);
             }
         }
         Ok(())
@@ -488,33 +489,55 @@ fn load_books(url: &str) -> Result<Books> {
     Ok(Books { head: Head { last_seq, last_time_us, tree_size }, balances: postings.into_iter().collect(), tree })
 }
 
-/// SQLite: checkpoints the WAL every 200 ms from another connection (PASSIVE), as Kartu's
+/// SQLite: checkpoints the WAL every 100 ms from another connection (PASSIVE), as Kartu's
 /// maintenance thread does, until dropped. The writer finishes it above Kartu's bound
 /// (`Sink::bound_wal`).
 struct Checkpointer {
     stop: Arc<AtomicBool>,
+    /// The bytes of the log in the WAL at the last checkpoint.
+    log: Arc<AtomicU64>,
     handle: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Checkpointer {
     fn start(url: &str) -> Result<Checkpointer> {
         let stop = Arc::new(AtomicBool::new(false));
+        let log = Arc::new(AtomicU64::new(0));
         let Some(path) = url.strip_prefix("sqlite://").map(str::to_owned) else {
-            return Ok(Checkpointer { stop, handle: None });
+            return Ok(Checkpointer { stop, log, handle: None });
         };
         let mut c = SqliteConnection::establish(&path)?;
         c.batch_execute("PRAGMA busy_timeout = 10000;")?;
-        let flag = stop.clone();
+        let (flag, seen) = (stop.clone(), log.clone());
         let handle = std::thread::spawn(move || {
             while !flag.load(Ordering::Relaxed) {
                 std::thread::sleep(ledger::WAL_CHECKPOINT_INTERVAL);
-                if let Err(e) = c.batch_execute("PRAGMA wal_checkpoint(PASSIVE)") {
-                    eprintln!("bench: baseline WAL checkpoint: {e}");
+                match checkpoint(&mut c) {
+                    Ok(bytes) => seen.store(bytes, Ordering::Relaxed),
+                    Err(e) => eprintln!("bench: baseline WAL checkpoint: {e}"),
                 }
             }
         });
-        Ok(Checkpointer { stop, handle: Some(handle) })
+        Ok(Checkpointer { stop, log, handle: Some(handle) })
     }
+}
+
+/// A PASSIVE checkpoint; returns the bytes of the log in the WAL (frames of 24 bytes and
+/// a page).
+fn checkpoint(c: &mut SqliteConnection) -> Result<u64> {
+    #[derive(diesel::QueryableByName)]
+    struct Log {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        log: i32,
+    }
+    #[derive(diesel::QueryableByName)]
+    struct PageSize {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        page_size: i64,
+    }
+    let log: Log = diesel::sql_query("PRAGMA wal_checkpoint(PASSIVE)").get_result(c)?;
+    let page: PageSize = diesel::sql_query("PRAGMA page_size").get_result(c)?;
+    Ok(u64::try_from(log.log)? * (u64::try_from(page.page_size)? + 24))
 }
 
 impl Drop for Checkpointer {
@@ -532,7 +555,7 @@ impl Drop for Checkpointer {
 pub fn measure(url: &str, city: &City, batches: &[usize], duration: Duration) -> Result<(Vec<f64>, i64, [u8; 32])> {
     let mut books = load_books(url)?;
     let mut sink = Sink::open(url)?;
-    let _checkpointer = Checkpointer::start(url)?;
+    let checkpointer = Checkpointer::start(url)?;
     let mut rates = Vec::new();
     let mut n = 0u64;
     for &size in batches {
@@ -541,7 +564,7 @@ pub fn measure(url: &str, city: &City, batches: &[usize], duration: Duration) ->
         while start.elapsed() < duration {
             let batch = books.batch(city, n, size);
             sink.write(&batch)?;
-            sink.bound_wal(url)?;
+            sink.bound_wal(&checkpointer.log)?;
             n += size as u64;
         }
         rates.push((n - first) as f64 / start.elapsed().as_secs_f64());

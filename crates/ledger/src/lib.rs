@@ -34,7 +34,7 @@ pub use machine::TapRules;
 pub use signer::CheckpointSettings;
 pub use store::registry;
 pub use store::roles;
-pub use store::{pg_connect_url, Backend, CheckpointRow, EventFilter, LeafRow};
+pub use store::{pg_connect_url, Backend, CheckpointRow, EventFilter, LeafRow, WAL_SIZE_LIMIT_BYTES};
 
 /// Errors of the ledger as a service: a rejection of the request, or trouble underneath.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -27,8 +27,11 @@ impl Ledger {
         if self.inner.backend == Backend::Sqlite {
             let url = &self.inner.url;
             let mut wal = Db::open(url)?;
-            self.every(WAL_CHECKPOINT_INTERVAL, "ledger-wal", move |_| {
-                if let Err(e) = wal.wal_checkpoint() {
+            let log = self.inner.wal_log.clone();
+            self.every(WAL_CHECKPOINT_INTERVAL, "ledger-wal", move |_| match wal.wal_checkpoint() {
+                // The writer reads it to decide when to finish the copy itself.
+                Ok(bytes) => log.store(bytes, std::sync::atomic::Ordering::Relaxed),
+                Err(e) => {
                     tracing::warn!(error = %e, "WAL checkpoint failed; trying again");
                 }
             })?;

@@ -37,11 +37,13 @@ pub const BATCH_REQUESTS_MAX: usize = 8_192;
 /// Most jobs waiting for the writer; beyond this, callers get [`LedgerError::Busy`] at once.
 pub const QUEUE_JOBS_MAX: usize = 65_536;
 /// How often SQLite's WAL is copied into the database file, off the write path.
-pub const WAL_CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
+pub const WAL_CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 /// Above this SQLite WAL size the writer finishes the checkpoint between two batches, so
-/// the log starts over: about once per 32 MiB written (a second of full load), when the
-/// background thread has copied all but the last batches.
-pub const WAL_CHECKPOINT_BYTES: u64 = 32 * 1024 * 1024;
+/// the log starts over: about once per 16 MiB written (a third of a second of full load),
+/// when the background thread has copied all but the last batches. The WAL file stays
+/// within the bound plus what one background interval writes and what a long read holds
+/// back.
+pub const WAL_CHECKPOINT_BYTES: u64 = 16 * 1024 * 1024;
 /// Most idle read connections kept open (more than the blocking pool usually needs at
 /// once: a connection opened and dropped under load costs PostgreSQL a backend).
 pub const READ_CONNECTIONS_MAX: usize = 64;
@@ -125,6 +127,9 @@ struct Inner {
     config: LedgerConfig,
     /// What the checkpoint signer trusts, and whether it refuses.
     signer: Mutex<crate::signer::SignerState>,
+    /// SQLite: the bytes of the log in the WAL as the last checkpoint saw it (written by
+    /// the background checkpoint and the writer, read by the writer's bound).
+    wal_log: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -174,7 +179,8 @@ impl Ledger {
         db.ready_writer()?;
         let backend = db.backend();
         let halt = Halt::default();
-        let writer = writer::start(db, url, &config, halt.clone())?;
+        let wal_log = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let writer = writer::start(db, url, &config, halt.clone(), wal_log.clone())?;
         let ledger = Ledger {
             inner: Arc::new(Inner {
                 jobs: Mutex::new(Some(writer.jobs)),
@@ -187,6 +193,7 @@ impl Ledger {
                 reads: Mutex::new(Vec::new()),
                 config,
                 signer: Mutex::new(Default::default()),
+                wal_log,
             }),
         };
         ledger.start_background()?;

@@ -18,6 +18,10 @@ use diesel::sqlite::SqliteConnection;
 
 use crate::LedgerError;
 
+/// SQLite's WAL file is cut back to this size when the log starts over (a burst that grew
+/// it does not keep it large).
+pub const WAL_SIZE_LIMIT_BYTES: u64 = 64 * 1024 * 1024;
+
 /// How long a SQLite connection waits for a lock before giving up.
 const SQLITE_BUSY_TIMEOUT_MS: u32 = 10_000;
 /// SQLite page cache per connection: the postings index is written in account order, so
@@ -169,11 +173,8 @@ impl Db {
     /// Readies the writer's connection.
     /// - SQLite: no checkpoint of the WAL at commit (a background thread does it, off the
     ///   write path; the writer finishes it when the WAL grows past its bound, see
-    ///   `Writer::bound_wal`), and `journal_size_limit = 0`: when the log starts over,
-    ///   SQLite cuts the file back to what that transaction wrote, so the file's size is
-    ///   the log's and the writer's bound can read it with a `stat`. (With a larger limit a
-    ///   file that once passed the bound stays that large while the log in it restarts, and
-    ///   the writer, reading the size, checkpointed after every batch: 1.3 ms each.)
+    ///   `Writer::bound_wal`), and a WAL file that starts over is cut back to
+    ///   [`WAL_SIZE_LIMIT_BYTES`].
     /// - PostgreSQL: a fresh plan for every statement. PostgreSQL switches a prepared
     ///   statement to a generic plan after five executions when that plan looks no dearer,
     ///   and keeps it until the table's statistics change. A ledger starts empty, so the
@@ -184,20 +185,39 @@ impl Db {
     ///   writer runs a few statements per batch, so planning each costs little.
     pub fn ready_writer(&mut self) -> Result<(), LedgerError> {
         match self {
-            Db::Sqlite(c) => {
-                c.batch_execute("PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 0;").map_err(storage)
-            }
+            Db::Sqlite(c) => c
+                .batch_execute(&format!(
+                    "PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES};"
+                ))
+                .map_err(storage),
             Db::Pg(c) => c.batch_execute("SET plan_cache_mode = force_custom_plan").map_err(storage),
         }
     }
 
     /// SQLite: copies the WAL's committed pages into the database file (PASSIVE: it waits
     /// for no reader and no writer, so it stops at the oldest snapshot a reader still
-    /// reads). No-op on PostgreSQL.
-    pub fn wal_checkpoint(&mut self) -> Result<(), LedgerError> {
+    /// reads). Returns the bytes of the log in the WAL (its frames since it last started
+    /// over, copied or not; the file itself may be larger). Always 0 on PostgreSQL.
+    pub fn wal_checkpoint(&mut self) -> Result<u64, LedgerError> {
+        #[derive(QueryableByName)]
+        struct Checkpoint {
+            #[diesel(sql_type = diesel::sql_types::Integer)]
+            log: i32,
+        }
+        #[derive(QueryableByName)]
+        struct PageSize {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            page_size: i64,
+        }
         match self {
-            Db::Sqlite(c) => c.batch_execute("PRAGMA wal_checkpoint(PASSIVE)").map_err(storage),
-            Db::Pg(_) => Ok(()),
+            Db::Sqlite(c) => {
+                let r: Checkpoint =
+                    diesel::sql_query("PRAGMA wal_checkpoint(PASSIVE)").get_result(c).map_err(storage)?;
+                let p: PageSize = diesel::sql_query("PRAGMA page_size").get_result(c).map_err(storage)?;
+                // A frame is a 24-byte header and a page.
+                Ok(u64::try_from(r.log).unwrap_or(0) * (u64::try_from(p.page_size).unwrap_or(0) + 24))
+            }
+            Db::Pg(_) => Ok(0),
         }
     }
 
