@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use diesel::prelude::*;
 
+use super::in_list::in_list;
 use super::schema::accounts;
 use super::{corrupt, storage, Db};
 use crate::domain::{Account, AccountId, AccountKind, NewAccount};
@@ -113,9 +114,11 @@ impl Db {
             return Ok(Vec::new());
         }
         let ids: Vec<i64> = ids.iter().map(|a| a.0).collect();
-        let rows: Vec<AccountRow> =
-            on_db!(self, |c| accounts::table.filter(accounts::id.eq_any(&ids)).select(AccountRow::as_select()).load(c))
-                .map_err(storage)?;
+        let rows: Vec<AccountRow> = on_db!(self, |c| accounts::table
+            .filter(in_list!(accounts::id, &ids))
+            .select(AccountRow::as_select())
+            .load(c))
+        .map_err(storage)?;
         rows.into_iter().map(AccountRow::into_account).collect()
     }
 

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use diesel::prelude::*;
 
+use super::in_list::in_list;
 use super::schema::{audit_leaves, merkle_nodes};
 use super::{corrupt, storage, Db};
 use crate::LedgerError;
@@ -133,7 +134,7 @@ impl Db {
             return Ok(HashMap::new());
         }
         let rows: Vec<(i64, Vec<u8>)> = on_db!(self, |c| audit_leaves::table
-            .filter(audit_leaves::leaf_index.eq_any(indexes))
+            .filter(in_list!(audit_leaves::leaf_index, indexes))
             .select((audit_leaves::leaf_index, audit_leaves::leaf_hash))
             .load(c))
         .map_err(storage)?;

@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use diesel::prelude::*;
 
+use super::in_list::in_list;
 use super::schema::{accounts, journal_entries, postings};
 use super::{corrupt, storage, Db};
 use crate::domain::{AccountId, AuditRef, Entry, EntryKind, IdempotencyKey, Posting, References};
@@ -110,7 +111,7 @@ impl Db {
     /// Entries with their postings, in sequence order.
     pub fn entries_by_seq(&mut self, seqs: &[i64]) -> Result<Vec<Entry>, LedgerError> {
         let rows: Vec<EntryRow> = on_db!(self, |c| journal_entries::table
-            .filter(journal_entries::seq.eq_any(seqs))
+            .filter(in_list!(journal_entries::seq, seqs))
             .order(journal_entries::seq)
             .select(EntryRow::as_select())
             .load(c))
@@ -121,7 +122,7 @@ impl Db {
     /// Entries written with these idempotency keys.
     pub fn entries_by_key(&mut self, keys: &[&str]) -> Result<Vec<Entry>, LedgerError> {
         let rows: Vec<EntryRow> = on_db!(self, |c| journal_entries::table
-            .filter(journal_entries::idempotency_key.eq_any(keys))
+            .filter(in_list!(journal_entries::idempotency_key, keys))
             .select(EntryRow::as_select())
             .load(c))
         .map_err(storage)?;
@@ -147,7 +148,7 @@ impl Db {
         let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
         let posting_rows: Vec<(PostingRow, String)> = on_db!(self, |c| postings::table
             .inner_join(accounts::table)
-            .filter(postings::entry_seq.eq_any(&seqs))
+            .filter(in_list!(postings::entry_seq, &seqs))
             .order((postings::entry_seq, postings::leg))
             .select((PostingRow::as_select(), accounts::currency))
             .load(c))
@@ -175,8 +176,8 @@ impl Db {
     /// Entries of `kinds` that refer to one of `seqs`: `(related_seq, amount_minor)`.
     pub(super) fn related(&mut self, seqs: &[i64], kinds: &[&str]) -> Result<Vec<(i64, i64)>, LedgerError> {
         let rows: Vec<(Option<i64>, i64)> = on_db!(self, |c| journal_entries::table
-            .filter(journal_entries::related_seq.eq_any(seqs))
-            .filter(journal_entries::kind.eq_any(kinds))
+            .filter(in_list!(journal_entries::related_seq, seqs))
+            .filter(in_list!(journal_entries::kind, kinds))
             .select((journal_entries::related_seq, journal_entries::amount_minor))
             .load(c))
         .map_err(storage)?;

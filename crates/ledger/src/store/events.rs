@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use diesel::prelude::*;
 use diesel::upsert::excluded;
 
+use super::in_list::in_list;
 use super::schema::{audit_events, card_counters, card_replays};
 use super::{hash32, storage, Db};
 use crate::domain::{AuditRef, CardReplay, EventRecord, IdempotencyKey};
@@ -103,7 +104,7 @@ impl Db {
         }
         let ids: Vec<i64> = cards.iter().copied().collect();
         let rows: Vec<(i64, i64, i64)> = on_db!(self, |c| card_counters::table
-            .filter(card_counters::card_id.eq_any(&ids))
+            .filter(in_list!(card_counters::card_id, &ids))
             .select((card_counters::card_id, card_counters::last_counter, card_counters::time_us))
             .load(c))
         .map_err(storage)?;
@@ -138,14 +139,14 @@ impl Db {
         let cards: Vec<i64> = pairs.iter().map(|p| p.0).collect();
         let counters: Vec<i64> = pairs.iter().map(|p| p.1).collect();
         let found: Vec<(Option<i64>, Option<i64>)> = on_db!(self, |c| journal_entries::table
-            .filter(journal_entries::card_id.eq_any(&cards))
-            .filter(journal_entries::card_read_counter.eq_any(&counters))
+            .filter(in_list!(journal_entries::card_id, &cards))
+            .filter(in_list!(journal_entries::card_read_counter, &counters))
             .select((journal_entries::card_id, journal_entries::card_read_counter))
             .load(c))
         .map_err(storage)?;
         let events: Vec<(Option<i64>, Option<i64>)> = on_db!(self, |c| audit_events::table
-            .filter(audit_events::card_id.eq_any(&cards))
-            .filter(audit_events::card_read_counter.eq_any(&counters))
+            .filter(in_list!(audit_events::card_id, &cards))
+            .filter(in_list!(audit_events::card_read_counter, &counters))
             .select((audit_events::card_id, audit_events::card_read_counter))
             .load(c))
         .map_err(storage)?;
@@ -302,7 +303,7 @@ impl Db {
 
     pub fn events_by_key(&mut self, keys: &[&str]) -> Result<Vec<EventRecord>, LedgerError> {
         let rows: Vec<EventRow> = on_db!(self, |c| audit_events::table
-            .filter(audit_events::idempotency_key.eq_any(keys))
+            .filter(in_list!(audit_events::idempotency_key, keys))
             .select(EventRow::as_select())
             .load(c))
         .map_err(storage)?;

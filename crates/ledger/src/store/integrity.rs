@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 
 use diesel::prelude::*;
 
+use super::in_list::in_list;
 use super::schema::{audit_events, offline_payments, wallet_debts, wallet_successors};
 use super::{storage, Db};
 use crate::domain::AccountId;
@@ -25,7 +26,7 @@ impl Db {
                 break;
             }
             let rows: Vec<(i64, i64)> = on_db!(self, |c| wallet_successors::table
-                .filter(wallet_successors::wallet_id.eq_any(&ask))
+                .filter(in_list!(wallet_successors::wallet_id, &ask))
                 .select((wallet_successors::wallet_id, wallet_successors::successor_id))
                 .load(c))
             .map_err(storage)?;
@@ -42,7 +43,7 @@ impl Db {
             return Ok(Vec::new());
         }
         let rows: Vec<(i64, i64)> = on_db!(self, |c| wallet_successors::table
-            .filter(wallet_successors::successor_id.eq_any(&ids))
+            .filter(in_list!(wallet_successors::successor_id, &ids))
             .select((wallet_successors::wallet_id, wallet_successors::successor_id))
             .load(c))
         .map_err(storage)?;
@@ -56,7 +57,7 @@ impl Db {
         }
         let ids: Vec<i64> = wallets.iter().map(|w| w.0).collect();
         let rows: Vec<(i64, i64)> = on_db!(self, |c| wallet_debts::table
-            .filter(wallet_debts::wallet_id.eq_any(&ids))
+            .filter(in_list!(wallet_debts::wallet_id, &ids))
             .select((wallet_debts::wallet_id, wallet_debts::delta_minor))
             .load(c))
         .map_err(storage)?;
@@ -73,7 +74,7 @@ impl Db {
             return Ok(HashMap::new());
         }
         let rows: Vec<(Option<i64>, i64)> = on_db!(self, |c| wallet_debts::table
-            .filter(wallet_debts::payment_seq.eq_any(seqs))
+            .filter(in_list!(wallet_debts::payment_seq, seqs))
             .select((wallet_debts::payment_seq, wallet_debts::delta_minor))
             .load(c))
         .map_err(storage)?;

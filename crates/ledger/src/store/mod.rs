@@ -112,6 +112,7 @@ mod entries;
 mod error;
 mod events;
 mod head;
+mod in_list;
 mod integrity;
 mod migrations;
 mod reads;
