@@ -31,9 +31,7 @@ impl Ledger {
             self.every(WAL_CHECKPOINT_INTERVAL, "ledger-wal", move |_| match wal.wal_checkpoint() {
                 // The writer reads it to decide when to finish the copy itself.
                 Ok(bytes) => log.store(bytes, std::sync::atomic::Ordering::Relaxed),
-                Err(e) => {
-                    tracing::warn!(error = %e, "WAL checkpoint failed; trying again");
-                }
+                Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; trying again"),
             })?;
         }
         Ok(())

@@ -67,6 +67,7 @@ pub(super) fn start(
     wal_log: Arc<AtomicU64>,
 ) -> Result<Started, LedgerError> {
     let (tx, rx) = crossbeam_channel::bounded(QUEUE_JOBS_MAX);
+    let wal = (db.backend() == Backend::Sqlite).then_some((wal_log, config.wal_checkpoint_bytes));
     let stats = Arc::new(WriterStats::default());
     let writer = Writer {
         stats: stats.clone(),
@@ -80,7 +81,7 @@ pub(super) fn start(
         holds: HashMap::new(),
         edge: HashMap::new(),
         halt,
-        wal: Backend::of_url(url).is_ok_and(|b| b == Backend::Sqlite).then_some((wal_log, config.wal_checkpoint_bytes)),
+        wal,
     };
     let handle = std::thread::Builder::new()
         .name("ledger-writer".into())
@@ -261,7 +262,7 @@ impl Writer {
     /// database file off the write path, but under continuous load it chases a log that
     /// never stops growing: SQLite starts the WAL over only when a write begins with every
     /// frame already copied, and the writer always has written more meanwhile (the last
-    /// `make bench` left a 600 MiB WAL). So once the file passes the bound, the writer
+    /// `make bench` left a 600 MiB WAL). So once the log passes the bound, the writer
     /// copies the rest itself between two batches, when nothing else writes: usually only
     /// what was written since the thread's last pass. The next batch then starts the WAL
     /// over from its beginning.

@@ -248,12 +248,19 @@ pub fn refunds(backend: Backend) -> TestResult {
     Ok(())
 }
 
-/// Same key and request: the first result again, nothing new written. Same key, other
-/// request: a conflict. Also inside one batch, and after a restart.
-fn pay_again(city: &City) -> Request {
+/// The keyed payment the idempotency test sends again and again.
+fn keyed_pay(city: &City) -> Request {
     city.pay(city.wallets[0], city.merchants[0], 1_000, 0).with_key(key("pos-1:order-77"))
 }
 
+/// A payment whose key holds quotes, a backslash and JSON's brackets and comma (SQLite
+/// looks keys up as one JSON array: see store/in_list.rs).
+fn odd_keyed_pay(city: &City) -> Request {
+    city.pay(city.wallets[0], city.merchants[0], 4_000, 0).with_key(key(r#"pos-1:"order"\79[,]"#))
+}
+
+/// Same key and request: the first result again, nothing new written. Same key, other
+/// request: a conflict. Also inside one batch, and after a restart.
 pub fn idempotency(backend: Backend) -> TestResult {
     let db = TestDb::fresh(backend)?;
     let clock = TestClock::new();
@@ -262,7 +269,7 @@ pub fn idempotency(backend: Backend) -> TestResult {
         let ledger = open(&db, &clock)?;
         let city = City::new(&ledger, 1, 1, 10_000_000)?;
         ledger.submit_blocking(city.topup(city.wallets[0], 100_000)).map_err(s)?;
-        let pay = city.pay(city.wallets[0], city.merchants[0], 1_000, 0).with_key(key("pos-1:order-77"));
+        let pay = keyed_pay(&city);
         let first = ledger.submit_blocking(pay.clone()).map_err(s)?;
         check!(!first.replayed, "the first is not a replay");
         let again = ledger.submit_blocking(pay.clone()).map_err(s)?;
@@ -275,20 +282,16 @@ pub fn idempotency(backend: Backend) -> TestResult {
         let results = ledger.submit_many_blocking(vec![twin.clone(), twin]).map_err(s)?;
         let (a, b) = (results[0].clone().map_err(s)?, results[1].clone().map_err(s)?);
         check!(!a.replayed && b.replayed && a.entry == b.entry, "in-batch replay");
-        // Any printable key, quotes and backslashes too (SQLite looks keys up as one JSON
-        // array: see store/in_list.rs).
-        let odd = city.pay(city.wallets[0], city.merchants[0], 4_000, 0).with_key(key(r#"pos-1:"order"\79[,]"#));
-        check!(!ledger.submit_blocking(odd).map_err(s)?.replayed, "the odd key's first payment");
+        // Any printable key is found again, quotes and backslashes too.
+        check!(!ledger.submit_blocking(odd_keyed_pay(&city)).map_err(s)?.replayed, "the odd key's first payment");
         (first, city)
     };
     // A new process: the key is found in the database.
     let ledger = open(&db, &clock)?;
-    let pay = city.pay(city.wallets[0], city.merchants[0], 1_000, 0).with_key(key("pos-1:order-77"));
-    let again = ledger.submit_blocking(pay).map_err(s)?;
+    let again = ledger.submit_blocking(keyed_pay(&city)).map_err(s)?;
     check!(again.replayed && again.entry == first.entry, "replay after restart");
-    let odd = city.pay(city.wallets[0], city.merchants[0], 4_000, 0).with_key(key(r#"pos-1:"order"\79[,]"#));
     let (odd_again, both) = {
-        let r = ledger.submit_many_blocking(vec![odd, pay_again(&city)]).map_err(s)?;
+        let r = ledger.submit_many_blocking(vec![odd_keyed_pay(&city), keyed_pay(&city)]).map_err(s)?;
         (r[0].clone().map_err(s)?, r[1].clone().map_err(s)?)
     };
     check!(odd_again.replayed && both.replayed, "replays of an odd key and a plain one in one batch");
