@@ -3,7 +3,7 @@ DATA_DIR ?= .kartu
 DATABASE_URL ?= sqlite://$(DATA_DIR)/kartu.db
 CARGO ?= cargo
 
-.PHONY: run test check bench profile soak demo setup fmt clippy fuzz
+.PHONY: run test check bench profile soak demo setup fmt clippy fuzz screenshots
 
 setup:
 	@scripts/setup.sh
@@ -24,6 +24,12 @@ run: setup
 DEMO_ARGS ?=
 demo: setup
 	$(CARGO) run -p kartu -- demo $(DEMO_ARGS)
+
+# The citizens' and the public's pages in a phone-sized viewport (headless chromium, a
+# throwaway installation with the demo city) into docs/screenshots/, shown in the README.
+screenshots: setup
+	$(CARGO) build --release -p kartu
+	scripts/screenshots.sh target/release/kartu
 
 # Every test, on SQLite and PostgreSQL (a throwaway cluster is started if none runs).
 test: setup

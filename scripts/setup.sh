@@ -6,8 +6,8 @@ set -euo pipefail
 
 # pcscd + vsmartcard-vpcd: the PC/SC daemon and virtual-card driver of the card tests;
 # util-linux: unshare, which gives those tests a private /run; fonts-dejavu-core: the text of
-# make bench's latency plot.
-packages=(libpq-dev pkg-config postgresql-common postgresql pcscd vsmartcard-vpcd libpcsclite-dev util-linux fonts-dejavu-core)
+# make bench's latency plot; chromium: the headless browser the citizens' pages are tested in.
+packages=(libpq-dev pkg-config postgresql-common postgresql pcscd vsmartcard-vpcd libpcsclite-dev util-linux fonts-dejavu-core chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

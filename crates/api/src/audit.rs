@@ -13,7 +13,7 @@ use crate::wire::{self, money, Page};
 use crate::{blocking, AppState};
 pub use client::wire::{
     AccessLog, AccessLogLine, BalanceView, ConsistencyProof, Entries, EntryView, InclusionProof, LeafView, Leaves,
-    PostingView, TrialBalance, TrialLine,
+    PostingView, ReceiptDetail, TrialBalance, TrialLine,
 };
 
 /// Registers the audit and public routes.
@@ -28,6 +28,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/audit/proofs/consistency", web::get().to(consistency))
         .route("/v1/audit/access-log", web::get().to(access_log))
         .route("/v1/audit/public-key", web::get().to(public_key))
+        .route("/v1/receipts/{seq}", web::get().to(receipt))
         .route("/v1/transparency", web::get().to(crate::transparency::transparency));
 }
 
@@ -358,4 +359,92 @@ pub async fn access_log(
         })
         .collect();
     Ok(HttpResponse::Ok().json(AccessLog { decisions, next_cursor }))
+}
+
+/// Receipt query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ReceiptQuery {
+    /// The receipt's leaf hash, 64 hex digits, as printed on it: any other value shows no
+    /// entry (`404`).
+    pub h: String,
+}
+
+/// A receipt for anyone holding it: the entry's leaf bytes and what they hold, to check
+/// with an inclusion proof against a signed checkpoint (`kartu audit receipt`, the
+/// `/receipts/{seq}` page). `404` unless `h` is the entry's leaf hash.
+#[utoipa::path(get, path = "/v1/receipts/{seq}", tag = "public", security(()), params(("seq" = String, Path), ReceiptQuery),
+    responses((status = 200, body = ReceiptDetail), (status = 404, body = crate::error::Problem)))]
+pub async fn receipt(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    q: web::Query<ReceiptQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let seq = wire::id(&path)?;
+    let f = find_receipt(&state, seq, &q.h)
+        .await?
+        .ok_or_else(|| ApiError::not_found("not_found", "no receipt has this entry and leaf hash"))?;
+    let e = &f.entry;
+    Ok(HttpResponse::Ok().json(ReceiptDetail {
+        entry_seq: e.seq,
+        leaf_index: f.leaf_index,
+        leaf_hash: hex::encode(f.leaf_hash),
+        leaf: hex::encode(&f.leaf),
+        kind: e.kind.as_str().to_owned(),
+        amount: money(e.amount_minor, e.currency),
+        fee: money(e.fee_minor, e.currency),
+        time: wire::time(e.time_us),
+        place: f.place.clone(),
+    }))
+}
+
+/// An entry, its leaf's bytes and the name of where it happened.
+#[derive(Debug)]
+pub struct FoundReceipt {
+    /// The entry.
+    pub entry: Entry,
+    /// Its leaf's position in the log.
+    pub leaf_index: i64,
+    /// SHA-256(0x00 || leaf).
+    pub leaf_hash: [u8; 32],
+    /// The leaf's bytes.
+    pub leaf: Vec<u8>,
+    /// The merchant's or agent's name.
+    pub place: Option<String>,
+}
+
+/// The entry `seq` when `h` is its leaf hash (hex, either case), compared in constant time;
+/// `None` for any other hash, so receipts cannot be listed by counting.
+pub async fn find_receipt(state: &web::Data<AppState>, seq: i64, h: &str) -> Result<Option<FoundReceipt>, ApiError> {
+    use subtle::ConstantTimeEq as _;
+    let Ok(claimed) = hex::decode(h) else { return Ok(None) };
+    let st = state.clone();
+    blocking(move || {
+        let Some(entry) = st.ledger.entry(seq)? else { return Ok(None) };
+        let Some(audit) = entry.audit else { return Ok(None) };
+        if claimed.len() != 32 || !bool::from(claimed.as_slice().ct_eq(&audit.leaf_hash[..])) {
+            return Ok(None);
+        }
+        let Some(row) = st.ledger.leaves(audit.leaf_index, 1)?.into_iter().next() else { return Ok(None) };
+        let place = match entry.counterparty_id {
+            Some(account) => match st.ledger.registry(|r| r.merchants())?.into_iter().find(|m| m.account_id == account)
+            {
+                Some(m) => Some(m.name),
+                None => st
+                    .ledger
+                    .registry(|r| r.all_agents())?
+                    .into_iter()
+                    .find(|a| a.account_id == account)
+                    .map(|a| a.name),
+            },
+            None => None,
+        };
+        Ok(Some(FoundReceipt {
+            leaf_index: audit.leaf_index,
+            leaf_hash: audit.leaf_hash,
+            leaf: row.leaf,
+            place,
+            entry,
+        }))
+    })
+    .await
 }

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod offline;
 pub mod openapi;
 pub mod operator;
+pub mod pages;
 pub mod server;
 pub mod taps;
 pub mod tls;
@@ -71,6 +72,8 @@ pub struct Settings {
     /// Where `server` serves `/metrics` alone (plain HTTP); the main listener then answers
     /// 404 for it. None: `/metrics` is on the main listener.
     pub metrics_listen: Option<String>,
+    /// The city's time zone: the days of the books and the times the pages show.
+    pub timezone: chrono_tz::Tz,
 }
 
 /// The installation's money limits, minor units: an amount above them is refused with
@@ -131,6 +134,7 @@ impl Default for Settings {
             tls: None,
             metrics_listen: None,
             limits: MoneyLimits::default(),
+            timezone: chrono_tz::Asia::Jakarta,
         }
     }
 }
@@ -243,6 +247,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(offline::routes)
         .configure(metrics::routes)
         .configure(openapi::routes)
+        .configure(pages::routes)
         .default_service(web::to(not_found));
 }
 

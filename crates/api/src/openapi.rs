@@ -22,7 +22,7 @@ use crate::{access, audit, merchant, metrics, offline, operator, transparency};
         merchant::merchant_statement, merchant::topup, merchant::balance_inquiry,
         access::access_check,
         audit::leaves, audit::entries, audit::balance, audit::account_statement, audit::trial_balance,
-        audit::latest_checkpoint, audit::inclusion, audit::consistency, audit::access_log, audit::public_key,
+        audit::latest_checkpoint, audit::inclusion, audit::consistency, audit::access_log, audit::public_key, audit::receipt,
         transparency::transparency,
         offline::upload, offline::head, offline::deny_list,
         metrics::healthz, metrics::readyz, metrics::metrics,
@@ -87,6 +87,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/audit/proofs/consistency"),
     ("get", "/v1/audit/access-log"),
     ("get", "/v1/audit/public-key"),
+    ("get", "/v1/receipts/{seq}"),
     ("get", "/v1/transparency"),
     ("post", "/v1/offline/journals"),
     ("get", "/v1/offline/head"),
@@ -278,7 +279,7 @@ pub fn methods_of(path: &str) -> Vec<&'static str> {
             && t.iter().zip(&segments).all(|(t, s)| t == s || (t.starts_with('{') && t.ends_with('}') && !s.is_empty()))
     };
     let mut out: Vec<&'static str> = ROUTES.iter().filter(|(_, t)| matches(t)).map(|(m, _)| *m).collect();
-    if path == "/openapi.json" || path == "/docs" {
+    if path == "/openapi.json" || path == "/docs" || crate::pages::PAGES.iter().any(|p| matches(p)) {
         out.push("get");
     }
     out

@@ -80,9 +80,17 @@ pub struct Config {
     /// main listener then answers 404 for `/metrics`. `metrics_token` still applies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<String>,
+    /// The city's time zone (IANA name, `KARTU_TIMEZONE`): the days of the books on
+    /// `/transparency` and the times the citizens' pages show.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
     /// Money and tap limits.
     #[serde(default)]
     pub limits: LimitsConfig,
+}
+
+fn default_timezone() -> String {
+    "Asia/Jakarta".into()
 }
 
 fn default_transparency_cache_ms() -> u64 {
@@ -202,6 +210,7 @@ impl Config {
             tls_cert: None,
             tls_key: None,
             metrics_listen: None,
+            timezone: default_timezone(),
             limits: LimitsConfig::default(),
         }
     }
@@ -221,6 +230,9 @@ impl Config {
         }
         if let Some(v) = var("ORIGIN") {
             c.origin = v;
+        }
+        if let Some(v) = var("TIMEZONE") {
+            c.timezone = v;
         }
         if let Some(v) = var("CHECKPOINT_INTERVAL_MS") {
             c.checkpoint_interval_ms = v.parse().map_err(|e| err("KARTU_CHECKPOINT_INTERVAL_MS", e))?;
@@ -485,6 +497,7 @@ pub fn load_with(data_dir: &Path, database_url: Option<&str>, allow_owner: bool)
     config.allow_owner |= allow_owner;
     let (keys, nik_key) = load_keys(data_dir)?;
     let currency = Currency::parse(&config.currency).map_err(|e| err("currency", e))?;
+    let timezone = domain::access::timezone(&config.timezone).map_err(|e| err("timezone", e))?;
     let wallet_max =
         ledger::money::Amount::parse(&config.wallet_balance_max, currency, ledger::money::AMOUNT_MAX_MINOR)
             .map_err(|e| err("wallet_balance_max", e))?;
@@ -532,6 +545,7 @@ pub fn load_with(data_dir: &Path, database_url: Option<&str>, allow_owner: bool)
         transparency_cache: Duration::from_millis(config.transparency_cache_ms),
         tls,
         metrics_listen: config.metrics_listen.clone(),
+        timezone,
         ..Settings::default()
     };
     let state = web::Data::new(AppState::new(ledger, settings, TapKeys(keys), &nik_key));

@@ -66,6 +66,7 @@ pub fn receipt(e: &Entry) -> Receipt {
         entry_seq: e.seq,
         leaf_index: e.audit.map(|a: AuditRef| a.leaf_index),
         leaf_hash: e.audit.map(|a| hex::encode(a.leaf_hash)),
+        receipt_url: e.audit.map(|a| format!("/receipts/{}?h={}", e.seq, hex::encode(a.leaf_hash))),
     }
 }
 

@@ -13,8 +13,8 @@ use crate::error::ClientError;
 use crate::transport;
 use crate::wire::{
     AccessCheck, CaptureBody, ConsistencyProof, Decision, DenyList, Entries, Head, InclusionProof, InquiryView, Leaves,
-    NewHold, NewInquiry, NewPayment, NewRefund, NewTopup, PaymentView, TopupView, Transparency, TrialBalance, Upload,
-    Uploaded,
+    NewHold, NewInquiry, NewPayment, NewRefund, NewTopup, PaymentView, ReceiptDetail, TopupView, Transparency,
+    TrialBalance, Upload, Uploaded,
 };
 
 /// A blocking client of one Kartu server.
@@ -245,6 +245,11 @@ impl Client {
     /// `GET /v1/audit/proofs/inclusion?leaf_index=…&tree_size=…`.
     pub fn inclusion_proof(&self, leaf_index: u64, tree_size: u64) -> Result<InclusionProof, ClientError> {
         self.get(&format!("/v1/audit/proofs/inclusion?leaf_index={leaf_index}&tree_size={tree_size}"))
+    }
+
+    /// `GET /v1/receipts/{seq}?h=…`: a receipt's leaf, for anyone holding its leaf hash.
+    pub fn receipt(&self, seq: i64, leaf_hash: &str) -> Result<ReceiptDetail, ClientError> {
+        self.get(&format!("/v1/receipts/{seq}?h={leaf_hash}"))
     }
 
     /// `GET /v1/transparency` (today's totals, or those of `date`, YYYY-MM-DD).

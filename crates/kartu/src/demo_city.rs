@@ -104,6 +104,15 @@ pub fn seed_and_print(base: &str, data_dir: &Path, operator_token: &str) -> Resu
         json!({"tap": tap, "amount": "12500.00", "reference": "receipt-1"})
     );
     println!("Send it twice with a new Idempotency-Key: the same tap is refused (card_replay).");
+    println!("Open the answer's receipt_url in a browser: {base}/receipts/… verifies the receipt there.");
+    let page = self::tap(&keys, uid, next + 1)?;
+    println!(
+        "After the payment, the card's own page as a phone opens it (the tap after, counter {}):\n  {base}/t?picc_data={}&cmac={}",
+        next + 1,
+        page.picc_data,
+        page.cmac
+    );
+    println!("The city's books: {base}/transparency   for auditors: {base}/audit");
     println!("API docs: {base}/docs   OpenAPI: {base}/openapi.json   metrics: {base}/metrics");
     Ok(())
 }

@@ -10,6 +10,7 @@ mod card_cmd;
 mod demo;
 mod demo_city;
 mod progress;
+mod receipt;
 mod stage;
 mod tap_bench;
 mod verify_url;
@@ -169,6 +170,27 @@ enum AuditCmd {
         #[arg(long, env = "KARTU_CA_FILE")]
         ca_file: Option<std::path::PathBuf>,
     },
+    /// Check one receipt against a live server, as its page does in a browser: the leaf
+    /// bytes hash to the receipt's leaf hash and are that entry, the latest checkpoint is
+    /// signed by the city's key, and the inclusion proof leads to its root. No token.
+    Receipt {
+        /// The server's base URL.
+        #[arg(long)]
+        url: String,
+        /// The entry's sequence number, as printed on the receipt.
+        #[arg(long)]
+        seq: i64,
+        /// The receipt's leaf hash (64 hex digits).
+        #[arg(long)]
+        leaf_hash: String,
+        /// File holding the city's published checkpoint verifier key line; else the
+        /// server's own /v1/audit/public-key.
+        #[arg(long)]
+        public_key: Option<std::path::PathBuf>,
+        /// A PEM file of the CA certificates to trust for an https:// URL (else the system's roots).
+        #[arg(long, env = "KARTU_CA_FILE")]
+        ca_file: Option<std::path::PathBuf>,
+    },
     /// Poll a server and check that each new signed checkpoint extends the last one
     /// verified (kept in --state): signature, consistency proof, and the new leaves
     /// rehashed. Exits non-zero on a rollback, a fork or a bad signature.
@@ -304,19 +326,28 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Serve { data_dir, listen, database_url, demo_city, allow_owner } => {
             serve(&data_dir, listen, database_url, demo_city, allow_owner)
         }
-        Cmd::Audit {
-            command:
-                AuditCmd::Verify {
-                    database_url,
-                    url,
-                    token,
-                    token_file,
-                    public_key,
-                    allow_unsigned_tail,
-                    origin,
-                    trusted_checkpoint,
-                    ca_file,
-                },
+        Cmd::Audit { command } => audit_cmd(command),
+        Cmd::Ledger { database_url, read } => {
+            let url = database_url.context("--database-url or KARTU_DATABASE_URL is required")?;
+            let ledger = Ledger::open(&url, LedgerConfig::default()).context("opening the ledger")?;
+            ledger_read(&ledger, read)
+        }
+    }
+}
+
+/// `kartu audit verify | receipt | watch`.
+fn audit_cmd(command: AuditCmd) -> Result<()> {
+    match command {
+        AuditCmd::Verify {
+            database_url,
+            url,
+            token,
+            token_file,
+            public_key,
+            allow_unsigned_tail,
+            origin,
+            trusted_checkpoint,
+            ca_file,
         } => match (database_url, url) {
             (Some(db), None) => audit_verify(&db, &public_key, allow_unsigned_tail, origin, trusted_checkpoint),
             (None, Some(url)) => {
@@ -326,17 +357,20 @@ fn run(cli: Cli) -> Result<()> {
             }
             _ => anyhow::bail!("give --database-url or --url"),
         },
-        Cmd::Audit {
-            command: AuditCmd::Watch { url, state, interval, public_key, token, token_file, once, ca_file },
-        } => {
+        AuditCmd::Receipt { url, seq, leaf_hash, public_key, ca_file } => {
+            if public_key.is_none() {
+                eprintln!("kartu: no --public-key: checking against the server's own key");
+            }
+            let client = client::Client::new(&url, ca_file.as_deref(), None).context("audit receipt FAILED")?;
+            let checked =
+                receipt::check(&client, seq, &leaf_hash, public_key.as_deref()).context("audit receipt FAILED")?;
+            println!("{}", checked.summary);
+            Ok(())
+        }
+        AuditCmd::Watch { url, state, interval, public_key, token, token_file, once, ca_file } => {
             let token = secret(token, token_file, "token")?;
             watch::run(&watch::Args { url, state, interval, public_key, token, once, ca_file })
                 .context("audit watch FAILED")
-        }
-        Cmd::Ledger { database_url, read } => {
-            let url = database_url.context("--database-url or KARTU_DATABASE_URL is required")?;
-            let ledger = Ledger::open(&url, LedgerConfig::default()).context("opening the ledger")?;
-            ledger_read(&ledger, read)
         }
     }
 }

@@ -267,12 +267,53 @@ fn init_serve_and_verify_a_live_server() {
     let key_file = dir.path().join("log.pub");
     std::fs::write(&key_file, format!("{verifier}\n")).expect("key");
     verify_url_takes_the_token_from_a_private_file(dir.path(), &base, &auditor, &key_file);
+    audit_receipt_checks_one_receipt(&base, &float, &key_file);
     verify_url_fails_with_another_key_or_a_token_that_may_not_read(&base, &auditor, &key_file);
     let pid = server.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
     let status = server.wait().expect("wait");
     assert!(status.success(), "serve must exit cleanly on SIGTERM: {status}");
     assert!(lines.map_while(Result::ok).any(|l| l.contains("stopped")), "the server says it stopped");
+}
+
+/// `kartu audit receipt`: the float funding's receipt verifies under the city's key (and,
+/// without one, under the server's); a wrong leaf hash, another entry's number or another
+/// key fail with the check that failed, non-zero.
+fn audit_receipt_checks_one_receipt(base: &str, posted: &serde_json::Value, key_file: &Path) {
+    let seq = posted["entry_seq"].as_i64().expect("entry_seq").to_string();
+    let hash = posted["leaf_hash"].as_str().expect("leaf_hash").to_owned();
+    assert_eq!(posted["receipt_url"], format!("/receipts/{seq}?h={hash}"));
+    let key_s = key_file.display().to_string();
+    let receipt = |seq: &str, hash: &str, key: Option<&str>| {
+        let mut args = vec!["audit", "receipt", "--url", base, "--seq", seq, "--leaf-hash", hash];
+        if let Some(k) = key {
+            args.extend(["--public-key", k]);
+        }
+        kartu(&args)
+    };
+    let (ok, out, err) = receipt(&seq, &hash, Some(&key_s));
+    assert!(ok, "{out}{err}");
+    assert!(out.starts_with(&format!("Verified: entry {seq} (transfer of 5000.00 IDR")), "{out}");
+    let (ok, out, err) = receipt(&seq, &hash, None);
+    assert!(ok && out.starts_with("Verified") && err.contains("the server's own key"), "{out}{err}");
+    let mut wrong = hash.clone().into_bytes();
+    wrong[0] = if wrong[0] == b'0' { b'1' } else { b'0' };
+    let (ok, _, err) = receipt(&seq, std::str::from_utf8(&wrong).expect("hex"), Some(&key_s));
+    assert!(!ok && err.contains("audit receipt FAILED") && err.contains("not_found"), "{err}");
+    let next = (posted["entry_seq"].as_i64().expect("seq") + 1).to_string();
+    let (ok, _, err) = receipt(&next, &hash, Some(&key_s));
+    assert!(!ok && err.contains("not_found"), "another entry's number: {err}");
+    let other = key_file.with_extension("other");
+    let signer = merkle::Signer::from_pkcs8(
+        "kartu.example/log",
+        &merkle::Signer::generate_pkcs8(&ring::rand::SystemRandom::new()).expect("key"),
+    )
+    .expect("signer");
+    std::fs::write(&other, signer.verifier_key()).expect("key");
+    let (ok, _, err) = receipt(&seq, &hash, Some(&other.display().to_string()));
+    assert!(!ok && err.contains("signature check failed"), "another key: {err}");
+    let (ok, _, err) = receipt(&seq, "xyz", Some(&key_s));
+    assert!(!ok && err.contains("--leaf-hash is not 64 hex digits"), "{err}");
 }
 
 /// POST as `token` to a live server, asserting a 2xx; the JSON answer.

@@ -77,16 +77,34 @@ impl Answer {
     }
 }
 
-/// The outcome of a tap the server answered with success.
-pub(crate) fn online(answer: Answer) -> Outcome {
+/// The receipt's page on `server` (the QR code a POS prints), after the line.
+fn receipt_link(server: &str, receipt: &client::wire::Receipt) -> String {
+    receipt.receipt_url.as_deref().map(|path| format!(" — {}{path}", server.trim_end_matches('/'))).unwrap_or_default()
+}
+
+/// The outcome of a tap the server answered with success; `server` is the API's base URL,
+/// which the receipts' links are relative to.
+pub(crate) fn online(answer: Answer, server: &str) -> Outcome {
     let (ok, line) = match &answer {
         Answer::Payment(p) => (
             true,
-            format!("APPROVED {} — balance {} — receipt #{}", p.amount.amount, p.balance.amount, p.receipt.entry_seq),
+            format!(
+                "APPROVED {} — balance {} — receipt #{}{}",
+                p.amount.amount,
+                p.balance.amount,
+                p.receipt.entry_seq,
+                receipt_link(server, &p.receipt)
+            ),
         ),
         Answer::Topup(t) => (
             true,
-            format!("TOPPED UP {} — balance {} — receipt #{}", t.amount.amount, t.balance.amount, t.receipt.entry_seq),
+            format!(
+                "TOPPED UP {} — balance {} — receipt #{}{}",
+                t.amount.amount,
+                t.balance.amount,
+                t.receipt.entry_seq,
+                receipt_link(server, &t.receipt)
+            ),
         ),
         Answer::Access(d) => {
             let queue = d.queue_number.map(|q| format!(" — queue number {q}")).unwrap_or_default();

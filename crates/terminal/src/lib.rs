@@ -365,7 +365,7 @@ impl Terminal {
             Request::Inquiry(body) => self.api.balance_inquiry(&key, body).map(Answer::Balance),
         };
         match reply(sent)? {
-            Reply::Answer(answer) => Ok(answer::online(answer)),
+            Reply::Answer(answer) => Ok(answer::online(answer, &self.config.server)),
             Reply::Refused(e) => Ok(answer::refused(self.config.mode, &e)),
             Reply::Unreachable => self.offline(read, amount_minor, reference),
         }

@@ -197,6 +197,11 @@ fn offline_payments_are_posted_once_and_shortfalls_deny_the_card() {
     let paid = pos.handle(&tap(&keys, 1), Some(1_000), Some("r1")).expect("online");
     assert!(paid.ok && paid.online, "{}", paid.line);
     assert_eq!(paid.detail.payment().map(|p| p.balance.amount.as_str()), Some("40.00"));
+    // The line ends with the receipt's page on this server (what a POS prints as a QR code).
+    let receipt = &paid.detail.payment().expect("payment").receipt;
+    let link =
+        format!("http://{addr}/receipts/{}?h={}", receipt.entry_seq, receipt.leaf_hash.as_deref().expect("leaf hash"));
+    assert!(paid.line.ends_with(&format!(" — {link}")), "{}", paid.line);
 
     // The server goes away: offline within the limits.
     stop(server);

@@ -93,9 +93,16 @@ pub fn report() -> Result<(), String> {
     ))
 }
 
-/// Paths outside the API's document: the documentation UI and the document itself.
+/// Paths outside the API's document: the documentation UI, the document itself, and the
+/// HTML pages (`api::pages::PAGES`).
 fn outside_the_document(path: &str) -> bool {
-    path == "/openapi.json" || path == "/docs" || path.starts_with("/docs/")
+    let bare = path.split('?').next().unwrap_or(path);
+    path == "/openapi.json"
+        || path == "/docs"
+        || path.starts_with("/docs/")
+        || ["/t", "/transparency", "/audit"].contains(&bare)
+        || bare.starts_with("/receipts/")
+        || bare.starts_with("/assets/")
 }
 
 impl Contract {

@@ -12,6 +12,7 @@ mod support;
 mod access;
 mod approvals;
 mod audit;
+mod browser;
 mod concurrency;
 mod conformance;
 mod custody;
@@ -19,6 +20,7 @@ mod idempotency;
 mod integrity;
 mod money;
 mod openapi;
+mod pages;
 mod patterns;
 mod registry;
 mod rfc9162;
@@ -69,6 +71,10 @@ const CASES: &[(&str, Case)] = &[
     ("health_and_metrics", openapi::health_and_metrics),
     ("tls_https_and_sighup_reload", tls::https_and_sighup_reload),
     ("tls_metrics_on_its_own_listener", tls::metrics_on_its_own_listener),
+    ("pages_card", pages::card_page),
+    ("pages_receipt", pages::receipt_page),
+    ("pages_books", pages::books_page),
+    ("pages_check_the_books", pages::check_the_books),
 ];
 
 fn main() {
@@ -84,6 +90,7 @@ fn main() {
     trials.push(Trial::test("openapi_patterns_match_the_parsers", || {
         patterns::patterns_match_the_parsers().map_err(Failed::from)
     }));
+    trials.push(Trial::test("pages_script_self_test", || pages::script_self_test().map_err(Failed::from)));
     trials.push(Trial::test("openapi_conformance_self_test", || conformance::self_test().map_err(Failed::from)));
     let conclusion = libtest_mimic::run(&args, trials);
     // Every response the trials received was checked against /openapi.json as it came.

@@ -214,7 +214,7 @@ pub fn health_and_metrics(backend: Backend) -> TestResult {
 }
 
 /// The routes anyone may call: the document declares them with no security requirement.
-const PUBLIC: [(&str, &str); 8] = [
+const PUBLIC: [(&str, &str); 9] = [
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
@@ -223,6 +223,7 @@ const PUBLIC: [(&str, &str); 8] = [
     ("get", "/v1/audit/proofs/inclusion"),
     ("get", "/v1/audit/proofs/consistency"),
     ("get", "/v1/transparency"),
+    ("get", "/v1/receipts/{seq}"),
 ];
 
 /// What every operation of the document says: errors as problem+json; a public route

@@ -180,3 +180,28 @@ pub struct AccessLog {
     /// Continue with this cursor.
     pub next_cursor: Option<String>,
 }
+
+/// A receipt, for anyone holding its link (`GET /v1/receipts/{seq}?h=<leaf_hash>`): the
+/// entry's leaf bytes, which the reader hashes and decodes itself, and what the server says
+/// they hold.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ReceiptDetail {
+    /// The entry's sequence number.
+    pub entry_seq: i64,
+    /// Its leaf in the audit log.
+    pub leaf_index: i64,
+    /// SHA-256(0x00 || leaf), hex.
+    pub leaf_hash: String,
+    /// The leaf bytes (docs/AUDIT.md), hex.
+    pub leaf: String,
+    /// The entry kind (payment, topup, refund, ...).
+    pub kind: String,
+    /// The principal amount.
+    pub amount: Money,
+    /// The merchant fee (payments, captures) or the fee returned (refunds).
+    pub fee: Money,
+    /// When it was posted (RFC 3339).
+    pub time: String,
+    /// The merchant's or agent's name, when the entry has one.
+    pub place: Option<String>,
+}

@@ -32,4 +32,9 @@ pub struct Receipt {
     pub leaf_index: Option<i64>,
     /// SHA-256(0x00 || leaf bytes), hex.
     pub leaf_hash: Option<String>,
+    /// The receipt's page, which anyone holding this link can read and verify in a browser:
+    /// `/receipts/{entry_seq}?h={leaf_hash}`, relative to the server's address. POS
+    /// receipts print it as a QR code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt_url: Option<String>,
 }

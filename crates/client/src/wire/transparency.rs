@@ -1,5 +1,7 @@
 //! The public daily totals (no personal data).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::Money;
@@ -26,13 +28,19 @@ pub struct ServiceTotal {
     pub allowed: u64,
     /// Entries refused, for any reason.
     pub denied: u64,
+    /// The refusals by reason code (`not_entitled`, `closed`, `quota_reached`, ...).
+    #[serde(default)]
+    pub denied_by_reason: BTreeMap<String, u64>,
 }
 
 /// The day's totals, with no personal data.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Transparency {
-    /// The day.
+    /// The day, in the city's time zone.
     pub date: String,
+    /// The city's time zone (IANA name), in which the day begins and ends.
+    #[serde(default)]
+    pub timezone: String,
     /// Per merchant category.
     pub merchants: Vec<CategoryTotal>,
     /// Per public service.
