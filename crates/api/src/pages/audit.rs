@@ -24,7 +24,7 @@ pub async fn audit_page(state: web::Data<AppState>, req: HttpRequest) -> HttpRes
     let (lang, chosen) = Lang::of(&req);
     let t = lang.text();
     let page = Page { lang, chosen, title: t.audit_title, here: "/audit".into(), script: false };
-    let [origin, key, endpoints] = t.audit_labels;
+    let [origin, key, script, endpoints] = t.audit_labels;
     let key_line = state.settings.verifier_key.clone().unwrap_or_default();
     let origin_line = key_line.split('+').next().unwrap_or("").to_owned();
     let main = html! {
@@ -34,6 +34,7 @@ pub async fn audit_page(state: web::Data<AppState>, req: HttpRequest) -> HttpRes
         dl.summary {
             dt { (origin) } dd { code #origin { (origin_line) } }
             dt { (key) } dd { code #public-key .hash { (key_line) } }
+            dt { (script) } dd { code #script-sha256 .hash { (super::script_sha256()) } }
         }
         h2 { (endpoints) }
         ul #endpoints {

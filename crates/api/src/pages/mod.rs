@@ -46,6 +46,23 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/assets/kartu.js", web::get().to(|| async { asset(JS, "text/javascript; charset=utf-8") }));
 }
 
+/// The verification script's SHA-256, hex: `/audit` publishes it, so anyone can compare
+/// the script a page runs with the one in Kartu's source.
+pub fn script_sha256() -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, JS.as_bytes()))
+}
+
+/// The pages' `integrity` of the script (Subresource Integrity): a browser refuses to run
+/// a script that anything between it and the page's HTML changed.
+fn script_integrity() -> &'static str {
+    static SRI: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SRI.get_or_init(|| {
+        use base64::Engine as _;
+        let digest = ring::digest::digest(&ring::digest::SHA256, JS.as_bytes());
+        format!("sha256-{}", base64::engine::general_purpose::STANDARD.encode(digest))
+    })
+}
+
 fn asset(body: &'static str, media: &'static str) -> HttpResponse {
     HttpResponse::Ok()
         .content_type(media)
@@ -161,7 +178,7 @@ impl Page<'_> {
                     meta name="referrer" content="no-referrer";
                     title { (self.title) " · " (t.site) }
                     link rel="stylesheet" href="/assets/kartu.css";
-                    @if self.script { script src="/assets/kartu.js" defer {} }
+                    @if self.script { script src="/assets/kartu.js" integrity=(script_integrity()) defer {} }
                 }
                 body {
                     header {

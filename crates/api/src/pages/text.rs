@@ -94,8 +94,8 @@ pub struct Text {
     pub audit_title: &'static str,
     /// Audit page: sections (heading, paragraph).
     pub audit_sections: [(&'static str, &'static str); 4],
-    /// Audit page: labels: origin, public key, raw endpoints.
-    pub audit_labels: [&'static str; 3],
+    /// Audit page: labels: origin, public key, the script's hash, raw endpoints.
+    pub audit_labels: [&'static str; 4],
 }
 
 impl Text {
@@ -204,7 +204,12 @@ pub const ID: Text = Text {
         ("Saksi", "`kartu audit watch --url <server> --state <berkas>` menyimpan titik periksa terakhir yang terverifikasi dan memeriksa bahwa setiap titik periksa baru melanjutkannya. Alat RFC 9162 mana pun dapat melakukan hal yang sama."),
         ("Format", "Byte daun, tabel, dan format titik periksa dijelaskan di docs/AUDIT.md pada kode sumber Kartu."),
     ],
-    audit_labels: ["Origin log", "Kunci publik (baris verifier)", "Endpoint mentah"],
+    audit_labels: [
+        "Origin log",
+        "Kunci publik (baris verifier)",
+        "SHA-256 skrip verifikasi (/assets/kartu.js, sama dengan kode sumber)",
+        "Endpoint mentah",
+    ],
 };
 
 /// The texts in English.
@@ -306,7 +311,12 @@ pub const EN: Text = Text {
         ("Witnesses", "`kartu audit watch --url <server> --state <file>` keeps the last verified checkpoint and checks that each new one extends it. Any RFC 9162 tool can do the same."),
         ("Formats", "The leaf bytes, the tables and the checkpoint format are in docs/AUDIT.md of Kartu's source."),
     ],
-    audit_labels: ["Log origin", "Public key (verifier line)", "Raw endpoints"],
+    audit_labels: [
+        "Log origin",
+        "Public key (verifier line)",
+        "SHA-256 of the verification script (/assets/kartu.js, as in the source)",
+        "Raw endpoints",
+    ],
 };
 
 #[cfg(test)]

@@ -95,6 +95,8 @@ pub enum Tamper {
     Signature,
     /// This note instead of the latest checkpoint.
     Checkpoint(String),
+    /// A verification script that says "Verified" whatever the proofs say.
+    Script,
 }
 
 /// A proxy in front of a server, on its own port.
@@ -222,6 +224,9 @@ fn change(mode: &Tamper, path: &str, body: &str) -> Option<String> {
             Some(flip_at(body, sig, b'A', b'B'))
         }
         Tamper::Checkpoint(note) if path.starts_with("/v1/audit/checkpoints/latest") => Some(note.clone()),
+        Tamper::Script if path.starts_with("/assets/kartu.js") => Some(
+            "var s = document.getElementById('verify-status'); s.dataset.state = 'ok'; s.dataset.check = 'ok';".into(),
+        ),
         _ => None,
     }
 }

@@ -178,6 +178,12 @@ pub fn receipt_page(backend: Backend) -> TestResult {
         check_eq!(attr(&dom, "verify-status", "data-check"), Some(check.into()), "{lie:?}");
         check!(text(&dom, "verify-status").unwrap_or_default().starts_with("Failed:"), "{lie:?}: {dom}");
     }
+    // A script swapped on the way does not run (Subresource Integrity): nothing is verified.
+    proxy.set(Tamper::Script);
+    let before = proxy.changed();
+    let dom = Browser::new()?.dom(&format!("{}{url}", proxy.base), "en")?;
+    check!(proxy.changed() > before, "the script was not swapped");
+    check_eq!(attr(&dom, "verify-status", "data-state"), Some("nojs".into()), "a swapped script ran: {dom}");
     proxy.set(Tamper::Honest);
     let dom = b.dom(&format!("{}{url}", proxy.base), "id")?;
     check_eq!(attr(&dom, "verify-status", "data-check"), Some("ok".into()), "through an honest proxy: {dom}");
@@ -282,6 +288,10 @@ fn around_the_books(s: &Server, b: &Browser) -> TestResult {
     check!(raw(s, "/audit", "id")?.1.contains("Untuk auditor"), "without the cookie: Indonesian");
     let (_, audit) = raw(s, "/audit", "en")?;
     check!(audit.contains(&s.verifier_key) && audit.contains("kartu audit verify"), "/audit: {audit}");
+    let source = include_str!("../../assets/kartu.js");
+    let published = hex::encode(ring::digest::digest(&ring::digest::SHA256, source.as_bytes()));
+    check_eq!(text(&audit, "script-sha256"), Some(published));
+    check_eq!(raw(s, "/assets/kartu.js", "en")?.1, source.to_owned());
     let (status, _) = raw(s, "/transparency?date=yesterday", "en")?;
     check_eq!(status, 400);
     Ok(())
