@@ -7,7 +7,8 @@ set -euo pipefail
 # pcscd + vsmartcard-vpcd: the PC/SC daemon and virtual-card driver of the card tests;
 # util-linux: unshare, which gives those tests a private /run; fonts-dejavu-core: the text of
 # make bench's latency plot; chromium: the headless browser the citizens' pages are tested in.
-packages=(libpq-dev pkg-config postgresql-common postgresql pcscd vsmartcard-vpcd libpcsclite-dev util-linux fonts-dejavu-core chromium)
+# age: the tool a city opens `kartu backup` archives with (and the backup test checks they open).
+packages=(libpq-dev pkg-config postgresql-common postgresql pcscd vsmartcard-vpcd libpcsclite-dev util-linux fonts-dejavu-core chromium age)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

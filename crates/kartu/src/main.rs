@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use ledger::domain::AccountId;
 use ledger::{Ledger, LedgerConfig};
 
+mod backup;
 mod card_cmd;
 mod demo;
 mod demo_city;
@@ -108,6 +109,32 @@ enum Cmd {
     /// card, a cloned card, an outage with offline payments, and the audit verified. Prints
     /// the story; needs root (private namespaces), pcscd and vsmartcard-vpcd.
     Demo(demo::DemoArgs),
+    /// Back up an SQLite installation while it serves: the database (a consistent copy),
+    /// its configuration and keys, in one archive encrypted to age recipients; prints what
+    /// it holds. PostgreSQL: see docs/OPERATIONS.md.
+    Backup {
+        /// The installation's data directory.
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+        /// The archive to write (it must not exist).
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// An age recipient (`age1…`, from `age-keygen`); repeat for several.
+        #[arg(long = "recipient", required = true)]
+        recipients: Vec<String>,
+    },
+    /// Restore a backup into a new data directory, then `kartu audit verify` it.
+    Restore {
+        /// The archive `kartu backup` wrote.
+        #[arg(long = "in")]
+        input: std::path::PathBuf,
+        /// The new data directory (absent or empty).
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+        /// A file of age identities (`AGE-SECRET-KEY-1…`), one of them a recipient.
+        #[arg(long)]
+        identity: std::path::PathBuf,
+    },
     /// Read the ledger.
     Ledger {
         #[arg(long, env = "KARTU_DATABASE_URL", global = true)]
@@ -327,6 +354,18 @@ fn run(cli: Cli) -> Result<()> {
             serve(&data_dir, listen, database_url, demo_city, allow_owner)
         }
         Cmd::Audit { command } => audit_cmd(command),
+        Cmd::Backup { data_dir, out, recipients } => {
+            let m = backup::backup(&data_dir, &out, &recipients).context("backup FAILED")?;
+            println!("{}", m.describe());
+            eprintln!("kartu: backup written to {}", out.display());
+            Ok(())
+        }
+        Cmd::Restore { input, data_dir, identity } => {
+            let m = backup::restore(&input, &data_dir, &identity).context("restore FAILED")?;
+            println!("{}", m.describe());
+            eprintln!("kartu: restored into {}; check it with `kartu audit verify`", data_dir.display());
+            Ok(())
+        }
         Cmd::Ledger { database_url, read } => {
             let url = database_url.context("--database-url or KARTU_DATABASE_URL is required")?;
             let ledger = Ledger::open(&url, LedgerConfig::default()).context("opening the ledger")?;

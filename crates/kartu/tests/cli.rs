@@ -1714,3 +1714,207 @@ fn postgres_sslmode_in_the_database_url_is_honoured() {
     assert!(!ok, "verify-full with a CA that did not sign the server's certificate connected: {out}");
     assert!(err.contains("certificate verify failed") || err.contains("does not support SSL"), "{err}");
 }
+
+/// `kartu backup` while float fundings flow, `kartu restore` into a new folder: the archive
+/// opens with the `age` tool itself; the restored ledger verifies, holds a gapless prefix of
+/// the acknowledged entries and nothing else, its newest checkpoint is the backup's, and
+/// `kartu serve` starts on it (the copied `checkpoint.latest` is in the copied database).
+#[test]
+fn backup_under_load_restores_and_verifies() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("city");
+    let data_s = data.display().to_string();
+    let (token, verifier) = init_prints_the_token_once_and_keeps_the_secrets_private(&data);
+    let (server, base) = serve_on_port(&data_s, 0);
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let a = post_ok(&agent, &base, &token, "/v1/agents", "a1", serde_json::json!({"name": "agent"}));
+    let float_path = format!("/v1/agents/{}/float", a["id"].as_str().expect("id"));
+    let key = dir.path().join("backup.key");
+    let out =
+        Command::new("age-keygen").arg("-o").arg(&key).output().expect("age-keygen (scripts/setup.sh installs age)");
+    let recipient =
+        String::from_utf8_lossy(&out.stderr).split("Public key: ").nth(1).expect("recipient").trim().to_owned();
+    let archive = dir.path().join("city.backup.age");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let acked: Vec<i64> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..3)
+            .map(|w| {
+                let (agent, base, token, path, stop) = (&agent, &base, &token, &float_path, &stop);
+                scope.spawn(move || {
+                    let mut seqs = Vec::new();
+                    for i in 0.. {
+                        if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                            break;
+                        }
+                        let v = post_ok(
+                            agent,
+                            base,
+                            token,
+                            path,
+                            &format!("w{w}-{i}"),
+                            serde_json::json!({"amount": "10.00"}),
+                        );
+                        seqs.push(v["entry_seq"].as_i64().expect("entry_seq"));
+                    }
+                    seqs
+                })
+            })
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        let (ok, stdout, err) = kartu(&[
+            "backup",
+            "--data-dir",
+            &data_s,
+            "--out",
+            &archive.display().to_string(),
+            "--recipient",
+            &recipient,
+        ]);
+        assert!(ok && stdout.contains("entries: ") && err.contains("backup written"), "{stdout}{err}");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        workers.into_iter().flat_map(|w| w.join().expect("worker")).collect()
+    });
+    drop(server);
+    restored_backup_is_a_prefix_of_the_acknowledged(dir.path(), &archive, &key, &verifier, &acked);
+}
+
+fn restored_backup_is_a_prefix_of_the_acknowledged(
+    dir: &Path,
+    archive: &Path,
+    key: &Path,
+    verifier: &str,
+    acked: &[i64],
+) {
+    let archive_s = archive.display().to_string();
+    let key_s = key.display().to_string();
+    // The archive opens with age itself: a city's IT need not trust kartu to read it.
+    let listing =
+        Command::new("sh").arg("-c").arg(format!("age -d -i '{key_s}' '{archive_s}' | tar -t")).output().expect("age");
+    let names = String::from_utf8_lossy(&listing.stdout).to_string();
+    assert_eq!(
+        names.lines().collect::<Vec<_>>(),
+        ["MANIFEST.json", "kartu.db", "kartu.toml", "keys.toml", "nik.key", "checkpoint.latest"],
+        "{names}"
+    );
+    let restored = dir.join("restored");
+    let restored_s = restored.display().to_string();
+    let (ok, stdout, err) = kartu(&["restore", "--in", &archive_s, "--data-dir", &restored_s, "--identity", &key_s]);
+    assert!(ok, "{stdout}{err}");
+    let entries: i64 =
+        stdout.lines().find_map(|l| l.strip_prefix("entries: ")).and_then(|n| n.parse().ok()).expect("entries");
+    assert!(
+        entries > 0 && (entries as usize) < acked.len(),
+        "the backup was taken mid-load: {entries} of {}",
+        acked.len()
+    );
+    let mut sorted = acked.to_vec();
+    sorted.sort_unstable();
+    assert_eq!(
+        &sorted[..entries as usize],
+        (1..=entries).collect::<Vec<_>>().as_slice(),
+        "a gapless prefix, all acknowledged"
+    );
+    let pub_file = dir.join("log.pub");
+    std::fs::write(&pub_file, format!("{verifier}\n")).expect("key");
+    let url = format!("sqlite://{}", restored.join("kartu.db").display());
+    let pub_s = pub_file.display().to_string();
+    let trusted = restored.join("checkpoint.latest").display().to_string();
+    // A copy taken mid-load ends with leaves no checkpoint signed yet; it extends the
+    // signer's last checkpoint, which the backup carries.
+    let verify = ["audit", "verify", "--database-url", &url, "--public-key", &pub_s, "--trusted-checkpoint", &trusted];
+    let (ok, out, err) = kartu(&[&verify[..], &["--allow-unsigned-tail"]].concat());
+    assert!(ok, "the restored ledger verifies: {out}{err}");
+    let checkpoint = stdout.lines().find_map(|l| l.strip_prefix("latest checkpoint: ")).expect("checkpoint").to_owned();
+    let file = std::fs::read_to_string(&trusted).expect("checkpoint.latest");
+    assert!(
+        file.lines().nth(1).and_then(|s| s.parse::<i64>().ok()) <= checkpoint.parse().ok(),
+        "{file} vs {checkpoint}"
+    );
+    // It serves, and its signer signs the tail with the city's key.
+    let (server, base) = serve_on_port(&restored_s, 0);
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let ready = agent.get(&format!("{base}/readyz")).call().expect("readyz");
+    assert_eq!(ready.status(), 200, "the restored installation serves");
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    drop(server);
+    let (ok, out, err) = kartu(&verify);
+    assert!(ok, "every leaf of the restored ledger is signed now: {out}{err}");
+    restore_refuses_bad_input(dir, archive, key, &restored_s);
+}
+
+/// Bad input: the wrong identity, a folder that is not empty, a recipient that is not one.
+fn restore_refuses_bad_input(dir: &Path, archive: &Path, key: &Path, restored_s: &str) {
+    let (archive_s, key_s) = (archive.display().to_string(), key.display().to_string());
+    let other = dir.join("other.key");
+    assert!(Command::new("age-keygen").arg("-o").arg(&other).output().expect("age-keygen").status.success());
+    let fresh = dir.join("fresh").display().to_string();
+    let (ok, _, err) =
+        kartu(&["restore", "--in", &archive_s, "--data-dir", &fresh, "--identity", &other.display().to_string()]);
+    assert!(!ok && err.contains("none of these identities"), "{err}");
+    let (ok, _, err) = kartu(&["restore", "--in", &archive_s, "--data-dir", restored_s, "--identity", &key_s]);
+    assert!(!ok && err.contains("is not empty"), "{err}");
+    let (ok, _, err) = kartu(&["backup", "--data-dir", restored_s, "--out", &archive_s, "--recipient", "age1x"]);
+    assert!(!ok && err.contains("recipient"), "{err}");
+}
+
+/// PostgreSQL's procedure (docs/OPERATIONS.md, "Back up and restore"): a day's database
+/// dumped with `pg_dump` while `kartu serve` writes, restored with `pg_restore` into a new
+/// database, verifies with the city's key and holds only acknowledged entries, gapless;
+/// `kartu backup` refuses a PostgreSQL installation and names the procedure.
+#[test]
+fn postgres_dump_restores_and_verifies() {
+    let (src, dst) = (PgDb::create("dump"), PgDb::create("restored"));
+    let dir = tempfile::tempdir().expect("dir");
+    let data_s = dir.path().join("city").display().to_string();
+    let (ok, token, err) = kartu(&["init", "--data-dir", &data_s, "--database-url", &src.url]);
+    assert!(ok, "{err}");
+    let token = token.trim().to_owned();
+    let verifier = err.lines().find_map(|l| l.split("verifier key: ").nth(1)).expect("verifier key line").to_owned();
+    let (server, base) = serve_on_port(&data_s, 0);
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let a = post_ok(&agent, &base, &token, "/v1/agents", "a1", serde_json::json!({"name": "agent"}));
+    let path = format!("/v1/agents/{}/float", a["id"].as_str().expect("id"));
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let acked: Vec<i64> = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            let mut seqs = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) || seqs.len() < 20 {
+                let key = format!("f{}", seqs.len());
+                let v = post_ok(&agent, &base, &token, &path, &key, serde_json::json!({"amount": "10.00"}));
+                seqs.push(v["entry_seq"].as_i64().expect("entry_seq"));
+            }
+            seqs
+        });
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        // pg_dump's snapshot is one transaction: what it holds is consistent.
+        let dump = dir.path().join("city.dump");
+        let out = Command::new("pg_dump").args(["-Fc", "-f"]).arg(&dump).arg(&src.url).output().expect("pg_dump");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let out = Command::new("pg_restore")
+            .args(["--no-owner", "--no-privileges", "-d", &dst.url])
+            .arg(&dump)
+            .output()
+            .expect("pg_restore");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        writer.join().expect("writer")
+    });
+    drop(server);
+    let pub_file = dir.path().join("log.pub");
+    std::fs::write(&pub_file, format!("{verifier}\n")).expect("key");
+    let pub_s = pub_file.display().to_string();
+    let (ok, out, err) =
+        kartu(&["audit", "verify", "--database-url", &dst.url, "--public-key", &pub_s, "--allow-unsigned-tail"]);
+    assert!(ok, "the restored database verifies: {out}{err}");
+    let entries: i64 = out
+        .strip_prefix("OK: ")
+        .and_then(|r| r.split(" entries").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the report: {out}"));
+    assert!(entries > 0 && (entries as usize) < acked.len(), "a copy taken mid-load: {entries} of {}", acked.len());
+    assert_eq!(&acked[..entries as usize], (1..=entries).collect::<Vec<_>>().as_slice(), "only acknowledged entries");
+    let (ok, _, err) = kartu(&["backup", "--data-dir", &data_s, "--out", "/tmp/x.age", "--recipient", "age1x"]);
+    assert!(!ok && err.contains("PostgreSQL") && err.contains("pg_dump"), "{err}");
+}
