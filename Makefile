@@ -3,7 +3,11 @@ DATA_DIR ?= .kartu
 DATABASE_URL ?= sqlite://$(DATA_DIR)/kartu.db
 CARGO ?= cargo
 
-.PHONY: run test check bench profile soak demo setup fmt clippy fuzz screenshots
+.PHONY: run test check bench profile soak demo setup setup-build fmt clippy fuzz screenshots
+
+# What building needs (all `make run` installs), and what the tests add.
+setup-build:
+	@scripts/setup-build.sh
 
 setup:
 	@scripts/setup.sh
@@ -11,7 +15,7 @@ setup:
 # The server on embedded SQLite with a small demo city: init on the first run (the first
 # operator token goes to $(DATA_DIR)/operator.token, 0600), then serve in the foreground.
 LISTEN ?= 127.0.0.1:8080
-run: setup
+run: setup-build
 	$(CARGO) build --release -p kartu
 	@if [ ! -f $(DATA_DIR)/kartu.toml ]; then \
 		mkdir -p $(DATA_DIR) && umask 077 && ./target/release/kartu init --data-dir $(DATA_DIR) > $(DATA_DIR)/operator.token; \
@@ -33,6 +37,7 @@ screenshots: setup
 
 # Every test, on SQLite and PostgreSQL (a throwaway cluster is started if none runs).
 test: setup
+	@scripts/need-root.sh
 	scripts/with-postgres.sh $(CARGO) test --workspace
 
 fmt:

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Installs the system packages Kartu's build and tests need, when they are missing.
-# Safe to run again; does nothing when everything is there. Needs root (or sudo) only
-# when something must be installed.
+# Installs the system packages Kartu's tests need, when they are missing: first what the
+# build needs (scripts/setup-build.sh, all `make run` installs), then what `make test`
+# adds. Safe to run again; does nothing when everything is there. Needs root (or sudo)
+# only when something must be installed.
 set -euo pipefail
+"$(dirname "$0")/setup-build.sh"
 
 # pcscd + vsmartcard-vpcd: the PC/SC daemon and virtual-card driver of the card tests;
 # util-linux: unshare, which gives those tests a private /run; fonts-dejavu-core: the text of
 # make bench's latency plot; chromium: the headless browser the citizens' pages are tested in.
 # age: the tool a city opens `kartu backup` archives with (and the backup test checks they open).
-packages=(libpq-dev pkg-config postgresql-common postgresql pcscd vsmartcard-vpcd libpcsclite-dev util-linux fonts-dejavu-core chromium age)
+packages=(postgresql-common postgresql pcscd vsmartcard-vpcd util-linux fonts-dejavu-core chromium age)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -19,4 +21,3 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-command -v cargo >/dev/null || { echo "setup: cargo is not installed (https://rustup.rs)" >&2; exit 1; }

@@ -79,9 +79,11 @@ fn unauthorized(detail: &str) -> ApiError {
 /// The bearer token of a request, checked for shape and hashed, not yet looked up: a
 /// handler on the hot path resolves it ([`Caller::resolve`]) in the same trip to the
 /// blocking pool as its other reads. Most handlers take [`Caller`], which does both.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct BearerToken {
     hash: [u8; 32],
+    /// Where the request log learns the credential, once looked up.
+    log: Option<crate::requests::RequestLog>,
     /// The request came from this machine (loopback): exempt from the per-credential rate
     /// limit unless `limits.rate_limit_loopback` says otherwise.
     loopback: bool,
@@ -100,6 +102,7 @@ impl FromRequest for BearerToken {
                 .filter(|t| t.starts_with(TOKEN_PREFIX) && t.len() < 100)
                 .map(|token| BearerToken {
                     hash: token_hash(token),
+                    log: actix_web::HttpMessage::extensions(req).get::<crate::requests::RequestLog>().cloned(),
                     loopback: req.peer_addr().is_some_and(|a| a.ip().is_loopback()),
                 })
                 .ok_or_else(|| unauthorized("send Authorization: Bearer <token>")),
@@ -124,6 +127,9 @@ impl Caller {
             return Err(unauthorized("this token was revoked"));
         }
         let role = credential.role;
+        if let Some(log) = &token.log {
+            log.set_credential(credential.id);
+        }
         state.admit(credential.id, token.loopback)?;
         Ok(Caller { credential, role })
     }

@@ -19,6 +19,9 @@ pub struct ApiError {
 
 pub use client::wire::Problem;
 
+/// The media type of every error (RFC 9457).
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
 impl ApiError {
     /// A new error.
     pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> ApiError {
@@ -66,12 +69,13 @@ impl ResponseError for ApiError {
             status: self.status.as_u16(),
             detail: self.detail.clone(),
             code: self.code.to_owned(),
+            request_id: None,
         };
         let mut response = HttpResponse::build(self.status);
         if self.status == StatusCode::TOO_MANY_REQUESTS {
             response.insert_header((actix_web::http::header::RETRY_AFTER, "1"));
         }
-        response.content_type("application/problem+json").json(body)
+        response.content_type(PROBLEM_JSON).json(body)
     }
 }
 

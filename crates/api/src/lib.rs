@@ -13,6 +13,7 @@ pub mod offline;
 pub mod openapi;
 pub mod operator;
 pub mod pages;
+pub mod requests;
 pub mod server;
 pub mod taps;
 pub mod tls;
@@ -74,6 +75,8 @@ pub struct Settings {
     pub metrics_listen: Option<String>,
     /// The city's time zone: the days of the books and the times the pages show.
     pub timezone: chrono_tz::Tz,
+    /// How old the oldest unsigned leaf may be before `/readyz` says the signer is behind.
+    pub checkpoint_lag_max: std::time::Duration,
 }
 
 /// The installation's money limits, minor units: an amount above them is refused with
@@ -135,6 +138,7 @@ impl Default for Settings {
             metrics_listen: None,
             limits: MoneyLimits::default(),
             timezone: chrono_tz::Asia::Jakarta,
+            checkpoint_lag_max: std::time::Duration::from_secs(10),
         }
     }
 }

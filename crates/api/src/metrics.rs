@@ -3,13 +3,16 @@
 
 use std::time::Instant;
 
-use actix_web::body::{EitherBody, MessageBody};
+use actix_web::body::{BoxBody, EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use actix_web::middleware::Next;
+use actix_web::HttpMessage as _;
 use actix_web::{web, HttpResponse};
 use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 use crate::error::ApiError;
+use crate::requests::{RequestLog, REQUEST_ID};
 use crate::AppState;
 
 /// The API's metrics.
@@ -105,26 +108,59 @@ impl Metrics {
     }
 }
 
-/// Middleware: counts and times every request by its route pattern (never the raw path,
-/// which would carry ids).
+/// Middleware: gives every request its id ([`RequestLog`]), counts and times it by its
+/// route pattern (never the raw path, which would carry ids), logs one line (id, method,
+/// route, status, credential id, duration: never a token, key, tap or NIK), and puts the
+/// id in the `Request-Id` header and in a problem+json body.
 pub async fn track(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody + 'static>, actix_web::Error> {
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let started = Instant::now();
     let method = req.method().as_str().to_owned();
     let state = req.app_data::<web::Data<AppState>>().cloned();
-    let res = next.call(req).await?;
+    let log = RequestLog::new(req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()));
+    req.extensions_mut().insert(log.clone());
+    let res = next.call(req).await?.map_into_boxed_body();
     if let Some(state) = state {
         let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
         let status = res.status().as_u16().to_string();
         let elapsed = started.elapsed();
         state.metrics.requests.with_label_values(&[&method, &route, &status]).inc();
         state.metrics.latency.with_label_values(&[&route]).observe(elapsed.as_secs_f64());
-        // Route patterns only: ids, bodies, tokens and taps are never logged.
-        tracing::info!(method = %method, route = %route, status = %status, micros = elapsed.as_micros() as u64, "request");
+        let credential = log.credential().map(|c| c.to_string()).unwrap_or_else(|| "-".into());
+        tracing::info!(request_id = %log.id, method = %method, route = %route, status = %status,
+            credential_id = %credential, micros = elapsed.as_micros() as u64, "request");
     }
-    Ok(res)
+    with_request_id(res, &log.id).await
+}
+
+/// The answer with `Request-Id`, and a problem+json body with `request_id`.
+async fn with_request_id(
+    res: ServiceResponse<BoxBody>,
+    id: &str,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let (req, mut response) = res.into_parts();
+    if let Ok(value) = HeaderValue::from_str(id) {
+        response.headers_mut().insert(HeaderName::from_static(REQUEST_ID), value);
+    }
+    let problem = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(crate::error::PROBLEM_JSON.as_bytes()));
+    if !problem {
+        return Ok(ServiceResponse::new(req, response));
+    }
+    let (response, body) = response.into_parts();
+    let bytes = actix_web::body::to_bytes(body).await.unwrap_or_default();
+    let body = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(mut v) if v.is_object() => {
+            v["request_id"] = serde_json::Value::String(id.to_owned());
+            serde_json::to_vec(&v).map_or(bytes, Into::into)
+        }
+        _ => bytes,
+    };
+    Ok(ServiceResponse::new(req, response.set_body(BoxBody::new(body))))
 }
 
 /// Where `/metrics` is served when it has a listener of its own (`metrics_listen`).
@@ -184,30 +220,64 @@ pub async fn healthz() -> HttpResponse {
 }
 
 /// The database answers, the writer takes requests (it has not stopped on a broken
-/// invariant), and the checkpoint signer does not refuse (a log that does not extend the last signed checkpoint is not ready: 503 with the
-/// reason).
+/// invariant), the checkpoint signer does not refuse (a log that does not extend the last
+/// signed checkpoint is not ready) and is not behind: the oldest leaf no signed checkpoint
+/// covers is at most `checkpoint_lag_max_ms` old (default 10 s). Otherwise 503 with the
+/// reason.
 #[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
-    responses((status = 200, description = "ready", body = Ready), (status = 503, description = "`checkpoint_refused` or `not_ready`: not ready", body = crate::error::Problem)))]
+    responses((status = 200, description = "ready", body = Ready), (status = 503, description = "`writer_stopped`, `checkpoint_refused`, `checkpoint_behind` or `not_ready`: not ready", body = crate::error::Problem)))]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let unavailable = |code: &'static str, detail: String| {
+        ApiError::new(actix_web::http::StatusCode::SERVICE_UNAVAILABLE, code, detail)
+    };
     if let Some(reason) = state.ledger.writer_halted() {
-        return Err(ApiError::new(
-            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+        return Err(unavailable(
             "writer_stopped",
             format!("the ledger's writer stopped on a broken invariant: {reason}"),
         ));
     }
     if let Some(reason) = state.ledger.checkpoint_refusal() {
-        return Err(ApiError::new(
-            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-            "checkpoint_refused",
-            format!("the checkpoint signer refuses to sign: {reason}"),
-        ));
+        return Err(unavailable("checkpoint_refused", format!("the checkpoint signer refuses to sign: {reason}")));
     }
     let ledger = state.ledger.clone();
-    let size = crate::blocking(move || Ok(ledger.tree_size()?)).await.map_err(|e| {
-        ApiError::new(actix_web::http::StatusCode::SERVICE_UNAVAILABLE, "not_ready", format!("database: {}", e.detail))
-    })?;
+    let signs = state.settings.verifier_key.is_some();
+    let (size, unsigned_since) = crate::blocking(move || {
+        let size = ledger.tree_size()?;
+        let since = if signs { oldest_unsigned_leaf(&ledger, size)? } else { None };
+        Ok((size, since))
+    })
+    .await
+    .map_err(|e| unavailable("not_ready", format!("database: {}", e.detail)))?;
+    let max = state.settings.checkpoint_lag_max;
+    if let Some(since) = unsigned_since {
+        let age = std::time::Duration::from_micros(state.ledger.now_us().saturating_sub(since).max(0) as u64);
+        if age > max {
+            return Err(unavailable(
+                "checkpoint_behind",
+                format!(
+                    "the oldest leaf no signed checkpoint covers is {:.1} s old (at most {:.1} s): the checkpoint \
+                     signer is behind or stopped",
+                    age.as_secs_f64(),
+                    max.as_secs_f64()
+                ),
+            ));
+        }
+    }
     Ok(HttpResponse::Ok().json(Ready { status: "ready".into(), tree_size: size }))
+}
+
+/// When the oldest leaf that no signed checkpoint covers was written (µs), if any.
+fn oldest_unsigned_leaf(ledger: &ledger::Ledger, size: i64) -> Result<Option<i64>, ApiError> {
+    let signed = ledger.latest_checkpoint()?.map_or(0, |c| c.tree_size);
+    if signed >= size {
+        return Ok(None);
+    }
+    let Some(leaf) = ledger.leaves(signed, 1)?.into_iter().next() else { return Ok(None) };
+    let time = match leaf.leaf.get(1) {
+        Some(1) => ledger::audit::decode_entry_leaf(&leaf.leaf).map(|e| e.time_us),
+        _ => ledger::audit::decode_event_leaf(&leaf.leaf).map(|e| e.time_us),
+    };
+    time.map(Some).map_err(|e| ApiError::internal(format!("leaf {signed}: {e}")))
 }
 
 /// Prometheus text exposition. Open unless the installation sets `metrics_token`, which a

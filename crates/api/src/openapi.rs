@@ -125,8 +125,7 @@ pub fn document() -> &'static serde_json::Value {
     })
 }
 
-/// The media type of every error (RFC 9457).
-pub const PROBLEM_JSON: &str = "application/problem+json";
+pub use crate::error::PROBLEM_JSON;
 
 /// The longest client `Idempotency-Key` (the server prefixes the credential).
 const IDEMPOTENCY_KEY_MAX: usize = crate::auth::CLIENT_KEY_MAX;

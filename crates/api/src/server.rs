@@ -43,6 +43,10 @@ pub struct Config {
     pub origin: String,
     /// Checkpoint signing interval.
     pub checkpoint_interval_ms: u64,
+    /// `/readyz` answers 503 `checkpoint_behind` when the oldest leaf no signed checkpoint
+    /// covers is older than this, ms.
+    #[serde(default = "default_checkpoint_lag_max_ms")]
+    pub checkpoint_lag_max_ms: u64,
     /// Maximum balance of a new card wallet, decimal.
     pub wallet_balance_max: String,
     /// HTTP worker threads (0: one per core).
@@ -87,6 +91,10 @@ pub struct Config {
     /// Money and tap limits.
     #[serde(default)]
     pub limits: LimitsConfig,
+}
+
+fn default_checkpoint_lag_max_ms() -> u64 {
+    10_000
 }
 
 fn default_timezone() -> String {
@@ -200,6 +208,7 @@ impl Config {
             currency: "IDR".into(),
             origin: "kartu.example/log".into(),
             checkpoint_interval_ms: 1000,
+            checkpoint_lag_max_ms: default_checkpoint_lag_max_ms(),
             wallet_balance_max: "2000000.00".into(),
             workers: 0,
             hold_sweep_interval_ms: default_hold_sweep_interval_ms(),
@@ -546,6 +555,7 @@ pub fn load_with(data_dir: &Path, database_url: Option<&str>, allow_owner: bool)
         tls,
         metrics_listen: config.metrics_listen.clone(),
         timezone,
+        checkpoint_lag_max: Duration::from_millis(config.checkpoint_lag_max_ms.max(1)),
         ..Settings::default()
     };
     let state = web::Data::new(AppState::new(ledger, settings, TapKeys(keys), &nik_key));

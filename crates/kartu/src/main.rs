@@ -316,7 +316,9 @@ fn main() {
     // Structured logs on stderr: KARTU_LOG sets the filter (e.g. `info` logs every request),
     // KARTU_LOG_FORMAT=json writes one JSON object per line.
     let filter = tracing_subscriber::EnvFilter::try_from_env("KARTU_LOG").unwrap_or_else(|_| "warn".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only on a terminal: a log file or journald gets plain `key=value` text.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour);
     if std::env::var("KARTU_LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().init();
     } else {

@@ -273,7 +273,14 @@ fn init_serve_and_verify_a_live_server() {
     assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
     let status = server.wait().expect("wait");
     assert!(status.success(), "serve must exit cleanly on SIGTERM: {status}");
-    assert!(lines.map_while(Result::ok).any(|l| l.contains("stopped")), "the server says it stopped");
+    let log: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(log.iter().any(|l| l.contains("stopped")), "the server says it stopped");
+    // One line per request, with its id and credential; never a token.
+    let requests: Vec<&String> = log.iter().filter(|l| l.contains("request_id=")).collect();
+    assert!(requests.iter().any(|l| l.contains("route=/v1/credentials") && l.contains("credential_id=1")), "{log:?}");
+    for secret in [&token, &auditor] {
+        assert!(!log.iter().any(|l| l.contains(secret.as_str())), "a token in the log");
+    }
 }
 
 /// `kartu audit receipt`: the float funding's receipt verifies under the city's key (and,
@@ -469,7 +476,7 @@ fn spawn_serve(
 ) -> (std::process::Child, String, std::io::Lines<std::io::BufReader<std::process::ChildStderr>>) {
     use std::io::BufRead;
     let mut command = Command::new(env!("CARGO_BIN_EXE_kartu"));
-    command.args(["serve", "--data-dir", data_s, "--listen", listen]);
+    command.args(["serve", "--data-dir", data_s, "--listen", listen]).env("KARTU_LOG", "info");
     if let Some(ms) = checkpoint_ms {
         command.env("KARTU_CHECKPOINT_INTERVAL_MS", ms);
     }

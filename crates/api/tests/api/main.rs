@@ -69,6 +69,8 @@ const CASES: &[(&str, Case)] = &[
     ("verify_checks_the_registry", registry::verify_checks_the_registry),
     ("openapi_document_and_routes", openapi::openapi_document_and_routes),
     ("health_and_metrics", openapi::health_and_metrics),
+    ("request_ids", openapi::request_ids),
+    ("readyz_checkpoint_behind", openapi::readyz_checkpoint_behind),
     ("tls_https_and_sighup_reload", tls::https_and_sighup_reload),
     ("tls_metrics_on_its_own_listener", tls::metrics_on_its_own_listener),
     ("pages_card", pages::card_page),

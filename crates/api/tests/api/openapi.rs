@@ -270,3 +270,50 @@ fn check_contract(doc: &Value) -> TestResult {
     }
     Ok(())
 }
+
+/// Every answer carries a `Request-Id` (made here, or a load balancer's when it is a plain
+/// token), each request its own; a problem+json says the same id in `request_id`.
+pub fn request_ids(backend: Backend) -> TestResult {
+    let s = Server::start(backend)?;
+    let header = |r: &crate::support::Resp| r.header("request-id").map(str::to_owned).unwrap_or_default();
+    let made = |id: &str| {
+        let (prefix, counter) = id.split_once('-').unwrap_or(("", ""));
+        prefix.len() == 8 && counter.len() == 10 && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+    };
+    let (a, b) = (s.get_public("/healthz")?, s.get_public("/healthz")?);
+    check!(made(&header(&a)) && made(&header(&b)) && header(&a) != header(&b), "{} {}", header(&a), header(&b));
+    let r = s.get_public("/v1/audit/trial-balance")?;
+    r.problem(401, "unauthorized")?;
+    check!(made(&header(&r)), "{}", header(&r));
+    check_eq!(r.json["request_id"], json!(header(&r)));
+    let r = s.get("/v1/audit/trial-balance", "kt_nobody")?;
+    check_eq!(r.json["request_id"], json!(header(&r)), "{}", r.text);
+    // A load balancer's id is kept; one that is not a plain token is replaced.
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    for (sent, kept) in [("lb-7f3a_0001", true), ("bad id!", false), (&*"x".repeat(65), false)] {
+        let r =
+            agent.get(format!("{}/v1/cards/1", s.base)).header("request-id", sent).call().map_err(crate::support::s)?;
+        let got = r.headers().get("request-id").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        check_eq!(got == sent, kept, "sent {sent:?}, got {got:?}");
+        check!(kept || made(&got), "{got}");
+    }
+    Ok(())
+}
+
+/// `/readyz` says `checkpoint_behind` once the oldest leaf no checkpoint covers is older
+/// than `checkpoint_lag_max_ms`, here with a signer that signs once a minute.
+pub fn readyz_checkpoint_behind(backend: Backend) -> TestResult {
+    let s = Server::start_with(backend, |c| {
+        c.replace("checkpoint_interval_ms = 100\n", "checkpoint_interval_ms = 60000\n")
+            .replace("checkpoint_lag_max_ms = 10000", "checkpoint_lag_max_ms = 400")
+    })?;
+    s.get_public("/readyz")?.expect(200)?;
+    // An operator action is a leaf; until the signer's next turn no checkpoint covers it.
+    s.holder("Ani Wijaya", "7371010101900009", &[])?;
+    s.get_public("/readyz")?.expect(200)?;
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let r = s.get_public("/readyz")?;
+    r.problem(503, "checkpoint_behind")?;
+    check!(r.json["detail"].as_str().unwrap_or("").contains("at most 0.4 s"), "{}", r.text);
+    Ok(())
+}

@@ -16,4 +16,8 @@ pub struct Problem {
     pub detail: String,
     /// Stable code.
     pub code: String,
+    /// The request's id, as in the `Request-Id` header and the server's log: quote it when
+    /// reporting the problem.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
