@@ -2,12 +2,13 @@
 # What building Kartu and `make run` need, installed when missing: a C compiler and linker
 # (build-essential), pkg-config, libpq-dev (diesel's PostgreSQL driver) and libpcsclite-dev
 # (the card reader's PC/SC library); SQLite is compiled in. Then the Rust toolchain is
-# checked against the workspace's rust-version. `scripts/setup.sh` adds what the tests
-# need. Safe to run again; needs root (or sudo) only when something must be installed.
+# checked against the workspace's rust-version. Packages given as arguments are installed
+# too (`scripts/setup.sh` gives what the tests need). Safe to run again; needs root (or
+# sudo) only when something must be installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(build-essential pkg-config libpq-dev libpcsclite-dev)
+packages=(build-essential pkg-config libpq-dev libpcsclite-dev "$@")
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -77,6 +77,8 @@ pub struct Settings {
     pub timezone: chrono_tz::Tz,
     /// How old the oldest unsigned leaf may be before `/readyz` says the signer is behind.
     pub checkpoint_lag_max: std::time::Duration,
+    /// How long one writer batch may run before `/readyz` says the writer is stuck.
+    pub writer_stall_max: std::time::Duration,
 }
 
 /// The installation's money limits, minor units: an amount above them is refused with
@@ -139,6 +141,7 @@ impl Default for Settings {
             limits: MoneyLimits::default(),
             timezone: chrono_tz::Asia::Jakarta,
             checkpoint_lag_max: std::time::Duration::from_secs(10),
+            writer_stall_max: std::time::Duration::from_secs(10),
         }
     }
 }

@@ -220,12 +220,12 @@ pub async fn healthz() -> HttpResponse {
 }
 
 /// The database answers, the writer takes requests (it has not stopped on a broken
-/// invariant), the checkpoint signer does not refuse (a log that does not extend the last
+/// invariant, and no batch has run longer than `writer_stall_max_ms`), the checkpoint signer does not refuse (a log that does not extend the last
 /// signed checkpoint is not ready) and is not behind: the oldest leaf no signed checkpoint
 /// covers is at most `checkpoint_lag_max_ms` old (default 10 s). Otherwise 503 with the
 /// reason.
 #[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
-    responses((status = 200, description = "ready", body = Ready), (status = 503, description = "`writer_stopped`, `checkpoint_refused`, `checkpoint_behind` or `not_ready`: not ready", body = crate::error::Problem)))]
+    responses((status = 200, description = "ready", body = Ready), (status = 503, description = "`writer_stopped`, `writer_stuck`, `checkpoint_refused`, `checkpoint_behind` or `not_ready`: not ready", body = crate::error::Problem)))]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let unavailable = |code: &'static str, detail: String| {
         ApiError::new(actix_web::http::StatusCode::SERVICE_UNAVAILABLE, code, detail)
@@ -238,6 +238,18 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     }
     if let Some(reason) = state.ledger.checkpoint_refusal() {
         return Err(unavailable("checkpoint_refused", format!("the checkpoint signer refuses to sign: {reason}")));
+    }
+    let stall_max = state.settings.writer_stall_max;
+    if let Some(running) = state.ledger.writer_stats().batch_running_for().filter(|t| *t > stall_max) {
+        return Err(unavailable(
+            "writer_stuck",
+            format!(
+                "the ledger's writer has been in one batch for {:.1} s (at most {:.1} s): the database does not \
+                 answer it or something holds its lock",
+                running.as_secs_f64(),
+                stall_max.as_secs_f64()
+            ),
+        ));
     }
     let ledger = state.ledger.clone();
     let signs = state.settings.verifier_key.is_some();

@@ -47,6 +47,10 @@ pub struct Config {
     /// covers is older than this, ms.
     #[serde(default = "default_checkpoint_lag_max_ms")]
     pub checkpoint_lag_max_ms: u64,
+    /// `/readyz` answers 503 `writer_stuck` when one writer batch has run longer than
+    /// this, ms (a database that does not answer, a lock held elsewhere).
+    #[serde(default = "default_checkpoint_lag_max_ms")]
+    pub writer_stall_max_ms: u64,
     /// Maximum balance of a new card wallet, decimal.
     pub wallet_balance_max: String,
     /// HTTP worker threads (0: one per core).
@@ -209,6 +213,7 @@ impl Config {
             origin: "kartu.example/log".into(),
             checkpoint_interval_ms: 1000,
             checkpoint_lag_max_ms: default_checkpoint_lag_max_ms(),
+            writer_stall_max_ms: default_checkpoint_lag_max_ms(),
             wallet_balance_max: "2000000.00".into(),
             workers: 0,
             hold_sweep_interval_ms: default_hold_sweep_interval_ms(),
@@ -556,6 +561,7 @@ pub fn load_with(data_dir: &Path, database_url: Option<&str>, allow_owner: bool)
         metrics_listen: config.metrics_listen.clone(),
         timezone,
         checkpoint_lag_max: Duration::from_millis(config.checkpoint_lag_max_ms.max(1)),
+        writer_stall_max: Duration::from_millis(config.writer_stall_max_ms.max(1)),
         ..Settings::default()
     };
     let state = web::Data::new(AppState::new(ledger, settings, TapKeys(keys), &nik_key));

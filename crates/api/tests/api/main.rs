@@ -71,6 +71,7 @@ const CASES: &[(&str, Case)] = &[
     ("health_and_metrics", openapi::health_and_metrics),
     ("request_ids", openapi::request_ids),
     ("readyz_checkpoint_behind", openapi::readyz_checkpoint_behind),
+    ("readyz_writer_stuck", openapi::readyz_writer_stuck),
     ("tls_https_and_sighup_reload", tls::https_and_sighup_reload),
     ("tls_metrics_on_its_own_listener", tls::metrics_on_its_own_listener),
     ("pages_card", pages::card_page),

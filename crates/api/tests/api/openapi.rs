@@ -317,3 +317,48 @@ pub fn readyz_checkpoint_behind(backend: Backend) -> TestResult {
     check!(r.json["detail"].as_str().unwrap_or("").contains("at most 0.4 s"), "{}", r.text);
     Ok(())
 }
+
+/// `/readyz` says `writer_stuck` while one writer batch runs longer than
+/// `writer_stall_max_ms`: here another connection holds the write lock (SQLite `BEGIN
+/// IMMEDIATE`, PostgreSQL the head row `FOR UPDATE`) while a write waits for it; once the
+/// lock is let go the write goes through and the server is ready again.
+pub fn readyz_writer_stuck(backend: Backend) -> TestResult {
+    use diesel::connection::SimpleConnection as _;
+    use diesel::Connection as _;
+    let s = Server::start_with(backend, |c| c.replace("writer_stall_max_ms = 10000", "writer_stall_max_ms = 300"))?;
+    s.get_public("/readyz")?.expect(200)?;
+    let url = s.owner_url().to_owned();
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || -> TestResult {
+        let hold = std::time::Duration::from_millis(1500);
+        match url.strip_prefix("sqlite://") {
+            Some(path) => {
+                let mut c = diesel::sqlite::SqliteConnection::establish(path).map_err(crate::support::s)?;
+                c.batch_execute("BEGIN IMMEDIATE").map_err(crate::support::s)?;
+                let _ = locked_tx.send(());
+                std::thread::sleep(hold);
+                c.batch_execute("COMMIT").map_err(crate::support::s)
+            }
+            None => {
+                let mut c = diesel::pg::PgConnection::establish(&url).map_err(crate::support::s)?;
+                c.batch_execute("BEGIN; SELECT 1 FROM ledger_head FOR UPDATE").map_err(crate::support::s)?;
+                let _ = locked_tx.send(());
+                std::thread::sleep(hold);
+                c.batch_execute("COMMIT").map_err(crate::support::s)
+            }
+        }
+    });
+    locked_rx.recv_timeout(std::time::Duration::from_secs(10)).map_err(crate::support::s)?;
+    std::thread::scope(|scope| -> TestResult {
+        let write = scope.spawn(|| s.holder("Budi Santoso", "7371010101900008", &[]));
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        let r = s.get_public("/readyz")?;
+        r.problem(503, "writer_stuck")?;
+        check!(r.json["detail"].as_str().unwrap_or("").contains("at most 0.3 s"), "{}", r.text);
+        write.join().map_err(|_| "the write panicked")??;
+        Ok(())
+    })?;
+    holder.join().map_err(|_| "the lock holder panicked")??;
+    s.get_public("/readyz")?.expect(200)?;
+    Ok(())
+}

@@ -202,6 +202,23 @@ pub struct WriterStats {
     pub busy_us: std::sync::atomic::AtomicU64,
     /// SQLite: WAL checkpoints the writer ran itself (past its bound).
     pub wal_checkpoints: std::sync::atomic::AtomicU64,
+    /// When the batch in progress began, µs on [`WriterStats::clock_us`]'s clock; 0 while
+    /// the writer waits for work.
+    pub batch_started_us: std::sync::atomic::AtomicU64,
+}
+
+impl WriterStats {
+    /// A monotonic clock in µs since the first call (never 0), for [`Self::batch_started_us`].
+    pub fn clock_us() -> u64 {
+        static BASE: OnceLock<std::time::Instant> = OnceLock::new();
+        BASE.get_or_init(std::time::Instant::now).elapsed().as_micros() as u64 + 1
+    }
+
+    /// How long the batch in progress has taken so far; `None` while the writer is idle.
+    pub fn batch_running_for(&self) -> Option<std::time::Duration> {
+        let started = self.batch_started_us.load(Ordering::Relaxed);
+        (started != 0).then(|| std::time::Duration::from_micros(Self::clock_us().saturating_sub(started)))
+    }
 }
 
 /// The writer thread's state.
@@ -308,6 +325,7 @@ impl Writer {
     /// Applies and answers one batch; `Err` with the reason when it met a broken invariant.
     fn process(&mut self, jobs: Vec<Job>) -> Result<(), String> {
         let started = std::time::Instant::now();
+        self.stats.batch_started_us.store(WriterStats::clock_us(), Ordering::Relaxed);
         let mut requests = Vec::with_capacity(jobs.iter().map(|j| j.ops.len()).sum());
         let mut replies = Vec::with_capacity(jobs.len());
         for job in jobs {
@@ -341,6 +359,7 @@ impl Writer {
         self.stats.batches.fetch_add(1, Relaxed);
         self.stats.requests.fetch_add(requests.len() as u64, Relaxed);
         self.stats.busy_us.fetch_add(started.elapsed().as_micros() as u64, Relaxed);
+        self.stats.batch_started_us.store(0, Relaxed);
         // Hand each caller its slice of the results, in order.
         let mut rest = results.drain(..);
         for (reply, n) in replies {
