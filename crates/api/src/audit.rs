@@ -426,16 +426,7 @@ pub async fn find_receipt(state: &web::Data<AppState>, seq: i64, h: &str) -> Res
         }
         let Some(row) = st.ledger.leaves(audit.leaf_index, 1)?.into_iter().next() else { return Ok(None) };
         let place = match entry.counterparty_id {
-            Some(account) => match st.ledger.registry(|r| r.merchants())?.into_iter().find(|m| m.account_id == account)
-            {
-                Some(m) => Some(m.name),
-                None => st
-                    .ledger
-                    .registry(|r| r.all_agents())?
-                    .into_iter()
-                    .find(|a| a.account_id == account)
-                    .map(|a| a.name),
-            },
+            Some(account) => place_names(&st)?.remove(&account),
             None => None,
         };
         Ok(Some(FoundReceipt {
@@ -447,4 +438,17 @@ pub async fn find_receipt(state: &web::Data<AppState>, seq: i64, h: &str) -> Res
         }))
     })
     .await
+}
+
+/// The names entries' counterparties go by on receipts and the card page: merchants' and
+/// top-up agents' accounts (blocking).
+pub fn place_names(state: &AppState) -> Result<std::collections::HashMap<ledger::domain::AccountId, String>, ApiError> {
+    let mut names = std::collections::HashMap::new();
+    for m in state.ledger.registry(|r| r.merchants())? {
+        names.insert(m.account_id, m.name);
+    }
+    for a in state.ledger.registry(|r| r.all_agents())? {
+        names.insert(a.account_id, a.name);
+    }
+    Ok(names)
 }

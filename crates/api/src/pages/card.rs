@@ -79,10 +79,15 @@ async fn show(state: &web::Data<AppState>, tap: Tap, t: &Text) -> Result<Markup,
     let verified = state.taps.verify(&tap).map_err(|_| Refused::Invalid)?;
     let st = state.clone();
     let uid = verified.uid;
-    let card: Card = blocking(move || Ok(st.ledger.registry(|r| r.card_by_uid(uid))?))
-        .await
-        .map_err(|_| Refused::Unavailable)?
-        .ok_or(Refused::Unknown)?;
+    // The card and its last accepted counter in one trip to the database.
+    let (card, last) = blocking(move || {
+        let Some(card) = st.ledger.registry(|r| r.card_by_uid(uid))? else { return Ok(None) };
+        let last = st.ledger.card_last_counter(card.id)?;
+        Ok(Some((card, last)))
+    })
+    .await
+    .map_err(|_| Refused::Unavailable)?
+    .ok_or(Refused::Unknown)?;
     match card.status {
         CardStatus::Active => {}
         CardStatus::Blocked => return Err(Refused::Blocked),
@@ -93,9 +98,6 @@ async fn show(state: &web::Data<AppState>, tap: Tap, t: &Text) -> Result<Markup,
     // that a citizen's reload is not counted as a suspected clone; the writer's own check
     // below decides every tap that gets past this one.
     let counter = verified.counter_value();
-    let st = state.clone();
-    let card_id = card.id;
-    let last = blocking(move || Ok(st.ledger.card_last_counter(card_id)?)).await.map_err(|_| Refused::Unavailable)?;
     if last.is_some_and(|l| counter <= l) {
         return Err(Refused::Used);
     }
@@ -126,13 +128,7 @@ async fn load(state: &web::Data<AppState>, card: Card) -> Result<CardView, ApiEr
         let holder = st.ledger.registry(|r| r.holder(card.holder_id))?;
         let balance = st.ledger.balance(wallet)?;
         let movements = st.ledger.account_entries(wallet, 0, MOVEMENTS, true)?;
-        let mut names = HashMap::new();
-        for m in st.ledger.registry(|r| r.merchants())? {
-            names.insert(m.account_id, m.name);
-        }
-        for a in st.ledger.registry(|r| r.all_agents())? {
-            names.insert(a.account_id, a.name);
-        }
+        let names = crate::audit::place_names(&st)?;
         Ok(CardView {
             masked_name: holder.map(|h| mask_name(&h.name)).unwrap_or_default(),
             balance,
