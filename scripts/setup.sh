@@ -10,5 +10,18 @@
 # headless browser the citizens' pages are tested in; age: the tool a city opens
 # `kartu backup` archives with (and the backup test checks they open).
 set -euo pipefail
-exec "$(dirname "$0")/setup-build.sh" postgresql-common postgresql pcscd vsmartcard-vpcd util-linux \
+"$(dirname "$0")/setup-build.sh" postgresql-common postgresql pcscd vsmartcard-vpcd util-linux \
   fonts-dejavu-core chromium age
+
+# promtool, Prometheus' own checker of the alert rules (deploy/prometheus/): only the binary,
+# taken out of Debian's prometheus package, so that no Prometheus server is installed and
+# started on a test machine.
+if ! command -v promtool >/dev/null; then
+  echo "setup: installing promtool (from Debian's prometheus package)" >&2
+  if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
+  tmp=$(mktemp -d) && chmod 755 "$tmp"
+  trap 'rm -rf "$tmp"' EXIT
+  (cd "$tmp" && apt-get download -qq prometheus >/dev/null)
+  dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/root"
+  $sudo install -m 0755 "$tmp/root/usr/bin/promtool" /usr/local/bin/promtool
+fi

@@ -12,8 +12,8 @@ use crate::merchant::{statement, StatementQuery, StatementView};
 use crate::wire::{self, money, Page};
 use crate::{blocking, AppState};
 pub use client::wire::{
-    AccessLog, AccessLogLine, BalanceView, ConsistencyProof, Entries, EntryView, InclusionProof, LeafView, Leaves,
-    PostingView, ReceiptDetail, TrialBalance, TrialLine,
+    AccessLog, AccessLogLine, BalanceView, CheckpointKey, CheckpointKeys, ConsistencyProof, Entries, EntryView,
+    InclusionProof, LeafView, Leaves, PostingView, ReceiptDetail, TrialBalance, TrialLine,
 };
 
 /// Registers the audit and public routes.
@@ -28,6 +28,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/audit/proofs/consistency", web::get().to(consistency))
         .route("/v1/audit/access-log", web::get().to(access_log))
         .route("/v1/audit/public-key", web::get().to(public_key))
+        .route("/v1/audit/public-keys", web::get().to(public_keys))
         .route("/v1/receipts/{seq}", web::get().to(receipt))
         .route("/v1/transparency", web::get().to(crate::transparency::transparency));
 }
@@ -129,18 +130,28 @@ fn entry_view(e: &Entry) -> EntryView {
     }
 }
 
-/// Journal entries in sequence order, with their leaf bytes.
-#[utoipa::path(get, path = "/v1/audit/entries", tag = "auditor", params(Page), responses((status = 200, body = Entries)))]
+/// Journal entries in sequence order, with their leaf bytes. With `Accept: text/csv`, the
+/// same page as CSV, one row per posting (the columns of `kartu ledger export`), and the
+/// next page's cursor in `Next-Cursor`.
+#[utoipa::path(get, path = "/v1/audit/entries", tag = "auditor", params(Page),
+    responses((status = 200, description = "a page of entries", content((Entries = "application/json"), (String = "text/csv")),
+        headers(("Next-Cursor" = String, description = "CSV only: the cursor of the next page, when there is one")))))]
 pub async fn entries(
     state: web::Data<AppState>,
     caller: Caller,
     page: web::Query<Page>,
+    req: actix_web::HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     auditor(&caller)?;
     let (limit, after) = (page.limit()?, page.after()?);
     let st = state.clone();
     let list = blocking(move || Ok(st.ledger.entries(after + 1, limit)?)).await?;
     let next_cursor = (list.len() as i64 == limit).then(|| list.last().map(|e| wire::cursor(e.seq))).flatten();
+    if wire::wants_csv(&req) {
+        let mut csv = String::from(ledger::export::JOURNAL_HEADER);
+        list.iter().for_each(|e| ledger::export::journal_rows(e, &mut csv));
+        return Ok(wire::csv_response(csv, next_cursor.as_deref()));
+    }
     Ok(HttpResponse::Ok().json(Entries { entries: list.iter().map(entry_view).collect(), next_cursor }))
 }
 
@@ -183,18 +194,21 @@ pub async fn balance(
     Ok(HttpResponse::Ok().json(view))
 }
 
-/// Any account's statement for a period.
+/// Any account's statement for a period (CSV with `Accept: text/csv`).
 #[utoipa::path(get, path = "/v1/audit/accounts/{id}/statement", tag = "auditor", params(("id" = String, Path), StatementQuery),
-    responses((status = 200, body = StatementView), (status = 404, body = crate::error::Problem)))]
+    responses((status = 200, description = "the statement", content((StatementView = "application/json"), (String = "text/csv")),
+        headers(("Next-Cursor" = String, description = "CSV only: the cursor of the next page, when there is one"))),
+        (status = 404, body = crate::error::Problem)))]
 pub async fn account_statement(
     state: web::Data<AppState>,
     caller: Caller,
     id: web::Path<String>,
     q: web::Query<StatementQuery>,
+    req: actix_web::HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     auditor(&caller)?;
     let id = wire::account_id(&id)?;
-    Ok(HttpResponse::Ok().json(statement(&state, id, &q).await?))
+    Ok(crate::merchant::statement_answer(&req, statement(&state, id, &q).await?))
 }
 
 /// Every currency sums to zero.
@@ -249,6 +263,28 @@ pub async fn public_key(state: web::Data<AppState>) -> Result<HttpResponse, ApiE
         .clone()
         .ok_or_else(|| ApiError::not_found("no_key", "this server signs no checkpoints"))?;
     Ok(HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(format!("{key}\n")))
+}
+
+/// The log's checkpoint keys, oldest first, for anyone: the first key and each key a
+/// rotation leaf announced, with the tree sizes each signs. Each rotation is checked as a
+/// verifier checks it (signed by the key before, bound to the tree before its leaf).
+#[utoipa::path(get, path = "/v1/audit/public-keys", tag = "public", security(()),
+    responses((status = 200, body = CheckpointKeys),
+        (status = 404, description = "`no_key`: this server signs no checkpoints", body = crate::error::Problem)))]
+pub async fn public_keys(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let first = state
+        .settings
+        .first_checkpoint_key
+        .clone()
+        .ok_or_else(|| ApiError::not_found("no_key", "this server signs no checkpoints"))?;
+    let ledger = state.ledger.clone();
+    let periods = blocking(move || Ok(ledger.checkpoint_keys(&first)?)).await?;
+    let keys: Vec<CheckpointKey> = periods
+        .into_iter()
+        .map(|p| CheckpointKey { key: p.key, from_tree_size: p.from_tree_size, rotation_leaf: p.rotation_leaf })
+        .collect();
+    let current = keys.last().map(|k| k.key.clone()).unwrap_or_default();
+    Ok(HttpResponse::Ok().json(CheckpointKeys { current, keys }))
 }
 
 /// Inclusion proof query.

@@ -14,6 +14,7 @@ pub mod openapi;
 pub mod operator;
 pub mod pages;
 pub mod requests;
+pub mod rotate;
 pub mod server;
 pub mod taps;
 pub mod tls;
@@ -48,6 +49,9 @@ pub struct Settings {
     pub hold_minutes_max: i64,
     /// The checkpoint verifier key line (`<name>+<id>+<key>`), served to anyone.
     pub verifier_key: Option<String>,
+    /// The log's first checkpoint key, where the chain of key rotations starts (the data
+    /// directory's `checkpoint.keys`, else `verifier_key`).
+    pub first_checkpoint_key: Option<String>,
     /// How often `server` voids expired holds (`None`: never).
     pub hold_sweep_interval: Option<std::time::Duration>,
     /// Money limits (`[limits]` in `kartu.toml`).
@@ -127,6 +131,7 @@ impl Default for Settings {
             amount_max_minor: ledger::money::AMOUNT_MAX_MINOR,
             hold_minutes_max: 7 * 24 * 60,
             verifier_key: None,
+            first_checkpoint_key: None,
             hold_sweep_interval: None,
             float_approval_threshold_minor: server::DEFAULT_FLOAT_APPROVAL_THRESHOLD_MINOR,
             rate_limit: (0, 0),

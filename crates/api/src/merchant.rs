@@ -427,18 +427,44 @@ pub async fn statement(
     })
 }
 
-/// The merchant's own account statement.
+/// The merchant's own account statement (CSV with `Accept: text/csv`, for its accounts).
 #[utoipa::path(get, path = "/v1/merchant/statement", tag = "merchant", params(StatementQuery),
-    responses((status = 200, body = StatementView)))]
+    responses((status = 200, description = "the statement", content((StatementView = "application/json"), (String = "text/csv")),
+        headers(("Next-Cursor" = String, description = "CSV only: the cursor of the next page, when there is one")))))]
 pub async fn merchant_statement(
     state: web::Data<AppState>,
     caller: Caller,
     q: web::Query<StatementQuery>,
+    req: actix_web::HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let merchant_id = caller.merchant_id()?;
     let st = state.clone();
     let m = blocking(move || st.merchant(merchant_id)?.ok_or_else(|| ApiError::forbidden("merchant gone"))).await?;
-    Ok(HttpResponse::Ok().json(statement(&state, m.account_id, &q).await?))
+    Ok(statement_answer(&req, statement(&state, m.account_id, &q).await?))
+}
+
+/// The header row of a statement as CSV.
+pub const STATEMENT_CSV_HEADER: &str = "entry_seq,time,kind,amount,currency,balance_after\r\n";
+
+/// A statement as JSON, or as CSV (one row per statement line, each with the balance after
+/// it) when the caller asks for `text/csv`.
+pub fn statement_answer(req: &actix_web::HttpRequest, view: StatementView) -> HttpResponse {
+    if !wire::wants_csv(req) {
+        return HttpResponse::Ok().json(view);
+    }
+    let mut csv = String::from(STATEMENT_CSV_HEADER);
+    for l in &view.lines {
+        let cells = [
+            l.entry_seq.to_string(),
+            l.time.clone(),
+            l.kind.clone(),
+            l.amount.amount.clone(),
+            l.amount.currency.clone(),
+            l.balance_after.amount.clone(),
+        ];
+        ledger::export::row(&cells, &mut csv);
+    }
+    wire::csv_response(csv, view.next_cursor.as_deref())
 }
 
 /// Loads money onto a card from the agent's prefunded float.

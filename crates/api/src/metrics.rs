@@ -9,7 +9,7 @@ use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use actix_web::middleware::Next;
 use actix_web::HttpMessage as _;
 use actix_web::{web, HttpResponse};
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{Counter, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 use crate::error::ApiError;
 use crate::requests::{RequestLog, REQUEST_ID};
@@ -23,14 +23,134 @@ pub struct Metrics {
     latency: HistogramVec,
     /// Payments (and captures, refunds, top-ups) by result code.
     pub payments: IntCounterVec,
+    gauges: Gauges,
+    counters: Counters,
+    /// Held while a scrape brings the counters up to the writer's figures, so that two
+    /// scrapes at once do not both add the same difference.
+    sync: std::sync::Mutex<()>,
+}
+
+/// Figures that go up and down, set at each scrape.
+#[derive(Debug)]
+struct Gauges {
     leaves_unsigned: IntGauge,
     tree_size: IntGauge,
     checkpoint_age: IntGauge,
-    writer_batches: IntGauge,
-    writer_requests: IntGauge,
-    writer_busy_us: IntGauge,
+    unsigned_leaf_age: IntGauge,
     checkpoint_refused: IntGauge,
-    tls_reloads: IntGaugeVec,
+    writer_halted: IntGauge,
+    offline_exposure: IntGauge,
+    offline_cap: IntGauge,
+}
+
+/// Prometheus counters that mirror counts kept elsewhere (the writer's, the TLS reloader's):
+/// each scrape adds what the source counted since the last one, so they only go up.
+#[derive(Debug)]
+struct Counters {
+    writer_batches: IntCounter,
+    writer_requests: IntCounter,
+    writer_failed_batches: IntCounter,
+    writer_busy: Counter,
+    wal_checkpoints: IntCounter,
+    card_replays: IntCounter,
+    tls_reloads: IntCounterVec,
+}
+
+impl Gauges {
+    fn new(registry: &Registry) -> Gauges {
+        let gauge = |name: &str, help: &str| register(registry, IntGauge::new(name, help).expect("valid metric"));
+        Gauges {
+            leaves_unsigned: gauge("kartu_audit_leaves_unsigned", "Leaves not yet covered by a signed checkpoint"),
+            tree_size: gauge("kartu_audit_tree_size", "Leaves in the audit log"),
+            checkpoint_age: gauge("kartu_audit_checkpoint_age_seconds", "Age of the newest signed checkpoint"),
+            unsigned_leaf_age: gauge(
+                "kartu_audit_unsigned_leaf_age_seconds",
+                "Age of the oldest leaf no signed checkpoint covers (0 when every leaf is covered): the signer's lag",
+            ),
+            checkpoint_refused: gauge(
+                "kartu_checkpoint_refused",
+                "1 when the checkpoint signer refuses to sign: the log does not extend the last checkpoint it signed",
+            ),
+            writer_halted: gauge(
+                "kartu_writer_halted",
+                "1 when the ledger's writer stopped on a broken invariant and takes no more requests",
+            ),
+            offline_exposure: gauge(
+                "kartu_offline_risk_exposure_minor",
+                "The largest sum of one merchant's offline shortfalls in the last 24 h, minor units",
+            ),
+            offline_cap: gauge(
+                "kartu_offline_risk_cap_minor",
+                "The cap on one merchant's offline shortfalls in 24 h (offline_risk_per_merchant), minor units",
+            ),
+        }
+    }
+}
+
+impl Counters {
+    fn new(registry: &Registry) -> Counters {
+        let counter = |name: &str, help: &str| register(registry, IntCounter::new(name, help).expect("valid metric"));
+        Counters {
+            writer_batches: counter("kartu_writer_batches_total", "Ledger writer transactions (batches) since start"),
+            writer_requests: counter("kartu_writer_requests_total", "Requests the ledger writer applied since start"),
+            writer_failed_batches: counter(
+                "kartu_writer_failed_batches_total",
+                "Writer batches that failed as a whole (database error or broken invariant); nothing of them was written",
+            ),
+            writer_busy: register(
+                registry,
+                Counter::new("kartu_writer_busy_seconds_total", "Time the ledger writer spent inside batch transactions")
+                    .expect("valid metric"),
+            ),
+            wal_checkpoints: counter(
+                "kartu_sqlite_wal_checkpoints_total",
+                "SQLite: WAL checkpoints the writer ran itself, between batches, to keep the WAL bounded",
+            ),
+            card_replays: counter(
+                "kartu_card_replays_total",
+                "Taps refused as replays: a counter not above the card's last (a skimmed or cloned card)",
+            ),
+            tls_reloads: register(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "kartu_tls_reloads_total",
+                        "TLS certificate reloads (SIGHUP): ok, or failed (the old certificate stays)",
+                    ),
+                    &["result"],
+                )
+                .expect("valid metric"),
+            ),
+        }
+    }
+
+    /// Brings the counters up to the writer's and the TLS reloader's own counts.
+    fn sync(&self, state: &AppState) {
+        let stats = state.ledger.writer_stats();
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        advance(&self.writer_batches, load(&stats.batches));
+        advance(&self.writer_requests, load(&stats.requests));
+        advance(&self.writer_failed_batches, load(&stats.failed_batches));
+        advance(&self.wal_checkpoints, load(&stats.wal_checkpoints));
+        advance(&self.card_replays, load(&stats.card_replays));
+        let busy = load(&stats.busy_us) as f64 / 1e6;
+        if busy > self.writer_busy.get() {
+            self.writer_busy.inc_by(busy - self.writer_busy.get());
+        }
+        if let Some(cert) = &state.settings.tls {
+            let (ok, failed) = cert.reloads();
+            advance(&self.tls_reloads.with_label_values(&["ok"]), ok);
+            advance(&self.tls_reloads.with_label_values(&["failed"]), failed);
+        }
+    }
+}
+
+/// Adds to `counter` what `total` counted since the counter last caught up.
+fn advance(counter: &IntCounter, total: u64) {
+    let now = counter.get();
+    if total > now {
+        counter.inc_by(total - now);
+    }
 }
 
 impl Default for Metrics {
@@ -43,7 +163,6 @@ impl Metrics {
     /// Registers the metrics.
     pub fn new() -> Metrics {
         let registry = Registry::new();
-        let gauge = |name: &str, help: &str| register(&registry, IntGauge::new(name, help).expect("valid metric"));
         let requests = register(
             &registry,
             IntCounterVec::new(
@@ -69,36 +188,14 @@ impl Metrics {
             )
             .expect("valid metric"),
         );
-        let tls_reloads = register(
-            &registry,
-            IntGaugeVec::new(
-                Opts::new(
-                    "kartu_tls_reloads_total",
-                    "TLS certificate reloads (SIGHUP) since start: ok, or failed (the old certificate stays)",
-                ),
-                &["result"],
-            )
-            .expect("valid metric"),
-        );
         Metrics {
-            leaves_unsigned: gauge("kartu_audit_leaves_unsigned", "Leaves not yet covered by a signed checkpoint"),
-            tree_size: gauge("kartu_audit_tree_size", "Leaves in the audit log"),
-            checkpoint_age: gauge("kartu_audit_checkpoint_age_seconds", "Age of the newest signed checkpoint"),
-            writer_batches: gauge("kartu_writer_batches_total", "Ledger writer transactions (batches) since start"),
-            writer_requests: gauge("kartu_writer_requests_total", "Requests the ledger writer applied since start"),
-            writer_busy_us: gauge(
-                "kartu_writer_busy_microseconds_total",
-                "Time the ledger writer spent inside batch transactions since start, µs",
-            ),
-            checkpoint_refused: gauge(
-                "kartu_checkpoint_refused",
-                "1 when the checkpoint signer refuses to sign: the log does not extend the last checkpoint it signed",
-            ),
+            gauges: Gauges::new(&registry),
+            counters: Counters::new(&registry),
             registry,
             requests,
             latency,
             payments,
-            tls_reloads,
+            sync: std::sync::Mutex::new(()),
         }
     }
 
@@ -316,24 +413,26 @@ pub async fn metrics(state: web::Data<AppState>, req: actix_web::HttpRequest) ->
         }
     }
     let ledger = state.ledger.clone();
-    let (size, checkpoint) = crate::blocking(move || Ok((ledger.tree_size()?, ledger.latest_checkpoint()?))).await?;
-    let m = &state.metrics;
-    m.tree_size.set(size);
-    m.leaves_unsigned.set(size - checkpoint.as_ref().map_or(0, |c| c.tree_size));
+    let signs = state.settings.verifier_key.is_some();
+    let (size, checkpoint, unsigned_since, exposure) = crate::blocking(move || {
+        let size = ledger.tree_size()?;
+        let since = if signs { oldest_unsigned_leaf(&ledger, size)? } else { None };
+        Ok((size, ledger.latest_checkpoint()?, since, ledger.offline_risk_exposure()?))
+    })
+    .await?;
+    let (m, g) = (&state.metrics, &state.metrics.gauges);
     let now = state.ledger.now_us();
-    m.checkpoint_age.set(checkpoint.map_or(0, |c| (now - c.time_us) / 1_000_000));
-    let stats = state.ledger.writer_stats();
-    let get = |a: &std::sync::atomic::AtomicU64| {
-        i64::try_from(a.load(std::sync::atomic::Ordering::Relaxed)).unwrap_or(i64::MAX)
-    };
-    m.writer_batches.set(get(&stats.batches));
-    m.writer_requests.set(get(&stats.requests));
-    m.writer_busy_us.set(get(&stats.busy_us));
-    m.checkpoint_refused.set(i64::from(state.ledger.checkpoint_refusal().is_some()));
-    if let Some(cert) = &state.settings.tls {
-        let (ok, failed) = cert.reloads();
-        m.tls_reloads.with_label_values(&["ok"]).set(i64::try_from(ok).unwrap_or(i64::MAX));
-        m.tls_reloads.with_label_values(&["failed"]).set(i64::try_from(failed).unwrap_or(i64::MAX));
+    g.tree_size.set(size);
+    g.leaves_unsigned.set(size - checkpoint.as_ref().map_or(0, |c| c.tree_size));
+    g.checkpoint_age.set(checkpoint.map_or(0, |c| (now - c.time_us) / 1_000_000));
+    g.unsigned_leaf_age.set(unsigned_since.map_or(0, |t| (now - t).max(0) / 1_000_000));
+    g.checkpoint_refused.set(i64::from(state.ledger.checkpoint_refusal().is_some()));
+    g.writer_halted.set(i64::from(state.ledger.writer_halted().is_some()));
+    g.offline_exposure.set(exposure.map_or(0, |(_, sum)| sum));
+    g.offline_cap.set(state.settings.limits.offline_risk_per_merchant_minor);
+    {
+        let _one_at_a_time = m.sync.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        m.counters.sync(&state);
     }
     let mut out = Vec::new();
     prometheus::TextEncoder::new().encode(&m.registry.gather(), &mut out).map_err(ApiError::internal)?;

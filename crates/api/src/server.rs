@@ -199,7 +199,7 @@ impl LimitsConfig {
 /// Errors of set-up, with a message for the operator.
 pub use crate::error::SetupError;
 
-fn err(context: &str, e: impl std::fmt::Display) -> SetupError {
+pub(crate) fn err(context: &str, e: impl std::fmt::Display) -> SetupError {
     SetupError(format!("{context}: {e}"))
 }
 
@@ -296,7 +296,7 @@ impl Config {
     }
 }
 
-fn write_secret(path: &Path, contents: &str) -> Result<(), SetupError> {
+pub(crate) fn write_secret(path: &Path, contents: &str) -> Result<(), SetupError> {
     files::create_private(path, contents.as_bytes()).map_err(|e| SetupError(e.to_string()))
 }
 
@@ -522,6 +522,9 @@ pub fn load_with(data_dir: &Path, database_url: Option<&str>, allow_owner: bool)
         None => None,
     };
     let verifier_key = signer.as_ref().map(|s| s.verifier_key());
+    let first_key = ledger::keys::first_key(data_dir)
+        .map_err(|e| err(&format!("reading {}", ledger::keys::KEY_HISTORY_FILE), e))?;
+    let first_checkpoint_key = first_key.clone().or_else(|| verifier_key.clone());
     let ledger_config = LedgerConfig {
         wallet_balance_max_minor: wallet_max.minor(),
         checkpoints: signer.map(|signer| CheckpointSettings {
@@ -529,6 +532,7 @@ pub fn load_with(data_dir: &Path, database_url: Option<&str>, allow_owner: bool)
             origin: config.origin.clone(),
             interval: Duration::from_millis(config.checkpoint_interval_ms.max(10)),
             trusted_file: Some(data_dir.join(ledger::signer::TRUSTED_CHECKPOINT_FILE)),
+            first_key,
         }),
         tap_rules: ledger::TapRules {
             race_counters: config.limits.tap_race_counters,
@@ -547,6 +551,7 @@ pub fn load_with(data_dir: &Path, database_url: Option<&str>, allow_owner: bool)
     let settings = Settings {
         currency,
         verifier_key,
+        first_checkpoint_key,
         hold_sweep_interval: Some(Duration::from_millis(config.hold_sweep_interval_ms.max(10))),
         float_approval_threshold_minor: config.float_approval_threshold_minor,
         limits,
@@ -571,7 +576,7 @@ pub fn load_with(data_dir: &Path, database_url: Option<&str>, allow_owner: bool)
 /// The card key file and the NIK key of a data directory, both checked private; refuses a
 /// key file that holds card key 0 (the issuance keys stay on the personalisation
 /// workstation).
-fn load_keys(data_dir: &Path) -> Result<(KeyFile, Vec<u8>), SetupError> {
+pub(crate) fn load_keys(data_dir: &Path) -> Result<(KeyFile, Vec<u8>), SetupError> {
     check_private(&data_dir.join(KEY_FILE))?;
     check_private(&data_dir.join(NIK_KEY_FILE))?;
     let key_path = data_dir.join(KEY_FILE);

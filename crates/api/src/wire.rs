@@ -145,3 +145,23 @@ pub fn cursor(position: i64) -> String {
     digits.reverse();
     format!("k{}", digits.into_iter().collect::<String>())
 }
+
+/// Whether the caller asked for CSV (`Accept: text/csv`) rather than JSON.
+pub fn wants_csv(req: &actix_web::HttpRequest) -> bool {
+    req.headers()
+        .get_all(actix_web::http::header::ACCEPT)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|media| media.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("text/csv")))
+}
+
+/// A CSV answer (RFC 4180, UTF-8); the next page's cursor, when there is one, in the
+/// `Next-Cursor` header.
+pub fn csv_response(body: String, next_cursor: Option<&str>) -> actix_web::HttpResponse {
+    let mut r = actix_web::HttpResponse::Ok();
+    r.content_type("text/csv; charset=utf-8; header=present");
+    if let Some(c) = next_cursor {
+        r.insert_header(("Next-Cursor", c.to_owned()));
+    }
+    r.body(body)
+}

@@ -452,6 +452,7 @@ fn big_log(dir: &std::path::Path, leaves: u64) -> Result<Vec<Row>> {
             origin: "bench.kartu.example/log".into(),
             interval: Duration::from_secs(1),
             trusted_file: None,
+            first_key: None,
         }),
         ..LedgerConfig::default()
     };

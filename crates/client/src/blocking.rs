@@ -237,6 +237,11 @@ impl Client {
         Ok(self.get_text("/v1/audit/public-key")?.trim().to_owned())
     }
 
+    /// `GET /v1/audit/public-keys`: the log's checkpoint keys, oldest first.
+    pub fn public_keys(&self) -> Result<crate::wire::CheckpointKeys, ClientError> {
+        self.get("/v1/audit/public-keys")
+    }
+
     /// `GET /v1/audit/proofs/consistency?first=…&second=…`.
     pub fn consistency_proof(&self, first: u64, second: u64) -> Result<ConsistencyProof, ClientError> {
         self.get(&format!("/v1/audit/proofs/consistency?first={first}&second={second}"))

@@ -218,6 +218,17 @@ enum AuditCmd {
         #[arg(long, env = "KARTU_CA_FILE")]
         ca_file: Option<std::path::PathBuf>,
     },
+    /// Hand checkpoint signing to a new key, in the log: the key in force signs the tree
+    /// and a rotation leaf naming the new key, the new key signs from there on, the key
+    /// file gets the new key and checkpoint.keys the history. Stop every server first;
+    /// after a crash, run it again to finish the same rotation.
+    RotateKey {
+        #[arg(long, env = "KARTU_DATA_DIR")]
+        data_dir: std::path::PathBuf,
+        /// Database URL (overrides kartu.toml and KARTU_DATABASE_URL).
+        #[arg(long)]
+        database_url: Option<String>,
+    },
     /// Poll a server and check that each new signed checkpoint extends the last one
     /// verified (kept in --state): signature, consistency proof, and the new leaves
     /// rehashed. Exits non-zero on a rollback, a fork or a bad signature.
@@ -260,6 +271,16 @@ enum LedgerCmd {
         account: AccountId,
         #[arg(long)]
         at_us: Option<i64>,
+    },
+    /// The journal as CSV on stdout, one row per posting (the columns of `GET
+    /// /v1/audit/entries` with `Accept: text/csv`), from entry --from-seq to the end.
+    Export {
+        /// csv (the only format).
+        #[arg(long, default_value = "csv", value_parser = ["csv"])]
+        format: String,
+        /// The first entry to export.
+        #[arg(long, default_value_t = 1)]
+        from_seq: i64,
     },
     /// Journal entries with their postings, as JSON lines.
     Entries {
@@ -408,6 +429,19 @@ fn audit_cmd(command: AuditCmd) -> Result<()> {
             println!("{}", checked.summary);
             Ok(())
         }
+        AuditCmd::RotateKey { data_dir, database_url } => {
+            let done = api::rotate::rotate_checkpoint_key(&data_dir, database_url.as_deref())
+                .map_err(|e| anyhow::anyhow!("audit rotate-key FAILED: {e}"))?;
+            println!("{}", serde_json::to_string_pretty(&done)?);
+            eprintln!(
+                "kartu: checkpoints are signed by {} from leaf {} on; publish {} (the keys, oldest first); start the \
+                 servers again",
+                done.new_key,
+                done.rotation_leaf,
+                data_dir.join(ledger::keys::KEY_HISTORY_FILE).display()
+            );
+            Ok(())
+        }
         AuditCmd::Watch { url, state, interval, public_key, token, token_file, once, ca_file } => {
             let token = secret(token, token_file, "token")?;
             watch::run(&watch::Args { url, state, interval, public_key, token, once, ca_file })
@@ -475,11 +509,11 @@ struct Trust {
 /// `kartu audit verify --url`: the whole log read over the API and checked here.
 fn audit_verify_url(url: &str, token: &str, trust: &Trust, ca_file: Option<&std::path::Path>) -> Result<()> {
     let Trust { public_key, origin, trusted_checkpoint, allow_unsigned_tail } = trust;
-    let text = std::fs::read_to_string(public_key).with_context(|| format!("reading {}", public_key.display()))?;
-    let verifier = merkle::Verifier::parse(text.trim()).context("the public key file")?;
+    let keys = read_keys(public_key)?;
+    let verifier = keys[0].clone();
     let trusted = trusted_checkpoint
         .as_ref()
-        .map(|f| open_trusted(&verifier, f, origin.as_deref()))
+        .map(|f| open_trusted(&keys, f, origin.as_deref()))
         .transpose()
         .context("audit verify FAILED")?;
     let client = client::Client::new(url, ca_file, None).context("audit verify FAILED")?.with_token(token);
@@ -609,10 +643,10 @@ fn audit_verify(
     origin: Option<String>,
     trusted_checkpoint: Option<std::path::PathBuf>,
 ) -> Result<()> {
-    let text = std::fs::read_to_string(key_file).with_context(|| format!("reading {}", key_file.display()))?;
-    let verifier = merkle::Verifier::parse(text.trim()).context("the public key file does not hold a verifier key")?;
+    let keys = read_keys(key_file)?;
+    let verifier = keys[0].clone();
     let trusted = trusted_checkpoint
-        .map(|f| open_trusted(&verifier, &f, origin.as_deref()))
+        .map(|f| open_trusted(&keys, &f, origin.as_deref()))
         .transpose()
         .context("audit verification FAILED")?;
     let options = ledger::verify::VerifyOptions { allow_unsigned_tail, origin, trusted };
@@ -645,6 +679,14 @@ fn audit_verify(
                     String::new()
                 }
             );
+            for k in r.keys.iter().skip(1) {
+                println!(
+                    "key rotation at leaf {}: {} signs from tree size {}",
+                    k.rotation_leaf.unwrap_or_default(),
+                    k.key,
+                    k.from_tree_size
+                );
+            }
             Ok(())
         }
         // Every registry finding, one a line (the error's text lists them all).
@@ -652,16 +694,29 @@ fn audit_verify(
     }
 }
 
-/// Reads a signed checkpoint an auditor kept and checks its signature (and origin).
-fn open_trusted(
-    verifier: &merkle::Verifier,
-    file: &std::path::Path,
-    origin: Option<&str>,
-) -> Result<merkle::Checkpoint> {
+/// Reads a public key file: one verifier key line, or the log's keys oldest first (a
+/// city's `checkpoint.keys`). The first is where verification starts; the log itself
+/// announces the later ones, which only open a trusted checkpoint signed after a rotation.
+fn read_keys(file: &std::path::Path) -> Result<Vec<merkle::Verifier>> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let keys = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(merkle::Verifier::parse)
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("{} does not hold a verifier key on each line", file.display()))?;
+    anyhow::ensure!(!keys.is_empty(), "{} holds no verifier key", file.display());
+    Ok(keys)
+}
+
+/// Reads a signed checkpoint an auditor kept and checks its signature by one of `keys`
+/// (and its origin).
+fn open_trusted(keys: &[merkle::Verifier], file: &std::path::Path, origin: Option<&str>) -> Result<merkle::Checkpoint> {
     let note = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    let checkpoint = verifier
-        .open(&note)
-        .map_err(|e| anyhow::anyhow!("the trusted checkpoint {} does not verify: {e}", file.display()))?;
+    let opened = keys.iter().map(|k| k.open(&note)).find(Result::is_ok).unwrap_or_else(|| keys[0].open(&note));
+    let checkpoint =
+        opened.map_err(|e| anyhow::anyhow!("the trusted checkpoint {} does not verify: {e}", file.display()))?;
     if let Some(origin) = origin.filter(|o| *o != checkpoint.origin()) {
         anyhow::bail!("the trusted checkpoint's origin is {:?}, expected {origin:?}", checkpoint.origin());
     }
@@ -670,6 +725,24 @@ fn open_trusted(
 
 fn hex_lower(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `kartu ledger export`: the journal as CSV on stdout from `from_seq` to the end.
+fn ledger_export(ledger: &Ledger, from_seq: i64) -> Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    out.write_all(ledger::export::JOURNAL_HEADER.as_bytes())?;
+    let mut next = from_seq.max(1);
+    loop {
+        let page = ledger.entries(next, ledger::PAGE_MAX)?;
+        let Some(last) = page.last() else { break };
+        next = last.seq + 1;
+        let mut text = String::new();
+        page.iter().for_each(|e| ledger::export::journal_rows(e, &mut text));
+        out.write_all(text.as_bytes())?;
+    }
+    out.flush()?;
+    Ok(())
 }
 
 fn ledger_read(ledger: &Ledger, read: LedgerCmd) -> Result<()> {
@@ -701,6 +774,7 @@ fn ledger_read(ledger: &Ledger, read: LedgerCmd) -> Result<()> {
             println!("{} {}", a.currency.format_minor(minor), a.currency);
             Ok(())
         }
+        LedgerCmd::Export { format: _, from_seq } => ledger_export(ledger, from_seq),
         LedgerCmd::Entries { from, limit } => {
             for e in ledger.entries(from, limit)? {
                 let postings: Vec<_> = e

@@ -21,6 +21,8 @@ pub struct Report {
     root: String,
     unsigned_tail: u64,
     accounts: usize,
+    /// The checkpoint keys the log announced, oldest first.
+    keys: Vec<ledger::keys::KeyPeriod>,
 }
 
 /// Leaves fetched per request.
@@ -35,7 +37,15 @@ pub fn verify(
     trusted: Option<&merkle::Checkpoint>,
 ) -> Result<Report> {
     let note = client.latest_checkpoint()?;
-    let checkpoint = verifier.open(&note).map_err(|e| anyhow!("the latest checkpoint does not verify: {e}"))?;
+    // Which key signed it is known once the leaves before it are read (key rotations are
+    // leaves); it is verified then, with the key they put in force.
+    let checkpoint = merkle::unverified_text(&note)
+        .and_then(merkle::Checkpoint::parse_body)
+        .map_err(|e| anyhow!("the latest checkpoint is not a signed checkpoint: {e}"))?;
+    let chain = ledger::keys::KeyChain::new(&verifier.to_string()).map_err(|e| anyhow!(e))?;
+    if checkpoint.size() == 0 {
+        chain.verifier().open(&note).map_err(|e| anyhow!("the latest checkpoint does not verify: {e}"))?;
+    }
     if let Some(origin) = origin {
         if checkpoint.origin() != origin {
             bail!("the checkpoint's origin is {:?}, expected {origin:?}", checkpoint.origin());
@@ -44,6 +54,8 @@ pub fn verify(
     let mut walk = Walk {
         checked_root: checkpoint.size() == 0,
         checkpoint,
+        note,
+        chain,
         trusted,
         tree: merkle::MemoryTree::new(),
         replay: Replayer::new(),
@@ -66,8 +78,12 @@ pub fn verify(
 
 /// The leaves read so far: the tree they make and the books they replay.
 struct Walk<'a> {
-    /// The server's newest signed checkpoint.
+    /// The server's newest signed checkpoint (its signature checked when the leaves reach it).
     checkpoint: merkle::Checkpoint,
+    /// Its signed note.
+    note: String,
+    /// The checkpoint key in force after the leaves read so far.
+    chain: ledger::keys::KeyChain,
     /// The auditor's own earlier checkpoint, which the log must extend.
     trusted: Option<&'a merkle::Checkpoint>,
     tree: merkle::MemoryTree,
@@ -98,6 +114,9 @@ impl Walk<'_> {
                 return Err(fail(format!("the leaf is a {:?} event, listed as {:?}", e.kind, leaf.kind)));
             }
             self.replay.event(e.id, e.time_us).map_err(|reason| fail(format!("event {}: {reason}", e.id)))?;
+            if e.kind == ledger::keys::ROTATION_KIND {
+                self.chain.event(at, &e.kind, &e.payload, &self.tree.root()).map_err(fail)?;
+            }
         }
         self.tree.append(hash).map_err(|e| fail(e.to_string()))?;
         self.roots()
@@ -108,6 +127,9 @@ impl Walk<'_> {
     fn roots(&mut self) -> Result<()> {
         let checkpoint = &self.checkpoint;
         if self.tree.size() == checkpoint.size() {
+            self.chain.verifier().open(&self.note).map_err(|e| {
+                anyhow!("the latest checkpoint does not verify with the key in force ({}): {e}", self.chain.key_line())
+            })?;
             if &self.tree.root() != checkpoint.root() {
                 bail!(
                     "the root of the first {} leaves differs from the signed checkpoint: a leaf was changed",
@@ -165,6 +187,7 @@ impl Walk<'_> {
             root: hex::encode(self.tree.root_at(signed).map_err(|e| anyhow!("{e}"))?),
             unsigned_tail: tail,
             accounts: self.replay.accounts(),
+            keys: self.chain.periods().to_vec(),
         })
     }
 }

@@ -4,6 +4,8 @@
 //! run), an RFC 9162 consistency proof from the server, and the new leaves fetched and
 //! rehashed onto the tree's right edge kept in the state. A smaller tree (rollback), a
 //! tree that does not extend the last one (fork), or a bad signature ends it with an error.
+//! A checkpoint key rotation is a leaf ([`ledger::keys`]): the watcher follows it as it
+//! rehashes the new leaves, and checks the new checkpoint with the key they put in force.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -37,8 +39,12 @@ pub struct Args {
 /// The last checkpoint verified.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct State {
-    /// The checkpoint verifier key line, pinned on the first run.
+    /// The checkpoint key in force at `size` (the key pinned on the first run, or the one
+    /// the log's rotations put in force since).
     verifier_key: String,
+    /// The key pinned on the first run (absent in state files from before rotations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    first_key: Option<String>,
     /// The log's origin line.
     origin: String,
     /// Tree size of the last verified checkpoint.
@@ -74,15 +80,19 @@ pub fn run(args: &Args) -> Result<()> {
     let key_line = match (&args.public_key, &state) {
         (Some(file), pinned) => {
             let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-            let line = text.trim().to_owned();
-            if let Some(s) = pinned.as_ref().filter(|s| s.verifier_key != line) {
-                bail!(
-                    "BAD KEY: {} holds another key than the one pinned in the state ({})",
-                    file.display(),
-                    s.verifier_key
-                );
+            let first = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("").to_owned();
+            if let Some(s) = pinned.as_ref() {
+                let pinned_first = s.first_key.as_deref().unwrap_or(&s.verifier_key);
+                if first != pinned_first {
+                    bail!(
+                        "BAD KEY: {} holds another key than the one pinned in the state ({pinned_first})",
+                        file.display()
+                    );
+                }
+                s.verifier_key.clone()
+            } else {
+                first
             }
-            line
         }
         (None, Some(s)) => s.verifier_key.clone(),
         (None, None) => {
@@ -91,9 +101,11 @@ pub fn run(args: &Args) -> Result<()> {
             line
         }
     };
-    let verifier = merkle::Verifier::parse(&key_line).context("the checkpoint verifier key")?;
+    merkle::Verifier::parse(&key_line).context("the checkpoint verifier key")?;
+    let first_key = state.as_ref().map_or(key_line.clone(), |s| s.first_key.clone().unwrap_or(key_line.clone()));
     loop {
-        poll(&client, &verifier, &key_line, &mut state, &args.state)?;
+        let key_line = state.as_ref().map_or(key_line.clone(), |s| s.verifier_key.clone());
+        poll(&client, &key_line, &first_key, &mut state, &args.state)?;
         if args.once {
             return Ok(());
         }
@@ -101,19 +113,26 @@ pub fn run(args: &Args) -> Result<()> {
     }
 }
 
-fn poll(
-    client: &Client,
-    verifier: &merkle::Verifier,
-    key_line: &str,
-    state: &mut Option<State>,
-    path: &Path,
-) -> Result<()> {
+/// One poll: `key_line` is the key in force at the state's size, `first_key` the one pinned
+/// on the first run.
+fn poll(client: &Client, key_line: &str, first_key: &str, state: &mut Option<State>, path: &Path) -> Result<()> {
     let note = client.latest_checkpoint()?;
-    let checkpoint = verifier.open(&note).map_err(|e| {
-        anyhow!("BAD SIGNATURE: the server's newest checkpoint does not verify with the pinned key: {e}")
-    })?;
+    let mut chain = ledger::keys::KeyChain::new(key_line).map_err(|e| anyhow!(e))?;
+    let bad_signature = |chain: &ledger::keys::KeyChain, e: merkle::NoteError| {
+        anyhow!(
+            "BAD SIGNATURE: the server's newest checkpoint does not verify with the key in force ({}): {e}",
+            chain.key_line()
+        )
+    };
+    // Signed by the key in force at its size: known after the new leaves are read.
+    let checkpoint = merkle::unverified_text(&note)
+        .and_then(merkle::Checkpoint::parse_body)
+        .map_err(|e| bad_signature(&chain, e))?;
     let (new_size, new_root) = (checkpoint.size(), *checkpoint.root());
     let (old_size, old_root, mut edge) = last_verified(state.as_ref(), &checkpoint)?;
+    if new_size <= old_size {
+        chain.verifier().open(&note).map_err(|e| bad_signature(&chain, e))?;
+    }
     if new_size < old_size {
         bail!(
             "ROLLBACK: the server's newest checkpoint has {new_size} leaves, fewer than the {old_size} of the \
@@ -133,16 +152,18 @@ fn poll(
         return Ok(());
     }
     if old_size > 0 {
-        let proof = client.consistency_proof(old_size, new_size).context("the consistency proof")?;
-        let proof = proof.hashes.iter().map(|h| hash_of(h)).collect::<Result<Vec<_>>>()?;
-        merkle::verify_consistency(old_size, new_size, &old_root, &new_root, &proof).map_err(|e| {
-            anyhow!(
-                "FORK: the server's checkpoint of size {new_size} does not extend the one of size {old_size} verified \
-                 before: the consistency proof fails ({e})"
-            )
-        })?;
+        consistent(client, (old_size, &old_root), (new_size, &new_root))?;
     }
-    rehash(client, &mut edge, new_size)?;
+    rehash(client, &mut edge, &mut chain, new_size)?;
+    chain.verifier().open(&note).map_err(|e| bad_signature(&chain, e))?;
+    for k in chain.periods().iter().skip(1) {
+        println!(
+            "key rotation at leaf {}: {} signs from tree size {}",
+            k.rotation_leaf.unwrap_or(0),
+            k.key,
+            k.from_tree_size
+        );
+    }
     if edge.root() != new_root {
         bail!(
             "FORK: the leaves {old_size}..{new_size} the server serves, rehashed onto the tree verified before, do \
@@ -150,19 +171,39 @@ fn poll(
         );
     }
     let next = State {
-        verifier_key: key_line.to_owned(),
+        verifier_key: chain.key_line().to_owned(),
+        first_key: Some(first_key.to_owned()),
         origin: checkpoint.origin().to_owned(),
         size: new_size,
         root: hex::encode(new_root),
         edge: edge.hashes().iter().map(hex::encode).collect(),
         note,
     };
+    save(path, state, next)?;
+    println!("verified: {new_size} leaves (from {old_size}), root {}", hex::encode(new_root));
+    Ok(())
+}
+
+/// Writes the state file (atomically), then keeps `next` as the state.
+fn save(path: &Path, state: &mut Option<State>, next: State) -> Result<()> {
     let text = serde_json::to_string_pretty(&next)?;
     ledger::signer::write_file_atomically(path, text.as_bytes())
         .with_context(|| format!("writing {}", path.display()))?;
     *state = Some(next);
-    println!("verified: {new_size} leaves (from {old_size}), root {}", hex::encode(new_root));
     Ok(())
+}
+
+/// The server's consistency proof from the checkpoint verified before to the new one.
+fn consistent(client: &Client, old: (u64, &merkle::Hash), new: (u64, &merkle::Hash)) -> Result<()> {
+    let ((old_size, old_root), (new_size, new_root)) = (old, new);
+    let proof = client.consistency_proof(old_size, new_size).context("the consistency proof")?;
+    let proof = proof.hashes.iter().map(|h| hash_of(h)).collect::<Result<Vec<_>>>()?;
+    merkle::verify_consistency(old_size, new_size, old_root, new_root, &proof).map_err(|e| {
+        anyhow!(
+            "FORK: the server's checkpoint of size {new_size} does not extend the one of size {old_size} verified \
+             before: the consistency proof fails ({e})"
+        )
+    })
 }
 
 /// The size, root and right edge of the last checkpoint verified (an empty tree on the
@@ -189,8 +230,14 @@ fn last_verified(
     Ok((s.size, root, edge))
 }
 
-/// Fetches the leaves from the edge's size to `new_size` and rehashes them onto the edge.
-fn rehash(client: &Client, edge: &mut merkle::CompactRange, new_size: u64) -> Result<()> {
+/// Fetches the leaves from the edge's size to `new_size` and rehashes them onto the edge;
+/// `chain` follows the key rotations among them.
+fn rehash(
+    client: &Client,
+    edge: &mut merkle::CompactRange,
+    chain: &mut ledger::keys::KeyChain,
+    new_size: u64,
+) -> Result<()> {
     let mut progress = crate::progress::Progress::new("rehashed", new_size);
     while edge.size() < new_size {
         let from = edge.size();
@@ -210,6 +257,7 @@ fn rehash(client: &Client, edge: &mut merkle::CompactRange, new_size: u64) -> Re
             if hex::encode(hash) != leaf.leaf_hash {
                 bail!("leaf {at}: its leaf_hash is not SHA-256(0x00 || leaf)");
             }
+            chain.leaf(at as i64, &bytes, || edge.root()).map_err(|e| anyhow!("BAD KEY ROTATION: leaf {at}: {e}"))?;
             edge.append(hash).map_err(|e| anyhow!("leaf {at}: {e}"))?;
         }
     }

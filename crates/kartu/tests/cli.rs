@@ -32,6 +32,7 @@ fn signed_ledger(dir: &Path) -> (String, String) {
             origin: "cli.kartu.example/log".into(),
             interval: std::time::Duration::from_secs(60),
             trusted_file: None,
+            first_key: None,
         }),
         ..LedgerConfig::default()
     };
@@ -1924,4 +1925,197 @@ fn postgres_dump_restores_and_verifies() {
     assert_eq!(&acked[..entries as usize], (1..=entries).collect::<Vec<_>>().as_slice(), "only acknowledged entries");
     let (ok, _, err) = kartu(&["backup", "--data-dir", &data_s, "--out", "/tmp/x.age", "--recipient", "age1x"]);
     assert!(!ok && err.contains("PostgreSQL") && err.contains("pg_dump"), "{err}");
+}
+
+/// Issue 17: `kartu audit rotate-key`. A city day signed by the first key; the servers
+/// stopped; the rotation (and, after a crash between recording it and writing the key
+/// file, the same rotation finished by a second run); the day goes on under the new key.
+/// The public key history, `audit watch` (one state across the rotation), `audit verify`
+/// through the API and on the database all follow the rotation from the first key; a
+/// server still holding the old key signs nothing past the rotation.
+#[test]
+fn checkpoint_key_rotation_is_followed() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("city");
+    let data_s = data.display().to_string();
+    let (token, first_key) = init_prints_the_token_once_and_keeps_the_secrets_private(&data);
+    let key_file = dir.path().join("first.pub");
+    std::fs::write(&key_file, format!("{first_key}\n")).expect("key");
+    let key_s = key_file.display().to_string();
+    let state_s = dir.path().join("watch.json").display().to_string();
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+
+    let (server, base) = serve_on_port(&data_s, 0);
+    let auditor =
+        post_ok(&agent, &base, &token, "/v1/credentials", "c1", serde_json::json!({"role": "auditor", "name": "a"}));
+    let auditor = auditor["token"].as_str().expect("token").to_owned();
+    let a = post_ok(&agent, &base, &token, "/v1/agents", "a1", serde_json::json!({"name": "agent"}));
+    let float_path = format!("/v1/agents/{}/float", a["id"].as_str().expect("id"));
+    post_ok(&agent, &base, &token, &float_path, "f1", serde_json::json!({"amount": "100.00"}));
+    let before = signed_to_the_end(&agent, &base);
+    let watch = || kartu(&["audit", "watch", "--url", &base, "--state", &state_s, "--token", &auditor, "--once"]);
+    let (ok, out, err) = watch();
+    assert!(ok && out.contains("verified"), "{out}{err}");
+    stop(server);
+
+    let (rotated, old_keys) = rotate_then_finish_after_a_crash(&data, &first_key);
+    let (new_key, leaf) = (rotated["new_key"].as_str().expect("new key").to_owned(), rotated["rotation_leaf"].clone());
+    let size_before: i64 = before.lines().nth(1).expect("size").parse().expect("size");
+    assert_eq!(leaf, size_before, "the rotation leaf follows the last checkpoint of the old key");
+
+    // The same port, so that the watcher's URL still serves.
+    let port = base.rsplit(':').next().expect("port").parse().expect("port");
+    let (server, base) = serve_on_port(&data_s, port);
+    post_ok(&agent, &base, &token, &float_path, "f2", serde_json::json!({"amount": "50.00"}));
+    let after = signed_to_the_end(&agent, &base);
+    the_key_history_is_served(&agent, &base, (&first_key, &new_key), size_before, (&before, &after));
+
+    let (ok, out, err) = watch();
+    assert!(
+        ok && out.contains(&format!("key rotation at leaf {leaf}: {new_key}")) && out.contains("verified"),
+        "{out}{err}"
+    );
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state_s).expect("state")).expect("json");
+    assert_eq!(state["verifier_key"], new_key.as_str());
+    let (ok, out, err) = kartu(&["audit", "verify", "--url", &base, "--token", &auditor, "--public-key", &key_s]);
+    assert!(ok, "{out}{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("report");
+    assert_eq!(report["keys"][1]["key"], new_key.as_str(), "{report}");
+    stop(server);
+    let db = format!("sqlite://{}", data.join("kartu.db").display());
+    let (ok, out, err) = kartu(&["audit", "verify", "--database-url", &db, "--public-key", &key_s]);
+    assert!(ok && out.contains(&format!("key rotation at leaf {leaf}: {new_key} signs from tree size")), "{out}{err}");
+    // Starting from the new key, the old checkpoints do not verify: the chain starts at the first.
+    let new_file = dir.path().join("new.pub");
+    std::fs::write(&new_file, format!("{new_key}\n")).expect("key");
+    let (ok, _, err) =
+        kartu(&["audit", "verify", "--database-url", &db, "--public-key", &new_file.display().to_string()]);
+    assert!(!ok && err.contains("does not verify with the key in force"), "{err}");
+    a_server_with_the_old_key_signs_nothing(&data, &old_keys, &agent, &token, &float_path);
+}
+
+/// `/v1/audit/public-key` serves the new key, `/v1/audit/public-keys` the history; the
+/// checkpoint before the rotation verifies with the first key only, the one after with the
+/// new key only.
+fn the_key_history_is_served(
+    agent: &ureq::Agent,
+    base: &str,
+    (first_key, new_key): (&str, &str),
+    size_before: i64,
+    (before, after): (&str, &str),
+) {
+    let (_, served) = http(agent, &format!("{base}/v1/audit/public-key"), None);
+    assert_eq!(served.trim(), new_key);
+    let (status, history) = http(agent, &format!("{base}/v1/audit/public-keys"), None);
+    let history: serde_json::Value = serde_json::from_str(&history).expect("json");
+    assert_eq!(status, 200);
+    assert_eq!(history["current"], new_key);
+    assert_eq!(history["keys"][0]["key"], first_key);
+    assert_eq!(history["keys"][0]["from_tree_size"], 1);
+    assert_eq!(history["keys"][1]["key"], new_key);
+    assert_eq!(history["keys"][1]["rotation_leaf"], size_before);
+    assert_eq!(history["keys"][1]["from_tree_size"], size_before + 1);
+    let new_v = merkle::Verifier::parse(new_key).expect("new");
+    let first_v = merkle::Verifier::parse(first_key).expect("first");
+    assert!(new_v.open(after).is_ok() && first_v.open(after).is_err());
+    assert!(first_v.open(before).is_ok() && new_v.open(before).is_err());
+}
+
+/// `kartu audit rotate-key`, then the state a crash after the rotation leaf leaves (the old
+/// key file, no history, the new key pending) and a second run: it finishes the same
+/// rotation without recording another. Returns the first run's report and the key file
+/// from before.
+fn rotate_then_finish_after_a_crash(data: &Path, first_key: &str) -> (serde_json::Value, String) {
+    let data_s = data.display().to_string();
+    let old_keys = std::fs::read_to_string(data.join("keys.toml")).expect("keys");
+    let (ok, out, err) = kartu(&["audit", "rotate-key", "--data-dir", &data_s]);
+    assert!(ok, "{out}{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("report");
+    assert_eq!(report["previous_key"], first_key);
+    assert_eq!(report["recorded_now"], true);
+    let new_key = report["new_key"].as_str().expect("new key").to_owned();
+    let history = std::fs::read_to_string(data.join("checkpoint.keys")).expect("history");
+    assert_eq!(history, format!("{first_key}\n{new_key}\n"));
+    assert!(!data.join("checkpoint.pending.key").exists());
+    let new_keys = std::fs::read_to_string(data.join("keys.toml")).expect("keys");
+    assert_ne!(new_keys, old_keys);
+    // The crash: back to the old key file, the new secret only in the pending file.
+    let pkcs8 = new_keys.split("ed25519_pkcs8 = \"").nth(1).and_then(|s| s.split('"').next()).expect("new secret");
+    std::fs::write(data.join("checkpoint.pending.key"), format!("{pkcs8}\n")).expect("pending");
+    std::fs::write(data.join("keys.toml"), &old_keys).expect("old keys");
+    std::fs::remove_file(data.join("checkpoint.keys")).expect("history");
+    let (ok, out, err) = kartu(&["audit", "rotate-key", "--data-dir", &data_s]);
+    assert!(ok, "{out}{err}");
+    let again: serde_json::Value = serde_json::from_str(&out).expect("report");
+    assert_eq!(
+        (again["recorded_now"].clone(), again["new_key"].clone()),
+        (serde_json::json!(false), report["new_key"].clone())
+    );
+    assert_eq!(again["rotation_leaf"], report["rotation_leaf"]);
+    assert_eq!(std::fs::read_to_string(data.join("keys.toml")).expect("keys"), new_keys);
+    assert_eq!(std::fs::read_to_string(data.join("checkpoint.keys")).expect("history"), history);
+    (report, old_keys)
+}
+
+/// A server started with the key file from before the rotation (a process not restarted,
+/// or a stolen old key): it signs nothing past the rotation and is not ready, naming the
+/// key the log put in force.
+fn a_server_with_the_old_key_signs_nothing(
+    data: &Path,
+    old_keys: &str,
+    agent: &ureq::Agent,
+    token: &str,
+    float_path: &str,
+) {
+    let data_s = data.display().to_string();
+    let new_keys = std::fs::read_to_string(data.join("keys.toml")).expect("keys");
+    let history = std::fs::read_to_string(data.join("checkpoint.keys")).expect("history");
+    let new_v = merkle::Verifier::parse(history.lines().nth(1).expect("new")).expect("key");
+    std::fs::write(data.join("keys.toml"), old_keys).expect("keys");
+    let (server, base) = serve_on_port(&data_s, 0);
+    post_ok(agent, &base, token, float_path, "f3", serde_json::json!({"amount": "1.00"}));
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let (status, body) = http(agent, &format!("{base}/readyz"), None);
+    assert!(
+        status == 503 && body.contains("checkpoint_refused") && body.contains("this signer holds"),
+        "{status} {body}"
+    );
+    let (_, note) = http(agent, &format!("{base}/v1/audit/checkpoints/latest"), None);
+    assert!(new_v.open(&note).is_ok(), "the newest checkpoint is still the new key's: {note}");
+    stop(server);
+    std::fs::write(data.join("keys.toml"), new_keys).expect("keys");
+}
+
+/// SIGTERM, and the server exits cleanly.
+fn stop(server: KillOnDrop) {
+    let mut server = server;
+    let pid = server.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    assert!(server.0.wait().expect("wait").success());
+}
+
+/// `kartu ledger export --format csv`: the header, then one row per posting of every entry
+/// in sequence order, the amounts as the ledger holds them (a top-up and three payments
+/// with a fee: 2 + 3 × 3 rows), each row as wide as the header.
+#[test]
+fn ledger_export_writes_the_journal_as_csv() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (url, _) = signed_ledger(dir.path());
+    let (ok, out, err) = kartu(&["ledger", "export", "--format", "csv", "--database-url", &url]);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.split("\r\n").filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines[0], ledger::export::JOURNAL_HEADER.trim_end());
+    assert_eq!(lines.len(), 1 + 2 + 3 * 3, "{out}");
+    let width = lines[0].split(',').count();
+    assert!(lines.iter().all(|l| l.split(',').count() == width), "{out}");
+    let seqs: Vec<&str> = lines[1..].iter().map(|l| l.split(',').next().unwrap_or("")).collect();
+    assert_eq!(seqs, ["1", "1", "2", "2", "2", "3", "3", "3", "4", "4", "4"]);
+    // The top-up: 1000.00 into the wallet, out of the city bank.
+    let amounts: Vec<&str> = lines[1..3].iter().map(|l| l.split(',').nth(4).unwrap_or("")).collect();
+    assert!(amounts.contains(&"1000.00") && amounts.contains(&"-1000.00"), "{amounts:?}");
+    let (ok, _, err) = kartu(&["ledger", "export", "--format", "xlsx", "--database-url", &url]);
+    assert!(!ok && err.contains("xlsx"), "{err}");
+    let (ok, out, _) = kartu(&["ledger", "export", "--from-seq", "4", "--database-url", &url]);
+    assert!(ok && out.split("\r\n").filter(|l| !l.is_empty()).count() == 1 + 3, "{out}");
 }

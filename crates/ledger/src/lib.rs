@@ -15,6 +15,8 @@
 
 pub mod audit;
 pub mod domain;
+pub mod export;
+pub mod keys;
 mod ledger;
 mod machine;
 pub mod replay;
@@ -28,7 +30,8 @@ mod verify_registry;
 pub use self::domain::{Statement, StatementLine, TrialBalanceLine};
 pub use ledger::{migrate, system_clock, Clock, Ledger, LedgerConfig};
 pub use ledger::{
-    WriterStats, BATCH_REQUESTS_MAX, PAGE_MAX, QUEUE_JOBS_MAX, WAL_CHECKPOINT_BYTES, WAL_CHECKPOINT_INTERVAL,
+    RotationDone, WriterStats, BATCH_REQUESTS_MAX, PAGE_MAX, QUEUE_JOBS_MAX, WAL_CHECKPOINT_BYTES,
+    WAL_CHECKPOINT_INTERVAL,
 };
 pub use machine::TapRules;
 pub use signer::CheckpointSettings;

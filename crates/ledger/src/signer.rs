@@ -31,6 +31,17 @@ pub struct CheckpointSettings {
     /// each signature and trusted on start. `None`: memory only (tests, benchmarks); on
     /// start the database's newest checkpoint is trusted then.
     pub trusted_file: Option<std::path::PathBuf>,
+    /// The log's first checkpoint key (verifier key line), where the chain of rotations
+    /// announced in the log starts ([`crate::keys`]); `None`: the signer's own key (a log
+    /// never rotated).
+    pub first_key: Option<String>,
+}
+
+impl CheckpointSettings {
+    /// The first key of the log's chain of keys.
+    pub fn first_key_line(&self) -> String {
+        self.first_key.clone().unwrap_or_else(|| self.signer.verifier_key())
+    }
 }
 
 impl std::fmt::Debug for CheckpointSettings {
@@ -39,6 +50,7 @@ impl std::fmt::Debug for CheckpointSettings {
             .field("origin", &self.origin)
             .field("interval", &self.interval)
             .field("trusted_file", &self.trusted_file)
+            .field("first_key", &self.first_key)
             .finish()
     }
 }
@@ -64,6 +76,8 @@ pub(crate) struct SignerState {
 struct Trusted {
     edge: merkle::CompactRange,
     root: merkle::Hash,
+    /// The keys announced by the leaves up to the edge's size.
+    chain: crate::keys::KeyChain,
 }
 
 /// One step of the signer.
@@ -108,8 +122,11 @@ pub(crate) fn step(
     if size == 0 || size <= last || size == trusted_size {
         return Ok(Step::Nothing);
     }
-    let mut edge = trusted.edge.clone();
-    if let Err(reason) = extend(db, &mut edge, size)? {
+    let (mut edge, mut chain) = (trusted.edge.clone(), trusted.chain.clone());
+    if let Err(reason) = extend(db, &mut edge, &mut chain, size)? {
+        return Ok(Step::Refuse(reason));
+    }
+    if let Some(reason) = another_key_in_force(&chain, settings) {
         return Ok(Step::Refuse(reason));
     }
     let root = edge.root();
@@ -134,7 +151,7 @@ pub(crate) fn step(
     };
     // The row first: a file ahead of the table would look like a deleted checkpoint.
     db.insert_checkpoint(&row)?;
-    state.trusted = Some(Trusted { edge, root });
+    state.trusted = Some(Trusted { edge, root, chain });
     if let Some(path) = settings.trusted_file.as_deref() {
         if let Err(e) = write_file_atomically(path, row.note.as_bytes()) {
             tracing::warn!(error = %e, file = %path.display(), "cannot write the last signed checkpoint; trying again");
@@ -144,6 +161,18 @@ pub(crate) fn step(
     Ok(Step::Signed(row))
 }
 
+/// Why this signer may not sign: the log's rotations put another key in force.
+fn another_key_in_force(chain: &crate::keys::KeyChain, settings: &CheckpointSettings) -> Option<String> {
+    let own = settings.signer.verifier_key();
+    (chain.key_line() != own).then(|| {
+        format!(
+            "the log puts the key {} in force, and this signer holds {own}: a process still runs with the key \
+             before a rotation (restart it with the new key file), or `kartu audit rotate-key` did not finish",
+            chain.key_line()
+        )
+    })
+}
+
 fn rollback(size: i64, trusted: i64) -> String {
     format!("rollback: the log holds {size} leaves, fewer than the {trusted} of the last checkpoint this signer signed")
 }
@@ -151,7 +180,6 @@ fn rollback(size: i64, trusted: i64) -> String {
 /// What to trust on start: the file, else the database's newest checkpoint (first start),
 /// its edge recomputed from every leaf up to its size (once, O(n)). `Err(reason)`: refuse.
 fn load(db: &mut Db, settings: &CheckpointSettings, size: i64) -> Result<Result<Trusted, String>, LedgerError> {
-    let verifier = settings.signer.verifier();
     let file_note = match settings.trusted_file.as_deref() {
         Some(path) => match std::fs::read_to_string(path) {
             Ok(text) => Some((text, format!("the trusted checkpoint file {}", path.display()))),
@@ -170,25 +198,34 @@ fn load(db: &mut Db, settings: &CheckpointSettings, size: i64) -> Result<Result<
                 );
                 (row.note, format!("the database's newest checkpoint (size {})", row.tree_size))
             }
-            None => return Ok(Ok(Trusted { edge: merkle::CompactRange::new(), root: merkle::empty_root() })),
+            None => {
+                let chain = crate::keys::KeyChain::new(&settings.first_key_line()).map_err(LedgerError::Invariant)?;
+                return Ok(Ok(Trusted { edge: merkle::CompactRange::new(), root: merkle::empty_root(), chain }));
+            }
         },
     };
-    let checkpoint = match verifier.open(&note) {
-        Ok(c) => c,
-        Err(e) => return Ok(Err(format!("{from} does not verify with this server's key: {e}"))),
+    let mut chain = crate::keys::KeyChain::new(&settings.first_key_line()).map_err(LedgerError::Invariant)?;
+    let unverified = merkle::unverified_text(&note).and_then(merkle::Checkpoint::parse_body);
+    let trusted_size = match unverified {
+        Ok(c) => c.size() as i64,
+        Err(e) => return Ok(Err(format!("{from} is not a signed checkpoint: {e}"))),
     };
-    if checkpoint.origin() != settings.origin {
-        return Ok(Err(format!("{from} is for origin {:?}, not {:?}", checkpoint.origin(), settings.origin)));
-    }
-    let trusted_size = checkpoint.size() as i64;
-    let mut reasons = Vec::new();
     if size < trusted_size {
         return Ok(Err(rollback(size, trusted_size)));
     }
     let mut edge = merkle::CompactRange::new();
-    if let Err(reason) = extend(db, &mut edge, trusted_size)? {
+    if let Err(reason) = extend(db, &mut edge, &mut chain, trusted_size)? {
         return Ok(Err(reason));
     }
+    // Signed by the key the log had put in force at its size.
+    let checkpoint = match chain.verifier().open(&note) {
+        Ok(c) => c,
+        Err(e) => return Ok(Err(format!("{from} does not verify with the key in force at its size: {e}"))),
+    };
+    if checkpoint.origin() != settings.origin {
+        return Ok(Err(format!("{from} is for origin {:?}, not {:?}", checkpoint.origin(), settings.origin)));
+    }
+    let mut reasons = Vec::new();
     if edge.root() != *checkpoint.root() {
         reasons.push(format!(
             "rewritten: the first {trusted_size} leaves no longer hash to the root of the last checkpoint this \
@@ -201,7 +238,7 @@ fn load(db: &mut Db, settings: &CheckpointSettings, size: i64) -> Result<Result<
     if !reasons.is_empty() {
         return Ok(Err(reasons.join("; ")));
     }
-    Ok(Ok(Trusted { edge, root: *checkpoint.root() }))
+    Ok(Ok(Trusted { edge, root: *checkpoint.root(), chain }))
 }
 
 /// The signed checkpoint of `size` must still be in the table, with its root.
@@ -221,8 +258,14 @@ fn missing_row(db: &mut Db, size: i64, root: &merkle::Hash) -> Result<Option<Str
     })
 }
 
-/// Extends `edge` with the leaves `[edge.size(), to)`, each hash recomputed from its bytes.
-fn extend(db: &mut Db, edge: &mut merkle::CompactRange, to: i64) -> Result<Result<(), String>, LedgerError> {
+/// Extends `edge` with the leaves `[edge.size(), to)`, each hash recomputed from its bytes,
+/// and `chain` with the key rotations among them.
+fn extend(
+    db: &mut Db,
+    edge: &mut merkle::CompactRange,
+    chain: &mut crate::keys::KeyChain,
+    to: i64,
+) -> Result<Result<(), String>, LedgerError> {
     while (edge.size() as i64) < to {
         let from = edge.size() as i64;
         let page = db.leaves(from, PAGE.min(to - from))?;
@@ -236,6 +279,10 @@ fn extend(db: &mut Db, edge: &mut merkle::CompactRange, to: i64) -> Result<Resul
             }
             if expected >= to {
                 break;
+            }
+            // The bytes decide, not the stored kind.
+            if let Err(reason) = chain.leaf(expected, &row.leaf, || edge.root()) {
+                return Ok(Err(format!("leaf {expected}: {reason}")));
             }
             edge.append(merkle::leaf_hash(&row.leaf)).map_err(|e| LedgerError::Invariant(format!("audit log: {e}")))?;
         }

@@ -55,6 +55,9 @@ pub struct VerifyReport {
     pub registry_rows: usize,
     /// Operator-action leaves read.
     pub operator_actions: usize,
+    /// The checkpoint keys the log announced, from the first key given (one when never
+    /// rotated).
+    pub keys: Vec<crate::keys::KeyPeriod>,
     /// Wall time.
     pub elapsed: Duration,
 }
@@ -131,7 +134,7 @@ pub fn verify(
     let head_seq = db.last_seq()?;
     let head_size = db.tree_size()?;
     let mut audit = Auditor {
-        verifier,
+        chain: crate::keys::KeyChain::new(&verifier.to_string()).map_err(LedgerError::Invariant)?,
         options,
         replay: Replayer::with_accounts(accounts),
         tree: merkle::MemoryTree::new(),
@@ -184,7 +187,9 @@ pub fn verify(
 }
 
 struct Auditor<'a> {
-    verifier: &'a merkle::Verifier,
+    /// The checkpoint key in force, from the first key the caller trusts through the
+    /// rotations announced by the leaves read so far.
+    chain: crate::keys::KeyChain,
     options: &'a VerifyOptions,
     /// The books replayed from the leaves (balances, debts, numbering, time).
     replay: Replayer,
@@ -218,6 +223,10 @@ impl Auditor<'_> {
         match row.kind.as_str() {
             "entry" => self.entry(db, row, hash)?,
             _ => self.event(db, row, hash)?,
+        }
+        let tree = &self.tree;
+        if let Err(reason) = self.chain.leaf(index, &row.leaf, || tree.root()) {
+            return fail(Some(self.replay.entries()), at, reason);
         }
         self.tree.append(hash).map_err(|e| VerifyError::Failed {
             entry_seq: None,
@@ -353,7 +362,9 @@ impl Auditor<'_> {
             reason: format!("checkpoint of size {}: {reason}", cp.tree_size),
             registry: Vec::new(),
         };
-        let opened = self.verifier.open(&cp.note).map_err(|e| named(format!("signature does not verify: {e}")))?;
+        let opened = self.chain.verifier().open(&cp.note).map_err(|e| {
+            named(format!("signature does not verify with the key in force ({}): {e}", self.chain.key_line()))
+        })?;
         let root = self.tree.root();
         if opened.size() != cp.tree_size as u64 {
             return Err(named(format!("the signed note is for size {}", opened.size())));
@@ -406,6 +417,7 @@ impl Auditor<'_> {
             unsigned_tail,
             registry_rows: 0,
             operator_actions: 0,
+            keys: self.chain.periods().to_vec(),
             elapsed: started.elapsed(),
         })
     }

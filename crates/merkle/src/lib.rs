@@ -40,7 +40,7 @@ pub use checkpoint::{Checkpoint, CHECKPOINT_BODY_BYTES_MAX};
 pub use compact::CompactRange;
 pub use hash::{empty_root, leaf_hash, node_hash, root_from_leaves, Hash};
 pub use memory::MemoryTree;
-pub use note::{KeyId, NoteError, Signer, Verifier, NOTE_BYTES_MAX, SIGNATURES_MAX};
+pub use note::{unverified_text, KeyId, NoteError, Signer, Verifier, NOTE_BYTES_MAX, SIGNATURES_MAX};
 pub use tree::{
     append_batch_nodes, append_nodes, consistency_proof, inclusion_proof, nodes_needed_for_append,
     nodes_needed_for_consistency, nodes_needed_for_inclusion, nodes_needed_for_root, root, Node, NodeCoord, TreeError,

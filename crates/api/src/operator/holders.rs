@@ -42,7 +42,7 @@ pub struct HolderView {
     pub created_at: String,
 }
 
-fn holder_view(h: &Holder) -> HolderView {
+pub(crate) fn holder_view(h: &Holder) -> HolderView {
     HolderView {
         id: h.id.to_string(),
         name: h.name.clone(),

@@ -45,7 +45,7 @@ pub struct MerchantView {
     pub account_id: String,
 }
 
-fn merchant_view(m: &Merchant) -> MerchantView {
+pub(crate) fn merchant_view(m: &Merchant) -> MerchantView {
     MerchantView {
         id: m.id.to_string(),
         name: m.name.clone(),

@@ -11,6 +11,7 @@ pub mod approvals;
 pub mod cards;
 pub mod credentials;
 pub mod holders;
+pub mod lists;
 pub mod merchants;
 pub mod service_points;
 pub mod settlements;
@@ -39,7 +40,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/credentials/{id}", web::delete().to(credentials::revoke_credential))
         .route("/v1/adjustments", web::post().to(adjustments::request_adjustment))
         .route("/v1/adjustments/{id}/approve", web::post().to(adjustments::approve_adjustment))
-        .route("/v1/settlements", web::post().to(settlements::settle));
+        .route("/v1/settlements", web::post().to(settlements::settle))
+        .configure(lists::routes);
 }
 
 /// Logs an operator action (idempotent under the caller's key).

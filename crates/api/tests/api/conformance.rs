@@ -271,7 +271,7 @@ pub fn self_test() -> Result<(), String> {
         }
     }
     let allowed =
-        Seen { allow: Some("POST"), ..seen("PUT", "/v1/holders", 405, "application/problem+json", &not_allowed) };
+        Seen { allow: Some("POST, GET"), ..seen("PUT", "/v1/holders", 405, "application/problem+json", &not_allowed) };
     contract.check(&allowed).map_err(|e| format!("a 405 with its Allow was refused: {e}"))?;
     Ok(())
 }

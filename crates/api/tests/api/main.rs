@@ -12,6 +12,7 @@ mod support;
 mod access;
 mod approvals;
 mod audit;
+mod backoffice;
 mod browser;
 mod concurrency;
 mod conformance;
@@ -78,6 +79,8 @@ const CASES: &[(&str, Case)] = &[
     ("pages_receipt", pages::receipt_page),
     ("pages_books", pages::books_page),
     ("pages_check_the_books", pages::check_the_books),
+    ("backoffice_lists_and_search", backoffice::lists_and_search),
+    ("backoffice_csv_exports", backoffice::csv_exports),
 ];
 
 fn main() {

@@ -149,6 +149,9 @@ fn unknown_routes_and_methods_are_problems(s: &Server) -> TestResult {
     s.get("/v1/nothing-here", &s.operator)?.problem(404, "not_found")?;
     let r = s.send("PUT", "/v1/holders", Some(&s.operator), None, Body::None)?;
     r.problem(405, "method_not_allowed")?;
+    check_eq!(r.header("allow"), Some("POST, GET"));
+    let r = s.send("PUT", "/v1/service-points", Some(&s.operator), None, Body::None)?;
+    r.problem(405, "method_not_allowed")?;
     check_eq!(r.header("allow"), Some("POST"));
     let r = s.send("DELETE", "/v1/payments", Some(&s.operator), None, Body::None)?;
     r.problem(405, "method_not_allowed")?;
@@ -210,16 +213,89 @@ pub fn health_and_metrics(backend: Backend) -> TestResult {
     check!(!m.contains("/v1/cards/424242"), "a raw path in the metrics");
     check!(has("kartu_http_request_duration_seconds_bucket"), "latency histogram");
     check!(has("kartu_audit_tree_size "), "tree size gauge");
+    // A replayed tap: counted once by the writer, as a Prometheus counter.
+    let tap = s.tap(&c.card);
+    s.post("/v1/payments", &c.pos_a, &json!({"tap": tap, "amount": "1.00"}))?.expect(201)?;
+    s.post("/v1/payments", &c.pos_a, &json!({"tap": tap, "amount": "1.00"}))?.problem(409, "card_replay")?;
+    let m = s.get_public("/metrics")?.text;
+    prometheus_conventions(&m)?;
+    let value = |name: &str| m.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')).map(str::to_owned);
+    check_eq!(value("kartu_card_replays_total").as_deref(), Some("1"));
+    check_eq!(value("kartu_writer_failed_batches_total").as_deref(), Some("0"));
+    check_eq!(value("kartu_writer_halted").as_deref(), Some("0"));
+    check_eq!(value("kartu_offline_risk_exposure_minor").as_deref(), Some("0"));
+    check_eq!(value("kartu_offline_risk_cap_minor").as_deref(), Some("500000000"));
+    let batches: u64 = value("kartu_writer_batches_total").and_then(|v| v.parse().ok()).unwrap_or(0);
+    check!(batches >= 3, "writer batches {batches}");
+    alert_rules_name_exported_metrics(&m)?;
     Ok(())
 }
 
+/// The scrape as Prometheus reads it: every `_total` family is a counter (not a gauge that
+/// a restart or a `rate()` would misread), and `promtool check metrics` finds nothing.
+fn prometheus_conventions(scrape: &str) -> TestResult {
+    for line in scrape.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        let (name, kind) = line.split_once(' ').unwrap_or((line, ""));
+        if name.ends_with("_total") {
+            check_eq!((name, kind), (name, "counter"));
+        }
+    }
+    let lint = promtool(&["check", "metrics"], Some(scrape))?;
+    check!(lint.trim().is_empty(), "promtool check metrics:\n{lint}");
+    Ok(())
+}
+
+/// The alert rules in deploy/prometheus/ load and pass their own unit tests (`promtool`),
+/// and every metric they name is one this server exports: a renamed metric would silence
+/// an alert without anyone noticing.
+fn alert_rules_name_exported_metrics(scrape: &str) -> TestResult {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/prometheus");
+    let rules = dir.join("kartu.rules.yml");
+    let rules_path = rules.to_str().ok_or("path")?;
+    promtool(&["check", "rules", rules_path], None)?;
+    promtool(&["test", "rules", dir.join("kartu.rules.test.yml").to_str().ok_or("path")?], None)?;
+    let text = std::fs::read_to_string(&rules).map_err(|e| e.to_string())?;
+    let mut named = 0;
+    for expr in text.lines().filter_map(|l| l.trim().strip_prefix("expr:")) {
+        for word in expr.split(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '_')) {
+            if word.starts_with("kartu_") {
+                named += 1;
+                let declared = format!("# TYPE {word} ");
+                check!(scrape.lines().any(|l| l.starts_with(&declared)), "the rules name {word}, which /metrics lacks");
+            }
+        }
+    }
+    check!(named >= 6, "{named} metric names found in the rules");
+    Ok(())
+}
+
+/// Runs Prometheus' `promtool` (scripts/setup.sh installs it); its output, or why it failed.
+fn promtool(args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("promtool")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("promtool (scripts/setup.sh installs it): {e}"))?;
+    let mut input = child.stdin.take().ok_or("stdin")?;
+    input.write_all(stdin.unwrap_or("").as_bytes()).map_err(|e| e.to_string())?;
+    drop(input);
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    check!(out.status.success(), "promtool {args:?}: {}\n{text}", out.status);
+    Ok(text)
+}
+
 /// The routes anyone may call: the document declares them with no security requirement.
-const PUBLIC: [(&str, &str); 9] = [
+const PUBLIC: [(&str, &str); 10] = [
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
     ("get", "/v1/audit/checkpoints/latest"),
     ("get", "/v1/audit/public-key"),
+    ("get", "/v1/audit/public-keys"),
     ("get", "/v1/audit/proofs/inclusion"),
     ("get", "/v1/audit/proofs/consistency"),
     ("get", "/v1/transparency"),

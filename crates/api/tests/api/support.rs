@@ -377,6 +377,25 @@ impl Server {
         Ok(r)
     }
 
+    /// A GET asking for CSV (`Accept: text/csv`); checked against the document like [`Self::send`].
+    pub fn get_csv(&self, path: &str, token: &str) -> Result<Resp, String> {
+        let r = self.send_accepting("GET", path, Some(token), None, Some("text/csv"), Body::None)?;
+        let contract = crate::conformance::contract(|| {
+            let doc = self.send_unchecked("GET", "/openapi.json", None, None, Body::None)?;
+            Ok(doc.json)
+        })?;
+        let seen = crate::conformance::Seen {
+            method: "GET",
+            path,
+            status: r.status,
+            content_type: &r.content_type,
+            allow: None,
+            text: &r.text,
+        };
+        let _ = crate::conformance::observe(contract, &seen);
+        Ok(r)
+    }
+
     /// Any request, its response not checked against the document.
     pub fn send_unchecked(
         &self,
@@ -386,7 +405,23 @@ impl Server {
         key: Option<&str>,
         body: Body<'_>,
     ) -> Result<Resp, String> {
+        self.send_accepting(method, path, token, key, None, body)
+    }
+
+    /// [`Self::send_unchecked`] with an `Accept` header.
+    pub fn send_accepting(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        key: Option<&str>,
+        accept: Option<&str>,
+        body: Body<'_>,
+    ) -> Result<Resp, String> {
         let mut b = ureq::http::Request::builder().method(method).uri(format!("{}{path}", self.base));
+        if let Some(a) = accept {
+            b = b.header("accept", a);
+        }
         if let Some(t) = token {
             b = b.header("authorization", format!("Bearer {t}"));
         }

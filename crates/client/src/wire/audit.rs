@@ -205,3 +205,26 @@ pub struct ReceiptDetail {
     /// The merchant's or agent's name, when the entry has one.
     pub place: Option<String>,
 }
+
+/// The log's checkpoint keys, oldest first (`GET /v1/audit/public-keys`): each key signs
+/// the checkpoints from its `from_tree_size` until the next key's.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CheckpointKeys {
+    /// The key that signs new checkpoints now (the last of `keys`).
+    pub current: String,
+    /// Every key so far.
+    pub keys: Vec<CheckpointKey>,
+}
+
+/// One checkpoint key and the checkpoints it signs.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CheckpointKey {
+    /// The verifier key line (`<name>+<key id>+<base64 key>`).
+    pub key: String,
+    /// The smallest tree size it signs.
+    pub from_tree_size: i64,
+    /// The leaf that announced it (a `checkpoint_key_rotation` event signed by the key
+    /// before); absent for the log's first key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rotation_leaf: Option<i64>,
+}

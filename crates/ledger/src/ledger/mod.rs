@@ -29,6 +29,7 @@ use crate::machine::TapRules;
 use crate::signer::CheckpointSettings;
 use crate::store::{Backend, Db};
 use crate::LedgerError;
+pub use proofs::RotationDone;
 pub use writer::WriterStats;
 use writer::{Halt, Job};
 

@@ -1,6 +1,8 @@
 //! The audit log as read: its size and leaves, roots, RFC 9162 proofs, and signed
 //! checkpoints (signed here, by whichever thread asks; see [`crate::signer`]).
 
+use std::sync::Arc;
+
 use super::{Ledger, PAGE_MAX};
 use crate::store::{CheckpointRow, Db, LeafRow};
 use crate::LedgerError;
@@ -103,4 +105,94 @@ impl Ledger {
 /// the database holds what the writer never writes.
 pub(super) fn tree_error(e: merkle::TreeError) -> LedgerError {
     LedgerError::Invariant(format!("audit log: {e}"))
+}
+
+/// What [`Ledger::rotate_checkpoint_key`] did.
+#[derive(Debug, Clone)]
+pub struct RotationDone {
+    /// The rotation leaf's index.
+    pub leaf_index: i64,
+    /// The last checkpoint the previous key signed (its size is the leaf's index).
+    pub last_by_previous: CheckpointRow,
+    /// The first checkpoint the new key signed (the rotation leaf included).
+    pub first_by_new: CheckpointRow,
+    /// The rotation as recorded.
+    pub rotation: crate::keys::Rotation,
+}
+
+impl Ledger {
+    /// Hands checkpoint signing over from this ledger's key to `new`, in the log: signs the
+    /// tree as it is with the key in force, records a rotation leaf ([`crate::keys`]) in
+    /// which that key binds `new` to exactly that tree, then signs the tree with the
+    /// rotation leaf by `new`. Nothing else may write meanwhile (stop the servers): if
+    /// another leaf lands first the rotation is refused before anything is recorded, or,
+    /// when the race is lost after, the recorded leaf is not valid and this says so.
+    ///
+    /// Open this ledger with a checkpoint interval long enough that its background signer
+    /// does not sign in between (`kartu audit rotate-key` uses a day).
+    pub fn rotate_checkpoint_key(&self, new: Arc<merkle::Signer>) -> Result<RotationDone, LedgerError> {
+        let Some(settings) = self.inner.config.checkpoints.clone() else {
+            return Err(LedgerError::Unavailable("this ledger signs no checkpoints".into()));
+        };
+        self.checkpoint_now()?;
+        let size = self.tree_size()?;
+        let last = self.latest_checkpoint()?.filter(|c| c.tree_size == size).ok_or_else(|| {
+            LedgerError::Unavailable(format!(
+                "the log grew to {size} leaves while its checkpoint was signed: stop every server first"
+            ))
+        })?;
+        let root: merkle::Hash = last.root.as_slice().try_into().map_err(|_| LedgerError::Invariant("root".into()))?;
+        let rotation = crate::keys::rotation(&settings.signer, &new.verifier_key(), size, &root)
+            .map_err(LedgerError::Invariant)?;
+        let payload = serde_json::to_string(&rotation).map_err(|e| LedgerError::Invariant(e.to_string()))?;
+        let event = crate::domain::Event {
+            kind: crate::keys::ROTATION_KIND.into(),
+            scope: None,
+            card_id: None,
+            card_read_counter: None,
+            queue_key: None,
+            idempotency_key: None,
+            payload,
+            access: None,
+        };
+        let recorded = self.record_blocking(event)?;
+        let leaf_index = recorded.event.audit.map(|a| a.leaf_index);
+        if leaf_index != Some(size) {
+            return Err(LedgerError::Invariant(format!(
+                "the rotation leaf landed at {leaf_index:?}, not at {size}: another process wrote meanwhile; the leaf \
+                 is not a valid rotation and `kartu audit verify` will name it"
+            )));
+        }
+        let new_settings = crate::signer::CheckpointSettings { signer: new, ..settings };
+        let now_us = (self.inner.config.clock)();
+        let mut state = self.inner.signer.lock().map_err(|_| LedgerError::Stopped)?;
+        let step = self.read(|db| crate::signer::step(db, &new_settings, &mut state, now_us))?;
+        let first_by_new = match step {
+            crate::signer::Step::Signed(row) => row,
+            crate::signer::Step::Nothing => {
+                return Err(LedgerError::Invariant("the new key had nothing to sign after the rotation leaf".into()))
+            }
+            crate::signer::Step::Refuse(reason) => {
+                state.refused = Some(reason.clone());
+                return Err(LedgerError::Invariant(format!("the checkpoint signer refuses: {reason}")));
+            }
+        };
+        Ok(RotationDone { leaf_index: size, last_by_previous: last, first_by_new, rotation })
+    }
+
+    /// The log's checkpoint keys, oldest first, from `first_key`: the rotations recorded
+    /// in the events table, each checked as a verifier checks it (signed by the key in
+    /// force, bound to the root before its leaf). `Err(Invariant)` names a rotation that
+    /// is not valid.
+    pub fn checkpoint_keys(&self, first_key: &str) -> Result<Vec<crate::keys::KeyPeriod>, LedgerError> {
+        let mut chain = crate::keys::KeyChain::new(first_key).map_err(LedgerError::Invariant)?;
+        let filter = crate::store::EventFilter { kind: Some(crate::keys::ROTATION_KIND.into()), ..Default::default() };
+        let rotations = self.read(|db| db.events(&filter, 0, super::PAGE_MAX))?;
+        for event in rotations {
+            let Some(audit) = event.audit else { continue };
+            let root = self.root(audit.leaf_index)?;
+            chain.event(audit.leaf_index, &event.kind, &event.payload, &root).map_err(LedgerError::Invariant)?;
+        }
+        Ok(chain.periods().to_vec())
+    }
 }

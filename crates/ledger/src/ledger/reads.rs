@@ -186,6 +186,13 @@ impl Ledger {
         self.read(|db| db.card_replays(card_id, limit.clamp(1, PAGE_MAX)))
     }
 
+    /// The largest offline-risk exposure of one merchant now: the sum of its offline
+    /// shortfalls within [`crate::domain::OFFLINE_RISK_WINDOW_US`], and whose it is.
+    pub fn offline_risk_exposure(&self) -> Result<Option<(AccountId, i64)>, LedgerError> {
+        let since = self.now_us() - crate::domain::OFFLINE_RISK_WINDOW_US;
+        self.read(|db| db.largest_merchant_exposure(since))
+    }
+
     /// Events with an id above `after_id` that match `filter`, oldest first.
     pub fn events(&self, filter: &EventFilter, after_id: i64, limit: i64) -> Result<Vec<EventRecord>, LedgerError> {
         self.read(|db| db.events(filter, after_id, limit.clamp(1, PAGE_MAX)))

@@ -200,6 +200,12 @@ pub struct WriterStats {
     pub requests: std::sync::atomic::AtomicU64,
     /// Time spent inside batch transactions, µs.
     pub busy_us: std::sync::atomic::AtomicU64,
+    /// Batches that failed as a whole (a database error or a broken invariant): nothing of
+    /// them was written and every request in them was answered with the error.
+    pub failed_batches: std::sync::atomic::AtomicU64,
+    /// Taps refused as replays (a counter not above the card's last: a skimmed or cloned
+    /// card, or a terminal sending a tap twice) in committed batches.
+    pub card_replays: std::sync::atomic::AtomicU64,
     /// SQLite: WAL checkpoints the writer ran itself (past its bound).
     pub wal_checkpoints: std::sync::atomic::AtomicU64,
     /// When the batch in progress began, µs on [`WriterStats::clock_us`]'s clock; 0 while
@@ -333,8 +339,13 @@ impl Writer {
             requests.extend(job.ops);
         }
         let mut halt = None;
+        use std::sync::atomic::Ordering::Relaxed;
         let mut results = match self.apply(&requests) {
-            Ok(results) => results.into_iter().map(|r| r.map_err(LedgerError::Rejected)).collect::<Vec<_>>(),
+            Ok(results) => {
+                let replays = results.iter().filter(|r| matches!(r, Err(Rejection::CardReplay))).count();
+                self.stats.card_replays.fetch_add(replays as u64, Relaxed);
+                results.into_iter().map(|r| r.map_err(LedgerError::Rejected)).collect::<Vec<_>>()
+            }
             Err(LedgerError::Invariant(reason)) => {
                 tracing::error!(
                     error = %reason,
@@ -345,6 +356,7 @@ impl Writer {
                 // Before the answers go out: whoever gets one sees the writer stopped.
                 self.halt.set(reason.clone());
                 halt = Some(reason.clone());
+                self.stats.failed_batches.fetch_add(1, Relaxed);
                 vec![Err(LedgerError::Invariant(reason)); requests.len()]
             }
             Err(e) => {
@@ -352,10 +364,10 @@ impl Writer {
                 self.cache.clear();
                 self.cache_seq = None;
                 self.reconnect();
+                self.stats.failed_batches.fetch_add(1, Relaxed);
                 vec![Err(e); requests.len()]
             }
         };
-        use std::sync::atomic::Ordering::Relaxed;
         self.stats.batches.fetch_add(1, Relaxed);
         self.stats.requests.fetch_add(requests.len() as u64, Relaxed);
         self.stats.busy_us.fetch_add(started.elapsed().as_micros() as u64, Relaxed);

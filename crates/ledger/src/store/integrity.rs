@@ -123,6 +123,25 @@ impl Db {
         .map_err(storage)
     }
 
+    /// The merchant whose offline shortfalls posted after `since_us` sum highest, and the
+    /// sum (the offline-risk exposure the per-merchant cap bounds); `None` without any.
+    pub fn largest_merchant_exposure(&mut self, since_us: i64) -> Result<Option<(AccountId, i64)>, LedgerError> {
+        let rows: Vec<(Option<i64>, i64)> = on_db!(self, |c| wallet_debts::table
+            .filter(wallet_debts::time_us.gt(since_us))
+            .filter(wallet_debts::delta_minor.gt(0))
+            .filter(wallet_debts::merchant_id.is_not_null())
+            .select((wallet_debts::merchant_id, wallet_debts::delta_minor))
+            .load(c))
+        .map_err(storage)?;
+        let mut sums: std::collections::HashMap<i64, i64> = std::collections::HashMap::new();
+        for (merchant, amount) in rows {
+            if let Some(m) = merchant {
+                *sums.entry(m).or_default() += amount;
+            }
+        }
+        Ok(sums.into_iter().max_by_key(|(m, sum)| (*sum, -*m)).map(|(m, sum)| (AccountId(m), sum)))
+    }
+
     /// Times of the decisions recorded under a holder key since `since_us`.
     pub fn access_times(&mut self, holder_key: &str, since_us: i64) -> Result<Vec<i64>, LedgerError> {
         on_db!(self, |c| audit_events::table

@@ -46,6 +46,17 @@ pub struct Holder {
     pub event_id: i64,
 }
 
+/// What the back office searches cards by ([`Registry::cards_page`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CardFilter {
+    /// One UID.
+    pub uid: Option<CardUid>,
+    /// One holder's cards.
+    pub holder_id: Option<i64>,
+    /// One status.
+    pub status: Option<CardStatus>,
+}
+
 /// A card: its UID, holder, wallet and status.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
 #[diesel(table_name = cards)]
@@ -697,6 +708,87 @@ impl Registry<'_> {
     /// The approval requested by this event, if one was.
     pub fn approval_by_event(&mut self, event_id: i64) -> Result<Option<Approval>, LedgerError> {
         find!(self, approvals::table.filter(approvals::event_id.eq(event_id)), Approval)
+    }
+
+    /// Cards by id after `after`, at most `limit`, matching every filter given: one UID, one
+    /// holder, one status (the back office's list and search).
+    pub fn cards_page(&mut self, filter: &CardFilter, after: i64, limit: i64) -> Result<Vec<Card>, LedgerError> {
+        macro_rules! query {
+            () => {{
+                let mut q = cards::table.filter(cards::id.gt(after)).into_boxed();
+                if let Some(uid) = filter.uid {
+                    q = q.filter(cards::uid.eq(uid.to_string()));
+                }
+                if let Some(holder) = filter.holder_id {
+                    q = q.filter(cards::holder_id.eq(holder));
+                }
+                if let Some(status) = filter.status {
+                    q = q.filter(cards::status.eq(status.as_str()));
+                }
+                q.order(cards::id).limit(limit).select(Card::as_select())
+            }};
+        }
+        on_db!(self.0, |c| query!().load(c)).map_err(storage)
+    }
+
+    /// Holders by id after `after`, at most `limit`; with `name`, those whose name holds it
+    /// (ASCII letters compared without case).
+    pub fn holders_page(&mut self, name: Option<&str>, after: i64, limit: i64) -> Result<Vec<Holder>, LedgerError> {
+        let pattern = name.map(|n| format!("%{}%", n.to_lowercase().replace(['%', '_', '\\'], "")));
+        macro_rules! query {
+            () => {{
+                let mut q = holders::table.filter(holders::id.gt(after)).into_boxed();
+                if let Some(p) = &pattern {
+                    q = q.filter(
+                        diesel::dsl::sql::<diesel::sql_types::Bool>("lower(name) LIKE ")
+                            .bind::<diesel::sql_types::Text, _>(p.clone()),
+                    );
+                }
+                q.order(holders::id).limit(limit).select(Holder::as_select())
+            }};
+        }
+        on_db!(self.0, |c| query!().load(c)).map_err(storage)
+    }
+
+    /// Credentials by id after `after`, at most `limit`, of one role or all; revoked ones
+    /// only when asked.
+    pub fn credentials_page(
+        &mut self,
+        role: Option<Role>,
+        revoked: bool,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<Credential>, LedgerError> {
+        macro_rules! query {
+            () => {{
+                let mut q = credentials::table.filter(credentials::id.gt(after)).into_boxed();
+                if let Some(role) = role {
+                    q = q.filter(credentials::role.eq(role.as_str()));
+                }
+                if !revoked {
+                    q = q.filter(credentials::revoked_at_us.is_null());
+                }
+                q.order(credentials::id).limit(limit).select(Credential::as_select())
+            }};
+        }
+        on_db!(self.0, |c| query!().load(c)).map_err(storage)
+    }
+
+    /// A terminal's offline upload state: its last journal record's number and when the
+    /// last upload advanced it, µs.
+    pub fn offline_upload(&mut self, credential_id: i64) -> Result<Option<(i64, i64)>, LedgerError> {
+        on_db!(self.0, |c| offline_heads::table
+            .find(credential_id)
+            .select((offline_heads::last_seq, offline_heads::updated_at_us))
+            .get_result(c)
+            .optional())
+        .map_err(storage)
+    }
+
+    /// What a terminal's offline payments under one sync add up to (its exposure against
+    /// that sync's outstanding limit), minor units.
+    pub fn offline_exposure(&mut self, credential_id: i64, sync_id: i64) -> Result<i64, LedgerError> {
+        self.0.offline_sync_total(credential_id, sync_id)
     }
 
     /// Approvals by id after `after`, of one status or all, at most `limit`.

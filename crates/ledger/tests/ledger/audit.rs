@@ -41,6 +41,7 @@ pub fn open_signed(
             origin: ORIGIN.into(),
             interval,
             trusted_file: None,
+            first_key: None,
         }),
         ..LedgerConfig::default()
     };
