@@ -145,7 +145,7 @@ pub async fn entries(
     auditor(&caller)?;
     let (limit, after) = (page.limit()?, page.after()?);
     let st = state.clone();
-    let list = blocking(move || Ok(st.ledger.entries(after + 1, limit)?)).await?;
+    let list = blocking(move || Ok(st.reports.entries(after + 1, limit)?)).await?;
     let next_cursor = (list.len() as i64 == limit).then(|| list.last().map(|e| wire::cursor(e.seq))).flatten();
     if wire::wants_csv(&req) {
         let mut csv = String::from(ledger::export::JOURNAL_HEADER);
@@ -177,11 +177,11 @@ pub async fn balance(
     let at = q.at.as_deref().map(wire::parse_time).transpose()?;
     let st = state.clone();
     let view = blocking(move || {
-        let a = st.ledger.account(id)?.ok_or_else(|| ApiError::not_found("not_found", "no such account"))?;
+        let a = st.reports.account(id)?.ok_or_else(|| ApiError::not_found("not_found", "no such account"))?;
         let at_us = at.unwrap_or_else(|| st.ledger.now_us());
         let b = match at {
-            Some(t) => st.ledger.balance_at(id, t)?,
-            None => st.ledger.balance(id)?,
+            Some(t) => st.reports.balance_at(id, t)?,
+            None => st.reports.balance(id)?,
         };
         Ok(BalanceView {
             account_id: id.to_string(),
@@ -217,13 +217,13 @@ pub async fn trial_balance(state: web::Data<AppState>, caller: Caller) -> Result
     auditor(&caller)?;
     let st = state.clone();
     let (lines, last, owed) = blocking(move || {
-        let lines = st.ledger.trial_balance()?;
+        let lines = st.reports.trial_balance()?;
         let mut owed = std::collections::HashMap::new();
         for l in &lines {
             let risk = st.system_account(ledger::domain::AccountKind::OfflineRisk, l.currency)?;
-            owed.insert(l.currency, -st.ledger.balance(risk)?);
+            owed.insert(l.currency, -st.reports.balance(risk)?);
         }
-        Ok((lines, st.ledger.last_seq()?, owed))
+        Ok((lines, st.reports.last_seq()?, owed))
     })
     .await?;
     Ok(HttpResponse::Ok().json(TrialBalance {
@@ -376,7 +376,7 @@ pub async fn access_log(
         q.service_point_id.as_deref().map(|s| wire::id(s).map(|id| format!("service_point:{id}"))).transpose()?;
     let st = state.clone();
     let filter = EventFilter { kind: Some("access_decision".into()), scope, ..Default::default() };
-    let events = blocking(move || Ok(st.ledger.events(&filter, after, limit)?)).await?;
+    let events = blocking(move || Ok(st.reports.events(&filter, after, limit)?)).await?;
     let next_cursor = (events.len() as i64 == limit).then(|| events.last().map(|e| wire::cursor(e.id))).flatten();
     let decisions = events
         .iter()

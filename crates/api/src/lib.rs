@@ -19,6 +19,7 @@ pub mod server;
 pub mod taps;
 pub mod tls;
 pub mod transparency;
+pub mod webhooks;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -54,6 +55,10 @@ pub struct Settings {
     pub first_checkpoint_key: Option<String>,
     /// How often `server` voids expired holds (`None`: never).
     pub hold_sweep_interval: Option<std::time::Duration>,
+    /// How often `server` sends due webhooks (`None`: never).
+    pub webhook_poll: Option<std::time::Duration>,
+    /// The first webhook retry's wait; doubled at each next one.
+    pub webhook_retry_base: std::time::Duration,
     /// Money limits (`[limits]` in `kartu.toml`).
     pub limits: MoneyLimits,
     /// An agent float above this (minor units) waits for a second operator's approval.
@@ -133,6 +138,8 @@ impl Default for Settings {
             verifier_key: None,
             first_checkpoint_key: None,
             hold_sweep_interval: None,
+            webhook_poll: None,
+            webhook_retry_base: std::time::Duration::from_secs(1),
             float_approval_threshold_minor: server::DEFAULT_FLOAT_APPROVAL_THRESHOLD_MINOR,
             rate_limit: (0, 0),
             rate_limit_loopback: false,
@@ -169,6 +176,11 @@ pub struct AppState {
     buckets: Mutex<HashMap<i64, (f64, std::time::Instant)>>,
     /// `/v1/transparency` answers by day.
     pub transparency: transparency::TransparencyCache,
+    /// Where audit, statement, transparency and report reads go: a streaming replica's
+    /// read-only handle, or the ledger itself.
+    pub reports: Ledger,
+    /// Whether `reports` is a replica.
+    pub replica: bool,
 }
 
 impl std::fmt::Debug for AppState {
@@ -181,7 +193,6 @@ impl AppState {
     /// A new state.
     pub fn new(ledger: Ledger, settings: Settings, taps: taps::TapKeys, nik_key: &[u8]) -> AppState {
         AppState {
-            ledger,
             settings,
             taps,
             nik_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, nik_key),
@@ -190,7 +201,20 @@ impl AppState {
             system: Mutex::new(HashMap::new()),
             buckets: Mutex::new(HashMap::new()),
             transparency: transparency::TransparencyCache::default(),
+            reports: ledger.clone(),
+            replica: false,
+            ledger,
         }
+    }
+
+    /// The same state with audit, statement, transparency and report reads on `replica`
+    /// (a read-only handle on a streaming replica); `None` keeps them on the ledger.
+    pub fn with_replica(mut self, replica: Option<Ledger>) -> AppState {
+        if let Some(r) = replica {
+            self.reports = r;
+            self.replica = true;
+        }
+        self
     }
 
     /// A merchant (merchants never change, so they are cached).
@@ -257,6 +281,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(access::routes)
         .configure(audit::routes)
         .configure(offline::routes)
+        .configure(webhooks::routes)
         .configure(metrics::routes)
         .configure(openapi::routes)
         .configure(pages::routes)

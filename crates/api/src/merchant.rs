@@ -399,8 +399,8 @@ pub async fn statement(
     let (limit, after) = (page.limit()?, page.after()?);
     let st = state.clone();
     let s = blocking(move || {
-        let a = st.ledger.account(account)?.ok_or_else(|| ApiError::not_found("not_found", "no such account"))?;
-        Ok((st.ledger.statement(account, from, to, after, limit)?, a.currency))
+        let a = st.reports.account(account)?.ok_or_else(|| ApiError::not_found("not_found", "no such account"))?;
+        Ok((st.reports.statement(account, from, to, after, limit)?, a.currency))
     })
     .await?;
     let (s, currency) = s;

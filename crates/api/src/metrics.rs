@@ -41,6 +41,8 @@ struct Gauges {
     writer_halted: IntGauge,
     offline_exposure: IntGauge,
     offline_cap: IntGauge,
+    replica_lag_bytes: IntGauge,
+    replica_lag_seconds: prometheus::Gauge,
 }
 
 /// Prometheus counters that mirror counts kept elsewhere (the writer's, the TLS reloader's):
@@ -82,6 +84,18 @@ impl Gauges {
             offline_cap: gauge(
                 "kartu_offline_risk_cap_minor",
                 "The cap on one merchant's offline shortfalls in 24 h (offline_risk_per_merchant), minor units",
+            ),
+            replica_lag_bytes: gauge(
+                "kartu_replica_lag_bytes",
+                "WAL bytes the read replica has not replayed yet (0 without a replica)",
+            ),
+            replica_lag_seconds: register(
+                registry,
+                prometheus::Gauge::new(
+                    "kartu_replica_lag_seconds",
+                    "How long the read replica has been behind: since the last transaction it replayed (0 when caught up)",
+                )
+                .expect("valid metric"),
             ),
         }
     }
@@ -412,12 +426,16 @@ pub async fn metrics(state: web::Data<AppState>, req: actix_web::HttpRequest) ->
             ));
         }
     }
-    let ledger = state.ledger.clone();
+    let (ledger, reports, replica) = (state.ledger.clone(), state.reports.clone(), state.replica);
     let signs = state.settings.verifier_key.is_some();
-    let (size, checkpoint, unsigned_since, exposure) = crate::blocking(move || {
+    let (size, checkpoint, unsigned_since, exposure, lag) = crate::blocking(move || {
         let size = ledger.tree_size()?;
         let since = if signs { oldest_unsigned_leaf(&ledger, size)? } else { None };
-        Ok((size, ledger.latest_checkpoint()?, since, ledger.offline_risk_exposure()?))
+        let lag = match replica.then(|| ledger.wal_position()).transpose()?.flatten() {
+            Some(lsn) => Some(reports.replay_lag(&lsn)?),
+            None => None,
+        };
+        Ok((size, ledger.latest_checkpoint()?, since, ledger.offline_risk_exposure()?, lag))
     })
     .await?;
     let (m, g) = (&state.metrics, &state.metrics.gauges);
@@ -430,6 +448,8 @@ pub async fn metrics(state: web::Data<AppState>, req: actix_web::HttpRequest) ->
     g.writer_halted.set(i64::from(state.ledger.writer_halted().is_some()));
     g.offline_exposure.set(exposure.map_or(0, |(_, sum)| sum));
     g.offline_cap.set(state.settings.limits.offline_risk_per_merchant_minor);
+    g.replica_lag_bytes.set(lag.map_or(0, |l| l.bytes));
+    g.replica_lag_seconds.set(lag.map_or(0.0, |l| l.seconds));
     {
         let _one_at_a_time = m.sync.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         m.counters.sync(&state);

@@ -6,7 +6,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::operator::approvals;
-use crate::{access, audit, merchant, metrics, offline, operator, transparency};
+use crate::{access, audit, merchant, metrics, offline, operator, transparency, webhooks};
 
 /// The document.
 #[derive(OpenApi)]
@@ -27,6 +27,7 @@ use crate::{access, audit, merchant, metrics, offline, operator, transparency};
         audit::latest_checkpoint, audit::inclusion, audit::consistency, audit::access_log, audit::public_key, audit::public_keys, audit::receipt,
         transparency::transparency,
         offline::upload, offline::head, offline::deny_list,
+        webhooks::create, webhooks::list, webhooks::revoke, webhooks::attempts,
         metrics::healthz, metrics::readyz, metrics::metrics,
     ),
     modifiers(&Bearer),
@@ -100,6 +101,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/offline/head"),
     ("get", "/v1/offline/deny-list"),
     ("get", "/v1/offline/terminals"),
+    ("post", "/v1/webhooks"),
+    ("get", "/v1/webhooks"),
+    ("delete", "/v1/webhooks/{id}"),
+    ("get", "/v1/webhooks/{id}/attempts"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),

@@ -59,6 +59,14 @@ pub struct Config {
     /// How often expired holds are voided (their money goes back to the card).
     #[serde(default = "default_hold_sweep_interval_ms")]
     pub hold_sweep_interval_ms: u64,
+    /// A PostgreSQL streaming replica that audit, statement, transparency and report reads
+    /// go to (`--read-database-url`, `KARTU_READ_DATABASE_URL`); absent: the primary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_database_url: Option<String>,
+    /// Webhooks: the first retry's wait, ms; each next one waits twice as long (at most an
+    /// hour), and a delivery is given up after 12 attempts.
+    #[serde(default = "default_webhook_retry_base_ms")]
+    pub webhook_retry_base_ms: u64,
     /// The bearer token `/metrics` requires; open when absent (`KARTU_METRICS_TOKEN`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_token: Option<String>,
@@ -111,6 +119,10 @@ fn default_transparency_cache_ms() -> u64 {
 
 fn default_hold_sweep_interval_ms() -> u64 {
     30_000
+}
+
+fn default_webhook_retry_base_ms() -> u64 {
+    1_000
 }
 
 /// The default float approval threshold: Rp 50,000,000.00.
@@ -217,6 +229,8 @@ impl Config {
             wallet_balance_max: "2000000.00".into(),
             workers: 0,
             hold_sweep_interval_ms: default_hold_sweep_interval_ms(),
+            webhook_retry_base_ms: default_webhook_retry_base_ms(),
+            read_database_url: None,
             metrics_token: None,
             float_approval_threshold_minor: DEFAULT_FLOAT_APPROVAL_THRESHOLD_MINOR,
             transparency_cache_ms: default_transparency_cache_ms(),
@@ -241,6 +255,9 @@ impl Config {
         }
         if let Some(v) = var("LISTEN") {
             c.listen = v;
+        }
+        if let Some(v) = var("READ_DATABASE_URL") {
+            c.read_database_url = Some(v);
         }
         if let Some(v) = var("ORIGIN") {
             c.origin = v;
@@ -496,17 +513,29 @@ pub fn check_private(path: &Path) -> Result<(), SetupError> {
 /// Refuses key files that group or others may read, and on PostgreSQL a database user that
 /// could edit the journal (see [`load_with`]).
 pub fn load(data_dir: &Path, database_url: Option<&str>) -> Result<Loaded, SetupError> {
-    load_with(data_dir, database_url, false)
+    load_with(data_dir, database_url, None, false)
 }
 
 /// [`load`]; `allow_owner` (or `allow_owner = true` in `kartu.toml`) lets a PostgreSQL user
 /// that owns the journal tables, is a superuser or may do more than [`ledger::roles::SERVE_GRANTS`]
 /// serve (a laptop demo), with a warning. Without it such a user is refused, naming what it
 /// could do and the fix. SQLite has no roles and is not checked.
-pub fn load_with(data_dir: &Path, database_url: Option<&str>, allow_owner: bool) -> Result<Loaded, SetupError> {
+///
+/// `read_database_url` (or `read_database_url` in `kartu.toml`) names a PostgreSQL
+/// streaming replica: audit, statement, transparency and report reads go there, through a
+/// handle that cannot write ([`Ledger::open_reader`]); everything else stays on the primary.
+pub fn load_with(
+    data_dir: &Path,
+    database_url: Option<&str>,
+    read_database_url: Option<&str>,
+    allow_owner: bool,
+) -> Result<Loaded, SetupError> {
     let mut config = Config::load(data_dir)?;
     if let Some(url) = database_url {
         config.database_url = url.to_owned();
+    }
+    if let Some(url) = read_database_url {
+        config.read_database_url = Some(url.to_owned());
     }
     config.allow_owner |= allow_owner;
     let (keys, nik_key) = load_keys(data_dir)?;
@@ -515,25 +544,12 @@ pub fn load_with(data_dir: &Path, database_url: Option<&str>, allow_owner: bool)
     let wallet_max =
         ledger::money::Amount::parse(&config.wallet_balance_max, currency, ledger::money::AMOUNT_MAX_MINOR)
             .map_err(|e| err("wallet_balance_max", e))?;
-    let signer = match keys.checkpoint() {
-        Some(secret) => Some(Arc::new(
-            merkle::Signer::from_pkcs8(&config.origin, secret.expose_secret()).map_err(|e| err("checkpoint key", e))?,
-        )),
-        None => None,
-    };
-    let verifier_key = signer.as_ref().map(|s| s.verifier_key());
-    let first_key = ledger::keys::first_key(data_dir)
-        .map_err(|e| err(&format!("reading {}", ledger::keys::KEY_HISTORY_FILE), e))?;
-    let first_checkpoint_key = first_key.clone().or_else(|| verifier_key.clone());
+    let checkpoints = checkpoint_settings(&config, data_dir, &keys)?;
+    let verifier_key = checkpoints.as_ref().map(|c| c.signer.verifier_key());
+    let first_checkpoint_key = checkpoints.as_ref().map(CheckpointSettings::first_key_line);
     let ledger_config = LedgerConfig {
         wallet_balance_max_minor: wallet_max.minor(),
-        checkpoints: signer.map(|signer| CheckpointSettings {
-            signer,
-            origin: config.origin.clone(),
-            interval: Duration::from_millis(config.checkpoint_interval_ms.max(10)),
-            trusted_file: Some(data_dir.join(ledger::signer::TRUSTED_CHECKPOINT_FILE)),
-            first_key,
-        }),
+        checkpoints,
         tap_rules: ledger::TapRules {
             race_counters: config.limits.tap_race_counters,
             race_window_us: config.limits.tap_race_window_ms.saturating_mul(1000),
@@ -553,6 +569,8 @@ pub fn load_with(data_dir: &Path, database_url: Option<&str>, allow_owner: bool)
         verifier_key,
         first_checkpoint_key,
         hold_sweep_interval: Some(Duration::from_millis(config.hold_sweep_interval_ms.max(10))),
+        webhook_retry_base: Duration::from_millis(config.webhook_retry_base_ms.max(1)),
+        webhook_poll: Some(Duration::from_millis(200)),
         float_approval_threshold_minor: config.float_approval_threshold_minor,
         limits,
         rate_limit: (config.limits.rate_limit_per_second, config.limits.rate_limit_burst),
@@ -569,8 +587,39 @@ pub fn load_with(data_dir: &Path, database_url: Option<&str>, allow_owner: bool)
         writer_stall_max: Duration::from_millis(config.writer_stall_max_ms.max(1)),
         ..Settings::default()
     };
-    let state = web::Data::new(AppState::new(ledger, settings, TapKeys(keys), &nik_key));
+    let reports = open_replica(&config)?;
+    let state = web::Data::new(AppState::new(ledger, settings, TapKeys(keys), &nik_key).with_replica(reports));
     Ok(Loaded { config, state })
+}
+
+/// How this server signs checkpoints: the key file's checkpoint key (none: it signs
+/// nothing), and the log's first key from the data directory's key history.
+fn checkpoint_settings(
+    config: &Config,
+    data_dir: &Path,
+    keys: &KeyFile,
+) -> Result<Option<CheckpointSettings>, SetupError> {
+    let Some(secret) = keys.checkpoint() else { return Ok(None) };
+    let signer =
+        merkle::Signer::from_pkcs8(&config.origin, secret.expose_secret()).map_err(|e| err("checkpoint key", e))?;
+    let first_key = ledger::keys::first_key(data_dir)
+        .map_err(|e| err(&format!("reading {}", ledger::keys::KEY_HISTORY_FILE), e))?;
+    Ok(Some(CheckpointSettings {
+        signer: Arc::new(signer),
+        origin: config.origin.clone(),
+        interval: Duration::from_millis(config.checkpoint_interval_ms.max(10)),
+        trusted_file: Some(data_dir.join(ledger::signer::TRUSTED_CHECKPOINT_FILE)),
+        first_key,
+    }))
+}
+
+/// The read-only handle on the configured replica, if any (PostgreSQL only).
+fn open_replica(config: &Config) -> Result<Option<Ledger>, SetupError> {
+    let Some(url) = config.read_database_url.as_deref() else { return Ok(None) };
+    if ledger::Backend::of_url(url).map_err(|e| err("read_database_url", e))? != ledger::Backend::Postgres {
+        return Err(SetupError("read_database_url must be a PostgreSQL streaming replica (postgres://…)".into()));
+    }
+    Ledger::open_reader(url, LedgerConfig::default()).map(Some).map_err(|e| err("opening the read replica", e))
 }
 
 /// The card key file and the NIK key of a data directory, both checked private; refuses a
@@ -661,6 +710,7 @@ pub fn server(
     workers: usize,
 ) -> std::io::Result<actix_web::dev::Server> {
     let (sweep, sweep_state) = (state.settings.hold_sweep_interval, state.clone());
+    let (webhook_poll, webhook_state) = (state.settings.webhook_poll, state.clone());
     let (request_timeout, max_connections) = (state.settings.request_timeout, state.settings.max_connections);
     let workers = if workers == 0 { std::thread::available_parallelism().map_or(2, |n| n.get()) } else { workers };
     let io = |context: String| move |e: std::io::Error| std::io::Error::new(e.kind(), format!("{context}: {e}"));
@@ -705,6 +755,9 @@ pub fn server(
         None => server,
     };
     let server = server.run();
+    if let Some(every) = webhook_poll {
+        actix_web::rt::spawn(crate::webhooks::send_due(webhook_state, every));
+    }
     if let Some(every) = sweep {
         actix_web::rt::spawn(sweep_expired_holds(sweep_state, every));
     }

@@ -209,7 +209,7 @@ fn day_totals(state: &AppState, day: chrono::NaiveDate, start: i64, end: i64) ->
         merchants,
         services: service_totals(state, start, end)?,
         topups,
-        tree_size: state.ledger.tree_size()?,
+        tree_size: state.reports.tree_size()?,
     })
 }
 
@@ -220,16 +220,16 @@ pub type CategoryTotals = BTreeMap<String, (u64, i64, i64)>;
 fn merchant_totals(state: &AppState, start: i64, end: i64) -> Result<(CategoryTotals, i64), ApiError> {
     let currency = state.settings.currency;
     let categories: HashMap<AccountId, String> = state
-        .ledger
+        .reports
         .registry(|r| r.merchants())?
         .into_iter()
         .map(|m| (m.account_id, m.category.as_str().to_owned()))
         .collect();
     let mut merchants = CategoryTotals::new();
     let mut topups = 0i64;
-    let mut next = state.ledger.seq_at(start - 1)? + 1;
+    let mut next = state.reports.seq_at(start - 1)? + 1;
     'entries: loop {
-        let page = state.ledger.entries(next, ledger::PAGE_MAX)?;
+        let page = state.reports.entries(next, ledger::PAGE_MAX)?;
         let Some(last) = page.last() else { break };
         next = last.seq + 1;
         for e in &page {
@@ -258,7 +258,7 @@ fn merchant_totals(state: &AppState, start: i64, end: i64) -> Result<(CategoryTo
 /// Per public service, the day's access decisions: (allowed, denied).
 fn service_totals(state: &AppState, start: i64, end: i64) -> Result<BTreeMap<String, ServiceCount>, ApiError> {
     let services: HashMap<String, String> = state
-        .ledger
+        .reports
         .registry(|r| r.service_points())?
         .into_iter()
         .map(|s| (format!("service_point:{}", s.id), s.service))
@@ -267,7 +267,7 @@ fn service_totals(state: &AppState, start: i64, end: i64) -> Result<BTreeMap<Str
     let filter = EventFilter { kind: Some("access_decision".into()), since_us: Some(start), ..Default::default() };
     let mut after = 0;
     'events: loop {
-        let page = state.ledger.events(&filter, after, ledger::PAGE_MAX)?;
+        let page = state.reports.events(&filter, after, ledger::PAGE_MAX)?;
         let Some(last) = page.last() else { break };
         after = last.id;
         for e in &page {

@@ -69,6 +69,11 @@ enum Cmd {
         /// Database URL (overrides kartu.toml and KARTU_DATABASE_URL).
         #[arg(long)]
         database_url: Option<String>,
+        /// A PostgreSQL streaming replica for audit, statement, transparency and report reads
+        /// (never a write; payments and receipts stay on the primary). Overrides kartu.toml
+        /// and KARTU_READ_DATABASE_URL.
+        #[arg(long)]
+        read_database_url: Option<String>,
         /// On first start, create a small demo city through the API (needs the first
         /// operator token in this file) and print tokens and a curl example.
         #[arg(long)]
@@ -373,8 +378,9 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Terminal(args) => terminal_cmd(args),
-        Cmd::Serve { data_dir, listen, database_url, demo_city, allow_owner } => {
-            serve(&data_dir, listen, database_url, demo_city, allow_owner)
+        Cmd::Serve { data_dir, listen, database_url, read_database_url, demo_city, allow_owner } => {
+            let urls = (database_url, read_database_url);
+            serve(&data_dir, listen, urls, demo_city, allow_owner)
         }
         Cmd::Audit { command } => audit_cmd(command),
         Cmd::Backup { data_dir, out, recipients } => {
@@ -571,14 +577,16 @@ fn secret(value: Option<String>, file: Option<std::path::PathBuf>, what: &str) -
     }
 }
 
+/// `kartu serve`; `urls` are the database and the read replica given on the command line.
 fn serve(
     data_dir: &std::path::Path,
     listen: Option<String>,
-    database_url: Option<String>,
+    urls: (Option<String>, Option<String>),
     demo_city: Option<std::path::PathBuf>,
     allow_owner: bool,
 ) -> Result<()> {
-    let loaded = api::server::load_with(data_dir, database_url.as_deref(), allow_owner)?;
+    let (database_url, read_database_url) = urls;
+    let loaded = api::server::load_with(data_dir, database_url.as_deref(), read_database_url.as_deref(), allow_owner)?;
     let listen = listen.unwrap_or_else(|| loaded.config.listen.clone());
     let listener = std::net::TcpListener::bind(&listen).with_context(|| format!("listening on {listen}"))?;
     let addr = listener.local_addr()?;

@@ -172,7 +172,7 @@ impl Walk<'_> {
             );
         }
         self.replay.totals_zero().map_err(|reason| anyhow!("recomputed from the leaves, {reason}"))?;
-        let trial = client.trial_balance().context("the trial balance")?;
+        let trial = trial_balance_covering(client, self.replay.entries())?;
         if let Some(line) = trial.currencies.iter().find(|l| !l.balanced) {
             bail!("the server's trial balance in {} is not zero", line.currency);
         }
@@ -189,5 +189,19 @@ impl Walk<'_> {
             accounts: self.replay.accounts(),
             keys: self.chain.periods().to_vec(),
         })
+    }
+}
+
+/// The server's trial balance once it covers `entries` entries: its reports may come from
+/// a read replica a moment behind the leaves (read on the primary), so it is asked again
+/// for up to 30 s before a shorter one counts as a finding.
+fn trial_balance_covering(client: &Client, entries: i64) -> Result<client::wire::TrialBalance> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let trial = client.trial_balance().context("the trial balance")?;
+        if trial.last_entry_seq >= entries || std::time::Instant::now() >= deadline {
+            return Ok(trial);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }

@@ -475,9 +475,19 @@ fn spawn_serve(
     listen: &str,
     checkpoint_ms: Option<&str>,
 ) -> (std::process::Child, String, std::io::Lines<std::io::BufReader<std::process::ChildStderr>>) {
+    spawn_serve_with(data_s, listen, checkpoint_ms, &[])
+}
+
+/// [`spawn_serve`] with more arguments to `kartu serve`.
+fn spawn_serve_with(
+    data_s: &str,
+    listen: &str,
+    checkpoint_ms: Option<&str>,
+    more: &[&str],
+) -> (std::process::Child, String, std::io::Lines<std::io::BufReader<std::process::ChildStderr>>) {
     use std::io::BufRead;
     let mut command = Command::new(env!("CARGO_BIN_EXE_kartu"));
-    command.args(["serve", "--data-dir", data_s, "--listen", listen]).env("KARTU_LOG", "info");
+    command.args(["serve", "--data-dir", data_s, "--listen", listen]).args(more).env("KARTU_LOG", "info");
     if let Some(ms) = checkpoint_ms {
         command.env("KARTU_CHECKPOINT_INTERVAL_MS", ms);
     }
@@ -2118,4 +2128,180 @@ fn ledger_export_writes_the_journal_as_csv() {
     assert!(!ok && err.contains("xlsx"), "{err}");
     let (ok, out, _) = kartu(&["ledger", "export", "--from-seq", "4", "--database-url", &url]);
     assert!(ok && out.split("\r\n").filter(|l| !l.is_empty()).count() == 1 + 3, "{out}");
+}
+
+/// A throwaway primary (initdb, trust) and a streaming replica of it made with
+/// `pg_basebackup -R`, each on a free port, as the postgres user; both stopped on drop.
+struct Replicated {
+    dir: tempfile::TempDir,
+    bin: std::path::PathBuf,
+    primary: u16,
+    replica: u16,
+}
+
+impl Replicated {
+    fn start() -> Replicated {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL's binaries (scripts/setup.sh)")
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|p| p.join("pg_basebackup").exists())
+            .max()
+            .expect("pg_basebackup");
+        let dir = tempfile::tempdir().expect("dir");
+        assert!(Command::new("chown")
+            .args(["postgres", &dir.path().display().to_string()])
+            .status()
+            .expect("chown")
+            .success());
+        let free = || std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+        let (primary, replica) = (free(), free());
+        let r = Replicated { dir, bin, primary, replica };
+        let (p, d) = (r.path("primary"), r.dir.path().display().to_string());
+        r.run("initdb", &["-D", &p, "-A", "trust", "-U", "postgres"]);
+        r.start_cluster(&p, primary);
+        let port = primary.to_string();
+        let rd = r.path("replica");
+        r.run("pg_basebackup", &["-h", "127.0.0.1", "-p", &port, "-U", "postgres", "-D", &rd, "-R", "-X", "stream"]);
+        r.start_cluster(&rd, replica);
+        let _ = d;
+        r
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let out = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join(tool))
+            .args(args)
+            .output()
+            .expect(tool);
+        assert!(out.status.success(), "{tool}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    fn start_cluster(&self, data: &str, port: u16) {
+        let opts = format!("-p {port} -k {} -c listen_addresses=127.0.0.1", self.dir.path().display());
+        let log = format!("{data}.log");
+        self.run("pg_ctl", &["-D", data, "-o", &opts, "-l", &log, "-w", "start"]);
+    }
+
+    fn sql(&self, port: u16, db: &str, sql: &str) -> String {
+        let url = format!("postgres://postgres@127.0.0.1:{port}/{db}");
+        let out = Command::new("psql").args([&url, "-Atc", sql]).output().expect("psql");
+        assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for Replicated {
+    fn drop(&mut self) {
+        for name in ["replica", "primary"] {
+            let _ = Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(self.bin.join("pg_ctl"))
+                .args(["-D", &self.path(name), "-m", "immediate", "-w", "stop"])
+                .output();
+        }
+    }
+}
+
+/// Issue 17: `kartu serve --read-database-url` on a real streaming replica. With the
+/// replica's replay paused, a new entry is on the primary (its receipt is served) but not in
+/// the auditor's journal (served by the replica), `/metrics` shows the lag, and the
+/// replica has the server's connections; resumed, the journal catches up and the lag is 0.
+/// `kartu audit verify --url` passes.
+#[test]
+fn reports_are_read_from_a_streaming_replica() {
+    let pg = Replicated::start();
+    pg.sql(pg.primary, "postgres", "CREATE DATABASE city");
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("city");
+    let data_s = data.display().to_string();
+    let owner = format!("postgres://postgres@127.0.0.1:{}/city", pg.primary);
+    let (ok, out, err) = kartu(&["init", "--data-dir", &data_s, "--database-url", &owner]);
+    assert!(ok, "{err}");
+    let (token, verifier) =
+        (out.trim().to_owned(), err.lines().find_map(|l| l.split("verifier key: ").nth(1)).expect("key").to_owned());
+    let serve_url = api::server::Config::load(&data).expect("config").database_url;
+    let read_url = serve_url.replace(&format!(":{}/", pg.primary), &format!(":{}/", pg.replica));
+    assert_ne!(read_url, serve_url);
+    let (server, base, lines) =
+        spawn_serve_with(&data_s, "127.0.0.1:0", Some("100"), &["--read-database-url", &read_url]);
+    std::thread::spawn(move || lines.for_each(drop));
+    let server = KillOnDrop(server);
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let auditor =
+        post_ok(&agent, &base, &token, "/v1/credentials", "c1", serde_json::json!({"role": "auditor", "name": "a"}));
+    let auditor = auditor["token"].as_str().expect("token").to_owned();
+    let a = post_ok(&agent, &base, &token, "/v1/agents", "a1", serde_json::json!({"name": "agent"}));
+    let float_path = format!("/v1/agents/{}/float", a["id"].as_str().expect("id"));
+    let first = post_ok(&agent, &base, &token, &float_path, "f1", serde_json::json!({"amount": "100.00"}));
+    let journal = |seq: i64| {
+        let (_, body) = http(&agent, &format!("{base}/v1/audit/entries?limit=1000"), Some(&auditor));
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        v["entries"].as_array().is_some_and(|e| e.iter().any(|x| x["entry_seq"] == seq))
+    };
+    let wait_for = |what: &dyn Fn() -> bool, why: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !what() {
+            assert!(std::time::Instant::now() < deadline, "{why}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    wait_for(&|| journal(first["entry_seq"].as_i64().expect("seq")), "the replica never showed the first float");
+    the_replica_serves_the_reports(&pg, &agent, &base, (&token, &auditor), &float_path, &journal);
+    let key_file = dir.path().join("city.pub");
+    std::fs::write(&key_file, format!("{verifier}\n")).expect("key");
+    signed_to_the_end(&agent, &base);
+    let key_s = key_file.display().to_string();
+    let (ok, out, err) = kartu(&[
+        "audit",
+        "verify",
+        "--url",
+        &base,
+        "--token",
+        &auditor,
+        "--public-key",
+        &key_s,
+        "--allow-unsigned-tail",
+    ]);
+    assert!(ok, "{out}{err}");
+    stop(server);
+}
+
+/// Replay paused: the new entry's receipt comes from the primary, the journal (replica)
+/// lacks it, the lag shows; resumed: the journal has it and the lag is 0.
+fn the_replica_serves_the_reports(
+    pg: &Replicated,
+    agent: &ureq::Agent,
+    base: &str,
+    (token, auditor): (&str, &str),
+    float_path: &str,
+    journal: &dyn Fn(i64) -> bool,
+) {
+    let backends = "SELECT count(*) FROM pg_stat_activity WHERE datname = 'city' AND backend_type = 'client backend'";
+    assert_ne!(pg.sql(pg.replica, "postgres", backends), "0", "the server has no connection to the replica");
+    assert_ne!(pg.sql(pg.primary, "postgres", backends), "0", "the server has no connection to the primary");
+    pg.sql(pg.replica, "postgres", "SELECT pg_wal_replay_pause()");
+    let second = post_ok(agent, base, token, float_path, "f2", serde_json::json!({"amount": "50.00"}));
+    let seq = second["entry_seq"].as_i64().expect("seq");
+    let receipt = format!("{base}/v1/receipts/{seq}?h={}", second["leaf_hash"].as_str().expect("hash"));
+    assert_eq!(http(agent, &receipt, None).0, 200, "the receipt comes from the primary");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(!journal(seq), "the journal came from the primary while the replica was paused");
+    let metric = |name: &str| {
+        let (_, m) = http(agent, &format!("{base}/metrics"), None);
+        m.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok()).unwrap_or(-1.0)
+    };
+    assert!(metric("kartu_replica_lag_bytes") > 0.0, "no lag in /metrics while paused");
+    pg.sql(pg.replica, "postgres", "SELECT pg_wal_replay_resume()");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !journal(seq) || metric("kartu_replica_lag_bytes") != 0.0 {
+        assert!(std::time::Instant::now() < deadline, "the replica did not catch up");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(metric("kartu_replica_lag_seconds"), 0.0);
+    let _ = auditor;
 }

@@ -30,13 +30,14 @@ mod verify_registry;
 pub use self::domain::{Statement, StatementLine, TrialBalanceLine};
 pub use ledger::{migrate, system_clock, Clock, Ledger, LedgerConfig};
 pub use ledger::{
-    RotationDone, WriterStats, BATCH_REQUESTS_MAX, PAGE_MAX, QUEUE_JOBS_MAX, WAL_CHECKPOINT_BYTES,
+    ReplicaLag, RotationDone, WriterStats, BATCH_REQUESTS_MAX, PAGE_MAX, QUEUE_JOBS_MAX, WAL_CHECKPOINT_BYTES,
     WAL_CHECKPOINT_INTERVAL,
 };
 pub use machine::TapRules;
 pub use signer::CheckpointSettings;
 pub use store::registry;
 pub use store::roles;
+pub use store::webhooks;
 pub use store::{pg_connect_url, Backend, CheckpointRow, EventFilter, LeafRow, WAL_SIZE_LIMIT_BYTES};
 
 /// Errors of the ledger as a service: a rejection of the request, or trouble underneath.

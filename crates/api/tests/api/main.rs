@@ -28,6 +28,7 @@ mod rfc9162;
 mod roles;
 mod tls;
 mod validation;
+mod webhooks;
 
 use libtest_mimic::{Arguments, Failed, Trial};
 use support::Backend;
@@ -81,6 +82,7 @@ const CASES: &[(&str, Case)] = &[
     ("pages_check_the_books", pages::check_the_books),
     ("backoffice_lists_and_search", backoffice::lists_and_search),
     ("backoffice_csv_exports", backoffice::csv_exports),
+    ("webhooks_delivered_once", webhooks::webhooks_delivered_once),
 ];
 
 fn main() {

@@ -322,6 +322,7 @@ fn a_hold_is_voided_in_full(c: &City) -> TestResult {
 pub fn holds_expire_on_their_own(backend: Backend) -> TestResult {
     let c = City::new(backend, "100000.00")?;
     let s = &c.s;
+    let (hooks, secret) = crate::webhooks::subscribe_to_expiries(&c)?;
     let body = json!({"tap": s.tap(&c.card), "amount": "30000.00", "expires_in_minutes": 1});
     let h = s.post("/v1/holds", &c.pos_b, &body)?.expect(201)?.clone();
     check_eq!(h["balance"], idr("70000.00"));
@@ -350,6 +351,16 @@ pub fn holds_expire_on_their_own(backend: Backend) -> TestResult {
         .collect();
     check_eq!(voids.len(), 1, "one void of the hold: {entries:?}");
     check_eq!(voids[0]["memo"], json!("expired"));
+    // Subscribers hear of it: one signed `hold.expired` naming the hold and the merchant.
+    let got = hooks.wait_for(1, std::time::Duration::from_secs(10))?;
+    let event = got.values().next().ok_or("the expiry event")?;
+    check_eq!(event["type"], json!("hold.expired"));
+    check_eq!(event["data"]["hold_seq"], json!(seq(&h).unwrap_or(-1)));
+    check_eq!(event["data"]["entry_seq"], voids[0]["entry_seq"]);
+    check_eq!(event["data"]["merchant_account_id"], json!(c.merchant_b_account));
+    check_eq!(event["data"]["amount"]["amount"], json!("30000.00"));
+    check!(hooks.requests().iter().all(|r| crate::webhooks::signed_by(r, &secret)), "unsigned");
+    check_eq!(hooks.requests().len(), 1);
     let hold_id = id(&h)?;
     let r = s.post(&format!("/v1/holds/{hold_id}/capture"), &c.pos_b, &json!({"amount": "1.00"}))?;
     check!(r.status == 409, "capturing an expired, voided hold: {} {}", r.status, r.text);

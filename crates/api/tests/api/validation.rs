@@ -64,6 +64,8 @@ struct Fixtures {
     adjustment: String,
     /// A kiosk credential to revoke.
     throwaway: String,
+    /// A webhook subscription to revoke.
+    webhook: String,
     /// Two float requests above the threshold: one to approve, one to reject.
     to_approve: String,
     to_reject: String,
@@ -123,6 +125,8 @@ fn the_objects_the_endpoints_act_on(c: &City) -> Result<Fixtures, String> {
         .post("/v1/adjustments", &op, &json!({"account_id": c.card.account_id, "amount": "10.00", "reason": "fix"}))?
         .expect(201)?)?;
     let (throwaway, _) = s.credential_with_id("kiosk", "old kiosk")?;
+    let hook = json!({"url": "http://127.0.0.1:9/hook", "events": ["settlement.paid"]});
+    let webhook = id(s.post("/v1/webhooks", &op, &hook)?.expect(201)?)?;
     // Two requests for a second operator: a float above the threshold, and another.
     let float_path = format!("/v1/agents/{}/float", c.agent);
     let to_approve = id(s.post(&float_path, &op, &idr("50000001.00"))?.expect(202)?)?;
@@ -146,6 +150,7 @@ fn the_objects_the_endpoints_act_on(c: &City) -> Result<Fixtures, String> {
         hold_void,
         adjustment,
         throwaway,
+        webhook,
         to_approve,
         to_reject,
         desk,
@@ -230,6 +235,7 @@ fn every_write_endpoint<'a>(c: &'a City, f: &'a Fixtures) -> Vec<Endpoint<'a>> {
         merchant_endpoints(c),
         service_point_endpoints(c),
         agent_and_credential_endpoints(c, f),
+        webhook_endpoints(c, f),
         adjustment_approval_and_settlement_endpoints(c, f),
         payment_endpoints(c, f),
         hold_endpoints(c, f),
@@ -414,6 +420,43 @@ fn agent_and_credential_endpoints<'a>(c: &'a City, f: &'a Fixtures) -> Vec<Endpo
         Endpoint {
             unknown: Some("/v1/credentials/98765".into()),
             ..endpoint("DELETE", format!("/v1/credentials/{}", f.throwaway), op, 200)
+        },
+    ]
+}
+
+/// Webhook subscriptions: an http(s) URL and known event kinds; revoking one.
+fn webhook_endpoints<'a>(c: &'a City, f: &'a Fixtures) -> Vec<Endpoint<'a>> {
+    let op = &c.s.operator;
+    vec![
+        Endpoint {
+            body: Some(Box::new(|| json!({"url": "https://shop.example/hooks", "events": ["settlement.paid"]}))),
+            required: &["url", "events"],
+            invalid: vec![
+                (
+                    "not http",
+                    json!({"url": "ftp://shop.example/x", "events": ["settlement.paid"]}),
+                    422,
+                    "invalid_field",
+                ),
+                (
+                    "unknown event",
+                    json!({"url": "https://shop.example/x", "events": ["payment.made"]}),
+                    422,
+                    "invalid_field",
+                ),
+                ("no event", json!({"url": "https://shop.example/x", "events": []}), 422, "invalid_field"),
+                (
+                    "unknown merchant",
+                    json!({"url": "https://shop.example/x", "events": ["hold.expired"], "merchant_id": "98765"}),
+                    404,
+                    "not_found",
+                ),
+            ],
+            ..endpoint("POST", "/v1/webhooks", op, 201)
+        },
+        Endpoint {
+            unknown: Some("/v1/webhooks/98765".into()),
+            ..endpoint("DELETE", format!("/v1/webhooks/{}", f.webhook), op, 200)
         },
     ]
 }

@@ -17,6 +17,7 @@ mod background;
 mod load;
 mod proofs;
 mod reads;
+mod replica;
 mod writer;
 
 use std::sync::{Arc, Mutex};
@@ -30,6 +31,7 @@ use crate::signer::CheckpointSettings;
 use crate::store::{Backend, Db};
 use crate::LedgerError;
 pub use proofs::RotationDone;
+pub use replica::ReplicaLag;
 pub use writer::WriterStats;
 use writer::{Halt, Job};
 

@@ -198,3 +198,60 @@ impl Ledger {
         self.read(|db| db.events(filter, after_id, limit.clamp(1, PAGE_MAX)))
     }
 }
+
+/// Webhooks' storage, for the API's routes and its sender.
+impl Ledger {
+    /// Subscriptions by id (revoked ones too when asked).
+    pub fn webhook_subscriptions(&self, revoked: bool) -> Result<Vec<crate::webhooks::Subscription>, LedgerError> {
+        self.read(|db| db.webhook_subscriptions(revoked))
+    }
+
+    /// Adds a subscription for the operator action `event_id` (a retry finds it).
+    pub fn add_webhook_subscription(
+        &self,
+        url: &str,
+        secret: &str,
+        account_id: Option<AccountId>,
+        kinds: &str,
+        event_id: i64,
+    ) -> Result<crate::webhooks::Subscription, LedgerError> {
+        let now = self.now_us();
+        self.read(|db| db.insert_webhook_subscription(url, secret, account_id.map(|a| a.0), kinds, now, event_id))
+    }
+
+    /// Revokes a subscription; false when there was none to revoke.
+    pub fn revoke_webhook_subscription(&self, id: i64) -> Result<bool, LedgerError> {
+        let now = self.now_us();
+        self.read(|db| db.transaction(|db| db.revoke_webhook_subscription(id, now)))
+    }
+
+    /// Claims up to `limit` due deliveries for `lease`.
+    pub fn claim_due_webhooks(
+        &self,
+        lease: std::time::Duration,
+        limit: i64,
+    ) -> Result<Vec<crate::webhooks::Due>, LedgerError> {
+        let now = self.now_us();
+        self.read(|db| db.claim_due_webhooks(now, lease.as_micros() as i64, limit))
+    }
+
+    /// Logs an attempt and moves its delivery on.
+    pub fn record_webhook_attempt(
+        &self,
+        due: &crate::webhooks::Due,
+        outcome: &crate::webhooks::Outcome,
+    ) -> Result<(), LedgerError> {
+        let now = self.now_us();
+        self.read(|db| db.transaction(|db| db.record_attempt(due, now, outcome)))
+    }
+
+    /// A subscription's delivery log: attempts with an id above `after`.
+    pub fn webhook_attempts(
+        &self,
+        subscription: i64,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<crate::webhooks::Attempt>, LedgerError> {
+        self.read(|db| db.webhook_attempts(subscription, after, limit.clamp(1, PAGE_MAX)))
+    }
+}

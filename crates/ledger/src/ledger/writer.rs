@@ -18,10 +18,11 @@ use tokio::sync::oneshot;
 use super::load::load;
 use super::{Clock, Ledger, LedgerConfig, ACCOUNT_CACHE_MAX, BATCH_REQUESTS_MAX, QUEUE_JOBS_MAX};
 use crate::domain::{
-    AccountId, AuditRef, Entry, Event, EventRecord, Op, Outcome, Posted, Recorded, Rejection, Request,
+    AccountId, AuditRef, Entry, EntryKind, Event, EventRecord, Op, Outcome, Posted, Recorded, Rejection, Request,
 };
 use crate::machine::{AccountState, Machine, TapRules};
 use crate::money::Currency;
+use crate::store::webhooks::OutboxRow;
 use crate::store::{Backend, Db, Head, LeafRow};
 use crate::LedgerError;
 
@@ -448,7 +449,54 @@ fn write_batch(
         db.advance_head(head, Head { last_seq: new_seq, last_time_us: time_us, tree_size })?;
     }
     db.insert_card_replays(&machine.replays)?;
+    // Webhooks, in the same transaction as what they tell of.
+    db.insert_outbox(&outbox_rows(&made.entries, &machine.replays, time_us))?;
     Ok((new_seq, made))
+}
+
+/// What subscribers hear of in a batch: settlements paid, holds that expired (voided by
+/// the expiry sweep), and taps refused as replays.
+fn outbox_rows(entries: &[Entry], replays: &[crate::domain::CardReplay], time_us: i64) -> Vec<OutboxRow> {
+    let when = |us: i64| {
+        humantime::format_rfc3339_micros(std::time::UNIX_EPOCH + std::time::Duration::from_micros(us.max(0) as u64))
+            .to_string()
+    };
+    let money = |e: &Entry| serde_json::json!({"amount": e.currency.format_minor(e.amount_minor), "currency": e.currency.code()});
+    let mut rows = Vec::new();
+    for e in entries {
+        let (kind, account, data) = match e.kind {
+            EntryKind::Settlement => ("settlement.paid", e.account_id, serde_json::json!({"amount": money(e)})),
+            EntryKind::Void if e.references.memo.as_deref() == Some("expired") => (
+                "hold.expired",
+                e.counterparty_id,
+                serde_json::json!({"hold_seq": e.related_seq, "card_id": e.references.card_id, "amount": money(e)}),
+            ),
+            _ => continue,
+        };
+        let mut payload = data;
+        payload["entry_seq"] = e.seq.into();
+        payload["merchant_account_id"] = account.map(|a| a.0.to_string()).into();
+        payload["time"] = when(e.time_us).into();
+        rows.push(OutboxRow {
+            kind,
+            account_id: account.map(|a| a.0),
+            entry_seq: Some(e.seq),
+            payload: payload.to_string(),
+            created_at_us: time_us,
+        });
+    }
+    for r in replays {
+        let payload = serde_json::json!({"card_id": r.card_id.to_string(), "counter": r.counter,
+            "last_counter": r.last_counter, "source": r.source, "time": when(r.time_us)});
+        rows.push(OutboxRow {
+            kind: "card.replay_flagged",
+            account_id: None,
+            entry_seq: None,
+            payload: payload.to_string(),
+            created_at_us: time_us,
+        });
+    }
+    rows
 }
 
 /// Receipts: every entry and event made by the batch (also in-batch replays) gets its leaf.

@@ -118,6 +118,7 @@ mod migrations;
 mod reads;
 pub mod registry;
 pub mod roles;
+pub mod webhooks;
 
 /// The URL libpq is given: `url` itself, except that a connection to this machine (a
 /// loopback address, `localhost` or a Unix socket) that does not choose an `sslmode` gets

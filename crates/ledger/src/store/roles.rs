@@ -65,7 +65,8 @@ const fn moving(table: &'static str, insert: bool, update: &'static [&'static st
 /// REFERENCES, TRIGGER and table-wide UPDATE are granted on none. Worked out from every
 /// statement in `store/*.rs`: the UPDATEs are `advance_head`, the card counter upsert,
 /// `advance_offline_head`, `set_card_status`, `revoke_credential`, `adjustment_posted` and
-/// `adjustment_rejected`, `decide_approval` and `set_approval_result`; nothing deletes.
+/// `adjustment_rejected`, `decide_approval`, `set_approval_result`, and the webhook
+/// deliveries' and subscriptions' moves (`store/webhooks.rs`); nothing deletes.
 pub const SERVE_GRANTS: &[TableGrant] = &[
     journal("accounts", "accounts are created, never changed"),
     journal("journal_entries", "the journal"),
@@ -105,6 +106,15 @@ pub const SERVE_GRANTS: &[TableGrant] = &[
         true,
         &["decided_at_us", "decided_by", "decided_event_id", "decided_person", "result", "status"],
         "pending, then decided, then its result",
+    ),
+    journal("webhook_outbox", "what the writer decided that subscribers hear of, in the entry's transaction"),
+    journal("webhook_attempts", "every webhook delivery attempt"),
+    moving("webhook_subscriptions", true, &["revoked_at_us"], "webhook subscriptions, then revoked"),
+    moving(
+        "webhook_deliveries",
+        true,
+        &["attempts", "done_at_us", "lease_until_us", "next_attempt_us", "state"],
+        "each delivery: tried, leased, delivered or given up",
     ),
     TableGrant {
         table: "__diesel_schema_migrations",

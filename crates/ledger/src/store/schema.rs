@@ -313,3 +313,54 @@ diesel::table! {
         denied -> Text,
     }
 }
+
+diesel::table! {
+    webhook_subscriptions (id) {
+        id -> BigInt,
+        url -> Text,
+        secret -> Text,
+        account_id -> Nullable<BigInt>,
+        kinds -> Text,
+        created_at_us -> BigInt,
+        event_id -> BigInt,
+        revoked_at_us -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    webhook_outbox (id) {
+        id -> BigInt,
+        kind -> Text,
+        account_id -> Nullable<BigInt>,
+        entry_seq -> Nullable<BigInt>,
+        payload -> Text,
+        created_at_us -> BigInt,
+    }
+}
+
+diesel::table! {
+    webhook_deliveries (outbox_id, subscription_id) {
+        outbox_id -> BigInt,
+        subscription_id -> BigInt,
+        attempts -> Integer,
+        next_attempt_us -> BigInt,
+        lease_until_us -> BigInt,
+        state -> Text,
+        done_at_us -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    webhook_attempts (id) {
+        id -> BigInt,
+        outbox_id -> BigInt,
+        subscription_id -> BigInt,
+        attempt -> Integer,
+        time_us -> BigInt,
+        status -> Nullable<Integer>,
+        error -> Nullable<Text>,
+        duration_us -> BigInt,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(webhook_outbox, webhook_deliveries, webhook_subscriptions);
