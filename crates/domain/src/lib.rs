@@ -12,8 +12,11 @@
 //!   categories, card status, block reasons), stored by name.
 //! - [`lifecycle`]: a card's status changes, whether a card may be used, and the tap key
 //!   version check.
+//! - [`fares`]: public transport fares: a card's taps priced ride by ride (route fare,
+//!   concession, transfer window, daily and weekly caps).
 
 pub mod access;
+pub mod fares;
 pub mod lifecycle;
 pub mod money;
 pub mod registry;
