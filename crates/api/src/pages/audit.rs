@@ -29,7 +29,7 @@ pub async fn audit_page(state: web::Data<AppState>, req: HttpRequest) -> HttpRes
     let origin_line = key_line.split('+').next().unwrap_or("").to_owned();
     let main = html! {
         @for (heading, body) in t.audit_sections {
-            section { h2 { (heading) } p { (body) } }
+            section { h2 { (heading) } p { (super::prose(body)) } }
         }
         dl.summary {
             dt { (origin) } dd { code #origin { (origin_line) } }

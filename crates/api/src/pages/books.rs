@@ -177,7 +177,7 @@ fn log_section(b: &Books, state: &AppState, t: &Text) -> Markup {
             p { (t.books_check.1) }
             (super::receipt::messages(t))
             button #check-button type="button" disabled { (t.books_check.0) }
-            p #check-status .status data-state="nojs" role="status" aria-live="polite" { (t.verify_nojs) }
+            p #check-status .status data-state="nojs" role="status" aria-live="polite" { (super::prose(t.verify_nojs)) }
         }
     }
 }

@@ -313,3 +313,13 @@ mod tests {
         }
     }
 }
+
+/// Text with `backticked` spans as `<code>` (the command names in the pages' texts), the
+/// rest as text; both escaped.
+pub fn prose(text: &str) -> Markup {
+    html! {
+        @for (i, part) in text.split('`').enumerate() {
+            @if i % 2 == 1 { code { (part) } } @else { (part) }
+        }
+    }
+}

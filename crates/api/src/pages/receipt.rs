@@ -70,7 +70,7 @@ fn render(f: &FoundReceipt, state: &AppState, t: &Text) -> Markup {
             h2 #verify-heading { (t.verify_heading) }
             p { (t.verify_intro) }
             (messages(t))
-            p #verify-status .status data-state="nojs" role="status" aria-live="polite" { (t.verify_nojs) }
+            p #verify-status .status data-state="nojs" role="status" aria-live="polite" { (super::prose(t.verify_nojs)) }
         }
     }
 }

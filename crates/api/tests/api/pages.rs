@@ -288,6 +288,8 @@ fn around_the_books(s: &Server, b: &Browser) -> TestResult {
     check!(raw(s, "/audit", "id")?.1.contains("Untuk auditor"), "without the cookie: Indonesian");
     let (_, audit) = raw(s, "/audit", "en")?;
     check!(audit.contains(&s.verifier_key) && audit.contains("kartu audit verify"), "/audit: {audit}");
+    // Commands are set as code, not as literal backticks.
+    check!(!audit.contains('`') && audit.contains("<code>kartu audit verify --url "), "/audit: {audit}");
     let source = include_str!("../../assets/kartu.js");
     let published = hex::encode(ring::digest::digest(&ring::digest::SHA256, source.as_bytes()));
     check_eq!(text(&audit, "script-sha256"), Some(published));
