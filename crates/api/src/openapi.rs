@@ -14,7 +14,7 @@ use crate::{access, audit, merchant, metrics, offline, operator, transparency, w
     info(title = "Kartu API", description = "The city smart card: payments, top-ups, access to public services, and an audit log anyone can verify. Errors are RFC 9457 `application/problem+json` with a stable `code`; every write takes an `Idempotency-Key` header. A method a path does not take is answered `405 method_not_allowed` with an `Allow` header; a path no route has, `404 not_found`."),
     paths(
         operator::holders::create_holder, operator::cards::issue_card, operator::cards::get_card, operator::cards::block_card, operator::cards::unblock_card,
-        operator::cards::replace_card, operator::merchants::create_merchant, operator::service_points::create_service_point, operator::agents::create_agent,
+        operator::cards::replace_card, operator::key_versions::record_key_version, operator::merchants::create_merchant, operator::service_points::create_service_point, operator::agents::create_agent,
         operator::agents::fund_agent, operator::credentials::create_credential, operator::credentials::revoke_credential, operator::adjustments::request_adjustment,
         operator::adjustments::approve_adjustment, operator::settlements::settle,
         operator::lists::list_cards, operator::lists::list_holders, operator::lists::list_merchants,
@@ -59,6 +59,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/cards/{id}/block"),
     ("post", "/v1/cards/{id}/unblock"),
     ("post", "/v1/cards/{id}/replace"),
+    ("post", "/v1/cards/{id}/key-version"),
     ("post", "/v1/merchants"),
     ("get", "/v1/merchants"),
     ("post", "/v1/service-points"),

@@ -1,8 +1,10 @@
 //! Verifying a tap with the installation's key file (`card::keyfile`): decrypt PICCData
 //! with the meta-read key, recompute the SUN MAC with the card's diversified file-read key,
-//! compare in constant time; every key version is tried, newest first.
+//! compare in constant time; every key version is tried, newest first, then the pairs of two
+//! versions' keys a card pulled away half-way through a rotation holds
+//! ([`KeyFile::verify_tap_versions`]; such a tap counts as the lower version).
 
-use card::keyfile::KeyFile;
+use card::keyfile::{KeyFile, TapVersions};
 use card::{CardUid, ReadCounter, SunTap};
 
 use crate::error::ApiError;
@@ -19,8 +21,11 @@ pub struct VerifiedTap {
     pub uid: CardUid,
     /// The card's SDM read counter at this tap.
     pub counter: ReadCounter,
-    /// The key version that verified it.
+    /// The key version that verified it: the lower of `versions`' two.
     pub key_version: u8,
+    /// The versions of the two SDM keys that verified it (two versions: a card pulled away
+    /// half-way through a rotation).
+    pub versions: TapVersions,
 }
 
 impl VerifiedTap {
@@ -36,10 +41,13 @@ impl TapKeys {
     pub fn verify(&self, tap: &Tap) -> Result<VerifiedTap, ApiError> {
         let sun = SunTap::from_hex(&tap.picc_data, &tap.cmac, None)
             .map_err(|e| ApiError::unprocessable("invalid_tap", format!("the tap is malformed: {e}")))?;
-        match self.0.verify_tap(&sun) {
-            Ok((message, version)) if message.mac_valid() => {
-                Ok(VerifiedTap { uid: message.uid(), counter: message.counter(), key_version: version })
-            }
+        match self.0.verify_tap_versions(&sun) {
+            Ok((message, versions)) if message.mac_valid() => Ok(VerifiedTap {
+                uid: message.uid(),
+                counter: message.counter(),
+                key_version: versions.version(),
+                versions,
+            }),
             _ => Err(ApiError::unprocessable(
                 "tap_mac_invalid",
                 "the tap's MAC does not verify: not a genuine card of this city",

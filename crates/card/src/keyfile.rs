@@ -29,7 +29,8 @@
 //! (a card stores it in one byte, and 0 is the factory version), so N is 1 to 255 and the
 //! highest N is the newest. Taps are checked against every version, newest first
 //! ([`KeyFile::verify_tap`]), so cards still on an older version keep working during a
-//! rotation.
+//! rotation, and so are taps of a card pulled away half-way through one (its two SDM keys
+//! of two versions, [`KeyFile::verify_tap_versions`]).
 
 use core::fmt;
 use core::str::FromStr;
@@ -193,6 +194,33 @@ impl CheckpointSecret {
 impl fmt::Debug for CheckpointSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("CheckpointSecret(<redacted>)")
+    }
+}
+
+/// The key versions of the two SDM keys that checked a tap ([`KeyFile::verify_tap_versions`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TapVersions {
+    /// The version of the meta-read key (card key 1) that decrypted PICCData.
+    pub meta_read: u8,
+    /// The version of the file-read key (card key 2) whose MAC holds.
+    pub file_read: u8,
+}
+
+impl TapVersions {
+    /// The tap's key version: the lower of the two. A card pulled away half-way through a
+    /// rotation from version A to B taps as A (what the server still records for it);
+    /// never as B, so a tap proves version B only when both keys are at B. Taking the
+    /// lower one also means a copied tap of version A cannot pass as B by having its
+    /// PICCData re-encrypted with B's meta-read key, which all cards share.
+    #[must_use]
+    pub fn version(&self) -> u8 {
+        self.meta_read.min(self.file_read)
+    }
+
+    /// Whether both keys are of one version: a card not caught half-way in a rotation.
+    #[must_use]
+    pub fn consistent(&self) -> bool {
+        self.meta_read == self.file_read
     }
 }
 
@@ -371,27 +399,65 @@ impl KeyFile {
     }
 
     /// Checks a tap against every key version, newest first, and returns the message with
-    /// the key version that checked it.
-    ///
-    /// The first version whose keys give a valid MAC wins. When none does, the result is
-    /// that of the newest version whose meta-read key decrypts PICCData (with
-    /// `mac_valid() == false`, so the operator still sees UID and counter), or, when no
-    /// version decrypts it, the newest version's error. Code that moves money goes on with
-    /// [`SunMessage::require_valid_mac`] and the replay check of the counter.
+    /// the key version that checked it ([`TapVersions::version`]: the lower of the two SDM
+    /// keys' versions, see [`KeyFile::verify_tap_versions`]).
     ///
     /// # Errors
     /// [`SunError`] when no version's meta-read key decrypts PICCData to a Kartu tag.
     pub fn verify_tap(&self, tap: &SunTap) -> Result<(SunMessage, u8), SunError> {
-        let mut invalid: Option<(SunMessage, u8)> = None;
+        self.verify_tap_versions(tap).map(|(message, versions)| (message, versions.version()))
+    }
+
+    /// Checks a tap against the key versions and says which version of each SDM key
+    /// checked it.
+    ///
+    /// A tap uses two keys of the card: key 1, the meta-read key, encrypts PICCData; key 2,
+    /// the file-read key, makes the MAC. A rotation changes them with two ChangeKey
+    /// commands, and a card pulled away between the two holds key 1 of one version and key
+    /// 2 of another: its taps verify with no single `[cards.N]`. So, bounded:
+    ///
+    /// 1. every version's own pair, newest first (every card that is not half-rotated);
+    /// 2. then every meta-read key whose decryption of PICCData is a Kartu tag (normally
+    ///    one), newest first, with every other version's file-read key, newest first: at
+    ///    most one decryption and one MAC per version and pair, V² for V versions (V ≤ 255;
+    ///    2 or 3 in practice).
+    ///
+    /// The first pair whose MAC holds wins. When none does, the result is that of the
+    /// newest version whose meta-read key decrypts PICCData (with `mac_valid() == false`,
+    /// so the operator still sees UID and counter), or, when no version decrypts it, the
+    /// newest version's error. Code that moves money goes on with
+    /// [`SunMessage::require_valid_mac`] and the replay check of the counter.
+    ///
+    /// # Errors
+    /// [`SunError`] when no version's meta-read key decrypts PICCData to a Kartu tag.
+    pub fn verify_tap_versions(&self, tap: &SunTap) -> Result<(SunMessage, TapVersions), SunError> {
+        let mut invalid: Option<(SunMessage, TapVersions)> = None;
         let mut first_error = None;
+        let mut decrypting = Vec::new();
         for set in self.versions() {
+            let versions = TapVersions { meta_read: set.version, file_read: set.version };
             match set.verify_tap(tap, &self.system_identifier) {
-                Ok(message) if message.mac_valid() => return Ok((message, set.version)),
+                Ok(message) if message.mac_valid() => return Ok((message, versions)),
                 Ok(message) => {
-                    invalid.get_or_insert((message, set.version));
+                    decrypting.push(set);
+                    invalid.get_or_insert((message, versions));
                 }
                 Err(error) => {
                     first_error.get_or_insert(error);
+                }
+            }
+        }
+        // A half-rotated card: the meta-read key of one version, the file-read key of another.
+        for meta in decrypting {
+            for file in self.versions().filter(|file| file.version != meta.version) {
+                let file_read_key = FileReadKey::Diversified {
+                    master: &file.sdm_file_read_master_key,
+                    system_identifier: self.system_identifier.as_bytes(),
+                };
+                if let Ok(message) = tap.verify(&meta.sdm_meta_read_key, &file_read_key) {
+                    if message.mac_valid() {
+                        return Ok((message, TapVersions { meta_read: meta.version, file_read: file.version }));
+                    }
                 }
             }
         }

@@ -6,9 +6,11 @@
 //!
 //! | command      | effect                                                         |
 //! | ------------ | -------------------------------------------------------------- |
-//! | `status`     | `ok uid=<14 hex> counter=<n> inserted=<bool> connected=<bool> tear=<none\|next\|XX> connections=<n> tears=<n>` |
+//! | `status`     | `ok uid=<14 hex> counter=<n> inserted=<bool> connected=<bool> tear=<none\|next\|XX\|after:N> connections=<n> tears=<n> last_torn=<none\|XX>` |
 //! | `tear`       | the next command APDU is processed, then the connection drops  |
 //! | `tear-on XX` | the same at the next command with INS `XX` (hex), e.g. `B0`     |
+//! | `tear-after N` | the same at the N-th command APDU from now (N ≥ 1; `tear-after 1` is `tear`) |
+//! | `tear-cancel` | no tear waits any more                                          |
 //! | `remove`     | the card leaves the field (disconnects from vpcd)              |
 //! | `insert`     | the card enters the field (connects to vpcd)                   |
 //! | `shutdown`   | the simulator stops; [`crate::run`] returns                    |
@@ -129,9 +131,11 @@ pub(crate) fn execute(shared: &Shared, command: &str) -> String {
                 None => "none".to_string(),
                 Some(TearTrigger::NextCommand) => "next".to_string(),
                 Some(TearTrigger::Instruction(ins)) => format!("{ins:02X}"),
+                Some(TearTrigger::AfterCommands(n)) => format!("after:{n}"),
             };
+            let last_torn = status.last_torn.map_or_else(|| "none".to_string(), |ins| format!("{ins:02X}"));
             return format!(
-                "ok uid={} counter={} inserted={} connected={} tear={tear} connections={} tears={}",
+                "ok uid={} counter={} inserted={} connected={} tear={tear} connections={} tears={} last_torn={last_torn}",
                 status.uid,
                 status.sdm_read_counter,
                 status.inserted,
@@ -151,6 +155,17 @@ pub(crate) fn execute(shared: &Shared, command: &str) -> String {
             }
             Err(_) => Err("INS must be one hex byte"),
         },
+        (Some("tear-after"), Some(n), None) => match n.parse::<u32>() {
+            Ok(n) if n >= 1 => {
+                shared.set_tear(TearTrigger::AfterCommands(n));
+                Ok(())
+            }
+            _ => Err("N must be a number of commands from 1"),
+        },
+        (Some("tear-cancel"), None, None) => {
+            shared.update(|control| control.tear = None);
+            Ok(())
+        }
         (Some("remove"), None, None) => {
             shared.remove();
             Ok(())
@@ -163,7 +178,7 @@ pub(crate) fn execute(shared: &Shared, command: &str) -> String {
             shared.request_shutdown();
             Ok(())
         }
-        _ => Err("unknown command (status, tear, tear-on XX, remove, insert, shutdown)"),
+        _ => Err("unknown command (status, tear, tear-on XX, tear-after N, tear-cancel, remove, insert, shutdown)"),
     };
     match answer {
         Ok(()) => "ok".to_string(),

@@ -48,6 +48,10 @@ pub enum TearTrigger {
     NextCommand,
     /// At the next command APDU with this INS byte (e.g. `B0`, ISOReadBinary).
     Instruction(u8),
+    /// At the n-th command APDU from now (1: the next one, as [`TearTrigger::NextCommand`]);
+    /// the number counts down as commands arrive, so a test can tear a multi-command
+    /// operation at each of its steps in turn.
+    AfterCommands(u32),
 }
 
 /// A snapshot of the simulator for status displays and tests.
@@ -67,6 +71,8 @@ pub struct SimStatus {
     pub connections: u64,
     /// Tears performed so far.
     pub tears: u64,
+    /// The INS byte of the last command torn (which step of an operation a tear hit).
+    pub last_torn: Option<u8>,
 }
 
 /// What the vpcd connection and the controls share, behind [`Shared::control`].
@@ -78,6 +84,7 @@ pub(crate) struct Control {
     pub(crate) tear: Option<TearTrigger>,
     pub(crate) connections: u64,
     pub(crate) tears: u64,
+    pub(crate) last_torn: Option<u8>,
     /// When the last connection ended.
     pub(crate) absent_since: Option<Instant>,
 }
@@ -118,6 +125,7 @@ impl Shared {
             tear: control.tear,
             connections: control.connections,
             tears: control.tears,
+            last_torn: control.last_torn,
         }
     }
 

@@ -110,6 +110,7 @@ pub fn spawn(config: SimConfig) -> Result<SimHandle, SimError> {
             tear: None,
             connections: 0,
             tears: 0,
+            last_torn: None,
             absent_since: None,
         }),
         changed: Condvar::new(),
@@ -169,6 +170,12 @@ impl SimHandle {
     /// example `0xB0`, ISOReadBinary: a tear in the middle of a tap).
     pub fn tear_on_instruction(&self, ins: u8) {
         self.shared.set_tear(TearTrigger::Instruction(ins));
+    }
+
+    /// As [`SimHandle::tear_next_command`], at the `n`-th command APDU from now (`n` ≥ 1;
+    /// 0 is taken as 1).
+    pub fn tear_after_commands(&self, n: u32) {
+        self.shared.set_tear(TearTrigger::AfterCommands(n.max(1)));
     }
 
     /// Takes the card out of the field: closes the connection to vpcd and stays away.
@@ -373,12 +380,18 @@ fn take_tear(shared: &Shared, apdu: &[u8]) -> bool {
     let fires = match control.tear {
         Some(TearTrigger::NextCommand) => true,
         Some(TearTrigger::Instruction(ins)) => apdu.get(1) == Some(&ins),
+        Some(TearTrigger::AfterCommands(n)) if n > 1 => {
+            control.tear = Some(TearTrigger::AfterCommands(n - 1));
+            false
+        }
+        Some(TearTrigger::AfterCommands(_)) => true,
         None => false,
     };
     if fires {
         control.tear = None;
         control.inserted = false;
         control.tears += 1;
+        control.last_torn = apdu.get(1).copied();
     }
     fires
 }

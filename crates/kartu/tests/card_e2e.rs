@@ -110,13 +110,14 @@ fn with_world(world: &Shared, body: fn(&mut World) -> Result<(), Failed>) -> Res
 
 fn trials(world: &Shared, outside_reason: Option<String>) -> Vec<Trial> {
     type Body = fn(&mut World) -> Result<(), Failed>;
-    let bodies: [(&str, Body); 6] = [
+    let bodies: [(&str, Body); 7] = [
         ("personalize_prints_the_sims_uid_and_a_verified_tap", personalize_output),
         ("taps_read_through_pcsc_verify_with_inspect_tap", taps_verify_with_inspect_tap),
         ("personalizing_a_personalized_card_fails_clearly_and_changes_nothing", personalize_again),
         ("an_interrupted_personalization_is_reported_and_finished_by_a_second_run", interrupted_personalization),
         ("no_card_is_a_timeout_with_a_clear_message", no_card_times_out),
         ("an_unknown_reader_is_refused_with_the_readers_listed", unknown_reader),
+        ("a_rotation_torn_at_every_step_leaves_a_working_card_and_is_finished_by_a_second_run", rotation_torn),
     ];
     bodies
         .into_iter()
@@ -313,6 +314,400 @@ fn unknown_reader(world: &mut World) -> Result<(), Failed> {
         return Err(format!("an unknown reader gave {}: {stdout} {stderr}", output.status).into());
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// `kartu card rotate`, torn at every step.
+
+/// Most command APDUs a rotation may take before the test gives up counting.
+const ROTATION_STEPS_MAX: u32 = 40;
+/// INS bytes: AuthenticateEV2First (part 1), its second part (additional frame), ChangeKey.
+const INS_AUTHENTICATE: u8 = 0x71;
+const INS_ADDITIONAL_FRAME: u8 = 0xAF;
+const INS_CHANGE_KEY: u8 = 0xC4;
+/// The order of the rotation's ChangeKeys (key 0, the session's, last).
+const CHANGE_KEY_ORDER: [usize; 5] = [1, 2, 3, 4, 0];
+
+/// What one tear point did: the step (k-th command), the INS of the torn command, the key
+/// versions the card was left with, and the versions of the two SDM keys its tap verified
+/// with (meta-read, file-read).
+#[derive(Debug)]
+struct TearPoint {
+    step: u32,
+    ins: u8,
+    key_versions: Vec<u8>,
+    tap_versions: (u8, u8),
+}
+
+/// For k = 1, 2, …: a new card personalised at version 1 (slot 1) and issued at version 1
+/// on a served installation whose key files hold versions 1 and 2; `kartu card rotate
+/// --to-version 2` torn at its k-th command APDU fails and says to run it again; the card
+/// left behind still taps (with the key file, and at the server); the same command then
+/// finishes the rotation and records it. Until a run is shorter than k and succeeds.
+/// The tear points must cover the authentication and every ChangeKey, each leaving the
+/// keys before it rotated; then the last card is checked: key versions 2 on the card and
+/// at the server, a version-2 tap pays, a fresh version-1 tap is refused.
+fn rotation_torn(world: &mut World) -> Result<(), Failed> {
+    let city = RotationCity::start(world)?;
+    world.terminal.wait_for_removal(&world.pcscd.reader_name(1), CARD_TIMEOUT)?;
+    city.errors_are_clear(world, false)?;
+    let mut points = Vec::new();
+    for step in 1..=ROTATION_STEPS_MAX {
+        let uid = format!("04E2E01700{step:04X}");
+        let card = city.new_card(world, &uid)?;
+        cardsim::send_command(&card.socket, &format!("tear-after {step}"))?;
+        let output = city.rotate(world)?;
+        let status = cardsim::send_command(&card.socket, "status")?;
+        if output.status.success() {
+            // Shorter than `step` commands: the tear still waits; no more tears.
+            if !status.contains("tears=0") || !status.contains("tear=after:") {
+                return Err(format!("a run succeeded though the card was torn: {status}").into());
+            }
+            cardsim::send_command(&card.socket, "tear-cancel")?;
+            let last = |error: Failed| -> Failed { format!("step {step}, not torn: {error:?}").into() };
+            city.check_result(world, &output, &uid, &card.id).map_err(last)?;
+            city.last_card_pays_and_old_taps_are_refused(world, &uid, &card.id).map_err(last)?;
+            city.errors_are_clear(world, true).map_err(last)?;
+            return points_cover_every_step(&points);
+        }
+        points.push(city.torn_then_finished(world, &card, step, &output, &status)?);
+    }
+    Err(format!("the rotation was still torn after {ROTATION_STEPS_MAX} commands").into())
+}
+
+/// The checks of one torn run (`output`, the simulator's `status` after it): a clear
+/// message; a card that still taps; a second run that finishes and records the rotation.
+fn tear_message_is_clear(output: &Output) -> Result<(), Failed> {
+    let (stdout, stderr) = texts(output);
+    let clear = stderr.contains("Put the card back and run the same command again");
+    if output.status.success() || !stdout.is_empty() || !clear {
+        return Err(format!("a torn rotation gave {}: {stdout} {stderr}", output.status).into());
+    }
+    Ok(())
+}
+
+/// Asserts the tear points hit both parts of the authentication and each ChangeKey, the
+/// j-th ChangeKey leaving the first j keys of [`CHANGE_KEY_ORDER`] at version 2 (a tear
+/// loses the answer, after the card carried the command out); prints them.
+fn points_cover_every_step(points: &[TearPoint]) -> Result<(), Failed> {
+    let summary: Vec<String> = points
+        .iter()
+        .map(|p| format!("{}:{:02X}:{:?}:{}/{}", p.step, p.ins, p.key_versions, p.tap_versions.0, p.tap_versions.1))
+        .collect();
+    eprintln!(
+        "card_e2e: rotation torn at {} points (step:INS:key versions:tap meta/file): {}",
+        points.len(),
+        summary.join(" ")
+    );
+    for ins in [INS_AUTHENTICATE, INS_ADDITIONAL_FRAME] {
+        if !points.iter().any(|p| p.ins == ins) {
+            return Err(format!("no tear hit INS {ins:02X} of the authentication: {summary:?}").into());
+        }
+    }
+    let change_keys: Vec<&TearPoint> = points.iter().filter(|p| p.ins == INS_CHANGE_KEY).collect();
+    if change_keys.len() != CHANGE_KEY_ORDER.len() {
+        return Err(format!("{} tears hit a ChangeKey, not 5: {summary:?}", change_keys.len()).into());
+    }
+    for (j, point) in change_keys.iter().enumerate() {
+        let mut expected = vec![1_u8; 5];
+        for key_no in &CHANGE_KEY_ORDER[..=j] {
+            expected[*key_no] = 2;
+        }
+        if point.key_versions != expected {
+            return Err(format!(
+                "ChangeKey {} torn left key versions {:?}, not {expected:?}",
+                j + 1,
+                point.key_versions
+            )
+            .into());
+        }
+    }
+    // The first ChangeKey torn (key 1, the meta-read key) leaves a half-rotated SDM pair.
+    if change_keys[0].tap_versions != (2, 1) {
+        return Err(format!("the card torn after key 1 tapped with {:?}", change_keys[0].tap_versions).into());
+    }
+    Ok(())
+}
+
+/// A blank card of the rotation trial, personalised and issued: its simulator, control
+/// socket and id at the server.
+struct RotationCard {
+    _sim: KillOnDrop,
+    socket: PathBuf,
+    id: String,
+}
+
+/// The installation of the rotation trial: served, with key versions 1 and 2, and the
+/// credentials its checks use.
+struct RotationCity {
+    _server: KillOnDrop,
+    http: Http,
+    base: String,
+    issuance: PathBuf,
+    server_keys: KeyFile,
+    token_file: PathBuf,
+    operator: String,
+    holder: String,
+    kiosk: String,
+    teller: String,
+    pos: String,
+}
+
+impl RotationCity {
+    fn start(world: &World) -> Result<Self, Failed> {
+        let data = world.directory.path().join("rotation-city");
+        let output = Command::new(env!("CARGO_BIN_EXE_kartu")).arg("init").arg("--data-dir").arg(&data).output()?;
+        let (stdout, stderr) = texts(&output);
+        let operator = stdout.lines().find(|l| l.starts_with("kt_")).ok_or(format!("kartu init: {stdout} {stderr}"))?;
+        let operator = operator.trim().to_owned();
+        let token_file = world.directory.path().join("rotation-operator.token");
+        std::fs::write(&token_file, format!("{operator}\n"))?;
+        std::fs::set_permissions(&token_file, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        // Key version 2, in both key files.
+        let mut random = [0_u8; GENERATE_RANDOM_LEN];
+        ring::rand::SystemRandom::new().fill(&mut random).map_err(|_| "no random numbers")?;
+        let sysid = SystemIdentifier::parse("KARTU-MKS").map_err(|error| error.to_string())?;
+        let v2 = KeyFile::generate(sysid, &random);
+        let set = v2.newest();
+        let hex = |key: &card::Key| hex::encode_upper(key.expose_secret());
+        let sdm = format!(
+            "\n[cards.2]\nsdm_meta_read_key = \"{}\"\nsdm_file_read_master_key = \"{}\"\n",
+            hex(set.sdm_meta_read_key()),
+            hex(set.sdm_file_read_master_key())
+        );
+        let app = format!("app_master_key = \"{}\"\n", hex(set.app_master_key().ok_or("no key 0")?));
+        let (server_path, issuance) = (data.join("keys.toml"), data.join("issuance-keys.toml"));
+        std::fs::write(&server_path, format!("{}{sdm}", read(&server_path)))?;
+        std::fs::write(&issuance, format!("{}{sdm}{app}", read(&issuance)))?;
+        let server_keys = KeyFile::parse(&read(&server_path)).map_err(|error| error.to_string())?;
+        let (server, base) = serve(&data)?;
+        let http = Http { agent: client::transport::agent(None, None)?, base: base.clone() };
+        let mut city = Self {
+            _server: KillOnDrop(server),
+            http,
+            base,
+            issuance,
+            server_keys,
+            token_file,
+            operator,
+            holder: String::new(),
+            kiosk: String::new(),
+            teller: String::new(),
+            pos: String::new(),
+        };
+        city.credentials()?;
+        Ok(city)
+    }
+
+    /// A holder; a kiosk, a top-up agent with float and its teller, a merchant's terminal.
+    fn credentials(&mut self) -> Result<(), Failed> {
+        let holder =
+            self.post("/v1/holders", &json!({"name": "Rina", "nik": "7371010101901717", "categories": ["resident"]}))?;
+        self.holder = holder["id"].as_str().ok_or("holder id")?.to_owned();
+        let token = |v: Value| v["token"].as_str().map(str::to_owned).ok_or_else(|| format!("no token: {v}"));
+        self.kiosk = token(self.post("/v1/credentials", &json!({"role": "kiosk", "name": "rotation kiosk"}))?)?;
+        let agent = self.post("/v1/agents", &json!({"name": "rotation teller"}))?;
+        let agent = agent["id"].as_str().ok_or("agent id")?.to_owned();
+        self.post(&format!("/v1/agents/{agent}/float"), &json!({"amount": "1000.00"}))?;
+        let body = json!({"role": "top_up_agent", "name": "teller", "agent_id": agent});
+        self.teller = token(self.post("/v1/credentials", &body)?)?;
+        let merchant =
+            self.post("/v1/merchants", &json!({"name": "Toko", "category": "grocery", "fee_rate": "0.007"}))?;
+        let merchant = merchant["id"].as_str().ok_or("merchant id")?.to_owned();
+        let body = json!({"role": "merchant_terminal", "name": "pos", "merchant_id": merchant});
+        self.pos = token(self.post("/v1/credentials", &body)?)?;
+        Ok(())
+    }
+
+    /// An operator POST that must succeed.
+    fn post(&self, path: &str, body: &Value) -> Result<Value, Failed> {
+        self.post_as(&self.operator, path, body, &[200, 201])
+    }
+
+    /// A POST as `token` whose status must be one of `ok`, with a key of its own.
+    fn post_as(&self, token: &str, path: &str, body: &Value, ok: &[u16]) -> Result<Value, Failed> {
+        static KEYS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let key = format!("e2e-rotation-{}", KEYS.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+        let (status, answer) = self.http.post(token, path, &key, body)?;
+        if !ok.contains(&status) {
+            return Err(format!("POST {path}: {status} {answer}").into());
+        }
+        Ok(answer)
+    }
+
+    /// A blank card `uid` in slot 1, personalised at key version 1 and issued at version 1.
+    fn new_card(&self, world: &World, uid: &str) -> Result<RotationCard, Failed> {
+        let reader = world.pcscd.reader_name(1);
+        // The previous card's simulator is gone: pcscd must have seen it leave.
+        world.terminal.wait_for_removal(&reader, CARD_TIMEOUT)?;
+        let socket = world.directory.path().join("rotation-sim.sock");
+        let (sim, _, found) = start_sim(world, 1, Some(uid), &socket, &format!("rotation-{uid}"))?;
+        let sim = KillOnDrop(sim);
+        if found != uid {
+            return Err(format!("kartu card sim --uid {uid} printed uid {found}").into());
+        }
+        world.terminal.wait_for_card(Some(&reader), CARD_TIMEOUT)?;
+        let keys = self.issuance.display().to_string();
+        let output = kartu(&[
+            "card",
+            "personalize",
+            "--keys",
+            &keys,
+            "--key-version",
+            "1",
+            "--host",
+            HOST,
+            "--reader",
+            &reader,
+            "--timeout-secs",
+            PERSONALIZE_TIMEOUT_SECS,
+        ])?;
+        if !output.status.success() {
+            let (stdout, stderr) = texts(&output);
+            return Err(format!("personalising {uid} at version 1 gave {}: {stdout} {stderr}", output.status).into());
+        }
+        let card = self.post("/v1/cards", &json!({"uid": uid, "holder_id": self.holder, "key_version": 1}))?;
+        let id = card["id"].as_str().ok_or("card id")?.to_owned();
+        Ok(RotationCard { _sim: sim, socket, id })
+    }
+
+    /// `kartu card rotate --to-version 2` on slot 1.
+    fn rotate(&self, world: &World) -> Result<Output, Failed> {
+        self.rotate_with(world, "2", "10000", &self.token_file)
+    }
+
+    /// `kartu card rotate` on slot 1 to `version`, waiting `timeout_ms`, with the token
+    /// in `token_file`.
+    fn rotate_with(&self, world: &World, version: &str, timeout_ms: &str, token_file: &Path) -> Result<Output, Failed> {
+        let (keys, token_file) = (self.issuance.display().to_string(), token_file.display().to_string());
+        let reader = world.pcscd.reader_name(1);
+        let args = ["card", "rotate", "--keys", &keys, "--to-version", version, "--reader", &reader];
+        let api = ["--timeout-ms", timeout_ms, "--server", &self.base, "--token-file", &token_file];
+        kartu(&[&args[..], &api[..]].concat())
+    }
+
+    /// Refusals that say what is wrong: no card in the reader, a version the key file
+    /// lacks; with a card already rotated, a server that refuses the token.
+    fn errors_are_clear(&self, world: &World, with_card: bool) -> Result<(), Failed> {
+        let mut cases = Vec::new();
+        if with_card {
+            let bad = world.directory.path().join("rotation-bad.token");
+            std::fs::write(&bad, "kt_not-a-token\n")?;
+            std::fs::set_permissions(&bad, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+            let output = self.rotate_with(world, "2", "10000", &bad)?;
+            cases.push((output, vec!["refused to record the rotation", "unauthorized", "run the same command again"]));
+        } else {
+            let output = self.rotate_with(world, "2", "500", &self.token_file)?;
+            cases.push((output, vec!["no card was presented", "within 500 ms", "nothing was changed"]));
+        }
+        let output = self.rotate_with(world, "3", "500", &self.token_file)?;
+        cases.push((output, vec!["has no key version 3", "its versions are 2, 1", "Nothing was changed"]));
+        for (output, needles) in cases {
+            let (stdout, stderr) = texts(&output);
+            if output.status.success() || !stdout.is_empty() || !needles.iter().all(|n| stderr.contains(n)) {
+                let expected = format!("expected {needles:?}");
+                return Err(format!("kartu card rotate gave {}: {stdout} {stderr} ({expected})", output.status).into());
+            }
+        }
+        Ok(())
+    }
+
+    /// One torn run: clear message, a working card put back, a second run that finishes.
+    fn torn_then_finished(
+        &self,
+        world: &World,
+        card: &RotationCard,
+        step: u32,
+        output: &Output,
+        status: &str,
+    ) -> Result<TearPoint, Failed> {
+        tear_message_is_clear(output)?;
+        let torn = status.split_whitespace().find_map(|w| w.strip_prefix("last_torn=")).unwrap_or("none");
+        let ins = u8::from_str_radix(torn, 16).map_err(|_| format!("status after a tear: {status}"))?;
+        let reader = world.pcscd.reader_name(1);
+        world.terminal.wait_for_removal(&reader, CARD_TIMEOUT)?;
+        cardsim::send_command(&card.socket, "insert")?;
+        world.terminal.wait_for_card(Some(&reader), CARD_TIMEOUT)?;
+        let at = |stage: &'static str| {
+            move |error: Failed| -> Failed { format!("step {step}, torn at INS {ins:02X}, {stage}: {error:?}").into() }
+        };
+        let key_versions = card_key_versions(world, 1).map_err(at("reading key versions"))?;
+        let tap_versions = self.card_still_taps(world).map_err(at("tapping"))?;
+        let output = self.rotate(world)?;
+        let uid = status.split_whitespace().find_map(|w| w.strip_prefix("uid=")).unwrap_or("?").to_owned();
+        self.check_result(world, &output, &uid, &card.id).map_err(at("after the second run"))?;
+        Ok(TearPoint { step, ins, key_versions, tap_versions })
+    }
+
+    /// A tap of the card in slot 1 verifies with the server's key file (some version of
+    /// each SDM key) and the server accepts it (a balance inquiry at the kiosk). Returns
+    /// the versions of the two SDM keys.
+    fn card_still_taps(&self, world: &World) -> Result<(u8, u8), Failed> {
+        let (picc_data, cmac) = world.read_tap(1)?;
+        let tap = card::SunTap::from_hex(&picc_data, &cmac, None).map_err(|error| error.to_string())?;
+        let (message, versions) = self.server_keys.verify_tap_versions(&tap).map_err(|error| error.to_string())?;
+        if !message.mac_valid() {
+            return Err(format!("a torn card's tap does not verify ({versions:?})").into());
+        }
+        let body = json!({"tap": {"picc_data": picc_data, "cmac": cmac}});
+        self.post_as(&self.kiosk, "/v1/balance-inquiries", &body, &[200, 201])?;
+        Ok((versions.meta_read, versions.file_read))
+    }
+
+    /// A successful `kartu card rotate`: its JSON, the card's keys all at version 2, the
+    /// server's record at 2.
+    fn check_result(&self, world: &World, output: &Output, uid: &str, id: &str) -> Result<(), Failed> {
+        let (stdout, stderr) = texts(output);
+        if !output.status.success() {
+            return Err(format!("kartu card rotate gave {}: {stdout} {stderr}", output.status).into());
+        }
+        let out: Value = serde_json::from_str(stdout.trim())?;
+        let found = (
+            out["uid"].as_str(),
+            out["card_id"].as_str(),
+            out["key_version"].as_u64(),
+            out["tap_verified"].as_bool(),
+            out["recorded"].as_bool(),
+        );
+        if found != (Some(uid), Some(id), Some(2), Some(true), Some(true)) || !out["counter"].is_u64() {
+            return Err(format!("kartu card rotate printed {out}").into());
+        }
+        world.check_no_secret(&format!("{stdout}{stderr}"))?;
+        let versions = card_key_versions(world, 1)?;
+        let server = self.http.get(&self.operator, &format!("/v1/cards/{id}"))?;
+        if versions != [2; 5] || server["key_version"] != 2 {
+            return Err(format!("after the rotation: key versions {versions:?}, the server says {server}").into());
+        }
+        Ok(())
+    }
+
+    /// The last card: topped up, a tap read from it (version 2) pays; a genuine version-1
+    /// tap with a fresh counter (a copy made with the old keys) is refused.
+    fn last_card_pays_and_old_taps_are_refused(&self, world: &World, uid: &str, id: &str) -> Result<(), Failed> {
+        self.post_as(&self.teller, "/v1/topups", &json!({"card_id": id, "amount": "10.00"}), &[201])?;
+        let (picc_data, cmac) = world.read_tap(1)?;
+        let body = json!({"tap": {"picc_data": picc_data, "cmac": cmac}, "amount": "1.00"});
+        let paid = self.post_as(&self.pos, "/v1/payments", &body, &[201])?;
+        let last = self.http.get(&self.operator, &format!("/v1/cards/{id}"))?["last_counter"].as_u64().unwrap_or(0);
+        let old = fresh_tap_at(&self.server_keys, 1, uid, u32::try_from(last + 1)?)?;
+        let refused = self.post_as(&self.pos, "/v1/payments", &json!({"tap": old, "amount": "1.00"}), &[422])?;
+        if refused["code"] != "tap_key_outdated" || paid["balance"]["amount"] != "9.00" {
+            return Err(format!("paid {paid}; the version-1 tap gave {refused}").into());
+        }
+        Ok(())
+    }
+}
+
+/// The versions of keys 0 to 4 of the card in `slot` (GetKeyVersion, unauthenticated).
+fn card_key_versions(world: &World, slot: u16) -> Result<Vec<u8>, Failed> {
+    let mut connection = world.terminal.connect(&world.pcscd.reader_name(slot))?;
+    let versions = connection.transaction(|channel| {
+        let select = card::commands::select_ndef_application();
+        reader::expect_status(channel, &select, card::apdu::StatusWord::OK, "ISOSelectFile")?;
+        (0..5).map(|key_no| reader::read_key_version(channel, key_no)).collect::<Result<Vec<u8>, _>>()
+    });
+    connection.disconnect()?;
+    Ok(versions?)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -744,7 +1139,12 @@ fn minor_text(minor: i64) -> String {
 
 /// A genuine tap of card `uid` with read counter `counter`, as the card would mirror it.
 fn fresh_tap(keys: &KeyFile, uid: &str, counter: u32) -> Result<Value, Failed> {
-    let set = keys.newest();
+    fresh_tap_at(keys, keys.newest().version(), uid, counter)
+}
+
+/// [`fresh_tap`] with the keys of key version `version`.
+fn fresh_tap_at(keys: &KeyFile, version: u8, uid: &str, counter: u32) -> Result<Value, Failed> {
+    let set = keys.version(version).ok_or("no such key version")?;
     let uid = card::CardUid::from_hex(uid).map_err(|error| error.to_string())?;
     let counter = card::ReadCounter::new(counter).ok_or("counter out of range")?;
     let file_key =

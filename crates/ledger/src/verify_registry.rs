@@ -12,8 +12,9 @@
 //!
 //! Row ids are assigned after the leaf is written, so a leaf names its row only through the
 //! row's `event_id`; a leaf that acts on an existing row (a block, a revocation, a
-//! decision) names it by id. A leaf with no row is not a finding: a request refused after it
-//! was logged (a conflict, a crash) leaves one, and a missing row grants nothing.
+//! decision, a key rotation) names it by id. A leaf with no row is not a finding: a request
+//! refused after it was logged (a conflict, a crash) leaves one, and a missing row grants
+//! nothing.
 //!
 //! Findings name the table, the row id and the field, never a secret: no NIK hash and no
 //! token hash is printed, only that it differs.
@@ -343,7 +344,8 @@ fn holders(m: &mut Model<'_>, t: &Tables) {
     }
 }
 
-/// Cards: made by an issue or a replacement; their status is the last status leaf.
+/// Cards: made by an issue or a replacement; their status is the last status leaf; their
+/// key version the highest of the issue's and of their `rotate_card_keys` leaves'.
 fn cards<'a>(m: &mut Model<'a>, t: &Tables) {
     let by_id: HashMap<i64, &Card> = t.cards.iter().map(|c| (c.id, c)).collect();
     let mut card_by_event: HashMap<i64, i64> = HashMap::new();
@@ -351,10 +353,17 @@ fn cards<'a>(m: &mut Model<'a>, t: &Tables) {
         card_by_event.entry(c.event_id).or_insert(c.id);
     }
     let mut status_leaves: HashMap<i64, Vec<(i64, &Action)>> = HashMap::new();
+    // The versions each card's rotations raised it to (`rotate_card_keys`).
+    let mut rotations: HashMap<i64, Vec<i64>> = HashMap::new();
     for (id, a) in m.actions {
         if matches!(a.action.as_str(), "block_card" | "unblock_card" | "replace_card") {
             if let Some(card) = a.id("card_id") {
                 status_leaves.entry(card).or_default().push((*id, a));
+            }
+        }
+        if a.action == "rotate_card_keys" {
+            if let (Some(card), Some(version)) = (a.id("card_id"), a.id("key_version")) {
+                rotations.entry(card).or_default().push(version);
             }
         }
     }
@@ -377,7 +386,10 @@ fn cards<'a>(m: &mut Model<'a>, t: &Tables) {
                     ),
                 }
             }
-            m.int(&at, "key_version", Some(i64::from(c.key_version)), d["key_version"].as_i64());
+            // A rotation only raises the version: the highest of the issue's and the rotations'.
+            let raised = rotations.get(&c.id).and_then(|v| v.iter().max().copied());
+            let expected = d["key_version"].as_i64().map(|issued| raised.map_or(issued, |r| r.max(issued)));
+            m.int(&at, "key_version", Some(i64::from(c.key_version)), expected);
         }
         card_status(m, &at, c, status_leaves.get(&c.id).and_then(|v| v.last()), &card_by_event);
     }

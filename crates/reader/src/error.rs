@@ -96,6 +96,19 @@ pub enum ReaderError {
         /// The version found on the card.
         version: u8,
     },
+    /// A rotation to a version older than a key the card already holds (it would turn the
+    /// card back to keys a copy may have been made with).
+    #[error(
+        "key {key_no} has version {version}, newer than the rotation's version {target}: a rotation only goes forward"
+    )]
+    KeyVersionNewer {
+        /// The key number.
+        key_no: u8,
+        /// The version found on the card.
+        version: u8,
+        /// The version asked for.
+        target: u8,
+    },
     /// Key version 0 is the factory version; master keys start at 1.
     #[error("key version {version} is not valid for master keys (1 to 255)")]
     InvalidKeyVersion {

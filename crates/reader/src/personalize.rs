@@ -271,9 +271,18 @@ pub fn personalize<T: Transmit + ?Sized>(
 /// `current` holds the master key sets the card may still have keys of (normally the
 /// previous version); version 0 (factory) is always known.
 ///
+/// Tear-safe: each ChangeKey is atomic on the card, and every run starts from the versions
+/// the card reports, so a run cut off at any command (even one whose answer was lost after
+/// the card carried it out) is finished by running it again. Key 0 goes last, as the data
+/// sheet requires (changing the key of the session ends it). Between the ChangeKeys of key
+/// 1 (meta-read) and key 2 (file-read) a torn card holds the SDM keys of two versions; its
+/// taps still verify, as the older version (`card::keyfile::KeyFile::verify_tap_versions`).
+/// A card whose keys are all at `new` already is only checked with a tap.
+///
 /// # Errors
 /// [`ReaderError::UnknownKeyVersion`] for a key whose version is neither in `current` nor
-/// `new`, [`ReaderError::UidMismatch`], and the errors of the steps.
+/// `new`, [`ReaderError::KeyVersionNewer`] for a key above `new` (nothing is changed),
+/// [`ReaderError::UidMismatch`], and the errors of the steps.
 pub fn rotate_keys<T: Transmit + ?Sized>(
     channel: &mut T,
     current: &[&MasterKeys],
@@ -283,6 +292,9 @@ pub fn rotate_keys<T: Transmit + ?Sized>(
     expect_status(channel, &select_ndef_application(), StatusWord::OK, "ISOSelectFile (NDEF application)")?;
     let uid_hint = read_uid(channel)?;
     let versions = read_key_versions(channel)?;
+    if let Some((key_no, &version)) = (0_u8..).zip(&versions).find(|(_, version)| **version > new.version()) {
+        return Err(ReaderError::KeyVersionNewer { key_no, version, target: new.version() });
+    }
     let keys_of = |version: u8, uid: &CardUid| -> Result<Option<CardKeys>, ReaderError> {
         if version == FACTORY_KEY_VERSION {
             return Ok(Some(CardKeys::factory()));

@@ -65,7 +65,7 @@ pub struct CardView {
     pub replays: usize,
 }
 
-fn card_view(state: &AppState, c: &Card) -> Result<CardView, ApiError> {
+pub(super) fn card_view(state: &AppState, c: &Card) -> Result<CardView, ApiError> {
     let balance = state.ledger.balance(c.account_id)?;
     let replays = state.ledger.card_replays(c.id, ledger::PAGE_MAX)?.len();
     Ok(CardView {
@@ -165,7 +165,7 @@ pub async fn issue_card(
     Ok(HttpResponse::Created().json(view))
 }
 
-async fn load_card(state: &web::Data<AppState>, id: &str) -> Result<Card, ApiError> {
+pub(super) async fn load_card(state: &web::Data<AppState>, id: &str) -> Result<Card, ApiError> {
     let id = wire::id(id)?;
     let st = state.clone();
     blocking(move || {

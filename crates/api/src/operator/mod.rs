@@ -11,6 +11,7 @@ pub mod approvals;
 pub mod cards;
 pub mod credentials;
 pub mod holders;
+pub mod key_versions;
 pub mod lists;
 pub mod merchants;
 pub mod service_points;
@@ -32,6 +33,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/cards/{id}/block", web::post().to(cards::block_card))
         .route("/v1/cards/{id}/unblock", web::post().to(cards::unblock_card))
         .route("/v1/cards/{id}/replace", web::post().to(cards::replace_card))
+        .route("/v1/cards/{id}/key-version", web::post().to(key_versions::record_key_version))
         .route("/v1/merchants", web::post().to(merchants::create_merchant))
         .route("/v1/service-points", web::post().to(service_points::create_service_point))
         .route("/v1/agents", web::post().to(agents::create_agent))
@@ -52,12 +54,26 @@ pub async fn log_action(
     action: &str,
     details: serde_json::Value,
 ) -> Result<Recorded, ApiError> {
+    log_tap_action(state, caller, key, action, details, None).await
+}
+
+/// [`log_action`] for an action shown a card's tap: `tap` (card id, read counter) is
+/// consumed like a payment's, the ledger writer refusing a counter not above the card's
+/// last (`409 card_replay`, nothing logged but the replay).
+pub async fn log_tap_action(
+    state: &AppState,
+    caller: &Caller,
+    key: &IdempotencyHeader,
+    action: &str,
+    details: serde_json::Value,
+    tap: Option<(i64, i64)>,
+) -> Result<Recorded, ApiError> {
     let payload = json!({"action": action, "by": caller.credential.id, "details": details}).to_string();
     let event = Event {
         kind: "operator_action".into(),
         scope: Some(format!("operator:{}", caller.credential.id)),
-        card_id: None,
-        card_read_counter: None,
+        card_id: tap.map(|(card, _)| card),
+        card_read_counter: tap.map(|(_, counter)| counter),
         queue_key: None,
         idempotency_key: Some(
             ledger::domain::IdempotencyKey::parse(&caller.key(&key.0)).map_err(|_| ApiError::internal("key"))?,

@@ -26,6 +26,7 @@ mod patterns;
 mod registry;
 mod rfc9162;
 mod roles;
+mod rotation;
 mod tls;
 mod validation;
 mod webhooks;
@@ -67,6 +68,7 @@ const CASES: &[(&str, Case)] = &[
     ("card_key_versions", custody::card_key_versions),
     ("exposure_limits", custody::exposure_limits),
     ("key_split", custody::key_split),
+    ("key_version_after_rotation", rotation::key_version_after_rotation),
     ("serving_role_cannot_edit_the_journal", custody::serving_role_cannot_edit_the_journal),
     ("verify_checks_the_registry", registry::verify_checks_the_registry),
     ("openapi_document_and_routes", openapi::openapi_document_and_routes),

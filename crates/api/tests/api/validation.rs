@@ -53,6 +53,10 @@ struct Fixtures {
     spare: TestCard,
     /// A card blocked for fraud: its taps are refusals.
     blocked: TestCard,
+    /// A card issued at key version 1 (the key file's newest is 2), to rotate; and its
+    /// first tap again (counter 1, used by a balance inquiry): a replay.
+    rotating: TestCard,
+    rotating_replay: Value,
     /// The main card's first tap again (counter 1): a replay.
     replay: Value,
     /// A payment of 5 000.00 to refund.
@@ -89,7 +93,9 @@ struct Till {
 }
 
 pub fn bad_input_writes_nothing(backend: Backend) -> TestResult {
-    let c = City::new(backend, "100000.00")?;
+    // Two key versions: a card issued at 1 can be rotated to 2.
+    let server = Server::start_edited(backend, |c| c, |keys| format!("{keys}{}", crate::rotation::V2))?;
+    let c = City::on(server, "100000.00")?;
     let s = &c.s;
     let f = the_objects_the_endpoints_act_on(&c)?;
     let endpoints = every_write_endpoint(&c, &f);
@@ -113,6 +119,7 @@ fn the_objects_the_endpoints_act_on(c: &City) -> Result<Fixtures, String> {
     let spare = s.card(&spare_holder, 7)?;
     let blocked = s.card(&spare_holder, 8)?;
     s.post(&format!("/v1/cards/{}/block", blocked.id), &op, &json!({"reason": "fraud"}))?.expect(200)?;
+    let (rotating, rotating_replay) = a_card_to_rotate(c, &spare_holder)?;
     // Tap the main card once (counter 1): its replay is a refusal below.
     s.post("/v1/topups", &c.teller, &json!({"tap": s.tap(&c.card), "amount": "1.00"}))?.expect(201)?;
     let replay = s.tap_at(&c.card.uid, 1);
@@ -144,6 +151,8 @@ fn the_objects_the_endpoints_act_on(c: &City) -> Result<Fixtures, String> {
         spare_holder,
         spare,
         blocked,
+        rotating,
+        rotating_replay,
         replay,
         payment,
         hold_capture,
@@ -158,6 +167,28 @@ fn the_objects_the_endpoints_act_on(c: &City) -> Result<Fixtures, String> {
         forged,
         late,
     })
+}
+
+/// A card issued at key version 1, its first tap used by a kiosk; and that tap again.
+fn a_card_to_rotate(c: &City, holder: &str) -> Result<(TestCard, Value), String> {
+    let s = &c.s;
+    let uid = "04A1B2C3D4E517";
+    let r = s.post("/v1/cards", &s.operator, &json!({"uid": uid, "holder_id": holder, "key_version": 1}))?;
+    let v = r.expect(201)?;
+    let card = TestCard {
+        id: id(v)?,
+        uid: uid.to_owned(),
+        account_id: v["account_id"].as_str().ok_or("account_id")?.to_owned(),
+        counter: std::sync::atomic::AtomicU32::new(0),
+    };
+    s.post("/v1/balance-inquiries", &c.kiosk, &json!({"tap": s.tap(&card)}))?.expect(200)?;
+    Ok((card, s.tap_at(uid, 1)))
+}
+
+/// A tap of `card` made with key version 1's keys, at `counter`.
+fn tap_v1(s: &Server, card: &TestCard, counter: u32) -> Value {
+    let v1 = s.keys.version(1).expect("key version 1");
+    tap_with(v1.sdm_meta_read_key(), v1.sdm_file_read_master_key(), b"KARTU-MKS", &card.uid, counter)
 }
 
 /// A POS that may work offline, with its limits, synced once.
@@ -323,7 +354,43 @@ fn card_endpoints<'a>(c: &'a City, f: &'a Fixtures) -> Vec<Endpoint<'a>> {
             ],
             ..endpoint("POST", format!("/v1/cards/{}/replace", f.spare.id), op, 201)
         },
+        key_version_endpoint(c, f),
     ]
+}
+
+/// A card's key version: raised to a version of the key file, shown a fresh tap of that
+/// card at exactly that version.
+fn key_version_endpoint<'a>(c: &'a City, f: &'a Fixtures) -> Endpoint<'a> {
+    let (s, card) = (&c.s, &f.rotating);
+    let fresh = move || s.tap(card);
+    let bad_mac = json!({"picc_data": fresh()["picc_data"], "cmac": "00112233445566FF"});
+    Endpoint {
+        unknown: Some("/v1/cards/98765/key-version".into()),
+        body: Some(Box::new(move || json!({"key_version": 2, "tap": fresh()}))),
+        required: &["key_version", "tap"],
+        invalid: vec![
+            ("version 0", json!({"key_version": 0, "tap": fresh()}), 422, "invalid_field"),
+            ("a version the key file lacks", json!({"key_version": 3, "tap": fresh()}), 422, "invalid_field"),
+            ("version above 255", json!({"key_version": 256, "tap": fresh()}), 422, "invalid_body"),
+            (
+                "the card's own version",
+                json!({"key_version": 1, "tap": tap_v1(s, card, 500)}),
+                409,
+                "key_version_not_newer",
+            ),
+            (
+                "a tap at the old version",
+                json!({"key_version": 2, "tap": tap_v1(s, card, 501)}),
+                422,
+                "tap_version_mismatch",
+            ),
+            ("another card's tap", json!({"key_version": 2, "tap": s.tap(&c.card)}), 422, "tap_card_mismatch"),
+            ("bad MAC", json!({"key_version": 2, "tap": bad_mac}), 422, "tap_mac_invalid"),
+            ("foreign card", json!({"key_version": 2, "tap": foreign(c, 91)}), 422, "tap_mac_invalid"),
+            ("replayed tap", json!({"key_version": 2, "tap": f.rotating_replay.clone()}), 409, "card_replay"),
+        ],
+        ..endpoint("POST", format!("/v1/cards/{}/key-version", card.id), &s.operator, 200)
+    }
 }
 
 /// Merchants: a known category and a fee rate between 0 and 1, to six places at most.

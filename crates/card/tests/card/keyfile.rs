@@ -2,7 +2,7 @@
 //! it back, and checking taps against every key version, newest first.
 
 use crate::common::{a, key};
-use card::keyfile::{CheckpointSecret, KeyFile, KeyFileError, GENERATE_RANDOM_LEN};
+use card::keyfile::{CheckpointSecret, KeyFile, KeyFileError, TapVersions, GENERATE_RANDOM_LEN};
 use card::sun::{encrypt_picc_data, sdm_mac};
 use card::{diversify_card_key, CardUid, KeyParseError, ReadCounter, SunError, SunTap, SystemIdentifier};
 
@@ -263,4 +263,29 @@ fn verify_tap_finds_the_version_of_the_card() {
     // Another system identifier diversifies other card keys.
     let other = KeyFile::parse(&two_versions().replace("KARTU-MKS", "OTHER-CITY")).expect("parse");
     assert_eq!(other.verify_tap(&good).map(|(message, _)| message.mac_valid()), Ok(false));
+}
+
+/// A card pulled away between the two ChangeKeys of a rotation holds the SDM keys of two
+/// versions: its taps verify, as the lower version, and say which key is at which version;
+/// a pair of one version is consistent.
+#[test]
+fn a_half_rotated_card_taps_as_its_older_version() {
+    let file = KeyFile::parse(&two_versions()).expect("parse");
+    let uid = "04A1B2C3D4E5F6";
+    let versions = |meta: &str, file_master: &str, counter: u32| {
+        file.verify_tap_versions(&tap(meta, file_master, uid, counter))
+            .map(|(message, versions)| (message.mac_valid(), message.counter().value(), versions))
+    };
+    let pair = |meta_read: u8, file_read: u8| TapVersions { meta_read, file_read };
+    // Key 1 rotated, key 2 not; and the other way round.
+    assert_eq!(versions(META_2, FILE_1, 20), Ok((true, 20, pair(2, 1))));
+    assert_eq!(versions(META_1, FILE_2, 21), Ok((true, 21, pair(1, 2))));
+    assert_eq!(file.verify_tap(&tap(META_2, FILE_1, uid, 22)).map(|(m, v)| (m.mac_valid(), v)), Ok((true, 1)));
+    assert_eq!(file.verify_tap(&tap(META_1, FILE_2, uid, 23)).map(|(m, v)| (m.mac_valid(), v)), Ok((true, 1)));
+    assert!(!pair(2, 1).consistent() && pair(2, 2).consistent());
+    // Whole versions are found as before.
+    assert_eq!(versions(META_2, FILE_2, 24), Ok((true, 24, pair(2, 2))));
+    assert_eq!(versions(META_1, FILE_1, 25), Ok((true, 25, pair(1, 1))));
+    // A file-read master of no version still fails, whichever meta-read key decrypts.
+    assert_eq!(versions(META_2, APP_1, 26).map(|(valid, _, _)| valid), Ok(false));
 }

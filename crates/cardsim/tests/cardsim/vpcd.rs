@@ -109,6 +109,46 @@ fn control_socket_drives_the_simulator() {
     assert!(!socket.exists(), "the socket file is removed");
 }
 
+/// `tear-after N` counts command APDUs (not vpcd's control codes): the first N - 1 are
+/// answered, the N-th is processed and not answered; the status shows what remains.
+#[test]
+fn tear_after_counts_commands() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let socket = directory.path().join("sim.sock");
+    let vpcd = FakeVpcd::new();
+    let mut config = config(&vpcd, directory.path());
+    config.control_socket = Some(socket.clone());
+    let sim = cardsim::spawn(config).expect("spawn");
+    let mut stream = vpcd.accept();
+    assert!(send_command(&socket, "tear-after 0").is_err());
+    assert!(send_command(&socket, "tear-after x").is_err());
+    send_command(&socket, "tear-after 3").expect("tear-after");
+    assert!(send_command(&socket, "status").expect("status").contains("tear=after:3"));
+    send_command(&socket, "tear-cancel").expect("tear-cancel");
+    assert!(send_command(&socket, "status").expect("status").contains("tear=none"));
+    send_command(&socket, "tear-after 3").expect("tear-after");
+    let select = [0x00, 0xA4, 0x04, 0x0C, 0x07, 0xD2, 0x76, 0x00, 0x00, 0x85, 0x01, 0x01, 0x00];
+    assert_eq!(exchange(&mut stream, &[VPCD_CTRL_ATR]).expect("atr"), ATR, "control codes do not count");
+    assert_eq!(exchange(&mut stream, &select).expect("1st"), [0x90, 0x00]);
+    assert!(send_command(&socket, "status").expect("status").contains("tear=after:2"));
+    let version = [0x90, 0x64, 0x00, 0x00, 0x01, 0x00, 0x00];
+    assert_eq!(exchange(&mut stream, &version).expect("2nd").len(), 3, "GetKeyVersion answers");
+    assert!(exchange(&mut stream, &select).is_err(), "the 3rd command is torn");
+    assert!(sim.wait_disconnected(TIMEOUT));
+    let status = sim.status();
+    assert!(!status.inserted && status.tears == 1 && status.tear.is_none(), "{status:?}");
+    assert_eq!(status.last_torn, Some(0xA4), "the torn command's INS");
+    assert!(send_command(&socket, "status").expect("status").ends_with("last_torn=A4"));
+    // The handle does the same.
+    sim.insert();
+    let mut stream = vpcd.accept();
+    sim.tear_after_commands(1);
+    assert!(exchange(&mut stream, &select).is_err(), "tear_after_commands(1) tears the next command");
+    assert!(sim.wait_disconnected(TIMEOUT));
+    assert_eq!(sim.status().tears, 2);
+    sim.shutdown().expect("shutdown");
+}
+
 #[test]
 fn run_returns_after_shutdown_through_the_socket() {
     let directory = tempfile::tempdir().expect("tempdir");

@@ -503,6 +503,18 @@ impl Registry<'_> {
         Ok(n == 1)
     }
 
+    /// Raises a card's key version to `key_version` after a rotation (`POST
+    /// /v1/cards/{id}/key-version`, whose `rotate_card_keys` leaf comes first); never
+    /// lowers it, so a retry or a slower concurrent rotation to a lower version changes
+    /// nothing. Whether the row changed.
+    pub fn raise_card_key_version(&mut self, id: i64, key_version: i32, now_us: i64) -> Result<bool, LedgerError> {
+        let n = on_db!(self.0, |c| diesel::update(cards::table.find(id).filter(cards::key_version.lt(key_version)))
+            .set((cards::key_version.eq(key_version), cards::updated_at_us.eq(now_us)))
+            .execute(c))
+        .map_err(storage)?;
+        Ok(n == 1)
+    }
+
     /// Adds a merchant.
     pub fn insert_merchant(
         &mut self,

@@ -64,9 +64,10 @@ const fn moving(table: &'static str, insert: bool, update: &'static [&'static st
 /// Every table of the schema and what `kartu serve` may do with it. DELETE, TRUNCATE,
 /// REFERENCES, TRIGGER and table-wide UPDATE are granted on none. Worked out from every
 /// statement in `store/*.rs`: the UPDATEs are `advance_head`, the card counter upsert,
-/// `advance_offline_head`, `set_card_status`, `revoke_credential`, `adjustment_posted` and
-/// `adjustment_rejected`, `decide_approval`, `set_approval_result`, and the webhook
-/// deliveries' and subscriptions' moves (`store/webhooks.rs`); nothing deletes.
+/// `advance_offline_head`, `set_card_status`, `raise_card_key_version`,
+/// `revoke_credential`, `adjustment_posted` and `adjustment_rejected`, `decide_approval`,
+/// `set_approval_result`, and the webhook deliveries' and subscriptions' moves
+/// (`store/webhooks.rs`); nothing deletes.
 pub const SERVE_GRANTS: &[TableGrant] = &[
     journal("accounts", "accounts are created, never changed"),
     journal("journal_entries", "the journal"),
@@ -96,8 +97,8 @@ pub const SERVE_GRANTS: &[TableGrant] = &[
     moving(
         "cards",
         true,
-        &["block_reason", "replaced_by", "status", "status_event_id", "updated_at_us"],
-        "a card's status (block, unblock, replace)",
+        &["block_reason", "key_version", "replaced_by", "status", "status_event_id", "updated_at_us"],
+        "a card's status (block, unblock, replace) and key version (rotation, upwards only)",
     ),
     moving("credentials", true, &["revoked_at_us", "revoked_event_id"], "revocation"),
     moving("adjustments", true, &["approved_by", "entry_seq", "status"], "pending, then posted or rejected"),

@@ -191,6 +191,22 @@ fn rotation_needs_the_current_master_keys() {
     assert!(matches!(result, Err(ReaderError::UnknownKeyVersion { key_no: 0, version: 1 })), "{result:?}");
 }
 
+/// A rotation only goes forward: a card at version 2 asked to go to version 1 is refused
+/// before anything is changed, and still taps with version 2.
+#[test]
+fn rotation_to_an_older_version_is_refused() {
+    let (v1, v2) = (master_keys(1, 0x40), master_keys(2, 0x50));
+    let mut card = blank();
+    personalize(&mut SimChannel::new(&mut card), &v2, &system_identifier(), HOST).expect("blank");
+    let result = rotate_keys(&mut SimChannel::new(&mut card), &[&v2], &v1, &system_identifier());
+    assert!(matches!(result, Err(ReaderError::KeyVersionNewer { key_no: 0, version: 2, target: 1 })), "{result:?}");
+    for key_no in 0..=4 {
+        assert_eq!(card.state().key_version(key_no), Some(2));
+    }
+    let tap = read_sun(&mut SimChannel::new(&mut card)).expect("tap");
+    v2.verify_tap(&tap, &system_identifier()).expect("v2 keys");
+}
+
 #[test]
 fn bad_input_is_refused_before_the_card_is_touched() {
     let mut card = blank();
