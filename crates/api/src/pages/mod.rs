@@ -270,6 +270,16 @@ pub fn notice(kind: &str, heading: &str, body: &str) -> Markup {
     }
 }
 
+/// Text with `backticked` spans as `<code>` (the command names in the pages' texts), the
+/// rest as text; both escaped.
+pub fn prose(text: &str) -> Markup {
+    html! {
+        @for (i, part) in text.split('`').enumerate() {
+            @if i % 2 == 1 { code { (part) } } @else { (part) }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,16 +320,6 @@ mod tests {
             ("en;q=0.5, id;q=0.5", Some(Lang::En)),
         ] {
             assert_eq!(accept_language(header), expect, "{header}");
-        }
-    }
-}
-
-/// Text with `backticked` spans as `<code>` (the command names in the pages' texts), the
-/// rest as text; both escaped.
-pub fn prose(text: &str) -> Markup {
-    html! {
-        @for (i, part) in text.split('`').enumerate() {
-            @if i % 2 == 1 { code { (part) } } @else { (part) }
         }
     }
 }
