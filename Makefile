@@ -3,7 +3,7 @@ DATA_DIR ?= .kartu
 DATABASE_URL ?= sqlite://$(DATA_DIR)/kartu.db
 CARGO ?= cargo
 
-.PHONY: run test check bench profile soak demo setup setup-build fmt clippy fuzz screenshots
+.PHONY: run test check bench profile soak demo setup setup-build fmt clippy fuzz screenshots deb
 
 # What building needs (all `make run` installs), and what the tests add.
 setup-build:
@@ -34,6 +34,16 @@ demo: setup
 screenshots: setup
 	$(CARGO) build --release -p kartu
 	scripts/screenshots.sh target/release/kartu
+
+# The server's Debian package, target/deb/kartu_<version>_<arch>.deb: the release binary
+# without the pcsc feature (no card readers, no libpcsclite), kartu.service (hardened, as the
+# kartu system user on /var/lib/kartu) and /etc/kartu/kartu.env; see scripts/deb.sh.
+# scripts/deb-test.sh installs it, serves, pays once and removes it (root; CI runs it).
+# It leaves the server build in target/release/kartu; the next `cargo build --release -p
+# kartu` (make run, bench, screenshots) puts the default one back.
+deb: setup-build
+	$(CARGO) build --release -p kartu --no-default-features
+	scripts/deb.sh target/release/kartu
 
 # Every test, on SQLite and PostgreSQL (a throwaway cluster is started if none runs).
 test: setup

@@ -8,10 +8,12 @@
 # virtual-card driver of the card tests; util-linux: unshare, which gives those tests a
 # private /run; fonts-dejavu-core: the text of make bench's latency plot; chromium: the
 # headless browser the citizens' pages are tested in; age: the tool a city opens
-# `kartu backup` archives with (and the backup test checks they open).
+# `kartu backup` archives with (and the backup test checks they open); systemd, adduser,
+# curl, jq and strace: scripts/deb-test.sh, the Debian package's test (systemd-analyze, the
+# package's user, the payment over HTTP, the server's system calls).
 set -euo pipefail
 "$(dirname "$0")/setup-build.sh" postgresql-common postgresql pcscd vsmartcard-vpcd util-linux \
-  fonts-dejavu-core chromium age
+  fonts-dejavu-core chromium age systemd adduser curl jq strace
 
 # promtool, Prometheus' own checker of the alert rules (deploy/prometheus/): only the binary,
 # taken out of Debian's prometheus package, so that no Prometheus server is installed and

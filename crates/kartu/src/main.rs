@@ -8,11 +8,18 @@ use ledger::{Ledger, LedgerConfig};
 
 mod backup;
 mod card_cmd;
+#[cfg(feature = "pcsc")]
+mod card_reader;
+#[cfg(feature = "pcsc")]
+mod card_rotate;
+#[cfg(feature = "pcsc")]
 mod demo;
 mod demo_city;
 mod progress;
 mod receipt;
+#[cfg(feature = "pcsc")]
 mod stage;
+#[cfg(feature = "pcsc")]
 mod tap_bench;
 mod verify_url;
 mod watch;
@@ -57,6 +64,7 @@ enum Cmd {
     },
     /// Run a terminal (POS, gate, kiosk, top-up agent) over a PC/SC reader; offline within
     /// its limits when the server cannot be reached.
+    #[cfg(feature = "pcsc")]
     Terminal(TerminalArgs),
     /// Serve the HTTP API until SIGINT or SIGTERM; in-flight requests finish first. HTTPS
     /// when kartu.toml names tls_cert and tls_key; SIGHUP reloads them.
@@ -113,6 +121,7 @@ enum Cmd {
     /// and a kartu server: personalise, issue, top up, pay, park, clinic, library, a lost
     /// card, a cloned card, an outage with offline payments, and the audit verified. Prints
     /// the story; needs root (private namespaces), pcscd and vsmartcard-vpcd.
+    #[cfg(feature = "pcsc")]
     Demo(demo::DemoArgs),
     /// Back up an SQLite installation while it serves: the database (a consistent copy),
     /// its configuration and keys, in one archive encrypted to age recipients; prints what
@@ -297,6 +306,7 @@ enum LedgerCmd {
 }
 
 /// `kartu terminal`'s options.
+#[cfg(feature = "pcsc")]
 #[derive(Debug, clap::Args)]
 struct TerminalArgs {
     /// pos, gate, kiosk or agent.
@@ -362,6 +372,7 @@ fn run(cli: Cli) -> Result<()> {
             migrate(&database_url, serve_role, serve_password_file.as_deref())
         }
         Cmd::Card { command } => card_cmd::run(command),
+        #[cfg(feature = "pcsc")]
         Cmd::Demo(args) => demo::run(args),
         Cmd::Operator { command: OperatorCmd::Add { data_dir, person, database_url } } => {
             let (id, token) = api::server::add_operator(&data_dir, database_url.as_deref(), &person)?;
@@ -377,6 +388,7 @@ fn run(cli: Cli) -> Result<()> {
             report_init(&data_dir, &done);
             Ok(())
         }
+        #[cfg(feature = "pcsc")]
         Cmd::Terminal(args) => terminal_cmd(args),
         Cmd::Serve { data_dir, listen, database_url, read_database_url, demo_city, allow_owner } => {
             let urls = (database_url, read_database_url);
@@ -531,6 +543,7 @@ fn audit_verify_url(url: &str, token: &str, trust: &Trust, ca_file: Option<&std:
 }
 
 /// `kartu terminal`: a POS, gate, kiosk or agent counter on a PC/SC reader.
+#[cfg(feature = "pcsc")]
 fn terminal_cmd(args: TerminalArgs) -> Result<()> {
     let TerminalArgs {
         mode,

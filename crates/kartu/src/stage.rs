@@ -106,7 +106,7 @@ impl Reader {
     ) -> Result<(card::CardUid, u8, card::ReadCounter)> {
         let expected = card.uid.clone();
         let (uid, version, counter) = self.present(card, |r| {
-            crate::card_cmd::personalize_in(
+            crate::card_reader::personalize_in(
                 &r.pcsc,
                 &r.name,
                 key_file,
