@@ -139,7 +139,8 @@ pub fn run(command: CardCmd) -> Result<()> {
             };
             let api = crate::card_rotate::Api { server, token, ca_file };
             let timeout = std::time::Duration::from_millis(timeout_ms);
-            crate::card_rotate::rotate(&keys, to_version, reader.as_deref(), timeout, &api)
+            let key_file = read_key_file(&keys)?;
+            crate::card_rotate::rotate(&key_file, &keys, to_version, reader.as_deref(), timeout, &api)
         }
     }
 }

@@ -8,7 +8,6 @@ use anyhow::{anyhow, Context, Result};
 use card::keyfile::KeyFile;
 use reader::{MasterKeys, ReaderError, TapUrl, Terminal};
 
-use crate::card_cmd::read_key_file;
 use crate::card_reader::explain;
 
 /// Where `kartu card rotate` records the new key version.
@@ -24,10 +23,16 @@ pub struct Api {
 /// How long one API call of `kartu card rotate` may take.
 const API_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// `kartu card rotate`.
-pub fn rotate(keys_path: &Path, to_version: u8, reader_name: Option<&str>, timeout: Duration, api: &Api) -> Result<()> {
+/// `kartu card rotate` with the key file `key_file` (read from `keys_path`).
+pub fn rotate(
+    key_file: &KeyFile,
+    keys_path: &Path,
+    to_version: u8,
+    reader_name: Option<&str>,
+    timeout: Duration,
+    api: &Api,
+) -> Result<()> {
     // Everything that can be checked without a card is checked first.
-    let key_file = read_key_file(keys_path)?;
     let label = keys_path.display().to_string();
     let Some(set) = key_file.version(to_version) else {
         let known: Vec<String> = key_file.versions().map(|set| set.version().to_string()).collect();
@@ -63,7 +68,7 @@ pub fn rotate(keys_path: &Path, to_version: u8, reader_name: Option<&str>, timeo
         Err(error) => return Err(explain(error, "waiting for a card")),
     };
     let current: Vec<&MasterKeys> = current.iter().collect();
-    let done = rotate_in(&terminal, &reader, &current, &new, &key_file, &label)?;
+    let done = rotate_in(&terminal, &reader, &current, &new, key_file, &label)?;
     let (card_id, recorded) = record_rotation(&client, &done, &api.server)?;
     let out = serde_json::json!({
         "uid": done.uid.to_string(),
