@@ -17,7 +17,7 @@ use card::keyfile::CheckpointSecret;
 use ledger::{CheckpointSettings, Ledger, LedgerConfig};
 
 use crate::error::SetupError;
-use crate::server::{err, load_keys, write_secret, Config, KEY_FILE};
+use crate::server::{checkpoint_settings, err, load_keys, write_secret, Config, KEY_FILE};
 
 /// The new key while a rotation is under way (hex PKCS#8, mode 0600).
 pub const PENDING_KEY_FILE: &str = "checkpoint.pending.key";
@@ -49,13 +49,15 @@ pub fn rotate_checkpoint_key(data_dir: &Path, database_url: Option<&str>) -> Res
     let new_pkcs8 = pending_key(&pending_path)?;
     let new = Arc::new(merkle::Signer::from_pkcs8(&config.origin, &new_pkcs8).map_err(|e| err("the new key", e))?);
     let new_key = new.verifier_key();
-    let secret = keys.checkpoint().ok_or_else(|| SetupError(format!("{KEY_FILE} holds no checkpoint key")))?;
-    let current =
-        merkle::Signer::from_pkcs8(&config.origin, secret.expose_secret()).map_err(|e| err("checkpoint key", e))?;
-    let first_key = ledger::keys::first_key(data_dir)
-        .map_err(|e| err("reading the key history", e))?
-        .unwrap_or_else(|| current.verifier_key());
-    let ledger = open(&config, data_dir, Arc::new(current), &first_key)?;
+    // The server's own checkpoint settings (the key in force, the trusted file, the first
+    // key); the background signer waits a day, so only the rotation signs.
+    let settings = checkpoint_settings(&config, data_dir, &keys)?
+        .ok_or_else(|| SetupError(format!("{KEY_FILE} holds no checkpoint key")))?;
+    let first_key = settings.first_key_line();
+    let checkpoints = CheckpointSettings { interval: Duration::from_secs(86_400), ..settings };
+    let ledger =
+        Ledger::open(&config.database_url, LedgerConfig { checkpoints: Some(checkpoints), ..LedgerConfig::default() })
+            .map_err(|e| err("opening the ledger", e))?;
     let outcome = rotate_in_log(&ledger, new, &first_key);
     ledger.shutdown();
     let (previous_key, rotation_leaf, keys_now, recorded_now) = outcome?;
@@ -81,22 +83,6 @@ fn pending_key(path: &Path) -> Result<Vec<u8>, SetupError> {
         }
         Err(e) => Err(err(&format!("reading {}", path.display()), e)),
     }
-}
-
-/// The ledger with the key in force as its signer; its background signer waits a day, so
-/// only the rotation signs.
-fn open(config: &Config, data_dir: &Path, signer: Arc<merkle::Signer>, first_key: &str) -> Result<Ledger, SetupError> {
-    let ledger_config = LedgerConfig {
-        checkpoints: Some(CheckpointSettings {
-            signer,
-            origin: config.origin.clone(),
-            interval: Duration::from_secs(86_400),
-            trusted_file: Some(data_dir.join(ledger::signer::TRUSTED_CHECKPOINT_FILE)),
-            first_key: Some(first_key.to_owned()),
-        }),
-        ..LedgerConfig::default()
-    };
-    Ledger::open(&config.database_url, ledger_config).map_err(|e| err("opening the ledger", e))
 }
 
 /// Records the rotation unless the log already announces `new` (an earlier run stopped

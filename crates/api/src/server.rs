@@ -594,7 +594,7 @@ pub fn load_with(
 
 /// How this server signs checkpoints: the key file's checkpoint key (none: it signs
 /// nothing), and the log's first key from the data directory's key history.
-fn checkpoint_settings(
+pub(crate) fn checkpoint_settings(
     config: &Config,
     data_dir: &Path,
     keys: &KeyFile,

@@ -10,10 +10,12 @@
 //! "data"}`. A receiver recomputes the HMAC with its secret (shown once, when the
 //! subscription is made), compares in constant time and refuses an old `t`.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use actix_web::{web, HttpResponse};
 use domain::registry::Role;
+use ledger::webhooks::Subscription;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -82,19 +84,26 @@ pub struct WebhookList {
     pub webhooks: Vec<WebhookView>,
 }
 
-fn view(state: &AppState, s: &ledger::webhooks::Subscription, secret: Option<String>) -> WebhookView {
-    let merchant_id = s.account_id.and_then(|a| {
-        state.ledger.registry(|r| r.merchants()).ok()?.into_iter().find(|m| m.account_id.get() == a).map(|m| m.id)
-    });
+/// Merchant ids by their account: a subscription names the account, its view the merchant.
+fn merchants_by_account(state: &AppState) -> Result<HashMap<i64, i64>, ApiError> {
+    Ok(state.ledger.registry(|r| r.merchants())?.into_iter().map(|m| (m.account_id.get(), m.id)).collect())
+}
+
+fn view(s: &Subscription, secret: Option<String>, merchants: &HashMap<i64, i64>) -> WebhookView {
     WebhookView {
         id: s.id.to_string(),
         url: s.url.clone(),
         events: s.kinds.split(',').map(str::to_owned).collect(),
-        merchant_id: merchant_id.map(|m| m.to_string()),
+        merchant_id: s.account_id.and_then(|a| merchants.get(&a)).map(|m| m.to_string()),
         secret,
         revoked: s.revoked_at_us.is_some(),
         created_at: wire::time(s.created_at_us),
     }
+}
+
+/// The subscription `id`, or 404.
+fn subscription(state: &AppState, id: i64) -> Result<Subscription, ApiError> {
+    state.ledger.webhook_subscription(id)?.ok_or_else(|| ApiError::not_found("not_found", "no such webhook"))
 }
 
 fn check_new(body: &NewWebhook) -> Result<String, ApiError> {
@@ -148,7 +157,7 @@ pub async fn create(
     .await?;
     let st = state.clone();
     let shown = fresh.then(|| sub.secret.clone());
-    let v = blocking(move || Ok(view(&st, &sub, shown))).await?;
+    let v = blocking(move || Ok(view(&sub, shown, &merchants_by_account(&st)?))).await?;
     Ok(HttpResponse::Created().json(v))
 }
 
@@ -158,8 +167,8 @@ pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResp
     caller.require(&[Role::Operator])?;
     let st = state.clone();
     let webhooks = blocking(move || {
-        let subs = st.ledger.webhook_subscriptions(true)?;
-        Ok(subs.iter().map(|s| view(&st, s, None)).collect())
+        let (subs, merchants) = (st.ledger.webhook_subscriptions(true)?, merchants_by_account(&st)?);
+        Ok(subs.iter().map(|s| view(s, None, &merchants)).collect())
     })
     .await?;
     Ok(HttpResponse::Ok().json(WebhookList { webhooks }))
@@ -177,15 +186,12 @@ pub async fn revoke(
     caller.require(&[Role::Operator])?;
     let id = wire::id(&id)?;
     let st = state.clone();
-    let found = blocking(move || Ok(st.ledger.webhook_subscriptions(true)?.into_iter().find(|s| s.id == id))).await?;
-    found.ok_or_else(|| ApiError::not_found("not_found", "no such webhook"))?;
+    blocking(move || subscription(&st, id)).await?;
     log_action(&state, &caller, &key, "revoke_webhook", json!({"webhook_id": id})).await?;
     let st = state.clone();
     let v = blocking(move || {
         st.ledger.revoke_webhook_subscription(id)?;
-        let s = st.ledger.webhook_subscriptions(true)?.into_iter().find(|s| s.id == id);
-        let s = s.ok_or_else(|| ApiError::internal("webhook vanished"))?;
-        Ok(view(&st, &s, None))
+        Ok(view(&subscription(&st, id)?, None, &merchants_by_account(&st)?))
     })
     .await?;
     Ok(HttpResponse::Ok().json(v))
@@ -231,9 +237,7 @@ pub async fn attempts(
     let (limit, after) = (page.limit()?, page.after()?);
     let st = state.clone();
     let list = blocking(move || {
-        if !st.ledger.webhook_subscriptions(true)?.iter().any(|s| s.id == id) {
-            return Err(ApiError::not_found("not_found", "no such webhook"));
-        }
+        subscription(&st, id)?;
         Ok(st.ledger.webhook_attempts(id, after, limit)?)
     })
     .await?;

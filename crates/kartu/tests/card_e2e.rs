@@ -548,21 +548,7 @@ impl RotationCity {
             return Err(format!("kartu card sim --uid {uid} printed uid {found}").into());
         }
         world.terminal.wait_for_card(Some(&reader), CARD_TIMEOUT)?;
-        let keys = self.issuance.display().to_string();
-        let output = kartu(&[
-            "card",
-            "personalize",
-            "--keys",
-            &keys,
-            "--key-version",
-            "1",
-            "--host",
-            HOST,
-            "--reader",
-            &reader,
-            "--timeout-secs",
-            PERSONALIZE_TIMEOUT_SECS,
-        ])?;
+        let output = world.personalize_at(&self.issuance, 1, Some("1"))?;
         if !output.status.success() {
             let (stdout, stderr) = texts(&output);
             return Err(format!("personalising {uid} at version 1 gave {}: {stdout} {stderr}", output.status).into());
@@ -1299,20 +1285,19 @@ impl World {
 
     /// `kartu card personalize` on slot `slot`.
     fn personalize(&self, keys: &Path, slot: u16) -> Result<Output, Failed> {
+        self.personalize_at(keys, slot, None)
+    }
+
+    /// `kartu card personalize` on slot `slot`, with `--key-version` when given.
+    fn personalize_at(&self, keys: &Path, slot: u16, version: Option<&str>) -> Result<Output, Failed> {
         let reader = self.pcscd.reader_name(slot);
         let keys = keys.display().to_string();
-        kartu(&[
-            "card",
-            "personalize",
-            "--keys",
-            &keys,
-            "--host",
-            HOST,
-            "--reader",
-            &reader,
-            "--timeout-secs",
-            PERSONALIZE_TIMEOUT_SECS,
-        ])
+        let mut args = vec!["card", "personalize", "--keys", &keys, "--host", HOST, "--reader", &reader];
+        args.extend(["--timeout-secs", PERSONALIZE_TIMEOUT_SECS]);
+        if let Some(v) = version {
+            args.extend(["--key-version", v]);
+        }
+        kartu(&args)
     }
 
     /// One tap as a terminal reads it: `picc_data` and `cmac` from the card's URL.

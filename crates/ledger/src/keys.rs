@@ -116,12 +116,6 @@ impl KeyChain {
         &self.periods
     }
 
-    /// The key that signs a checkpoint of `size` (a size the chain has read past).
-    pub fn key_for_size(&self, size: i64) -> &str {
-        let period = self.periods.iter().rev().find(|p| p.from_tree_size <= size);
-        period.unwrap_or(&self.periods[0]).key.as_str()
-    }
-
     /// Reads one event leaf before it joins the tree: `leaf_index` is its index and
     /// `root_before` the root of the leaves before it. A rotation must be signed by the key
     /// in force and bound to exactly this place; then its new key is in force. Other kinds

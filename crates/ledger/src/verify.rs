@@ -224,10 +224,6 @@ impl Auditor<'_> {
             "entry" => self.entry(db, row, hash)?,
             _ => self.event(db, row, hash)?,
         }
-        let tree = &self.tree;
-        if let Err(reason) = self.chain.leaf(index, &row.leaf, || tree.root()) {
-            return fail(Some(self.replay.entries()), at, reason);
-        }
         self.tree.append(hash).map_err(|e| VerifyError::Failed {
             entry_seq: None,
             leaf_index: at,
@@ -313,6 +309,14 @@ impl Auditor<'_> {
         }
         if let Err(reason) = self.replay.event(leaf.id, leaf.time_us) {
             return fail(near, at, reason);
+        }
+        // A key rotation puts its key in force from this leaf on (the tree before it is
+        // what it binds).
+        if leaf.kind == crate::keys::ROTATION_KIND {
+            let root = self.tree.root();
+            if let Err(reason) = self.chain.event(row.leaf_index, &leaf.kind, &leaf.payload, &root) {
+                return fail(near, at, reason);
+            }
         }
         if self.events.is_empty() {
             self.events.extend(db.events(&Default::default(), leaf.id - 1, VERIFY_PAGE)?);

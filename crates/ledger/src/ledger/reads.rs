@@ -206,6 +206,11 @@ impl Ledger {
         self.read(|db| db.webhook_subscriptions(revoked))
     }
 
+    /// The subscription `id` (revoked or not).
+    pub fn webhook_subscription(&self, id: i64) -> Result<Option<crate::webhooks::Subscription>, LedgerError> {
+        self.read(|db| db.webhook_subscription(id))
+    }
+
     /// Adds a subscription for the operator action `event_id` (a retry finds it).
     pub fn add_webhook_subscription(
         &self,

@@ -155,6 +155,16 @@ impl Db {
         Ok(rows.into_iter().filter(|s| revoked || s.revoked_at_us.is_none()).collect())
     }
 
+    /// The subscription `id` (revoked or not).
+    pub fn webhook_subscription(&mut self, id: i64) -> Result<Option<Subscription>, LedgerError> {
+        on_db!(self, |c| webhook_subscriptions::table
+            .find(id)
+            .select(Subscription::as_select())
+            .get_result(c)
+            .optional())
+        .map_err(storage)
+    }
+
     /// Adds a subscription, as the operator action `event_id` asked (idempotent by it).
     pub fn insert_webhook_subscription(
         &mut self,
