@@ -233,6 +233,8 @@ fn personalize_again(world: &mut World) -> Result<(), Failed> {
 /// A second blank card (slot 1, `--uid`) leaves the field in the middle of the first
 /// ChangeKey: a clear error; put back, the same command finishes the job.
 fn interrupted_personalization(world: &mut World) -> Result<(), Failed> {
+    // Slot 1 is shared with the rotation trial: pcscd must have seen its last card leave.
+    world.terminal.wait_for_removal(&world.pcscd.reader_name(1), CARD_TIMEOUT)?;
     let socket = world.directory.path().join("sim-2.sock");
     let (sim, _, uid) = start_sim(world, 1, Some(SECOND_UID), &socket, "card-2")?;
     let _sim = KillOnDrop(sim);
