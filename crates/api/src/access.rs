@@ -98,6 +98,7 @@ pub async fn access_check(
             json!({"decision": decision, "reason": reason, "uid": tap.uid.to_string(), "counter": tap.counter_value()})
                 .to_string(),
         access: limit,
+        transit: None,
     };
     let counter = card_id.map(|_| tap.counter_value());
     let recorded = match state.ledger.record(event(decision, reason, counter, queue, limit)).await {

@@ -18,6 +18,7 @@ pub mod rotate;
 pub mod server;
 pub mod taps;
 pub mod tls;
+pub mod transit;
 pub mod transparency;
 pub mod webhooks;
 pub mod wire;
@@ -282,6 +283,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(audit::routes)
         .configure(offline::routes)
         .configure(webhooks::routes)
+        .configure(transit::routes)
         .configure(metrics::routes)
         .configure(openapi::routes)
         .configure(pages::routes)

@@ -556,6 +556,7 @@ pub async fn balance_inquiry(
             idempotency_key: Some(key(&caller, &idem)?),
             payload: "{}".into(),
             access: None,
+            transit: None,
         })
         .await?;
     let st = state.clone();

@@ -190,6 +190,7 @@ async fn refuse(
                 "currency": rec.currency, "sync_id": rec.sync_id, "terminal_time_us": rec.time_us})
             .to_string(),
             access: None,
+            transit: None,
         })
         .await?;
     state.metrics.payment("offline_payment", code);
@@ -322,6 +323,7 @@ async fn log_access_record(
                 "counter": v.tap.counter_value(), "terminal_time_us": v.rec.time_us})
             .to_string(),
             access: None,
+            transit: None,
         })
         .await?;
     Ok(RecordResult {

@@ -6,7 +6,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::operator::approvals;
-use crate::{access, audit, merchant, metrics, offline, operator, transparency, webhooks};
+use crate::{access, audit, merchant, metrics, offline, operator, transit, transparency, webhooks};
 
 /// The document.
 #[derive(OpenApi)]
@@ -28,6 +28,8 @@ use crate::{access, audit, merchant, metrics, offline, operator, transparency, w
         transparency::transparency,
         offline::upload, offline::head, offline::deny_list,
         webhooks::create, webhooks::list, webhooks::revoke, webhooks::attempts,
+        transit::create_route, transit::list_routes, transit::bind_validator, operator::fares::request_fare_table,
+        operator::fares::list_fare_tables, transit::tap,
         metrics::healthz, metrics::readyz, metrics::metrics,
     ),
     modifiers(&Bearer),
@@ -106,6 +108,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/webhooks"),
     ("delete", "/v1/webhooks/{id}"),
     ("get", "/v1/webhooks/{id}/attempts"),
+    ("post", "/v1/transit/routes"),
+    ("get", "/v1/transit/routes"),
+    ("post", "/v1/transit/validators"),
+    ("post", "/v1/transit/fares"),
+    ("get", "/v1/transit/fares"),
+    ("post", "/v1/transit/taps"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),

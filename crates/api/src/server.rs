@@ -454,6 +454,7 @@ pub fn create_operator(ledger: &Ledger, person: &str, by: &str, scope: &str) -> 
                 "details": {"role": "operator", "name": person, "person": person, "token_hash": hex::encode(hash)}})
             .to_string(),
             access: None,
+            transit: None,
         })
         .map_err(|e| err("logging the operator credential", e))?;
     let now = ledger.now_us();
@@ -782,6 +783,15 @@ async fn sweep_expired_holds(state: web::Data<AppState>, every: Duration) {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "voiding expired holds failed; trying again later"),
             Err(e) => tracing::warn!(error = %e, "voiding expired holds did not run; trying again later"),
+        }
+        let st = state.clone();
+        match web::block(move || st.ledger.close_due_rides()).await {
+            Ok(Ok(closed)) if !closed.is_empty() => {
+                tracing::info!(cards = closed.len(), "transit rides closed at their time limit")
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "closing transit rides failed; trying again later"),
+            Err(e) => tracing::warn!(error = %e, "closing transit rides did not run; trying again later"),
         }
     }
 }

@@ -175,6 +175,9 @@ pub enum FareError {
     /// Taps not in time order.
     #[error("taps must be in time order")]
     Unordered,
+    /// A ride before the first fare table.
+    #[error("no fare table was in force")]
+    NoTable,
 }
 
 /// Prices every ride of one card's taps (in time order) as an always-online system would:
@@ -186,23 +189,76 @@ pub fn price<Z: TimeZone>(
     taps: &[Tap],
     tz: &Z,
 ) -> Result<Vec<Ride>, FareError> {
+    let categories: Vec<String> = category.map(str::to_owned).into_iter().collect();
+    price_with(&|_| Some(table), &categories, taps, tz)
+}
+
+/// A city's fare tables over time, each in force from its start (µs) until the next one's:
+/// a ride is priced by the table in force when it boarded, so a new table never reprices
+/// rides taken before it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Schedule(Vec<(i64, FareTable)>);
+
+impl Schedule {
+    /// The tables with their start times (any order).
+    pub fn new(mut tables: Vec<(i64, FareTable)>) -> Schedule {
+        tables.sort_by_key(|(from, _)| *from);
+        Schedule(tables)
+    }
+
+    /// The table in force at `time_us`, if any.
+    pub fn at(&self, time_us: i64) -> Option<&FareTable> {
+        let i = self.0.partition_point(|(from, _)| *from <= time_us);
+        i.checked_sub(1).map(|i| &self.0[i].1)
+    }
+
+    /// Whether no table was ever set.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Prices a card's taps like [`price`], each ride by the table in force when it
+    /// boarded; a holder in several categories gets the largest concession of that table.
+    pub fn price<Z: TimeZone>(&self, categories: &[String], taps: &[Tap], tz: &Z) -> Result<Vec<Ride>, FareError> {
+        price_with(&|t| self.at(t), categories, taps, tz)
+    }
+}
+
+impl FareTable {
+    /// The holder category among `categories` with the largest concession, and its percent.
+    pub fn concession(&self, categories: &[String]) -> Option<(String, u8)> {
+        categories
+            .iter()
+            .filter_map(|c| self.concessions.get(c).map(|p| (c.clone(), (*p).min(100))))
+            .max_by_key(|(_, p)| *p)
+    }
+}
+
+/// [`price`] with the table in force at each time given by `table_at`.
+fn price_with<'t, Z: TimeZone>(
+    table_at: &dyn Fn(i64) -> Option<&'t FareTable>,
+    categories: &[String],
+    taps: &[Tap],
+    tz: &Z,
+) -> Result<Vec<Ride>, FareError> {
     if taps.windows(2).any(|w| w[0].time_us > w[1].time_us) {
         return Err(FareError::Unordered);
     }
-    let concession = category.and_then(|c| table.concessions.get(c).map(|p| (c.to_owned(), (*p).min(100))));
-    let scale = |amount: i64| concession.as_ref().map_or(amount, |(_, p)| amount * i64::from(100 - p) / 100);
-    let mut rides = pair(table, taps)?;
+    let mut rides = pair(table_at, taps)?;
     let mut journey: Option<(i64, i64)> = None; // (first boarding µs, charged so far)
     let mut days: BTreeMap<(i32, u32), i64> = BTreeMap::new();
     let mut weeks: BTreeMap<(i32, u32), i64> = BTreeMap::new();
     for ride in &mut rides {
         let when = taps[ride.on].time_us;
+        let table = table_at(when).ok_or(FareError::NoTable)?;
+        let concession = table.concession(categories);
+        let scale = |amount: i64| concession.as_ref().map_or(amount, |(_, p)| amount * i64::from(100 - p) / 100);
         let mut charge = scale(ride.fare_minor);
         if let Some((category, percent)) = concession.as_ref().filter(|(_, p)| *p > 0) {
             ride.rules.push(Rule::Concession { category: category.clone(), percent: *percent });
         }
-        if let Some(t) = table.transfer {
-            match journey.filter(|(start, _)| when - start <= t.window_minutes * 60_000_000) {
+        match table.transfer {
+            Some(t) => match journey.filter(|(start, _)| when - start <= t.window_minutes * 60_000_000) {
                 // A boarding that joins a journey: the journey costs at most the integrated
                 // fare (or its first ride's fare, when that alone is more).
                 Some((_, spent)) => {
@@ -213,7 +269,8 @@ pub fn price<Z: TimeZone>(
                     }
                 }
                 None => journey = Some((when, 0)),
-            }
+            },
+            None => journey = None,
         }
         let local = tz.timestamp_micros(when).single().map(|t| t.naive_local()).unwrap_or_default();
         let day = days.entry((local.year(), local.ordinal())).or_default();
@@ -245,12 +302,13 @@ fn cap(charge: i64, limit: Option<i64>, spent: i64, rule: Rule, ride: &mut Ride)
 
 /// Pairs each tap on with the tap off that ends it (the next tap of the card, if it is a
 /// tap off on the same route within the time limit), and prices the route's fare.
-fn pair(table: &FareTable, taps: &[Tap]) -> Result<Vec<Ride>, FareError> {
+fn pair<'t>(table_at: &dyn Fn(i64) -> Option<&'t FareTable>, taps: &[Tap]) -> Result<Vec<Ride>, FareError> {
     let mut rides = Vec::new();
     for (i, tap) in taps.iter().enumerate() {
         if tap.kind != TapKind::On {
             continue;
         }
+        let table = table_at(tap.time_us).ok_or(FareError::NoTable)?;
         let fare = table.routes.get(&tap.route).ok_or(FareError::UnknownRoute(tap.route))?;
         let (fare_minor, off, rule) = match fare {
             RouteFare::Flat { fare_minor } => (*fare_minor, None, Rule::Flat),
@@ -274,5 +332,7 @@ fn pair(table: &FareTable, taps: &[Tap]) -> Result<Vec<Ride>, FareError> {
     Ok(rides)
 }
 
+#[cfg(test)]
+mod model;
 #[cfg(test)]
 mod tests;

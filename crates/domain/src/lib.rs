@@ -20,3 +20,8 @@ pub mod fares;
 pub mod lifecycle;
 pub mod money;
 pub mod registry;
+
+// The fare model (`fares/model.rs`) is shared with the ledger's tests, which name this
+// crate `domain`; inside it the same paths resolve through this alias.
+#[cfg(test)]
+extern crate self as domain;

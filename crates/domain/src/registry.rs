@@ -163,6 +163,9 @@ named!(
         Parking = "parking",
         /// Taxis, ferries and other paid transport.
         Transport = "transport",
+        /// Public transport operators (bus lines, ferries, rail) with routes, stops and
+        /// validators; their rides are priced by the city's fare table.
+        Transit = "transit",
         /// Anything else.
         Other = "other",
     }

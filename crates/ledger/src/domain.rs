@@ -795,6 +795,10 @@ pub enum Rejection {
     /// The holder was let in too recently.
     #[error("the holder entered too recently")]
     Passback = 71,
+    /// A transit tap the fare table cannot price: no table was in force, or the route has
+    /// no fare or no operator.
+    #[error("no fare applies to this tap: no fare table in force, or the route has no fare")]
+    FareUnavailable = 80,
 }
 
 impl Rejection {
@@ -829,6 +833,7 @@ impl Rejection {
             Rejection::OfflineRiskCap => "offline_risk_cap",
             Rejection::QuotaReached => "quota_reached",
             Rejection::Passback => "passback",
+            Rejection::FareUnavailable => "fare_unavailable",
         }
     }
 
@@ -867,6 +872,60 @@ pub struct Event {
     /// For an allowed access decision: the holder's quota and passback at the service
     /// point, checked by the writer against the decisions it already recorded.
     pub access: Option<AccessLimit>,
+    /// For a transit tap (or the close of rides whose time limit passed): the writer prices
+    /// the card's rides again and posts what changed ([`TransitTap`]).
+    pub transit: Option<TransitTap>,
+}
+
+/// A tap as the writer stores it (`transit_taps`), keyed by its event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TapRow {
+    pub event_id: i64,
+    pub card_id: i64,
+    pub credential_id: i64,
+    pub tap: domain::fares::Tap,
+    pub offline: bool,
+}
+
+/// An entry of a ride (`transit_entries`): the ride's boarding event and the event (tap or
+/// close) that made it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RideEntry {
+    /// The entry.
+    pub entry_seq: i64,
+    /// The card.
+    pub card_id: i64,
+    /// The ride's boarding tap's event.
+    pub ride_event_id: i64,
+    /// The tap or close that made it.
+    pub event_id: i64,
+}
+
+/// Where each ride's money is: the operator's account and fee rate of each route.
+pub(crate) type RouteOperators = std::collections::HashMap<i64, (AccountId, domain::money::FeeRate)>;
+
+/// A tap at a transit validator as the writer prices it (issue 18): the card's taps of
+/// the affected weeks are priced again with `domain::fares` and every ride whose charge or
+/// hold differs from what the ledger holds gets an entry (a hold for an open ride, a
+/// payment, a capture of its hold, a refund), linked to the ride in `transit_entries`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransitTap {
+    /// The card's wallet.
+    pub wallet: AccountId,
+    /// The holder's categories (the largest concession applies).
+    pub categories: Vec<String>,
+    /// The tap: its route, stop and direction; its time for an offline tap (an online
+    /// tap is at the writer's time). `None`: no tap, only the rides due are closed.
+    pub tap: Option<domain::fares::Tap>,
+    /// The validator's credential.
+    pub credential_id: i64,
+    /// A tap the validator accepted offline and uploaded later: what it charges beyond the
+    /// wallet's balance becomes the card's debt, like an offline payment. An online tap
+    /// the wallet cannot pay for is refused.
+    pub offline: bool,
+    /// An offline tap: the card's last counter as of the validator's sync (the tap must be
+    /// above it and unused, like an offline payment's).
+    pub counter_floor: Option<i64>,
 }
 
 /// A holder's limits at a service point, decided in the writer so that concurrent checks
@@ -924,6 +983,21 @@ impl Event {
             e.opt_int(a.daily_quota.map(i64::from));
             e.opt_int(a.passback_us);
         }
+        if let Some(t) = &self.transit {
+            e.text("transit");
+            e.int(t.wallet.0);
+            e.text(&t.categories.join(","));
+            e.int(t.credential_id);
+            e.int(i64::from(t.offline));
+            if let Some(tap) = &t.tap {
+                // An online tap is at the writer's time: a retry's own clock is not part
+                // of the request.
+                e.int(if t.offline { tap.time_us } else { 0 });
+                e.int(tap.route);
+                e.int(tap.stop);
+                e.int(i64::from(tap.kind == domain::fares::TapKind::On));
+            }
+        }
         let digest = ring::digest::digest(&ring::digest::SHA256, &e.0);
         let mut out = [0u8; 32];
         out.copy_from_slice(digest.as_ref());
@@ -967,6 +1041,8 @@ pub struct EventRecord {
 pub struct Recorded {
     /// The event (the earlier one, for a replayed idempotent request).
     pub event: EventRecord,
+    /// The entries a transit tap made (none when replayed: read them by the event).
+    pub entries: Vec<Entry>,
     /// True when this is the stored result of an earlier request with the same key.
     pub replayed: bool,
 }

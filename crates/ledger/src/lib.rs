@@ -37,6 +37,7 @@ pub use machine::TapRules;
 pub use signer::CheckpointSettings;
 pub use store::registry;
 pub use store::roles;
+pub use store::transit;
 pub use store::webhooks;
 pub use store::{pg_connect_url, Backend, CheckpointRow, EventFilter, LeafRow, WAL_SIZE_LIMIT_BYTES};
 

@@ -7,9 +7,12 @@ use std::collections::{HashMap, HashSet};
 
 use crate::domain::{
     Account, AccountId, AccountKind, CardReplay, Command, Entry, EntryKind, Event, EventRecord, IdempotencyKey, Leg,
-    OfflineTerms, Op, Posted, Posting, Recorded, Rejection, Request, OFFLINE_RISK_WINDOW_US,
+    OfflineTerms, Op, Posted, Posting, Recorded, References, Rejection, Request, TapRow, OFFLINE_RISK_WINDOW_US,
 };
 use crate::money::{Amount, Currency};
+
+mod transit;
+pub(crate) use transit::{load_from_us, CardRides, TransitState, RIDE_HOLD_GRACE_US};
 
 /// An account and its current balance.
 #[derive(Debug, Clone)]
@@ -120,6 +123,8 @@ pub(crate) struct Needs {
     pub offline_merchants: HashSet<AccountId>,
     /// Holder keys of access decisions with limits, and the earliest time that matters.
     pub access: HashMap<String, i64>,
+    /// Cards of transit taps: their wallet and the earliest tap time of the batch (µs).
+    pub transit: HashMap<i64, (AccountId, i64)>,
 }
 
 impl Needs {
@@ -148,6 +153,15 @@ impl Needs {
             let from = a.day_start_us.min(a.day_start_us - a.passback_us.unwrap_or(0).max(0));
             let at = self.access.entry(a.holder_key.clone()).or_insert(from);
             *at = (*at).min(from);
+        }
+        if let (Some(t), Some(card)) = (&e.transit, e.card_id) {
+            // An online tap is at the writer's time, never before the caller's.
+            let time = t.tap.map_or(i64::MAX, |tap| tap.time_us);
+            let at = self.transit.entry(card).or_insert((t.wallet, time));
+            at.1 = at.1.min(time);
+            self.accounts.insert(t.wallet);
+            self.wallets.insert(t.wallet);
+            self.debtors.insert(t.wallet);
         }
     }
 
@@ -255,6 +269,8 @@ pub(crate) struct State {
     pub merchant_shortfalls: HashMap<AccountId, Vec<(i64, i64)>>,
     /// Times of the decisions recorded under each holder key (allowed entries that count).
     pub access_times: HashMap<String, Vec<i64>>,
+    /// Fare tables, routes and the cards' rides, for transit taps.
+    pub transit: TransitState,
 }
 
 /// Applies requests one after another, numbering new entries from `next_seq`.
@@ -279,6 +295,10 @@ pub(crate) struct Machine<'s> {
     pub successor_rows: Vec<(AccountId, AccountId, i64)>,
     /// Offline payments posted by this batch.
     pub offline_rows: Vec<OfflineRow>,
+    /// Transit taps recorded by this batch.
+    pub transit_rows: Vec<TapRow>,
+    /// Transit entries of this batch and their rides.
+    pub transit_entries: Vec<crate::domain::RideEntry>,
     rules: TapRules,
 }
 
@@ -296,6 +316,8 @@ impl<'s> Machine<'s> {
             debt_rows: Vec::new(),
             successor_rows: Vec::new(),
             offline_rows: Vec::new(),
+            transit_rows: Vec::new(),
+            transit_entries: Vec::new(),
             rules,
         }
     }
@@ -478,7 +500,7 @@ impl<'s> Machine<'s> {
         if let Some(key) = &event.idempotency_key {
             if let Some(e) = self.state.keyed_events.get(key) {
                 return if e.request_hash == Some(fingerprint) {
-                    Ok(Recorded { event: e.clone(), replayed: true })
+                    Ok(Recorded { event: e.clone(), replayed: true, entries: Vec::new() })
                 } else {
                     Err(Rejection::IdempotencyConflict)
                 };
@@ -488,10 +510,19 @@ impl<'s> Machine<'s> {
             }
         }
         let tap = event.card_id.zip(event.card_read_counter);
-        self.check_tap(tap, event.scope.as_deref())?;
+        match &event.transit {
+            Some(t) if t.offline => self.check_offline_tap(tap, t.counter_floor, event.scope.as_deref())?,
+            _ => self.check_tap(tap, event.scope.as_deref())?,
+        }
         if let Some(access) = &event.access {
             self.check_access(access)?;
         }
+        // A transit tap's entries come after its event in the log.
+        let event_leaf = self.leaf_order.len();
+        let entries = match &event.transit {
+            Some(t) => self.apply_transit(event, t)?,
+            None => Vec::new(),
+        };
         let queue_number = match &event.queue_key {
             Some(q) => {
                 let n = self.state.queue_max.entry(q.clone()).or_insert(0);
@@ -524,8 +555,8 @@ impl<'s> Machine<'s> {
             self.state.keyed_events.insert(key.clone(), record.clone());
         }
         self.events.push(record.clone());
-        self.leaf_order.push(false);
-        Ok(Recorded { event: record, replayed: false })
+        self.leaf_order.insert(event_leaf, false);
+        Ok(Recorded { event: record, replayed: false, entries })
     }
 
     /// Applies one request: either an entry is made (and the state moves on) or nothing
@@ -553,6 +584,29 @@ impl<'s> Machine<'s> {
             self.check_tap(counter, source)?;
         }
         let draft = self.draft(&request.command, request.references.card_id)?;
+        let wallet = draft.wallet;
+        let entry = self.commit(
+            &request.command,
+            draft,
+            &request.references,
+            request.idempotency_key.as_ref(),
+            Some(fingerprint),
+        )?;
+        self.accept_tap(counter);
+        let wallet_balance_minor = wallet.map(|w| self.balance(w));
+        Ok(Posted { entry, replayed: false, wallet_balance_minor })
+    }
+
+    /// Posts a drafted entry: its legs, then the entry and what it changes besides balances.
+    /// Fails only when a leg would break an account's limits; then nothing changed.
+    fn commit(
+        &mut self,
+        command: &Command,
+        draft: Draft,
+        references: &References,
+        key: Option<&IdempotencyKey>,
+        request_hash: Option<[u8; 32]>,
+    ) -> Result<Entry, Rejection> {
         let postings = self.post(&draft.legs, draft.kind)?;
         // Past this point nothing can fail: record the entry and its consequences.
         let entry = Entry {
@@ -566,22 +620,20 @@ impl<'s> Machine<'s> {
             counterparty_id: draft.counterparty,
             related_seq: draft.related_seq,
             expires_at_us: draft.expires_at_us,
-            references: request.references.clone(),
-            idempotency_key: request.idempotency_key.clone(),
-            request_hash: Some(fingerprint),
+            references: references.clone(),
+            idempotency_key: key.cloned(),
+            request_hash,
             postings,
             audit: None,
         };
         self.next_seq += 1;
-        self.remember(&entry, &request.command, &draft);
-        self.accept_tap(counter);
-        if let Some(key) = &request.idempotency_key {
+        self.remember(&entry, command, &draft);
+        if let Some(key) = key {
             self.state.keyed.insert(key.clone(), entry.clone());
         }
         self.written.push(entry.clone());
         self.leaf_order.push(true);
-        let wallet_balance_minor = draft.wallet.map(|w| self.balance(w));
-        Ok(Posted { entry, replayed: false, wallet_balance_minor })
+        Ok(entry)
     }
 
     /// Turns a command into legs, checking everything about the referenced objects.
@@ -761,10 +813,22 @@ impl<'s> Machine<'s> {
         fee_minor: i64,
         fee_account: AccountId,
     ) -> Result<Draft, Rejection> {
-        let h = self.open_hold(hold_seq)?;
-        if h.expires_at_us <= self.time_us {
+        if self.open_hold(hold_seq)?.expires_at_us <= self.time_us {
             return Err(Rejection::HoldExpired);
         }
+        self.capture_at_any_time(hold_seq, amount, fee_minor, fee_account)
+    }
+
+    /// [`Machine::capture`] without the expiry: the writer closes a transit ride's hold
+    /// after its time limit.
+    fn capture_at_any_time(
+        &self,
+        hold_seq: i64,
+        amount: Amount,
+        fee_minor: i64,
+        fee_account: AccountId,
+    ) -> Result<Draft, Rejection> {
+        let h = self.open_hold(hold_seq)?;
         if h.currency != amount.currency() {
             return Err(Rejection::CurrencyMismatch);
         }

@@ -1,8 +1,8 @@
 //! Maker-checker per person: what one operator asks and another approves.
 //!
 //! An operator credential belongs to a named person. Creating or revoking an operator
-//! credential, an adjustment, and an agent float above `float_approval_threshold_minor`
-//! are requests (`approvals` rows); a second operator approves or rejects them. The
+//! credential, an adjustment, an agent float above `float_approval_threshold_minor`, and a
+//! transit fare table are requests (`approvals` rows); a second operator approves or rejects them. The
 //! approver must be another person than the requester, must not be the person who created
 //! the requester's credential, and must not hold a credential the requester created
 //! ([`may_approve`]): a second token minted by the same operator approves nothing.
@@ -187,7 +187,8 @@ pub fn check_rule(state: &AppState, approval: &Approval, approver: &Credential) 
 pub struct ApprovalView {
     /// The approval's id, for approve and reject.
     pub id: String,
-    /// create_operator_credential, revoke_operator_credential, adjustment or fund_agent.
+    /// create_operator_credential, revoke_operator_credential, adjustment, fund_agent or
+    /// fare_table.
     pub kind: String,
     /// pending, approved or rejected.
     pub status: String,
@@ -411,6 +412,7 @@ pub async fn approve_inner(
         (CREATE_OPERATOR_CREDENTIAL, Some((token, hash))) => create_operator(state, a, decision, token, hash).await,
         (REVOKE_OPERATOR_CREDENTIAL, _) => revoke_operator(state, a, decision).await,
         (ADJUSTMENT | FUND_AGENT, _) => post_money(state, a, decision).await,
+        (super::fares::FARE_TABLE, _) => super::fares::put_in_force(state, a, decision).await,
         (other, _) => Err(ApiError::internal(format!("approval of unknown kind {other}"))),
     }
 }
@@ -421,6 +423,16 @@ type Decider = (i64, String, i64);
 /// Decides `a` as `status` by `d` inside a registry transaction: Ok(true) when this call
 /// decided it, Ok(false) when this decision (same event) had decided it before, Err when
 /// another decision closed it.
+pub fn decide_in(
+    r: &mut ledger::registry::Registry<'_>,
+    a: &Approval,
+    status: &str,
+    d: &Decider,
+    now_us: i64,
+) -> Result<Result<bool, ApiError>, LedgerError> {
+    decide(r, a, status, d, now_us)
+}
+
 fn decide(
     r: &mut ledger::registry::Registry<'_>,
     a: &Approval,

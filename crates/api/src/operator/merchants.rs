@@ -23,7 +23,7 @@ pub struct NewMerchant {
     #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     /// grocery, hotel, restaurant, hospital, parking, transport, other.
-    #[schema(pattern = "^(grocery|hotel|restaurant|hospital|parking|transport|other)$")]
+    #[schema(pattern = "^(grocery|hotel|restaurant|hospital|parking|transport|transit|other)$")]
     pub category: String,
     /// Merchant discount rate, e.g. "0.007".
     #[schema(pattern = "^[0-9]+(\\.[0-9]{1,6})?$", example = "0.007")]

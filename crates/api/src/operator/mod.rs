@@ -10,6 +10,7 @@ pub mod agents;
 pub mod approvals;
 pub mod cards;
 pub mod credentials;
+pub mod fares;
 pub mod holders;
 pub mod key_versions;
 pub mod lists;
@@ -80,6 +81,7 @@ pub async fn log_tap_action(
         ),
         payload,
         access: None,
+        transit: None,
     };
     Ok(state.ledger.record(event).await?)
 }

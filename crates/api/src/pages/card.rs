@@ -110,6 +110,7 @@ async fn show(state: &web::Data<AppState>, tap: Tap, t: &Text) -> Result<Markup,
         idempotency_key: None,
         payload: "{}".into(),
         access: None,
+        transit: None,
     };
     if let Err(e) = state.ledger.record(event).await {
         return Err(match ApiError::from(e).code {

@@ -28,6 +28,7 @@ mod rfc9162;
 mod roles;
 mod rotation;
 mod tls;
+mod transit;
 mod validation;
 mod webhooks;
 
@@ -85,6 +86,7 @@ const CASES: &[(&str, Case)] = &[
     ("backoffice_lists_and_search", backoffice::lists_and_search),
     ("backoffice_csv_exports", backoffice::csv_exports),
     ("webhooks_delivered_once", webhooks::webhooks_delivered_once),
+    ("transit_online_fares", transit::online_fares),
 ];
 
 fn main() {

@@ -289,7 +289,7 @@ fn promtool(args: &[&str], stdin: Option<&str>) -> Result<String, String> {
 }
 
 /// The routes anyone may call: the document declares them with no security requirement.
-const PUBLIC: [(&str, &str); 10] = [
+const PUBLIC: [(&str, &str); 12] = [
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
@@ -300,6 +300,8 @@ const PUBLIC: [(&str, &str); 10] = [
     ("get", "/v1/audit/proofs/consistency"),
     ("get", "/v1/transparency"),
     ("get", "/v1/receipts/{seq}"),
+    ("get", "/v1/transit/routes"),
+    ("get", "/v1/transit/fares"),
 ];
 
 /// What every operation of the document says: errors as problem+json; a public route

@@ -81,6 +81,9 @@ struct Fixtures {
     forged: Value,
     /// A one-record journal of the till whose only record claims to be the second.
     late: Value,
+    /// A transit operator's route (two stops) and fare table in force, a gate validator
+    /// bound to its stop 0, and a terminal of the operator not yet bound.
+    transit: Transit,
 }
 
 /// A POS that may work offline: its journal key, its token and its last sync.
@@ -147,7 +150,9 @@ fn the_objects_the_endpoints_act_on(c: &City) -> Result<Fixtures, String> {
     forged["records"][0]["record"]["amount_minor"] = json!(99_999);
     let mut late = journal(c, &till);
     late["records"][0]["record"]["seq"] = json!(2);
+    let transit = a_transit_line(c)?;
     Ok(Fixtures {
+        transit,
         spare_holder,
         spare,
         blocked,
@@ -167,6 +172,123 @@ fn the_objects_the_endpoints_act_on(c: &City) -> Result<Fixtures, String> {
         forged,
         late,
     })
+}
+
+/// A transit operator's line: its route, a gate validator's token, an unbound terminal.
+struct Transit {
+    merchant: String,
+    route: String,
+    gate: String,
+    unbound: String,
+}
+
+/// A bus operator with a two-stop route, a flat fare of 35.00 approved by a second
+/// operator, a gate validator at stop 0, and a terminal of it not bound yet.
+fn a_transit_line(c: &City) -> Result<Transit, String> {
+    let s = &c.s;
+    let (merchant, _) = s.merchant("Trans Kota", "transit", "0.02")?;
+    let body = json!({"merchant_id": merchant, "name": "Koridor 1", "mode": "bus", "stops": ["Pasar", "Pantai"]});
+    let route = id(s.post("/v1/transit/routes", &s.operator, &body)?.expect(201)?)?;
+    let terminal = |name: &str| -> Result<(String, String), String> {
+        let body = json!({"role": "merchant_terminal", "name": name, "merchant_id": merchant});
+        let v = s.post("/v1/credentials", &s.operator, &body)?;
+        let v = v.expect(201)?;
+        Ok((id(v)?, v["token"].as_str().ok_or("token")?.to_owned()))
+    };
+    let (gate_id, gate) = terminal("gate Pasar")?;
+    let (unbound, _) = terminal("bus 12")?;
+    let bind = json!({"credential_id": gate_id, "route_id": route, "stop": 0});
+    s.post("/v1/transit/validators", &s.operator, &bind)?.expect(201)?;
+    let table = json!({"time_zone": "Asia/Jakarta", "table": {"routes": {route.clone(): {"kind": "flat", "fare_minor": 3500}},
+        "transfer": null, "daily_cap_minor": null, "weekly_cap_minor": null, "concessions": {}}});
+    let approval = id(s.post("/v1/transit/fares", &s.operator, &table)?.expect(202)?)?;
+    s.post(&format!("/v1/approvals/{approval}/approve"), &c.operator2, &json!({}))?.expect(200)?;
+    Ok(Transit { merchant, route, gate, unbound })
+}
+
+/// Transit routes, validators, fare tables and taps at a validator.
+fn transit_endpoints<'a>(c: &'a City, f: &'a Fixtures) -> Vec<Endpoint<'a>> {
+    let (op, t) = (&c.s.operator, &f.transit);
+    let table = |route: &str| {
+        json!({"routes": {route: {"kind": "flat", "fare_minor": 4000}}, "transfer": null,
+            "daily_cap_minor": null, "weekly_cap_minor": null, "concessions": {}})
+    };
+    vec![
+        Endpoint {
+            body: Some(Box::new(
+                move || json!({"merchant_id": t.merchant, "name": "Koridor 2", "mode": "brt", "stops": ["A", "B", "C"]}),
+            )),
+            required: &["merchant_id", "name", "mode", "stops"],
+            invalid: vec![
+                (
+                    "not a transit operator",
+                    json!({"merchant_id": c.merchant_a, "name": "x", "mode": "bus", "stops": ["A", "B"]}),
+                    422,
+                    "invalid_field",
+                ),
+                (
+                    "one stop",
+                    json!({"merchant_id": t.merchant, "name": "x", "mode": "bus", "stops": ["A"]}),
+                    422,
+                    "invalid_field",
+                ),
+                (
+                    "unknown mode",
+                    json!({"merchant_id": t.merchant, "name": "x", "mode": "tram", "stops": ["A", "B"]}),
+                    422,
+                    "invalid_field",
+                ),
+            ],
+            ..endpoint("POST", "/v1/transit/routes", op, 201)
+        },
+        Endpoint {
+            body: Some(Box::new(move || json!({"credential_id": t.unbound, "route_id": t.route}))),
+            required: &["credential_id", "route_id"],
+            invalid: vec![
+                (
+                    "stop off the route",
+                    json!({"credential_id": t.unbound, "route_id": t.route, "stop": 2}),
+                    422,
+                    "invalid_field",
+                ),
+                ("unknown credential", json!({"credential_id": "98765", "route_id": t.route}), 422, "invalid_field"),
+                ("unknown route", json!({"credential_id": t.unbound, "route_id": "98765"}), 422, "invalid_field"),
+            ],
+            ..endpoint("POST", "/v1/transit/validators", op, 201)
+        },
+        Endpoint {
+            body: Some(Box::new(move || json!({"time_zone": "Asia/Jakarta", "table": table(&t.route)}))),
+            required: &["time_zone", "table"],
+            invalid: vec![
+                (
+                    "unknown time zone",
+                    json!({"time_zone": "Mars/Olympus", "table": table(&t.route)}),
+                    422,
+                    "invalid_field",
+                ),
+                ("unknown route", json!({"time_zone": "Asia/Jakarta", "table": table("98765")}), 422, "invalid_field"),
+                ("not a table", json!({"time_zone": "Asia/Jakarta", "table": {"routes": 5}}), 422, "invalid_body"),
+            ],
+            ..endpoint("POST", "/v1/transit/fares", op, 202)
+        },
+        transit_tap_endpoint(c, t),
+    ]
+}
+
+/// A tap at the gate validator: refusals of the card are the table's tap cases.
+fn transit_tap_endpoint<'a>(c: &'a City, t: &'a Transit) -> Endpoint<'a> {
+    Endpoint {
+        body: Some(Box::new(move || json!({"tap": c.s.tap(&c.card), "direction": "on"}))),
+        required: &["tap", "direction"],
+        tap: Some(&c.card),
+        invalid: vec![(
+            "unknown direction",
+            json!({"tap": c.s.tap(&c.card), "direction": "sideways"}),
+            422,
+            "invalid_field",
+        )],
+        ..endpoint("POST", "/v1/transit/taps", &t.gate, 201)
+    }
 }
 
 /// A card issued at key version 1, its first tap used by a kiosk; and that tap again.
@@ -272,6 +394,8 @@ fn every_write_endpoint<'a>(c: &'a City, f: &'a Fixtures) -> Vec<Endpoint<'a>> {
         hold_endpoints(c, f),
         topup_and_inquiry_endpoints(c, f),
         offline_and_access_endpoints(c, f),
+        // Last: its tap is made when it is sent, above every tap made for the table.
+        transit_endpoints(c, f),
     ]
     .into_iter()
     .flatten()

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::{Ledger, PAGE_MAX, WAL_CHECKPOINT_INTERVAL};
-use crate::domain::{Command, Posted, References, Request};
+use crate::domain::{Command, Event, Op, Outcome, Posted, Recorded, References, Request, TransitTap};
 use crate::store::{Backend, Db};
 use crate::LedgerError;
 
@@ -75,5 +75,56 @@ impl Ledger {
             .collect();
         // A hold captured or voided meanwhile is refused as closed: that is fine.
         Ok(self.submit_many_blocking(requests)?.into_iter().filter_map(Result::ok).collect())
+    }
+
+    /// Closes transit rides whose time limit passed without a tap off: each card with a
+    /// ride hold past its limit gets a `transit_close` event, and the writer charges those
+    /// rides the maximum (capturing their holds). Returns the events recorded.
+    pub fn close_due_rides(&self) -> Result<Vec<Recorded>, LedgerError> {
+        let now = (self.inner.config.clock)();
+        let cards = self.read(|db| db.cards_with_open_ride_holds(now + crate::machine::RIDE_HOLD_GRACE_US))?;
+        let mut ops = Vec::with_capacity(cards.len());
+        for card_id in cards {
+            let Some((card, holder)) = self.registry(|r| {
+                let card = r.card(card_id)?;
+                let holder = match &card {
+                    Some(c) => r.holder(c.holder_id)?,
+                    None => None,
+                };
+                Ok(card.zip(holder))
+            })?
+            else {
+                continue;
+            };
+            ops.push(Op::Event(Event {
+                kind: "transit_close".into(),
+                scope: None,
+                card_id: Some(card_id),
+                card_read_counter: None,
+                queue_key: None,
+                idempotency_key: None,
+                payload: serde_json::json!({"reason": "time limit"}).to_string(),
+                access: None,
+                transit: Some(TransitTap {
+                    wallet: card.account_id,
+                    categories: holder.categories.names(),
+                    tap: None,
+                    credential_id: 0,
+                    offline: false,
+                    counter_floor: None,
+                }),
+            }));
+        }
+        if ops.is_empty() {
+            return Ok(Vec::new());
+        }
+        let results = self.write_blocking(ops)?;
+        Ok(results
+            .into_iter()
+            .filter_map(|r| match r {
+                Ok(Outcome::Recorded(r)) if !r.entries.is_empty() => Some(r),
+                _ => None,
+            })
+            .collect())
     }
 }

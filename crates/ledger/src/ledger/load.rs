@@ -6,7 +6,7 @@ use std::collections::hash_map::Entry as Slot;
 use std::collections::{HashMap, HashSet};
 
 use crate::domain::{AccountId, AccountKind, Command, Op, Request, OFFLINE_RISK_WINDOW_US};
-use crate::machine::{utc_day, AccountState, Needs, State};
+use crate::machine::{load_from_us, utc_day, AccountState, CardRides, Needs, State};
 use crate::money::Currency;
 use crate::store::Db;
 use crate::LedgerError;
@@ -37,6 +37,7 @@ pub(super) fn load(
     ids.extend(system_accounts(db, &needs, &mut state, holds_accounts, requests, now_us)?);
     offline_and_access(db, &needs, &mut state, now_us)?;
     accounts(db, cache, &mut state, ids)?;
+    transit(db, cache, &needs, &mut state, holds_accounts, now_us)?;
     keyed(db, &needs, &mut state)?;
     taps(db, &needs, &mut state)?;
     Ok(state)
@@ -161,6 +162,69 @@ fn accounts(
     for a in db.account_states(&missing)? {
         state.accounts.insert(a.account.id, a);
     }
+    Ok(())
+}
+
+/// For transit taps: the fare tables, the routes' operators, each card's taps of the
+/// weeks the batch may reprice with its rides' holds and payments, and the accounts they
+/// move money between.
+fn transit(
+    db: &mut Db,
+    cache: &mut HashMap<AccountId, AccountState>,
+    needs: &Needs,
+    state: &mut State,
+    holds_accounts: &mut HashMap<Currency, AccountId>,
+    now_us: i64,
+) -> Result<(), LedgerError> {
+    if needs.transit.is_empty() {
+        return Ok(());
+    }
+    let (schedule, tz) = db.fare_schedule()?;
+    let tz: chrono_tz::Tz = tz.and_then(|z| z.parse().ok()).unwrap_or(chrono_tz::UTC);
+    let routes = db.route_operators()?;
+    let mut ids: HashSet<AccountId> = routes.values().map(|r| r.0).collect();
+    let mut seqs = Vec::new();
+    for (card, (_, time)) in &needs.transit {
+        let from_us = load_from_us(&tz, (*time).min(now_us));
+        let taps = db.card_taps(*card, from_us)?;
+        let rides: Vec<i64> =
+            taps.iter().filter(|t| t.tap.kind == domain::fares::TapKind::On).map(|t| t.event_id).collect();
+        let mut entries: HashMap<i64, Vec<i64>> = HashMap::new();
+        for (seq, ride) in db.ride_entries(*card, &rides)? {
+            entries.entry(ride).or_default().push(seq);
+            seqs.push(seq);
+        }
+        state.transit.cards.insert(*card, CardRides { taps, entries });
+    }
+    let holds = db.holds(&seqs)?;
+    let payments = db.payments(&seqs)?;
+    ids.extend(holds.values().flat_map(|h| [h.wallet, h.merchant, h.holds_account]));
+    ids.extend(payments.values().flat_map(|p| [p.wallet, p.merchant, p.fee_account]));
+    state.holds.extend(holds);
+    state.payments.extend(payments);
+    let currencies: HashSet<Currency> = needs
+        .transit
+        .values()
+        .filter_map(|(wallet, _)| state.accounts.get(wallet).map(|a| a.account.currency))
+        .collect();
+    for currency in currencies {
+        let fee = db.system_account(AccountKind::FeeRevenue, currency, now_us)?.id;
+        let risk = db.system_account(AccountKind::OfflineRisk, currency, now_us)?.id;
+        let holds = match holds_accounts.get(&currency) {
+            Some(id) => *id,
+            None => db.system_account(AccountKind::Holds, currency, now_us)?.id,
+        };
+        holds_accounts.insert(currency, holds);
+        state.holds_accounts.insert(currency, holds);
+        state.risk_accounts.insert(currency, risk);
+        state.transit.fee_accounts.insert(currency, fee);
+        ids.extend([fee, risk, holds]);
+    }
+    ids.retain(|id| !state.accounts.contains_key(id));
+    accounts(db, cache, state, ids)?;
+    state.transit.schedule = schedule;
+    state.transit.tz = Some(tz);
+    state.transit.routes = routes;
     Ok(())
 }
 

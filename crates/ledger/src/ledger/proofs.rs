@@ -154,6 +154,7 @@ impl Ledger {
             idempotency_key: None,
             payload,
             access: None,
+            transit: None,
         };
         let recorded = self.record_blocking(event)?;
         let leaf_index = recorded.event.audit.map(|a| a.leaf_index);

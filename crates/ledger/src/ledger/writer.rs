@@ -119,7 +119,7 @@ impl Ledger {
     }
 
     /// Queues `ops` and waits for their results (blocking).
-    fn write_blocking(&self, ops: Vec<Op>) -> Result<Results, LedgerError> {
+    pub(super) fn write_blocking(&self, ops: Vec<Op>) -> Result<Results, LedgerError> {
         let rx = self.enqueue(ops)?;
         rx.blocking_recv().map_err(|_| self.closed())
     }
@@ -445,6 +445,7 @@ fn write_batch(
         db.insert_entries(&made.entries)?;
         db.insert_events(&made.events)?;
         db.insert_integrity(&machine.debt_rows, &machine.successor_rows, &machine.offline_rows)?;
+        db.insert_transit(&machine.transit_rows, &machine.transit_entries)?;
         db.set_card_counters(&machine.counters, time_us)?;
         db.advance_head(head, Head { last_seq: new_seq, last_time_us: time_us, tree_size })?;
     }
@@ -511,6 +512,9 @@ fn with_receipts(mut results: Vec<Result<Outcome, Rejection>>, made: &Made) -> V
             Outcome::Recorded(r) => {
                 if let Some(a) = made.event_receipts.get(&r.event.id) {
                     r.event.audit = Some(*a);
+                }
+                for e in &mut r.entries {
+                    e.audit = made.receipts.get(&e.seq).copied();
                 }
             }
         }

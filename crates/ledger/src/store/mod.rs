@@ -118,6 +118,7 @@ mod migrations;
 mod reads;
 pub mod registry;
 pub mod roles;
+pub mod transit;
 pub mod webhooks;
 
 /// The URL libpq is given: `url` itself, except that a connection to this machine (a

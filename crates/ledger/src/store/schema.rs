@@ -363,4 +363,60 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    transit_routes (id) {
+        id -> BigInt,
+        merchant_id -> BigInt,
+        name -> Text,
+        mode -> Text,
+        stops -> Text,
+        created_at_us -> BigInt,
+        event_id -> BigInt,
+    }
+}
+
+diesel::table! {
+    transit_validators (credential_id) {
+        credential_id -> BigInt,
+        route_id -> BigInt,
+        stop -> Nullable<BigInt>,
+        event_id -> BigInt,
+    }
+}
+
+diesel::table! {
+    fare_tables (id) {
+        id -> BigInt,
+        effective_from_us -> BigInt,
+        time_zone -> Text,
+        body -> Text,
+        created_at_us -> BigInt,
+        event_id -> BigInt,
+    }
+}
+
+diesel::table! {
+    transit_taps (event_id) {
+        event_id -> BigInt,
+        card_id -> BigInt,
+        credential_id -> BigInt,
+        route_id -> BigInt,
+        stop -> BigInt,
+        direction -> Text,
+        tap_time_us -> BigInt,
+        offline -> Bool,
+    }
+}
+
+diesel::table! {
+    transit_entries (entry_seq) {
+        entry_seq -> BigInt,
+        card_id -> BigInt,
+        ride_event_id -> BigInt,
+        event_id -> BigInt,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(transit_routes, merchants);
+diesel::allow_tables_to_appear_in_same_query!(transit_entries, journal_entries);
 diesel::allow_tables_to_appear_in_same_query!(webhook_outbox, webhook_deliveries, webhook_subscriptions);

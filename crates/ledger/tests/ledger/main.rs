@@ -13,6 +13,7 @@ mod model;
 mod schema;
 mod support;
 mod taps;
+mod transit;
 mod wal;
 
 use ledger::Backend;
@@ -52,6 +53,9 @@ const CASES: &[(&str, Case)] = &[
     ("audit_checkpoints_every_interval", audit::checkpoints_every_interval),
     ("audit_tampering_is_detected", audit::tampering_is_detected),
     ("schema_equals_migrations", schema::schema_equals_migrations),
+    ("transit_worked_examples", transit::worked_examples),
+    ("transit_late_uploads_match_always_online", transit::late_uploads_match_always_online),
+    ("transit_refusals", transit::refusals),
 ];
 
 fn main() {

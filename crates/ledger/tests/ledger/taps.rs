@@ -43,6 +43,7 @@ fn event(kind: &str, card: Option<(i64, i64)>, queue: Option<&str>, payload: &st
         idempotency_key: None,
         payload: payload.into(),
         access: None,
+        transit: None,
     }
 }
 

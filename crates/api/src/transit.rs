@@ -1,0 +1,415 @@
+//! Public transport (issue 18): transit operators' routes and stops, validators (merchant
+//! terminals bound to a route or a gate's stop), and taps at validators (the fare tables
+//! are `operator::fares`), which the ledger's writer prices (`domain::fares`): the answer says
+//! what each ride the tap touched was held, charged or refunded, and why.
+
+use actix_web::{web, HttpResponse};
+use domain::fares::{Tap as FareTap, TapKind};
+use domain::registry::MerchantCategory;
+use ledger::domain::{Entry, EntryKind, Event, TransitTap};
+use ledger::transit::{NewRouteRow, Route, Validator};
+use ledger::LedgerError;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::auth::{BearerToken, Caller, IdempotencyHeader, Role};
+use crate::error::ApiError;
+use crate::merchant::{check_active, check_tap_key};
+use crate::operator::log_action;
+use crate::wire::{self, money, receipt, Money, Receipt, Tap};
+use crate::{blocking, hot_reads, AppState};
+
+/// The modes a route may have.
+pub const MODES: [&str; 4] = ["bus", "brt", "ferry", "rail"];
+/// Most stops on a route.
+pub const STOPS_MAX: usize = 500;
+
+/// Registers the transit routes.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/transit/routes", web::post().to(create_route))
+        .route("/v1/transit/routes", web::get().to(list_routes))
+        .route("/v1/transit/validators", web::post().to(bind_validator))
+        .route("/v1/transit/fares", web::post().to(crate::operator::fares::request_fare_table))
+        .route("/v1/transit/fares", web::get().to(crate::operator::fares::list_fare_tables))
+        .route("/v1/transit/taps", web::post().to(tap));
+}
+
+// ---- routes and validators ----
+
+/// `POST /v1/transit/routes`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewRoute {
+    /// The transit operator: a merchant of category `transit`.
+    #[schema(pattern = "^[0-9]{1,19}$")]
+    pub merchant_id: String,
+    /// The route's public name.
+    #[schema(min_length = 1, max_length = 200)]
+    pub name: String,
+    /// bus, brt, ferry or rail.
+    pub mode: String,
+    /// The stops' names in order (2 to 500); a stop is named by its position (0, 1, …).
+    pub stops: Vec<String>,
+}
+
+/// A route.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RouteView {
+    /// The route's id, as fare tables name it.
+    pub id: String,
+    /// The transit operator.
+    pub merchant_id: String,
+    /// The route's public name.
+    pub name: String,
+    /// bus, brt, ferry or rail.
+    pub mode: String,
+    /// The stops in order.
+    pub stops: Vec<String>,
+    /// When it was created (RFC 3339).
+    pub created_at: String,
+    /// The operator_action event that created it.
+    pub event_id: i64,
+}
+
+fn route_view(r: &Route) -> RouteView {
+    RouteView {
+        id: r.id.to_string(),
+        merchant_id: r.merchant_id.to_string(),
+        name: r.name.clone(),
+        mode: r.mode.clone(),
+        stops: r.stop_names(),
+        created_at: wire::time(r.created_at_us),
+        event_id: r.event_id,
+    }
+}
+
+/// Every route with its stops (public: riders and validators read them).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RouteList {
+    /// Oldest first.
+    pub routes: Vec<RouteView>,
+}
+
+fn invalid(detail: impl Into<String>) -> ApiError {
+    ApiError::unprocessable("invalid_field", detail)
+}
+
+/// Adds a route of a transit operator (operators).
+#[utoipa::path(post, path = "/v1/transit/routes", tag = "transit", request_body = NewRoute, params(("Idempotency-Key" = String, Header)),
+    responses((status = 201, body = RouteView), (status = 422, body = crate::error::Problem)))]
+pub async fn create_route(
+    state: web::Data<AppState>,
+    caller: Caller,
+    key: IdempotencyHeader,
+    body: web::Json<NewRoute>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(&[Role::Operator])?;
+    let merchant_id = wire::id(&body.merchant_id).map_err(|_| invalid("merchant_id names nothing"))?;
+    let name = wire::text("name", &body.name, 200)?;
+    if !MODES.contains(&body.mode.as_str()) {
+        return Err(invalid("mode must be bus, brt, ferry or rail"));
+    }
+    if !(2..=STOPS_MAX).contains(&body.stops.len()) {
+        return Err(invalid(format!("a route has 2 to {STOPS_MAX} stops")));
+    }
+    let stops = body.stops.iter().map(|s| wire::text("stops", s, 200)).collect::<Result<Vec<_>, _>>()?;
+    let st = state.clone();
+    let merchant = blocking(move || st.merchant(merchant_id)).await?;
+    if merchant.is_none_or(|m| m.category != MerchantCategory::Transit) {
+        return Err(invalid("merchant_id must name a merchant of category transit"));
+    }
+    let details = json!({"merchant_id": merchant_id, "name": name, "mode": body.mode, "stops": stops});
+    let rec = log_action(&state, &caller, &key, "create_route", details).await?;
+    let st = state.clone();
+    let mode = body.mode.clone();
+    let route = blocking(move || {
+        let now = st.ledger.now_us();
+        let stops = serde_json::to_string(&stops).map_err(ApiError::internal)?;
+        Ok(st.ledger.registry_transaction(|r| match r.route_by_event(rec.event.id)? {
+            Some(route) => Ok(route),
+            None => {
+                let new = NewRouteRow { merchant_id, name: &name, mode: &mode, stops: &stops };
+                r.insert_route(new, now, rec.event.id)
+            }
+        })?)
+    })
+    .await?;
+    Ok(HttpResponse::Created().json(route_view(&route)))
+}
+
+/// Every route (no token: the network is public).
+#[utoipa::path(get, path = "/v1/transit/routes", tag = "public", security(()), responses((status = 200, body = RouteList)))]
+pub async fn list_routes(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let st = state.clone();
+    let routes = blocking(move || Ok(st.ledger.registry(|r| r.routes())?)).await?;
+    Ok(HttpResponse::Ok().json(RouteList { routes: routes.iter().map(route_view).collect() }))
+}
+
+/// `POST /v1/transit/validators`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewValidator {
+    /// A merchant_terminal credential of the route's operator (made with `POST
+    /// /v1/credentials`, with its public key for offline journals).
+    #[schema(pattern = "^[0-9]{1,19}$")]
+    pub credential_id: String,
+    /// The route.
+    #[schema(pattern = "^[0-9]{1,19}$")]
+    pub route_id: String,
+    /// A station gate's stop (its position on the route); omitted: on a vehicle, which
+    /// names the stop with each tap.
+    pub stop: Option<i64>,
+}
+
+/// A validator's binding.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ValidatorView {
+    /// The credential.
+    pub credential_id: String,
+    /// The route.
+    pub route_id: String,
+    /// A gate's stop.
+    pub stop: Option<i64>,
+    /// The operator_action event that bound it.
+    pub event_id: i64,
+}
+
+/// Binds a merchant terminal of a transit operator to one of its routes, or to a stop of
+/// it for a station gate (operators). A credential is bound once.
+#[utoipa::path(post, path = "/v1/transit/validators", tag = "transit", request_body = NewValidator, params(("Idempotency-Key" = String, Header)),
+    responses((status = 201, body = ValidatorView), (status = 409, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+pub async fn bind_validator(
+    state: web::Data<AppState>,
+    caller: Caller,
+    key: IdempotencyHeader,
+    body: web::Json<NewValidator>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(&[Role::Operator])?;
+    let credential_id = wire::id(&body.credential_id).map_err(|_| invalid("credential_id names nothing"))?;
+    let route_id = wire::id(&body.route_id).map_err(|_| invalid("route_id names nothing"))?;
+    let stop = body.stop;
+    let st = state.clone();
+    let (credential, route, bound) = blocking(move || {
+        Ok(st.ledger.registry(|r| {
+            let route = r.routes()?.into_iter().find(|x| x.id == route_id);
+            Ok((r.credential(credential_id)?, route, r.validator(credential_id)?))
+        })?)
+    })
+    .await?;
+    let route = route.ok_or_else(|| invalid("route_id names no route"))?;
+    let fits = credential.as_ref().is_some_and(|c| {
+        c.role == Role::MerchantTerminal && c.merchant_id == Some(route.merchant_id) && c.revoked_at_us.is_none()
+    });
+    if !fits {
+        return Err(invalid("credential_id must name a live merchant_terminal credential of the route's operator"));
+    }
+    if stop.is_some_and(|s| !(0..route.stop_names().len() as i64).contains(&s)) {
+        return Err(invalid("stop must be a position on the route"));
+    }
+    let details = json!({"credential_id": credential_id, "route_id": route_id, "stop": stop});
+    if let Some(v) = bound {
+        if (v.route_id, v.stop) != (route_id, stop) {
+            return Err(ApiError::conflict("validator_bound", "this credential is bound to another route or stop"));
+        }
+    }
+    let rec = log_action(&state, &caller, &key, "bind_validator", details).await?;
+    let st = state.clone();
+    let v = blocking(move || {
+        Ok(st.ledger.registry_transaction(|r| match r.validator(credential_id)? {
+            Some(v) => Ok(v),
+            None => {
+                let v = Validator { credential_id, route_id, stop, event_id: rec.event.id };
+                r.insert_validator(&v)?;
+                Ok(v)
+            }
+        })?)
+    })
+    .await?;
+    Ok(HttpResponse::Created().json(ValidatorView {
+        credential_id: v.credential_id.to_string(),
+        route_id: v.route_id.to_string(),
+        stop: v.stop,
+        event_id: v.event_id,
+    }))
+}
+
+// ---- taps ----
+
+/// `POST /v1/transit/taps`: a card at a validator.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewTransitTap {
+    /// The card's SUN tap.
+    pub tap: Tap,
+    /// `on` (boarding, entry gate) or `off` (alighting, exit gate).
+    pub direction: String,
+    /// On a vehicle: the stop (its position on the route). A gate's stop is its own.
+    pub stop: Option<i64>,
+}
+
+/// One entry a tap made for a ride.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RideEntryView {
+    /// The entry.
+    pub entry_seq: String,
+    /// hold (the fare so far of an open ride), capture, payment, refund or void.
+    pub kind: String,
+    /// The ride (its boarding tap's event).
+    pub ride_id: String,
+    /// The amount.
+    pub amount: Money,
+    /// The rules that priced the ride ("flat fare; transfer within 60 min").
+    pub rules: Option<String>,
+    /// The entry's leaf in the audit log.
+    pub receipt: Receipt,
+}
+
+/// What a validator shows: the gate opens; what the card paid or holds, and why.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TransitTapView {
+    /// `open`: the tap is recorded (a refused tap is a problem, the gate stays shut).
+    pub decision: String,
+    /// The tap's event (a boarding's is its ride's id).
+    pub event_id: i64,
+    /// The card.
+    pub card_id: String,
+    /// on or off.
+    pub direction: String,
+    /// The route.
+    pub route_id: String,
+    /// The stop.
+    pub stop: i64,
+    /// What the tap changed, ride by ride.
+    pub entries: Vec<RideEntryView>,
+    /// The card's balance after it.
+    pub balance: Money,
+}
+
+fn entry_view(e: &Entry, ride: i64) -> RideEntryView {
+    RideEntryView {
+        entry_seq: e.seq.to_string(),
+        kind: match e.kind {
+            EntryKind::Hold => "hold",
+            EntryKind::Capture => "capture",
+            EntryKind::Refund => "refund",
+            EntryKind::Void => "void",
+            _ => "payment",
+        }
+        .into(),
+        ride_id: ride.to_string(),
+        amount: money(e.amount_minor, e.currency),
+        rules: e.references.memo.clone(),
+        receipt: receipt(e),
+    }
+}
+
+/// What a validator needs to know of itself and the card.
+struct TapContext {
+    caller: Caller,
+    validator: Validator,
+    stop: i64,
+    card: ledger::registry::Card,
+    categories: Vec<String>,
+    counter: i64,
+}
+
+/// The validator, its stop, and the tapped card (active, with a current key).
+fn tap_context(st: &AppState, token: BearerToken, body: &NewTransitTap) -> Result<TapContext, ApiError> {
+    let caller = Caller::resolve(st, token)?;
+    caller.require(&[Role::MerchantTerminal])?;
+    let validator = st
+        .ledger
+        .registry(|r| r.validator(caller.credential.id))?
+        .ok_or_else(|| ApiError::forbidden("this terminal is not a transit validator (POST /v1/transit/validators)"))?;
+    let route = st
+        .ledger
+        .registry(|r| r.routes())?
+        .into_iter()
+        .find(|r| r.id == validator.route_id)
+        .ok_or_else(|| ApiError::internal("a validator's route is gone"))?;
+    let stop = match (validator.stop, body.stop) {
+        (Some(gate), None) => gate,
+        (Some(gate), Some(s)) if s == gate => gate,
+        (Some(_), Some(_)) => return Err(invalid("a gate's stop is its own")),
+        (None, Some(s)) if (0..route.stop_names().len() as i64).contains(&s) => s,
+        (None, _) => return Err(invalid("a validator on a vehicle names the stop (a position on the route)")),
+    };
+    let tap = st.taps.verify(&body.tap)?;
+    let card = st
+        .ledger
+        .registry(|r| r.card_by_uid(tap.uid))?
+        .ok_or_else(|| ApiError::unprocessable("card_unknown", "this card is not registered"))?;
+    check_active(&card)?;
+    check_tap_key(&tap, &card)?;
+    let holder = st.ledger.registry(|r| r.holder(card.holder_id))?;
+    let categories = holder.map(|h| h.categories.names()).unwrap_or_default();
+    Ok(TapContext { caller, validator, stop, card, categories, counter: tap.counter_value() })
+}
+
+/// A card tapped at a validator (a merchant terminal bound to a route): the writer prices
+/// the card's rides again and the answer lists what it held, charged or refunded. An
+/// online boarding the card cannot pay for is refused (`insufficient_funds`).
+#[utoipa::path(post, path = "/v1/transit/taps", tag = "transit", request_body = NewTransitTap, params(("Idempotency-Key" = String, Header)),
+    responses((status = 201, body = TransitTapView), (status = 403, body = crate::error::Problem), (status = 409, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+pub async fn tap(
+    state: web::Data<AppState>,
+    token: BearerToken,
+    idem: IdempotencyHeader,
+    body: web::Json<NewTransitTap>,
+) -> Result<HttpResponse, ApiError> {
+    let kind = match body.direction.as_str() {
+        "on" => TapKind::On,
+        "off" => TapKind::Off,
+        _ => return Err(invalid("direction must be on or off")),
+    };
+    let st = state.clone();
+    let body = body.into_inner();
+    let (ctx, body) = hot_reads(&state, move || Ok((tap_context(&st, token, &body)?, body))).await?;
+    let route = ctx.validator.route_id;
+    let key = ledger::domain::IdempotencyKey::parse(&ctx.caller.key(&idem.0)).map_err(|_| ApiError::internal("key"))?;
+    let event = Event {
+        kind: "transit_tap".into(),
+        scope: Some(format!("route:{route}")),
+        card_id: Some(ctx.card.id),
+        card_read_counter: Some(ctx.counter),
+        queue_key: None,
+        idempotency_key: Some(key),
+        payload: json!({"route_id": route, "stop": ctx.stop, "direction": body.direction,
+            "validator": ctx.caller.credential.id, "uid": ctx.card.uid.to_string()})
+        .to_string(),
+        access: None,
+        transit: Some(TransitTap {
+            wallet: ctx.card.account_id,
+            categories: ctx.categories.clone(),
+            tap: Some(FareTap { time_us: state.ledger.now_us(), route, stop: ctx.stop, kind }),
+            credential_id: ctx.caller.credential.id,
+            offline: false,
+            counter_floor: None,
+        }),
+    };
+    let recorded = state.ledger.record(event).await?;
+    let event_id = recorded.event.id;
+    let st = state.clone();
+    let wallet = ctx.card.account_id;
+    let (entries, balance) = blocking(move || {
+        let links = st.ledger.registry(|r| r.entries_of_tap(event_id))?;
+        let mut entries = Vec::with_capacity(links.len());
+        for l in links {
+            let e =
+                st.ledger.entry(l.entry_seq)?.ok_or_else(|| LedgerError::Invariant("a ride's entry is gone".into()))?;
+            entries.push(entry_view(&e, l.ride_event_id));
+        }
+        Ok((entries, st.ledger.balance(wallet)?))
+    })
+    .await?;
+    Ok(HttpResponse::Created().json(TransitTapView {
+        decision: "open".into(),
+        event_id,
+        card_id: ctx.card.id.to_string(),
+        direction: body.direction,
+        route_id: route.to_string(),
+        stop: ctx.stop,
+        entries,
+        balance: money(balance, state.settings.currency),
+    }))
+}
