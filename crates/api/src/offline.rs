@@ -269,7 +269,7 @@ async fn post_record(state: &web::Data<AppState>, caller: &Caller, r: &SignedRec
     // Only a gate's credential may log access records, only a POS's may take payments.
     let allowed = match rec.kind {
         RecordKind::Access => caller.role == Role::ServicePoint,
-        RecordKind::Payment => caller.role == Role::MerchantTerminal,
+        RecordKind::Payment | RecordKind::Transit => caller.role == Role::MerchantTerminal,
     };
     if !allowed {
         return refuse(state, caller, rec, "offline_not_allowed").await;
@@ -291,6 +291,7 @@ async fn post_record(state: &web::Data<AppState>, caller: &Caller, r: &SignedRec
     match rec.kind {
         RecordKind::Access => log_access_record(state, caller, record).await,
         RecordKind::Payment => post_payment_record(state, caller, record).await,
+        RecordKind::Transit => post_transit_record(state, caller, record).await,
     }
 }
 
@@ -301,6 +302,66 @@ struct Verified<'a> {
     key: ledger::domain::IdempotencyKey,
     tap: crate::taps::VerifiedTap,
     card: ledger::registry::Card,
+}
+
+/// Prices a validator's offline tap: judged by its sync like a payment record (the deny
+/// list, the per-tap limit on the fare the validator charged), then the ledger's writer
+/// puts it among the card's taps by its time and prices the card's rides again, correcting
+/// those the late tap changes.
+async fn post_transit_record(
+    state: &web::Data<AppState>,
+    caller: &Caller,
+    v: Verified<'_>,
+) -> Result<RecordResult, ApiError> {
+    let (sync, limits) = match record_sync(state, caller, v.rec).await? {
+        Ok(found) => found,
+        Err(code) => return refuse(state, caller, v.rec, code).await,
+    };
+    let uid = v.tap.uid.to_string();
+    if sync.denied.iter().any(|u| u.eq_ignore_ascii_case(&uid)) {
+        return refuse(state, caller, v.rec, "card_denied_at_sync").await;
+    }
+    if v.rec.amount_minor > limits.per_tap_minor {
+        return refuse(state, caller, v.rec, "offline_limit_per_tap").await;
+    }
+    let (st, cred, card, sync_time) = (state.clone(), caller.credential.id, v.card.clone(), sync.time_us);
+    let place = blocking(move || crate::transit::offline_tap_place(&st, cred, &card, sync_time)).await?;
+    let Some((tap, categories, floor)) = place.and_then(|p| p.tap(v.rec)) else {
+        return refuse(state, caller, v.rec, "transit_stop_invalid").await;
+    };
+    let event = Event {
+        kind: "transit_tap".into(),
+        scope: Some(format!("route:{}", tap.route)),
+        card_id: Some(v.card.id),
+        card_read_counter: Some(v.tap.counter_value()),
+        queue_key: None,
+        idempotency_key: Some(v.key.clone()),
+        payload: json!({"route_id": tap.route, "stop": tap.stop, "direction": if tap.kind == domain::fares::TapKind::On { "on" } else { "off" },
+            "validator": cred, "uid": uid, "offline_seq": v.seq, "terminal_time_us": v.rec.time_us,
+            "fare_minor": v.rec.amount_minor})
+        .to_string(),
+        access: None,
+        transit: Some(ledger::domain::TransitTap {
+            wallet: v.card.account_id,
+            categories,
+            tap: Some(tap),
+            credential_id: cred,
+            offline: true,
+            counter_floor: floor,
+        }),
+    };
+    let recorded = match state.ledger.record(event).await {
+        Ok(r) => r,
+        Err(LedgerError::Rejected(r)) => return refuse(state, caller, v.rec, r.code()).await,
+        Err(e) => return Err(e.into()),
+    };
+    Ok(RecordResult {
+        seq: v.seq,
+        result: format!("priced:event:{}", recorded.event.id),
+        entry_seq: recorded.entries.last().map(|e| e.seq),
+        shortfall_minor: None,
+        event_id: Some(recorded.event.id),
+    })
 }
 
 /// Logs a gate's offline access decision as an event.

@@ -31,7 +31,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/transit/validators", web::post().to(bind_validator))
         .route("/v1/transit/fares", web::post().to(crate::operator::fares::request_fare_table))
         .route("/v1/transit/fares", web::get().to(crate::operator::fares::list_fare_tables))
-        .route("/v1/transit/taps", web::post().to(tap));
+        .route("/v1/transit/taps", web::post().to(tap))
+        .route("/v1/transit/sync", web::get().to(sync));
 }
 
 // ---- routes and validators ----
@@ -412,4 +413,166 @@ pub async fn tap(
         entries,
         balance: money(balance, state.settings.currency),
     }))
+}
+
+// ---- offline validators ----
+
+/// Where an offline tap was: the validator's binding and the route's stops, the holder's
+/// categories, and the card's last counter at the validator's sync.
+#[derive(Debug)]
+pub struct OfflinePlace {
+    validator: Validator,
+    stops: usize,
+    categories: Vec<String>,
+    floor: Option<i64>,
+}
+
+impl OfflinePlace {
+    /// The tap a transit record says (its direction and stop, at the record's time), with
+    /// the holder's categories and the counter floor; none when the stop is not the
+    /// validator's (a gate's own, or a position on a vehicle's route).
+    pub fn tap(&self, rec: &offline::Record) -> Option<(FareTap, Vec<String>, Option<i64>)> {
+        let (on, stop) = offline::transit_tap(rec.decision.as_deref())?;
+        let fits = match self.validator.stop {
+            Some(gate) => stop == gate,
+            None => (0..self.stops as i64).contains(&stop),
+        };
+        let kind = if on { TapKind::On } else { TapKind::Off };
+        let tap = FareTap { time_us: rec.time_us, route: self.validator.route_id, stop, kind };
+        fits.then(|| (tap, self.categories.clone(), self.floor))
+    }
+}
+
+/// What an offline transit record of this validator needs (blocking); none when the
+/// credential is no validator.
+pub fn offline_tap_place(
+    st: &AppState,
+    credential: i64,
+    card: &ledger::registry::Card,
+    sync_time_us: i64,
+) -> Result<Option<OfflinePlace>, ApiError> {
+    let Some(validator) = st.ledger.registry(|r| r.validator(credential))? else { return Ok(None) };
+    let stops = st
+        .ledger
+        .registry(|r| r.routes())?
+        .into_iter()
+        .find(|r| r.id == validator.route_id)
+        .map_or(0, |r| r.stop_names().len());
+    let holder = st.ledger.registry(|r| r.holder(card.holder_id))?;
+    let categories = holder.map(|h| h.categories.names()).unwrap_or_default();
+    let floor = st.ledger.card_counter_at(card.id, sync_time_us)?;
+    Ok(Some(OfflinePlace { validator, stops, categories, floor }))
+}
+
+/// How far back a validator's sync reaches: two days of taps are enough for transfers and
+/// the daily cap (the server reprices the week's cap when the taps are uploaded).
+pub const SYNC_TAPS_US: i64 = 48 * 3_600_000_000;
+
+/// A tap as a validator syncs it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SyncedTap {
+    /// µs since the Unix epoch.
+    pub time_us: i64,
+    /// The route.
+    pub route_id: String,
+    /// The stop.
+    pub stop: i64,
+    /// on or off.
+    pub direction: String,
+}
+
+/// A card's recent taps, by UID.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CardJourney {
+    /// The card's UID.
+    pub uid: String,
+    /// Its taps of the last two days, oldest first.
+    pub taps: Vec<SyncedTap>,
+}
+
+/// A card whose holder has a category some fare table gives a concession.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CardConcession {
+    /// The card's UID.
+    pub uid: String,
+    /// The holder's categories.
+    pub categories: Vec<String>,
+}
+
+/// What a validator needs to price taps offline with `domain::fares`, as the server does:
+/// its route, the fare tables, concessions by card, and each card's recent taps. The deny
+/// list and the offline limits come from `GET /v1/offline/deny-list` (its `sync_id` goes in
+/// the records).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TransitSync {
+    /// The validator's route.
+    pub route_id: String,
+    /// A gate's stop.
+    pub stop: Option<i64>,
+    /// The route's stops.
+    pub stops: Vec<String>,
+    /// Every fare table.
+    pub fare_tables: Vec<crate::operator::fares::FareTableView>,
+    /// Cards with a concession category.
+    pub concessions: Vec<CardConcession>,
+    /// Cards that tapped in the last two days.
+    pub journeys: Vec<CardJourney>,
+}
+
+/// What a validator syncs to decide offline (its credential must be bound to a route).
+#[utoipa::path(get, path = "/v1/transit/sync", tag = "transit",
+    responses((status = 200, body = TransitSync), (status = 403, body = crate::error::Problem)))]
+pub async fn sync(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+    caller.require(&[Role::MerchantTerminal])?;
+    let st = state.clone();
+    let cred = caller.credential.id;
+    let view = blocking(move || {
+        let v = st.ledger.registry(|r| r.validator(cred))?.ok_or_else(|| {
+            ApiError::forbidden("this terminal is not a transit validator (POST /v1/transit/validators)")
+        })?;
+        let since = st.ledger.now_us() - SYNC_TAPS_US;
+        st.ledger.registry(|r| sync_view(r, &v, since)).map_err(ApiError::from)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// The sync's content, read in one registry pass.
+fn sync_view(r: &mut ledger::registry::Registry<'_>, v: &Validator, since: i64) -> Result<TransitSync, LedgerError> {
+    let stops = r.routes()?.into_iter().find(|x| x.id == v.route_id).map(|x| x.stop_names()).unwrap_or_default();
+    let tables = r.fare_tables()?;
+    let conceded: std::collections::BTreeSet<String> =
+        tables.iter().filter_map(|t| t.table().ok()).flat_map(|t| t.concessions.into_keys()).collect();
+    let holders: std::collections::HashMap<i64, Vec<String>> = r
+        .all_holders()?
+        .into_iter()
+        .map(|h| (h.id, h.categories.names().into_iter().filter(|c| conceded.contains(c)).collect::<Vec<_>>()))
+        .filter(|(_, c)| !c.is_empty())
+        .collect();
+    let cards = r.all_cards()?;
+    let uids: std::collections::HashMap<i64, String> = cards.iter().map(|c| (c.id, c.uid.to_string())).collect();
+    let concessions = cards
+        .iter()
+        .filter_map(|c| {
+            holders.get(&c.holder_id).map(|cats| CardConcession { uid: c.uid.to_string(), categories: cats.clone() })
+        })
+        .collect();
+    let mut journeys: std::collections::BTreeMap<String, Vec<SyncedTap>> = std::collections::BTreeMap::new();
+    for (card, tap) in r.taps_since(since)? {
+        let Some(uid) = uids.get(&card) else { continue };
+        journeys.entry(uid.clone()).or_default().push(SyncedTap {
+            time_us: tap.time_us,
+            route_id: tap.route.to_string(),
+            stop: tap.stop,
+            direction: if tap.kind == TapKind::On { "on" } else { "off" }.into(),
+        });
+    }
+    Ok(TransitSync {
+        route_id: v.route_id.to_string(),
+        stop: v.stop,
+        stops,
+        fare_tables: tables.iter().map(crate::operator::fares::fare_view).collect(),
+        concessions,
+        journeys: journeys.into_iter().map(|(uid, taps)| CardJourney { uid, taps }).collect(),
+    })
 }

@@ -22,6 +22,10 @@ pub enum RecordKind {
     Payment,
     /// A gate or desk decision.
     Access,
+    /// A tap at a transit validator: `decision` is its direction and stop (`on:3`,
+    /// `off:7`), `amount_minor` the fare the validator charged offline (the server prices
+    /// the ride again with every tap of the card it knows).
+    Transit,
 }
 
 impl RecordKind {
@@ -29,8 +33,21 @@ impl RecordKind {
         match self {
             RecordKind::Payment => 1,
             RecordKind::Access => 2,
+            RecordKind::Transit => 3,
         }
     }
+}
+
+/// A transit record's direction (`true`: on) and stop, from its `decision` (`on:3`).
+pub fn transit_tap(decision: Option<&str>) -> Option<(bool, i64)> {
+    let (direction, stop) = decision?.split_once(':')?;
+    let on = match direction {
+        "on" => true,
+        "off" => false,
+        _ => return None,
+    };
+    let plain = !stop.is_empty() && stop.len() <= 6 && stop.bytes().all(|b| b.is_ascii_digit());
+    plain.then(|| stop.parse().ok()).flatten().map(|stop| (on, stop))
 }
 
 /// One offline tap as the terminal recorded it.
@@ -57,7 +74,8 @@ pub struct Record {
     pub currency: String,
     /// The merchant's reference.
     pub reference: Option<String>,
-    /// For access records: the terminal's decision, `allow` or `deny`.
+    /// For access records: the terminal's decision, `allow` or `deny`; for transit records
+    /// the tap's direction and stop (`on:3`, `off:7`).
     pub decision: Option<String>,
     /// The sync (deny list and limits) the terminal took it under; the server judges the
     /// record by what that sync said (0: none, which the server refuses).
@@ -130,6 +148,7 @@ impl Record {
         let decision_ok = match self.kind {
             RecordKind::Payment => self.decision.is_none(),
             RecordKind::Access => matches!(self.decision.as_deref(), Some("allow" | "deny")),
+            RecordKind::Transit => transit_tap(self.decision.as_deref()).is_some(),
         };
         if !decision_ok {
             return bad("decision");
@@ -216,7 +235,7 @@ pub struct NewRecord {
     pub currency: String,
     /// The merchant's own reference (an invoice, an order).
     pub reference: Option<String>,
-    /// For access: allow or deny.
+    /// For access: allow or deny; for a transit tap: its direction and stop (`on:3`).
     pub decision: Option<String>,
     /// The sync it was taken under.
     pub sync_id: u64,

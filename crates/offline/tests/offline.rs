@@ -196,3 +196,31 @@ fn offline_access_decides_like_the_server() {
     let bad = OfflineAccess { timezone: "Mars/Olympus".into(), ..access };
     assert_eq!(bad.decide(ani, local(9, 0), &deny, &[]), Err(AccessRefusal::BadPolicy));
 }
+
+/// A transit record names its direction and stop (`on:3`, `off:12`) in `decision`; the
+/// writer refuses anything else, and the stop is part of the signed bytes.
+#[test]
+fn transit_records_name_direction_and_stop() {
+    let key = generate_key().expect("key");
+    let mut w = JournalWriter::new(&key, None).expect("writer");
+    let ride = |decision: Option<&str>| NewRecord {
+        kind: RecordKind::Transit,
+        decision: decision.map(str::to_owned),
+        amount_minor: 3500,
+        reference: None,
+        ..pay(1)
+    };
+    for bad in [None, Some("up:3"), Some("on:"), Some("on:x"), Some("on:-1"), Some("on:3:4"), Some("allow")] {
+        assert!(w.append(ride(bad)).is_err(), "{bad:?} was accepted");
+    }
+    let on = w.append(ride(Some("on:3"))).expect("on:3");
+    assert_eq!(offline::transit_tap(on.record.decision.as_deref()), Some((true, 3)));
+    assert_eq!(offline::transit_tap(Some("off:12")), Some((false, 12)));
+    let pk = hex::decode(w.public_key_hex()).expect("hex");
+    let mut moved = on.clone();
+    moved.record.decision = Some("on:4".into());
+    let upload = [moved];
+    let (good, error) = check_upload(&pk, ChainHead::EMPTY, &upload);
+    assert!(good.is_empty());
+    assert_eq!(error, Some(JournalError::BadSignature { seq: 1 }));
+}

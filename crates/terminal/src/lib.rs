@@ -446,6 +446,7 @@ impl Terminal {
             RecordKind::Access => {
                 format!("{} ({reason}, offline) — offline record #{seq}", decision.unwrap_or_default().to_uppercase())
             }
+            RecordKind::Transit => format!("RIDE OFFLINE — offline record #{seq}"),
         };
         Ok(Outcome { ok: kind == RecordKind::Payment || allowed, online: false, line, detail })
     }

@@ -62,7 +62,8 @@ pub struct FareTableList {
     pub fare_tables: Vec<FareTableView>,
 }
 
-fn fare_view(f: &FareTableRow) -> FareTableView {
+/// The view of a fare table row.
+pub fn fare_view(f: &FareTableRow) -> FareTableView {
     FareTableView {
         id: f.id.to_string(),
         effective_from: wire::time(f.effective_from_us),

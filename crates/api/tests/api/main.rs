@@ -87,6 +87,7 @@ const CASES: &[(&str, Case)] = &[
     ("backoffice_csv_exports", backoffice::csv_exports),
     ("webhooks_delivered_once", webhooks::webhooks_delivered_once),
     ("transit_online_fares", transit::online_fares),
+    ("transit_offline_bus_uploads_late", transit::offline_bus_uploads_late),
 ];
 
 fn main() {

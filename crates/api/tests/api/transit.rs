@@ -36,22 +36,12 @@ fn e(kind: &str, amount: &str, rules: &str) -> (String, String, String) {
 pub fn online_fares(backend: Backend) -> TestResult {
     let c = City::new(backend, "200.00")?;
     let s = &c.s;
-    let op = &s.operator;
     let (on_bus, ferry_in, ferry_out, bus, ferry) = a_bus_and_a_ferry(&c)?;
     // No fare table yet: the gate stays shut and nothing is written.
     let r = s.post("/v1/transit/taps", &on_bus, &json!({"tap": s.tap(&c.card), "direction": "on", "stop": 0}))?;
     check_eq!((r.status, r.json["code"].clone()), (422, json!("fare_unavailable")));
     // A fare table: asked by one operator, refused to the same one, approved by another.
-    let table = json!({"time_zone": "Asia/Makassar", "table": {
-        "routes": {bus.clone(): {"kind": "flat", "fare_minor": 3500},
-                   ferry.clone(): {"kind": "distance", "base_minor": 2000, "per_stop_minor": 500, "max_minor": 6000, "time_limit_minutes": 90}},
-        "transfer": {"window_minutes": 60, "integrated_fare_minor": 5000},
-        "daily_cap_minor": 10000, "weekly_cap_minor": 40000, "concessions": {"student": 50}}});
-    let approval = id(s.post("/v1/transit/fares", op, &table)?.expect(202)?)?;
-    let own = s.post(&format!("/v1/approvals/{approval}/approve"), op, &json!({}))?;
-    check_eq!((own.status, own.json["code"].clone()), (403, json!("second_operator_required")));
-    let done = s.post(&format!("/v1/approvals/{approval}/approve"), &c.operator2, &json!({}))?;
-    check!(done.expect(200)?["result"]["fare_table_id"].is_string(), "{}", done.text);
+    put_fares_in_force(&c, &bus, &ferry)?;
     let fares = s.get_public("/v1/transit/fares")?;
     check_eq!(fares.expect(200)?["fare_tables"][0]["table"]["transfer"]["integrated_fare_minor"], json!(5000));
     check_eq!(s.get_public("/v1/transit/routes")?.expect(200)?["routes"].as_array().map(Vec::len), Some(2));
@@ -102,9 +92,14 @@ pub fn online_fares(backend: Backend) -> TestResult {
 /// gate at dermaga 2 and an exit gate at dermaga 7: the three validators' tokens and the
 /// two routes.
 fn a_bus_and_a_ferry(c: &City) -> Result<(String, String, String, String, String), String> {
+    let (operator, _) = c.s.merchant("Trans Mamminasata", "transit", "0.02")?;
+    a_bus_and_a_ferry_of(c, &operator)
+}
+
+/// [`a_bus_and_a_ferry`] of an operator already registered.
+fn a_bus_and_a_ferry_of(c: &City, operator: &str) -> Result<(String, String, String, String, String), String> {
     let s = &c.s;
     let op = &s.operator;
-    let (operator, _) = s.merchant("Trans Mamminasata", "transit", "0.02")?;
     let route = |name: &str, mode: &str, stops: Vec<String>| -> Result<String, String> {
         id(s.post(
             "/v1/transit/routes",
@@ -127,4 +122,141 @@ fn a_bus_and_a_ferry(c: &City) -> Result<(String, String, String, String, String
     let ferry_in = validator("gate dermaga 2", &ferry, Some(2))?;
     let ferry_out = validator("gate dermaga 7", &ferry, Some(7))?;
     Ok((on_bus, ferry_in, ferry_out, bus, ferry))
+}
+
+/// The fare table of docs/TRANSIT.md for the bus and the ferry, asked for by one operator
+/// (who may not approve it), approved by another.
+fn put_fares_in_force(c: &City, bus: &str, ferry: &str) -> TestResult {
+    let s = &c.s;
+    let op = &s.operator;
+    let table = json!({"time_zone": "Asia/Makassar", "table": {
+        "routes": {bus: {"kind": "flat", "fare_minor": 3500},
+                   ferry: {"kind": "distance", "base_minor": 2000, "per_stop_minor": 500, "max_minor": 6000, "time_limit_minutes": 90}},
+        "transfer": {"window_minutes": 60, "integrated_fare_minor": 5000},
+        "daily_cap_minor": 10000, "weekly_cap_minor": 40000, "concessions": {"student": 50}}});
+    let approval = id(s.post("/v1/transit/fares", op, &table)?.expect(202)?)?;
+    let own = s.post(&format!("/v1/approvals/{approval}/approve"), op, &json!({}))?;
+    check_eq!((own.status, own.json["code"].clone()), (403, json!("second_operator_required")));
+    let done = s.post(&format!("/v1/approvals/{approval}/approve"), &c.operator2, &json!({}))?;
+    check!(done.expect(200)?["result"]["fare_table_id"].is_string(), "{}", done.text);
+    Ok(())
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
+}
+
+/// A bus validator that works offline: its key, token, and the sync it took.
+struct OfflineBus {
+    key: Vec<u8>,
+    token: String,
+    sync_id: u64,
+    sync: Value,
+}
+
+fn an_offline_bus(c: &City, bus: &str, operator: &str) -> Result<OfflineBus, String> {
+    let s = &c.s;
+    let key = offline::generate_key().map_err(|e| e.to_string())?;
+    let pk = offline::JournalWriter::new(&key, None).map_err(|e| e.to_string())?.public_key_hex();
+    let body = json!({"role": "merchant_terminal", "name": "bus 12", "merchant_id": operator, "public_key": pk,
+        "offline_limits": {"per_tap_minor": 6000, "per_card_per_day_minor": 20000, "outstanding_minor": 1000000}});
+    let v = s.post("/v1/credentials", &s.operator, &body)?;
+    let v = v.expect(201)?;
+    let token = v["token"].as_str().ok_or("token")?.to_owned();
+    s.post("/v1/transit/validators", &s.operator, &json!({"credential_id": id(v)?, "route_id": bus}))?.expect(201)?;
+    let sync_id = s.get("/v1/offline/deny-list", &token)?.expect(200)?["sync_id"].as_u64().ok_or("sync_id")?;
+    let sync = s.get("/v1/transit/sync", &token)?.expect(200)?.clone();
+    Ok(OfflineBus { key, token, sync_id, sync })
+}
+
+/// What the bus charges offline for a boarding of `uid`: `domain::fares` over the card's
+/// synced taps and this one, with the synced fare tables (as the server would).
+fn offline_fare(sync: &Value, uid: &str, tap: domain::fares::Tap) -> Result<i64, String> {
+    let tables: Vec<(i64, domain::fares::FareTable)> = sync["fare_tables"]
+        .as_array()
+        .ok_or("fare_tables")?
+        .iter()
+        .map(|t| {
+            let from = chrono::DateTime::parse_from_rfc3339(t["effective_from"].as_str().unwrap_or_default())
+                .map_or(0, |d| d.timestamp_micros());
+            Ok((from, serde_json::from_value(t["table"].clone()).map_err(|e| e.to_string())?))
+        })
+        .collect::<Result<_, String>>()?;
+    let mut taps: Vec<domain::fares::Tap> = Vec::new();
+    for j in sync["journeys"].as_array().into_iter().flatten().filter(|j| j["uid"] == json!(uid)) {
+        for t in j["taps"].as_array().into_iter().flatten() {
+            let kind = if t["direction"] == "on" { domain::fares::TapKind::On } else { domain::fares::TapKind::Off };
+            let route = t["route_id"].as_str().and_then(|r| r.parse().ok()).ok_or("route_id")?;
+            taps.push(domain::fares::Tap {
+                time_us: t["time_us"].as_i64().ok_or("time")?,
+                route,
+                stop: t["stop"].as_i64().ok_or("stop")?,
+                kind,
+            });
+        }
+    }
+    taps.push(tap);
+    let rides = domain::fares::Schedule::new(tables)
+        .price(&[], &taps, &chrono_tz::Asia::Makassar)
+        .map_err(|e| e.to_string())?;
+    Ok(rides.last().map_or(0, |r| r.charge_minor))
+}
+
+/// A bus offline all morning: it prices a boarding itself (35.00) and journals it; the
+/// rider then takes the ferry online, which — not knowing the bus ride — holds 60.00 and
+/// charges 45.00. When the bus uploads, the writer puts the bus ride first: the ferry
+/// becomes a transfer and is refunded down to 15.00; the card paid 50.00, as an always-online
+/// system would have charged. The same upload again changes nothing.
+pub fn offline_bus_uploads_late(backend: Backend) -> TestResult {
+    let c = City::new(backend, "200.00")?;
+    let s = &c.s;
+    let (operator, _) = s.merchant("Trans Mamminasata", "transit", "0.02")?;
+    let (_, ferry_in, ferry_out, bus, ferry) = a_bus_and_a_ferry_of(&c, &operator)?;
+    put_fares_in_force(&c, &bus, &ferry)?;
+    let offline_bus = an_offline_bus(&c, &bus, &operator)?;
+    let route: i64 = bus.parse().map_err(|_| "route id")?;
+    let boarded = now_us();
+    let tap = domain::fares::Tap { time_us: boarded, route, stop: 3, kind: domain::fares::TapKind::On };
+    let fare = offline_fare(&offline_bus.sync, &c.card.uid, tap)?;
+    check_eq!(fare, 3500);
+    let read = s.tap(&c.card);
+    let mut writer = offline::JournalWriter::new(&offline_bus.key, None).map_err(|e| e.to_string())?;
+    let record = writer
+        .append(offline::NewRecord {
+            time_us: boarded,
+            kind: offline::RecordKind::Transit,
+            uid: c.card.uid.clone(),
+            picc_data: read["picc_data"].as_str().unwrap_or_default().to_owned(),
+            cmac: read["cmac"].as_str().unwrap_or_default().to_owned(),
+            amount_minor: fare,
+            currency: "IDR".into(),
+            reference: None,
+            decision: Some("on:3".into()),
+            sync_id: offline_bus.sync_id,
+        })
+        .map_err(|e| e.to_string())?;
+    // The ferry, online: no transfer known, so the maximum is held and 45.00 charged.
+    let v = s.post("/v1/transit/taps", &ferry_in, &json!({"tap": s.tap(&c.card), "direction": "on"}))?;
+    check_eq!(entries(v.expect(201)?), vec![e("hold", "60.00", "no tap-off: maximum fare")]);
+    let v = s.post("/v1/transit/taps", &ferry_out, &json!({"tap": s.tap(&c.card), "direction": "off"}))?;
+    check_eq!(entries(v.expect(201)?), vec![e("capture", "45.00", "5 stops")]);
+    check_eq!(amount(&v.json["balance"]), "155.00");
+    // A record changed after it was signed is refused whole.
+    let mut forged = record.clone();
+    forged.record.amount_minor = 0;
+    let r = s.post("/v1/offline/journals", &offline_bus.token, &json!({"records": [forged]}))?;
+    check_eq!((r.status, r.json["code"].clone()), (422, json!("offline_bad_signature")));
+    let balance = || -> Result<Value, String> {
+        Ok(s.get(&format!("/v1/cards/{}", c.card.id), &s.operator)?.expect(200)?["balance"].clone())
+    };
+    check_eq!(amount(&balance()?), "155.00");
+    // The upload: the bus ride is charged, the ferry refunded down to the transfer.
+    let up = s.post("/v1/offline/journals", &offline_bus.token, &json!({"records": [record.clone()]}))?;
+    let results = up.expect(200)?["records"].clone();
+    check!(results[0]["result"].as_str().is_some_and(|r| r.starts_with("priced:event:")), "{results}");
+    check_eq!(amount(&balance()?), "150.00");
+    let again = s.post("/v1/offline/journals", &offline_bus.token, &json!({"records": [record]}))?;
+    again.expect(200)?;
+    check_eq!(amount(&balance()?), "150.00");
+    Ok(())
 }

@@ -320,6 +320,29 @@ impl Registry<'_> {
             .collect())
     }
 
+    /// Every tap from `since_us` on, as `(card, tap)`, in time order (what validators sync).
+    pub fn taps_since(&mut self, since_us: i64) -> Result<Vec<(i64, Tap)>, LedgerError> {
+        let rows: Vec<(i64, i64, i64, String, i64)> = on_db!(self.0, |c| transit_taps::table
+            .filter(transit_taps::tap_time_us.ge(since_us))
+            .order((transit_taps::tap_time_us, transit_taps::event_id))
+            .select((
+                transit_taps::card_id,
+                transit_taps::route_id,
+                transit_taps::stop,
+                transit_taps::direction,
+                transit_taps::tap_time_us,
+            ))
+            .load(c))
+        .map_err(storage)?;
+        Ok(rows
+            .into_iter()
+            .map(|(card, route, stop, direction, time_us)| {
+                let kind = if direction == "on" { TapKind::On } else { TapKind::Off };
+                (card, Tap { time_us, route, stop, kind })
+            })
+            .collect())
+    }
+
     /// The entries of a card's rides, as `(entry seq, ride event)`.
     pub fn ride_entries(&mut self, card: i64, rides: &[i64]) -> Result<Vec<(i64, i64)>, LedgerError> {
         self.0.ride_entries(card, rides)
