@@ -272,6 +272,8 @@ pub struct TransitTapView {
     pub decision: String,
     /// The tap's event (a boarding's is its ride's id).
     pub event_id: i64,
+    /// When the tap was recorded: the time fares count from (RFC 3339).
+    pub time: String,
     /// The card.
     pub card_id: String,
     /// on or off.
@@ -406,6 +408,7 @@ pub async fn tap(
     Ok(HttpResponse::Created().json(TransitTapView {
         decision: "open".into(),
         event_id,
+        time: wire::time(recorded.event.time_us),
         card_id: ctx.card.id.to_string(),
         direction: body.direction,
         route_id: route.to_string(),

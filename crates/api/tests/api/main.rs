@@ -27,6 +27,7 @@ mod registry;
 mod rfc9162;
 mod roles;
 mod rotation;
+mod rush_hour;
 mod tls;
 mod transit;
 mod validation;
@@ -88,6 +89,7 @@ const CASES: &[(&str, Case)] = &[
     ("webhooks_delivered_once", webhooks::webhooks_delivered_once),
     ("transit_online_fares", transit::online_fares),
     ("transit_offline_bus_uploads_late", transit::offline_bus_uploads_late),
+    ("transit_rush_hour", rush_hour::rush_hour),
 ];
 
 fn main() {
