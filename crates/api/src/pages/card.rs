@@ -73,6 +73,9 @@ struct CardView {
     movements: Vec<Entry>,
     names: HashMap<AccountId, String>,
     wallet: AccountId,
+    /// Each transit ride's rules as its latest entry names them (a hold's "no tap-off" is
+    /// superseded by the capture's "5 stops" once the rider taps off).
+    ride_rules: HashMap<i64, String>,
 }
 
 async fn show(state: &web::Data<AppState>, tap: Tap, t: &Text) -> Result<Markup, Refused> {
@@ -130,12 +133,14 @@ async fn load(state: &web::Data<AppState>, card: Card) -> Result<CardView, ApiEr
         let balance = st.ledger.balance(wallet)?;
         let movements = st.ledger.account_entries(wallet, 0, MOVEMENTS, true)?;
         let names = crate::audit::place_names(&st)?;
+        let ride_rules = ride_rules(&st, card.id, &movements)?;
         Ok(CardView {
             masked_name: holder.map(|h| mask_name(&h.name)).unwrap_or_default(),
             balance,
             movements,
             names,
             wallet,
+            ride_rules,
         })
     })
     .await
@@ -180,7 +185,12 @@ fn movement(e: &Entry, v: &CardView, t: &Text, currency: ledger::money::Currency
         @let [when, place_label, amount_label, after_label, receipt_label] = t.columns;
         tr data-seq=(e.seq) data-amount-minor=(amount) data-balance-minor=(after) {
             td data-label=(when) { time datetime=(crate::wire::time(e.time_us)) { (city_time(tz, e.time_us)) } }
-            td data-label=(place_label) { (kind) @if let Some(p) = place { br; span.place { (p) } } }
+            td data-label=(place_label) {
+                (kind) @if let Some(p) = place { br; span.place { (p) } }
+                @if let Some(rules) = ride_of(e).and_then(|r| v.ride_rules.get(&r)) {
+                    br; span.rules data-rules=(rules) { (t.fare_rules(rules)) }
+                }
+            }
             td.num data-label=(amount_label) { (rupiah(amount, currency)) }
             td.num data-label=(after_label) { (rupiah(after, currency)) }
             td data-label=(receipt_label) {
@@ -190,4 +200,35 @@ fn movement(e: &Entry, v: &CardView, t: &Text, currency: ledger::money::Currency
             }
         }
     }
+}
+
+/// The rules that priced a transit ride, for its entries (their memo; the writer links a
+/// ride's entries with the merchant reference `ride:<id>`).
+pub fn fare_rules(e: &Entry) -> Option<&str> {
+    let ride = e.references.merchant_reference.as_deref().is_some_and(|r| r.starts_with("ride:"));
+    e.references.memo.as_deref().filter(|m| ride && !m.is_empty())
+}
+
+/// The transit ride an entry belongs to.
+fn ride_of(e: &Entry) -> Option<i64> {
+    e.references.merchant_reference.as_deref()?.strip_prefix("ride:")?.parse().ok()
+}
+
+/// The rules of each ride among `movements`, from the ride's latest entry (blocking).
+fn ride_rules(st: &AppState, card: i64, movements: &[Entry]) -> Result<HashMap<i64, String>, ApiError> {
+    let rides: Vec<i64> = movements.iter().filter_map(ride_of).collect();
+    if rides.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let mut latest: HashMap<i64, i64> = HashMap::new();
+    for (seq, ride) in st.ledger.registry(|r| r.ride_entries(card, &rides))? {
+        latest.insert(ride, seq);
+    }
+    let mut out = HashMap::new();
+    for (ride, seq) in latest {
+        if let Some(rules) = st.ledger.entry(seq)?.as_ref().and_then(fare_rules) {
+            out.insert(ride, rules.to_owned());
+        }
+    }
+    Ok(out)
 }

@@ -52,6 +52,9 @@ fn render(f: &FoundReceipt, state: &AppState, t: &Text) -> Markup {
             @if let Some(p) = &f.place { dt { (place) } dd #r-place { (p) } }
             dt { (when) } dd #r-time { time datetime=(crate::wire::time(e.time_us)) { (city_time(state.settings.timezone, e.time_us)) } }
             dt { (fee) } dd #r-fee { (rupiah(e.fee_minor, currency)) }
+            @if let Some(rules) = super::card::fare_rules(e) {
+                dt { (t.fare_rules_label) } dd #r-rules data-rules=(rules) { (t.fare_rules(rules)) }
+            }
             dt { (entry) } dd #r-seq { (e.seq) }
             dt { (leaf_index) } dd #r-leaf-index { (f.leaf_index) }
             dt { (leaf_hash) } dd #r-leaf-hash .hash { (hex::encode(f.leaf_hash)) }

@@ -62,6 +62,10 @@ pub struct Text {
     pub receipt_missing: (&'static str, &'static str),
     /// Receipt fields: what, amount, where, when, fee, entry, leaf index, leaf hash.
     pub receipt_fields: [&'static str; 8],
+    /// Receipt of a transit fare: the label of the rules that priced the ride.
+    pub fare_rules_label: &'static str,
+    /// The fare rules' words as `domain::fares::Rule::describe` writes them, translated.
+    pub fare_rules: &'static [(&'static str, &'static str)],
     /// Verification: heading.
     pub verify_heading: &'static str,
     /// Verification: what happens.
@@ -102,6 +106,11 @@ impl Text {
     /// A name from one of the tables, else the name itself.
     pub fn name<'a>(table: &'static [(&'static str, &'static str)], key: &'a str) -> &'a str {
         table.iter().find(|(k, _)| *k == key).map_or(key, |(_, v)| v)
+    }
+
+    /// A ride's rules ("5 stops; transfer within 60 min") in this language.
+    pub fn fare_rules(&self, rules: &str) -> String {
+        self.fare_rules.iter().fold(rules.to_owned(), |text, (en, here)| text.replace(en, here))
     }
 }
 
@@ -166,6 +175,18 @@ pub const ID: Text = Text {
     receipt_title: "Struk",
     receipt_missing: ("Struk tidak ditemukan", "Tidak ada struk di alamat ini. Periksa tautan pada struk Anda."),
     receipt_fields: ["Transaksi", "Jumlah", "Di mana", "Kapan", "Biaya merchant", "Entri buku", "Indeks daun", "Hash daun"],
+    fare_rules_label: "Aturan tarif",
+    fare_rules: &[
+        ("no tap-off: maximum fare", "tanpa tap keluar: tarif maksimum"),
+        ("flat fare", "tarif tetap"),
+        (" stops", " halte"),
+        ("transfer within", "transfer dalam"),
+        (" min", " menit"),
+        ("daily cap reached", "batas harian tercapai"),
+        ("weekly cap reached", "batas mingguan tercapai"),
+        ("student", "pelajar"),
+        ("senior", "lansia"),
+    ],
     verify_heading: "Verifikasi",
     verify_intro: "Browser Anda sendiri memeriksa struk ini terhadap buku kota yang ditandatangani: hash daun, bukti inklusi, dan tanda tangan.",
     verify_nojs: "Verifikasi memerlukan JavaScript. Anda juga dapat memeriksanya dengan `kartu audit verify`.",
@@ -274,6 +295,8 @@ pub const EN: Text = Text {
     receipt_title: "Receipt",
     receipt_missing: ("Receipt not found", "There is no receipt at this address. Check the link on your receipt."),
     receipt_fields: ["Transaction", "Amount", "Where", "When", "Merchant fee", "Ledger entry", "Leaf index", "Leaf hash"],
+    fare_rules_label: "Fare rules",
+    fare_rules: &[],
     verify_heading: "Verification",
     verify_intro: "Your own browser checks this receipt against the city's signed books: the leaf hash, the inclusion proof and the signature.",
     verify_nojs: "Verification needs JavaScript. You can also check it with `kartu audit verify`.",

@@ -10,7 +10,7 @@ use crate::browser::{attr, attr_in, tag, tags_with, text, Browser, Proxy, Tamper
 use crate::support::{self, id, s, Backend, City, Server, TestCard, TestResult};
 
 /// The URL a card's NDEF file gives a phone.
-fn tap_url(s: &Server, card: &TestCard) -> String {
+pub fn tap_url(s: &Server, card: &TestCard) -> String {
     let tap = s.tap(card);
     format!(
         "{}/t?picc_data={}&cmac={}",

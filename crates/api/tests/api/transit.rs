@@ -63,6 +63,7 @@ pub fn online_fares(backend: Backend) -> TestResult {
     let v = first.expect(201)?;
     check_eq!(entries(v), vec![e("capture", "15.00", "5 stops; transfer within 60 min")]);
     check_eq!(amount(&v["balance"]), "150.00");
+    the_card_page_says_why(&c, v)?;
     // The retry answers the same and charges nothing more.
     let again =
         s.send("POST", "/v1/transit/taps", Some(ferry_out.as_str()), Some(key), crate::support::Body::Json(&out))?;
@@ -258,5 +259,23 @@ pub fn offline_bus_uploads_late(backend: Backend) -> TestResult {
     let again = s.post("/v1/offline/journals", &offline_bus.token, &json!({"records": [record]}))?;
     again.expect(200)?;
     check_eq!(amount(&balance()?), "150.00");
+    Ok(())
+}
+
+/// The rider's card page (a phone at the card, in Bahasa Indonesia) names the rules of each
+/// ride, and the ride's receipt does too (in English), in a real browser.
+fn the_card_page_says_why(c: &City, capture: &Value) -> TestResult {
+    let s = &c.s;
+    let b = crate::browser::Browser::new()?;
+    let dom = b.dom(&crate::pages::tap_url(s, &c.card), "id-ID,id;q=0.9")?;
+    let rules: Vec<String> = crate::browser::tags_with(&dom, "data-rules")
+        .iter()
+        .filter_map(|t| crate::browser::attr_in(t, "data-rules"))
+        .collect();
+    check!(rules.contains(&"5 stops; transfer within 60 min".to_owned()), "{rules:?}");
+    check!(dom.contains("5 halte; transfer dalam 60 menit") && dom.contains("tarif tetap"), "{dom}");
+    let receipt = capture["entries"][0]["receipt"]["receipt_url"].as_str().ok_or("receipt url")?;
+    let dom = b.dom(&format!("{}{receipt}", s.base), "en")?;
+    check_eq!(crate::browser::text(&dom, "r-rules"), Some("5 stops; transfer within 60 min".into()));
     Ok(())
 }
