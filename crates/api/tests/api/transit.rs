@@ -101,7 +101,7 @@ pub fn online_fares(backend: Backend) -> TestResult {
 /// A transit operator with a bus line (a validator on the bus) and a ferry with an entry
 /// gate at dermaga 2 and an exit gate at dermaga 7: the three validators' tokens and the
 /// two routes.
-fn a_bus_and_a_ferry(c: &City) -> Result<(String, String, String, String, String), String> {
+pub fn a_bus_and_a_ferry(c: &City) -> Result<(String, String, String, String, String), String> {
     let s = &c.s;
     let op = &s.operator;
     let (operator, _) = s.merchant("Trans Mamminasata", "transit", "0.02")?;
