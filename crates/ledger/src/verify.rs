@@ -51,7 +51,8 @@ pub struct VerifyReport {
     pub root: [u8; 32],
     /// Leaves after the newest checkpoint (only with `allow_unsigned_tail`).
     pub unsigned_tail: i64,
-    /// Registry rows compared with their operator-action leaves (all matched).
+    /// Registry rows compared with their operator-action leaves, and public transport's
+    /// rows with theirs (all matched).
     pub registry_rows: usize,
     /// Operator-action leaves read.
     pub operator_actions: usize,
@@ -99,7 +100,11 @@ fn describe(entry: &Option<i64>, leaf: &Option<i64>, reason: &str) -> String {
 fn registry_text(findings: &[RegistryFinding]) -> String {
     let mut text = format!(
         "{} registry row(s) differ from their operator-action leaves:",
-        findings.iter().map(|f| (f.table, f.row)).collect::<std::collections::BTreeSet<_>>().len()
+        findings
+            .iter()
+            .map(|f| (f.table, f.row, if f.row.is_none() { f.label.as_str() } else { "" }))
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
     );
     for f in findings {
         text.push_str(&format!("\n  {f}"));

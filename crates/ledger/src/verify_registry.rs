@@ -8,13 +8,17 @@
 //! hold; then it compares every row of `holders`, `cards`, `merchants`, `service_points`,
 //! `agents`, `credentials`, `adjustments` and `approvals` with the model, field by field.
 //! A row whose event names no leaf, or a leaf of another action, or the leaf of another row,
-//! is a finding; so is every field that differs.
+//! is a finding; so is every field that differs. Public transport's tables, which the
+//! writer decides fares with, are held to their leaves the same way (`transit`: routes,
+//! validators, fare tables, and the taps and ride entries the `transit_tap`,
+//! `transit_close` and journal-entry leaves make).
 //!
 //! Row ids are assigned after the leaf is written, so a leaf names its row only through the
 //! row's `event_id`; a leaf that acts on an existing row (a block, a revocation, a
 //! decision, a key rotation) names it by id. A leaf with no row is not a finding: a request
 //! refused after it was logged (a conflict, a crash) leaves one, and a missing row grants
-//! nothing.
+//! nothing. Public transport is stricter, where a missing row changes money: a route, a
+//! tap and a ride's entry link the log made must have their row (see `transit`).
 //!
 //! Findings name the table, the row id and the field, never a secret: no NIK hash and no
 //! token hash is printed, only that it differs.
@@ -28,19 +32,25 @@ use serde_json::{json, Value};
 
 use crate::audit::{decode_entry_leaf, decode_event_leaf, LEAF_TYPE_EVENT, LEAF_TYPE_JOURNAL_ENTRY};
 use crate::store::registry::{Adjustment, Agent, Approval, Card, Credential, Holder, Merchant, Registry, ServicePoint};
+use crate::store::transit::{FareTableRow, Route, Validator};
 use crate::store::{Db, LeafRow};
 use crate::LedgerError;
 
-/// One registry row that differs from what its operator-action leaves say.
+mod transit;
+
+/// One registry row that differs from what its operator-action leaves say (or a public
+/// transport row from its leaves, or a row the leaves made that the table lacks).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistryFinding {
     /// The table.
     pub table: &'static str,
-    /// The row's id.
-    pub row: i64,
+    /// The row's id; none for a row the log made that the table lacks and whose id only
+    /// the table would have given (a route: the label names it from its leaf).
+    pub row: Option<i64>,
     /// What names the row for a reader (role and name, UID, ...), never a secret.
     pub label: String,
-    /// The field that differs; `event_id` when the row has no leaf of its kind.
+    /// The field that differs; `event_id` when the row has no leaf of its kind, or the
+    /// leaf no row (`entry_seq` for a ride's entry: the key it lacks or names wrongly).
     pub field: &'static str,
     /// What differs, starting with the field (or "has no ... leaf").
     pub detail: String,
@@ -48,7 +58,10 @@ pub struct RegistryFinding {
 
 impl fmt::Display for RegistryFinding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} row {}", self.table, self.row)?;
+        write!(f, "{}", self.table)?;
+        if let Some(row) = self.row {
+            write!(f, " row {row}")?;
+        }
         if !self.label.is_empty() {
             write!(f, " ({})", self.label)?;
         }
@@ -91,6 +104,8 @@ struct Action {
     action: String,
     by: By,
     details: Value,
+    /// The event's time, µs (a fare table's approval takes effect no earlier).
+    time_us: i64,
 }
 
 impl Action {
@@ -113,12 +128,13 @@ impl KeyedEntry {
     }
 }
 
-/// What the leaf pass keeps for the registry check: every operator action (by event id)
-/// and the entries approvals post.
+/// What the leaf pass keeps for the registry check: every operator action (by event id),
+/// the entries approvals post, and what public transport's tables are checked against.
 #[derive(Debug, Default)]
 pub(crate) struct Collector {
     actions: BTreeMap<i64, Action>,
     keyed: HashMap<String, KeyedEntry>,
+    transit: transit::TransitLeaves,
 }
 
 impl Collector {
@@ -127,12 +143,14 @@ impl Collector {
     pub(crate) fn leaf(&mut self, row: &LeafRow) {
         match row.leaf.get(1).copied() {
             Some(LEAF_TYPE_JOURNAL_ENTRY) => {
-                // Most entries (payments, top-ups) carry other keys: skip their decoding.
+                // Most entries (payments, top-ups) carry other keys and references: skip
+                // their decoding.
                 let holds = |needle: &[u8]| row.leaf.windows(needle.len()).any(|w| w == needle);
-                if !holds(b"adjustment:") && !holds(b"approval:") {
+                if !holds(b"adjustment:") && !holds(b"approval:") && !holds(b"ride:") {
                     return;
                 }
                 let Ok(e) = decode_entry_leaf(&row.leaf) else { return };
+                self.transit.entry(&e);
                 let Some(key) = e.idempotency_key.as_ref().map(|k| k.as_str().to_owned()) else { return };
                 if key.starts_with("adjustment:") || key.starts_with("approval:") {
                     let postings = e.postings.iter().map(|p| (p.account_id.0, p.amount_minor)).collect();
@@ -142,6 +160,7 @@ impl Collector {
             Some(LEAF_TYPE_EVENT) => {
                 let Ok(e) = decode_event_leaf(&row.leaf) else { return };
                 if e.kind != "operator_action" {
+                    self.transit.event(&e);
                     return;
                 }
                 let payload: Value = serde_json::from_str(&e.payload).unwrap_or(Value::Null);
@@ -151,7 +170,8 @@ impl Collector {
                     _ => By::Unknown,
                 };
                 let action = payload["action"].as_str().unwrap_or("unreadable").to_owned();
-                self.actions.insert(e.id, Action { action, by, details: payload["details"].clone() });
+                let details = payload["details"].clone();
+                self.actions.insert(e.id, Action { action, by, details, time_us: e.time_us });
             }
             _ => {}
         }
@@ -216,7 +236,14 @@ struct Model<'a> {
 
 impl<'a> Model<'a> {
     fn report(&mut self, at: &At, field: &'static str, detail: String) {
-        self.findings.push(RegistryFinding { table: at.table, row: at.row, label: at.label.clone(), field, detail });
+        let finding = RegistryFinding { table: at.table, row: Some(at.row), label: at.label.clone(), field, detail };
+        self.findings.push(finding);
+    }
+
+    /// A row the leaves made that the table lacks, and whose id only the table would have
+    /// given: `label` names it from its leaf.
+    fn missing(&mut self, table: &'static str, label: String, field: &'static str, detail: String) {
+        self.findings.push(RegistryFinding { table, row: None, label, field, detail });
     }
 
     /// The leaf that created a row: an operator action of one of `kinds`, not the event of
@@ -273,8 +300,8 @@ fn article(action: &str) -> String {
     format!("{} {action}", if vowel { "an" } else { "a" })
 }
 
-/// Compares the registry tables with the operator-action leaves `collected` read.
-/// The registry's rows, as the database holds them.
+/// The registry's rows, as the database holds them (the transit journal's taps and ride
+/// entries, as long as the log, are paged by `transit`).
 struct Tables {
     holders: Vec<Holder>,
     cards: Vec<Card>,
@@ -284,6 +311,9 @@ struct Tables {
     credentials: Vec<Credential>,
     adjustments: Vec<Adjustment>,
     approvals: Vec<Approval>,
+    routes: Vec<Route>,
+    validators: Vec<Validator>,
+    fare_tables: Vec<FareTableRow>,
 }
 
 impl Tables {
@@ -298,6 +328,9 @@ impl Tables {
             credentials: r.all_credentials()?,
             adjustments: r.all_adjustments()?,
             approvals: r.all_approvals()?,
+            routes: r.routes()?,
+            validators: r.validators()?,
+            fare_tables: r.fare_tables()?,
         })
     }
 
@@ -310,10 +343,14 @@ impl Tables {
             + self.credentials.len()
             + self.adjustments.len()
             + self.approvals.len()
+            + self.routes.len()
+            + self.validators.len()
+            + self.fare_tables.len()
     }
 }
 
-/// Compares the registry tables with the operator-action leaves `collected` read.
+/// Compares the registry tables with the operator-action leaves `collected` read, and
+/// public transport's tables with their leaves.
 pub(crate) fn check(db: &mut Db, collected: Collector) -> Result<RegistryCheck, LedgerError> {
     let t = Tables::read(db)?;
     let mut m = Model { actions: &collected.actions, keyed: &collected.keyed, findings: Vec::new() };
@@ -323,7 +360,8 @@ pub(crate) fn check(db: &mut Db, collected: Collector) -> Result<RegistryCheck, 
     let persons = credentials(&mut m, &t);
     adjustments(&mut m, &t);
     approvals(&mut m, &t, &persons);
-    Ok(RegistryCheck { rows: t.rows(), actions: collected.actions.len(), findings: m.findings })
+    let journal_rows = transit::check(&mut m, &t, db, &collected.transit)?;
+    Ok(RegistryCheck { rows: t.rows() + journal_rows, actions: collected.actions.len(), findings: m.findings })
 }
 
 /// Holders: what their creation says.

@@ -412,7 +412,7 @@ pub async fn approve_inner(
         (CREATE_OPERATOR_CREDENTIAL, Some((token, hash))) => create_operator(state, a, decision, token, hash).await,
         (REVOKE_OPERATOR_CREDENTIAL, _) => revoke_operator(state, a, decision).await,
         (ADJUSTMENT | FUND_AGENT, _) => post_money(state, a, decision).await,
-        (super::fares::FARE_TABLE, _) => super::fares::put_in_force(state, a, decision).await,
+        (super::fares::FARE_TABLE, _) => super::fares::put_in_force(state, a, decision, rec.event.time_us).await,
         (other, _) => Err(ApiError::internal(format!("approval of unknown kind {other}"))),
     }
 }

@@ -151,12 +151,15 @@ pub async fn list_fare_tables(state: web::Data<AppState>) -> Result<HttpResponse
 }
 
 /// Carries out an approved fare table: recorded under the decision's event, in force from
-/// its requested start or from now, whichever is later (a table never reprices rides
-/// taken before it was approved).
+/// its requested start or from the decision, whichever is later (a table never reprices
+/// rides taken before it was approved). The decision's time is its leaf's (`decided_us`,
+/// the event's time, the same on a retry), so `kartu audit verify` recomputes the start
+/// exactly from the log.
 pub async fn put_in_force(
     state: &web::Data<AppState>,
     a: Approval,
     d: (i64, String, i64),
+    decided_us: i64,
 ) -> Result<ApprovalView, ApiError> {
     let v: serde_json::Value = serde_json::from_str(&a.payload).map_err(ApiError::internal)?;
     let (tz, table) = match (v["time_zone"].as_str(), v.get("table")) {
@@ -172,7 +175,7 @@ pub async fn put_in_force(
                 Err(e) => return Ok(Err(e)),
                 Ok(false) => {}
                 Ok(true) => {
-                    let from = requested.unwrap_or(now).max(now);
+                    let from = requested.unwrap_or(decided_us).max(decided_us);
                     let row = r.insert_fare_table(from, &tz, &table, now, d.2)?;
                     let result = json!({"fare_table_id": row.id.to_string(), "effective_from": wire::time(from)});
                     r.set_approval_result(a.id, &result.to_string())?;

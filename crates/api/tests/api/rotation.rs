@@ -121,7 +121,7 @@ fn registry_verifies_and_finds_a_typed_version(c: &City, card: &str) -> TestResu
     let findings = verify_db(s)?;
     check_eq!(
         findings.iter().map(|f| f.0.clone()).collect::<Vec<_>>(),
-        vec![("cards".to_owned(), card, "key_version")]
+        vec![("cards".to_owned(), Some(card), "key_version")]
     );
     check!(findings[0].1.contains("key_version 3 but its leaf says 2"), "finding: {}", findings[0].1);
     s.owner_sql(&format!("UPDATE cards SET key_version = 2 WHERE id = {card}"))?;
@@ -130,7 +130,7 @@ fn registry_verifies_and_finds_a_typed_version(c: &City, card: &str) -> TestResu
 }
 
 /// A registry finding as the test compares it: (table, row, field), with its text.
-type Finding = ((String, i64, &'static str), String);
+type Finding = ((String, Option<i64>, &'static str), String);
 
 /// The registry findings of `audit verify` on the server's database (none: it verifies).
 fn verify_db(s: &Server) -> Result<Vec<Finding>, String> {

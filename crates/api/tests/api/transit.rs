@@ -92,7 +92,7 @@ pub fn online_fares(backend: Backend) -> TestResult {
 /// A transit operator with a bus line (a validator on the bus) and a ferry with an entry
 /// gate at dermaga 2 and an exit gate at dermaga 7: the three validators' tokens and the
 /// two routes.
-fn a_bus_and_a_ferry(c: &City) -> Result<(String, String, String, String, String), String> {
+pub fn a_bus_and_a_ferry(c: &City) -> Result<(String, String, String, String, String), String> {
     let (operator, _) = c.s.merchant("Trans Mamminasata", "transit", "0.02")?;
     a_bus_and_a_ferry_of(c, &operator)
 }
@@ -259,6 +259,22 @@ pub fn offline_bus_uploads_late(backend: Backend) -> TestResult {
     let again = s.post("/v1/offline/journals", &offline_bus.token, &json!({"records": [record]}))?;
     again.expect(200)?;
     check_eq!(amount(&balance()?), "150.00");
+    the_offline_tap_is_audited(s, results[0]["event_id"].as_i64().ok_or("event_id")?)
+}
+
+/// `kartu audit verify` holds the offline tap's row to its leaf: the record's own time and
+/// the offline flag; a row moved in time or passed off as online is reported.
+fn the_offline_tap_is_audited(s: &crate::support::Server, event: i64) -> TestResult {
+    use crate::registry::{tamper, verify_db, without_append_only_triggers};
+    check!(verify_db(s)?.is_ok(), "verify after the upload: {:?}", verify_db(s)?);
+    without_append_only_triggers(s)?;
+    let at = format!("WHERE event_id = {event}");
+    let moved = format!("UPDATE transit_taps SET tap_time_us = tap_time_us - 60000000 {at}");
+    let back = format!("UPDATE transit_taps SET tap_time_us = tap_time_us + 60000000 {at}");
+    tamper(s, "an offline tap moved a minute back", &moved, &back, &[("transit_taps", event, "tap_time_us")])?;
+    let online = format!("UPDATE transit_taps SET offline = false {at}");
+    let offline = format!("UPDATE transit_taps SET offline = true {at}");
+    tamper(s, "an offline tap passed off as online", &online, &offline, &[("transit_taps", event, "offline")])?;
     Ok(())
 }
 

@@ -114,30 +114,50 @@ impl Db {
 
     /// A card's taps from `since_us` on, in time order (then recording order).
     pub(crate) fn card_taps(&mut self, card: i64, since_us: i64) -> Result<Vec<TapRow>, LedgerError> {
-        type Row = (i64, i64, i64, i64, i64, String, i64, bool);
-        let rows: Vec<Row> = on_db!(self, |c| transit_taps::table
+        let rows: Vec<TapColumns> = on_db!(self, |c| transit_taps::table
             .filter(transit_taps::card_id.eq(card).and(transit_taps::tap_time_us.ge(since_us)))
             .order((transit_taps::tap_time_us, transit_taps::event_id))
+            .select(TAP_COLUMNS)
+            .load(c))
+        .map_err(storage)?;
+        Ok(rows.into_iter().map(tap_row).collect())
+    }
+
+    /// Up to `limit` taps with an event id above `after`, in event order (`kartu audit
+    /// verify` pages through them beside the log's `transit_tap` leaves).
+    pub(crate) fn taps_after(&mut self, after: i64, limit: i64) -> Result<Vec<TapRow>, LedgerError> {
+        let rows: Vec<TapColumns> = on_db!(self, |c| transit_taps::table
+            .filter(transit_taps::event_id.gt(after))
+            .order(transit_taps::event_id)
+            .limit(limit)
+            .select(TAP_COLUMNS)
+            .load(c))
+        .map_err(storage)?;
+        Ok(rows.into_iter().map(tap_row).collect())
+    }
+
+    /// Up to `limit` links of rides' entries with an entry number above `after`, in entry
+    /// order (`kartu audit verify` pages through them beside the log's entries).
+    pub(crate) fn ride_entries_after(&mut self, after: i64, limit: i64) -> Result<Vec<RideEntry>, LedgerError> {
+        let rows: Vec<(i64, i64, i64, i64)> = on_db!(self, |c| transit_entries::table
+            .filter(transit_entries::entry_seq.gt(after))
+            .order(transit_entries::entry_seq)
+            .limit(limit)
             .select((
-                transit_taps::event_id,
-                transit_taps::card_id,
-                transit_taps::credential_id,
-                transit_taps::route_id,
-                transit_taps::stop,
-                transit_taps::direction,
-                transit_taps::tap_time_us,
-                transit_taps::offline,
+                transit_entries::entry_seq,
+                transit_entries::card_id,
+                transit_entries::ride_event_id,
+                transit_entries::event_id,
             ))
             .load(c))
         .map_err(storage)?;
         Ok(rows
             .into_iter()
-            .map(|(event_id, card_id, credential_id, route, stop, direction, time_us, offline)| TapRow {
-                event_id,
+            .map(|(entry_seq, card_id, ride_event_id, event_id)| RideEntry {
+                entry_seq,
                 card_id,
-                credential_id,
-                tap: Tap { time_us, route, stop, kind: if direction == "on" { TapKind::On } else { TapKind::Off } },
-                offline,
+                ride_event_id,
+                event_id,
             })
             .collect())
     }
@@ -200,6 +220,38 @@ impl Db {
         cards.dedup();
         Ok(cards)
     }
+}
+
+/// A `transit_taps` row as selected: event, card, credential, route, stop, direction, time,
+/// offline.
+type TapColumns = (i64, i64, i64, i64, i64, String, i64, bool);
+
+/// The columns of [`TapColumns`], in its order.
+const TAP_COLUMNS: (
+    transit_taps::event_id,
+    transit_taps::card_id,
+    transit_taps::credential_id,
+    transit_taps::route_id,
+    transit_taps::stop,
+    transit_taps::direction,
+    transit_taps::tap_time_us,
+    transit_taps::offline,
+) = (
+    transit_taps::event_id,
+    transit_taps::card_id,
+    transit_taps::credential_id,
+    transit_taps::route_id,
+    transit_taps::stop,
+    transit_taps::direction,
+    transit_taps::tap_time_us,
+    transit_taps::offline,
+);
+
+/// A stored tap as the writer prices it (the table's CHECK allows `on` and `off` only).
+fn tap_row(row: TapColumns) -> TapRow {
+    let (event_id, card_id, credential_id, route, stop, direction, time_us, offline) = row;
+    let kind = if direction == "on" { TapKind::On } else { TapKind::Off };
+    TapRow { event_id, card_id, credential_id, tap: Tap { time_us, route, stop, kind }, offline }
 }
 
 /// A new route.
