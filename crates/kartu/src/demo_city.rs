@@ -76,7 +76,13 @@ pub fn seed_and_print(base: &str, data_dir: &Path, operator_token: &str) -> Resu
     let city: Value = if saved.exists() {
         serde_json::from_str(&std::fs::read_to_string(&saved)?)?
     } else {
-        let city = seed(&op, operator_token)?;
+        let mut city = seed(&op, operator_token)?;
+        // A fare table needs a second operator's approval: a second person, made on the
+        // host as `kartu operator add` makes one.
+        let (_, approver) = api::server::add_operator(data_dir, None, "Demo Approver")
+            .map_err(|e| anyhow::anyhow!("adding the demo's second operator: {e}"))?;
+        let transit = transit(&op, &op.with_token(&approver))?;
+        city["transit"] = transit;
         files::create_private(&saved, serde_json::to_string_pretty(&city)?.as_bytes())?;
         city
     };
@@ -112,6 +118,15 @@ pub fn seed_and_print(base: &str, data_dir: &Path, operator_token: &str) -> Resu
         page.picc_data,
         page.cmac
     );
+    let bus_tap = self::tap(&keys, uid, next + 2)?;
+    println!(
+        "Then ride the bus (stop 2; counter {}): Rp 35,00, and the ferry within the hour costs at most Rp 15,00 more:\n  curl -s -X POST {base}/v1/transit/taps -H 'Authorization: Bearer {}' -H 'Idempotency-Key: ride-{}' \\\n       -H 'Content-Type: application/json' -d '{}'",
+        next + 2,
+        city["transit"]["bus_validator"].as_str().unwrap_or_default(),
+        next + 2,
+        json!({"tap": bus_tap, "direction": "on", "stop": 2})
+    );
+    println!("The network and its fares: {base}/v1/transit/routes   {base}/v1/transit/fares");
     println!("The city's books: {base}/transparency   for auditors: {base}/audit");
     println!("API docs: {base}/docs   OpenAPI: {base}/openapi.json   metrics: {base}/metrics");
     Ok(())
@@ -165,4 +180,54 @@ fn seed(op: &Client, operator_token: &str) -> Result<Value> {
     }
     Ok(json!({"operator": operator_token, "grocery_pos": pos, "parking_gate": gate, "clinic_desk": desk,
         "agent": agent_token, "kiosk": kiosk, "auditor": auditor, "cards": cards}))
+}
+
+/// The demo's public transport: Trans Mamminasata (fee 2 %) with a bus line (flat Rp 35,00,
+/// a validator on the bus) and a ferry priced by stops (a gate at each end), and the fare
+/// table of docs/TRANSIT.md asked for by `op` and approved by `approver`. The validators'
+/// tokens.
+fn transit(op: &Client, approver: &Client) -> Result<Value> {
+    let operator: Value = op.post(
+        "/v1/merchants",
+        "demo-transit",
+        &json!({"name": "Trans Mamminasata", "category": "transit", "fee_rate": "0.02"}),
+    )?;
+    let stops = ["Pantai Losari", "Karebosi", "Balai Kota", "Pasar Sentral", "Panakkukang", "Universitas Hasanuddin"];
+    let bus: Value = op.post(
+        "/v1/transit/routes",
+        "demo-route-bus",
+        &json!({"merchant_id": id(&operator)?,
+        "name": "Koridor 1", "mode": "bus", "stops": stops}),
+    )?;
+    let docks = ["Dermaga Kayu Bangkoa", "Pulau Lae-Lae", "Pulau Samalona", "Pulau Barrang Lompo"];
+    let ferry: Value = op.post(
+        "/v1/transit/routes",
+        "demo-route-ferry",
+        &json!({"merchant_id": id(&operator)?,
+        "name": "Kapal Pulau", "mode": "ferry", "stops": docks}),
+    )?;
+    let validator = |key: &str, name: &str, route: &Value, stop: Option<i64>| -> Result<String> {
+        let v: Value = op.post(
+            "/v1/credentials",
+            &format!("{key}-cred"),
+            &json!({"role": "merchant_terminal", "name": name, "merchant_id": id(&operator)?}),
+        )?;
+        let bind = json!({"credential_id": id(&v)?, "route_id": id(route)?, "stop": stop});
+        let _: Value = op.post("/v1/transit/validators", &format!("{key}-bind"), &bind)?;
+        v["token"].as_str().map(str::to_owned).context("a validator without its token")
+    };
+    let bus_validator = validator("demo-bus-1", "bus 1", &bus, None)?;
+    let ferry_in = validator("demo-ferry-in", "gate Kayu Bangkoa", &ferry, Some(0))?;
+    let ferry_out = validator("demo-ferry-out", "gate Samalona", &ferry, Some(2))?;
+    let table = json!({"time_zone": "Asia/Makassar", "table": {
+        "routes": {id(&bus)?: {"kind": "flat", "fare_minor": 3500},
+                   id(&ferry)?: {"kind": "distance", "base_minor": 2000, "per_stop_minor": 500, "max_minor": 6000, "time_limit_minutes": 90}},
+        "transfer": {"window_minutes": 60, "integrated_fare_minor": 5000},
+        "daily_cap_minor": 10000, "weekly_cap_minor": 40000,
+        "concessions": {"student": 50, "senior": 100}}});
+    let asked: Value = op.post("/v1/transit/fares", "demo-fares", &table)?;
+    let _: Value =
+        approver.post(&format!("/v1/approvals/{}/approve", id(&asked)?), "demo-fares-approve", &json!({}))?;
+    Ok(json!({"operator_id": id(&operator)?, "bus_route": id(&bus)?, "ferry_route": id(&ferry)?,
+        "bus_validator": bus_validator, "ferry_in": ferry_in, "ferry_out": ferry_out}))
 }
