@@ -139,6 +139,7 @@ async fn drive(
         count: None,
         rate: None,
         amount: AMOUNT.into(),
+        transit: false,
         server_pid: Some(server.pid()),
     };
     let fleet = kartu_bench::setup::setup(addr, &server.operator_token, keys, settings.cards, TOPUP, 8).await?;
@@ -349,6 +350,7 @@ pub fn calibrate(settings: &HttpSettings) -> Result<(Vec<Row>, String)> {
         count: None,
         rate: None,
         amount: AMOUNT.into(),
+        transit: false,
         server_pid: Some(child.id()),
     };
     let result = runtime(settings.client_threads)?

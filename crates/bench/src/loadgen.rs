@@ -141,6 +141,9 @@ pub struct RunSpec {
     pub rate: Option<f64>,
     /// Payment amount, decimal IDR.
     pub amount: String,
+    /// Tap at a transit gate instead of paying (`POST /v1/transit/taps`, boarding; the
+    /// token is the gate validator's).
+    pub transit: bool,
     /// The server's pid, to measure its CPU time and per-thread CPU during the window.
     pub server_pid: Option<u32>,
 }
@@ -365,7 +368,7 @@ async fn connection(
     meta: Arc<Key>,
     mut cards: Vec<VirtualCard>,
     plan: Plan,
-    amount: Arc<str>,
+    amount: Option<Arc<str>>,
 ) -> Result<(ConnStats, Vec<VirtualCard>)> {
     let mut stats =
         ConnStats { hist: Histogram::new_with_bounds(1, 120_000_000, 3)?, answered: 0, codes: Vec::new(), retries: 0 };
@@ -393,13 +396,22 @@ async fn connection(
         body.clear();
         body.extend_from_slice(br#"{"tap":"#);
         card.tap(&meta, &mut body)?;
-        body.extend_from_slice(br#","amount":""#);
-        body.extend_from_slice(amount.as_bytes());
-        body.extend_from_slice(br#"","currency":"IDR"}"#);
+        let path = match &amount {
+            Some(amount) => {
+                body.extend_from_slice(br#","amount":""#);
+                body.extend_from_slice(amount.as_bytes());
+                body.extend_from_slice(br#"","currency":"IDR"}"#);
+                "/v1/payments"
+            }
+            None => {
+                body.extend_from_slice(br#","direction":"on"}"#);
+                "/v1/transit/taps"
+            }
+        };
         key.clear();
         use std::fmt::Write;
         let _ = write!(key, "lg-{tag}-{index}-{seq}");
-        let request = client::request("POST", "/v1/payments", Some(&token), Some(&key), Some(&body));
+        let request = client::request("POST", path, Some(&token), Some(&key), Some(&body));
         let status = send_retrying(&mut conn, addr, &request, &mut stats, &mut code).await;
         let done = Instant::now();
         if plan.count.is_some() || (start >= plan.window.0 && done <= plan.window.1) {
@@ -472,7 +484,7 @@ fn thread_seconds(end: &BTreeMap<String, u64>, start: &BTreeMap<String, u64>) ->
     threads
 }
 
-/// Drives `POST /v1/payments` with `spec.conns` connections; the cards are dealt out to the
+/// Drives `POST /v1/payments` (or transit taps, [`RunSpec::transit`]) with `spec.conns` connections; the cards are dealt out to the
 /// connections and handed back (with their counters) for the next run.
 pub async fn run(
     addr: SocketAddr,
@@ -491,7 +503,7 @@ pub async fn run(
     }
     let token: Arc<str> = token.into();
     let meta = Arc::new(keys.meta.clone());
-    let amount: Arc<str> = spec.amount.as_str().into();
+    let amount: Option<Arc<str>> = (!spec.transit).then(|| spec.amount.as_str().into());
     let t0 = Instant::now() + Duration::from_millis(50);
     let window = match spec.count {
         Some(_) => (t0, t0 + Duration::from_secs(3600)),

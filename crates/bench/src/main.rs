@@ -26,6 +26,7 @@ mod http_bench;
 mod plot;
 mod server;
 mod terminal_bench;
+mod transit_bench;
 
 use kartu_bench::loadgen;
 
@@ -68,7 +69,7 @@ struct Args {
     /// Where the report goes.
     #[arg(long, default_value = "bench-report")]
     out: std::path::PathBuf,
-    /// Only these parts (ledger, tap, log, http, terminal); all when none is given.
+    /// Only these parts (ledger, tap, log, http, transit, terminal); all when none is given.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// The `kartu` binary the HTTP measurements serve (default: next to this one).
@@ -192,6 +193,7 @@ fn http_standalone(a: HttpArgs) -> Result<()> {
             count: a.count,
             rate: a.rate,
             amount: a.amount.clone(),
+            transit: false,
             server_pid: a.server_pid,
         };
         let (r, _) = loadgen::run(addr, &fleet.merchant_token, &keys, fleet.cards, &spec).await?;
@@ -247,6 +249,9 @@ fn main() -> Result<()> {
     }
     if part("http") {
         rows.extend(http_rows(&args, dir.path())?);
+    }
+    if part("transit") {
+        rows.extend(transit_rows(&args, dir.path())?);
     }
     if part("terminal") {
         let kartu = args.kartu.clone().unwrap_or_else(server::default_kartu_binary);
@@ -448,6 +453,25 @@ fn http_rows(args: &Args, dir: &std::path::Path) -> Result<Vec<Row>> {
         match plot::latency_vs_load(&png, &sweeps, args.http_conns) {
             Ok(()) => eprintln!("bench: latency plot in {}", png.display()),
             Err(e) => eprintln!("bench: no latency plot: {e:#}"),
+        }
+    }
+    Ok(rows)
+}
+
+/// Boardings at a transit gate on each backend (`transit_bench`).
+fn transit_rows(args: &Args, dir: &std::path::Path) -> Result<Vec<Row>> {
+    let settings = http_bench::HttpSettings {
+        kartu: args.kartu.clone().unwrap_or_else(server::default_kartu_binary),
+        conns: args.http_conns,
+        cards: args.http_cards.max(args.http_conns),
+        seconds: args.http_seconds,
+        sweep_seconds: 0.0,
+        client_threads: args.client_threads,
+    };
+    let mut rows = Vec::new();
+    for backend in ["sqlite", "postgres"] {
+        if args.backend.as_deref().is_none_or(|b| b == backend) {
+            rows.extend(transit_bench::measure(&settings, backend, dir, &args.postgres_url)?);
         }
     }
     Ok(rows)
