@@ -142,7 +142,7 @@ impl Machine<'_> {
         let ride_of_tap = tap_row.filter(|r| r.tap.kind == TapKind::On).map(|r| r.event_id);
         let rules = rides.iter().map(|r| (taps[r.on].event_id, describe(r))).collect();
         let pricing = Pricing { card, transit: t, ride_of_tap, rules };
-        let mark = self.mark(wallet, currency);
+        let mark = self.mark(card, wallet, currency);
         let mut made = Vec::new();
         for ride in rides.iter().filter(|r| taps[r.on].tap.time_us >= from) {
             let target = self.target(ride, &taps);
@@ -325,19 +325,25 @@ impl Machine<'_> {
         Ok(d)
     }
 
-    /// What undoing a refused transit op needs: balances, holds, payments and debts of the
-    /// accounts it may touch, and how far the batch's output went.
-    fn mark(&self, wallet: AccountId, currency: Currency) -> Mark {
+    /// What undoing a refused transit op needs ([`Mark`]).
+    fn mark(&self, card: i64, wallet: AccountId, currency: Currency) -> Mark {
         let mut ids = vec![wallet];
         ids.extend(self.state.holds_accounts.get(&currency));
         ids.extend(self.state.risk_accounts.get(&currency));
         ids.extend(self.transit().fee_accounts.get(&currency));
         ids.extend(self.transit().routes.values().map(|r| r.0));
+        // Only the card's rides' holds and payments can change (and new ones appear).
+        let seqs: Vec<i64> = self
+            .transit()
+            .cards
+            .get(&card)
+            .map(|c| c.entries.values().flatten().copied().collect())
+            .unwrap_or_default();
         Mark {
             balances: ids.iter().filter_map(|id| self.state.accounts.get(id).map(|a| (*id, a.balance_minor))).collect(),
-            holds: self.state.holds.clone(),
-            payments: self.state.payments.clone(),
-            debts: self.state.debts.clone(),
+            holds: seqs.iter().filter_map(|s| self.state.holds.get(s).map(|h| (*s, h.clone()))).collect(),
+            payments: seqs.iter().filter_map(|s| self.state.payments.get(s).map(|p| (*s, p.clone()))).collect(),
+            debt: (wallet, self.state.debts.get(&wallet).copied()),
             next_seq: self.next_seq,
             written: self.written.len(),
             leaf_order: self.leaf_order.len(),
@@ -351,9 +357,15 @@ impl Machine<'_> {
                 a.balance_minor = balance;
             }
         }
-        self.state.holds = mark.holds;
-        self.state.payments = mark.payments;
-        self.state.debts = mark.debts;
+        let made = mark.next_seq..self.next_seq;
+        self.state.holds.retain(|seq, _| !made.contains(seq));
+        self.state.payments.retain(|seq, _| !made.contains(seq));
+        self.state.holds.extend(mark.holds);
+        self.state.payments.extend(mark.payments);
+        match mark.debt {
+            (wallet, Some(debt)) => drop(self.state.debts.insert(wallet, debt)),
+            (wallet, None) => drop(self.state.debts.remove(&wallet)),
+        }
         self.next_seq = mark.next_seq;
         self.written.truncate(mark.written);
         self.leaf_order.truncate(mark.leaf_order);
@@ -361,12 +373,13 @@ impl Machine<'_> {
     }
 }
 
-/// The state a refused transit op restores.
+/// The state a refused transit op restores: the balances it may move, its card's rides'
+/// holds and payments, the wallet's debt, and how far the batch's output went.
 struct Mark {
     balances: Vec<(AccountId, i64)>,
-    holds: HashMap<i64, super::HoldState>,
-    payments: HashMap<i64, super::PaymentState>,
-    debts: HashMap<AccountId, i64>,
+    holds: Vec<(i64, super::HoldState)>,
+    payments: Vec<(i64, super::PaymentState)>,
+    debt: (AccountId, Option<i64>),
     next_seq: i64,
     written: usize,
     leaf_order: usize,

@@ -301,5 +301,32 @@ pub fn refusals(backend: Backend) -> TestResult {
     n.ledger.record_blocking(tap_event(rider, on(1), true)).map_err(s)?;
     check_eq!(n.ledger.balance(rider.1).map_err(s)?, 0);
     check_eq!(n.ledger.wallet_debt(rider.1).map_err(s)?, 2500);
+    a_refused_boarding_undoes_the_rides_it_closed(&n)
+}
+
+/// A ferry ride is open (6000 held); an hour later the rider boards a bus (3500) with 2000
+/// left: closing the ferry ride (its hold captured) comes first, then the bus fare, which
+/// the wallet cannot pay. The refusal undoes the capture too: the ferry is still held, the
+/// balances as they were, no tap recorded. Topped up, the same boarding goes through.
+fn a_refused_boarding_undoes_the_rides_it_closed(n: &Network) -> TestResult {
+    let rider = n.riders[1];
+    n.ledger.submit_blocking(n.city.pay(rider.1, n.city.merchants[0], 992_000, 0)).map_err(s)?;
+    let ferry = Tap { time_us: n.clock.now(), route: 2, stop: 0, kind: TapKind::On };
+    n.ledger.record_blocking(tap_event(rider, ferry, false)).map_err(s)?;
+    check_eq!(ride_charges(&n.ledger, rider.0)?, (vec![0], 6000));
+    check_eq!(n.ledger.balance(rider.1).map_err(s)?, 2000);
+    n.clock.advance_us(61 * 60_000_000);
+    let operator = n.ledger.balance(n.operators[&2]).map_err(s)?;
+    let bus = Tap { time_us: n.clock.now(), route: 1, stop: 0, kind: TapKind::On };
+    let refused = n.ledger.record_blocking(tap_event(rider, bus, false));
+    check!(matches!(refused, Err(LedgerError::Rejected(Rejection::InsufficientFunds))), "{refused:?}");
+    check_eq!(ride_charges(&n.ledger, rider.0)?, (vec![0], 6000));
+    check_eq!(n.ledger.balance(rider.1).map_err(s)?, 2000);
+    check_eq!(n.ledger.balance(n.operators[&2]).map_err(s)?, operator);
+    // The same batch goes on from the state before the refusal: a top-up, then the bus.
+    n.ledger.submit_blocking(n.city.topup(rider.1, 10_000)).map_err(s)?;
+    n.ledger.record_blocking(tap_event(rider, bus, false)).map_err(s)?;
+    check_eq!(ride_charges(&n.ledger, rider.0)?, (vec![6000, 3500], 0));
+    check_eq!(n.ledger.balance(rider.1).map_err(s)?, 2000 + 10_000 - 3500);
     Ok(())
 }
