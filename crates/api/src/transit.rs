@@ -192,7 +192,7 @@ pub async fn bind_validator(
     let st = state.clone();
     let (credential, route, bound) = blocking(move || {
         Ok(st.ledger.registry(|r| {
-            let route = r.routes()?.into_iter().find(|x| x.id == route_id);
+            let route = r.route(route_id)?;
             Ok((r.credential(credential_id)?, route, r.validator(credential_id)?))
         })?)
     })
@@ -326,9 +326,7 @@ fn tap_context(st: &AppState, token: BearerToken, body: &NewTransitTap) -> Resul
         .ok_or_else(|| ApiError::forbidden("this terminal is not a transit validator (POST /v1/transit/validators)"))?;
     let route = st
         .ledger
-        .registry(|r| r.routes())?
-        .into_iter()
-        .find(|r| r.id == validator.route_id)
+        .registry(|r| r.route(validator.route_id))?
         .ok_or_else(|| ApiError::internal("a validator's route is gone"))?;
     let stop = match (validator.stop, body.stop) {
         (Some(gate), None) => gate,
@@ -455,12 +453,7 @@ pub fn offline_tap_place(
     sync_time_us: i64,
 ) -> Result<Option<OfflinePlace>, ApiError> {
     let Some(validator) = st.ledger.registry(|r| r.validator(credential))? else { return Ok(None) };
-    let stops = st
-        .ledger
-        .registry(|r| r.routes())?
-        .into_iter()
-        .find(|r| r.id == validator.route_id)
-        .map_or(0, |r| r.stop_names().len());
+    let stops = st.ledger.registry(|r| r.route(validator.route_id))?.map_or(0, |r| r.stop_names().len());
     let holder = st.ledger.registry(|r| r.holder(card.holder_id))?;
     let categories = holder.map(|h| h.categories.names()).unwrap_or_default();
     let floor = st.ledger.card_counter_at(card.id, sync_time_us)?;
@@ -542,7 +535,7 @@ pub async fn sync(state: web::Data<AppState>, caller: Caller) -> Result<HttpResp
 
 /// The sync's content, read in one registry pass.
 fn sync_view(r: &mut ledger::registry::Registry<'_>, v: &Validator, since: i64) -> Result<TransitSync, LedgerError> {
-    let stops = r.routes()?.into_iter().find(|x| x.id == v.route_id).map(|x| x.stop_names()).unwrap_or_default();
+    let stops = r.route(v.route_id)?.map(|x| x.stop_names()).unwrap_or_default();
     let tables = r.fare_tables()?;
     let conceded: std::collections::BTreeSet<String> =
         tables.iter().filter_map(|t| t.table().ok()).flat_map(|t| t.concessions.into_keys()).collect();

@@ -15,6 +15,19 @@ use super::{storage, Db};
 use crate::domain::{AccountId, RideEntry, RouteOperators, TapRow};
 use crate::LedgerError;
 
+/// The columns of a [`RideEntry`], in the order of its fields.
+const RIDE_ENTRY: (
+    transit_entries::entry_seq,
+    transit_entries::card_id,
+    transit_entries::ride_event_id,
+    transit_entries::event_id,
+) = (transit_entries::entry_seq, transit_entries::card_id, transit_entries::ride_event_id, transit_entries::event_id);
+
+/// A [`RIDE_ENTRY`] row.
+fn ride_entry((entry_seq, card_id, ride_event_id, event_id): (i64, i64, i64, i64)) -> RideEntry {
+    RideEntry { entry_seq, card_id, ride_event_id, event_id }
+}
+
 /// A transit route of an operator, with its stops in order.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
 #[diesel(table_name = transit_routes)]
@@ -143,23 +156,10 @@ impl Db {
             .filter(transit_entries::entry_seq.gt(after))
             .order(transit_entries::entry_seq)
             .limit(limit)
-            .select((
-                transit_entries::entry_seq,
-                transit_entries::card_id,
-                transit_entries::ride_event_id,
-                transit_entries::event_id,
-            ))
+            .select(RIDE_ENTRY)
             .load(c))
         .map_err(storage)?;
-        Ok(rows
-            .into_iter()
-            .map(|(entry_seq, card_id, ride_event_id, event_id)| RideEntry {
-                entry_seq,
-                card_id,
-                ride_event_id,
-                event_id,
-            })
-            .collect())
+        Ok(rows.into_iter().map(ride_entry).collect())
     }
 
     /// The entries of these rides of a card, as `(entry seq, ride event)`.
@@ -291,6 +291,12 @@ impl Registry<'_> {
             .map_err(storage)
     }
 
+    /// A route by id.
+    pub fn route(&mut self, id: i64) -> Result<Option<Route>, LedgerError> {
+        on_db!(self.0, |c| transit_routes::table.find(id).select(Route::as_select()).first(c).optional())
+            .map_err(storage)
+    }
+
     /// The route its operator_action event created (a retried request finds it).
     pub fn route_by_event(&mut self, event_id: i64) -> Result<Option<Route>, LedgerError> {
         on_db!(self.0, |c| transit_routes::table
@@ -405,22 +411,9 @@ impl Registry<'_> {
         let rows: Vec<(i64, i64, i64, i64)> = on_db!(self.0, |c| transit_entries::table
             .filter(transit_entries::event_id.eq(event_id))
             .order(transit_entries::entry_seq)
-            .select((
-                transit_entries::entry_seq,
-                transit_entries::card_id,
-                transit_entries::ride_event_id,
-                transit_entries::event_id,
-            ))
+            .select(RIDE_ENTRY)
             .load(c))
         .map_err(storage)?;
-        Ok(rows
-            .into_iter()
-            .map(|(entry_seq, card_id, ride_event_id, event_id)| RideEntry {
-                entry_seq,
-                card_id,
-                ride_event_id,
-                event_id,
-            })
-            .collect())
+        Ok(rows.into_iter().map(ride_entry).collect())
     }
 }
