@@ -224,7 +224,8 @@ step "serving on $base"
 step "pay once through the API"
 pos=$(jq -r .grocery_pos "$data/demo-city.json")
 [[ $pos == kt_* ]] || fail "no grocery terminal token in $data/demo-city.json"
-body=$(sed -n "s/^ *-H 'Content-Type: application\/json' -d '\(.*\)'\$/\1/p" "$work/serve.log")
+# The first curl example is the payment (the next is a bus ride).
+body=$(sed -n "s/^ *-H 'Content-Type: application\/json' -d '\(.*\)'\$/\1/p" "$work/serve.log" | awk "NR == 1")
 jq -e '.tap.picc_data and .tap.cmac' <<<"$body" >/dev/null || fail "no tap in the demo city's curl example"
 before=$(curl -fsS -H "Authorization: Bearer $token" "$base/v1/cards/$(jq -r '.cards[0].card_id' "$data/demo-city.json")" |
   jq -r .balance.amount)

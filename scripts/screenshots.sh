@@ -33,7 +33,7 @@ done
 grep -q "The city's books" "$work/serve.log" || { cat "$work/serve.log" >&2; echo "screenshots: the demo city did not start" >&2; exit 1; }
 
 # The payment the demo city prints (a genuine tap), then the card page's own tap.
-pay=$(grep -A1 "curl -s -X POST" "$work/serve.log" | tr -d '\\\n' | sed 's/^ *//')
+pay=$(grep -m1 -A1 "curl -s -X POST" "$work/serve.log" | tr -d '\\\n' | sed 's/^ *//')
 receipt=$(eval "$pay" | python3 -c 'import json, sys; print(json.load(sys.stdin)["receipt_url"])')
 card=$(grep -A1 "card's own page" "$work/serve.log" | tail -n 1 | tr -d ' ')
 sleep 2 # the next checkpoint covers the payment
