@@ -12,7 +12,7 @@ use crate::domain::{
 use crate::money::{Amount, Currency};
 
 mod transit;
-pub(crate) use transit::{load_from_us, CardRides, TransitState, RIDE_HOLD_GRACE_US};
+pub(crate) use transit::{load_from_us, TransitState, RIDE_HOLD_GRACE_US};
 
 /// An account and its current balance.
 #[derive(Debug, Clone)]

@@ -266,7 +266,8 @@ fn rush(c: &City, n: &Network, riders: &mut [Rider]) -> TestResult {
     })
 }
 
-/// The offline buses upload their journals, all at once, 500 records an upload.
+/// The offline buses upload their journals, all at once, 100 records an upload (a short
+/// request each, as a bus on a weak link would send them).
 fn uploads(c: &City, n: &Network) -> TestResult {
     std::thread::scope(|scope| -> TestResult {
         let workers: Vec<_> = n
@@ -276,7 +277,7 @@ fn uploads(c: &City, n: &Network) -> TestResult {
             .map(|(b, j)| {
                 scope.spawn(move || -> TestResult {
                     let records = std::mem::take(&mut j.lock().map_err(|_| "lock")?.1);
-                    for part in records.chunks(500) {
+                    for part in records.chunks(100) {
                         let r = c.s.post("/v1/offline/journals", &b.token, &json!({"records": part}))?;
                         for result in r.expect(200)?["records"].as_array().ok_or("records")? {
                             let text = result["result"].as_str().unwrap_or_default();

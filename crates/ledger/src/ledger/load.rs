@@ -6,7 +6,7 @@ use std::collections::hash_map::Entry as Slot;
 use std::collections::{HashMap, HashSet};
 
 use crate::domain::{AccountId, AccountKind, Command, Op, Request, OFFLINE_RISK_WINDOW_US};
-use crate::machine::{load_from_us, utc_day, AccountState, CardRides, Needs, State};
+use crate::machine::{load_from_us, utc_day, AccountState, Needs, State};
 use crate::money::Currency;
 use crate::store::Db;
 use crate::LedgerError;
@@ -183,18 +183,29 @@ fn transit(
     let tz: chrono_tz::Tz = tz.and_then(|z| z.parse().ok()).unwrap_or(chrono_tz::UTC);
     let routes = db.route_operators()?;
     let mut ids: HashSet<AccountId> = routes.values().map(|r| r.0).collect();
+    // Every card's taps and rides in two reads: from the earliest card's start, then each
+    // card keeps its own (as if read alone).
+    let from: HashMap<i64, i64> =
+        needs.transit.iter().map(|(card, (_, time))| (*card, load_from_us(&tz, (*time).min(now_us)))).collect();
+    let cards: Vec<i64> = from.keys().copied().collect();
+    let earliest = from.values().copied().min().unwrap_or(now_us);
+    for tap in db.cards_taps(&cards, earliest)? {
+        if from.get(&tap.card_id).is_some_and(|f| tap.tap.time_us >= *f) {
+            state.transit.cards.entry(tap.card_id).or_default().taps.push(tap);
+        }
+    }
+    let rides: Vec<i64> = state
+        .transit
+        .cards
+        .values()
+        .flat_map(|c| c.taps.iter().filter(|t| t.tap.kind == domain::fares::TapKind::On).map(|t| t.event_id))
+        .collect();
     let mut seqs = Vec::new();
-    for (card, (_, time)) in &needs.transit {
-        let from_us = load_from_us(&tz, (*time).min(now_us));
-        let taps = db.card_taps(*card, from_us)?;
-        let rides: Vec<i64> =
-            taps.iter().filter(|t| t.tap.kind == domain::fares::TapKind::On).map(|t| t.event_id).collect();
-        let mut entries: HashMap<i64, Vec<i64>> = HashMap::new();
-        for (seq, ride) in db.ride_entries(*card, &rides)? {
-            entries.entry(ride).or_default().push(seq);
+    for (card, seq, ride) in db.cards_ride_entries(&cards, &rides)? {
+        if let Some(c) = state.transit.cards.get_mut(&card) {
+            c.entries.entry(ride).or_default().push(seq);
             seqs.push(seq);
         }
-        state.transit.cards.insert(*card, CardRides { taps, entries });
     }
     let holds = db.holds(&seqs)?;
     let payments = db.payments(&seqs)?;

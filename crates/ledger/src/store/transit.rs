@@ -136,6 +136,39 @@ impl Db {
         Ok(rows.into_iter().map(tap_row).collect())
     }
 
+    /// The taps of these cards from `since_us` on, in time order (then recording order): the
+    /// writer's one read of a batch's cards.
+    pub(crate) fn cards_taps(&mut self, cards: &[i64], since_us: i64) -> Result<Vec<TapRow>, LedgerError> {
+        if cards.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<TapColumns> = on_db!(self, |c| transit_taps::table
+            .filter(in_list!(transit_taps::card_id, cards).and(transit_taps::tap_time_us.ge(since_us)))
+            .order((transit_taps::tap_time_us, transit_taps::event_id))
+            .select(TAP_COLUMNS)
+            .load(c))
+        .map_err(storage)?;
+        Ok(rows.into_iter().map(tap_row).collect())
+    }
+
+    /// The entries of these rides of these cards, as `(card, entry seq, ride event)`, in
+    /// entry order: the writer's one read of a batch's rides.
+    pub(crate) fn cards_ride_entries(
+        &mut self,
+        cards: &[i64],
+        rides: &[i64],
+    ) -> Result<Vec<(i64, i64, i64)>, LedgerError> {
+        if rides.is_empty() {
+            return Ok(Vec::new());
+        }
+        on_db!(self, |c| transit_entries::table
+            .filter(in_list!(transit_entries::card_id, cards).and(in_list!(transit_entries::ride_event_id, rides)))
+            .order(transit_entries::entry_seq)
+            .select((transit_entries::card_id, transit_entries::entry_seq, transit_entries::ride_event_id))
+            .load(c))
+        .map_err(storage)
+    }
+
     /// Up to `limit` taps with an event id above `after`, in event order (`kartu audit
     /// verify` pages through them beside the log's `transit_tap` leaves).
     pub(crate) fn taps_after(&mut self, after: i64, limit: i64) -> Result<Vec<TapRow>, LedgerError> {
