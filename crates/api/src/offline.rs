@@ -329,27 +329,10 @@ async fn post_transit_record(
     let Some((tap, categories, floor)) = place.and_then(|p| p.tap(v.rec)) else {
         return refuse(state, caller, v.rec, "transit_stop_invalid").await;
     };
-    let event = Event {
-        kind: "transit_tap".into(),
-        scope: Some(format!("route:{}", tap.route)),
-        card_id: Some(v.card.id),
-        card_read_counter: Some(v.tap.counter_value()),
-        queue_key: None,
-        idempotency_key: Some(v.key.clone()),
-        payload: json!({"route_id": tap.route, "stop": tap.stop, "direction": if tap.kind == domain::fares::TapKind::On { "on" } else { "off" },
-            "validator": cred, "uid": uid, "offline_seq": v.seq, "terminal_time_us": v.rec.time_us,
-            "fare_minor": v.rec.amount_minor})
-        .to_string(),
-        access: None,
-        transit: Some(ledger::domain::TransitTap {
-            wallet: v.card.account_id,
-            categories,
-            tap: Some(tap),
-            credential_id: cred,
-            offline: true,
-            counter_floor: floor,
-        }),
-    };
+    let by =
+        crate::transit::TapBy { card: &v.card, counter: v.tap.counter_value(), credential: cred, key: v.key.clone() };
+    let extra = json!({"offline_seq": v.seq, "terminal_time_us": v.rec.time_us, "fare_minor": v.rec.amount_minor});
+    let event = crate::transit::transit_event(by, tap, categories, Some(floor), extra);
     let recorded = match state.ledger.record(event).await {
         Ok(r) => r,
         Err(LedgerError::Rejected(r)) => return refuse(state, caller, v.rec, r.code()).await,

@@ -306,6 +306,56 @@ fn entry_view(e: &Entry, ride: i64) -> RideEntryView {
     }
 }
 
+/// Who tapped: the card and its tap's counter, the validator, the request's key.
+#[derive(Debug)]
+pub struct TapBy<'a> {
+    /// The card.
+    pub card: &'a ledger::registry::Card,
+    /// The tap's read counter.
+    pub counter: i64,
+    /// The validator's credential.
+    pub credential: i64,
+    /// The idempotency key.
+    pub key: ledger::domain::IdempotencyKey,
+}
+
+/// A `transit_tap` event, online or (with the card's counter at the validator's sync,
+/// `offline_floor`) uploaded: its leaf names the route, stop, direction, validator and UID
+/// (what `kartu audit verify` holds the tap's row to), plus `extra` (an offline record's
+/// number and time).
+pub fn transit_event(
+    by: TapBy<'_>,
+    tap: FareTap,
+    categories: Vec<String>,
+    offline_floor: Option<Option<i64>>,
+    extra: serde_json::Value,
+) -> Event {
+    let mut payload = json!({"route_id": tap.route, "stop": tap.stop,
+        "direction": if tap.kind == TapKind::On { "on" } else { "off" },
+        "validator": by.credential, "uid": by.card.uid.to_string()});
+    if let (Some(p), Some(more)) = (payload.as_object_mut(), extra.as_object()) {
+        p.extend(more.clone());
+    }
+    Event {
+        kind: "transit_tap".into(),
+        scope: Some(format!("route:{}", tap.route)),
+        card_id: Some(by.card.id),
+        card_read_counter: Some(by.counter),
+        queue_key: None,
+        idempotency_key: Some(by.key),
+        payload: payload.to_string(),
+        access: None,
+        transit: Some(TransitTap {
+            wallet: by.card.account_id,
+            categories,
+            tap: Some(tap),
+            credential_id: by.credential,
+            offline: offline_floor.is_some(),
+            counter_floor: offline_floor.flatten(),
+        }),
+    }
+}
+
 /// What a validator needs to know of itself and the card.
 struct TapContext {
     caller: Caller,
@@ -368,26 +418,9 @@ pub async fn tap(
     let (ctx, body) = hot_reads(&state, move || Ok((tap_context(&st, token, &body)?, body))).await?;
     let route = ctx.validator.route_id;
     let key = ledger::domain::IdempotencyKey::parse(&ctx.caller.key(&idem.0)).map_err(|_| ApiError::internal("key"))?;
-    let event = Event {
-        kind: "transit_tap".into(),
-        scope: Some(format!("route:{route}")),
-        card_id: Some(ctx.card.id),
-        card_read_counter: Some(ctx.counter),
-        queue_key: None,
-        idempotency_key: Some(key),
-        payload: json!({"route_id": route, "stop": ctx.stop, "direction": body.direction,
-            "validator": ctx.caller.credential.id, "uid": ctx.card.uid.to_string()})
-        .to_string(),
-        access: None,
-        transit: Some(TransitTap {
-            wallet: ctx.card.account_id,
-            categories: ctx.categories.clone(),
-            tap: Some(FareTap { time_us: state.ledger.now_us(), route, stop: ctx.stop, kind }),
-            credential_id: ctx.caller.credential.id,
-            offline: false,
-            counter_floor: None,
-        }),
-    };
+    let tap = FareTap { time_us: state.ledger.now_us(), route, stop: ctx.stop, kind };
+    let who = TapBy { card: &ctx.card, counter: ctx.counter, credential: ctx.caller.credential.id, key };
+    let event = transit_event(who, tap, ctx.categories.clone(), None, json!({}));
     let recorded = state.ledger.record(event).await?;
     let event_id = recorded.event.id;
     let st = state.clone();
