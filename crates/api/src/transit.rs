@@ -16,8 +16,9 @@ use crate::auth::{BearerToken, Caller, IdempotencyHeader, Role};
 use crate::error::ApiError;
 use crate::merchant::{check_active, check_tap_key};
 use crate::operator::log_action;
-use crate::wire::{self, money, receipt, Money, Receipt, Tap};
+use crate::wire::{self, money, receipt};
 use crate::{blocking, hot_reads, AppState};
+use client::wire::{CardConcession, CardJourney, NewTransitTap, RideEntryView, SyncedTap, TransitSync, TransitTapView};
 
 /// The modes a route may have.
 pub const MODES: [&str; 4] = ["bus", "brt", "ferry", "rail"];
@@ -236,58 +237,6 @@ pub async fn bind_validator(
 
 // ---- taps ----
 
-/// `POST /v1/transit/taps`: a card at a validator.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewTransitTap {
-    /// The card's SUN tap.
-    pub tap: Tap,
-    /// `on` (boarding, entry gate) or `off` (alighting, exit gate).
-    pub direction: String,
-    /// On a vehicle: the stop (its position on the route). A gate's stop is its own.
-    pub stop: Option<i64>,
-}
-
-/// One entry a tap made for a ride.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct RideEntryView {
-    /// The entry.
-    pub entry_seq: String,
-    /// hold (the fare so far of an open ride), capture, payment, refund or void.
-    pub kind: String,
-    /// The ride (its boarding tap's event).
-    pub ride_id: String,
-    /// The amount.
-    pub amount: Money,
-    /// The rules that priced the ride ("flat fare; transfer within 60 min").
-    pub rules: Option<String>,
-    /// The entry's leaf in the audit log.
-    pub receipt: Receipt,
-}
-
-/// What a validator shows: the gate opens; what the card paid or holds, and why.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct TransitTapView {
-    /// `open`: the tap is recorded (a refused tap is a problem, the gate stays shut).
-    pub decision: String,
-    /// The tap's event (a boarding's is its ride's id).
-    pub event_id: i64,
-    /// When the tap was recorded: the time fares count from (RFC 3339).
-    pub time: String,
-    /// The card.
-    pub card_id: String,
-    /// on or off.
-    pub direction: String,
-    /// The route.
-    pub route_id: String,
-    /// The stop.
-    pub stop: i64,
-    /// What the tap changed, ride by ride.
-    pub entries: Vec<RideEntryView>,
-    /// The card's balance after it.
-    pub balance: Money,
-}
-
 fn entry_view(e: &Entry, ride: i64) -> RideEntryView {
     RideEntryView {
         entry_seq: e.seq.to_string(),
@@ -496,57 +445,6 @@ pub fn offline_tap_place(
 /// How far back a validator's sync reaches: two days of taps are enough for transfers and
 /// the daily cap (the server reprices the week's cap when the taps are uploaded).
 pub const SYNC_TAPS_US: i64 = 48 * 3_600_000_000;
-
-/// A tap as a validator syncs it.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct SyncedTap {
-    /// µs since the Unix epoch.
-    pub time_us: i64,
-    /// The route.
-    pub route_id: String,
-    /// The stop.
-    pub stop: i64,
-    /// on or off.
-    pub direction: String,
-}
-
-/// A card's recent taps, by UID.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct CardJourney {
-    /// The card's UID.
-    pub uid: String,
-    /// Its taps of the last two days, oldest first.
-    pub taps: Vec<SyncedTap>,
-}
-
-/// A card whose holder has a category some fare table gives a concession.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct CardConcession {
-    /// The card's UID.
-    pub uid: String,
-    /// The holder's categories.
-    pub categories: Vec<String>,
-}
-
-/// What a validator needs to price taps offline with `domain::fares`, as the server does:
-/// its route, the fare tables, concessions by card, and each card's recent taps. The deny
-/// list and the offline limits come from `GET /v1/offline/deny-list` (its `sync_id` goes in
-/// the records).
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct TransitSync {
-    /// The validator's route.
-    pub route_id: String,
-    /// A gate's stop.
-    pub stop: Option<i64>,
-    /// The route's stops.
-    pub stops: Vec<String>,
-    /// Every fare table.
-    pub fare_tables: Vec<crate::operator::fares::FareTableView>,
-    /// Cards with a concession category.
-    pub concessions: Vec<CardConcession>,
-    /// Cards that tapped in the last two days.
-    pub journeys: Vec<CardJourney>,
-}
 
 /// What a validator syncs to decide offline (its credential must be bound to a route).
 #[utoipa::path(get, path = "/v1/transit/sync", tag = "transit",

@@ -13,8 +13,8 @@ use crate::error::ClientError;
 use crate::transport;
 use crate::wire::{
     AccessCheck, CaptureBody, ConsistencyProof, Decision, DenyList, Entries, Head, InclusionProof, InquiryView, Leaves,
-    NewHold, NewInquiry, NewPayment, NewRefund, NewTopup, PaymentView, ReceiptDetail, TopupView, Transparency,
-    TrialBalance, Upload, Uploaded,
+    NewHold, NewInquiry, NewPayment, NewRefund, NewTopup, NewTransitTap, PaymentView, ReceiptDetail, TopupView,
+    TransitSync, TransitTapView, Transparency, TrialBalance, Upload, Uploaded,
 };
 
 /// A blocking client of one Kartu server.
@@ -207,6 +207,16 @@ impl Client {
     /// `POST /v1/offline/journals`.
     pub fn upload_journal(&self, key: &str, body: &Upload) -> Result<Uploaded, ClientError> {
         self.post("/v1/offline/journals", key, body)
+    }
+
+    /// `POST /v1/transit/taps`: a card at a validator.
+    pub fn transit_tap(&self, key: &str, body: &NewTransitTap) -> Result<TransitTapView, ClientError> {
+        self.post("/v1/transit/taps", key, body)
+    }
+
+    /// `GET /v1/transit/sync`: what a validator needs to price taps offline.
+    pub fn transit_sync(&self) -> Result<TransitSync, ClientError> {
+        self.get("/v1/transit/sync")
     }
 
     /// `GET /v1/audit/leaves?from=…&limit=…`.

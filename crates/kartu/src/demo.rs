@@ -4,7 +4,8 @@
 //! into its reader; it creates an installation (`kartu init`), serves it with `kartu serve`
 //! as a child process on a free port, and plays the day: personalisation, issue, top-up,
 //! grocery, parking, clinic, library, a lost card, a cloned card, an outage with offline
-//! payments, and `kartu audit verify` at the end. Taps are read from the cards through
+//! payments, public transport (`crate::demo_transit`: a bus out of coverage uploading at the
+//! end of the day, a transfer, the daily cap), and `kartu audit verify` at the end. Taps are read from the cards through
 //! PC/SC and go through the terminal library (`kartu terminal`'s logic) or the API.
 //!
 //! What it prints is a story with the figures; no token, key or NIK. With `--data-dir` the
@@ -57,9 +58,10 @@ pub struct DemoArgs {
     #[arg(long)]
     pub json: Option<PathBuf>,
     /// Instead of the day, time the terminal's taps (`make bench`): one card with money is
-    /// presented N times to a POS (a payment each) and N times to a gate (an access check
-    /// each), each tap timed from PC/SC reporting the card present to the server's answer;
-    /// --json gets every tap's time (see `crate::tap_bench`).
+    /// presented N times to a POS (a payment each), N times to a gate (an access check
+    /// each) and N times to each of two bus validators (online, and out of coverage), each
+    /// tap timed from PC/SC reporting the card present to the answer; --json gets every
+    /// tap's time (see `crate::tap_bench`).
     #[arg(long, value_name = "N", conflicts_with = "data_dir",
         value_parser = clap::value_parser!(u32).range(1..=crate::tap_bench::TAPS_MAX as i64))]
     pub tap_bench: Option<u32>,
@@ -210,6 +212,8 @@ struct Day {
     /// The API as the city's operator.
     op: Client,
     work: PathBuf,
+    /// The installation's data directory.
+    data: PathBuf,
     cards: Vec<Wallet>,
     replacement: Wallet,
     /// What `--json` gets, filled chapter by chapter.
@@ -254,6 +258,7 @@ fn day(pcscd: &pcsc_testkit::Pcscd, work: &Path, data: &Path, wire: &Wire, keep:
         key_file,
         init,
         work: work.to_owned(),
+        data: data.to_owned(),
         cards,
         replacement: Wallet::new(CARDS[1].0, REPLACEMENT_UID, work.join("card-replacement.json")),
         summary: serde_json::Map::new(),
@@ -272,6 +277,7 @@ fn day(pcscd: &pcsc_testkit::Pcscd, work: &Path, data: &Path, wire: &Wire, keep:
     day.lost_card(&mut open)?;
     day.clone_attack(&mut open)?;
     day.outage(&mut open)?;
+    day.transit()?;
     day.audit(&open)?;
     day.finish(&open, started, data, keep, &verifier_path)
 }
@@ -603,8 +609,26 @@ impl Day {
         Ok(())
     }
 
+    fn transit(&mut self) -> Result<()> {
+        chapter(10, "Public transport: a bus out of coverage, a transfer, the daily cap");
+        let [ani, _, citra] = self.cards.as_mut_slice() else { bail!("the demo has three cards") };
+        let riders = crate::demo_transit::Riders {
+            reader: &self.reader,
+            server: &self.server,
+            op: &self.op,
+            work: &self.work,
+            data: &self.data,
+            ani,
+            budi: &mut self.replacement,
+            citra,
+        };
+        let summary = crate::demo_transit::chapter(riders, &|line| say(line))?;
+        self.note("transit", summary);
+        Ok(())
+    }
+
     fn audit(&mut self, open: &Open) -> Result<()> {
-        chapter(10, "The auditor: kartu audit verify");
+        chapter(11, "The auditor: kartu audit verify");
         let verifier = merkle::Verifier::parse(&self.init.verifier_key).context("the checkpoint verifier key")?;
         let deadline = Instant::now() + CHECKPOINT_TIMEOUT;
         let origin = Some(self.init.config.origin.as_str());

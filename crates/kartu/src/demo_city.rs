@@ -183,10 +183,11 @@ fn seed(op: &Client, operator_token: &str) -> Result<Value> {
 }
 
 /// The demo's public transport: Trans Mamminasata (fee 2 %) with a bus line (flat Rp 35,00,
-/// a validator on the bus) and a ferry priced by stops (a gate at each end), and the fare
-/// table of docs/TRANSIT.md asked for by `op` and approved by `approver`. The validators'
-/// tokens.
-fn transit(op: &Client, approver: &Client) -> Result<Value> {
+/// a validator on the bus), a ferry to the islands priced by stops (a gate at each end) and
+/// the long ferry to Selayar (flat Rp 150,00, a gate at the harbour), and the fare table of
+/// docs/TRANSIT.md asked for by `op` and approved by `approver`. The validators' tokens
+/// and the routes' ids.
+pub(crate) fn transit(op: &Client, approver: &Client) -> Result<Value> {
     let operator: Value = op.post(
         "/v1/merchants",
         "demo-transit",
@@ -206,6 +207,12 @@ fn transit(op: &Client, approver: &Client) -> Result<Value> {
         &json!({"merchant_id": id(&operator)?,
         "name": "Kapal Pulau", "mode": "ferry", "stops": docks}),
     )?;
+    let harbours = ["Pelabuhan Soekarno-Hatta", "Pelabuhan Benteng Selayar"];
+    let selayar: Value = op.post(
+        "/v1/transit/routes",
+        "demo-route-selayar",
+        &json!({"merchant_id": id(&operator)?, "name": "Kapal Selayar", "mode": "ferry", "stops": harbours}),
+    )?;
     let validator = |key: &str, name: &str, route: &Value, stop: Option<i64>| -> Result<String> {
         let v: Value = op.post(
             "/v1/credentials",
@@ -219,9 +226,11 @@ fn transit(op: &Client, approver: &Client) -> Result<Value> {
     let bus_validator = validator("demo-bus-1", "bus 1", &bus, None)?;
     let ferry_in = validator("demo-ferry-in", "gate Kayu Bangkoa", &ferry, Some(0))?;
     let ferry_out = validator("demo-ferry-out", "gate Samalona", &ferry, Some(2))?;
+    let selayar_gate = validator("demo-selayar", "gate Soekarno-Hatta", &selayar, Some(0))?;
     let table = json!({"time_zone": "Asia/Makassar", "table": {
         "routes": {id(&bus)?: {"kind": "flat", "fare_minor": 3500},
-                   id(&ferry)?: {"kind": "distance", "base_minor": 2000, "per_stop_minor": 500, "max_minor": 6000, "time_limit_minutes": 90}},
+                   id(&ferry)?: {"kind": "distance", "base_minor": 2000, "per_stop_minor": 500, "max_minor": 6000, "time_limit_minutes": 90},
+                   id(&selayar)?: {"kind": "flat", "fare_minor": 15000}},
         "transfer": {"window_minutes": 60, "integrated_fare_minor": 5000},
         "daily_cap_minor": 10000, "weekly_cap_minor": 40000,
         "concessions": {"student": 50, "senior": 100}}});
@@ -229,5 +238,6 @@ fn transit(op: &Client, approver: &Client) -> Result<Value> {
     let _: Value =
         approver.post(&format!("/v1/approvals/{}/approve", id(&asked)?), "demo-fares-approve", &json!({}))?;
     Ok(json!({"operator_id": id(&operator)?, "bus_route": id(&bus)?, "ferry_route": id(&ferry)?,
-        "bus_validator": bus_validator, "ferry_in": ferry_in, "ferry_out": ferry_out}))
+        "selayar_route": id(&selayar)?, "bus_validator": bus_validator, "ferry_in": ferry_in, "ferry_out": ferry_out,
+        "selayar_gate": selayar_gate}))
 }

@@ -15,6 +15,8 @@ mod card_rotate;
 #[cfg(feature = "pcsc")]
 mod demo;
 mod demo_city;
+#[cfg(feature = "pcsc")]
+mod demo_transit;
 mod progress;
 mod receipt;
 #[cfg(feature = "pcsc")]
@@ -309,9 +311,17 @@ enum LedgerCmd {
 #[cfg(feature = "pcsc")]
 #[derive(Debug, clap::Args)]
 struct TerminalArgs {
-    /// pos, gate, kiosk or agent.
+    /// pos, gate, kiosk, agent or validator (transit: a bus's or a station gate's).
     #[arg(long)]
     mode: String,
+    /// A validator's taps: on (an entry gate, a flat-fare bus), off (an exit gate), or auto
+    /// (a card with an open ride on this route taps off, others on).
+    #[arg(long, default_value = "auto")]
+    direction: String,
+    /// A validator on a vehicle: the stop it is at (its position on the route, from 0);
+    /// asked on stdin before each tap when omitted. A gate's stop is its own.
+    #[arg(long)]
+    stop: Option<i64>,
     /// The API's base URL.
     #[arg(long, env = "KARTU_SERVER")]
     server: String,
@@ -547,6 +557,8 @@ fn audit_verify_url(url: &str, token: &str, trust: &Trust, ca_file: Option<&std:
 fn terminal_cmd(args: TerminalArgs) -> Result<()> {
     let TerminalArgs {
         mode,
+        direction,
+        stop,
         server,
         token,
         token_file,
@@ -559,7 +571,8 @@ fn terminal_cmd(args: TerminalArgs) -> Result<()> {
         print_public_key,
         ca_file,
     } = args;
-    let mode = terminal::Mode::parse(&mode).context("--mode must be pos, gate, kiosk or agent")?;
+    let mode = terminal::Mode::parse(&mode).context("--mode must be pos, gate, kiosk, agent or validator")?;
+    let direction = terminal::Direction::parse(&direction).context("--direction must be on, off or auto")?;
     let amount = amount.as_deref().map(|a| terminal::parse_amount(a, &currency)).transpose()?;
     let token = if print_public_key { token.unwrap_or_default() } else { secret(token, token_file, "token")? };
     let config = terminal::Config {
@@ -570,6 +583,7 @@ fn terminal_cmd(args: TerminalArgs) -> Result<()> {
         currency,
         timeout: std::time::Duration::from_millis(timeout_ms),
         ca_file,
+        validator: terminal::ValidatorSettings { direction, stop },
     };
     let mut t = terminal::Terminal::open(config)?;
     if print_public_key {

@@ -263,6 +263,7 @@ pub(crate) fn open_terminal(work: &Path, name: &str, mode: Mode, server: &Server
         currency: "IDR".into(),
         timeout: Duration::from_secs(2),
         ca_file: server.ca_file().map(Path::to_owned),
+        validator: terminal::ValidatorSettings::default(),
     };
     Terminal::open(config).with_context(|| format!("opening the {name} terminal"))
 }

@@ -2,13 +2,17 @@
 //! part). On the demo's stage (a private pcscd with the vpcd driver, a new installation and
 //! `kartu serve`, `crate::demo::Stage`), one virtual card is personalised, issued and
 //! topped up at an agent's terminal; then, N times over, it is presented to a POS terminal
-//! (a payment of Rp 1,000.00) and to a gate (an access check at a service point that admits
-//! every holder). Each tap is timed as `kartu terminal` times it: from the moment PC/SC
-//! reports the card present to the server's answer, split into the card read (connect,
-//! UID, SUN over APDUs, disconnect) and the API call (the terminal library's POST).
+//! (a payment of Rp 1,000.00), to a gate (an access check at a service point that admits
+//! every holder), and to two bus validators of the demo's network (`crate::demo_transit`):
+//! bus 1 online, bus 2 out of coverage (it prices the boarding from its last sync and
+//! journals it). Each tap is timed as `kartu terminal` times it: from the moment PC/SC
+//! reports the card present to the answer, split into the card read (connect, UID, SUN
+//! over APDUs, disconnect) and the rest (the API call; offline, the pricing and the
+//! journal's fsync).
 //!
-//! Every payment must be approved online and every access allowed, and the card's balance
-//! at the end must be the top-up less the payments; anything else fails the run. `--json`
+//! Every payment must be approved online, every access allowed, every boarding opened
+//! (online, or offline), and the card's balance at the end must be the top-up less the
+//! payments and the fares the online bus reported; anything else fails the run. `--json`
 //! gets every tap's times.
 
 use std::time::Instant;
@@ -82,6 +86,10 @@ struct Bench {
     card: Wallet,
     pos: terminal::Terminal,
     gate: terminal::Terminal,
+    /// A bus's validator, online.
+    bus: terminal::Terminal,
+    /// A bus's validator out of coverage: it decides from its last sync and journals.
+    offline_bus: terminal::Terminal,
     /// The card's balance before the taps, minor units.
     before: i64,
 }
@@ -98,6 +106,8 @@ pub(crate) fn run(
     let payment = minor(PAYMENT)?;
     let mut pos_taps = Vec::new();
     let mut gate_taps = Vec::new();
+    let (mut rides, mut offline_rides) = (Vec::new(), Vec::new());
+    let mut fares = 0;
     for i in 0..taps {
         let reference = format!("tap-bench-{i}");
         let paid = timed_tap(&bench.reader, &mut bench.card, &mut bench.pos, Some(payment), Some(&reference))?;
@@ -118,24 +128,27 @@ pub(crate) fn run(
         );
         gate_taps.push(json!({"ms": passed.total_ms, "card_ms": passed.card_ms, "http_ms": passed.http_ms,
             "allowed": true}));
+        let (ride, paid) = validator_tap(&mut bench, i, true)?;
+        fares += paid;
+        rides.push(ride);
+        offline_rides.push(validator_tap(&mut bench, i, false)?.0);
     }
     let after_card: Value = bench.op.get(&format!("/v1/cards/{}", bench.card.card_id))?;
     let (before, after) = (bench.before, balance_minor(&after_card["balance"])?);
     ensure!(
-        after == before - payment * i64::from(taps),
-        "the card's balance is {after} (minor units) after {taps} payments of {payment} from {before}"
+        after == before - payment * i64::from(taps) - fares,
+        "the card's balance is {after} (minor units) after {taps} payments of {payment} and {fares} of fares from \
+         {before}"
     );
     bench.server.stop()?;
-    let median = |v: &[Value]| {
-        let mut ms: Vec<f64> = v.iter().filter_map(|t| t["ms"].as_f64()).collect();
-        ms.sort_by(f64::total_cmp);
-        ms.get(ms.len() / 2).copied().unwrap_or(f64::NAN)
-    };
     println!(
-        "kartu demo --tap-bench: {taps} POS payments approved (median {:.1} ms) and {taps} gate entries allowed \
-         (median {:.1} ms), card present to answer",
+        "kartu demo --tap-bench: {taps} POS payments approved (median {:.1} ms), {taps} gate entries allowed \
+         (median {:.1} ms), {taps} bus boardings online (median {:.1} ms) and offline (median {:.1} ms), card \
+         present to answer",
         median(&pos_taps),
-        median(&gate_taps)
+        median(&gate_taps),
+        median(&rides),
+        median(&offline_rides)
     );
     Ok(json!({
         "taps": taps,
@@ -144,7 +157,41 @@ pub(crate) fn run(
         "balance_after_minor": after,
         "pos": pos_taps,
         "gate": gate_taps,
+        "validator": rides,
+        "validator_offline": offline_rides,
+        "fares_minor": fares,
     }))
+}
+
+/// The median of the taps' total times, ms.
+fn median(taps: &[Value]) -> f64 {
+    let mut ms: Vec<f64> = taps.iter().filter_map(|t| t["ms"].as_f64()).collect();
+    ms.sort_by(f64::total_cmp);
+    ms.get(ms.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// One boarding at the online bus validator (`online`) or the one out of coverage; the
+/// tap's times, and what the card paid for it online (minor units: payments less refunds).
+fn validator_tap(bench: &mut Bench, i: u32, online: bool) -> Result<(Value, i64)> {
+    let at = if online { &mut bench.bus } else { &mut bench.offline_bus };
+    let ride = timed_tap(&bench.reader, &mut bench.card, at, None, None)?;
+    ensure!(
+        ride.outcome.ok && ride.outcome.online == online,
+        "bus tap {i} ({}): {}",
+        if online { "online" } else { "offline" },
+        ride.outcome.line
+    );
+    let mut paid = 0;
+    for e in ride.outcome.detail.ride().map(|r| r.entries.as_slice()).unwrap_or_default() {
+        let minor = minor(&e.amount.amount)?;
+        paid += match e.kind.as_str() {
+            "payment" | "capture" => minor,
+            "refund" => -minor,
+            _ => 0,
+        };
+    }
+    let times = json!({"ms": ride.total_ms, "card_ms": ride.card_ms, "http_ms": ride.http_ms, "opened": true});
+    Ok((times, paid))
 }
 
 /// The stage, the card personalised, issued and topped up for `taps` payments, the
@@ -190,10 +237,11 @@ fn set_up(
     let mut agent = open_terminal(work, "agent", Mode::Agent, &server, &agent_token)?;
     let pos = open_terminal(work, "pos", Mode::Pos, &server, &pos_token)?;
     let gate = open_terminal(work, "gate", Mode::Gate, &server, &gate_token)?;
+    let (bus, offline_bus) = crate::demo_transit::bench_validators(&op, data, work, &server)?;
     let topup = minor(PAYMENT)? * i64::from(taps) + minor(SPARE)?;
     let topped = reader.present(&mut card, |r| Ok(agent.handle(&r.tap()?, Some(topup), None)?))?;
     ensure!(topped.ok && topped.online, "the top-up was refused: {}", topped.line);
     let balance = &topped.detail.topup().context("the top-up's answer")?.balance.amount;
     let before = ledger::money::parse_balance_minor(balance, ledger::money::Currency::IDR)?;
-    Ok(Bench { reader, server, op, card, pos, gate, before })
+    Ok(Bench { reader, server, op, card, pos, gate, bus, offline_bus, before })
 }

@@ -719,6 +719,16 @@ const DEMO_PARKING_HOLD: i64 = 2_000_000;
 const DEMO_PARKING_CAPTURE: i64 = 1_200_000;
 const DEMO_GROCERY_CITRA: i64 = 3_000_000;
 const DEMO_OFFLINE_CITRA: i64 = 2_500_000;
+/// Public transport, by docs/TRANSIT.md's fare table: Ani's bus ride on the offline bus
+/// (flat Rp 35,00), her island ferry held at its maximum (Rp 60,00) and captured for two
+/// stops (Rp 30,00), refunded down to the transfer (Rp 50,00 a journey) when the bus
+/// uploads; Budi, a student, on the Selayar ferry: half of Rp 150,00, capped at half of the
+/// Rp 100,00 daily cap; his bus ride after it is free, as is Citra's (senior).
+const DEMO_BUS_ANI: i64 = 3_500;
+const DEMO_FERRY_HOLD: i64 = 6_000;
+const DEMO_FERRY_CAPTURE: i64 = 3_000;
+const DEMO_FERRY_REFUND: i64 = 1_500;
+const DEMO_SELAYAR_BUDI: i64 = 5_000;
 /// How long `kartu serve` may take to say where it listens.
 const SERVE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -854,6 +864,10 @@ fn the_story_tells_the_day_and_no_secret(
         ("the replay's refusal", "409 card_replay"),
         ("the lost card's refusal", "card_blocked"),
         ("the offline approval", "approved offline"),
+        ("the offline bus's fare", "OPEN ON stop 1 OFFLINE: 35.00 (flat fare)"),
+        ("the senior's free ride", "0.00 (flat fare; senior 100 %)"),
+        ("the daily cap", "payment 50.00 (flat fare; student 50 %; daily cap reached)"),
+        ("the bus's upload", "uploads its journal (2 records)"),
         ("the verification", "OK: "),
         ("the server's HTTPS URL", "answers on https://localhost:"),
     ] {
@@ -894,10 +908,20 @@ impl DemoCardIds {
 /// the order of [`DemoCardIds`]' fields.
 fn the_cards_end_the_day_as_computed(http: &Http, operator: &str, ids: &DemoCardIds) -> Result<Vec<Value>, Failed> {
     let expected: [(&str, &str, &str, i64); 4] = [
-        (ids.ani.as_str(), DEMO_CARDS[0].0, "active", DEMO_TOPUPS[0] - DEMO_GROCERY_ANI),
+        (
+            ids.ani.as_str(),
+            DEMO_CARDS[0].0,
+            "active",
+            DEMO_TOPUPS[0] - DEMO_GROCERY_ANI - DEMO_BUS_ANI - DEMO_FERRY_CAPTURE + DEMO_FERRY_REFUND,
+        ),
         (ids.budi.as_str(), DEMO_CARDS[1].0, "replaced", 0),
         (ids.citra.as_str(), DEMO_CARDS[2].0, "active", DEMO_TOPUPS[2] - DEMO_GROCERY_CITRA - DEMO_OFFLINE_CITRA),
-        (ids.budi_new.as_str(), DEMO_REPLACEMENT_UID, "active", DEMO_TOPUPS[1] - DEMO_PARKING_CAPTURE),
+        (
+            ids.budi_new.as_str(),
+            DEMO_REPLACEMENT_UID,
+            "active",
+            DEMO_TOPUPS[1] - DEMO_PARKING_CAPTURE - DEMO_SELAYAR_BUDI,
+        ),
     ];
     let mut cards = Vec::new();
     for (id, uid, status, balance) in expected {
@@ -940,6 +964,11 @@ fn the_journal_holds_the_days_entries_once(http: &Http, auditor: &str, summary: 
         "card_replacement",
         "payment",
         "payment", // offline, uploaded
+        "hold",    // Ani's island ferry, tapped on
+        "capture", // and off
+        "payment", // Budi's Selayar ferry, capped
+        "payment", // Ani's ride on the offline bus, uploaded
+        "refund",  // her ferry ride, now a transfer
     ];
     if kinds != expected_kinds {
         return Err(format!("entry kinds {kinds:?}, expected {expected_kinds:?}").into());
@@ -963,7 +992,11 @@ fn the_entries_carry_the_days_amounts(entries: &[Value], ids: &DemoCardIds, summ
     };
     let texts_of = |v: &[i64]| v.iter().map(|m| minor_text(*m)).collect::<Vec<_>>();
     let figures = [
-        (of_card(&ids.ani, "payment"), texts_of(&[DEMO_GROCERY_ANI])),
+        (of_card(&ids.ani, "payment"), texts_of(&[DEMO_GROCERY_ANI, DEMO_BUS_ANI])),
+        (of_card(&ids.ani, "hold"), texts_of(&[DEMO_FERRY_HOLD])),
+        (of_card(&ids.ani, "capture"), texts_of(&[DEMO_FERRY_CAPTURE])),
+        (of_card(&ids.ani, "refund"), texts_of(&[DEMO_FERRY_REFUND])),
+        (of_card(&ids.budi_new, "payment"), texts_of(&[DEMO_SELAYAR_BUDI])),
         (of_card(&ids.budi, "hold"), texts_of(&[DEMO_PARKING_HOLD])),
         (of_card(&ids.budi_new, "card_replacement"), texts_of(&[DEMO_TOPUPS[1] - DEMO_PARKING_CAPTURE])),
         (of_card(&ids.citra, "payment"), texts_of(&[DEMO_GROCERY_CITRA, DEMO_OFFLINE_CITRA])),
@@ -1092,7 +1125,8 @@ fn demo_tap_bench(outside: Option<&str>) -> Result<(), Failed> {
     }
     eprintln!("card_e2e: kartu demo --tap-bench {BENCH_TAPS} took {} ms", started.elapsed().as_millis());
     let result: Value = serde_json::from_str(&read(&result_path))?;
-    for (kind, flag) in [("pos", "approved"), ("gate", "allowed")] {
+    let kinds = [("pos", "approved"), ("gate", "allowed"), ("validator", "opened"), ("validator_offline", "opened")];
+    for (kind, flag) in kinds {
         let taps = result[kind].as_array().ok_or_else(|| format!("no {kind} taps: {result}"))?;
         if taps.len() != BENCH_TAPS {
             return Err(format!("{} {kind} taps, {BENCH_TAPS} made: {result}", taps.len()).into());
@@ -1111,8 +1145,17 @@ fn demo_tap_bench(outside: Option<&str>) -> Result<(), Failed> {
         result["pos"].as_array().into_iter().flatten().filter_map(|t| t["entry_seq"].as_i64()).collect();
     let distinct: std::collections::BTreeSet<i64> = paid.iter().copied().collect();
     let spent = result["balance_before_minor"].as_i64().zip(result["balance_after_minor"].as_i64()).map(|(b, a)| b - a);
-    if distinct.len() != BENCH_TAPS || spent != Some(100_000 * BENCH_TAPS as i64) {
-        return Err(format!("the payments are not {BENCH_TAPS} receipts of Rp 1,000.00 each: {result}").into());
+    // The online bus: Rp 35,00 flat, and a journey within 60 minutes at most Rp 50,00
+    // (docs/TRANSIT.md's table), whatever the number of boardings above one.
+    let fares = (3_500 * BENCH_TAPS as i64).min(5_000);
+    if distinct.len() != BENCH_TAPS
+        || spent != Some(100_000 * BENCH_TAPS as i64 + fares)
+        || result["fares_minor"] != fares
+    {
+        return Err(format!(
+            "the payments are not {BENCH_TAPS} receipts of Rp 1,000.00 each and Rp {fares} of fares: {result}"
+        )
+        .into());
     }
     // Bad input: no taps at all is refused before anything starts.
     let output = kartu(&["demo", "--tap-bench", "0"])?;

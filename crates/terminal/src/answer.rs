@@ -1,6 +1,6 @@
 //! What a tap came to, typed ([`Answer`]), and the line the terminal shows for it.
 
-use client::wire::{Decision, InquiryView, PaymentView, Problem, TopupView};
+use client::wire::{Decision, InquiryView, PaymentView, Problem, TopupView, TransitTapView};
 use client::ClientError;
 use offline::SignedRecord;
 
@@ -17,6 +17,9 @@ pub enum Answer {
     Access(Decision),
     /// The card's balance (kiosk).
     Balance(InquiryView),
+    /// A validator's tap: the gate opens; what the rides it touched were held, charged or
+    /// refunded, and why.
+    Ride(TransitTapView),
     /// The server refused the tap with this problem document.
     Refused(Problem),
     /// The server answered something the API does not document.
@@ -56,6 +59,14 @@ impl Answer {
     pub fn balance(&self) -> Option<&InquiryView> {
         match self {
             Answer::Balance(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// The validator's answer, when the tap was a ride's.
+    pub fn ride(&self) -> Option<&TransitTapView> {
+        match self {
+            Answer::Ride(r) => Some(r),
             _ => None,
         }
     }
@@ -111,9 +122,21 @@ pub(crate) fn online(answer: Answer, server: &str) -> Outcome {
             (d.decision == "allow", format!("{} ({}){queue}", d.decision.to_uppercase(), d.reason))
         }
         Answer::Balance(b) => (true, format!("BALANCE {} {}", b.balance, b.currency)),
+        Answer::Ride(r) => (true, ride_line(r)),
         _ => (false, String::new()),
     };
     Outcome { ok, online: true, line, detail: answer }
+}
+
+/// What a validator shows for an answered tap: each entry with its rules, the balance.
+fn ride_line(r: &TransitTapView) -> String {
+    let entries: Vec<String> = r
+        .entries
+        .iter()
+        .map(|e| format!("{} {} ({})", e.kind, e.amount.amount, e.rules.as_deref().unwrap_or("")))
+        .collect();
+    let what = if entries.is_empty() { "nothing to pay".to_owned() } else { entries.join(", ") };
+    format!("OPEN {} stop {}: {what} — balance {}", r.direction.to_uppercase(), r.stop, r.balance.amount)
 }
 
 /// The outcome of a tap the server refused.
@@ -128,6 +151,7 @@ pub(crate) fn refused(mode: Mode, e: &ClientError) -> Outcome {
     };
     let line = match mode {
         Mode::Gate => format!("DENY ({code})"),
+        Mode::Validator => format!("SHUT ({code}): {why}"),
         _ => format!("REFUSED ({code}): {why}"),
     };
     Outcome { ok: false, online: true, line, detail }

@@ -14,20 +14,23 @@
 //! server with taps made in the test); [`run`] is the loop over a real reader.
 
 mod answer;
+mod validator;
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use client::wire::{AccessCheck, DenyList, NewInquiry, NewPayment, NewTopup, Tap, Upload};
+use client::wire::{AccessCheck, DenyList, NewInquiry, NewPayment, NewTopup, NewTransitTap, Tap, TransitSync, Upload};
 use client::{Client, ClientError};
+use domain::fares::{Tap as FareTap, TapKind};
 use domain::money::{Amount, Currency};
 use offline::{
     AccessRefusal, JournalWriter, NewRecord, OfflineAccess, RecordKind, RiskLimits, RiskState, SignedRecord,
 };
 
 pub use answer::Answer;
+pub use validator::{Direction, Journeys, PriceError, Priced, ValidatorSettings};
 
 /// What the terminal is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,16 +43,20 @@ pub enum Mode {
     Kiosk,
     /// A top-up counter.
     Agent,
+    /// A transit validator: on a vehicle (bound to a route) or a station's gate (bound to
+    /// a stop); decides fares offline with the synced fare tables.
+    Validator,
 }
 
 impl Mode {
-    /// Parses `pos`, `gate`, `kiosk`, `agent`.
+    /// Parses `pos`, `gate`, `kiosk`, `agent`, `validator`.
     pub fn parse(s: &str) -> Option<Mode> {
         match s {
             "pos" => Some(Mode::Pos),
             "gate" => Some(Mode::Gate),
             "kiosk" => Some(Mode::Kiosk),
             "agent" => Some(Mode::Agent),
+            "validator" => Some(Mode::Validator),
             _ => None,
         }
     }
@@ -118,6 +125,8 @@ pub struct Config {
     /// A PEM file of the CA certificates to trust for an `https://` server (else the
     /// system's roots).
     pub ca_file: Option<PathBuf>,
+    /// A validator's direction and stop (other modes ignore it).
+    pub validator: ValidatorSettings,
 }
 
 /// The request of one online tap.
@@ -147,7 +156,15 @@ pub struct Terminal {
     /// Records not yet uploaded.
     pending: Vec<SignedRecord>,
     next_key: u64,
+    /// A validator's last transit sync and the taps it saw since.
+    journeys: Journeys,
+    /// A validator that found the server unreachable decides offline until then, rather
+    /// than keep riders waiting for a timeout at every tap.
+    offline_until: Option<Instant>,
 }
+
+/// How long a validator stays offline after the server could not be reached.
+pub const VALIDATOR_RETRY: Duration = Duration::from_secs(20);
 
 impl std::fmt::Debug for Terminal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -203,6 +220,18 @@ fn read_deny_cache(path: &Path) -> Option<DenyList> {
     serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
 }
 
+/// A validator's last transit sync, as kept in the data directory.
+fn read_transit_cache(path: &Path) -> Option<TransitSync> {
+    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+}
+
+/// The tap a transit record journaled (its record time, direction and stop) on `route`.
+fn journaled_tap(record: &offline::Record, route: i64) -> Option<domain::fares::Tap> {
+    let (on, stop) = offline::transit_tap(record.decision.as_deref())?;
+    let kind = if on { domain::fares::TapKind::On } else { domain::fares::TapKind::Off };
+    Some(domain::fares::Tap { time_us: record.time_us, route, stop, kind })
+}
+
 impl Terminal {
     /// Opens the terminal's data directory: its Ed25519 key (created on first use; register
     /// the printed public key with the terminal's credential) and its journal.
@@ -236,10 +265,11 @@ impl Terminal {
         let pending: Vec<SignedRecord> = records.into_iter().filter(|r| r.record.seq > uploaded).collect();
         let mut risk = RiskState::default();
         for r in &pending {
-            if r.record.kind == RecordKind::Payment {
+            if counts_against_limits(&r.record) {
                 risk.record(&r.record.uid, r.record.time_us / 86_400_000_000, r.record.amount_minor);
             }
         }
+        let journeys = Journeys::new(read_transit_cache(&config.data_dir.join("transit-sync.json")));
         let mut terminal = Terminal {
             config,
             api,
@@ -253,7 +283,10 @@ impl Terminal {
             allowed,
             pending,
             next_key: now_us() as u64,
+            journeys,
+            offline_until: None,
         };
+        terminal.see_pending();
         if let Some(list) = read_deny_cache(&terminal.config.data_dir.join("deny-list.json")) {
             terminal.take_deny_list(list);
         }
@@ -275,6 +308,31 @@ impl Terminal {
         format!("term-{}", self.next_key)
     }
 
+    /// Notes the pending transit records' taps (taken since the last sync) in the journeys.
+    fn see_pending(&mut self) {
+        let Some(route) = self.journeys.route() else { return };
+        for r in self.pending.iter().filter(|r| r.record.kind == RecordKind::Transit) {
+            if let Some(tap) = journaled_tap(&r.record, route) {
+                self.journeys.saw(&r.record.uid, tap);
+            }
+        }
+    }
+
+    /// What the validator knows of journeys (its last transit sync and the taps since).
+    pub fn journeys(&self) -> &Journeys {
+        &self.journeys
+    }
+
+    /// Sets a vehicle validator's stop (the bus has moved on).
+    pub fn set_stop(&mut self, stop: i64) {
+        self.config.validator.stop = Some(stop);
+    }
+
+    /// Sets a validator's direction.
+    pub fn set_direction(&mut self, direction: Direction) {
+        self.config.validator.direction = direction;
+    }
+
     fn take_deny_list(&mut self, list: DenyList) {
         self.deny = list.uids.into_iter().collect();
         self.limits = list.limits;
@@ -293,10 +351,27 @@ impl Terminal {
                 None => return Ok(None),
             }
         }
-        let Reply::Answer(list) = reply(self.api.deny_list())? else { return Ok(None) };
-        let text = serde_json::to_string(&list).map_err(storage)?;
-        std::fs::write(self.config.data_dir.join("deny-list.json"), text).map_err(storage)?;
-        self.take_deny_list(list);
+        match reply(self.api.deny_list())? {
+            Reply::Answer(list) => {
+                let text = serde_json::to_string(&list).map_err(storage)?;
+                std::fs::write(self.config.data_dir.join("deny-list.json"), text).map_err(storage)?;
+                self.take_deny_list(list);
+            }
+            // A validator registered without a journal key works online only; it still
+            // syncs its route and fares (to tell taps on from taps off).
+            Reply::Refused(e) if self.config.mode == Mode::Validator => {
+                tracing::info!(why = %e, "no offline deny list: this validator decides online only");
+            }
+            _ => return Ok(None),
+        }
+        if self.config.mode == Mode::Validator {
+            let Reply::Answer(sync) = reply(self.api.transit_sync())? else { return Ok(None) };
+            let text = serde_json::to_string(&sync).map_err(storage)?;
+            std::fs::write(self.config.data_dir.join("transit-sync.json"), text).map_err(storage)?;
+            self.journeys = Journeys::new(Some(sync));
+            self.see_pending();
+        }
+        self.offline_until = None;
         Ok(Some(posted))
     }
 
@@ -318,7 +393,7 @@ impl Terminal {
         let done: i64 = self
             .pending
             .iter()
-            .filter(|r| r.record.seq <= head && r.record.kind == RecordKind::Payment)
+            .filter(|r| r.record.seq <= head && counts_against_limits(&r.record))
             .map(|r| r.record.amount_minor)
             .sum();
         self.pending.retain(|r| r.record.seq > head);
@@ -340,6 +415,9 @@ impl Terminal {
         amount_minor: Option<i64>,
         reference: Option<&str>,
     ) -> Result<Outcome, TerminalError> {
+        if self.config.mode == Mode::Validator {
+            return self.validate(read);
+        }
         let tap = Tap { picc_data: read.picc_data.clone(), cmac: read.cmac.clone() };
         let amount = amount_minor.map(|m| format_minor(m, &self.config.currency));
         let currency = Some(self.config.currency.clone());
@@ -352,6 +430,7 @@ impl Terminal {
             (Mode::Agent, None) => return Err(TerminalError::Input("a top-up needs an amount".into())),
             (Mode::Gate, _) => Request::Access(AccessCheck { tap }),
             (Mode::Kiosk, _) => Request::Inquiry(NewInquiry { tap }),
+            (Mode::Validator, _) => return self.validate(read),
         };
         // Before a new online request, send what was taken offline (the server is back).
         if !self.pending.is_empty() {
@@ -414,7 +493,9 @@ impl Terminal {
                 let decision = if decided.is_ok() { "allow" } else { "deny" };
                 (RecordKind::Access, 0, Some(decision.to_owned()))
             }
-            Mode::Kiosk | Mode::Agent => return Ok(refuse("the server cannot be reached; try again later".into())),
+            Mode::Kiosk | Mode::Agent | Mode::Validator => {
+                return Ok(refuse("the server cannot be reached; try again later".into()))
+            }
         };
         let signed = self.writer.append(NewRecord {
             time_us: now,
@@ -452,6 +533,115 @@ impl Terminal {
     }
 }
 
+impl Terminal {
+    /// A validator's tap: online unless the server was found unreachable in the last
+    /// [`VALIDATOR_RETRY`]; offline, priced from the last transit sync with the server's
+    /// own fare function, within the offline limits, and journaled.
+    fn validate(&mut self, read: &CardRead) -> Result<Outcome, TerminalError> {
+        let uid = read.uid.to_ascii_uppercase();
+        let kind = self.journeys.direction(&uid, self.config.validator.direction, now_us());
+        let gate = self.journeys.gate_stop();
+        let stop = gate.or(self.config.validator.stop);
+        let mut online = self.offline_until.is_none_or(|t| Instant::now() >= t);
+        if online && !self.pending.is_empty() {
+            // Back in coverage: the journal goes first, so the server prices in tap order.
+            match self.sync() {
+                Ok(reached) => online = reached.is_some(),
+                Err(e @ TerminalError::Connection(_)) => return Err(e),
+                Err(e) => tracing::error!(%e, "the validator's upload"),
+            }
+        }
+        if online {
+            let direction = if kind == TapKind::On { "on" } else { "off" };
+            let tap = Tap { picc_data: read.picc_data.clone(), cmac: read.cmac.clone() };
+            // A gate's stop is its own: the server knows it.
+            let body =
+                NewTransitTap { tap, direction: direction.into(), stop: if gate.is_some() { None } else { stop } };
+            let key = self.key();
+            match reply(self.api.transit_tap(&key, &body))? {
+                Reply::Answer(view) => {
+                    if let Some(route) = self.journeys.route() {
+                        let time_us = validator::rfc3339_us(&view.time).unwrap_or_else(now_us);
+                        self.journeys.saw(&uid, FareTap { time_us, route, stop: view.stop, kind });
+                    }
+                    return Ok(answer::online(Answer::Ride(view), &self.config.server));
+                }
+                Reply::Refused(e) => return Ok(answer::refused(Mode::Validator, &e)),
+                Reply::Unreachable => {}
+            }
+        }
+        self.offline_until = Some(Instant::now() + VALIDATOR_RETRY);
+        self.ride_offline(read, kind, stop)
+    }
+
+    /// Decides a validator's tap offline and journals it.
+    fn ride_offline(&mut self, read: &CardRead, kind: TapKind, stop: Option<i64>) -> Result<Outcome, TerminalError> {
+        let uid = read.uid.to_ascii_uppercase();
+        let now = now_us();
+        let refuse = |why: String| Outcome {
+            ok: false,
+            online: false,
+            line: format!("SHUT offline: {why}"),
+            detail: Answer::None,
+        };
+        let Some(route) = self.journeys.route() else {
+            return Ok(refuse("this validator never synced its route and fares".into()));
+        };
+        let Some(stop) = stop.filter(|s| (0..self.journeys.stops() as i64).contains(s)) else {
+            return Ok(refuse(format!("stop {stop:?} is not on this validator's route")));
+        };
+        let Some(limits) = self.limits else {
+            return Ok(refuse("this validator has no offline limits".into()));
+        };
+        let tap = FareTap { time_us: now, route, stop, kind };
+        let priced = match self.journeys.price(&uid, tap) {
+            Ok(p) => p,
+            Err(e) => return Ok(refuse(e.to_string())),
+        };
+        // A boarding counts against the limits with what it holds or charges; a tap off
+        // never costs more than its boarding held.
+        let counted = if kind == TapKind::On { priced.charge_minor } else { 0 };
+        if let Err(r) = self.risk.check(&limits, &self.deny, &uid, now / 86_400_000_000, counted) {
+            return Ok(refuse(r.to_string()));
+        }
+        let direction = if kind == TapKind::On { "on" } else { "off" };
+        let signed = self.writer.append(NewRecord {
+            time_us: now,
+            kind: RecordKind::Transit,
+            uid: uid.clone(),
+            picc_data: read.picc_data.clone(),
+            cmac: read.cmac.clone(),
+            amount_minor: priced.charge_minor,
+            currency: self.config.currency.clone(),
+            reference: None,
+            decision: Some(format!("{direction}:{stop}")),
+            sync_id: self.sync_id,
+        })?;
+        append_journal(&self.journal_path, &signed)?;
+        self.risk.record(&uid, now / 86_400_000_000, counted);
+        self.journeys.saw(&uid, tap);
+        let seq = signed.record.seq;
+        let line = format!(
+            "OPEN {} stop {stop} OFFLINE: {} ({}) — offline record #{seq}",
+            direction.to_uppercase(),
+            format_minor(priced.charge_minor, &self.config.currency),
+            priced.rules
+        );
+        self.pending.push(signed.clone());
+        Ok(Outcome { ok: true, online: false, line, detail: Answer::Offline(Box::new(signed)) })
+    }
+}
+
+/// Whether a journaled record counts against the terminal's offline limits: a payment, or
+/// a transit boarding (its fare; a tap off never costs more than its boarding held).
+fn counts_against_limits(record: &offline::Record) -> bool {
+    match record.kind {
+        RecordKind::Payment => true,
+        RecordKind::Transit => offline::transit_tap(record.decision.as_deref()).is_some_and(|(on, _)| on),
+        RecordKind::Access => false,
+    }
+}
+
 fn read_journal(path: &Path) -> Result<Vec<SignedRecord>, TerminalError> {
     let Ok(file) = std::fs::File::open(path) else { return Ok(Vec::new()) };
     let mut out = Vec::new();
@@ -478,6 +668,24 @@ fn append_journal(path: &Path, record: &SignedRecord) -> Result<(), TerminalErro
     f.sync_all().map_err(storage)
 }
 
+/// A vehicle's validator without a fixed `--stop` asks for the stop before each tap (a
+/// gate's is its own); false at the end of stdin.
+fn ask_stop(terminal: &mut Terminal, out: &mut dyn Write) -> Result<bool, TerminalError> {
+    if terminal.journeys.gate_stop().is_some() {
+        return Ok(true);
+    }
+    write!(out, "stop> ").map_err(storage)?;
+    out.flush().map_err(storage)?;
+    let mut line = String::new();
+    if std::io::stdin().read_line(&mut line).map_err(storage)? == 0 {
+        return Ok(false);
+    }
+    let stop =
+        line.trim().parse().map_err(|_| TerminalError::Input(format!("{:?} is not a stop number", line.trim())))?;
+    terminal.set_stop(stop);
+    Ok(true)
+}
+
 /// The loop over a PC/SC reader: wait for a card, read it, handle it, show the result, wait
 /// for the card to go. `amount` gives every POS/agent tap the same amount (scripted use);
 /// otherwise the amount is read from stdin before each tap. `taps` stops after that many.
@@ -490,6 +698,7 @@ pub fn run(
 ) -> Result<(), TerminalError> {
     let pcsc = reader::Terminal::establish()?;
     let mut done = 0;
+    let ask_for_stop = terminal.config.mode == Mode::Validator && terminal.config.validator.stop.is_none();
     if let Err(e) = terminal.sync() {
         writeln!(out, "{e}").map_err(storage)?;
     }
@@ -507,6 +716,9 @@ pub fn run(
             }
             _ => None,
         };
+        if ask_for_stop && !ask_stop(terminal, out)? {
+            return Ok(());
+        }
         writeln!(out, "tap a card…").map_err(storage)?;
         let name = pcsc.wait_for_card(reader_name, Duration::from_secs(3600))?;
         let started = Instant::now();

@@ -131,6 +131,7 @@ fn config(mode: Mode, addr: std::net::SocketAddr, data_dir: &Path, token: &str) 
         currency: "IDR".into(),
         timeout: Duration::from_millis(500),
         ca_file: None,
+        validator: terminal::ValidatorSettings::default(),
     }
 }
 
@@ -553,6 +554,7 @@ fn https_config(dir: &Path, name: &str, server: &str, token: &str, ca: Option<&P
         currency: "IDR".into(),
         timeout: Duration::from_millis(2_000),
         ca_file: ca.map(Path::to_owned),
+        validator: terminal::ValidatorSettings::default(),
     }
 }
 
@@ -593,4 +595,193 @@ fn wrong_trust_or_protocol_is_refused_not_taken_offline(
         assert!(journal.is_empty(), "{name}: the journal holds {journal}");
         assert!(matches!(t.sync(), Err(terminal::TerminalError::Connection(_))), "{name}: sync is an error too");
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Transit validators.
+
+/// The validator test's cards: Ani (resident) and Budi (student, half fare).
+const RIDERS: (&str, &str) = ("04A1B2C3D4E511", "04A1B2C3D4E512");
+
+/// A transit operator (no fee) with a flat-fare bus line (Rp 35,00, six stops) and a ferry
+/// priced by stops (Rp 20,00 + Rp 5,00 a stop, at most Rp 60,00, four docks), the fare table
+/// of docs/TRANSIT.md asked for by `op` and approved by a second operator, and the riders'
+/// cards with Rp 200,00 and Rp 100,00. Returns the operator and the two routes' ids.
+fn a_bus_and_a_ferry(http: &Http, op: &str, data: &Path) -> (Value, String, String) {
+    let operator =
+        http.ok(op, "/v1/merchants", json!({"name": "Trans Mamminasata", "category": "transit", "fee_rate": "0"}));
+    let route = |name: &str, mode: &str, stops: usize| -> String {
+        let stops: Vec<String> = (0..stops).map(|i| format!("{name} {i}")).collect();
+        let body = json!({"merchant_id": operator["id"], "name": name, "mode": mode, "stops": stops});
+        http.ok(op, "/v1/transit/routes", body)["id"].as_str().expect("route id").to_owned()
+    };
+    let (bus, ferry) = (route("Koridor 1", "bus", 6), route("Kapal Pulau", "ferry", 4));
+    let table = json!({"time_zone": "Asia/Makassar", "table": {
+        "routes": {&bus: {"kind": "flat", "fare_minor": 3500},
+                   &ferry: {"kind": "distance", "base_minor": 2000, "per_stop_minor": 500, "max_minor": 6000, "time_limit_minutes": 90}},
+        "transfer": {"window_minutes": 60, "integrated_fare_minor": 5000},
+        "daily_cap_minor": 10000, "weekly_cap_minor": 40000, "concessions": {"student": 50}}});
+    let asked = http.ok(op, "/v1/transit/fares", table);
+    let (_, approver) = api::server::add_operator(data, None, "Approver").expect("a second operator");
+    http.ok(&approver, &format!("/v1/approvals/{}/approve", asked["id"].as_str().expect("id")), json!({}));
+    let agent = http.ok(op, "/v1/agents", json!({"name": "Agen"}));
+    http.ok(op, &format!("/v1/agents/{}/float", agent["id"].as_str().expect("id")), json!({"amount": "1000.00"}));
+    let agent_token =
+        http.ok(op, "/v1/credentials", json!({"role": "top_up_agent", "name": "a", "agent_id": agent["id"]}))["token"]
+            .as_str()
+            .expect("token")
+            .to_owned();
+    for (i, (uid, category, amount)) in
+        [(RIDERS.0, "resident", "200.00"), (RIDERS.1, "student", "100.00")].iter().enumerate()
+    {
+        let holder = http.ok(
+            op,
+            "/v1/holders",
+            json!({"name": format!("r{i}"), "nik": format!("737101010190001{i}"), "categories": [category]}),
+        );
+        let card = http.ok(op, "/v1/cards", json!({"uid": uid, "holder_id": holder["id"]}));
+        http.ok(&agent_token, "/v1/topups", json!({"card_id": card["id"], "amount": amount}));
+    }
+    (operator, bus, ferry)
+}
+
+/// A validator's credential bound to `route` (a gate's `stop`, or none on a vehicle), with
+/// its journal key and offline limits when given; its token.
+fn a_validator(
+    http: &Http,
+    op: &str,
+    operator: &Value,
+    route: &str,
+    stop: Option<i64>,
+    key: Option<(&str, Value)>,
+) -> String {
+    let mut body = json!({"role": "merchant_terminal", "name": "validator", "merchant_id": operator["id"]});
+    if let Some((public_key, limits)) = key {
+        body["public_key"] = json!(public_key);
+        body["offline_limits"] = limits;
+    }
+    let v = http.ok(op, "/v1/credentials", body);
+    http.ok(op, "/v1/transit/validators", json!({"credential_id": v["id"], "route_id": route, "stop": stop}));
+    v["token"].as_str().expect("token").to_owned()
+}
+
+/// A validator terminal: `direction` and, on a vehicle, `stop`.
+fn validator_config(
+    server: &str,
+    dir: &Path,
+    token: &str,
+    direction: terminal::Direction,
+    stop: Option<i64>,
+) -> Config {
+    let mut c = config(Mode::Validator, "127.0.0.1:9".parse().expect("addr"), dir, token);
+    c.server = server.to_owned();
+    c.validator = terminal::ValidatorSettings { direction, stop };
+    c
+}
+
+fn balance_of(http: &Http, op: &str, uid: &str) -> String {
+    let (_, cards) = http.send("GET", op, "/v1/cards?limit=100", None);
+    let card = cards["cards"].as_array().expect("cards").iter().find(|c| c["uid"] == json!(uid)).cloned();
+    let id = card.expect("the card")["id"].as_str().expect("card id").to_owned();
+    let (_, card) = http.send("GET", op, &format!("/v1/cards/{id}"), None);
+    card["balance"]["amount"].as_str().expect("balance").to_owned()
+}
+
+/// A bus validator out of coverage prices boardings itself with the synced fare tables
+/// (the flat fare; a student's half fare; a second boarding within the window as a
+/// transfer), refuses one beyond its per-card daily limit, and journals the rest. Meanwhile
+/// the rider takes the ferry through online gates, which, not knowing the bus ride, charge
+/// the full distance fare. Back in coverage the bus uploads: the server puts the bus ride
+/// first and refunds the ferry down to the transfer, so each card ends as an always-online
+/// system would have put it, and what the bus showed offline is what the server charged.
+/// A validator in `auto` on the ferry taps a card on, then off.
+#[test]
+fn a_validator_prices_rides_offline_and_its_late_upload_reprices_the_journey() {
+    let Stage { dir, data, op, keys, addr, server, http } = Stage::new();
+    let (operator, bus, ferry) = a_bus_and_a_ferry(&http, &op, &data);
+    let (ani, budi) = RIDERS;
+    let live = format!("http://{addr}");
+    // Nothing listens on port 9 of this machine (discard): connection refused, offline.
+    let dead = "http://127.0.0.1:9".to_owned();
+    let bus_dir = dir.path().join("bus");
+    let key = Terminal::open(validator_config(&live, &bus_dir, "kt_placeholder", terminal::Direction::On, Some(1)))
+        .expect("bus")
+        .public_key_hex();
+    let limits = json!({"per_tap_minor": 6000, "per_card_per_day_minor": 4000, "outstanding_minor": 100000});
+    let bus_token = a_validator(&http, &op, &operator, &bus, None, Some((&key, limits)));
+    let mut on_bus =
+        Terminal::open(validator_config(&live, &bus_dir, &bus_token, terminal::Direction::On, Some(1))).expect("bus");
+    assert_eq!(on_bus.sync().expect("sync"), Some(0));
+    assert_eq!(on_bus.journeys().stops(), 6, "the route's stops are synced");
+    drop(on_bus);
+
+    // Out of coverage (restarted: what it synced is on its disk).
+    let mut on_bus =
+        Terminal::open(validator_config(&dead, &bus_dir, &bus_token, terminal::Direction::On, Some(1))).expect("bus");
+    let a = on_bus.handle(&tap_of(&keys, ani, 1), None, None).expect("Ani boards");
+    assert!(a.ok && !a.online && a.line.contains("35.00") && a.line.contains("(flat fare)"), "{}", a.line);
+    let record = a.detail.record().expect("journaled").record.clone();
+    assert_eq!((record.amount_minor, record.decision.as_deref()), (3500, Some("on:1")));
+    let b = on_bus.handle(&tap_of(&keys, budi, 1), None, None).expect("Budi boards");
+    assert!(b.ok && b.line.contains("17.50") && b.line.contains("student 50 %"), "{}", b.line);
+    // Within the window a boarding is a transfer (15.00 more), beyond Ani's 40.00 a day here.
+    on_bus.set_stop(4);
+    let over = on_bus.handle(&tap_of(&keys, ani, 2), None, None).expect("Ani again");
+    assert!(!over.ok && over.line.contains("offline limit for today"), "{}", over.line);
+    assert_eq!(on_bus.pending(), 2, "the refused boarding is not journaled");
+
+    // Ani takes the ferry through online gates: they hold the maximum, then charge 30.00.
+    let gate = |name: &str, stop: i64, direction| {
+        let token = a_validator(&http, &op, &operator, &ferry, Some(stop), None);
+        let mut t =
+            Terminal::open(validator_config(&live, &dir.path().join(name), &token, direction, None)).expect("gate");
+        assert_eq!(t.sync().expect("gate sync"), Some(0));
+        t
+    };
+    let mut ferry_in = gate("ferry-in", 0, terminal::Direction::On);
+    let mut ferry_out = gate("ferry-out", 2, terminal::Direction::Off);
+    let on = ferry_in.handle(&tap_of(&keys, ani, 3), None, None).expect("ferry in");
+    assert!(on.ok && on.online && on.line.contains("hold 60.00"), "{}", on.line);
+    let off = ferry_out.handle(&tap_of(&keys, ani, 4), None, None).expect("ferry out");
+    assert!(
+        off.ok && off.line.contains("capture 30.00 (2 stops)") && off.line.contains("balance 170.00"),
+        "{}",
+        off.line
+    );
+
+    // Back in coverage: the bus uploads; the ferry becomes a transfer (refund 15.00).
+    let mut on_bus =
+        Terminal::open(validator_config(&live, &bus_dir, &bus_token, terminal::Direction::On, Some(4))).expect("bus");
+    assert_eq!(on_bus.sync().expect("upload"), Some(2));
+    assert_eq!(balance_of(&http, &op, ani), "150.00", "35.00 + 15.00, as if always online");
+    assert_eq!(balance_of(&http, &op, budi), "82.50");
+    // Online again: the journey reached its integrated fare, so this boarding is free.
+    let again = on_bus.handle(&tap_of(&keys, ani, 5), None, None).expect("Ani, online");
+    assert!(again.ok && again.online && again.line.contains("balance 150.00"), "{}", again.line);
+
+    a_validator_in_auto_taps_on_then_off(&http, &op, &operator, &ferry, &keys, &live, dir.path());
+    stop(server);
+}
+
+/// One validator on the ferry in `auto`: Budi taps on at dock 1, then off at dock 3 (two
+/// stops, a student's fare within his journey).
+fn a_validator_in_auto_taps_on_then_off(
+    http: &Http,
+    op: &str,
+    operator: &Value,
+    ferry: &str,
+    keys: &KeyFile,
+    live: &str,
+    dir: &Path,
+) {
+    let deck_token = a_validator(http, op, operator, ferry, None, None);
+    let config = validator_config(live, &dir.join("deck"), &deck_token, terminal::Direction::Auto, Some(1));
+    let mut deck = Terminal::open(config).expect("deck");
+    assert_eq!(deck.sync().expect("deck sync"), Some(0));
+    let on = deck.handle(&tap_of(keys, RIDERS.1, 2), None, None).expect("deck on");
+    assert_eq!(on.detail.ride().map(|r| r.direction.as_str()), Some("on"), "{}", on.line);
+    deck.set_stop(3);
+    let off = deck.handle(&tap_of(keys, RIDERS.1, 3), None, None).expect("deck off");
+    assert_eq!(off.detail.ride().map(|r| r.direction.as_str()), Some("off"), "{}", off.line);
+    assert!(off.line.contains("2 stops"), "{}", off.line);
 }

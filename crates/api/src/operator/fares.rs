@@ -7,7 +7,7 @@ use domain::fares::{FareTable, RouteFare};
 use domain::registry::Category;
 use ledger::registry::Approval;
 use ledger::transit::{FareTableRow, Route};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 
 use super::approvals::{accepted, approval_view, ApprovalView};
@@ -15,6 +15,7 @@ use crate::auth::{Caller, IdempotencyHeader, Role};
 use crate::error::ApiError;
 use crate::wire;
 use crate::{blocking, AppState};
+use client::wire::{FareTableList, FareTableView};
 
 /// The approval kind of a fare table.
 pub const FARE_TABLE: &str = "fare_table";
@@ -37,29 +38,6 @@ pub struct NewFareTable {
     /// `weekly_cap_minor`, `concessions` (holder category → percent off); minor units.
     #[schema(value_type = Object)]
     pub table: FareTable,
-}
-
-/// A fare table in force from its start until the next one's.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct FareTableView {
-    /// Its number.
-    pub id: String,
-    /// When it takes effect (RFC 3339).
-    pub effective_from: String,
-    /// The city's time zone.
-    pub time_zone: String,
-    /// The table.
-    #[schema(value_type = Object)]
-    pub table: serde_json::Value,
-    /// The approval decision's event.
-    pub event_id: i64,
-}
-
-/// Every fare table, oldest first (public).
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct FareTableList {
-    /// Oldest first.
-    pub fare_tables: Vec<FareTableView>,
 }
 
 /// The view of a fare table row.

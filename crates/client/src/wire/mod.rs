@@ -9,6 +9,7 @@ pub mod merchant;
 pub mod money;
 pub mod offline;
 pub mod problem;
+pub mod transit;
 pub mod transparency;
 
 pub use access::*;
@@ -17,4 +18,5 @@ pub use merchant::*;
 pub use money::*;
 pub use offline::*;
 pub use problem::*;
+pub use transit::*;
 pub use transparency::*;
