@@ -18,7 +18,9 @@ use crate::merchant::{check_active, check_tap_key};
 use crate::operator::log_action;
 use crate::wire::{self, money, receipt};
 use crate::{blocking, hot_reads, AppState};
-use client::wire::{CardConcession, CardJourney, NewTransitTap, RideEntryView, SyncedTap, TransitSync, TransitTapView};
+use client::wire::{
+    CardConcession, CardJourney, NewTransitTap, RideEntryView, RideFix, SyncedTap, TransitSync, TransitTapView,
+};
 
 /// The modes a route may have.
 pub const MODES: [&str; 4] = ["bus", "brt", "ferry", "rail"];
@@ -33,6 +35,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/transit/fares", web::post().to(crate::operator::fares::request_fare_table))
         .route("/v1/transit/fares", web::get().to(crate::operator::fares::list_fare_tables))
         .route("/v1/transit/taps", web::post().to(tap))
+        .route("/v1/transit/rides/{id}/tap-off", web::post().to(fix_ride))
         .route("/v1/transit/sync", web::get().to(sync));
 }
 
@@ -364,16 +367,26 @@ pub async fn tap(
     };
     let st = state.clone();
     let body = body.into_inner();
-    let (ctx, body) = hot_reads(&state, move || Ok((tap_context(&st, token, &body)?, body))).await?;
+    let ctx = hot_reads(&state, move || tap_context(&st, token, &body)).await?;
     let route = ctx.validator.route_id;
     let key = ledger::domain::IdempotencyKey::parse(&ctx.caller.key(&idem.0)).map_err(|_| ApiError::internal("key"))?;
     let tap = FareTap { time_us: state.ledger.now_us(), route, stop: ctx.stop, kind };
     let who = TapBy { card: &ctx.card, counter: ctx.counter, credential: ctx.caller.credential.id, key };
     let event = transit_event(who, tap, ctx.categories.clone(), None, json!({}));
     let recorded = state.ledger.record(event).await?;
-    let event_id = recorded.event.id;
-    let st = state.clone();
-    let wallet = ctx.card.account_id;
+    let view = tap_view(&state, &recorded.event, &ctx.card, tap, "open").await?;
+    Ok(HttpResponse::Created().json(view))
+}
+
+/// The answer to a recorded tap: what it changed, ride by ride, and the card's balance.
+async fn tap_view(
+    state: &web::Data<AppState>,
+    event: &ledger::domain::EventRecord,
+    card: &ledger::registry::Card,
+    tap: FareTap,
+    decision: &str,
+) -> Result<TransitTapView, ApiError> {
+    let (st, event_id, wallet) = (state.clone(), event.id, card.account_id);
     let (entries, balance) = blocking(move || {
         let links = st.ledger.registry(|r| r.entries_of_tap(event_id))?;
         let mut entries = Vec::with_capacity(links.len());
@@ -385,17 +398,104 @@ pub async fn tap(
         Ok((entries, st.ledger.balance(wallet)?))
     })
     .await?;
-    Ok(HttpResponse::Created().json(TransitTapView {
-        decision: "open".into(),
+    Ok(TransitTapView {
+        decision: decision.into(),
         event_id,
-        time: wire::time(recorded.event.time_us),
-        card_id: ctx.card.id.to_string(),
-        direction: body.direction,
-        route_id: route.to_string(),
-        stop: ctx.stop,
+        time: wire::time(event.time_us),
+        card_id: card.id.to_string(),
+        direction: if tap.kind == TapKind::On { "on" } else { "off" }.into(),
+        route_id: tap.route.to_string(),
+        stop: tap.stop,
         entries,
         balance: money(balance, state.settings.currency),
-    }))
+    })
+}
+
+// ---- a ride fixed by its operator ----
+
+/// A ride without its tap-off, the card and the holder's categories, when the caller's
+/// merchant runs its route and `stop` is on it.
+fn fix_context(
+    st: &AppState,
+    merchant: i64,
+    ride: i64,
+    stop: i64,
+) -> Result<(ledger::registry::Card, FareTap, Vec<String>), ApiError> {
+    let no_ride = || ApiError::not_found("not_found", "no ride with this id (a ride is its boarding tap's event)");
+    let (card_id, on) = st.ledger.registry(|r| r.tap_of_event(ride))?.ok_or_else(no_ride)?;
+    if on.kind != TapKind::On {
+        return Err(no_ride());
+    }
+    let route = st.ledger.registry(|r| r.route(on.route))?.ok_or_else(|| ApiError::internal("a ride's route"))?;
+    if route.merchant_id != merchant {
+        return Err(ApiError::forbidden("this ride is on another operator's route"));
+    }
+    if !(0..route.stop_names().len() as i64).contains(&stop) {
+        return Err(invalid("stop must be a position on the ride's route"));
+    }
+    let tables = st.ledger.registry(|r| r.fare_tables())?;
+    let schedule = domain::fares::Schedule::new(
+        tables.iter().filter_map(|t| t.table().ok().map(|table| (t.effective_from_us, table))).collect(),
+    );
+    let by_distance = schedule.at(on.time_us).and_then(|t| t.routes.get(&on.route));
+    if !matches!(by_distance, Some(domain::fares::RouteFare::Distance { .. })) {
+        return Err(ApiError::unprocessable("ride_not_by_distance", "a flat-fare ride has no tap-off to set"));
+    }
+    let after = st.ledger.registry(|r| r.card_taps(card_id, on.time_us))?;
+    let next = after.iter().skip_while(|t| t.0 != ride).nth(1);
+    if next.is_some_and(|t| t.2.kind == TapKind::Off) {
+        return Err(ApiError::unprocessable("ride_tapped_off", "this ride was tapped off: its fare is by its stops"));
+    }
+    let card = st.ledger.registry(|r| r.card(card_id))?.ok_or_else(|| ApiError::internal("a ride's card"))?;
+    let holder = st.ledger.registry(|r| r.holder(card.holder_id))?;
+    Ok((card, on, holder.map(|h| h.categories.names()).unwrap_or_default()))
+}
+
+/// A missing tap-off set by the ride's operator: the rider alighted at `stop`. The writer
+/// prices the ride by its stops instead of the maximum and refunds the difference (a ride
+/// still open has its hold captured for the fare), like a late tap-off. Only a terminal
+/// of the operator of the ride's route may: a fix can only lower what its own ride earns
+/// (a rider's journey and caps never cost more), so it needs no second person.
+#[utoipa::path(post, path = "/v1/transit/rides/{id}/tap-off", tag = "transit", request_body = RideFix,
+    params(("id" = String, Path, description = "The ride: its boarding tap's event id"), ("Idempotency-Key" = String, Header)),
+    responses((status = 201, body = TransitTapView), (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+pub async fn fix_ride(
+    state: web::Data<AppState>,
+    caller: Caller,
+    idem: IdempotencyHeader,
+    path: web::Path<String>,
+    body: web::Json<RideFix>,
+) -> Result<HttpResponse, ApiError> {
+    let merchant = caller.merchant_id()?;
+    let ride: i64 = path.parse().map_err(|_| ApiError::not_found("not_found", "no ride with this id"))?;
+    let (st, stop) = (state.clone(), body.stop);
+    let (card, on, categories) = blocking(move || fix_context(&st, merchant, ride, stop)).await?;
+    let key = ledger::domain::IdempotencyKey::parse(&caller.key(&idem.0)).map_err(|_| ApiError::internal("key"))?;
+    // Just after its boarding: the tap-off the ride lacked (its time changes no fare).
+    let tap = FareTap { time_us: on.time_us + 1, route: on.route, stop, kind: TapKind::Off };
+    let payload = json!({"route_id": tap.route, "stop": stop, "direction": "off", "validator": caller.credential.id,
+        "uid": card.uid.to_string(), "fix_of": ride, "tap_time_us": tap.time_us});
+    let event = Event {
+        kind: "transit_tap".into(),
+        scope: Some(format!("route:{}", tap.route)),
+        card_id: Some(card.id),
+        card_read_counter: None,
+        queue_key: None,
+        idempotency_key: Some(key),
+        payload: payload.to_string(),
+        access: None,
+        // Priced at its own time, and what it shifts beyond the wallet is a debt.
+        transit: Some(TransitTap {
+            wallet: card.account_id,
+            categories,
+            tap: Some(tap),
+            credential_id: caller.credential.id,
+            offline: true,
+            counter_floor: None,
+        }),
+    };
+    let recorded = state.ledger.record(event).await?;
+    Ok(HttpResponse::Created().json(tap_view(&state, &recorded.event, &card, tap, "fixed").await?))
 }
 
 // ---- offline validators ----

@@ -295,3 +295,62 @@ fn the_card_page_says_why(c: &City, capture: &Value) -> TestResult {
     check_eq!(crate::browser::text(&dom, "r-rules"), Some("5 stops; transfer within 60 min".into()));
     Ok(())
 }
+
+/// A ride nobody tapped off, fixed by its operator. The ferry's boarding holds its maximum;
+/// the rider's next boarding (a bus) closes it at the maximum (60.00, and the bus is free:
+/// the journey's first ride alone was more than the integrated fare). The operator's exit
+/// gate then says the rider left at dock 7 (five stops, 45.00): the writer refunds 15.00 on
+/// the ferry and, the journey now being 45.00, charges the bus 5.00 (the integrated 50.00).
+/// Nobody else may fix it, nor fix it twice; `kartu audit verify` holds the fix's tap row to
+/// its leaf.
+pub fn ride_fixed_by_its_operator(backend: Backend) -> TestResult {
+    let c = City::new(backend, "200.00")?;
+    let s = &c.s;
+    let (operator, _) = s.merchant("Trans Mamminasata", "transit", "0.02")?;
+    let (on_bus, ferry_in, ferry_out, bus, ferry) = a_bus_and_a_ferry_of(&c, &operator)?;
+    put_fares_in_force(&c, &bus, &ferry)?;
+    let v = s.post("/v1/transit/taps", &ferry_in, &json!({"tap": s.tap(&c.card), "direction": "on"}))?;
+    let ride = v.expect(201)?["event_id"].as_i64().ok_or("event_id")?;
+    let v = s.post("/v1/transit/taps", &on_bus, &json!({"tap": s.tap(&c.card), "direction": "on", "stop": 1}))?;
+    check_eq!(entries(v.expect(201)?), vec![e("capture", "60.00", "no tap-off: maximum fare")]);
+    let bus_ride = v.json["event_id"].as_i64().ok_or("event_id")?;
+    let fix = |token: &str, ride: i64, stop: i64| {
+        s.post(&format!("/v1/transit/rides/{ride}/tap-off"), token, &json!({"stop": stop}))
+    };
+    let (other, _) = s.merchant("Kapal Lain", "transit", "0.02")?;
+    let stranger = s.post(
+        "/v1/credentials",
+        &s.operator,
+        &json!({"role": "merchant_terminal", "name": "x", "merchant_id": other}),
+    )?;
+    let stranger = stranger.expect(201)?["token"].as_str().ok_or("token")?.to_owned();
+    for (who, token, ride, stop, status, code) in [
+        ("another operator's terminal", stranger.as_str(), ride, 7, 403, "forbidden"),
+        ("the city's operator", s.operator.as_str(), ride, 7, 403, "forbidden"),
+        ("a stop off the route", ferry_out.as_str(), ride, 99, 422, "invalid_field"),
+        ("no ride", ferry_out.as_str(), ride + 100_000, 7, 404, "not_found"),
+    ] {
+        let r = fix(token, ride, stop)?;
+        check_eq!((who, r.status, r.json["code"].clone()), (who, status, json!(code)));
+    }
+    check_eq!(amount(&s.get(&format!("/v1/cards/{}", c.card.id), &s.operator)?.expect(200)?["balance"]), "140.00");
+    let fixed = fix(&ferry_out, ride, 7)?;
+    let fixed = fixed.expect(201)?;
+    check_eq!(fixed["decision"], json!("fixed"));
+    check_eq!(
+        entries(fixed),
+        vec![e("refund", "15.00", "5 stops"), e("payment", "5.00", "flat fare; transfer within 60 min")]
+    );
+    check_eq!(amount(&fixed["balance"]), "150.00");
+    check_eq!(fixed["entries"][1]["ride_id"], json!(bus_ride.to_string()));
+    let again = fix(&ferry_out, ride, 5)?;
+    check_eq!((again.status, again.json["code"].clone()), (422, json!("ride_tapped_off")));
+    let fixed_event = fixed["event_id"].as_i64().ok_or("event_id")?;
+    check!(crate::registry::verify_db(s)?.is_ok(), "verify after the fix: {:?}", crate::registry::verify_db(s)?);
+    crate::registry::without_append_only_triggers(s)?;
+    let at = format!("WHERE event_id = {fixed_event}");
+    let moved = format!("UPDATE transit_taps SET tap_time_us = tap_time_us + 60000000 {at}");
+    let back = format!("UPDATE transit_taps SET tap_time_us = tap_time_us - 60000000 {at}");
+    crate::registry::tamper(s, "a fix moved later", &moved, &back, &[("transit_taps", fixed_event, "tap_time_us")])?;
+    Ok(())
+}

@@ -174,16 +174,19 @@ fn the_objects_the_endpoints_act_on(c: &City) -> Result<Fixtures, String> {
     })
 }
 
-/// A transit operator's line: its route, a gate validator's token, an unbound terminal.
+/// A transit operator's line: its route, a gate validator's token, an unbound terminal,
+/// and a ride of the city's card not tapped off.
 struct Transit {
     merchant: String,
     route: String,
     gate: String,
     unbound: String,
+    ride: i64,
 }
 
-/// A bus operator with a two-stop route, a flat fare of 35.00 approved by a second
-/// operator, a gate validator at stop 0, and a terminal of it not bound yet.
+/// A BRT operator with a two-stop route priced by distance (at most 30.00) approved by a
+/// second operator, a gate validator at stop 0, a terminal of it not bound yet, and a
+/// boarding of the city's card at the gate.
 fn a_transit_line(c: &City) -> Result<Transit, String> {
     let s = &c.s;
     let (merchant, _) = s.merchant("Trans Kota", "transit", "0.02")?;
@@ -199,11 +202,15 @@ fn a_transit_line(c: &City) -> Result<Transit, String> {
     let (unbound, _) = terminal("bus 12")?;
     let bind = json!({"credential_id": gate_id, "route_id": route, "stop": 0});
     s.post("/v1/transit/validators", &s.operator, &bind)?.expect(201)?;
-    let table = json!({"time_zone": "Asia/Jakarta", "table": {"routes": {route.clone(): {"kind": "flat", "fare_minor": 3500}},
+    let fare = json!({"kind": "distance", "base_minor": 2000, "per_stop_minor": 500, "max_minor": 3000,
+        "time_limit_minutes": 90});
+    let table = json!({"time_zone": "Asia/Jakarta", "table": {"routes": {route.clone(): fare},
         "transfer": null, "daily_cap_minor": null, "weekly_cap_minor": null, "concessions": {}}});
     let approval = id(s.post("/v1/transit/fares", &s.operator, &table)?.expect(202)?)?;
     s.post(&format!("/v1/approvals/{approval}/approve"), &c.operator2, &json!({}))?.expect(200)?;
-    Ok(Transit { merchant, route, gate, unbound })
+    let boarded = s.post("/v1/transit/taps", &gate, &json!({"tap": s.tap(&c.card), "direction": "on"}))?;
+    let ride = boarded.expect(201)?["event_id"].as_i64().ok_or("the boarding's event")?;
+    Ok(Transit { merchant, route, gate, unbound, ride })
 }
 
 /// Transit routes, validators, fare tables and taps at a validator.
@@ -272,7 +279,22 @@ fn transit_endpoints<'a>(c: &'a City, f: &'a Fixtures) -> Vec<Endpoint<'a>> {
             ..endpoint("POST", "/v1/transit/fares", op, 202)
         },
         transit_tap_endpoint(c, t),
+        ride_fix_endpoint(t),
     ]
+}
+
+/// The operator's gate sets where the fixture's ride (never tapped off) alighted.
+fn ride_fix_endpoint<'a>(t: &'a Transit) -> Endpoint<'a> {
+    Endpoint {
+        unknown: Some("/v1/transit/rides/98765/tap-off".into()),
+        body: Some(Box::new(|| json!({"stop": 1}))),
+        required: &["stop"],
+        invalid: vec![
+            ("a stop off the route", json!({"stop": 2}), 422, "invalid_field"),
+            ("not a number", json!({"stop": "Pantai"}), 422, "invalid_body"),
+        ],
+        ..endpoint("POST", format!("/v1/transit/rides/{}/tap-off", t.ride), &t.gate, 201)
+    }
 }
 
 /// A tap at the gate validator: refusals of the card are the table's tap cases.

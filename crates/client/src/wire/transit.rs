@@ -17,6 +17,14 @@ pub struct NewTransitTap {
     pub stop: Option<i64>,
 }
 
+/// `POST /v1/transit/rides/{id}/tap-off`: where a rider who did not tap off alighted.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RideFix {
+    /// The stop (its position on the ride's route).
+    pub stop: i64,
+}
+
 /// One entry a tap made for a ride.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RideEntryView {
@@ -37,7 +45,8 @@ pub struct RideEntryView {
 /// What a validator shows: the gate opens; what the card paid or holds, and why.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TransitTapView {
-    /// `open`: the tap is recorded (a refused tap is a problem, the gate stays shut).
+    /// `open`: the tap is recorded (a refused tap is a problem, the gate stays shut);
+    /// `fixed`: a ride's missing tap-off set by its operator.
     pub decision: String,
     /// The tap's event (a boarding's is its ride's id).
     pub event_id: i64,

@@ -411,6 +411,17 @@ impl Registry<'_> {
             .collect())
     }
 
+    /// The tap an event recorded, as `(card, tap)`; none when the event was no tap.
+    pub fn tap_of_event(&mut self, event_id: i64) -> Result<Option<(i64, Tap)>, LedgerError> {
+        let row: Option<TapColumns> = on_db!(self.0, |c| transit_taps::table
+            .filter(transit_taps::event_id.eq(event_id))
+            .select(TAP_COLUMNS)
+            .first(c)
+            .optional())
+        .map_err(storage)?;
+        Ok(row.map(tap_row).map(|t| (t.card_id, t.tap)))
+    }
+
     /// Every tap from `since_us` on, as `(card, tap)`, in time order (what validators sync).
     pub fn taps_since(&mut self, since_us: i64) -> Result<Vec<(i64, Tap)>, LedgerError> {
         let rows: Vec<(i64, i64, i64, String, i64)> = on_db!(self.0, |c| transit_taps::table

@@ -88,7 +88,8 @@ impl TransitLeaves {
                     stop: p["stop"].as_i64(),
                     direction,
                     validator: p["validator"].as_i64(),
-                    offline_time_us: p["offline_seq"].is_i64().then(|| p["terminal_time_us"].as_i64()).flatten(),
+                    offline_time_us: (p["offline_seq"].is_i64().then(|| p["terminal_time_us"].as_i64()).flatten())
+                        .or_else(|| p["fix_of"].is_i64().then(|| p["tap_time_us"].as_i64()).flatten()),
                 };
                 self.taps.insert(e.id, tap);
             }
