@@ -99,6 +99,15 @@ fn bad_input_is_a_clear_error() {
     assert!(!ok && err.contains("does not hold a verifier key"), "{err}");
     let (ok, _, err) = kartu(&["ledger", "balance", "424242", "--database-url", &url]);
     assert!(!ok && err.contains("account 424242 does not exist"), "{err}");
+    // A validator's direction is on, off or auto; checked before any reader or server.
+    let data = dir.path().join("validator").display().to_string();
+    let terminal = ["terminal", "--server", "http://127.0.0.1:9", "--data-dir", &data, "--print-public-key"];
+    let (ok, _, err) = kartu(&[&terminal[..], &["--mode", "validator", "--direction", "sideways"]].concat());
+    assert!(!ok && err.contains("--direction must be on, off or auto"), "{err}");
+    let (ok, _, err) = kartu(&[&terminal[..], &["--mode", "tram"]].concat());
+    assert!(!ok && err.contains("--mode must be pos, gate, kiosk, agent or validator"), "{err}");
+    let (ok, out, err) = kartu(&[&terminal[..], &["--mode", "validator", "--direction", "auto"]].concat());
+    assert!(ok && out.trim().len() == 64, "a validator's journal key: {out} {err}");
 }
 
 /// AN12196's SUN example (../shared/VECTORS.md): zero keys, UID 04DE5F1EACC040, counter 61.
