@@ -542,9 +542,25 @@ pub fn offline_tap_place(
     Ok(Some(OfflinePlace { validator, stops, categories, floor }))
 }
 
-/// How far back a validator's sync reaches: two days of taps are enough for transfers and
-/// the daily cap (the server reprices the week's cap when the taps are uploaded).
-pub const SYNC_TAPS_US: i64 = 48 * 3_600_000_000;
+/// How far back a validator's sync reaches: the city's day so far (for the daily cap) and,
+/// before it, the longest transfer window of any fare table (a journey begun before
+/// midnight). The validator needs no more to price as the server will; the server
+/// reprices the week's cap when the taps are uploaded. Without a table: nothing.
+pub fn sync_since(tables: &[ledger::transit::FareTableRow], now_us: i64) -> i64 {
+    let Some(newest) = tables.iter().max_by_key(|t| t.effective_from_us) else { return now_us };
+    let tz: chrono_tz::Tz = newest.time_zone.parse().unwrap_or(chrono_tz::UTC);
+    let window_us = tables
+        .iter()
+        .filter_map(|t| t.table().ok()?.transfer.map(|x| x.window_minutes * 60_000_000))
+        .max()
+        .unwrap_or(0);
+    let midnight = chrono::TimeZone::timestamp_micros(&tz, now_us)
+        .single()
+        .and_then(|local| local.date_naive().and_hms_opt(0, 0, 0))
+        .and_then(|m| chrono::TimeZone::from_local_datetime(&tz, &m).earliest())
+        .map_or(now_us - 86_400_000_000, |t| t.timestamp_micros());
+    midnight - window_us
+}
 
 /// What a validator syncs to decide offline (its credential must be bound to a route).
 #[utoipa::path(get, path = "/v1/transit/sync", tag = "transit",
@@ -557,17 +573,18 @@ pub async fn sync(state: web::Data<AppState>, caller: Caller) -> Result<HttpResp
         let v = st.ledger.registry(|r| r.validator(cred))?.ok_or_else(|| {
             ApiError::forbidden("this terminal is not a transit validator (POST /v1/transit/validators)")
         })?;
-        let since = st.ledger.now_us() - SYNC_TAPS_US;
-        st.ledger.registry(|r| sync_view(r, &v, since)).map_err(ApiError::from)
+        let now = st.ledger.now_us();
+        st.ledger.registry(|r| sync_view(r, &v, now)).map_err(ApiError::from)
     })
     .await?;
     Ok(HttpResponse::Ok().json(view))
 }
 
 /// The sync's content, read in one registry pass.
-fn sync_view(r: &mut ledger::registry::Registry<'_>, v: &Validator, since: i64) -> Result<TransitSync, LedgerError> {
+fn sync_view(r: &mut ledger::registry::Registry<'_>, v: &Validator, now: i64) -> Result<TransitSync, LedgerError> {
     let stops = r.route(v.route_id)?.map(|x| x.stop_names()).unwrap_or_default();
     let tables = r.fare_tables()?;
+    let since = sync_since(&tables, now);
     let conceded: std::collections::BTreeSet<String> =
         tables.iter().filter_map(|t| t.table().ok()).flat_map(|t| t.concessions.into_keys()).collect();
     let holders: std::collections::HashMap<i64, Vec<String>> = r

@@ -107,7 +107,7 @@ pub struct SyncedTap {
 pub struct CardJourney {
     /// The card's UID.
     pub uid: String,
-    /// Its taps of the last two days, oldest first.
+    /// Its taps of the city's day so far (and the transfer window before it), oldest first.
     pub taps: Vec<SyncedTap>,
 }
 
@@ -136,6 +136,6 @@ pub struct TransitSync {
     pub fare_tables: Vec<FareTableView>,
     /// Cards with a concession category.
     pub concessions: Vec<CardConcession>,
-    /// Cards that tapped in the last two days.
+    /// Cards that tapped in the city's day so far (and the transfer window before it).
     pub journeys: Vec<CardJourney>,
 }
