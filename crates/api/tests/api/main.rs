@@ -89,6 +89,7 @@ const CASES: &[(&str, Case)] = &[
     ("webhooks_delivered_once", webhooks::webhooks_delivered_once),
     ("transit_online_fares", transit::online_fares),
     ("transit_offline_bus_uploads_late", transit::offline_bus_uploads_late),
+    ("transit_offline_bus_over_its_limits", transit::offline_bus_over_its_limits),
     ("transit_rush_hour", rush_hour::rush_hour),
 ];
 

@@ -119,8 +119,9 @@ fn system_accounts(
     Ok(ids)
 }
 
-/// Offline payments' totals (per terminal, card and day; per sync), merchants' recent
-/// shortfalls, and the access decisions that count against holders' limits.
+/// Offline records' totals (payments and transit taps, per terminal, card and day; per
+/// sync), merchants' recent shortfalls, and the access decisions that count against
+/// holders' limits.
 fn offline_and_access(db: &mut Db, needs: &Needs, state: &mut State, now_us: i64) -> Result<(), LedgerError> {
     for (terms, card) in &needs.offline {
         let day = (terms.credential_id, *card, utc_day(terms.record_time_us));
@@ -183,6 +184,9 @@ fn transit(
     let tz: chrono_tz::Tz = tz.and_then(|z| z.parse().ok()).unwrap_or(chrono_tz::UTC);
     let routes = db.route_operators()?;
     let mut ids: HashSet<AccountId> = routes.values().map(|r| r.0).collect();
+    if needs.offline_transit {
+        operators_shortfalls(db, state, &ids, now_us)?;
+    }
     // Every card's taps and rides in two reads: from the earliest card's start, then each
     // card keeps its own (as if read alone).
     let from: HashMap<i64, i64> =
@@ -236,6 +240,24 @@ fn transit(
     state.transit.schedule = schedule;
     state.transit.tz = Some(tz);
     state.transit.routes = routes;
+    Ok(())
+}
+
+/// The recent shortfalls of every route's operator (`operators`), for a batch with offline
+/// transit taps: a tap may reprice rides of any route, and each shortfall it makes counts
+/// against the operator's risk cap.
+fn operators_shortfalls(
+    db: &mut Db,
+    state: &mut State,
+    operators: &HashSet<AccountId>,
+    now_us: i64,
+) -> Result<(), LedgerError> {
+    let since = now_us - OFFLINE_RISK_WINDOW_US - SHORTFALL_MARGIN_US;
+    for operator in operators {
+        if let Slot::Vacant(v) = state.merchant_shortfalls.entry(*operator) {
+            v.insert(db.merchant_shortfalls(*operator, since)?);
+        }
+    }
     Ok(())
 }
 
