@@ -8,7 +8,7 @@
 //! account, the card owes it and is on the deny list until a top-up repays it.
 
 use actix_web::{web, HttpResponse};
-use ledger::domain::{AccountKind, Command, Event, OfflineTerms, References, Request};
+use ledger::domain::{AccountKind, Command, Event, OfflineTerms, OfflineTransit, References, Request};
 use ledger::LedgerError;
 use offline::{check_upload, ChainHead, JournalError, OfflineAccess, RecordKind, RiskLimits, SignedRecord};
 use serde_json::json;
@@ -306,8 +306,10 @@ struct Verified<'a> {
 
 /// Prices a validator's offline tap: judged by its sync like a payment record (the deny
 /// list, the per-tap limit on the fare the validator charged), then the ledger's writer
-/// puts it among the card's taps by its time and prices the card's rides again, correcting
-/// those the late tap changes.
+/// puts it among the card's taps by its time, prices the card's rides again, correcting
+/// those the late tap changes, and holds the tap to the validator's limits as of its sync
+/// like an offline payment (per tap, per card per day, since the sync; the operator's risk
+/// cap), counting the fare or the writer's charge of its ride, whichever is more.
 async fn post_transit_record(
     state: &web::Data<AppState>,
     caller: &Caller,
@@ -329,10 +331,21 @@ async fn post_transit_record(
     let Some((tap, categories, floor)) = place.and_then(|p| p.tap(v.rec)) else {
         return refuse(state, caller, v.rec, "transit_stop_invalid").await;
     };
+    let terms = OfflineTerms {
+        credential_id: cred,
+        record_seq: v.seq,
+        record_time_us: v.rec.time_us,
+        sync_id: sync.id,
+        counter_floor: floor,
+        per_tap_minor: limits.per_tap_minor,
+        per_card_per_day_minor: limits.per_card_per_day_minor,
+        outstanding_minor: limits.outstanding_minor,
+        merchant_risk_cap_minor: state.settings.limits.offline_risk_per_merchant_minor,
+    };
+    let offline = OfflineTransit { terms, fare_minor: v.rec.amount_minor };
     let by =
         crate::transit::TapBy { card: &v.card, counter: v.tap.counter_value(), credential: cred, key: v.key.clone() };
-    let extra = json!({"offline_seq": v.seq, "terminal_time_us": v.rec.time_us, "fare_minor": v.rec.amount_minor});
-    let event = crate::transit::transit_event(by, tap, categories, Some(floor), extra);
+    let event = crate::transit::transit_event(by, tap, categories, Some(offline));
     let recorded = match state.ledger.record(event).await {
         Ok(r) => r,
         Err(LedgerError::Rejected(r)) => return refuse(state, caller, v.rec, r.code()).await,

@@ -6,7 +6,7 @@
 use actix_web::{web, HttpResponse};
 use domain::fares::{Tap as FareTap, TapKind};
 use domain::registry::MerchantCategory;
-use ledger::domain::{Entry, EntryKind, Event, TransitTap};
+use ledger::domain::{Entry, EntryKind, Event, OfflineTransit, TransitTap};
 use ledger::transit::{NewRouteRow, Route, Validator};
 use ledger::LedgerError;
 use serde::{Deserialize, Serialize};
@@ -271,22 +271,20 @@ pub struct TapBy<'a> {
     pub key: ledger::domain::IdempotencyKey,
 }
 
-/// A `transit_tap` event, online or (with the card's counter at the validator's sync,
-/// `offline_floor`) uploaded: its leaf names the route, stop, direction, validator and UID
-/// (what `kartu audit verify` holds the tap's row to), plus `extra` (an offline record's
-/// number and time).
-pub fn transit_event(
-    by: TapBy<'_>,
-    tap: FareTap,
-    categories: Vec<String>,
-    offline_floor: Option<Option<i64>>,
-    extra: serde_json::Value,
-) -> Event {
+/// A `transit_tap` event, online or uploaded (`offline`: the record's terms and fare): its
+/// leaf names the route, stop, direction, validator and UID, and an uploaded tap's record
+/// number, time, sync and fare (what `kartu audit verify` holds the tap's row to).
+pub fn transit_event(by: TapBy<'_>, tap: FareTap, categories: Vec<String>, offline: Option<OfflineTransit>) -> Event {
     let mut payload = json!({"route_id": tap.route, "stop": tap.stop,
         "direction": if tap.kind == TapKind::On { "on" } else { "off" },
         "validator": by.credential, "uid": by.card.uid.to_string()});
-    if let (Some(p), Some(more)) = (payload.as_object_mut(), extra.as_object()) {
-        p.extend(more.clone());
+    if let (Some(p), Some(o)) = (payload.as_object_mut(), offline) {
+        p.extend([
+            ("offline_seq".to_owned(), json!(o.terms.record_seq)),
+            ("terminal_time_us".to_owned(), json!(o.terms.record_time_us)),
+            ("sync_id".to_owned(), json!(o.terms.sync_id)),
+            ("fare_minor".to_owned(), json!(o.fare_minor)),
+        ]);
     }
     Event {
         kind: "transit_tap".into(),
@@ -302,8 +300,8 @@ pub fn transit_event(
             categories,
             tap: Some(tap),
             credential_id: by.credential,
-            offline: offline_floor.is_some(),
-            counter_floor: offline_floor.flatten(),
+            offline,
+            fix: false,
         }),
     }
 }
@@ -372,7 +370,7 @@ pub async fn tap(
     let key = ledger::domain::IdempotencyKey::parse(&ctx.caller.key(&idem.0)).map_err(|_| ApiError::internal("key"))?;
     let tap = FareTap { time_us: state.ledger.now_us(), route, stop: ctx.stop, kind };
     let who = TapBy { card: &ctx.card, counter: ctx.counter, credential: ctx.caller.credential.id, key };
-    let event = transit_event(who, tap, ctx.categories.clone(), None, json!({}));
+    let event = transit_event(who, tap, ctx.categories.clone(), None);
     let recorded = state.ledger.record(event).await?;
     let view = tap_view(&state, &recorded.event, &ctx.card, tap, "open").await?;
     Ok(HttpResponse::Created().json(view))
@@ -490,8 +488,8 @@ pub async fn fix_ride(
             categories,
             tap: Some(tap),
             credential_id: caller.credential.id,
-            offline: true,
-            counter_floor: None,
+            offline: None,
+            fix: true,
         }),
     };
     let recorded = state.ledger.record(event).await?;

@@ -18,8 +18,8 @@ pub const TAP_RACE_COUNTERS_DEFAULT: i64 = 4;
 /// How long after the tap that raised a card's last counter a lower one may still race in,
 /// by default (µs).
 pub const TAP_RACE_WINDOW_US_DEFAULT: i64 = 10_000_000;
-/// The window of a merchant's offline-risk exposure: shortfalls of its offline payments
-/// posted in the last 24 hours.
+/// The window of a merchant's offline-risk exposure: shortfalls (debts) of its offline
+/// payments and of rides it operates posted in the last 24 hours.
 pub const OFFLINE_RISK_WINDOW_US: i64 = 24 * 3600 * 1_000_000;
 /// Longest free-text reference (terminal id, merchant reference, memo).
 pub const REFERENCE_TEXT_MAX: usize = 200;
@@ -433,13 +433,15 @@ pub struct OfflineTerms {
     pub sync_id: i64,
     /// The card's last read counter at that sync: the tap must be above it.
     pub counter_floor: Option<i64>,
-    /// The terminal's largest offline payment.
+    /// The terminal's largest offline payment (or transit tap).
     pub per_tap_minor: i64,
-    /// Most one card may spend offline at this terminal per UTC day (by record time).
+    /// Most one card may spend offline at this terminal per UTC day (by record time),
+    /// payments and transit taps together.
     pub per_card_per_day_minor: i64,
     /// Most the terminal may take offline between two syncs.
     pub outstanding_minor: i64,
-    /// Most the city covers in shortfalls of this merchant's offline payments in 24 hours.
+    /// Most the city covers in shortfalls of this merchant in 24 hours (its offline
+    /// payments' and its rides').
     pub merchant_risk_cap_minor: i64,
 }
 
@@ -575,17 +577,7 @@ fn encode_command(e: &mut Encoder, command: &Command) {
             e.text("offline_payment");
             e.ints(&[wallet.0, merchant.0, fee_account.0, risk_account.0, amount.minor(), *fee_minor]);
             e.text(amount.currency().code());
-            e.ints(&[
-                terms.credential_id,
-                terms.record_seq,
-                terms.record_time_us,
-                terms.sync_id,
-                terms.per_tap_minor,
-                terms.per_card_per_day_minor,
-                terms.outstanding_minor,
-                terms.merchant_risk_cap_minor,
-            ]);
-            e.opt_int(terms.counter_floor);
+            encode_terms(e, terms);
         }
         Command::Topup { source, wallet, amount } => {
             e.text("topup");
@@ -601,6 +593,21 @@ fn encode_command(e: &mut Encoder, command: &Command) {
             e.ints(&[merchant.0, bank.0]);
         }
     }
+}
+
+/// Offline terms' part of a fingerprint (an offline payment's, an offline transit tap's).
+fn encode_terms(e: &mut Encoder, terms: &OfflineTerms) {
+    e.ints(&[
+        terms.credential_id,
+        terms.record_seq,
+        terms.record_time_us,
+        terms.sync_id,
+        terms.per_tap_minor,
+        terms.per_card_per_day_minor,
+        terms.outstanding_minor,
+        terms.merchant_risk_cap_minor,
+    ]);
+    e.opt_int(terms.counter_floor);
 }
 
 struct Encoder(Vec<u8>);
@@ -885,6 +892,11 @@ pub(crate) struct TapRow {
     pub credential_id: i64,
     pub tap: domain::fares::Tap,
     pub offline: bool,
+    /// An offline tap: the sync its record names.
+    pub sync_id: Option<i64>,
+    /// An offline tap: what it counts against the validator's limits (the validator's
+    /// fare or the writer's charge of its ride, whichever is more).
+    pub offline_minor: Option<i64>,
 }
 
 /// An entry of a ride (`transit_entries`): the ride's boarding event and the event (tap or
@@ -920,12 +932,27 @@ pub struct TransitTap {
     /// The validator's credential.
     pub credential_id: i64,
     /// A tap the validator accepted offline and uploaded later: what it charges beyond the
-    /// wallet's balance becomes the card's debt, like an offline payment. An online tap
-    /// the wallet cannot pay for is refused.
-    pub offline: bool,
-    /// An offline tap: the card's last counter as of the validator's sync (the tap must be
-    /// above it and unused, like an offline payment's).
-    pub counter_floor: Option<i64>,
+    /// wallet's balance becomes the card's debt, like an offline payment, within the
+    /// validator's limits as of its sync. An online tap the wallet cannot pay for is
+    /// refused.
+    pub offline: Option<OfflineTransit>,
+    /// A ride's missing tap-off set by its operator (`tap` is the tap-off, just after the
+    /// boarding): priced at its own time, and what it shifts beyond the wallet becomes a
+    /// debt. No terminal's limits: a fix never makes the card pay more in all.
+    pub fix: bool,
+}
+
+/// What an offline validator's record adds to its tap: the terms it is judged by, as an
+/// offline payment is (the tap's counter above the card's at the sync; per tap, per card
+/// per UTC day and since the sync, the validator's limits; the city's cap on the
+/// operator's shortfalls), and the fare the validator charged. The tap counts against the
+/// limits with that fare or the writer's charge of its ride, whichever is more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OfflineTransit {
+    /// The validator's terms as of its sync (`record_time_us` is the tap's time).
+    pub terms: OfflineTerms,
+    /// The fare the validator charged (the record's `amount_minor`).
+    pub fare_minor: i64,
 }
 
 /// A holder's limits at a service point, decided in the writer so that concurrent checks
@@ -964,6 +991,18 @@ impl Event {
         if bad_counter || (self.card_read_counter.is_some() && self.card_id.is_none()) {
             return Err(Rejection::InvalidReference);
         }
+        // An offline tap is the validator's record: its tap at the record's time, by the
+        // credential the terms name, for a fare of zero or more.
+        let offline_ok = self.transit.as_ref().is_none_or(|t| {
+            t.offline.is_none_or(|o| {
+                t.tap.is_some_and(|tap| tap.time_us == o.terms.record_time_us)
+                    && o.terms.credential_id == t.credential_id
+                    && o.fare_minor >= 0
+            })
+        });
+        if !offline_ok {
+            return Err(Rejection::InvalidEvent);
+        }
         Ok(())
     }
 
@@ -988,14 +1027,19 @@ impl Event {
             e.int(t.wallet.0);
             e.text(&t.categories.join(","));
             e.int(t.credential_id);
-            e.int(i64::from(t.offline));
+            e.int(i64::from(t.offline.is_some()));
+            e.int(i64::from(t.fix));
             if let Some(tap) = &t.tap {
                 // An online tap is at the writer's time: a retry's own clock is not part
                 // of the request.
-                e.int(if t.offline { tap.time_us } else { 0 });
+                e.int(if t.offline.is_some() || t.fix { tap.time_us } else { 0 });
                 e.int(tap.route);
                 e.int(tap.stop);
                 e.int(i64::from(tap.kind == domain::fares::TapKind::On));
+            }
+            if let Some(o) = &t.offline {
+                e.int(o.fare_minor);
+                encode_terms(&mut e, &o.terms);
             }
         }
         let digest = ring::digest::digest(&ring::digest::SHA256, &e.0);

@@ -117,10 +117,14 @@ pub(crate) struct Needs {
     pub debtors: HashSet<AccountId>,
     /// Currencies whose offline-risk account the batch needs (top-ups and refunds).
     pub risk_currencies: HashSet<Currency>,
-    /// Offline records: `(credential, card, UTC day)` totals and `(credential, sync)` totals.
+    /// Offline records (payments and transit taps): `(credential, card, UTC day)` totals and
+    /// `(credential, sync)` totals.
     pub offline: Vec<(OfflineTerms, i64)>,
     /// Merchants with offline payments: their shortfalls of the last 24 hours.
     pub offline_merchants: HashSet<AccountId>,
+    /// Whether the batch has offline transit taps: every route operator's shortfalls of
+    /// the last 24 hours are needed (a tap may reprice rides of any route).
+    pub offline_transit: bool,
     /// Holder keys of access decisions with limits, and the earliest time that matters.
     pub access: HashMap<String, i64>,
     /// Cards of transit taps: their wallet and the earliest tap time of the batch (µs).
@@ -162,6 +166,10 @@ impl Needs {
             self.accounts.insert(t.wallet);
             self.wallets.insert(t.wallet);
             self.debtors.insert(t.wallet);
+            if let Some(o) = &t.offline {
+                self.offline.push((o.terms, card));
+                self.offline_transit = true;
+            }
         }
     }
 
@@ -260,12 +268,14 @@ pub(crate) struct State {
     pub successors: HashMap<AccountId, AccountId>,
     /// What each loaded wallet owes (absent: nothing).
     pub debts: HashMap<AccountId, i64>,
-    /// Offline payments posted per `(credential, card, UTC day of the record)`.
+    /// Offline records posted (payments, and what transit taps counted) per `(credential,
+    /// card, UTC day of the record)`.
     pub offline_card_day: HashMap<(i64, i64, i64), i64>,
-    /// Offline payments posted per `(credential, sync)`.
+    /// Offline records posted (payments, and what transit taps counted) per `(credential,
+    /// sync)`.
     pub offline_sync_total: HashMap<(i64, i64), i64>,
-    /// Shortfalls of each merchant's offline payments posted in the last 24 hours, as
-    /// `(time, amount)`.
+    /// Shortfalls (debts) owed to each merchant posted in the last 24 hours, as `(time,
+    /// amount)`: its offline payments' and its rides'.
     pub merchant_shortfalls: HashMap<AccountId, Vec<(i64, i64)>>,
     /// Times of the decisions recorded under each holder key (allowed entries that count).
     pub access_times: HashMap<String, Vec<i64>>,
@@ -437,17 +447,9 @@ impl<'s> Machine<'s> {
         Ok(())
     }
 
-    /// The writer's checks of an offline record: the terminal's limits as of its sync and
-    /// the city's cap on one merchant's shortfalls. `shortfall` is what the wallet cannot
-    /// cover.
-    fn check_offline(
-        &self,
-        terms: &OfflineTerms,
-        card: i64,
-        merchant: AccountId,
-        amount: i64,
-        shortfall: i64,
-    ) -> Result<(), Rejection> {
+    /// The writer's checks of an offline record (a payment or a transit tap) against the
+    /// terminal's limits as of its sync: per tap, per card per UTC day, since the sync.
+    fn check_offline(&self, terms: &OfflineTerms, card: i64, amount: i64) -> Result<(), Rejection> {
         if amount > terms.per_tap_minor {
             return Err(Rejection::OfflineLimitPerTap);
         }
@@ -460,18 +462,32 @@ impl<'s> Machine<'s> {
         if since_sync.saturating_add(amount) > terms.outstanding_minor {
             return Err(Rejection::OfflineLimitOutstanding);
         }
-        if shortfall > 0 {
-            let from = self.time_us - OFFLINE_RISK_WINDOW_US;
-            let exposure: i64 = self
-                .state
-                .merchant_shortfalls
-                .get(&merchant)
-                .map_or(0, |v| v.iter().filter(|(t, _)| *t > from).map(|(_, a)| a).sum());
-            if exposure.saturating_add(shortfall) > terms.merchant_risk_cap_minor {
-                return Err(Rejection::OfflineRiskCap);
-            }
+        Ok(())
+    }
+
+    /// The city's cap on one merchant's shortfalls in [`OFFLINE_RISK_WINDOW_US`]: an
+    /// offline record may add `shortfall` (what the wallet cannot cover) only within it.
+    fn check_risk_cap(&self, terms: &OfflineTerms, merchant: AccountId, shortfall: i64) -> Result<(), Rejection> {
+        if shortfall <= 0 {
+            return Ok(());
+        }
+        let from = self.time_us - OFFLINE_RISK_WINDOW_US;
+        let exposure: i64 = self
+            .state
+            .merchant_shortfalls
+            .get(&merchant)
+            .map_or(0, |v| v.iter().filter(|(t, _)| *t > from).map(|(_, a)| a).sum());
+        if exposure.saturating_add(shortfall) > terms.merchant_risk_cap_minor {
+            return Err(Rejection::OfflineRiskCap);
         }
         Ok(())
+    }
+
+    /// Counts an offline record that was posted in the batch's offline totals.
+    fn count_offline(&mut self, terms: &OfflineTerms, card: i64, amount: i64) {
+        let day = (terms.credential_id, card, utc_day(terms.record_time_us));
+        *self.state.offline_card_day.entry(day).or_default() += amount;
+        *self.state.offline_sync_total.entry((terms.credential_id, terms.sync_id)).or_default() += amount;
     }
 
     /// The writer's check of a holder's quota and passback at a service point (the domain
@@ -511,7 +527,10 @@ impl<'s> Machine<'s> {
         }
         let tap = event.card_id.zip(event.card_read_counter);
         match &event.transit {
-            Some(t) if t.offline => self.check_offline_tap(tap, t.counter_floor, event.scope.as_deref())?,
+            Some(t) if t.offline.is_some() => {
+                let floor = t.offline.and_then(|o| o.terms.counter_floor);
+                self.check_offline_tap(tap, floor, event.scope.as_deref())?;
+            }
             _ => self.check_tap(tap, event.scope.as_deref())?,
         }
         if let Some(access) = &event.access {
@@ -739,7 +758,8 @@ impl<'s> Machine<'s> {
         let wallet = self.current_wallet(wallet_named);
         let from_wallet = self.balance(wallet).max(0).min(amount.minor());
         let shortfall = amount.minor() - from_wallet;
-        self.check_offline(terms, card.unwrap_or(0), merchant, amount.minor(), shortfall)?;
+        self.check_offline(terms, card.unwrap_or(0), amount.minor())?;
+        self.check_risk_cap(terms, merchant, shortfall)?;
         let legs = vec![
             (wallet, -from_wallet),
             (risk_account, -shortfall),
@@ -1010,9 +1030,7 @@ impl<'s> Machine<'s> {
             self.successor_rows.push((old, new, entry.seq));
         }
         if let Some((terms, card, amount, shortfall)) = draft.offline {
-            let day = (terms.credential_id, card, utc_day(terms.record_time_us));
-            *self.state.offline_card_day.entry(day).or_default() += amount;
-            *self.state.offline_sync_total.entry((terms.credential_id, terms.sync_id)).or_default() += amount;
+            self.count_offline(&terms, card, amount);
             if shortfall > 0 {
                 if let Some(merchant) = entry.counterparty_id {
                     self.state.merchant_shortfalls.entry(merchant).or_default().push((entry.time_us, shortfall));

@@ -90,6 +90,7 @@ const CASES: &[(&str, Case)] = &[
     ("transit_online_fares", transit::online_fares),
     ("transit_offline_bus_uploads_late", transit::offline_bus_uploads_late),
     ("transit_ride_fixed_by_its_operator", transit::ride_fixed_by_its_operator),
+    ("transit_offline_bus_over_its_limits", transit::offline_bus_over_its_limits),
     ("transit_rush_hour", rush_hour::rush_hour),
 ];
 

@@ -156,11 +156,17 @@ struct OfflineBus {
 }
 
 fn an_offline_bus(c: &City, bus: &str, operator: &str) -> Result<OfflineBus, String> {
+    let limits = json!({"per_tap_minor": 6000, "per_card_per_day_minor": 20000, "outstanding_minor": 1000000});
+    an_offline_bus_with(c, bus, operator, limits)
+}
+
+/// [`an_offline_bus`] with these `offline_limits`.
+fn an_offline_bus_with(c: &City, bus: &str, operator: &str, limits: Value) -> Result<OfflineBus, String> {
     let s = &c.s;
     let key = offline::generate_key().map_err(|e| e.to_string())?;
     let pk = offline::JournalWriter::new(&key, None).map_err(|e| e.to_string())?.public_key_hex();
     let body = json!({"role": "merchant_terminal", "name": "bus 12", "merchant_id": operator, "public_key": pk,
-        "offline_limits": {"per_tap_minor": 6000, "per_card_per_day_minor": 20000, "outstanding_minor": 1000000}});
+        "offline_limits": limits});
     let v = s.post("/v1/credentials", &s.operator, &body)?;
     let v = v.expect(201)?;
     let token = v["token"].as_str().ok_or("token")?.to_owned();
@@ -262,8 +268,68 @@ pub fn offline_bus_uploads_late(backend: Backend) -> TestResult {
     the_offline_tap_is_audited(s, results[0]["event_id"].as_i64().ok_or("event_id")?)
 }
 
-/// `kartu audit verify` holds the offline tap's row to its leaf: the record's own time and
-/// the offline flag; a row moved in time or passed off as online is reported.
+/// A bus boarding at `time_us` journaled offline by `bus` (its `writer`), for `fare`.
+fn a_boarding(
+    c: &City,
+    bus: &OfflineBus,
+    writer: &mut offline::JournalWriter,
+    time_us: i64,
+    fare: i64,
+) -> Result<offline::SignedRecord, String> {
+    let read = c.s.tap(&c.card);
+    writer
+        .append(offline::NewRecord {
+            time_us,
+            kind: offline::RecordKind::Transit,
+            uid: c.card.uid.clone(),
+            picc_data: read["picc_data"].as_str().unwrap_or_default().to_owned(),
+            cmac: read["cmac"].as_str().unwrap_or_default().to_owned(),
+            amount_minor: fare,
+            currency: "IDR".into(),
+            reference: None,
+            decision: Some("on:3".into()),
+            sync_id: bus.sync_id,
+        })
+        .map_err(|e| e.to_string())
+}
+
+/// An offline bus may take 40.00 a day from a card: a ride (35.00) and a second boarding
+/// right after are uploaded together. The second is a transfer (15.00, the journey's 50.00
+/// less 35.00), which this validator journals as 5.00: it counts what the server charges,
+/// 15.00, and 50.00 is over the limit, so it is refused with `offline_limit_card_day` in
+/// its result and nothing is charged for it. Uploaded again, the journal is known (nothing
+/// more to post, nothing more charged); `kartu audit verify` passes.
+pub fn offline_bus_over_its_limits(backend: Backend) -> TestResult {
+    let c = City::new(backend, "200.00")?;
+    let s = &c.s;
+    let (operator, _) = s.merchant("Trans Mamminasata", "transit", "0.02")?;
+    let (_, _, _, bus, ferry) = a_bus_and_a_ferry_of(&c, &operator)?;
+    put_fares_in_force(&c, &bus, &ferry)?;
+    let limits = json!({"per_tap_minor": 6000, "per_card_per_day_minor": 4000, "outstanding_minor": 1000000});
+    let offline_bus = an_offline_bus_with(&c, &bus, &operator, limits)?;
+    let mut writer = offline::JournalWriter::new(&offline_bus.key, None).map_err(|e| e.to_string())?;
+    let first = a_boarding(&c, &offline_bus, &mut writer, now_us(), 3500)?;
+    let second = a_boarding(&c, &offline_bus, &mut writer, now_us(), 500)?;
+    let records = json!({"records": [first, second]});
+    let up = s.post("/v1/offline/journals", &offline_bus.token, &records)?;
+    let results = up.expect(200)?["records"].clone();
+    check!(results[0]["result"].as_str().is_some_and(|r| r.starts_with("priced:event:")), "{results}");
+    check_eq!(results[1]["result"], json!("refused:offline_limit_card_day"));
+    let balance = || -> Result<String, String> {
+        Ok(amount(&s.get(&format!("/v1/cards/{}", c.card.id), &s.operator)?.expect(200)?["balance"]))
+    };
+    check_eq!(balance()?, "165.00");
+    let again = s.post("/v1/offline/journals", &offline_bus.token, &records)?;
+    check_eq!((again.expect(200)?["records"].clone(), again.json["head"]["seq"].clone()), (json!([]), json!(2)));
+    check_eq!(balance()?, "165.00");
+    check!(crate::registry::verify_db(s)?.is_ok(), "verify after the upload: {:?}", crate::registry::verify_db(s)?);
+    Ok(())
+}
+
+/// `kartu audit verify` holds the offline tap's row to its leaf: the record's own time, the
+/// offline flag, the sync and what the tap counted against the validator's limits; a row
+/// moved in time, passed off as online, counted below its fare or moved to another sync is
+/// reported.
 fn the_offline_tap_is_audited(s: &crate::support::Server, event: i64) -> TestResult {
     use crate::registry::{tamper, verify_db, without_append_only_triggers};
     check!(verify_db(s)?.is_ok(), "verify after the upload: {:?}", verify_db(s)?);
@@ -275,6 +341,15 @@ fn the_offline_tap_is_audited(s: &crate::support::Server, event: i64) -> TestRes
     let online = format!("UPDATE transit_taps SET offline = false {at}");
     let offline = format!("UPDATE transit_taps SET offline = true {at}");
     tamper(s, "an offline tap passed off as online", &online, &offline, &[("transit_taps", event, "offline")])?;
+    // What it counts against the bus's limits: not below the fare its record charged, under
+    // the sync its record names.
+    let lowered = format!("UPDATE transit_taps SET offline_minor = 0 {at}");
+    let counted = format!("UPDATE transit_taps SET offline_minor = 3500 {at}");
+    let fields = [("transit_taps", event, "offline_minor")];
+    tamper(s, "an offline tap's count lowered below its fare", &lowered, &counted, &fields)?;
+    let moved = format!("UPDATE transit_taps SET sync_id = sync_id + 1 {at}");
+    let back = format!("UPDATE transit_taps SET sync_id = sync_id - 1 {at}");
+    tamper(s, "an offline tap moved to another sync", &moved, &back, &[("transit_taps", event, "sync_id")])?;
     Ok(())
 }
 

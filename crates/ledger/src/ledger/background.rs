@@ -110,8 +110,8 @@ impl Ledger {
                     categories: holder.categories.names(),
                     tap: None,
                     credential_id: 0,
-                    offline: false,
-                    counter_floor: None,
+                    offline: None,
+                    fix: false,
                 }),
             }));
         }

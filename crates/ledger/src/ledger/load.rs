@@ -119,8 +119,9 @@ fn system_accounts(
     Ok(ids)
 }
 
-/// Offline payments' totals (per terminal, card and day; per sync), merchants' recent
-/// shortfalls, and the access decisions that count against holders' limits.
+/// Offline records' totals (payments and transit taps, per terminal, card and day; per
+/// sync), merchants' recent shortfalls, and the access decisions that count against
+/// holders' limits.
 fn offline_and_access(db: &mut Db, needs: &Needs, state: &mut State, now_us: i64) -> Result<(), LedgerError> {
     for (terms, card) in &needs.offline {
         let day = (terms.credential_id, *card, utc_day(terms.record_time_us));
@@ -183,30 +184,10 @@ fn transit(
     let tz: chrono_tz::Tz = tz.and_then(|z| z.parse().ok()).unwrap_or(chrono_tz::UTC);
     let routes = db.route_operators()?;
     let mut ids: HashSet<AccountId> = routes.values().map(|r| r.0).collect();
-    // Every card's taps and rides in two reads: from the earliest card's start, then each
-    // card keeps its own (as if read alone).
-    let from: HashMap<i64, i64> =
-        needs.transit.iter().map(|(card, (_, time))| (*card, load_from_us(&tz, (*time).min(now_us)))).collect();
-    let cards: Vec<i64> = from.keys().copied().collect();
-    let earliest = from.values().copied().min().unwrap_or(now_us);
-    for tap in db.cards_taps(&cards, earliest)? {
-        if from.get(&tap.card_id).is_some_and(|f| tap.tap.time_us >= *f) {
-            state.transit.cards.entry(tap.card_id).or_default().taps.push(tap);
-        }
+    if needs.offline_transit {
+        operators_shortfalls(db, state, &ids, now_us)?;
     }
-    let rides: Vec<i64> = state
-        .transit
-        .cards
-        .values()
-        .flat_map(|c| c.taps.iter().filter(|t| t.tap.kind == domain::fares::TapKind::On).map(|t| t.event_id))
-        .collect();
-    let mut seqs = Vec::new();
-    for (card, seq, ride) in db.cards_ride_entries(&cards, &rides)? {
-        if let Some(c) = state.transit.cards.get_mut(&card) {
-            c.entries.entry(ride).or_default().push(seq);
-            seqs.push(seq);
-        }
-    }
+    let seqs = cards_rides(db, needs, state, &tz, now_us)?;
     let holds = db.holds(&seqs)?;
     let payments = db.payments(&seqs)?;
     ids.extend(holds.values().flat_map(|h| [h.wallet, h.merchant, h.holds_account]));
@@ -236,6 +217,58 @@ fn transit(
     state.transit.schedule = schedule;
     state.transit.tz = Some(tz);
     state.transit.routes = routes;
+    Ok(())
+}
+
+/// Every batch card's taps and rides' entries in two reads: from the earliest card's start,
+/// then each card keeps its own (as if read alone). The entries' sequence numbers.
+fn cards_rides(
+    db: &mut Db,
+    needs: &Needs,
+    state: &mut State,
+    tz: &chrono_tz::Tz,
+    now_us: i64,
+) -> Result<Vec<i64>, LedgerError> {
+    let from: HashMap<i64, i64> =
+        needs.transit.iter().map(|(card, (_, time))| (*card, load_from_us(tz, (*time).min(now_us)))).collect();
+    let cards: Vec<i64> = from.keys().copied().collect();
+    let earliest = from.values().copied().min().unwrap_or(now_us);
+    for tap in db.cards_taps(&cards, earliest)? {
+        if from.get(&tap.card_id).is_some_and(|f| tap.tap.time_us >= *f) {
+            state.transit.cards.entry(tap.card_id).or_default().taps.push(tap);
+        }
+    }
+    let rides: Vec<i64> = state
+        .transit
+        .cards
+        .values()
+        .flat_map(|c| c.taps.iter().filter(|t| t.tap.kind == domain::fares::TapKind::On).map(|t| t.event_id))
+        .collect();
+    let mut seqs = Vec::new();
+    for (card, seq, ride) in db.cards_ride_entries(&cards, &rides)? {
+        if let Some(c) = state.transit.cards.get_mut(&card) {
+            c.entries.entry(ride).or_default().push(seq);
+            seqs.push(seq);
+        }
+    }
+    Ok(seqs)
+}
+
+/// The recent shortfalls of every route's operator (`operators`), for a batch with offline
+/// transit taps: a tap may reprice rides of any route, and each shortfall it makes counts
+/// against the operator's risk cap.
+fn operators_shortfalls(
+    db: &mut Db,
+    state: &mut State,
+    operators: &HashSet<AccountId>,
+    now_us: i64,
+) -> Result<(), LedgerError> {
+    let since = now_us - OFFLINE_RISK_WINDOW_US - SHORTFALL_MARGIN_US;
+    for operator in operators {
+        if let Slot::Vacant(v) = state.merchant_shortfalls.entry(*operator) {
+            v.insert(db.merchant_shortfalls(*operator, since)?);
+        }
+    }
     Ok(())
 }
 

@@ -24,8 +24,8 @@ use domain::money::{Amount, AMOUNT_MAX_MINOR};
 
 use super::{Draft, Machine};
 use crate::domain::{
-    AccountId, AccountKind, Command, Entry, EntryKind, Event, References, Rejection, RideEntry, RouteOperators, TapRow,
-    TransitTap,
+    AccountId, AccountKind, Command, Entry, EntryKind, Event, OfflineTransit, References, Rejection, RideEntry,
+    RouteOperators, TapRow, TransitTap,
 };
 use crate::money::Currency;
 
@@ -115,22 +115,13 @@ struct Pricing<'t> {
 
 impl Machine<'_> {
     /// Prices a transit event's card again and posts what changed, before the event is
-    /// recorded (its id is the next one). On a refusal nothing of it stays.
+    /// recorded (its id is the next one). An offline tap is then held to its validator's
+    /// limits ([`Machine::check_offline_transit`]). On a refusal nothing of it stays.
     pub(super) fn apply_transit(&mut self, event: &Event, t: &TransitTap) -> Result<Vec<Entry>, Rejection> {
         let card = event.card_id.ok_or(Rejection::InvalidEvent)?;
-        let event_id = self.state.next_event_id;
         let tz = self.transit_tz();
-        let tap_row = t.tap.map(|mut tap| {
-            if !t.offline {
-                tap.time_us = self.time_us;
-            }
-            TapRow { event_id, card_id: card, credential_id: t.credential_id, tap, offline: t.offline }
-        });
-        let mut taps = self.transit().cards.get(&card).map(|c| c.taps.clone()).unwrap_or_default();
-        if let Some(row) = tap_row {
-            let at = taps.partition_point(|r| r.tap.time_us <= row.tap.time_us);
-            taps.insert(at, row);
-        }
+        let (mut taps, at) = self.taps_with(card, t);
+        let tap_row = at.map(|i| taps[i]);
         let from = correct_from_us(&tz, tap_row.map_or(self.time_us, |r| r.tap.time_us).min(self.time_us));
         let plain: Vec<Tap> = taps.iter().map(|r| r.tap).collect();
         let rides =
@@ -143,17 +134,107 @@ impl Machine<'_> {
         let rules = rides.iter().map(|r| (taps[r.on].event_id, describe(r))).collect();
         let pricing = Pricing { card, transit: t, ride_of_tap, rules };
         let mark = self.mark(card, wallet, currency);
+        let debts_from = mark.debt_rows;
         let mut made = Vec::new();
+        let mut settled = Ok(());
         for ride in rides.iter().filter(|r| taps[r.on].tap.time_us >= from) {
             let target = self.target(ride, &taps);
-            if let Err(r) = self.settle_ride(&pricing, accounts, taps[ride.on].event_id, ride, target, &mut made) {
-                self.undo(mark);
-                return Err(r);
+            settled = self.settle_ride(&pricing, accounts, taps[ride.on].event_id, ride, target, &mut made);
+            if settled.is_err() {
+                break;
+            }
+        }
+        if let (Ok(()), Some(o), Some(i)) = (&settled, &t.offline, at) {
+            // A tap off counts nothing: its boarding counted the ride (offline) or held it.
+            let charged = (taps[i].tap.kind == TapKind::On)
+                .then(|| rides.iter().find(|r| r.on == i).map_or(0, |r| r.charge_minor));
+            settled = self.check_offline_transit(o, card, charged, debts_from).map(|n| taps[i].offline_minor = Some(n));
+        }
+        if let Err(r) = settled {
+            self.undo(mark);
+            return Err(r);
+        }
+        self.remember_rides(card, t, taps, at, &made, debts_from);
+        let first = self.written.len() - made.len();
+        Ok(self.written[first..].to_vec())
+    }
+
+    /// The card's taps with the event's own (online: at the writer's time) in its place by
+    /// time, and that place.
+    fn taps_with(&self, card: i64, t: &TransitTap) -> (Vec<TapRow>, Option<usize>) {
+        let mut taps = self.transit().cards.get(&card).map(|c| c.taps.clone()).unwrap_or_default();
+        let Some(mut tap) = t.tap else { return (taps, None) };
+        if t.offline.is_none() && !t.fix {
+            tap.time_us = self.time_us;
+        }
+        let row = TapRow {
+            event_id: self.state.next_event_id,
+            card_id: card,
+            credential_id: t.credential_id,
+            tap,
+            offline: t.offline.is_some() || t.fix,
+            sync_id: t.offline.map(|o| o.terms.sync_id),
+            offline_minor: None,
+        };
+        let at = taps.partition_point(|r| r.tap.time_us <= row.tap.time_us);
+        taps.insert(at, row);
+        (taps, Some(at))
+    }
+
+    /// The writer's checks of an offline tap once its card's rides are posted: a boarding
+    /// counts the validator's fare or `charged` (what the writer charges or holds for its
+    /// ride), whichever is more, within the validator's limits per tap, per card per day and
+    /// since its sync (a tap off, `None`, counts nothing); and the shortfalls it made (debt
+    /// rows from `debts_from` on) within each operator's risk cap. Returns what it counts.
+    fn check_offline_transit(
+        &self,
+        o: &OfflineTransit,
+        card: i64,
+        charged: Option<i64>,
+        debts_from: usize,
+    ) -> Result<i64, Rejection> {
+        let counted = charged.map_or(0, |c| o.fare_minor.max(c));
+        self.check_offline(&o.terms, card, counted)?;
+        let mut shortfalls: Vec<(AccountId, i64)> = Vec::new();
+        for d in self.debt_rows[debts_from..].iter().filter(|d| d.delta_minor > 0) {
+            let Some(merchant) = d.merchant else { continue };
+            match shortfalls.iter_mut().find(|s| s.0 == merchant) {
+                Some(s) => s.1 += d.delta_minor,
+                None => shortfalls.push((merchant, d.delta_minor)),
+            }
+        }
+        for (merchant, shortfall) in shortfalls {
+            self.check_risk_cap(&o.terms, merchant, shortfall)?;
+        }
+        Ok(counted)
+    }
+
+    /// Keeps what a transit op did for the rest of the batch and for the writer to store:
+    /// the card's taps and rides' entries, the tap's row, the entries' links, and (offline)
+    /// what the tap counts and the shortfalls it made (debt rows from `debts_from` on).
+    fn remember_rides(
+        &mut self,
+        card: i64,
+        t: &TransitTap,
+        taps: Vec<TapRow>,
+        at: Option<usize>,
+        made: &[(i64, i64)],
+        debts_from: usize,
+    ) {
+        let event_id = self.state.next_event_id;
+        let tap_row = at.map(|i| taps[i]);
+        if let (Some(o), Some(n)) = (&t.offline, tap_row.and_then(|r| r.offline_minor)) {
+            self.count_offline(&o.terms, card, n);
+        }
+        // Every shortfall owed to an operator counts towards its risk cap, online or not.
+        for d in self.debt_rows[debts_from..].iter().filter(|d| d.delta_minor > 0) {
+            if let Some(v) = d.merchant.and_then(|m| self.state.merchant_shortfalls.get_mut(&m)) {
+                v.push((d.time_us, d.delta_minor));
             }
         }
         let rides_of = self.transit_mut().cards.entry(card).or_default();
         rides_of.taps = taps;
-        for (seq, ride) in &made {
+        for (seq, ride) in made {
             rides_of.entries.entry(*ride).or_default().push(*seq);
         }
         self.transit_rows.extend(tap_row);
@@ -163,8 +244,6 @@ impl Machine<'_> {
             ride_event_id: *ride,
             event_id,
         }));
-        let first = self.written.len() - made.len();
-        Ok(self.written[first..].to_vec())
     }
 
     fn transit(&self) -> &TransitState {
@@ -226,7 +305,7 @@ impl Machine<'_> {
         let references = ride_references(p, ride_id);
         // The tapped ride of an online boarding must be paid from the wallet (or the gate
         // stays shut); anything else the wallet cannot cover becomes a debt.
-        let strict = !p.transit.offline && p.ride_of_tap == Some(ride_id);
+        let strict = p.transit.offline.is_none() && p.ride_of_tap == Some(ride_id);
         let mut post = |m: &mut Self, command: Command, draft: Draft| -> Result<(), Rejection> {
             let entry = m.commit(&command, draft, &references, None, None)?;
             made.push((entry.seq, ride_id));
@@ -298,8 +377,8 @@ impl Machine<'_> {
     }
 
     /// A payment the wallet pays what it can of; the offline-risk account pays the rest,
-    /// which the card owes (as with an offline payment, without a terminal's limits: the
-    /// ride was taken).
+    /// which the card owes, like an offline payment (an offline tap is then held to its
+    /// validator's limits; a correction is not: the ride was taken).
     fn payment_or_debt(
         &self,
         wallet: AccountId,

@@ -1,13 +1,14 @@
 //! The state the writer decides money with besides balances: wallets' debts, replaced
-//! wallets' successors, offline payments as posted, and the access decisions that count
-//! against a holder's limits. Written only by the writer, in the batch's transaction.
+//! wallets' successors, offline payments as posted (and what offline transit taps counted,
+//! kept in their `transit_taps` rows), and the access decisions that count against a
+//! holder's limits. Written only by the writer, in the batch's transaction.
 
 use std::collections::{HashMap, HashSet};
 
 use diesel::prelude::*;
 
 use super::in_list::in_list;
-use super::schema::{audit_events, offline_payments, wallet_debts, wallet_successors};
+use super::schema::{audit_events, offline_payments, transit_taps, wallet_debts, wallet_successors};
 use super::{storage, Db};
 use crate::domain::AccountId;
 use crate::machine::{utc_day, DebtRow, OfflineRow};
@@ -87,7 +88,8 @@ impl Db {
         Ok(out)
     }
 
-    /// Offline payments posted by a terminal for a card on the UTC day of `record_time_us`.
+    /// What a terminal took offline from a card on the UTC day of `record_time_us`: its
+    /// offline payments and what its offline transit taps counted (by the records' times).
     pub fn offline_card_day(&mut self, credential: i64, card: i64, record_time_us: i64) -> Result<i64, LedgerError> {
         let start = utc_day(record_time_us) * DAY_US;
         let amounts: Vec<i64> = on_db!(self, |c| offline_payments::table
@@ -98,10 +100,20 @@ impl Db {
             .select(offline_payments::amount_minor)
             .load(c))
         .map_err(storage)?;
-        Ok(amounts.iter().sum())
+        let taps: Vec<Option<i64>> = on_db!(self, |c| transit_taps::table
+            .filter(transit_taps::card_id.eq(card))
+            .filter(transit_taps::tap_time_us.ge(start))
+            .filter(transit_taps::tap_time_us.lt(start + DAY_US))
+            .filter(transit_taps::credential_id.eq(credential))
+            .filter(transit_taps::offline_minor.is_not_null())
+            .select(transit_taps::offline_minor)
+            .load(c))
+        .map_err(storage)?;
+        Ok(amounts.iter().sum::<i64>() + taps.iter().flatten().sum::<i64>())
     }
 
-    /// Offline payments posted by a terminal that name one sync.
+    /// What a terminal took offline under one sync: its offline payments and what its
+    /// offline transit taps counted.
     pub fn offline_sync_total(&mut self, credential: i64, sync: i64) -> Result<i64, LedgerError> {
         let amounts: Vec<i64> = on_db!(self, |c| offline_payments::table
             .filter(offline_payments::credential_id.eq(credential))
@@ -109,7 +121,13 @@ impl Db {
             .select(offline_payments::amount_minor)
             .load(c))
         .map_err(storage)?;
-        Ok(amounts.iter().sum())
+        let taps: Vec<Option<i64>> = on_db!(self, |c| transit_taps::table
+            .filter(transit_taps::credential_id.eq(credential))
+            .filter(transit_taps::sync_id.eq(sync))
+            .select(transit_taps::offline_minor)
+            .load(c))
+        .map_err(storage)?;
+        Ok(amounts.iter().sum::<i64>() + taps.iter().flatten().sum::<i64>())
     }
 
     /// Shortfalls of a merchant's offline payments posted after `since_us`: `(time, amount)`.

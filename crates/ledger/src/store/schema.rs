@@ -405,6 +405,8 @@ diesel::table! {
         direction -> Text,
         tap_time_us -> BigInt,
         offline -> Bool,
+        sync_id -> Nullable<BigInt>,
+        offline_minor -> Nullable<BigInt>,
     }
 }
 

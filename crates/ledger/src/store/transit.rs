@@ -220,6 +220,8 @@ impl Db {
                 transit_taps::direction.eq(if t.tap.kind == TapKind::On { "on" } else { "off" }),
                 transit_taps::tap_time_us.eq(t.tap.time_us),
                 transit_taps::offline.eq(t.offline),
+                transit_taps::sync_id.eq(t.sync_id),
+                transit_taps::offline_minor.eq(t.offline_minor),
             );
             on_db!(self, |c| diesel::insert_into(transit_taps::table).values(row).execute(c)).map_err(storage)?;
         }
@@ -256,8 +258,8 @@ impl Db {
 }
 
 /// A `transit_taps` row as selected: event, card, credential, route, stop, direction, time,
-/// offline.
-type TapColumns = (i64, i64, i64, i64, i64, String, i64, bool);
+/// offline, sync, what an offline tap counted.
+type TapColumns = (i64, i64, i64, i64, i64, String, i64, bool, Option<i64>, Option<i64>);
 
 /// The columns of [`TapColumns`], in its order.
 const TAP_COLUMNS: (
@@ -269,6 +271,8 @@ const TAP_COLUMNS: (
     transit_taps::direction,
     transit_taps::tap_time_us,
     transit_taps::offline,
+    transit_taps::sync_id,
+    transit_taps::offline_minor,
 ) = (
     transit_taps::event_id,
     transit_taps::card_id,
@@ -278,13 +282,23 @@ const TAP_COLUMNS: (
     transit_taps::direction,
     transit_taps::tap_time_us,
     transit_taps::offline,
+    transit_taps::sync_id,
+    transit_taps::offline_minor,
 );
 
 /// A stored tap as the writer prices it (the table's CHECK allows `on` and `off` only).
 fn tap_row(row: TapColumns) -> TapRow {
-    let (event_id, card_id, credential_id, route, stop, direction, time_us, offline) = row;
+    let (event_id, card_id, credential_id, route, stop, direction, time_us, offline, sync_id, offline_minor) = row;
     let kind = if direction == "on" { TapKind::On } else { TapKind::Off };
-    TapRow { event_id, card_id, credential_id, tap: Tap { time_us, route, stop, kind }, offline }
+    TapRow {
+        event_id,
+        card_id,
+        credential_id,
+        tap: Tap { time_us, route, stop, kind },
+        offline,
+        sync_id,
+        offline_minor,
+    }
 }
 
 /// A new route.

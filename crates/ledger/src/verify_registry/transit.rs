@@ -10,8 +10,10 @@
 //!   approval's `approve_request` decision, its time zone and table (as JSON) the request's,
 //!   and it is in force from the requested start or the decision leaf's time, whichever is
 //!   later; an approved `fare_table` request has its table, and its `result` names it;
-//! - a tap is its `transit_tap` event (card, route, stop, direction; online, also the
-//!   validator and the time, the event's), and every `transit_tap` event has its tap;
+//! - a tap is its `transit_tap` event (card, route, stop, direction, validator; the time,
+//!   the event's online and the signed record's offline; offline, the sync the record
+//!   names, and what the tap counted against the validator's limits at least the fare the
+//!   validator charged), and every `transit_tap` event has its tap;
 //! - a ride's entry link names an entry whose leaf has the link's card and the merchant
 //!   reference `ride:<ride>`, the ride a boarding of that card and the maker a
 //!   `transit_tap` or `transit_close` event of it; every entry whose reference names a
@@ -51,6 +53,9 @@ struct TapLeaf {
     validator: Option<i64>,
     /// An offline validator's tap (uploaded in its journal): the record's own time.
     offline_time_us: Option<i64>,
+    /// An offline tap: the sync its record names, and the fare the validator charged.
+    sync_id: Option<i64>,
+    fare_minor: Option<i64>,
 }
 
 /// A journal entry whose merchant reference starts `ride:`, as its leaf says: its card
@@ -90,6 +95,8 @@ impl TransitLeaves {
                     validator: p["validator"].as_i64(),
                     offline_time_us: (p["offline_seq"].is_i64().then(|| p["terminal_time_us"].as_i64()).flatten())
                         .or_else(|| p["fix_of"].is_i64().then(|| p["tap_time_us"].as_i64()).flatten()),
+                    sync_id: p["sync_id"].as_i64(),
+                    fare_minor: p["fare_minor"].as_i64(),
                 };
                 self.taps.insert(e.id, tap);
             }
@@ -378,8 +385,10 @@ fn tap_at(event: i64, card: Option<i64>) -> At {
 }
 
 /// A tap row against its leaf: card, route, stop, direction and validator; whether it was
-/// uploaded offline (its leaf names the journal record); and its time, which is the
-/// event's for an online tap and the signed record's for an offline one.
+/// uploaded offline (its leaf names the journal record); its time, which is the event's
+/// for an online tap and the signed record's for an offline one; and an offline tap's
+/// sync and what it counted against the validator's limits (at least the validator's fare:
+/// a row lowered below it would let the validator take more offline than its limits).
 fn tap(m: &mut Model<'_>, row: &TapRow, leaf: &TapLeaf) {
     let at = tap_at(row.event_id, Some(row.card_id));
     m.int(&at, "card_id", Some(row.card_id), leaf.card);
@@ -395,6 +404,28 @@ fn tap(m: &mut Model<'_>, row: &TapRow, leaf: &TapLeaf) {
         Some(if offline { "true" } else { "false" }),
     );
     m.int(&at, "tap_time_us", Some(row.tap.time_us), Some(leaf.offline_time_us.unwrap_or(leaf.time_us)));
+    m.int(&at, "sync_id", row.sync_id, leaf.sync_id);
+    // A leaf that names a sync is held to its limits (taps uploaded before they were
+    // counted name none).
+    let counted_ok = match (leaf.sync_id, row.offline_minor) {
+        // A tap off counts nothing (its boarding counted or held the ride).
+        (Some(_), Some(n)) if leaf.direction == Some(TapKind::Off) => n == 0,
+        (Some(_), Some(n)) => n >= leaf.fare_minor.unwrap_or(0),
+        (Some(_), None) => false,
+        (None, n) => n.is_none(),
+    };
+    if !counted_ok {
+        let counted = show_int(row.offline_minor);
+        let detail = match leaf.sync_id {
+            Some(sync) => format!(
+                "offline_minor {counted} but its leaf's record (sync {sync}) charged {}: an offline boarding \
+                 counts at least its fare, a tap off nothing",
+                show_int(leaf.fare_minor)
+            ),
+            None => format!("offline_minor {counted} but its leaf names no sync: it counts against no limit"),
+        };
+        m.report(&at, "offline_minor", detail);
+    }
 }
 
 /// A `transit_tap` event with no row: the writer writes both in one transaction.

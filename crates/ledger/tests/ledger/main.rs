@@ -56,6 +56,7 @@ const CASES: &[(&str, Case)] = &[
     ("transit_worked_examples", transit::worked_examples),
     ("transit_late_uploads_match_always_online", transit::late_uploads_match_always_online),
     ("transit_refusals", transit::refusals),
+    ("transit_offline_limits", transit::offline_limits),
 ];
 
 fn main() {

@@ -11,7 +11,9 @@ use card::CardUid;
 use domain::fares::{Tap, TapKind};
 use domain::money::FeeRate;
 use domain::registry::{Categories, Category, MerchantCategory};
-use ledger::domain::{AccountId, AccountKind, EntryKind, Event, Rejection, TransitTap};
+use ledger::domain::{
+    AccountId, AccountKind, EntryKind, Event, OfflineTerms, OfflineTransit, Op, Outcome, Rejection, TransitTap,
+};
 use ledger::money::Currency;
 use ledger::registry::{NewCardRow, NewHolderRow, NewMerchantRow};
 use ledger::transit::NewRouteRow;
@@ -107,7 +109,16 @@ fn network(backend: Backend, categories: &[Option<&'static str>]) -> Result<Netw
     Ok(Network { _db: db, clock, ledger, city, operators, riders })
 }
 
-fn tap_event(rider: (i64, AccountId, Option<&'static str>), tap: Tap, offline: bool) -> Event {
+/// The validator the tests' taps are at.
+const VALIDATOR: i64 = 7;
+
+/// An uploaded tap's record, within limits no test reaches.
+fn uploaded(tap: Tap) -> Option<OfflineTransit> {
+    let terms = OfflineTerms { credential_id: VALIDATOR, ..crate::support::open_terms(0, tap.time_us) };
+    Some(OfflineTransit { terms, fare_minor: 0 })
+}
+
+fn tap_event(rider: (i64, AccountId, Option<&'static str>), tap: Tap, offline: Option<OfflineTransit>) -> Event {
     Event {
         kind: "transit_tap".into(),
         scope: Some(format!("route:{}", tap.route)),
@@ -121,9 +132,9 @@ fn tap_event(rider: (i64, AccountId, Option<&'static str>), tap: Tap, offline: b
             wallet: rider.1,
             categories: rider.2.map(str::to_owned).into_iter().collect(),
             tap: Some(tap),
-            credential_id: 7,
+            credential_id: VALIDATOR,
             offline,
-            counter_floor: None,
+            fix: false,
         }),
     }
 }
@@ -171,7 +182,7 @@ pub fn worked_examples(backend: Backend) -> TestResult {
     let mut last = 0;
     for (i, ex) in examples.iter().enumerate() {
         for tap in &ex.taps {
-            n.ledger.record_blocking(tap_event(n.riders[i], *tap, true)).map_err(s)?;
+            n.ledger.record_blocking(tap_event(n.riders[i], *tap, uploaded(*tap))).map_err(s)?;
             last = last.max(tap.time_us);
         }
     }
@@ -215,7 +226,7 @@ fn riding_days(backend: Backend, seed: u64) -> TestResult {
     for (i, tap) in &online {
         n.clock.0.store(tap.time_us, std::sync::atomic::Ordering::SeqCst);
         n.ledger.close_due_rides().map_err(s)?;
-        n.ledger.record_blocking(tap_event(n.riders[*i], *tap, false)).map_err(s)?;
+        n.ledger.record_blocking(tap_event(n.riders[*i], *tap, None)).map_err(s)?;
     }
     let mut late: Vec<(usize, Tap)> = journeys
         .iter()
@@ -225,7 +236,7 @@ fn riding_days(backend: Backend, seed: u64) -> TestResult {
         .collect();
     late.shuffle(&mut rng);
     for (i, tap) in &late {
-        n.ledger.record_blocking(tap_event(n.riders[*i], *tap, true)).map_err(s)?;
+        n.ledger.record_blocking(tap_event(n.riders[*i], *tap, uploaded(*tap))).map_err(s)?;
     }
     let last = journeys.iter().flatten().map(|t| t.time_us).max().unwrap_or(start);
     close_all(&n, last)?;
@@ -291,14 +302,14 @@ pub fn refusals(backend: Backend) -> TestResult {
     let now = n.clock.now();
     let on = |route| Tap { time_us: now, route, stop: 0, kind: TapKind::On };
     let before = n.ledger.last_seq().map_err(s)?;
-    let refused = n.ledger.record_blocking(tap_event(rider, on(1), false));
+    let refused = n.ledger.record_blocking(tap_event(rider, on(1), None));
     check!(matches!(refused, Err(LedgerError::Rejected(Rejection::InsufficientFunds))), "{refused:?}");
     check_eq!(n.ledger.last_seq().map_err(s)?, before);
     check_eq!(n.ledger.registry(|r| r.card_taps(rider.0, 0)).map_err(s)?.len(), 0);
-    let unknown = n.ledger.record_blocking(tap_event(n.riders[1], on(9), false));
+    let unknown = n.ledger.record_blocking(tap_event(n.riders[1], on(9), None));
     check!(matches!(unknown, Err(LedgerError::Rejected(Rejection::FareUnavailable))), "{unknown:?}");
     // Offline, the same ride is owed: the wallet pays 1000, the card owes 2500.
-    n.ledger.record_blocking(tap_event(rider, on(1), true)).map_err(s)?;
+    n.ledger.record_blocking(tap_event(rider, on(1), uploaded(on(1)))).map_err(s)?;
     check_eq!(n.ledger.balance(rider.1).map_err(s)?, 0);
     check_eq!(n.ledger.wallet_debt(rider.1).map_err(s)?, 2500);
     a_refused_boarding_undoes_the_rides_it_closed(&n)
@@ -312,21 +323,164 @@ fn a_refused_boarding_undoes_the_rides_it_closed(n: &Network) -> TestResult {
     let rider = n.riders[1];
     n.ledger.submit_blocking(n.city.pay(rider.1, n.city.merchants[0], 992_000, 0)).map_err(s)?;
     let ferry = Tap { time_us: n.clock.now(), route: 2, stop: 0, kind: TapKind::On };
-    n.ledger.record_blocking(tap_event(rider, ferry, false)).map_err(s)?;
+    n.ledger.record_blocking(tap_event(rider, ferry, None)).map_err(s)?;
     check_eq!(ride_charges(&n.ledger, rider.0)?, (vec![0], 6000));
     check_eq!(n.ledger.balance(rider.1).map_err(s)?, 2000);
     n.clock.advance_us(61 * 60_000_000);
     let operator = n.ledger.balance(n.operators[&2]).map_err(s)?;
     let bus = Tap { time_us: n.clock.now(), route: 1, stop: 0, kind: TapKind::On };
-    let refused = n.ledger.record_blocking(tap_event(rider, bus, false));
+    let refused = n.ledger.record_blocking(tap_event(rider, bus, None));
     check!(matches!(refused, Err(LedgerError::Rejected(Rejection::InsufficientFunds))), "{refused:?}");
     check_eq!(ride_charges(&n.ledger, rider.0)?, (vec![0], 6000));
     check_eq!(n.ledger.balance(rider.1).map_err(s)?, 2000);
     check_eq!(n.ledger.balance(n.operators[&2]).map_err(s)?, operator);
     // The same batch goes on from the state before the refusal: a top-up, then the bus.
     n.ledger.submit_blocking(n.city.topup(rider.1, 10_000)).map_err(s)?;
-    n.ledger.record_blocking(tap_event(rider, bus, false)).map_err(s)?;
+    n.ledger.record_blocking(tap_event(rider, bus, None)).map_err(s)?;
     check_eq!(ride_charges(&n.ledger, rider.0)?, (vec![6000, 3500], 0));
     check_eq!(n.ledger.balance(rider.1).map_err(s)?, 2000 + 10_000 - 3500);
+    Ok(())
+}
+
+/// The validator's limits as of sync `sync` (what `api::offline` puts in an uploaded
+/// tap's terms): a bus ride is 3500.
+fn bus_terms(sync: i64, time_us: i64) -> OfflineTerms {
+    OfflineTerms {
+        credential_id: VALIDATOR,
+        record_seq: 0,
+        record_time_us: time_us,
+        sync_id: sync,
+        counter_floor: None,
+        per_tap_minor: 6000,
+        per_card_per_day_minor: 8000,
+        outstanding_minor: 12_000,
+        merchant_risk_cap_minor: 3000,
+    }
+}
+
+/// A bus boarding uploaded under sync `sync`, the validator having charged `fare`.
+fn bus_upload(rider: (i64, AccountId, Option<&'static str>), local: &str, sync: i64, fare: i64) -> Event {
+    let tap = Tap { time_us: fare_model::local_us(local), route: 1, stop: 0, kind: TapKind::On };
+    tap_event(rider, tap, Some(OfflineTransit { terms: bus_terms(sync, tap.time_us), fare_minor: fare }))
+}
+
+/// What a refused tap must leave as it was: the journal's length, the riders' balances,
+/// debts and taps, the operators' and the offline-risk account's balances.
+fn books(ledger: &Ledger, n: &Network) -> Result<Vec<i64>, String> {
+    let mut out = vec![ledger.last_seq().map_err(s)?];
+    for (card, wallet, _) in &n.riders {
+        out.push(ledger.balance(*wallet).map_err(s)?);
+        out.push(ledger.wallet_debt(*wallet).map_err(s)?);
+        out.push(ledger.registry(|r| r.card_taps(*card, 0)).map_err(s)?.len() as i64);
+    }
+    for account in n.operators.values() {
+        out.push(ledger.balance(*account).map_err(s)?);
+    }
+    out.push(ledger.balance(ledger.system_account(AccountKind::OfflineRisk, Currency::IDR).map_err(s)?.id).map_err(s)?);
+    Ok(out)
+}
+
+/// Records `event` on `ledger` and expects `refusal`, with nothing written.
+fn refused(ledger: &Ledger, n: &Network, event: Event, refusal: Rejection) -> TestResult {
+    let before = books(ledger, n)?;
+    let got = ledger.record_blocking(event);
+    check!(matches!(&got, Err(LedgerError::Rejected(r)) if *r == refusal), "expected {refusal:?}, got {got:?}");
+    check_eq!(books(ledger, n)?, before);
+    Ok(())
+}
+
+/// Offline taps are held to the validator's limits as of its sync in the writer, like
+/// offline payments: per card per UTC day, in total since the sync, and the city's cap on
+/// the operator's shortfalls in 24 hours. A tap counts the validator's fare or the writer's
+/// charge of its ride, whichever is more (a validator that journals a fare of 0 still
+/// counts the ride). A refused tap writes nothing; taps in one batch count against each
+/// other; a later batch and a ledger opened again read the totals from the database.
+pub fn offline_limits(backend: Backend) -> TestResult {
+    let n = network(backend, &[None, None, None, None, None])?;
+    n.clock.0.store(fare_model::local_us("2026-12-08T20:00"), std::sync::atomic::Ordering::SeqCst);
+    let r = n.riders.clone();
+    // Riders 2 and 3 can pay 1000 and 500.
+    n.ledger.submit_blocking(n.city.pay(r[2].1, n.city.merchants[1], 1_000_000 - 1000, 0)).map_err(s)?;
+    n.ledger.submit_blocking(n.city.pay(r[3].1, n.city.merchants[1], 1_000_000 - 500, 0)).map_err(s)?;
+    // Per card per day (8000): two rides journaled at 0 count 3500 each; the third, 3000
+    // under the daily cap, would make 10000.
+    n.ledger.record_blocking(bus_upload(r[0], "2026-12-07T07:00", 3, 0)).map_err(s)?;
+    n.ledger.record_blocking(bus_upload(r[0], "2026-12-07T09:00", 3, 0)).map_err(s)?;
+    let card_day = || bus_upload(r[0], "2026-12-07T11:00", 3, 0);
+    refused(&n.ledger, &n, card_day(), Rejection::OfflineLimitCardDay)?;
+    // Since the sync (12000): 7000, then rider 1's 3500, then no more.
+    n.ledger.record_blocking(bus_upload(r[1], "2026-12-07T07:30", 3, 3500)).map_err(s)?;
+    let outstanding = || bus_upload(r[1], "2026-12-07T09:30", 3, 3500);
+    refused(&n.ledger, &n, outstanding(), Rejection::OfflineLimitOutstanding)?;
+    one_batch_counts_its_own_taps(&n)?;
+    // The operator's shortfalls (3000): rider 2 owes 2500 (in the batch); rider 3's 3000
+    // alone would fit, not with rider 2's.
+    let risk = || bus_upload(r[3], "2026-12-07T08:00", 4, 3500);
+    refused(&n.ledger, &n, risk(), Rejection::OfflineRiskCap)?;
+    // Opened again: the totals come from the database.
+    let Network { _db, clock, ledger, city, operators, riders } = n;
+    drop(ledger);
+    let n = Network { ledger: crate::support::open(&_db, &clock)?, _db, clock, city, operators, riders };
+    refused(&n.ledger, &n, card_day(), Rejection::OfflineLimitCardDay)?;
+    refused(&n.ledger, &n, outstanding(), Rejection::OfflineLimitOutstanding)?;
+    refused(&n.ledger, &n, risk(), Rejection::OfflineRiskCap)?;
+    // The next day, under a new sync, rider 0 rides again.
+    n.ledger.record_blocking(bus_upload(n.riders[0], "2026-12-08T07:00", 6, 3500)).map_err(s)?;
+    a_tap_off_counts_nothing(&n)
+}
+
+/// Rider 4 on the ferry offline (route 2, at most 6000): the tap on counts the maximum
+/// (6000 of the card's 8000 a day), the tap off (two stops, 3000 journaled) nothing, so it
+/// is taken; the ride costs 3000.
+fn a_tap_off_counts_nothing(n: &Network) -> TestResult {
+    let rider = n.riders[4];
+    let ferry = |local: &str, stop: i64, kind: TapKind, fare: i64| {
+        let tap = Tap { time_us: fare_model::local_us(local), route: 2, stop, kind };
+        tap_event(rider, tap, Some(OfflineTransit { terms: bus_terms(7, tap.time_us), fare_minor: fare }))
+    };
+    n.ledger.record_blocking(ferry("2026-12-08T10:00", 0, TapKind::On, 6000)).map_err(s)?;
+    n.ledger.record_blocking(ferry("2026-12-08T10:30", 2, TapKind::Off, 3000)).map_err(s)?;
+    check_eq!(ride_charges(&n.ledger, rider.0)?.0.last().copied(), Some(3000));
+    let third = n.ledger.record_blocking(ferry("2026-12-08T11:00", 0, TapKind::On, 6000));
+    check!(third.is_err(), "a second ferry boarding over the day's limit was taken: {third:?}");
+    Ok(())
+}
+
+/// Writes `events` in one batch; each one's refusal, if any.
+fn batch(ledger: &Ledger, events: Vec<Event>) -> Result<Vec<Option<Rejection>>, String> {
+    let rt = tokio::runtime::Builder::new_current_thread().build().map_err(s)?;
+    let outcomes = rt.block_on(ledger.submit_ops(events.into_iter().map(Op::Event).collect())).map_err(s)?;
+    let mut codes = Vec::new();
+    for o in outcomes {
+        codes.push(match o {
+            Ok(Outcome::Recorded(_)) => None,
+            Err(LedgerError::Rejected(r)) => Some(r),
+            other => return Err(format!("an upload's outcome: {other:?}")),
+        });
+    }
+    Ok(codes)
+}
+
+/// Uploads that count against each other in one batch. Under sync 5, three of rider 4's
+/// rides and one of rider 1's: rider 4's first two make 7000 of the card's 8000 a day, the
+/// third (3500 journaled) is refused, and the batch goes on with rider 1's (10500 of the
+/// sync's 12000). Under sync 4, riders 2 and 3 ride with 1000 and 500: rider 2 owes 2500
+/// of the operator's 3000, so rider 3 (3000 short) is refused and nothing of it written.
+fn one_batch_counts_its_own_taps(n: &Network) -> TestResult {
+    let rider = n.riders[4];
+    let mut events: Vec<Event> = ["2026-12-07T07:00", "2026-12-07T09:00", "2026-12-07T11:00"]
+        .iter()
+        .map(|t| bus_upload(rider, t, 5, 3500))
+        .collect();
+    events.push(bus_upload(n.riders[1], "2026-12-08T07:00", 5, 3500));
+    check_eq!(batch(&n.ledger, events)?, vec![None, None, Some(Rejection::OfflineLimitCardDay), None]);
+    check_eq!(ride_charges(&n.ledger, rider.0)?, (vec![3500, 3500], 0));
+    let (r2, r3) = (n.riders[2], n.riders[3]);
+    let events = vec![bus_upload(r2, "2026-12-07T08:00", 4, 3500), bus_upload(r3, "2026-12-07T08:00", 4, 3500)];
+    check_eq!(batch(&n.ledger, events)?, vec![None, Some(Rejection::OfflineRiskCap)]);
+    check_eq!(n.ledger.wallet_debt(r2.1).map_err(s)?, 2500);
+    check_eq!(n.ledger.wallet_debt(r3.1).map_err(s)?, 0);
+    check_eq!(n.ledger.balance(r3.1).map_err(s)?, 500);
+    check_eq!(n.ledger.registry(|r| r.card_taps(r3.0, 0)).map_err(s)?.len(), 0);
     Ok(())
 }
