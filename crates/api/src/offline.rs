@@ -304,6 +304,29 @@ struct Verified<'a> {
     card: ledger::registry::Card,
 }
 
+/// The terms an offline record is posted under: its terminal's limits as of sync `sync`,
+/// the card's counter then (`floor`), and the city's cap on a merchant's shortfalls.
+fn offline_terms(
+    state: &AppState,
+    caller: &Caller,
+    v: &Verified<'_>,
+    sync: i64,
+    floor: Option<i64>,
+    limits: &RiskLimits,
+) -> OfflineTerms {
+    OfflineTerms {
+        credential_id: caller.credential.id,
+        record_seq: v.seq,
+        record_time_us: v.rec.time_us,
+        sync_id: sync,
+        counter_floor: floor,
+        per_tap_minor: limits.per_tap_minor,
+        per_card_per_day_minor: limits.per_card_per_day_minor,
+        outstanding_minor: limits.outstanding_minor,
+        merchant_risk_cap_minor: state.settings.limits.offline_risk_per_merchant_minor,
+    }
+}
+
 /// Prices a validator's offline tap: judged by its sync like a payment record (the deny
 /// list, the per-tap limit on the fare the validator charged), then the ledger's writer
 /// puts it among the card's taps by its time, prices the card's rides again, correcting
@@ -331,17 +354,7 @@ async fn post_transit_record(
     let Some((tap, categories, floor)) = place.and_then(|p| p.tap(v.rec)) else {
         return refuse(state, caller, v.rec, "transit_stop_invalid").await;
     };
-    let terms = OfflineTerms {
-        credential_id: cred,
-        record_seq: v.seq,
-        record_time_us: v.rec.time_us,
-        sync_id: sync.id,
-        counter_floor: floor,
-        per_tap_minor: limits.per_tap_minor,
-        per_card_per_day_minor: limits.per_card_per_day_minor,
-        outstanding_minor: limits.outstanding_minor,
-        merchant_risk_cap_minor: state.settings.limits.offline_risk_per_merchant_minor,
-    };
+    let terms = offline_terms(state, caller, &v, sync.id, floor, &limits);
     let offline = OfflineTransit { terms, fare_minor: v.rec.amount_minor };
     let by =
         crate::transit::TapBy { card: &v.card, counter: v.tap.counter_value(), credential: cred, key: v.key.clone() };
@@ -443,17 +456,7 @@ async fn post_payment_record(
         ))
     })
     .await?;
-    let terms = OfflineTerms {
-        credential_id: caller.credential.id,
-        record_seq: v.seq,
-        record_time_us: v.rec.time_us,
-        sync_id: sync.id,
-        counter_floor: floor,
-        per_tap_minor: limits.per_tap_minor,
-        per_card_per_day_minor: limits.per_card_per_day_minor,
-        outstanding_minor: limits.outstanding_minor,
-        merchant_risk_cap_minor: state.settings.limits.offline_risk_per_merchant_minor,
-    };
+    let terms = offline_terms(state, caller, &v, sync.id, floor, &limits);
     let request = Request::new(Command::OfflinePayment {
         wallet: v.card.account_id,
         merchant: merchant.account_id,

@@ -142,15 +142,19 @@ fn a_merchant_and_a_card_with_50(http: &Http, op: &str) -> (Value, Value, String
     let holder =
         http.ok(op, "/v1/holders", json!({"name": "Ani", "nik": "7371010101900001", "categories": ["resident"]}));
     let card = http.ok(op, "/v1/cards", json!({"uid": UID, "holder_id": holder["id"]}));
-    let agent = http.ok(op, "/v1/agents", json!({"name": "Agen"}));
-    http.ok(op, &format!("/v1/agents/{}/float", agent["id"].as_str().expect("id")), json!({"amount": "1000.00"}));
-    let agent_token =
-        http.ok(op, "/v1/credentials", json!({"role": "top_up_agent", "name": "a", "agent_id": agent["id"]}))["token"]
-            .as_str()
-            .expect("token")
-            .to_owned();
+    let agent_token = an_agent_with_float(http, op);
     http.ok(&agent_token, "/v1/topups", json!({"card_id": card["id"], "amount": "50.00"}));
     (merchant, card, agent_token)
+}
+
+/// A top-up agent with 1,000.00 of float; its counter's token.
+fn an_agent_with_float(http: &Http, op: &str) -> String {
+    let agent = http.ok(op, "/v1/agents", json!({"name": "Agen"}));
+    http.ok(op, &format!("/v1/agents/{}/float", agent["id"].as_str().expect("id")), json!({"amount": "1000.00"}));
+    http.ok(op, "/v1/credentials", json!({"role": "top_up_agent", "name": "a", "agent_id": agent["id"]}))["token"]
+        .as_str()
+        .expect("token")
+        .to_owned()
 }
 
 /// The token of a new merchant terminal credential for the till whose journal key is
@@ -624,13 +628,7 @@ fn a_bus_and_a_ferry(http: &Http, op: &str, data: &Path) -> (Value, String, Stri
     let asked = http.ok(op, "/v1/transit/fares", table);
     let (_, approver) = api::server::add_operator(data, None, "Approver").expect("a second operator");
     http.ok(&approver, &format!("/v1/approvals/{}/approve", asked["id"].as_str().expect("id")), json!({}));
-    let agent = http.ok(op, "/v1/agents", json!({"name": "Agen"}));
-    http.ok(op, &format!("/v1/agents/{}/float", agent["id"].as_str().expect("id")), json!({"amount": "1000.00"}));
-    let agent_token =
-        http.ok(op, "/v1/credentials", json!({"role": "top_up_agent", "name": "a", "agent_id": agent["id"]}))["token"]
-            .as_str()
-            .expect("token")
-            .to_owned();
+    let agent_token = an_agent_with_float(http, op);
     for (i, (uid, category, amount)) in
         [(RIDERS.0, "resident", "200.00"), (RIDERS.1, "student", "100.00")].iter().enumerate()
     {

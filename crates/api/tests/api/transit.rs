@@ -226,22 +226,8 @@ pub fn offline_bus_uploads_late(backend: Backend) -> TestResult {
     let tap = domain::fares::Tap { time_us: boarded, route, stop: 3, kind: domain::fares::TapKind::On };
     let fare = offline_fare(&offline_bus.sync, &c.card.uid, tap)?;
     check_eq!(fare, 3500);
-    let read = s.tap(&c.card);
     let mut writer = offline::JournalWriter::new(&offline_bus.key, None).map_err(|e| e.to_string())?;
-    let record = writer
-        .append(offline::NewRecord {
-            time_us: boarded,
-            kind: offline::RecordKind::Transit,
-            uid: c.card.uid.clone(),
-            picc_data: read["picc_data"].as_str().unwrap_or_default().to_owned(),
-            cmac: read["cmac"].as_str().unwrap_or_default().to_owned(),
-            amount_minor: fare,
-            currency: "IDR".into(),
-            reference: None,
-            decision: Some("on:3".into()),
-            sync_id: offline_bus.sync_id,
-        })
-        .map_err(|e| e.to_string())?;
+    let record = a_boarding(&c, &offline_bus, &mut writer, boarded, fare)?;
     // The ferry, online: no transfer known, so the maximum is held and 45.00 charged.
     let v = s.post("/v1/transit/taps", &ferry_in, &json!({"tap": s.tap(&c.card), "direction": "on"}))?;
     check_eq!(entries(v.expect(201)?), vec![e("hold", "60.00", "no tap-off: maximum fare")]);
