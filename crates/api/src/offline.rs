@@ -356,9 +356,13 @@ async fn post_transit_record(
     };
     let terms = offline_terms(state, caller, &v, sync.id, floor, &limits);
     let offline = OfflineTransit { terms, fare_minor: v.rec.amount_minor };
-    let by =
-        crate::transit::TapBy { card: &v.card, counter: v.tap.counter_value(), credential: cred, key: v.key.clone() };
-    let event = crate::transit::transit_event(by, tap, categories, Some(offline));
+    let by = crate::transit::TapBy {
+        card: &v.card,
+        counter: Some(v.tap.counter_value()),
+        credential: cred,
+        key: v.key.clone(),
+    };
+    let event = crate::transit::transit_event(by, tap, categories, crate::transit::TapSource::Offline(offline));
     let recorded = match state.ledger.record(event).await {
         Ok(r) => r,
         Err(LedgerError::Rejected(r)) => return refuse(state, caller, v.rec, r.code()).await,

@@ -258,39 +258,55 @@ fn entry_view(e: &Entry, ride: i64) -> RideEntryView {
     }
 }
 
-/// Who tapped: the card and its tap's counter, the validator, the request's key.
+/// Who tapped: the card and its tap's counter (none for an operator's fix), the validator
+/// (or the fixing terminal), the request's key.
 #[derive(Debug)]
 pub struct TapBy<'a> {
     /// The card.
     pub card: &'a ledger::registry::Card,
     /// The tap's read counter.
-    pub counter: i64,
+    pub counter: Option<i64>,
     /// The validator's credential.
     pub credential: i64,
     /// The idempotency key.
     pub key: ledger::domain::IdempotencyKey,
 }
 
-/// A `transit_tap` event, online or uploaded (`offline`: the record's terms and fare): its
-/// leaf names the route, stop, direction, validator and UID, and an uploaded tap's record
-/// number, time, sync and fare (what `kartu audit verify` holds the tap's row to).
-pub fn transit_event(by: TapBy<'_>, tap: FareTap, categories: Vec<String>, offline: Option<OfflineTransit>) -> Event {
+/// Where a tap comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum TapSource {
+    /// A validator online: priced at the writer's time.
+    Online,
+    /// A validator's journal record: its terms and fare.
+    Offline(OfflineTransit),
+    /// The ride's operator setting the missing tap-off of ride (event) `ride`.
+    Fix {
+        /// The ride.
+        ride: i64,
+    },
+}
+
+/// A `transit_tap` event: its leaf names the route, stop, direction, validator and UID, and
+/// an uploaded tap's record number, time, sync and fare, or a fix's ride and time (what
+/// `kartu audit verify` holds the tap's row to).
+pub fn transit_event(by: TapBy<'_>, tap: FareTap, categories: Vec<String>, source: TapSource) -> Event {
     let mut payload = json!({"route_id": tap.route, "stop": tap.stop,
         "direction": if tap.kind == TapKind::On { "on" } else { "off" },
         "validator": by.credential, "uid": by.card.uid.to_string()});
-    if let (Some(p), Some(o)) = (payload.as_object_mut(), offline) {
-        p.extend([
-            ("offline_seq".to_owned(), json!(o.terms.record_seq)),
-            ("terminal_time_us".to_owned(), json!(o.terms.record_time_us)),
-            ("sync_id".to_owned(), json!(o.terms.sync_id)),
-            ("fare_minor".to_owned(), json!(o.fare_minor)),
-        ]);
+    let extra = match source {
+        TapSource::Online => json!({}),
+        TapSource::Offline(o) => json!({"offline_seq": o.terms.record_seq, "terminal_time_us": o.terms.record_time_us,
+            "sync_id": o.terms.sync_id, "fare_minor": o.fare_minor}),
+        TapSource::Fix { ride } => json!({"fix_of": ride, "tap_time_us": tap.time_us}),
+    };
+    if let (Some(p), Some(more)) = (payload.as_object_mut(), extra.as_object()) {
+        p.extend(more.clone());
     }
     Event {
         kind: "transit_tap".into(),
         scope: Some(format!("route:{}", tap.route)),
         card_id: Some(by.card.id),
-        card_read_counter: Some(by.counter),
+        card_read_counter: by.counter,
         queue_key: None,
         idempotency_key: Some(by.key),
         payload: payload.to_string(),
@@ -300,8 +316,11 @@ pub fn transit_event(by: TapBy<'_>, tap: FareTap, categories: Vec<String>, offli
             categories,
             tap: Some(tap),
             credential_id: by.credential,
-            offline,
-            fix: false,
+            offline: match source {
+                TapSource::Offline(o) => Some(o),
+                _ => None,
+            },
+            fix: matches!(source, TapSource::Fix { .. }),
         }),
     }
 }
@@ -369,8 +388,8 @@ pub async fn tap(
     let route = ctx.validator.route_id;
     let key = ledger::domain::IdempotencyKey::parse(&ctx.caller.key(&idem.0)).map_err(|_| ApiError::internal("key"))?;
     let tap = FareTap { time_us: state.ledger.now_us(), route, stop: ctx.stop, kind };
-    let who = TapBy { card: &ctx.card, counter: ctx.counter, credential: ctx.caller.credential.id, key };
-    let event = transit_event(who, tap, ctx.categories.clone(), None);
+    let who = TapBy { card: &ctx.card, counter: Some(ctx.counter), credential: ctx.caller.credential.id, key };
+    let event = transit_event(who, tap, ctx.categories.clone(), TapSource::Online);
     let recorded = state.ledger.record(event).await?;
     let view = tap_view(&state, &recorded.event, &ctx.card, tap, "open").await?;
     Ok(HttpResponse::Created().json(view))
@@ -471,27 +490,9 @@ pub async fn fix_ride(
     let key = ledger::domain::IdempotencyKey::parse(&caller.key(&idem.0)).map_err(|_| ApiError::internal("key"))?;
     // Just after its boarding: the tap-off the ride lacked (its time changes no fare).
     let tap = FareTap { time_us: on.time_us + 1, route: on.route, stop, kind: TapKind::Off };
-    let payload = json!({"route_id": tap.route, "stop": stop, "direction": "off", "validator": caller.credential.id,
-        "uid": card.uid.to_string(), "fix_of": ride, "tap_time_us": tap.time_us});
-    let event = Event {
-        kind: "transit_tap".into(),
-        scope: Some(format!("route:{}", tap.route)),
-        card_id: Some(card.id),
-        card_read_counter: None,
-        queue_key: None,
-        idempotency_key: Some(key),
-        payload: payload.to_string(),
-        access: None,
-        // Priced at its own time, and what it shifts beyond the wallet is a debt.
-        transit: Some(TransitTap {
-            wallet: card.account_id,
-            categories,
-            tap: Some(tap),
-            credential_id: caller.credential.id,
-            offline: None,
-            fix: true,
-        }),
-    };
+    let by = TapBy { card: &card, counter: None, credential: caller.credential.id, key };
+    // Priced at its own time; what it shifts beyond the wallet is a debt.
+    let event = transit_event(by, tap, categories, TapSource::Fix { ride });
     let recorded = state.ledger.record(event).await?;
     Ok(HttpResponse::Created().json(tap_view(&state, &recorded.event, &card, tap, "fixed").await?))
 }

@@ -469,12 +469,7 @@ impl Terminal {
     ) -> Result<Outcome, TerminalError> {
         let uid = read.uid.to_ascii_uppercase();
         let now = now_us();
-        let refuse = |why: String| Outcome {
-            ok: false,
-            online: false,
-            line: format!("REFUSED offline: {why}"),
-            detail: Answer::None,
-        };
+        let refuse = |why: String| refused_offline(format!("REFUSED offline: {why}"));
         let mut reason = "";
         let (kind, amount, decision) = match self.config.mode {
             Mode::Pos => {
@@ -578,12 +573,7 @@ impl Terminal {
     fn ride_offline(&mut self, read: &CardRead, kind: TapKind, stop: Option<i64>) -> Result<Outcome, TerminalError> {
         let uid = read.uid.to_ascii_uppercase();
         let now = now_us();
-        let refuse = |why: String| Outcome {
-            ok: false,
-            online: false,
-            line: format!("SHUT offline: {why}"),
-            detail: Answer::None,
-        };
+        let refuse = |why: String| refused_offline(format!("SHUT offline: {why}"));
         let Some(route) = self.journeys.route() else {
             return Ok(refuse("this validator never synced its route and fares".into()));
         };
@@ -630,6 +620,11 @@ impl Terminal {
         self.pending.push(signed.clone());
         Ok(Outcome { ok: true, online: false, line, detail: Answer::Offline(Box::new(signed)) })
     }
+}
+
+/// A tap refused offline: nothing was written.
+fn refused_offline(line: String) -> Outcome {
+    Outcome { ok: false, online: false, line, detail: Answer::None }
 }
 
 /// Whether a journaled record counts against the terminal's offline limits: a payment, or

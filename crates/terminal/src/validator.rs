@@ -49,8 +49,6 @@ pub struct ValidatorSettings {
 /// What an offline tap comes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Priced {
-    /// Boarding or alighting.
-    pub kind: TapKind,
     /// The ride's charge after the tap (a distance ride's tap on: its maximum, as the
     /// server holds it), minor units.
     pub charge_minor: i64,
@@ -104,11 +102,6 @@ impl Journeys {
         zones.sort_by_key(|z| z.0);
         let route = sync.route_id.parse().ok();
         Journeys { schedule: Schedule::new(tables), zones, route, sync: Some(sync), seen: HashMap::new() }
-    }
-
-    /// The sync, if any.
-    pub fn sync(&self) -> Option<&TransitSync> {
-        self.sync.as_ref()
     }
 
     /// The validator's route.
@@ -199,12 +192,11 @@ impl Journeys {
         let ride = rides.iter().find(|r| r.on == at || r.off == Some(at));
         Ok(match ride {
             Some(r) => Priced {
-                kind: tap.kind,
                 charge_minor: r.charge_minor,
                 rules: r.rules.iter().map(|x| x.describe()).collect::<Vec<_>>().join("; "),
             },
             // A tap off with no open ride ends nothing and costs nothing.
-            None => Priced { kind: tap.kind, charge_minor: 0, rules: "no ride to end".into() },
+            None => Priced { charge_minor: 0, rules: "no ride to end".into() },
         })
     }
 }
