@@ -450,10 +450,7 @@ fn fix_context(
     if !(0..route.stop_names().len() as i64).contains(&stop) {
         return Err(invalid("stop must be a position on the ride's route"));
     }
-    let tables = st.ledger.registry(|r| r.fare_tables())?;
-    let schedule = domain::fares::Schedule::new(
-        tables.iter().filter_map(|t| t.table().ok().map(|table| (t.effective_from_us, table))).collect(),
-    );
+    let schedule = st.ledger.registry(|r| r.fare_schedule())?;
     let by_distance = schedule.at(on.time_us).and_then(|t| t.routes.get(&on.route));
     if !matches!(by_distance, Some(domain::fares::RouteFare::Distance { .. })) {
         return Err(ApiError::unprocessable("ride_not_by_distance", "a flat-fare ride has no tap-off to set"));

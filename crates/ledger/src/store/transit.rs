@@ -425,6 +425,11 @@ impl Registry<'_> {
             .collect())
     }
 
+    /// Every fare table in force from its start, as the writer prices with it.
+    pub fn fare_schedule(&mut self) -> Result<Schedule, LedgerError> {
+        Ok(self.0.fare_schedule()?.0)
+    }
+
     /// The tap an event recorded, as `(card, tap)`; none when the event was no tap.
     pub fn tap_of_event(&mut self, event_id: i64) -> Result<Option<(i64, Tap)>, LedgerError> {
         let row: Option<TapColumns> = on_db!(self.0, |c| transit_taps::table
