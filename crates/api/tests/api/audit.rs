@@ -412,7 +412,10 @@ fn transparency_shows_totals_and_no_personal_data(c: &City, card: &TestCard, nik
     let s = &c.s;
     let r = s.get_public("/v1/transparency")?;
     let t = r.expect(200)?.clone();
-    check_eq!(t["date"], json!(chrono::Utc::now().format("%Y-%m-%d").to_string()));
+    // The city's today: the installation's default time zone, Asia/Jakarta (not UTC's
+    // day, which differs from 17:00 to 24:00 UTC).
+    let today = chrono::Utc::now().with_timezone(&chrono_tz::Asia::Jakarta).format("%Y-%m-%d").to_string();
+    check_eq!(t["date"], json!(today));
     let merchants = t["merchants"].as_array().ok_or("merchants")?;
     let grocery = merchants.iter().find(|m| m["category"] == json!("grocery")).ok_or("grocery")?;
     check_eq!(grocery["payments"], json!(2));
