@@ -51,6 +51,7 @@ const CASES: &[(&str, Case)] = &[
     ("integrity_agrees_with_model", integrity_model::integrity_agrees_with_model),
     ("audit_proofs", audit::proofs),
     ("audit_checkpoints_every_interval", audit::checkpoints_every_interval),
+    ("audit_a_clean_stop_signs_the_last_leaf", audit::a_clean_stop_signs_the_last_leaf),
     ("audit_tampering_is_detected", audit::tampering_is_detected),
     ("schema_equals_migrations", schema::schema_equals_migrations),
     ("transit_worked_examples", transit::worked_examples),
