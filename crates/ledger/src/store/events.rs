@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use diesel::prelude::*;
 use diesel::upsert::excluded;
 
+use super::cached::{Cached, SET_CARD_COUNTER};
 use super::in_list::in_list;
 use super::schema::{audit_events, card_counters, card_replays};
 use super::{hash32, storage, Db};
@@ -162,7 +163,8 @@ impl Db {
     pub fn set_card_counters(&mut self, counters: &HashMap<i64, i64>, time_us: i64) -> Result<(), LedgerError> {
         // PostgreSQL: one statement for the batch (a round trip per card cost more than
         // the rest of a batch under the HTTP benchmark). SQLite: one cached statement per
-        // card (a multi-row statement would be prepared anew for every batch size).
+        // card (a multi-row statement would be prepared anew for every batch size; diesel's
+        // own upsert is never cached, see `store::cached`).
         if let Db::Pg(c) = self {
             if counters.is_empty() {
                 return Ok(());
@@ -190,21 +192,7 @@ impl Db {
             return Ok(());
         }
         for (card, counter) in counters {
-            let row = (
-                card_counters::card_id.eq(card),
-                card_counters::last_counter.eq(counter),
-                card_counters::time_us.eq(time_us),
-            );
-            on_db!(self, |c| diesel::insert_into(card_counters::table)
-                .values(row)
-                .on_conflict(card_counters::card_id)
-                .do_update()
-                .set((
-                    card_counters::last_counter.eq(excluded(card_counters::last_counter)),
-                    card_counters::time_us.eq(excluded(card_counters::time_us)),
-                ))
-                .execute(c))
-            .map_err(storage)?;
+            on_db!(self, |c| Cached::new(SET_CARD_COUNTER, [*card, *counter, time_us]).execute(c)).map_err(storage)?;
         }
         Ok(())
     }

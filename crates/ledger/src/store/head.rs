@@ -3,6 +3,7 @@
 
 use diesel::prelude::*;
 
+use super::cached::{Cached, ADVANCE_HEAD};
 use super::schema::ledger_head;
 use super::{storage, Db};
 use crate::LedgerError;
@@ -44,16 +45,9 @@ impl Db {
 
     /// Moves the head from `old` to `new`; exactly one row must change.
     pub fn advance_head(&mut self, old: Head, new: Head) -> Result<(), LedgerError> {
-        use ledger_head::dsl as h;
-        let changed =
-            on_db!(self, |c| diesel::update(h::ledger_head.filter(h::id.eq(1).and(h::last_seq.eq(old.last_seq))))
-                .set((
-                    h::last_seq.eq(new.last_seq),
-                    h::last_time_us.eq(new.last_time_us),
-                    h::tree_size.eq(new.tree_size)
-                ))
-                .execute(c))
-            .map_err(storage)?;
+        // A cached statement: diesel prepares its own UPDATE anew every time.
+        let update = Cached::new(ADVANCE_HEAD, [new.last_seq, new.last_time_us, new.tree_size, old.last_seq]);
+        let changed = on_db!(self, |c| update.execute(c)).map_err(storage)?;
         if changed == 1 {
             Ok(())
         } else {

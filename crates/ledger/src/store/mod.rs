@@ -107,6 +107,7 @@ macro_rules! sqlite_insert_chunked {
 // After `on_db!` and `sqlite_insert_chunked!`: the modules use them.
 mod accounts;
 mod audit_log;
+mod cached;
 mod checkpoints;
 mod entries;
 mod error;
