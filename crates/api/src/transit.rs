@@ -294,13 +294,13 @@ pub fn transit_event(by: TapBy<'_>, tap: FareTap, categories: Vec<String>, sourc
         "direction": if tap.kind == TapKind::On { "on" } else { "off" },
         "validator": by.credential, "uid": by.card.uid.to_string()});
     let extra = match source {
-        TapSource::Online => json!({}),
-        TapSource::Offline(o) => json!({"offline_seq": o.terms.record_seq, "terminal_time_us": o.terms.record_time_us,
-            "sync_id": o.terms.sync_id, "fare_minor": o.fare_minor}),
-        TapSource::Fix { ride } => json!({"fix_of": ride, "tap_time_us": tap.time_us}),
+        TapSource::Online => None,
+        TapSource::Offline(o) => Some(json!({"offline_seq": o.terms.record_seq,
+            "terminal_time_us": o.terms.record_time_us, "sync_id": o.terms.sync_id, "fare_minor": o.fare_minor})),
+        TapSource::Fix { ride } => Some(json!({"fix_of": ride, "tap_time_us": tap.time_us})),
     };
-    if let (Some(p), Some(more)) = (payload.as_object_mut(), extra.as_object()) {
-        p.extend(more.clone());
+    if let (Some(p), Some(serde_json::Value::Object(more))) = (payload.as_object_mut(), extra) {
+        p.extend(more);
     }
     Event {
         kind: "transit_tap".into(),
