@@ -91,12 +91,14 @@ pub(crate) enum Step {
 }
 
 /// Loads what to trust (on the first call), checks the log still extends it and signs the
-/// current tree when it grew.
+/// current tree when it grew. `store` writes the signed row (through the writer, see
+/// `Ledger::on_writer`, or on `db`).
 pub(crate) fn step(
     db: &mut Db,
     settings: &CheckpointSettings,
     state: &mut SignerState,
     now_us: i64,
+    store: &mut dyn FnMut(&mut Db, &CheckpointRow) -> Result<(), LedgerError>,
 ) -> Result<Step, LedgerError> {
     if let (Some(note), Some(path)) = (state.file_behind.clone(), settings.trusted_file.as_deref()) {
         write_file_atomically(path, note.as_bytes())
@@ -150,7 +152,7 @@ pub(crate) fn step(
         note: checkpoint.sign(&settings.signer),
     };
     // The row first: a file ahead of the table would look like a deleted checkpoint.
-    db.insert_checkpoint(&row)?;
+    store(db, &row)?;
     state.trusted = Some(Trusted { edge, root, chain });
     if let Some(path) = settings.trusted_file.as_deref() {
         if let Err(e) = write_file_atomically(path, row.note.as_bytes()) {

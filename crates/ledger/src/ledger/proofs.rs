@@ -79,7 +79,7 @@ impl Ledger {
         if let Some(reason) = &state.refused {
             return Err(LedgerError::Invariant(format!("the checkpoint signer refuses: {reason}")));
         }
-        match self.read(|db| crate::signer::step(db, &settings, &mut state, now_us))? {
+        match self.sign_step(&settings, &mut state, now_us)? {
             crate::signer::Step::Signed(row) => Ok(Some(row)),
             crate::signer::Step::Nothing => Ok(None),
             crate::signer::Step::Refuse(reason) => {
@@ -92,6 +92,22 @@ impl Ledger {
                 Err(LedgerError::Invariant(format!("the checkpoint signer refuses: {reason}")))
             }
         }
+    }
+
+    /// One step of the signer on a pooled connection; the row it signs is stored through
+    /// the writer while the writer runs (on SQLite another connection's write would make
+    /// the writer wait for the lock, see `Chore`), else on that connection.
+    fn sign_step(
+        &self,
+        settings: &crate::signer::CheckpointSettings,
+        state: &mut crate::signer::SignerState,
+        now_us: i64,
+    ) -> Result<crate::signer::Step, LedgerError> {
+        let mut store = |db: &mut Db, row: &CheckpointRow| {
+            let mine = row.clone();
+            self.on_writer(move |w| w.insert_checkpoint(&mine)).unwrap_or_else(|| db.insert_checkpoint(row))
+        };
+        self.read(|db| crate::signer::step(db, settings, state, now_us, &mut store))
     }
 
     /// Why the checkpoint signer refuses to sign (the log does not extend the last
@@ -167,7 +183,7 @@ impl Ledger {
         let new_settings = crate::signer::CheckpointSettings { signer: new, ..settings };
         let now_us = (self.inner.config.clock)();
         let mut state = self.inner.signer.lock().map_err(|_| LedgerError::Stopped)?;
-        let step = self.read(|db| crate::signer::step(db, &new_settings, &mut state, now_us))?;
+        let step = self.sign_step(&new_settings, &mut state, now_us)?;
         let first_by_new = match step {
             crate::signer::Step::Signed(row) => row,
             crate::signer::Step::Nothing => {

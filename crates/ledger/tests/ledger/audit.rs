@@ -341,6 +341,33 @@ pub fn a_clean_stop_signs_the_last_leaf(backend: Backend) -> TestResult {
     Ok(())
 }
 
+/// While the writer runs, the signer's rows are written by the writer, between batches (on
+/// SQLite a row from the signer's own connection made the writer wait for the lock); once
+/// the writer stopped, the signer writes the last one itself.
+pub fn signed_rows_go_through_the_writer(backend: Backend) -> TestResult {
+    let db = TestDb::fresh(backend)?;
+    let clock = TestClock::new();
+    let (signer, verifier) = keys()?;
+    let ledger = open_signed(&db, &clock, &signer, Duration::from_secs(3600))?;
+    let city = City::new(&ledger, 1, 1, 1_000_000)?;
+    let chores = || ledger.writer_stats().chores.load(std::sync::atomic::Ordering::Relaxed);
+    check_eq!(chores(), 0);
+    let first = ledger.checkpoint_now().map_err(s)?.ok_or("nothing signed")?;
+    check_eq!(first.tree_size, ledger.tree_size().map_err(s)?);
+    check_eq!(chores(), 1);
+    check!(ledger.checkpoint_now().map_err(s)?.is_none(), "signed again with no new leaf");
+    check_eq!(chores(), 1);
+    ledger.submit_blocking(city.topup(city.wallets[0], 100)).map_err(s)?;
+    let size = ledger.tree_size().map_err(s)?;
+    ledger.shutdown();
+    check_eq!(chores(), 1);
+    let last = ledger.latest_checkpoint().map_err(s)?.map(|c| c.tree_size);
+    check!(last == Some(size), "the last checkpoint covers {last:?} leaves, not {size}");
+    let report = verify(&db.url, &verifier, &VerifyOptions::default(), |_, _| {}).map_err(s)?;
+    check!(report.checkpoints == 2, "{report:?}");
+    Ok(())
+}
+
 /// A small day of business, then a checkpoint: the base of the tamper tests.
 fn business_day(backend: Backend) -> Result<(TestDb, merkle::Verifier, Arc<merkle::Signer>), String> {
     let db = TestDb::fresh(backend)?;

@@ -52,6 +52,7 @@ const CASES: &[(&str, Case)] = &[
     ("audit_proofs", audit::proofs),
     ("audit_checkpoints_every_interval", audit::checkpoints_every_interval),
     ("audit_a_clean_stop_signs_the_last_leaf", audit::a_clean_stop_signs_the_last_leaf),
+    ("audit_signed_rows_go_through_the_writer", audit::signed_rows_go_through_the_writer),
     ("audit_tampering_is_detected", audit::tampering_is_detected),
     ("schema_equals_migrations", schema::schema_equals_migrations),
     ("transit_worked_examples", transit::worked_examples),
