@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::{Ledger, PAGE_MAX, WAL_CHECKPOINT_INTERVAL};
 use crate::domain::{Command, Event, Op, Outcome, Posted, Recorded, References, Request, TransitTap};
-use crate::store::{Backend, Db};
+use crate::store::{Backend, Db, WalCheckpoint};
 use crate::LedgerError;
 
 impl Ledger {
@@ -28,10 +28,12 @@ impl Ledger {
             let url = &self.inner.url;
             let mut wal = Db::open(url)?;
             let log = self.inner.wal_log.clone();
-            self.every(WAL_CHECKPOINT_INTERVAL, "ledger-wal", move |_| match wal.wal_checkpoint() {
-                // The writer reads it to decide when to finish the copy itself.
-                Ok(bytes) => log.store(bytes, std::sync::atomic::Ordering::Relaxed),
-                Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; trying again"),
+            self.every(WAL_CHECKPOINT_INTERVAL, "ledger-wal", move |_| {
+                match wal.wal_checkpoint(WalCheckpoint::Passive) {
+                    // The writer reads it to decide when to finish the copy itself.
+                    Ok(bytes) => log.store(bytes, std::sync::atomic::Ordering::Relaxed),
+                    Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; trying again"),
+                }
             })?;
         }
         Ok(())

@@ -361,7 +361,7 @@ impl Writer {
             return;
         }
         self.stats.wal_checkpoints.fetch_add(1, Ordering::Relaxed);
-        match self.db.wal_checkpoint() {
+        match self.db.wal_checkpoint(crate::store::WalCheckpoint::Restart) {
             Ok(bytes) => log.store(bytes, Ordering::Relaxed),
             Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; trying again after the next batch"),
         }
