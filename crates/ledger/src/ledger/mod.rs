@@ -130,6 +130,10 @@ struct Inner {
     config: LedgerConfig,
     /// What the checkpoint signer trusts, and whether it refuses.
     signer: Mutex<crate::signer::SignerState>,
+    /// Why the signer refuses, once it does: read without the lock above, which the
+    /// signer holds for a whole step (a step waits for the writer to store its row, and
+    /// `/readyz` must answer meanwhile, e.g. that the writer is stuck).
+    signer_refused: std::sync::OnceLock<String>,
     /// SQLite: the bytes of the log in the WAL as the last checkpoint saw it (written by
     /// the background checkpoint and the writer, read by the writer's bound).
     wal_log: Arc<std::sync::atomic::AtomicU64>,
@@ -196,6 +200,7 @@ impl Ledger {
                 reads: Mutex::new(Vec::new()),
                 config,
                 signer: Mutex::new(Default::default()),
+                signer_refused: std::sync::OnceLock::new(),
                 wal_log,
             }),
         };

@@ -89,6 +89,7 @@ impl Ledger {
                      has looked"
                 );
                 state.refused = Some(reason.clone());
+                let _ = self.inner.signer_refused.set(reason.clone());
                 Err(LedgerError::Invariant(format!("the checkpoint signer refuses: {reason}")))
             }
         }
@@ -113,7 +114,7 @@ impl Ledger {
     /// Why the checkpoint signer refuses to sign (the log does not extend the last
     /// checkpoint it signed), if it does.
     pub fn checkpoint_refusal(&self) -> Option<String> {
-        self.inner.signer.lock().ok().and_then(|s| s.refused.clone())
+        self.inner.signer_refused.get().cloned()
     }
 }
 
@@ -191,6 +192,7 @@ impl Ledger {
             }
             crate::signer::Step::Refuse(reason) => {
                 state.refused = Some(reason.clone());
+                let _ = self.inner.signer_refused.set(reason.clone());
                 return Err(LedgerError::Invariant(format!("the checkpoint signer refuses: {reason}")));
             }
         };

@@ -58,6 +58,7 @@ impl Ledger {
                 reads: Mutex::new(vec![db]),
                 config,
                 signer: Mutex::new(Default::default()),
+                signer_refused: std::sync::OnceLock::new(),
                 wal_log: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             }),
         })

@@ -247,8 +247,9 @@ pub struct WriterStats {
     pub wal_checkpoints: std::sync::atomic::AtomicU64,
     /// Chores run between batches (the checkpoint signer's rows), failed or not.
     pub chores: std::sync::atomic::AtomicU64,
-    /// When the batch in progress began, µs on [`WriterStats::clock_us`]'s clock; 0 while
-    /// the writer waits for work.
+    /// When the batch (or chore) in progress began, µs on [`WriterStats::clock_us`]'s
+    /// clock; 0 while the writer waits for work. A chore that waits for a lock holds up the
+    /// batches queued behind it as a batch would, so `/readyz` counts it too.
     pub batch_started_us: std::sync::atomic::AtomicU64,
 }
 
@@ -259,7 +260,8 @@ impl WriterStats {
         BASE.get_or_init(std::time::Instant::now).elapsed().as_micros() as u64 + 1
     }
 
-    /// How long the batch in progress has taken so far; `None` while the writer is idle.
+    /// How long the batch (or chore) in progress has taken so far; `None` while the writer
+    /// is idle.
     pub fn batch_running_for(&self) -> Option<std::time::Duration> {
         let started = self.batch_started_us.load(Ordering::Relaxed);
         (started != 0).then(|| std::time::Duration::from_micros(Self::clock_us().saturating_sub(started)))
@@ -331,7 +333,9 @@ impl Writer {
     /// Runs a chore in a transaction of its own and answers it; a failed one may have left
     /// the connection broken, as a failed batch may.
     fn chore(&mut self, chore: Chore) {
+        self.stats.batch_started_us.store(WriterStats::clock_us(), Ordering::Relaxed);
         let result = self.db.transaction(chore.run);
+        self.stats.batch_started_us.store(0, Ordering::Relaxed);
         if result.is_err() {
             self.cache.clear();
             self.cache_seq = None;
