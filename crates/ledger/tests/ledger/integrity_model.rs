@@ -322,11 +322,14 @@ impl Model {
         // A plain transfer's credit to a replaced card's wallet goes to its successor.
         let w = self.current(wallet);
         self.noted(w != wallet, "plain credit to successor");
-        if self.get(self.agent) < minor {
-            return Err(Rejection::InsufficientFunds);
-        }
+        // The ledger checks a transfer's legs in their order, and the wallet's credit is
+        // the first (`support::transfer`): over its maximum is said before the agent's
+        // shortfall when both hold.
         if self.get(w) + minor > WALLET_MAX {
             return Err(Rejection::ExceedsMaxBalance);
+        }
+        if self.get(self.agent) < minor {
+            return Err(Rejection::InsufficientFunds);
         }
         self.add(w, minor);
         self.add(self.agent, -minor);
