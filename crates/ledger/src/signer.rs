@@ -66,8 +66,6 @@ const PAGE: i64 = 5_000;
 pub(crate) struct SignerState {
     /// The right edge at the last checkpoint signed; `None` until loaded (the first run).
     trusted: Option<Trusted>,
-    /// Why it refuses to sign, once it does (sticky until a restart).
-    pub(crate) refused: Option<String>,
     /// A signed note the file does not hold yet (its write failed): written again first.
     file_behind: Option<String>,
 }

@@ -128,9 +128,9 @@ struct Inner {
     backend: Backend,
     reads: Mutex<Vec<Db>>,
     config: LedgerConfig,
-    /// What the checkpoint signer trusts, and whether it refuses.
+    /// What the checkpoint signer trusts.
     signer: Mutex<crate::signer::SignerState>,
-    /// Why the signer refuses, once it does: read without the lock above, which the
+    /// Why the signer refuses, once it does (sticky until a restart): read without the lock above, which the
     /// signer holds for a whole step (a step waits for the writer to store its row, and
     /// `/readyz` must answer meanwhile, e.g. that the writer is stuck).
     signer_refused: std::sync::OnceLock<String>,

@@ -76,7 +76,7 @@ impl Ledger {
         let Some(settings) = self.inner.config.checkpoints.clone() else { return Ok(None) };
         let now_us = (self.inner.config.clock)();
         let mut state = self.inner.signer.lock().map_err(|_| LedgerError::Stopped)?;
-        if let Some(reason) = &state.refused {
+        if let Some(reason) = self.inner.signer_refused.get() {
             return Err(LedgerError::Invariant(format!("the checkpoint signer refuses: {reason}")));
         }
         match self.sign_step(&settings, &mut state, now_us)? {
@@ -88,7 +88,6 @@ impl Ledger {
                     "the audit log does not extend the last signed checkpoint: signing nothing until an operator \
                      has looked"
                 );
-                state.refused = Some(reason.clone());
                 let _ = self.inner.signer_refused.set(reason.clone());
                 Err(LedgerError::Invariant(format!("the checkpoint signer refuses: {reason}")))
             }
@@ -191,7 +190,6 @@ impl Ledger {
                 return Err(LedgerError::Invariant("the new key had nothing to sign after the rotation leaf".into()))
             }
             crate::signer::Step::Refuse(reason) => {
-                state.refused = Some(reason.clone());
                 let _ = self.inner.signer_refused.set(reason.clone());
                 return Err(LedgerError::Invariant(format!("the checkpoint signer refuses: {reason}")));
             }

@@ -29,6 +29,10 @@ const SQLITE_BUSY_TIMEOUT_MS: u32 = 10_000;
 /// verify) must not stall the writer; it then copies what it can and tries again later.
 const WAL_RESTART_WAIT_MS: u32 = 5;
 
+/// SQLite page cache per connection: the postings index is written in account order, so
+/// a cache that holds the hot index pages avoids reading them back from the file.
+const SQLITE_CACHE_KIB: u32 = 128 * 1024;
+
 /// How [`Db::wal_checkpoint`] copies the WAL into the database file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WalCheckpoint {
@@ -43,9 +47,6 @@ pub enum WalCheckpoint {
     /// again ~17 times a second, each time syncing the database file.
     Restart,
 }
-/// SQLite page cache per connection: the postings index is written in account order, so
-/// a cache that holds the hot index pages avoids reading them back from the file.
-const SQLITE_CACHE_KIB: u32 = 128 * 1024;
 
 /// Which database a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
