@@ -11,6 +11,9 @@
 //! batch one `ledger_head` update, all in one transaction. Balances and the tree's right
 //! edge live in memory, as in Kartu's writer.
 //!
+//! With the audit log off ([`RawWriter::open`]), the same payments without their leaf and
+//! nodes, `leaf_index` NULL, as Kartu writes them then.
+//!
 //! SQLite (Kartu's pragmas: WAL, synchronous=FULL, the same cache; the WAL checkpointed by
 //! another thread every 100 ms, as Kartu does): multi-row INSERTs of [`CHUNK_BIG`] and
 //! [`CHUNK_SMALL`] rows and single-row ones for the rest, each a cached prepared statement,
@@ -51,7 +54,7 @@ mod schema {
             account_id -> BigInt,
             counterparty_id -> BigInt,
             request_hash -> Binary,
-            leaf_index -> BigInt,
+            leaf_index -> Nullable<BigInt>,
         }
     }
     diesel::table! {
@@ -102,7 +105,8 @@ struct EntryRow {
     account_id: i64,
     counterparty_id: i64,
     request_hash: Vec<u8>,
-    leaf_index: i64,
+    /// `None` when the audit log is off.
+    leaf_index: Option<i64>,
 }
 
 #[derive(Insertable)]
@@ -206,6 +210,9 @@ struct Books {
     head: Head,
     balances: HashMap<i64, i64>,
     tree: Tree,
+    /// Whether payments are leaves of the audit log (as `LedgerConfig::audit_log`): when
+    /// not, no leaf, no node, and the entry's `leaf_index` is NULL.
+    audit: bool,
 }
 
 /// The leaf bytes of a payment (docs/AUDIT.md, "journal entry"): no card, no references,
@@ -271,13 +278,16 @@ impl Books {
                     balance_after_minor,
                 });
             }
-            let leaf = payment_leaf(seq, time_us, wallet, merchant, &b.postings[start..]);
-            let leaf_hash = sha256(&[&[0], &leaf]);
             // Kartu's request fingerprint: a SHA-256 of the request.
             let request = [wallet, merchant, city.fees.get(), PAYMENT_MINOR, FEE_MINOR].map(i64::to_be_bytes);
             let request_hash = sha256(&[request.as_flattened()]).to_vec();
-            let leaf_index = self.tree.size;
-            self.tree.append(leaf_hash, &mut b.nodes);
+            let leaf_index = self.audit.then_some(self.tree.size);
+            if let Some(leaf_index) = leaf_index {
+                let leaf = payment_leaf(seq, time_us, wallet, merchant, &b.postings[start..]);
+                let leaf_hash = sha256(&[&[0], &leaf]);
+                self.tree.append(leaf_hash, &mut b.nodes);
+                b.leaves.push(LeafRow { leaf_index, kind: "entry", leaf, leaf_hash: leaf_hash.to_vec() });
+            }
             b.entries.push(EntryRow {
                 seq,
                 kind: "payment",
@@ -290,7 +300,6 @@ impl Books {
                 request_hash,
                 leaf_index,
             });
-            b.leaves.push(LeafRow { leaf_index, kind: "entry", leaf, leaf_hash: leaf_hash.to_vec() });
             self.head.last_seq = seq;
         }
         self.head.last_time_us = time_us;
@@ -429,7 +438,7 @@ fn pg_insert(c: &mut PgConnection, b: &Batch) -> QueryResult<()> {
         .bind::<Array<BigInt>, _>(col(e, |r| r.account_id))
         .bind::<Array<BigInt>, _>(col(e, |r| r.counterparty_id))
         .bind::<Array<Binary>, _>(col(e, |r| r.request_hash.as_slice()))
-        .bind::<Array<BigInt>, _>(col(e, |r| r.leaf_index))
+        .bind::<Array<diesel::sql_types::Nullable<BigInt>>, _>(col(e, |r| r.leaf_index))
         .execute(c)?;
     let p = &b.postings;
     diesel::sql_query(PG_POSTINGS)
@@ -440,6 +449,9 @@ fn pg_insert(c: &mut PgConnection, b: &Batch) -> QueryResult<()> {
         .bind::<Array<BigInt>, _>(col(p, |r| r.balance_after_minor))
         .execute(c)?;
     let l = &b.leaves;
+    if l.is_empty() {
+        return Ok(());
+    }
     diesel::sql_query(PG_LEAVES)
         .bind::<Array<BigInt>, _>(col(l, |r| r.leaf_index))
         .bind::<Array<Text>, _>(col(l, |r| r.kind))
@@ -459,7 +471,7 @@ fn pg_insert(c: &mut PgConnection, b: &Batch) -> QueryResult<()> {
 
 /// The head, balances and tree's edge of the database Kartu set up (read once, before
 /// the clock starts).
-fn load_books(url: &str) -> Result<Books> {
+fn load_books(url: &str, audit: bool) -> Result<Books> {
     macro_rules! read {
         ($c:expr) => {{
             let head: (i64, i64, i64) = ledger_head::table
@@ -486,7 +498,12 @@ fn load_books(url: &str) -> Result<Books> {
     if tree.size != tree_size {
         bail!("baseline: the log has {} leaves, the head says {tree_size}", tree.size);
     }
-    Ok(Books { head: Head { last_seq, last_time_us, tree_size }, balances: postings.into_iter().collect(), tree })
+    Ok(Books {
+        head: Head { last_seq, last_time_us, tree_size },
+        balances: postings.into_iter().collect(),
+        tree,
+        audit,
+    })
 }
 
 /// SQLite: checkpoints the WAL every 100 ms from another connection (PASSIVE), as Kartu's
@@ -549,28 +566,51 @@ impl Drop for Checkpointer {
     }
 }
 
-/// Payments/s for each batch size in `batches`, one after the other on the database at
-/// `url` (migrated, with `city`'s accounts): `duration` each. Returns the new tree size
-/// and root too, for [`check`].
-pub fn measure(url: &str, city: &City, batches: &[usize], duration: Duration) -> Result<(Vec<f64>, i64, [u8; 32])> {
-    let mut books = load_books(url)?;
-    let mut sink = Sink::open(url)?;
-    let checkpointer = Checkpointer::start(url)?;
-    let mut rates = Vec::new();
-    let mut n = 0u64;
-    for &size in batches {
-        let start = Instant::now();
-        let first = n;
-        while start.elapsed() < duration {
-            let batch = books.batch(city, n, size);
-            sink.write(&batch)?;
-            sink.bound_wal(&checkpointer.log)?;
-            n += size as u64;
-        }
-        rates.push((n - first) as f64 / start.elapsed().as_secs_f64());
+/// The baseline's writer on one database: its books, its connection and the WAL's
+/// checkpointer.
+pub struct RawWriter {
+    books: Books,
+    sink: Sink,
+    checkpointer: Checkpointer,
+    /// Payments written so far (what picks each payment's parties).
+    written: u64,
+}
+
+impl RawWriter {
+    /// A writer on the database at `url` (migrated, with a city's accounts); `audit` as
+    /// `LedgerConfig::audit_log`.
+    pub fn open(url: &str, audit: bool) -> Result<RawWriter> {
+        let books = load_books(url, audit)?;
+        Ok(RawWriter { books, sink: Sink::open(url)?, checkpointer: Checkpointer::start(url)?, written: 0 })
     }
-    let root = books.tree.root().context("an empty log")?;
-    Ok((rates, books.tree.size, root))
+
+    /// Payments/s in batches of `size` for `duration`.
+    pub fn run(&mut self, city: &City, size: usize, duration: Duration) -> Result<f64> {
+        let start = Instant::now();
+        let first = self.written;
+        while start.elapsed() < duration {
+            let batch = self.books.batch(city, self.written, size);
+            self.sink.write(&batch)?;
+            self.sink.bound_wal(&self.checkpointer.log)?;
+            self.written += size as u64;
+        }
+        Ok((self.written - first) as f64 / start.elapsed().as_secs_f64())
+    }
+
+    /// The tree's size and root, for [`check`] (`None` for an empty log).
+    pub fn tree(&self) -> Option<(i64, [u8; 32])> {
+        Some((self.books.tree.size, self.books.tree.root()?))
+    }
+}
+
+/// Payments/s for each batch size in `batches`, one after the other on the database at
+/// `url` (migrated, with `city`'s accounts), audit log on: `duration` each. Returns the
+/// new tree size and root too, for [`check`].
+pub fn measure(url: &str, city: &City, batches: &[usize], duration: Duration) -> Result<(Vec<f64>, i64, [u8; 32])> {
+    let mut writer = RawWriter::open(url, true)?;
+    let rates = batches.iter().map(|&size| writer.run(city, size, duration)).collect::<Result<Vec<_>>>()?;
+    let (size, root) = writer.tree().context("an empty log")?;
+    Ok((rates, size, root))
 }
 
 /// Checks through Kartu that the baseline wrote what Kartu would have: the books balance,
