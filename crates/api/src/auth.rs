@@ -8,7 +8,8 @@ use std::pin::Pin;
 use actix_web::http::StatusCode;
 use actix_web::{web, FromRequest, HttpRequest};
 use base64::Engine;
-use ledger::registry::Credential;
+use card::CardUid;
+use ledger::registry::{Card, Credential};
 
 use crate::error::ApiError;
 use crate::AppState;
@@ -115,8 +116,26 @@ impl Caller {
     /// Looks the token up (blocking: call it on the blocking pool). Unknown and revoked
     /// tokens are refused; the stored hash is compared again in constant time.
     pub fn resolve(state: &AppState, token: BearerToken) -> Result<Caller, ApiError> {
+        let found = state.ledger.registry(|r| r.credential_by_hash(&token.hash))?;
+        Caller::admit(state, token, found)
+    }
+
+    /// [`Caller::resolve`], and the card with UID `uid` read in the same statement
+    /// (`Registry::credential_and_card`): the card payment's one round trip. The card is
+    /// told only to a caller the token admits.
+    pub fn resolve_with_card(
+        state: &AppState,
+        token: BearerToken,
+        uid: Option<CardUid>,
+    ) -> Result<(Caller, Option<Card>), ApiError> {
+        let found = state.ledger.registry(|r| r.credential_and_card(&token.hash, uid))?;
+        let (credential, card) = found.map_or((None, None), |(credential, card)| (Some(credential), card));
+        Ok((Caller::admit(state, token, credential)?, card))
+    }
+
+    /// The caller of `token`, given the credential its hash found (if any).
+    fn admit(state: &AppState, token: BearerToken, found: Option<Credential>) -> Result<Caller, ApiError> {
         let hash = token.hash;
-        let found = state.ledger.registry(|r| r.credential_by_hash(&hash))?;
         let credential = match found {
             // The index lookup found it by hash; compare again in constant time so the
             // decision never depends on a short-circuiting comparison.

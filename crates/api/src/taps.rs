@@ -54,4 +54,11 @@ impl TapKeys {
             )),
         }
     }
+
+    /// The UID a tap claims, MAC unchecked ([`KeyFile::claimed_uid`]): a hint for fetching
+    /// the card with the caller's credential in one statement, before the caller may ask
+    /// whether the tap is genuine. `None` for a malformed tap.
+    pub fn claimed_uid(&self, tap: &Tap) -> Option<CardUid> {
+        SunTap::from_hex(&tap.picc_data, &tap.cmac, None).ok().and_then(|sun| self.0.claimed_uid(&sun))
+    }
 }

@@ -398,6 +398,21 @@ impl KeyFile {
         self.checkpoint.as_ref()
     }
 
+    /// The UID a tap's PICCData names: its decryption under the newest meta-read key that
+    /// gives a Kartu tag. **No MAC is checked**: anyone can send any UID here, so the answer
+    /// is a hint for a lookup made before the tap is verified (the server fetches the card
+    /// in the same statement as the caller's credential), never a proof. Every version's
+    /// key decrypts, whichever one matches, so the time taken says nothing of the tap.
+    #[must_use]
+    pub fn claimed_uid(&self, tap: &SunTap) -> Option<crate::CardUid> {
+        let mut claimed = None;
+        for set in self.versions() {
+            let uid = crate::sun::decrypt_picc_data(&set.sdm_meta_read_key, tap.picc_data()).ok().map(|p| p.uid);
+            claimed = claimed.or(uid);
+        }
+        claimed
+    }
+
     /// Checks a tap against every key version, newest first, and returns the message with
     /// the key version that checked it ([`TapVersions::version`]: the lower of the two SDM
     /// keys' versions, see [`KeyFile::verify_tap_versions`]).

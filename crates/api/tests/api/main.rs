@@ -71,6 +71,7 @@ const CASES: &[(&str, Case)] = &[
     ("exposure_limits", custody::exposure_limits),
     ("key_split", custody::key_split),
     ("key_version_after_rotation", rotation::key_version_after_rotation),
+    ("a_claimed_uid_never_picks_the_card", rotation::a_claimed_uid_never_picks_the_card),
     ("serving_role_cannot_edit_the_journal", custody::serving_role_cannot_edit_the_journal),
     ("verify_checks_the_registry", registry::verify_checks_the_registry),
     ("openapi_document_and_routes", openapi::openapi_document_and_routes),

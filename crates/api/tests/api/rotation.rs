@@ -144,3 +144,41 @@ fn verify_db(s: &Server) -> Result<Vec<Finding>, String> {
         Err(e) => Err(format!("verify failed outside the registry: {e}")),
     }
 }
+
+/// A payment reads the card with the caller's credential, by the UID the tap's PICCData
+/// claims under the newest meta-read key that decrypts it to a Kartu tag, before the MAC
+/// is checked (`Caller::resolve_with_card`). That UID is a hint: here a genuine version-1
+/// tap of card A whose PICCData the version-2 key also decrypts to a Kartu tag, naming
+/// another UID, under which the test registers card B. The payment must charge A, the card
+/// the verified tap names, and leave B as it was.
+pub fn a_claimed_uid_never_picks_the_card(backend: Backend) -> TestResult {
+    let server = Server::start_edited(backend, |c| c, |keys| format!("{keys}{V2}"))?;
+    let c = City::on(server, "0.00")?;
+    let s = &c.s;
+    let taps = Taps { s };
+    let v2 = s.keys.version(2).ok_or("version 2")?;
+    // About one counter in 256 gives such a tap.
+    let (counter, claimed) = (1..20_000)
+        .find_map(|n| {
+            let tap = taps.at(1, 1, n).ok()?;
+            let picc: [u8; 16] = hex::decode(tap["picc_data"].as_str()?).ok()?.try_into().ok()?;
+            let p = card::sun::decrypt_picc_data(v2.sdm_meta_read_key(), &picc).ok()?;
+            (p.uid.to_string() != UID).then(|| (n, p.uid.to_string()))
+        })
+        .ok_or("no counter gives a second Kartu tag")?;
+    let holder = s.holder("Rina", "7371010101901702", &["resident"])?;
+    let mut cards = Vec::new();
+    for uid in [UID, claimed.as_str()] {
+        let r = s.post("/v1/cards", &s.operator, &json!({"uid": uid, "holder_id": holder, "key_version": 1}))?;
+        let card = r.expect(201)?["id"].as_str().ok_or("id")?.to_owned();
+        s.post("/v1/topups", &c.teller, &json!({"card_id": card, "amount": "10.00"}))?.expect(201)?;
+        cards.push(card);
+    }
+    let paid = s.post("/v1/payments", &c.pos_a, &json!({"tap": taps.at(1, 1, counter)?, "amount": "1.00"}))?;
+    let paid = paid.expect(201)?;
+    check_eq!((paid["card_id"].as_str(), paid["balance"].clone()), (Some(cards[0].as_str()), idr("9.00")));
+    let balance =
+        |card: &str| Ok::<_, String>(s.get(&format!("/v1/cards/{card}"), &s.operator)?.expect(200)?["balance"].clone());
+    check_eq!((balance(&cards[0])?, balance(&cards[1])?), (idr("9.00"), idr("10.00")));
+    Ok(())
+}

@@ -289,3 +289,25 @@ fn a_half_rotated_card_taps_as_its_older_version() {
     // A file-read master of no version still fails, whichever meta-read key decrypts.
     assert_eq!(versions(META_2, APP_1, 26).map(|(valid, _, _)| valid), Ok(false));
 }
+
+/// `claimed_uid` reads the UID without the MAC: from AN12196's PICCData under the zero
+/// meta-read key (VECTORS.md), from an older version's key, and from a tap whose MAC is
+/// forged; nothing from PICCData no version's key decrypts to a Kartu tag.
+#[test]
+fn claimed_uid_is_the_decrypted_uid_whatever_the_mac() {
+    let zero = "00000000000000000000000000000000";
+    let text = format!(
+        "system_identifier = \"KARTU-MKS\"\n\
+         [cards.1]\nsdm_meta_read_key = \"{zero}\"\nsdm_file_read_master_key = \"{FILE_1}\"\n\
+         [cards.2]\nsdm_meta_read_key = \"{META_2}\"\nsdm_file_read_master_key = \"{FILE_2}\"\n"
+    );
+    let file = KeyFile::parse(&text).expect("parse");
+    let an12196 = SunTap::new(a("EF963FF7828658A599F3041510671E88"), a("94EED9EE65337086"), None).expect("tap");
+    assert_eq!(file.claimed_uid(&an12196).map(|u| u.to_string()), Some("04DE5F1EACC040".into()));
+    let good = tap(META_2, FILE_2, "04A1B2C3D4E5F6", 3);
+    let forged = SunTap::new(*good.picc_data(), [0; 8], None).expect("tap");
+    for t in [&good, &forged] {
+        assert_eq!(file.claimed_uid(t).map(|u| u.to_string()), Some("04A1B2C3D4E5F6".into()));
+    }
+    assert_eq!(file.claimed_uid(&tap(APP_2, FILE_2, "04A1B2C3D4E5F6", 4)), None);
+}

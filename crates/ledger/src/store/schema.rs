@@ -422,3 +422,5 @@ diesel::table! {
 diesel::allow_tables_to_appear_in_same_query!(transit_routes, merchants);
 diesel::allow_tables_to_appear_in_same_query!(transit_entries, journal_entries);
 diesel::allow_tables_to_appear_in_same_query!(webhook_outbox, webhook_deliveries, webhook_subscriptions);
+// The payment's one read: the caller's credential and the tapped card (`Registry::credential_and_card`).
+diesel::allow_tables_to_appear_in_same_query!(credentials, cards);
