@@ -129,14 +129,16 @@ pub async fn pay(
     // credential is used only if it is the verified tap's.
     let st = state.clone();
     let (caller, tap, card, merchant, fees, amount, merchant_reference) = hot_reads(&state, move || {
-        let claimed = st.taps.claimed_uid(&body.tap);
+        // Parsed once: its refusal (`invalid_tap`) waits for the caller's checks.
+        let sun = crate::taps::parse(&body.tap);
+        let claimed = sun.as_ref().ok().and_then(|sun| st.taps.claimed_uid(sun));
         let (caller, card) = Caller::resolve_with_card(&st, token, claimed)?;
         let merchant_id = caller.merchant_id()?;
         let currency = wire::currency(body.currency.as_deref(), st.settings.currency)?;
         let amount = wire::amount(&body.amount, currency, st.settings.amount_max_minor)?;
         within(&amount, st.settings.limits.payment_max_minor, "a payment")?;
         let merchant_reference = reference(&body.reference)?;
-        let tap = st.taps.verify(&body.tap)?;
+        let tap = st.taps.verify_parsed(&sun?)?;
         let card = if claimed == Some(tap.uid) { card } else { st.ledger.registry(|r| r.card_by_uid(tap.uid))? }
             .ok_or_else(|| ApiError::unprocessable("card_unknown", "this card is not registered"))?;
         check_active(&card)?;

@@ -39,9 +39,12 @@ impl VerifiedTap {
 impl TapKeys {
     /// Verifies a tap; `invalid_tap` (malformed) or `tap_mac_invalid` (422) otherwise.
     pub fn verify(&self, tap: &Tap) -> Result<VerifiedTap, ApiError> {
-        let sun = SunTap::from_hex(&tap.picc_data, &tap.cmac, None)
-            .map_err(|e| ApiError::unprocessable("invalid_tap", format!("the tap is malformed: {e}")))?;
-        match self.0.verify_tap_versions(&sun) {
+        self.verify_parsed(&parse(tap)?)
+    }
+
+    /// [`TapKeys::verify`] of a tap already parsed ([`parse`]).
+    pub fn verify_parsed(&self, sun: &SunTap) -> Result<VerifiedTap, ApiError> {
+        match self.0.verify_tap_versions(sun) {
             Ok((message, versions)) if message.mac_valid() => Ok(VerifiedTap {
                 uid: message.uid(),
                 counter: message.counter(),
@@ -57,8 +60,14 @@ impl TapKeys {
 
     /// The UID a tap claims, MAC unchecked ([`KeyFile::claimed_uid`]): a hint for fetching
     /// the card with the caller's credential in one statement, before the caller may ask
-    /// whether the tap is genuine. `None` for a malformed tap.
-    pub fn claimed_uid(&self, tap: &Tap) -> Option<CardUid> {
-        SunTap::from_hex(&tap.picc_data, &tap.cmac, None).ok().and_then(|sun| self.0.claimed_uid(&sun))
+    /// whether the tap is genuine.
+    pub fn claimed_uid(&self, sun: &SunTap) -> Option<CardUid> {
+        self.0.claimed_uid(sun)
     }
+}
+
+/// A tap's hex fields in the card crate's type; `invalid_tap` (422) when malformed.
+pub fn parse(tap: &Tap) -> Result<SunTap, ApiError> {
+    SunTap::from_hex(&tap.picc_data, &tap.cmac, None)
+        .map_err(|e| ApiError::unprocessable("invalid_tap", format!("the tap is malformed: {e}")))
 }

@@ -130,9 +130,9 @@ struct Inner {
     config: LedgerConfig,
     /// What the checkpoint signer trusts.
     signer: Mutex<crate::signer::SignerState>,
-    /// Why the signer refuses, once it does (sticky until a restart): read without the lock above, which the
-    /// signer holds for a whole step (a step waits for the writer to store its row, and
-    /// `/readyz` must answer meanwhile, e.g. that the writer is stuck).
+    /// Why the signer refuses, once it does (sticky until a restart). Read without the
+    /// lock above, which the signer holds for a whole step: a step waits for the writer to
+    /// store its row, and `/readyz` must answer meanwhile, e.g. that the writer is stuck.
     signer_refused: std::sync::OnceLock<String>,
     /// SQLite: the bytes of the log in the WAL as the last checkpoint saw it (written by
     /// the background checkpoint and the writer, read by the writer's bound).
