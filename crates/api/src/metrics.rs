@@ -54,6 +54,8 @@ struct Counters {
     writer_failed_batches: IntCounter,
     writer_busy: Counter,
     wal_checkpoints: IntCounter,
+    wal_checkpoint_time: Counter,
+    wal_passes: IntCounter,
     card_replays: IntCounter,
     tls_reloads: IntCounterVec,
 }
@@ -120,6 +122,18 @@ impl Counters {
                 "kartu_sqlite_wal_checkpoints_total",
                 "SQLite: WAL checkpoints the writer ran itself, between batches, to keep the WAL bounded",
             ),
+            wal_checkpoint_time: register(
+                registry,
+                Counter::new(
+                    "kartu_sqlite_wal_checkpoint_seconds_total",
+                    "SQLite: time the writer spent in its own WAL checkpoints, when no batch runs",
+                )
+                .expect("valid metric"),
+            ),
+            wal_passes: counter(
+                "kartu_sqlite_wal_passes_total",
+                "SQLite: passes of the background thread that copies the WAL into the database file",
+            ),
             card_replays: counter(
                 "kartu_card_replays_total",
                 "Taps refused as replays: a counter not above the card's last (a skimmed or cloned card)",
@@ -146,11 +160,10 @@ impl Counters {
         advance(&self.writer_requests, load(&stats.requests));
         advance(&self.writer_failed_batches, load(&stats.failed_batches));
         advance(&self.wal_checkpoints, load(&stats.wal_checkpoints));
+        advance(&self.wal_passes, load(&stats.wal_passes));
         advance(&self.card_replays, load(&stats.card_replays));
-        let busy = load(&stats.busy_us) as f64 / 1e6;
-        if busy > self.writer_busy.get() {
-            self.writer_busy.inc_by(busy - self.writer_busy.get());
-        }
+        advance_seconds(&self.writer_busy, load(&stats.busy_us));
+        advance_seconds(&self.wal_checkpoint_time, load(&stats.wal_checkpoint_us));
         if let Some(cert) = &state.settings.tls {
             let (ok, failed) = cert.reloads();
             advance(&self.tls_reloads.with_label_values(&["ok"]), ok);
@@ -164,6 +177,14 @@ fn advance(counter: &IntCounter, total: u64) {
     let now = counter.get();
     if total > now {
         counter.inc_by(total - now);
+    }
+}
+
+/// [`advance`] for a counter of seconds kept elsewhere in µs.
+fn advance_seconds(counter: &Counter, total_us: u64) {
+    let total = total_us as f64 / 1e6;
+    if total > counter.get() {
+        counter.inc_by(total - counter.get());
     }
 }
 

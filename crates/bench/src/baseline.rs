@@ -506,9 +506,10 @@ fn load_books(url: &str, audit: bool) -> Result<Books> {
     })
 }
 
-/// SQLite: checkpoints the WAL every 100 ms from another connection (PASSIVE), as Kartu's
-/// maintenance thread does, until dropped. The writer finishes it above Kartu's bound
-/// (`Sink::bound_wal`).
+/// SQLite: checkpoints the WAL from another connection (PASSIVE) on Kartu's schedule
+/// (`ledger::wal_checkpoint_wait`: every 100 ms, every 10 ms past half the bound), as
+/// Kartu's maintenance thread does, until dropped. The writer finishes it above Kartu's
+/// bound (`Sink::bound_wal`).
 struct Checkpointer {
     stop: Arc<AtomicBool>,
     /// The bytes of the log in the WAL at the last checkpoint.
@@ -527,10 +528,14 @@ impl Checkpointer {
         c.batch_execute("PRAGMA busy_timeout = 10000;")?;
         let (flag, seen) = (stop.clone(), log.clone());
         let handle = std::thread::spawn(move || {
+            let mut wait = ledger::WAL_CHECKPOINT_INTERVAL;
             while !flag.load(Ordering::Relaxed) {
-                std::thread::sleep(ledger::WAL_CHECKPOINT_INTERVAL);
+                std::thread::sleep(wait);
                 match checkpoint(&mut c) {
-                    Ok(bytes) => seen.store(bytes, Ordering::Relaxed),
+                    Ok(bytes) => {
+                        seen.store(bytes, Ordering::Relaxed);
+                        wait = ledger::wal_checkpoint_wait(bytes, ledger::WAL_CHECKPOINT_BYTES);
+                    }
                     Err(e) => eprintln!("bench: baseline WAL checkpoint: {e}"),
                 }
             }

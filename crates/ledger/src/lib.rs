@@ -30,8 +30,8 @@ mod verify_registry;
 pub use self::domain::{Statement, StatementLine, TrialBalanceLine};
 pub use ledger::{migrate, system_clock, Clock, Ledger, LedgerConfig};
 pub use ledger::{
-    ReplicaLag, RotationDone, WriterStats, BATCH_REQUESTS_MAX, PAGE_MAX, QUEUE_JOBS_MAX, WAL_CHECKPOINT_BYTES,
-    WAL_CHECKPOINT_INTERVAL,
+    wal_checkpoint_wait, ReplicaLag, RotationDone, WriterStats, BATCH_REQUESTS_MAX, PAGE_MAX, QUEUE_JOBS_MAX,
+    WAL_CHECKPOINT_BYTES, WAL_CHECKPOINT_HURRY, WAL_CHECKPOINT_INTERVAL,
 };
 pub use machine::TapRules;
 pub use signer::CheckpointSettings;

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{Ledger, PAGE_MAX, WAL_CHECKPOINT_INTERVAL};
+use super::{wal_checkpoint_wait, Ledger, PAGE_MAX, WAL_CHECKPOINT_INTERVAL};
 use crate::domain::{Command, Event, Op, Outcome, Posted, Recorded, References, Request, TransitTap};
 use crate::store::{Backend, Db, WalCheckpoint};
 use crate::LedgerError;
@@ -17,44 +17,55 @@ impl Ledger {
             self.every(interval, "ledger-checkpointer", move |ledger| {
                 // A refusal is logged once, when it happens; then the signer only waits.
                 if ledger.checkpoint_refusal().is_some() {
-                    return;
+                    return interval;
                 }
                 if let Err(e) = ledger.checkpoint_now() {
                     tracing::warn!(error = %e, "checkpoint failed; trying again");
                 }
+                interval
             })?;
         }
         if self.inner.backend == Backend::Sqlite {
             let url = &self.inner.url;
             let mut wal = Db::open(url)?;
             let log = self.inner.wal_log.clone();
+            let (bound, stats) = (self.inner.config.wal_checkpoint_bytes, self.inner.stats.clone());
             self.every(WAL_CHECKPOINT_INTERVAL, "ledger-wal", move |_| {
+                stats.wal_passes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 match wal.wal_checkpoint(WalCheckpoint::Passive) {
                     // The writer reads it to decide when to finish the copy itself.
-                    Ok(bytes) => log.store(bytes, std::sync::atomic::Ordering::Relaxed),
-                    Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; trying again"),
+                    Ok(bytes) => {
+                        log.store(bytes, std::sync::atomic::Ordering::Relaxed);
+                        wal_checkpoint_wait(bytes, bound)
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "WAL checkpoint failed; trying again");
+                        WAL_CHECKPOINT_INTERVAL
+                    }
                 }
             })?;
         }
         Ok(())
     }
 
-    /// Runs `task` every `interval` on a thread of its own until the ledger stops. The
-    /// thread holds a weak reference, so dropping the last handle still stops everything.
+    /// Runs `task` on a thread of its own until the ledger stops, first after `first`, then
+    /// after the wait each run returns. The thread holds a weak reference, so dropping the
+    /// last handle still stops everything.
     fn every(
         &self,
-        interval: std::time::Duration,
+        first: std::time::Duration,
         name: &str,
-        mut task: impl FnMut(&Ledger) + Send + 'static,
+        mut task: impl FnMut(&Ledger) -> std::time::Duration + Send + 'static,
     ) -> Result<(), LedgerError> {
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let weak = Arc::downgrade(&self.inner);
         let handle = std::thread::Builder::new()
             .name(name.into())
             .spawn(move || {
-                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stop_rx.recv_timeout(interval) {
+                let mut wait = first;
+                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stop_rx.recv_timeout(wait) {
                     let Some(inner) = weak.upgrade() else { break };
-                    task(&Ledger { inner });
+                    wait = task(&Ledger { inner });
                 }
             })
             .map_err(|e| LedgerError::Unavailable(format!("cannot start {name}: {e}")))?;

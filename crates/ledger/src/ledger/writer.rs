@@ -245,6 +245,10 @@ pub struct WriterStats {
     pub card_replays: std::sync::atomic::AtomicU64,
     /// SQLite: WAL checkpoints the writer ran itself (past its bound).
     pub wal_checkpoints: std::sync::atomic::AtomicU64,
+    /// SQLite: time the writer spent in its own WAL checkpoints, µs (no batch runs then).
+    pub wal_checkpoint_us: std::sync::atomic::AtomicU64,
+    /// SQLite: passes of the background thread that copies the WAL off the write path.
+    pub wal_passes: std::sync::atomic::AtomicU64,
     /// Chores run between batches (the checkpoint signer's rows), failed or not.
     pub chores: std::sync::atomic::AtomicU64,
     /// When the batch (or chore) in progress began, µs on [`WriterStats::clock_us`]'s
@@ -365,10 +369,12 @@ impl Writer {
             return;
         }
         self.stats.wal_checkpoints.fetch_add(1, Ordering::Relaxed);
+        let started = std::time::Instant::now();
         match self.db.wal_checkpoint(crate::store::WalCheckpoint::Restart) {
             Ok(bytes) => log.store(bytes, Ordering::Relaxed),
             Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; trying again after the next batch"),
         }
+        self.stats.wal_checkpoint_us.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
     }
 
     /// Stops the writer after a broken invariant (already in `halt`, so later writes fail
