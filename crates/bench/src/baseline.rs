@@ -545,7 +545,7 @@ impl Checkpointer {
 }
 
 /// A PASSIVE checkpoint; returns the bytes of the log in the WAL (frames of 24 bytes and
-/// a page).
+/// a page), 0 when another checkpoint was running.
 fn checkpoint(c: &mut SqliteConnection) -> Result<u64> {
     #[derive(diesel::QueryableByName)]
     struct Log {
@@ -559,7 +559,9 @@ fn checkpoint(c: &mut SqliteConnection) -> Result<u64> {
     }
     let log: Log = diesel::sql_query("PRAGMA wal_checkpoint(PASSIVE)").get_result(c)?;
     let page: PageSize = diesel::sql_query("PRAGMA page_size").get_result(c)?;
-    Ok(u64::try_from(log.log)? * (u64::try_from(page.page_size)? + 24))
+    // -1 when another connection was checkpointing (busy), as Kartu's `Db::wal_checkpoint`
+    // reads it: no log figure, 0.
+    Ok(u64::try_from(log.log).unwrap_or(0) * (u64::try_from(page.page_size)? + 24))
 }
 
 impl Drop for Checkpointer {
