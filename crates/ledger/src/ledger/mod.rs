@@ -53,7 +53,7 @@ pub const WAL_CHECKPOINT_HURRY: std::time::Duration = std::time::Duration::from_
 /// the log starts over: about once per 32 MiB written (a quarter of a second of full
 /// load), when the background thread has copied all but the last batches. The WAL file
 /// stays within the bound plus what is written while the writer learns of it (one
-/// background pass) and what a long read holds back: 38-41 MiB on the HTTP benchmark.
+/// background pass) and what a long read holds back: 35-41 MiB on the HTTP benchmark.
 pub const WAL_CHECKPOINT_BYTES: u64 = 32 * 1024 * 1024;
 
 /// How long the WAL's background copy waits before its next pass, after a pass that left
